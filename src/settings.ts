@@ -2,6 +2,10 @@
  * Settings: every input and the optional config file, validated once into one typed value.
  * Nothing below this module reads `core.getInput` or `process.env`.
  */
+import { existsSync, readFileSync } from 'node:fs'
+import { isAbsolute, resolve } from 'node:path'
+import ssh2 from 'ssh2'
+import { parseDocument } from 'yaml'
 
 export type Mode = 'check' | 'deploy' | 'rollback'
 export type RequestedMode = 'auto' | Mode
@@ -72,6 +76,8 @@ export interface RunContext {
   prNumber?: number
   /** Link to this workflow run, for reports. */
   runUrl?: string
+  /** The checkout on the runner (GITHUB_WORKSPACE): finding paths are relative to it. */
+  workspace: string
 }
 
 export interface GithubSettings {
@@ -95,4 +101,586 @@ export interface Settings {
   context: RunContext
   /** Where the config file was read from, if any. */
   configFile?: string
+}
+
+/**
+ * Every input of the action with its default. action.yml declares no `default:` for the ones a config file may
+ * set, because GitHub passes a declared default as if the user had typed it, and inputs override the file.
+ * `secret` inputs are never accepted from the config file (it is committed) and never echoed in errors.
+ */
+export const INPUTS = {
+  mode: { default: 'auto' },
+  'working-directory': { default: '.' },
+  python: { default: 'python3' },
+  checks: { default: 'check, deploy, migrations, test' },
+  'test-command': { default: '' },
+  hosts: { default: '' },
+  user: { default: '' },
+  port: { default: '22' },
+  'ssh-key': { default: '', secret: true },
+  'ssh-key-passphrase': { default: '', secret: true },
+  'known-hosts': { default: '' },
+  'host-fingerprint': { default: '' },
+  'jump-host': { default: '' },
+  'deploy-path': { default: '' },
+  'shared-paths': { default: '.env, media' },
+  'remote-python': { default: 'python3' },
+  'venv-options': { default: '' },
+  'pip-args': { default: '' },
+  migrate: { default: 'true' },
+  collectstatic: { default: 'true' },
+  'gunicorn-pidfile': { default: '' },
+  'gunicorn-service': { default: '' },
+  'reload-command': { default: '' },
+  nginx: { default: 'false' },
+  'nginx-test-command': { default: 'sudo -n nginx -t' },
+  'nginx-reload-command': { default: 'sudo -n nginx -s reload' },
+  'health-check-url': { default: '' },
+  'health-check-timeout': { default: '30' },
+  'keep-releases': { default: '5' },
+  'release-name': { default: '' },
+  'lock-timeout': { default: '300' },
+  config: { default: '' },
+  'dry-run': { default: 'false' },
+  'github-token': { default: '', secret: true },
+  environment: { default: 'production' },
+  'environment-url': { default: '' }
+} as const satisfies Record<string, { default: string; secret?: boolean }>
+
+export type InputName = keyof typeof INPUTS
+
+/** One problem with the input: where it came from, what was wrong, what is expected. */
+export interface SettingsProblem {
+  /** `input 'port'` or `deploy.yml: key 'port' (line 4)` */
+  where: string
+  message: string
+}
+
+export class SettingsError extends Error {
+  constructor(readonly problems: SettingsProblem[]) {
+    super(problems.map(p => `${p.where}: ${p.message}`).join('\n'))
+    this.name = 'SettingsError'
+  }
+}
+
+export interface SettingsSources {
+  /** The action's inputs as given (empty string = not given), e.g. from `core.getInput`. */
+  input: (name: InputName) => string
+  /** The runner's environment: GITHUB_WORKSPACE, GITHUB_EVENT_NAME, GITHUB_REF, … */
+  env: Record<string, string | undefined>
+  /** Reads a file (the config file, the event payload); injectable for tests. */
+  readFile?: (path: string) => string
+}
+
+const SAFE_RELEASE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$/
+const HOSTNAME =
+  /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/
+const IPV6 = /^[0-9A-Fa-f:.]+$/
+const USERNAME = /^[a-z_][a-z0-9_.-]{0,31}\$?$/i
+
+/** A release name the remote side can trust: refused, never rewritten, when it has anything else. */
+export function isSafeReleaseName(name: string): boolean {
+  return SAFE_RELEASE.test(name) && name !== '.' && name !== '..' && !name.includes('..')
+}
+
+/** Levenshtein distance, for "did you mean". */
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: b.length + 1 }, (_, i) => i)
+  for (let i = 1; i <= a.length; i++) {
+    let prev = d[0]
+    d[0] = i
+    for (let j = 1; j <= b.length; j++) {
+      const cur = d[j]
+      d[j] = Math.min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1))
+      prev = cur
+    }
+  }
+  return d[b.length]
+}
+
+export function didYouMean(word: string, choices: readonly string[]): string {
+  const best = choices.map(c => ({ c, d: distance(word.toLowerCase(), c) })).sort((x, y) => x.d - y.d)[0]
+  return best && best.d <= Math.max(2, Math.floor(word.length / 3)) ? ` (did you mean '${best.c}'?)` : ''
+}
+
+/** Splits a list given as commas, spaces or new lines (or a YAML sequence already joined). */
+export function splitList(value: string): string[] {
+  return value
+    .split(/[\s,]+/)
+    .map(s => s.trim())
+    .filter(Boolean)
+}
+
+/** Splits "host[:port]", "[v6]:port" and "v6" entries. */
+export function parseHost(entry: string, defaultPort: number): Host | string {
+  let host = entry
+  let port = defaultPort
+  const bracket = /^\[([^\]]+)\](?::(.*))?$/.exec(entry)
+  if (bracket) {
+    host = bracket[1]
+    if (bracket[2] !== undefined) {
+      const p = parsePort(bracket[2])
+      if (typeof p === 'string') return p
+      port = p
+    }
+    if (!IPV6.test(host))
+      return `"${entry}" is not a valid host; expected a name, an IPv4 address or [IPv6]:port`
+    return { host, port }
+  }
+  const colons = entry.split(':').length - 1
+  if (colons === 1) {
+    ;[host] = entry.split(':')
+    const p = parsePort(entry.slice(host.length + 1))
+    if (typeof p === 'string') return `"${entry}": ${p}`
+    port = p
+  } else if (colons > 1) {
+    if (!IPV6.test(entry))
+      return `"${entry}" is not a valid host; expected a name, an IPv4 address or [IPv6]:port`
+    return { host: entry, port }
+  }
+  if (!HOSTNAME.test(host)) {
+    return `"${entry}" is not a valid host; expected a host name or address, optionally with :port (e.g. web1.example.com:2222)`
+  }
+  return { host, port }
+}
+
+function parsePort(text: string): number | string {
+  if (!/^\d+$/.test(text.trim())) return `port "${text}" is not a whole number; expected 1–65535`
+  const n = Number(text)
+  if (n < 1 || n > 65535) return `port ${n} is out of range; expected 1–65535`
+  return n
+}
+
+/** Resolves `auto` against the event that started the workflow. */
+export function resolveMode(requested: RequestedMode, ctx: Pick<RunContext, 'eventName' | 'ref'>): Mode {
+  if (requested !== 'auto') return requested
+  if (isPullRequestEvent(ctx.eventName)) return 'check'
+  if (ctx.eventName === 'workflow_dispatch') return 'deploy'
+  if (ctx.eventName === 'push' && ctx.ref.startsWith('refs/tags/')) return 'deploy'
+  return 'check'
+}
+
+export function isPullRequestEvent(eventName: string): boolean {
+  return eventName === 'pull_request' || eventName === 'pull_request_target'
+}
+
+/** Reads the run's context from the runner's environment (the variables GitHub sets for every step). */
+export function readRunContext(
+  env: Record<string, string | undefined>,
+  readFile: (path: string) => string,
+  workspace: string
+): RunContext {
+  const [owner = '', repo = ''] = (env.GITHUB_REPOSITORY ?? '').split('/')
+  let prNumber: number | undefined
+  if (isPullRequestEvent(env.GITHUB_EVENT_NAME ?? '') && env.GITHUB_EVENT_PATH) {
+    try {
+      const payload = JSON.parse(readFile(env.GITHUB_EVENT_PATH)) as { pull_request?: { number?: number } }
+      prNumber = payload.pull_request?.number
+    } catch {
+      prNumber = undefined
+    }
+  }
+  if (prNumber === undefined) {
+    const m = /^refs\/pull\/(\d+)\//.exec(env.GITHUB_REF ?? '')
+    if (m) prNumber = Number(m[1])
+  }
+  const server = env.GITHUB_SERVER_URL ?? 'https://github.com'
+  return {
+    eventName: env.GITHUB_EVENT_NAME ?? '',
+    ref: env.GITHUB_REF ?? '',
+    sha: env.GITHUB_SHA ?? '',
+    owner,
+    repo,
+    prNumber,
+    runUrl:
+      env.GITHUB_RUN_ID && owner ? `${server}/${owner}/${repo}/actions/runs/${env.GITHUB_RUN_ID}` : undefined,
+    workspace
+  }
+}
+
+/** Default release name: the tag, else the short SHA and the UTC time. */
+export function defaultReleaseName(ctx: Pick<RunContext, 'ref' | 'sha'>, now: Date): string {
+  if (ctx.ref.startsWith('refs/tags/')) return ctx.ref.slice('refs/tags/'.length)
+  const stamp = now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z')
+  return `${(ctx.sha || 'local').slice(0, 7)}-${stamp}`
+}
+
+type Raw = { value: string; where: string; fromFile: boolean }
+
+/** Collects the raw values: input if given, else config file, else default. */
+class RawValues {
+  readonly problems: SettingsProblem[] = []
+  private file = new Map<string, { value: string; line?: number }>()
+  configFile?: string
+
+  constructor(private readonly sources: SettingsSources) {}
+
+  loadConfig(workspace: string, readFile: (p: string) => string): void {
+    const given = this.sources.input('config').trim()
+    const path = resolve(workspace, given || 'deploy.yml')
+    if (!given && !existsSync(path)) return
+    let text: string
+    try {
+      text = readFile(path)
+    } catch {
+      this.problems.push({
+        where: "input 'config'",
+        message: `cannot read "${given}"; expected a YAML file in the repository`
+      })
+      return
+    }
+    this.configFile = given || 'deploy.yml'
+    const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true })
+    if (doc.errors.length) {
+      const e = doc.errors[0]
+      const line = e.linePos?.[0]?.line
+      this.problems.push({
+        where: `${this.configFile}${line ? ` line ${line}` : ''}`,
+        message: `invalid YAML: ${e.message.split('\n')[0]}`
+      })
+      return
+    }
+    const root = doc.contents
+    if (root === null || root === undefined) return
+    if (!('items' in root) || !Array.isArray(root.items) || root.constructor.name !== 'YAMLMap') {
+      this.problems.push({ where: this.configFile, message: 'expected a mapping of input names to values' })
+      return
+    }
+    const names = Object.keys(INPUTS)
+    for (const pair of root.items as { key: { value?: unknown; range?: number[] }; value: unknown }[]) {
+      const key = String(pair.key?.value ?? pair.key)
+      const line = pair.key?.range ? lineOf(text, pair.key.range[0]) : undefined
+      const where = `${this.configFile}: key '${key}'${line ? ` (line ${line})` : ''}`
+      if (!names.includes(key)) {
+        this.problems.push({
+          where,
+          message: `unknown key${didYouMean(key, names)}; expected one of the action's inputs`
+        })
+        continue
+      }
+      const spec = INPUTS[key as InputName] as { secret?: boolean }
+      if (spec.secret || key === 'config') {
+        this.problems.push({
+          where,
+          message:
+            key === 'config'
+              ? 'the config file cannot name another config file'
+              : 'secrets do not belong in a committed file; pass it as an input from `secrets.*`'
+        })
+        continue
+      }
+      const json = (pair.value as { toJSON?: () => unknown })?.toJSON?.() ?? null
+      let value: string
+      if (Array.isArray(json)) value = json.map(String).join('\n')
+      else if (json === null) value = ''
+      else if (typeof json === 'object') {
+        this.problems.push({ where, message: 'expected a single value or a list, not a mapping' })
+        continue
+      } else value = String(json)
+      this.file.set(key, { value, line })
+    }
+  }
+
+  get(name: InputName): Raw {
+    const given = this.sources.input(name)
+    if (given.trim() !== '') return { value: given.trim(), where: `input '${name}'`, fromFile: false }
+    const f = this.file.get(name)
+    if (f && f.value.trim() !== '') {
+      return {
+        value: f.value.trim(),
+        where: `${this.configFile}: key '${name}'${f.line ? ` (line ${f.line})` : ''}`,
+        fromFile: true
+      }
+    }
+    return { value: INPUTS[name].default, where: `input '${name}'`, fromFile: false }
+  }
+
+  fail(raw: Raw | string, message: string): void {
+    this.problems.push({ where: typeof raw === 'string' ? raw : raw.where, message })
+  }
+}
+
+function lineOf(text: string, offset: number): number {
+  return text.slice(0, offset).split('\n').length
+}
+
+/** Parses and validates everything once. Throws SettingsError listing every problem found. */
+export function loadSettings(sources: SettingsSources, now = new Date()): Settings {
+  const readFile = sources.readFile ?? ((p: string) => readFileSync(p, 'utf8'))
+  const env = sources.env
+  const workspace = env.GITHUB_WORKSPACE || process.cwd()
+  const raw = new RawValues(sources)
+  raw.loadConfig(workspace, readFile)
+  const context = readRunContext(env, readFile, workspace)
+
+  const bool = (name: InputName): boolean => {
+    const r = raw.get(name)
+    const v = r.value.toLowerCase()
+    if (['true', 'yes', 'on', '1'].includes(v)) return true
+    if (['false', 'no', 'off', '0'].includes(v)) return false
+    raw.fail(r, `"${r.value}" is not a boolean; expected true or false`)
+    return false
+  }
+  const int = (name: InputName, min: number, unit: string): number => {
+    const r = raw.get(name)
+    if (!/^-?\d+$/.test(r.value)) {
+      raw.fail(r, `"${r.value}" is not a whole number; expected ${unit} ≥ ${min}`)
+      return Number(INPUTS[name].default)
+    }
+    const n = Number(r.value)
+    if (n < min) raw.fail(r, `${n} is ${n < 0 ? 'negative' : 'too small'}; expected ${unit} ≥ ${min}`)
+    return n
+  }
+  const text = (name: InputName): string | undefined => raw.get(name).value || undefined
+
+  // mode
+  const modeRaw = raw.get('mode')
+  const modes = ['auto', 'check', 'deploy', 'rollback']
+  let requestedMode: RequestedMode = 'auto'
+  if (modes.includes(modeRaw.value)) requestedMode = modeRaw.value as RequestedMode
+  else
+    raw.fail(
+      modeRaw,
+      `unknown mode "${modeRaw.value}"${didYouMean(modeRaw.value, modes)}; expected one of ${modes.join(', ')}`
+    )
+  // An unknown mode is reported alone: guessing one would bury it under that mode's requirements.
+  const mode = modes.includes(modeRaw.value) ? resolveMode(requestedMode, context) : 'check'
+  if (mode !== 'check' && isPullRequestEvent(context.eventName)) {
+    raw.fail(
+      modeRaw,
+      `mode ${mode} is refused on a ${context.eventName} event: a pull request's code must never reach deploy credentials; deploy from a tag push or workflow_dispatch`
+    )
+  }
+  const deploying = mode !== 'check'
+
+  // working directory and checks
+  const wdRaw = raw.get('working-directory')
+  const workingDirectory = resolve(workspace, wdRaw.value)
+  if (!existsSync(workingDirectory))
+    raw.fail(
+      wdRaw,
+      `"${wdRaw.value}" does not exist in the workspace; expected the folder that holds manage.py`
+    )
+  const checksRaw = raw.get('checks')
+  const checkWords = splitList(checksRaw.value.toLowerCase())
+  let checks: CheckName[] = []
+  if (checkWords.length === 1 && checkWords[0] === 'none') checks = []
+  else if (checkWords.length === 1 && checkWords[0] === 'all') checks = [...CHECK_NAMES]
+  else {
+    for (const w of checkWords) {
+      if ((CHECK_NAMES as readonly string[]).includes(w)) {
+        if (!checks.includes(w as CheckName)) checks.push(w as CheckName)
+      } else {
+        raw.fail(
+          checksRaw,
+          `unknown check "${w}"${didYouMean(w, CHECK_NAMES)}; expected any of ${CHECK_NAMES.join(', ')}, all or none`
+        )
+      }
+    }
+  }
+
+  // SSH
+  const port = (() => {
+    const r = raw.get('port')
+    const p = parsePort(r.value)
+    if (typeof p === 'string') {
+      raw.fail(r, p)
+      return 22
+    }
+    return p
+  })()
+  const hostsRaw = raw.get('hosts')
+  const hosts: Host[] = []
+  for (const entry of splitList(hostsRaw.value)) {
+    const h = parseHost(entry, port)
+    if (typeof h === 'string') raw.fail(hostsRaw, h)
+    else hosts.push(h)
+  }
+  if (deploying && hosts.length === 0 && !hostsRaw.value.trim()) {
+    raw.fail(hostsRaw, `is empty; ${mode} needs at least one server, e.g. hosts: web1.example.com`)
+  }
+  const userRaw = raw.get('user')
+  if (deploying && !userRaw.value)
+    raw.fail(userRaw, `is empty; ${mode} needs the SSH user that owns deploy-path`)
+  else if (userRaw.value && !USERNAME.test(userRaw.value))
+    raw.fail(userRaw, `"${userRaw.value}" is not a valid user name`)
+
+  const privateKey = raw.get('ssh-key').value.replace(/\r\n/g, '\n')
+  const passphrase = raw.get('ssh-key-passphrase').value || undefined
+  if (deploying && !privateKey)
+    raw.fail("input 'ssh-key'", 'is empty; expected the private key text, e.g. ${{ secrets.DEPLOY_KEY }}')
+  else if (privateKey) {
+    const parsed = ssh2.utils.parseKey(privateKey, passphrase)
+    if (parsed instanceof Error) {
+      const encrypted = /encrypted|passphrase/i.test(parsed.message)
+      raw.fail(
+        encrypted ? "input 'ssh-key-passphrase'" : "input 'ssh-key'",
+        encrypted
+          ? passphrase
+            ? 'does not decrypt ssh-key; expected the passphrase of that key'
+            : 'is empty but ssh-key is encrypted; expected its passphrase'
+          : 'is not a private key; expected the text of an OpenSSH or PEM private key (BEGIN … PRIVATE KEY), not a public key or a file path'
+      )
+    } else if (!parsed || (Array.isArray(parsed) && parsed.length === 0)) {
+      raw.fail("input 'ssh-key'", 'is not a private key')
+    } else {
+      const key = Array.isArray(parsed) ? parsed[0] : parsed
+      if (!key.isPrivateKey()) raw.fail("input 'ssh-key'", 'is a public key; expected the private key')
+    }
+  }
+  const knownHosts = text('known-hosts')
+  const fpRaw = raw.get('host-fingerprint')
+  const fingerprints = splitList(fpRaw.value)
+  for (const fp of fingerprints) {
+    if (!/^SHA256:[A-Za-z0-9+/]{43}=?$/.test(fp)) {
+      raw.fail(
+        fpRaw,
+        `"${fp}" is not a SHA256 fingerprint; expected the form ssh-keygen -lf prints, e.g. SHA256:abc…(43 characters)`
+      )
+    }
+  }
+  if (deploying && !knownHosts && fingerprints.length === 0) {
+    raw.fail(
+      "input 'known-hosts'",
+      "and host-fingerprint are both empty; the server's host key must be pinned (no trust on first use). Expected known_hosts lines (ssh-keyscan -p PORT HOST, checked by hand) or SHA256:… fingerprints"
+    )
+  }
+  const jumpRaw = raw.get('jump-host')
+  let jumpHost: SshSettings['jumpHost']
+  if (jumpRaw.value) {
+    const m = /^([^@\s]+)@(.+)$/.exec(jumpRaw.value)
+    const h = m ? parseHost(m[2], 22) : 'expected user@host[:port]'
+    if (!m || typeof h === 'string' || !USERNAME.test(m[1]))
+      raw.fail(jumpRaw, `"${jumpRaw.value}" is not user@host[:port]`)
+    else jumpHost = { user: m[1], host: h.host, port: h.port }
+  }
+
+  // deploy
+  const pathRaw = raw.get('deploy-path')
+  const path = pathRaw.value.replace(/\/+$/, '')
+  if (deploying && !pathRaw.value)
+    raw.fail(pathRaw, 'is empty; expected an absolute path on the server, e.g. /srv/myapp')
+  else if (pathRaw.value) {
+    if (!path.startsWith('/'))
+      raw.fail(
+        pathRaw,
+        `"${pathRaw.value}" is relative; expected an absolute path on the server, e.g. /srv/myapp`
+      )
+    else if (path.split('/').some(s => s === '..' || s === '.'))
+      raw.fail(pathRaw, `"${pathRaw.value}" contains . or ..; expected a plain absolute path`)
+    else if (path === '' || /[\0\n\r]/.test(path))
+      raw.fail(pathRaw, `"${pathRaw.value}" cannot be used; expected a directory below /, e.g. /srv/myapp`)
+  }
+  const sharedRaw = raw.get('shared-paths')
+  const sharedPaths = splitList(sharedRaw.value).map(p => p.replace(/\/+$/, ''))
+  for (const p of sharedPaths) {
+    if (isAbsolute(p) || p.split('/').some(s => s === '..' || s === '.' || s === '') || /[\0\n\r]/.test(p)) {
+      raw.fail(
+        sharedRaw,
+        `"${p}" must be a plain path inside the release (like .env or media/uploads), without / at the start or ..`
+      )
+    } else if (p === '.venv' || p.startsWith('.venv/')) {
+      raw.fail(sharedRaw, `"${p}" is the release's virtualenv; it cannot be shared`)
+    }
+  }
+  const reloaders = (['gunicorn-pidfile', 'gunicorn-service', 'reload-command'] as const).filter(
+    n => raw.get(n).value
+  )
+  if (reloaders.length > 1) {
+    raw.fail(
+      `input '${reloaders[1]}'`,
+      `is set together with ${reloaders[0]}; expected one way to reload Gunicorn`
+    )
+  }
+  const pidRaw = raw.get('gunicorn-pidfile')
+  if (pidRaw.value && !pidRaw.value.startsWith('/'))
+    raw.fail(pidRaw, `"${pidRaw.value}" is relative; expected an absolute path on the server`)
+  const serviceRaw = raw.get('gunicorn-service')
+  if (serviceRaw.value && !/^[A-Za-z0-9@._:-]+$/.test(serviceRaw.value))
+    raw.fail(serviceRaw, `"${serviceRaw.value}" is not a systemd unit name`)
+  const urlOf = (name: InputName): string | undefined => {
+    const r = raw.get(name)
+    if (!r.value) return undefined
+    try {
+      const u = new URL(r.value)
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error()
+    } catch {
+      raw.fail(r, `"${r.value}" is not an http(s) URL; expected e.g. http://127.0.0.1:8000/health/`)
+    }
+    return r.value
+  }
+  const releaseRaw = raw.get('release-name')
+  if (releaseRaw.value && !isSafeReleaseName(releaseRaw.value)) {
+    raw.fail(
+      releaseRaw,
+      `"${releaseRaw.value}" is not a safe release name; expected letters, digits, . _ + - (at most 100, no ..)`
+    )
+  }
+  let releaseName = releaseRaw.value || undefined
+  if (!releaseName && mode === 'deploy') {
+    releaseName = defaultReleaseName(context, now)
+    if (!isSafeReleaseName(releaseName)) {
+      raw.fail(
+        "input 'release-name'",
+        `the tag "${releaseName}" is not a safe release name (letters, digits, . _ + -); set release-name explicitly`
+      )
+    }
+  }
+  const nginxTest = raw.get('nginx-test-command')
+  const nginxReload = raw.get('nginx-reload-command')
+  const nginxExplicit =
+    sources.input('nginx-test-command').trim() !== '' || sources.input('nginx-reload-command').trim() !== ''
+
+  const settings: Settings = {
+    mode,
+    requestedMode,
+    workingDirectory,
+    python: raw.get('python').value,
+    checks,
+    testCommand: text('test-command'),
+    ssh: {
+      hosts,
+      user: userRaw.value,
+      privateKey,
+      passphrase,
+      knownHosts,
+      fingerprints,
+      jumpHost,
+      connectTimeout: 20,
+      commandTimeout: 900
+    },
+    deploy: {
+      path,
+      sharedPaths,
+      remotePython: raw.get('remote-python').value,
+      venvOptions: splitList(raw.get('venv-options').value),
+      pipArgs: splitList(raw.get('pip-args').value),
+      migrate: bool('migrate'),
+      collectstatic: bool('collectstatic'),
+      gunicornPidfile: text('gunicorn-pidfile'),
+      gunicornService: text('gunicorn-service'),
+      reloadCommand: text('reload-command'),
+      nginx: bool('nginx') || nginxExplicit,
+      nginxTestCommand: nginxTest.value,
+      nginxReloadCommand: nginxReload.value,
+      healthCheckUrl: urlOf('health-check-url'),
+      healthCheckTimeout: int('health-check-timeout', 1, 'seconds'),
+      keepReleases: int('keep-releases', 1, 'a count'),
+      releaseName,
+      lockTimeout: int('lock-timeout', 0, 'seconds'),
+      dryRun: bool('dry-run')
+    },
+    github: {
+      token: text('github-token'),
+      environment: raw.get('environment').value,
+      environmentUrl: urlOf('environment-url')
+    },
+    context,
+    configFile: raw.configFile
+  }
+  if (raw.problems.length) throw new SettingsError(raw.problems)
+  return settings
 }

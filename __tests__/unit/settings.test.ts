@@ -1,0 +1,266 @@
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parse } from 'yaml'
+import {
+  defaultReleaseName,
+  INPUTS,
+  isSafeReleaseName,
+  loadSettings,
+  parseHost,
+  resolveMode,
+  SettingsError,
+  type InputName
+} from '../../src/settings.js'
+
+const dir = mkdtempSync(join(tmpdir(), 'dd-settings-'))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+function keypair(passphrase = ''): { priv: string; pub: string } {
+  const file = join(dir, `k${Math.random().toString(36).slice(2)}`)
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', passphrase, '-f', file, '-C', 't'])
+  return { priv: readFileSync(file, 'utf8'), pub: readFileSync(`${file}.pub`, 'utf8') }
+}
+const key = keypair()
+const FP = 'SHA256:' + 'A'.repeat(43)
+
+const deployInputs: Partial<Record<InputName, string>> = {
+  mode: 'deploy',
+  hosts: 'web1.example.com',
+  user: 'deploy',
+  'ssh-key': key.priv,
+  'host-fingerprint': FP,
+  'deploy-path': '/srv/app'
+}
+
+function load(inputs: Partial<Record<InputName, string>>, env: Record<string, string> = {}) {
+  return loadSettings({
+    input: n => inputs[n] ?? '',
+    env: {
+      GITHUB_WORKSPACE: dir,
+      GITHUB_EVENT_NAME: 'push',
+      GITHUB_REF: 'refs/tags/v1.0.0',
+      GITHUB_SHA: 'abcdef1234567',
+      ...env
+    }
+  })
+}
+
+function problems(inputs: Partial<Record<InputName, string>>, env: Record<string, string> = {}): string[] {
+  try {
+    load(inputs, env)
+  } catch (e) {
+    if (e instanceof SettingsError) return e.problems.map(p => `${p.where}: ${p.message}`)
+    throw e
+  }
+  throw new Error('expected a SettingsError')
+}
+
+describe('action.yml', () => {
+  const action = parse(readFileSync('action.yml', 'utf8')) as {
+    inputs: Record<string, { description: string; default?: string }>
+    outputs: Record<string, unknown>
+    runs: { using: string; main: string }
+  }
+  it('declares exactly the inputs the settings read, each described', () => {
+    expect(Object.keys(action.inputs).sort()).toEqual(Object.keys(INPUTS).sort())
+    for (const [name, input] of Object.entries(action.inputs))
+      expect(`${name}: ${input.description}`.length).toBeGreaterThan(name.length + 20)
+  })
+  it('declares the outputs users build on and runs on node24', () => {
+    expect(Object.keys(action.outputs).sort()).toEqual(
+      ['checks', 'deployed', 'mode', 'previous-release', 'release', 'rolled-back'].sort()
+    )
+    expect(action.runs).toEqual({ using: 'node24', main: 'dist/index.js' })
+  })
+  it('states every non-empty default in the description', () => {
+    for (const [name, spec] of Object.entries(INPUTS)) {
+      if (!spec.default || name === 'checks') continue
+      expect([name, action.inputs[name].description]).toEqual([name, expect.stringContaining(spec.default)])
+    }
+  })
+})
+
+describe('mode', () => {
+  it.each([
+    ['pull_request', 'refs/pull/3/merge', 'check'],
+    ['pull_request_target', 'refs/heads/main', 'check'],
+    ['push', 'refs/tags/v1.2.0', 'deploy'],
+    ['push', 'refs/heads/main', 'check'],
+    ['workflow_dispatch', 'refs/heads/main', 'deploy'],
+    ['schedule', 'refs/heads/main', 'check']
+  ])('auto on %s %s is %s', (eventName, ref, mode) => {
+    expect(resolveMode('auto', { eventName, ref })).toBe(mode)
+  })
+  it('refuses deploy on a pull request event', () => {
+    const p = problems(
+      { ...deployInputs },
+      { GITHUB_EVENT_NAME: 'pull_request', GITHUB_REF: 'refs/pull/7/merge' }
+    )
+    expect(p).toEqual([
+      expect.stringMatching(/^input 'mode': mode deploy is refused on a pull_request event/)
+    ])
+  })
+  it('rejects an unknown mode with a suggestion', () => {
+    expect(problems({ mode: 'deplyo' })).toEqual([
+      expect.stringContaining(`unknown mode "deplyo" (did you mean 'deploy'?)`)
+    ])
+  })
+})
+
+describe('settings', () => {
+  it('reads a full deploy with defaults', () => {
+    const s = load(deployInputs)
+    expect(s.mode).toBe('deploy')
+    expect(s.ssh.hosts).toEqual([{ host: 'web1.example.com', port: 22 }])
+    expect(s.deploy).toMatchObject({
+      path: '/srv/app',
+      sharedPaths: ['.env', 'media'],
+      migrate: true,
+      collectstatic: true,
+      nginx: false,
+      keepReleases: 5,
+      lockTimeout: 300,
+      healthCheckTimeout: 30,
+      releaseName: 'v1.0.0'
+    })
+    expect(s.checks).toEqual(['check', 'deploy', 'migrations', 'test'])
+  })
+  it('check mode needs no server inputs', () => {
+    const s = load({}, { GITHUB_REF: 'refs/heads/main' })
+    expect(s.mode).toBe('check')
+  })
+  it('parses hosts with ports, commas and new lines', () => {
+    const s = load({ ...deployInputs, hosts: 'a.example.com:2222, 10.0.0.5\n[::1]:2200', port: '2022' })
+    expect(s.ssh.hosts).toEqual([
+      { host: 'a.example.com', port: 2222 },
+      { host: '10.0.0.5', port: 2022 },
+      { host: '::1', port: 2200 }
+    ])
+  })
+  it.each([
+    ['hosts', '', /input 'hosts': is empty/],
+    ['hosts', 'web1;id', /"web1;id" is not a valid host/],
+    ['hosts', 'web1:99999', /port 99999 is out of range; expected 1–65535/],
+    ['port', '0', /input 'port': port 0 is out of range/],
+    ['port', 'ssh', /input 'port': port "ssh" is not a whole number/],
+    ['keep-releases', '-1', /input 'keep-releases': -1 is negative; expected a count ≥ 1/],
+    ['lock-timeout', 'soon', /input 'lock-timeout': "soon" is not a whole number/],
+    ['deploy-path', 'srv/app', /input 'deploy-path': "srv\/app" is relative; expected an absolute path/],
+    ['deploy-path', '/srv/../etc', /contains \. or \.\./],
+    ['shared-paths', '.env, ../x', /"\.\.\/x" must be a plain path inside the release/],
+    ['checks', 'check, tests', /unknown check "tests" \(did you mean 'test'\?\)/],
+    ['migrate', 'maybe', /input 'migrate': "maybe" is not a boolean/],
+    ['release-name', 'v1;id', /not a safe release name/],
+    ['host-fingerprint', 'abc', /not a SHA256 fingerprint/],
+    ['health-check-url', 'ftp://x', /not an http\(s\) URL/],
+    ['ssh-key', 'not a key', /input 'ssh-key': is not a private key/],
+    ['ssh-key', key.pub, /input 'ssh-key': is (not a private key|a public key)/]
+  ])('rejects %s=%j', (name, value, message) => {
+    expect(problems({ ...deployInputs, [name]: value })).toEqual([expect.stringMatching(message)])
+  })
+  it('requires a pinned host key', () => {
+    expect(problems({ ...deployInputs, 'host-fingerprint': '' })).toEqual([
+      expect.stringMatching(/known-hosts'.*both empty; the server's host key must be pinned/)
+    ])
+  })
+  it('checks the passphrase of an encrypted key without echoing secrets', () => {
+    const enc = keypair('s3cret-pass')
+    const p = problems({ ...deployInputs, 'ssh-key': enc.priv, 'ssh-key-passphrase': 'wrong-pass' })
+    expect(p).toEqual([expect.stringMatching(/ssh-key-passphrase'.*does not decrypt/)])
+    expect(p.join()).not.toMatch(/wrong-pass|PRIVATE KEY/)
+    expect(
+      load({ ...deployInputs, 'ssh-key': enc.priv, 'ssh-key-passphrase': 's3cret-pass' }).ssh.passphrase
+    ).toBe('s3cret-pass')
+  })
+  it('never puts a secret value in an error', () => {
+    const p = problems({ ...deployInputs, 'ssh-key': 'hunter2-super-secret', port: 'x' })
+    expect(p.join('\n')).not.toContain('hunter2')
+    expect(p).toHaveLength(2)
+  })
+  it('refuses a tag that is not a safe release name', () => {
+    expect(problems(deployInputs, { GITHUB_REF: 'refs/tags/v1$(id)' })).toEqual([
+      expect.stringMatching(/the tag "v1\$\(id\)" is not a safe release name/)
+    ])
+  })
+  it('rejects two ways of reloading', () => {
+    expect(problems({ ...deployInputs, 'gunicorn-pidfile': '/run/g.pid', 'reload-command': 'true' })).toEqual(
+      [expect.stringMatching(/input 'reload-command': is set together with gunicorn-pidfile/)]
+    )
+  })
+})
+
+describe('config file', () => {
+  const write = (name: string, text: string): string => {
+    writeFileSync(join(dir, name), text)
+    return name
+  }
+  it('is read, and inputs override it', () => {
+    const config = write(
+      'a.yml',
+      'hosts: [a.example.com, b.example.com]\nkeep-releases: 3\nmigrate: false\nuser: file-user\n'
+    )
+    const s = load({ ...deployInputs, hosts: '', config, user: 'input-user' })
+    expect(s.ssh.hosts.map(h => h.host)).toEqual(['a.example.com', 'b.example.com'])
+    expect(s.deploy.keepReleases).toBe(3)
+    expect(s.deploy.migrate).toBe(false)
+    expect(s.ssh.user).toBe('input-user')
+    expect(s.configFile).toBe('a.yml')
+  })
+  it('is deploy.yml by default when it exists', () => {
+    write('deploy.yml', 'keep-releases: 7\n')
+    try {
+      expect(load(deployInputs).deploy.keepReleases).toBe(7)
+    } finally {
+      rmSync(join(dir, 'deploy.yml'))
+    }
+  })
+  it('reports invalid YAML with its line', () => {
+    const config = write('bad.yml', 'hosts: a\nkeep-releases: [1, 2\nuser: x\n')
+    expect(problems({ ...deployInputs, config })).toEqual([
+      expect.stringMatching(/^bad\.yml line \d+: invalid YAML/)
+    ])
+  })
+  it('reports unknown keys with a suggestion and the line', () => {
+    const config = write('typo.yml', 'hosts: a\nkeep-release: 3\n')
+    expect(problems({ ...deployInputs, config })).toEqual([
+      "typo.yml: key 'keep-release' (line 2): unknown key (did you mean 'keep-releases'?); expected one of the action's inputs"
+    ])
+  })
+  it('names the file and key of a bad value', () => {
+    const config = write('val.yml', 'port: 70000\n')
+    expect(problems({ ...deployInputs, config })).toEqual([
+      expect.stringMatching(/^val\.yml: key 'port' \(line 1\): port 70000 is out of range/)
+    ])
+  })
+  it('refuses secrets in the file', () => {
+    const config = write('sec.yml', 'ssh-key: abc\n')
+    expect(problems({ ...deployInputs, config })).toEqual([
+      expect.stringMatching(/key 'ssh-key'.*secrets do not belong in a committed file/)
+    ])
+  })
+})
+
+describe('names and hosts', () => {
+  it.each(['v1.2.0', 'abc1234-20260101T000000Z', 'release_1+build'])('%s is a safe release name', n =>
+    expect(isSafeReleaseName(n)).toBe(true)
+  )
+  it.each(['', '.', '..', 'a/b', 'a b', "x'y", '$(id)', '-rf', 'a..b', 'x'.repeat(101), 'v1\n'])(
+    '%j is not',
+    n => expect(isSafeReleaseName(n)).toBe(false)
+  )
+  it('makes a default name from the tag, else SHA and UTC time', () => {
+    expect(defaultReleaseName({ ref: 'refs/tags/v2.0', sha: 'x' }, new Date())).toBe('v2.0')
+    expect(
+      defaultReleaseName(
+        { ref: 'refs/heads/main', sha: '0123456789abc' },
+        new Date('2026-11-24T01:02:03.456Z')
+      )
+    ).toBe('0123456-20261124T010203Z')
+  })
+  it('parses host entries', () => {
+    expect(parseHost('h.example.com:2200', 22)).toEqual({ host: 'h.example.com', port: 2200 })
+    expect(parseHost('$(id)', 22)).toEqual(expect.stringContaining('is not a valid host'))
+  })
+})

@@ -1,0 +1,123 @@
+/**
+ * The plan: named steps per host, pure data built from the settings, the release and what the host holds.
+ * The runner executes it; the dry run prints it.
+ */
+import * as cmd from '../remote/commands.js'
+import type { HostState, Layout } from '../remote/commands.js'
+import type { ReleaseSource } from '../release/source.js'
+import type { DeploySettings } from '../settings.js'
+
+export type Phase = 'update' | 'publish' | 'finish'
+
+export interface Step {
+  name: string
+  phase: Phase
+  script: string
+  /** The step reads the release archive on stdin. */
+  stdin?: 'archive'
+}
+
+/** Steps that make the release ready without touching what is live: a failure here changes nothing live. */
+export function updateSteps(d: DeploySettings, l: Layout, source: ReleaseSource): Step[] {
+  const r = source.name
+  const steps: Step[] = [
+    { name: 'prepare', phase: 'update', script: cmd.prepare(l, r) },
+    { name: 'upload', phase: 'update', script: cmd.unpack(l, r, source.revision), stdin: 'archive' },
+    { name: 'shared', phase: 'update', script: cmd.linkShared(l, r, d.sharedPaths) },
+    {
+      name: 'virtualenv',
+      phase: 'update',
+      script: cmd.venv(l, r, {
+        key: source.venvKey,
+        python: d.remotePython,
+        venvOptions: d.venvOptions,
+        pipArgs: d.pipArgs,
+        hasRequirements: source.hasRequirements
+      })
+    },
+    // A release whose settings do not import, or whose checks fail on the server, never goes live.
+    { name: 'preflight', phase: 'update', script: cmd.manage(l, r, ['check']) }
+  ]
+  if (d.nginx)
+    steps.push({ name: 'nginx-test', phase: 'update', script: cmd.userCommand(l, d.nginxTestCommand) })
+  if (d.migrate)
+    steps.push({ name: 'migrate', phase: 'update', script: cmd.manage(l, r, ['migrate', '--noinput']) })
+  if (d.collectstatic) {
+    steps.push({
+      name: 'collectstatic',
+      phase: 'update',
+      script: cmd.manage(l, r, ['collectstatic', '--noinput'])
+    })
+  }
+  return steps
+}
+
+/** Makes `release` live: switch, reload, nginx, health. `previous` is what was live (for the reload choice). */
+export function publishSteps(d: DeploySettings, l: Layout, release: string, previous?: string): Step[] {
+  const steps: Step[] = [{ name: 'switch', phase: 'publish', script: cmd.switchTo(l, release) }]
+  const reload = reloadStep(d, l, release, previous)
+  if (reload) steps.push(reload)
+  if (d.nginx) {
+    steps.push({
+      name: 'nginx',
+      phase: 'publish',
+      script: cmd.userCommand(l, `${d.nginxTestCommand} && ${d.nginxReloadCommand}`)
+    })
+  }
+  if (d.healthCheckUrl) {
+    steps.push({
+      name: 'health',
+      phase: 'publish',
+      script: cmd.healthCheck(l, release, d.healthCheckUrl, d.healthCheckTimeout)
+    })
+  }
+  return steps
+}
+
+function reloadStep(d: DeploySettings, l: Layout, release: string, previous?: string): Step | undefined {
+  if (d.gunicornPidfile) {
+    return {
+      name: 'reload',
+      phase: 'publish',
+      script: cmd.reloadGunicorn(l, d.gunicornPidfile, release, previous)
+    }
+  }
+  if (d.gunicornService)
+    return { name: 'reload', phase: 'publish', script: cmd.reloadService(d.gunicornService) }
+  if (d.reloadCommand)
+    return { name: 'reload', phase: 'publish', script: cmd.userCommand(l, d.reloadCommand) }
+  return undefined
+}
+
+/** Puts `previous` back after a failed publish (or takes `current` away when there was none). */
+export function revertSteps(d: DeploySettings, l: Layout, failed: string, previous?: string): Step[] {
+  if (!previous) return [{ name: 'revert', phase: 'publish', script: cmd.removeCurrent(l) }]
+  return publishSteps(d, l, previous, failed).map(s => ({ ...s, name: `revert-${s.name}` }))
+}
+
+/**
+ * Releases to delete: all but the newest `keep` uploads, never the live one nor the one live before it.
+ */
+export function releasesToRemove(state: HostState, keep: number, live: string, previous?: string): string[] {
+  const ordered = state.releases.includes(live) ? state.releases : [...state.releases, live]
+  const keepSet = new Set([...ordered.slice(-keep), live, previous])
+  return ordered.filter(r => !keepSet.has(r))
+}
+
+/** The release uploaded before `release` that is still there: what `mode: rollback` goes back to. */
+export function releaseBefore(state: HostState, release?: string): string | undefined {
+  const i = release ? state.releases.indexOf(release) : -1
+  return i > 0 ? state.releases[i - 1] : undefined
+}
+
+export function cleanupStep(
+  state: HostState,
+  keep: number,
+  live: string,
+  l: Layout,
+  previous?: string
+): Step {
+  const remove = releasesToRemove(state, keep, live, previous)
+  const kept = [...state.releases, live].filter(r => !remove.includes(r))
+  return { name: 'cleanup', phase: 'finish', script: cmd.cleanup(l, [...new Set(kept)], remove) }
+}

@@ -1,0 +1,286 @@
+/**
+ * The runner: executes plans across hosts over SSH, holds the deploy lock, and rolls back. Phases run across
+ * all hosts before the next begins, so no host goes live until every host has its release ready.
+ */
+import { hostname } from 'node:os'
+import type { ReleaseSource } from '../release/source.js'
+import { archive } from '../release/source.js'
+import type { DeployResult, StepResult } from '../report.js'
+import * as cmd from '../remote/commands.js'
+import type { HostState, Layout } from '../remote/commands.js'
+import { Remote } from '../remote/ssh.js'
+import type { Settings } from '../settings.js'
+import { cleanupStep, publishSteps, releaseBefore, revertSteps, updateSteps, type Step } from './plan.js'
+
+/** Where the runner writes: the job log in the action, a plain console in scripts and tests. */
+export interface Log {
+  group<T>(title: string, fn: () => Promise<T>): Promise<T>
+  info(message: string): void
+  warning(message: string): void
+}
+
+export class StepError extends Error {
+  constructor(
+    readonly host: string,
+    readonly step: string,
+    readonly code: number,
+    readonly lastLines: string
+  ) {
+    super(`host ${host}: step ${step} failed (exit ${code})${lastLines ? `:\n${lastLines}` : ''}`)
+    this.name = 'StepError'
+  }
+}
+
+interface Target {
+  remote: Remote
+  state: HostState
+  lock?: { release(): Promise<void> }
+}
+
+const TAIL = 15
+
+export class Runner {
+  readonly steps: StepResult[] = []
+  private readonly layout: Layout
+
+  constructor(
+    private readonly settings: Settings,
+    private readonly log: Log
+  ) {
+    this.layout = cmd.layout(settings.deploy.path)
+  }
+
+  /** Connects to every host (host keys verified), and takes the lock unless only reading. */
+  private async open(lock: boolean): Promise<Target[]> {
+    const s = this.settings
+    const targets: Target[] = []
+    try {
+      for (const host of s.ssh.hosts) {
+        const t0 = Date.now()
+        const remote = await this.log.group(`${Remote.label(host)}: connect`, async () => {
+          const r = await Remote.connect(host, s.ssh)
+          this.log.info(`connected as ${s.ssh.user}, host key verified`)
+          return r
+        })
+        const target: Target = { remote, state: { releases: [] } }
+        targets.push(target)
+        this.record(remote.name, 'connect', 'ok', t0)
+        if (lock) await this.lock(target)
+        const inspected = await this.exec(target, {
+          name: 'inspect',
+          phase: 'update',
+          script: cmd.inspect(this.layout)
+        })
+        target.state = cmd.parseInspect(inspected)
+      }
+      return targets
+    } catch (e) {
+      await this.close(targets)
+      throw e
+    }
+  }
+
+  private async lock(t: Target): Promise<void> {
+    const s = this.settings
+    const holder = `${s.context.runUrl ?? `run on ${hostname()}`} (release ${s.deploy.releaseName ?? '?'}, since ${new Date().toISOString()})`
+    const t0 = Date.now()
+    await this.log.group(`${t.remote.name}: lock`, async () => {
+      this.log.info(`waiting up to ${s.deploy.lockTimeout} s for the deploy lock on ${s.deploy.path}`)
+      try {
+        t.lock = await t.remote.hold(cmd.holdLock(this.layout, s.deploy.lockTimeout, holder), 'locked')
+      } catch (e) {
+        const err = e as Error & { code?: number; output?: string }
+        this.record(t.remote.name, 'lock', 'failed', t0, err.message)
+        throw new StepError(t.remote.name, 'lock', err.code ?? 1, err.message)
+      }
+      this.log.info('lock taken')
+    })
+    this.record(t.remote.name, 'lock', 'ok', t0)
+  }
+
+  private async close(targets: Target[]): Promise<void> {
+    for (const t of targets) {
+      await t.lock?.release().catch(() => undefined)
+      t.remote.dispose()
+    }
+  }
+
+  private record(
+    host: string,
+    step: string,
+    outcome: StepResult['outcome'],
+    t0: number,
+    detail?: string
+  ): void {
+    this.steps.push({ host, step, outcome, durationMs: Date.now() - t0, detail })
+  }
+
+  /** Runs one step on one host in its own log group; throws StepError with the last lines on failure. */
+  private async exec(t: Target, step: Step, source?: ReleaseSource): Promise<string> {
+    const t0 = Date.now()
+    const host = t.remote.name
+    return this.log.group(`${host}: ${step.name}`, async () => {
+      let upload: ReturnType<typeof archive> | undefined
+      if (step.stdin === 'archive' && source) upload = archive(source)
+      const lines: string[] = []
+      const r = await t.remote.run(step.script, {
+        stdin: upload?.stream,
+        timeoutMs: this.settings.ssh.commandTimeout * 1000,
+        onLine: line => {
+          lines.push(line)
+          if (line.startsWith(cmd.WARN)) this.log.warning(`${host}: ${line.slice(cmd.WARN.length).trim()}`)
+          else this.log.info(line)
+        }
+      })
+      if (upload) await upload.done
+      const seconds = ((Date.now() - t0) / 1000).toFixed(1)
+      if (r.code !== 0) {
+        const last = lines.slice(-TAIL).join('\n')
+        const why = r.timedOut ? `timed out after ${this.settings.ssh.commandTimeout} s` : ''
+        this.log.info(`✗ ${step.name} failed after ${seconds} s (exit ${r.code}) ${why}`)
+        this.record(host, step.name, 'failed', t0, `exit ${r.code}${why ? `, ${why}` : ''}\n${last}`)
+        throw new StepError(host, step.name, r.code, last)
+      }
+      this.log.info(`✓ ${step.name} (${seconds} s)`)
+      if (step.name !== 'inspect') this.record(host, step.name, 'ok', t0)
+      return r.stdout
+    })
+  }
+
+  /** Deploys a release to every host; a failure before the switch changes nothing live, after it rolls back. */
+  async deploy(source: ReleaseSource): Promise<DeployResult> {
+    const d = this.settings.deploy
+    const result: DeployResult = {
+      release: source.name,
+      deployed: false,
+      rolledBack: false,
+      dryRun: d.dryRun,
+      steps: this.steps
+    }
+    let targets: Target[] = []
+    try {
+      targets = await this.open(!d.dryRun)
+      result.previousRelease = targets[0]?.state.current
+      if (d.dryRun) {
+        result.plan = Object.fromEntries(
+          targets.map(t => [
+            t.remote.name,
+            [
+              ...updateSteps(d, this.layout, source),
+              ...publishSteps(d, this.layout, source.name, t.state.current),
+              cleanupStep(t.state, d.keepReleases, source.name, this.layout, t.state.current)
+            ].map(s => `# ${s.name}${s.stdin ? ' (release archive on stdin)' : ''}\n${s.script}`)
+          ])
+        )
+        return result
+      }
+      for (const t of targets)
+        for (const step of updateSteps(d, this.layout, source)) await this.exec(t, step, source)
+      const live: Target[] = []
+      try {
+        for (const t of targets) {
+          live.push(t)
+          for (const step of publishSteps(d, this.layout, source.name, t.state.current))
+            await this.exec(t, step)
+        }
+      } catch (e) {
+        result.error = (e as Error).message
+        result.rolledBack = await this.revert(live, source.name)
+        return result
+      }
+      result.deployed = true
+      for (const t of targets) {
+        try {
+          await this.exec(t, cleanupStep(t.state, d.keepReleases, source.name, this.layout, t.state.current))
+        } catch (e) {
+          this.log.warning(`cleanup of old releases failed, the deploy stands: ${(e as Error).message}`)
+        }
+      }
+      return result
+    } catch (e) {
+      result.error ??= (e as Error).message
+      return result
+    } finally {
+      await this.close(targets)
+    }
+  }
+
+  /** Puts each host back on the release that was live before; true when every host is back and healthy. */
+  private async revert(targets: Target[], failed: string): Promise<boolean> {
+    let ok = true
+    for (const t of targets) {
+      this.log.warning(`${t.remote.name}: rolling back to ${t.state.current ?? 'no release (first deploy)'}`)
+      try {
+        for (const step of revertSteps(this.settings.deploy, this.layout, failed, t.state.current))
+          await this.exec(t, step)
+      } catch (e) {
+        ok = false
+        this.log.warning(`${t.remote.name}: rollback failed: ${(e as Error).message}`)
+      }
+    }
+    return ok
+  }
+
+  /** mode: rollback — makes `release-name`, else the release before the live one, live again. */
+  async rollback(): Promise<DeployResult> {
+    const d = this.settings.deploy
+    const result: DeployResult = {
+      release: '',
+      deployed: false,
+      rolledBack: false,
+      dryRun: d.dryRun,
+      steps: this.steps
+    }
+    let targets: Target[] = []
+    try {
+      targets = await this.open(!d.dryRun)
+      for (const t of targets) {
+        const to = d.releaseName ?? releaseBefore(t.state, t.state.current)
+        if (!to)
+          throw new Error(
+            `host ${t.remote.name}: no release before ${t.state.current ?? '(none)'} to roll back to`
+          )
+        if (!t.state.releases.includes(to)) {
+          throw new Error(
+            `host ${t.remote.name}: release ${to} is not on the server (present: ${t.state.releases.join(', ') || 'none'})`
+          )
+        }
+        if (result.release && result.release !== to)
+          throw new Error(
+            `hosts disagree on the release to roll back to (${result.release} vs ${to}); set release-name`
+          )
+        result.release = to
+        result.previousRelease = t.state.current
+      }
+      if (d.dryRun) {
+        result.plan = Object.fromEntries(
+          targets.map(t => [
+            t.remote.name,
+            publishSteps(d, this.layout, result.release, t.state.current).map(s => `# ${s.name}\n${s.script}`)
+          ])
+        )
+        return result
+      }
+      const live: Target[] = []
+      try {
+        for (const t of targets) {
+          live.push(t)
+          for (const step of publishSteps(d, this.layout, result.release, t.state.current))
+            await this.exec(t, step)
+        }
+      } catch (e) {
+        result.error = (e as Error).message
+        await this.revert(live, result.release)
+        return result
+      }
+      result.deployed = true
+      result.rolledBack = true
+      return result
+    } catch (e) {
+      result.error ??= (e as Error).message
+      return result
+    } finally {
+      await this.close(targets)
+    }
+  }
+}
