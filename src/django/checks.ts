@@ -122,7 +122,7 @@ async function runOne(name: CheckName, opts: RunChecksOptions): Promise<CheckRes
     exitCode = result.exitCode
     combined += out.end() + err.end()
   } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error)
+    const reason = (error instanceof Error ? error.message : String(error)).replace(/\.+$/, '')
     const hint = cmd.usesManagePy ? ` Is the python input (${opts.python}) right?` : ''
     return failed(
       name,
