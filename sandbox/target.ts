@@ -24,6 +24,8 @@ export interface TargetOptions {
   gunicornWorkers?: number
   /** Parent of the target's temp dir. Default `os.tmpdir()`. */
   tmpDir?: string
+  /** Testing aid: throw at this point of the start-up (to check that a failed start cleans up). */
+  failAt?: 'after-sshd' | 'after-nginx' | 'end'
 }
 
 export interface RunResult {
@@ -620,6 +622,8 @@ export async function startTarget(opts: TargetOptions = {}): Promise<Target> {
       }
     })
 
+    if (opts.failAt === 'after-sshd') throw new Error('failAt: after-sshd')
+
     // --- nginx -----------------------------------------------------------------------------------------
     const workerUser =
       (await execFile('/usr/bin/getent', ['passwd', 'www-data'])).code === 0 ? 'www-data' : 'nobody'
@@ -688,6 +692,7 @@ http {
       })
       await waitUntil('nginx', () => canConnect(host, httpPort), d.exited, 10_000, logs.nginxError)
     }
+    if (opts.failAt === 'after-nginx') throw new Error('failAt: after-nginx')
 
     // --- sudoers: exactly the two nginx command lines ----------------------------------------------------
     const sudoersText =
@@ -708,6 +713,8 @@ http {
 
     // gunicorn is stopped first (cleanups run in reverse order), while the user still exists.
     cleanups.push({ name: 'gunicorn', fn: stopGunicorn })
+
+    if (opts.failAt === 'end') throw new Error('failAt: end')
 
     const target: Target = {
       host,

@@ -41,6 +41,18 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
+/** What a target named `prefix` could leave behind: users, temp dirs, sudoers files, live processes. */
+async function traces(prefix: string): Promise<string[]> {
+  const found: string[] = []
+  const passwd = await fs.readFile('/etc/passwd', 'utf8')
+  found.push(...passwd.split('\n').filter(l => l.startsWith(prefix)))
+  found.push(...(await fs.readdir(os.tmpdir())).filter(n => n.startsWith(prefix)))
+  found.push(...(await fs.readdir('/etc/sudoers.d')).filter(n => n.includes(prefix)))
+  const ps = (await execFile('ps', ['-eo', 'stat=,args='])).stdout.split('\n')
+  found.push(...ps.filter(l => l.includes(`${os.tmpdir()}/${prefix}`) && !l.trim().startsWith('Z')))
+  return found
+}
+
 /** Copies example/ (without local build output) into a release dir owned by the deploy user. */
 async function putRelease(t: Target, name: string, version: string): Promise<string> {
   const dir = path.join(t.deployPath, 'releases', name)
@@ -284,6 +296,38 @@ describe('sandbox target', () => {
       expect(await exists(t.root)).toBe(false)
       expect(await exists(`/etc/sudoers.d/django-deploy-${t.user}`)).toBe(false)
       await t.stop() // idempotent
+    },
+    TIMEOUT
+  )
+
+  test.each(['after-sshd', 'after-nginx', 'end'] as const)(
+    'a start that fails %s leaves no user, process, sudoers file or dir behind',
+    async failAt => {
+      await expect(startTarget({ name: 'ddfail', failAt })).rejects.toThrow(`failAt: ${failAt}`)
+      expect(await traces('ddfail')).toEqual([])
+    },
+    TIMEOUT
+  )
+
+  test(
+    'two targets start and stop in parallel, on 127.0.0.1 and 127.0.0.2',
+    async () => {
+      const [a, b] = await Promise.all([
+        startTarget({ name: 'ddpar' }),
+        startTarget({ name: 'ddpar', bindIp: '127.0.0.2' })
+      ])
+      try {
+        expect(a.user).not.toBe(b.user)
+        expect(b.url).toMatch(/^http:\/\/127\.0\.0\.2:/)
+        // nginx answers on both; with no gunicorn behind it, that is a 502
+        expect((await get(a.url)).status).toBe(502)
+        expect((await get(b.url)).status).toBe(502)
+        expect((await b.run(b.nginxReloadCommand)).code).toBe(0)
+        expect((await a.run(b.nginxReloadCommand)).code).not.toBe(0) // a user may only touch its own nginx
+      } finally {
+        await Promise.all([a.stop(), b.stop()])
+      }
+      expect(await traces('ddpar')).toEqual([])
     },
     TIMEOUT
   )
