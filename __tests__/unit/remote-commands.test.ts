@@ -1,0 +1,174 @@
+/**
+ * The remote commands are run here with the real /bin/sh against a temporary deploy path: what they do is
+ * asserted on the file system, and hostile values must stay inert.
+ */
+import { execFileSync, spawnSync } from 'node:child_process'
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync
+} from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import * as cmd from '../../src/remote/commands.js'
+import { q, shellLine } from '../../src/remote/quote.js'
+
+const base = mkdtempSync(join(tmpdir(), 'dd-cmd-'))
+afterAll(() => rmSync(base, { recursive: true, force: true }))
+
+function sh(script: string, input?: Buffer | string): { code: number; out: string; err: string } {
+  const r = spawnSync('/bin/sh', ['-c', script], { input, cwd: base })
+  return { code: r.status ?? -1, out: r.stdout.toString(), err: r.stderr.toString() }
+}
+
+const HOSTILE = [
+  `it's`,
+  'a b',
+  '$(touch PWNED)',
+  '`touch PWNED`',
+  '"; touch PWNED; "',
+  'x\ny',
+  '*',
+  '-rf',
+  '~root',
+  '$HOME',
+  '\\'
+]
+
+describe('q', () => {
+  it.each(HOSTILE)('keeps %j one inert word', value => {
+    const r = sh(`printf '%s' ${q(value)}`)
+    expect(r.out).toBe(value)
+    expect(existsSync(join(base, 'PWNED'))).toBe(false)
+  })
+  it('survives the /bin/sh -c wrapper too', () => {
+    for (const value of HOSTILE) {
+      const line = shellLine(`printf '%s' ${q(value)}`)
+      expect(execFileSync('/bin/sh', ['-c', line], { cwd: base }).toString()).toBe(value)
+    }
+    expect(existsSync(join(base, 'PWNED'))).toBe(false)
+  })
+  it('refuses NUL', () => expect(() => q('a\0b')).toThrow(/NUL/))
+})
+
+describe('release layout on a hostile deploy path', () => {
+  const root = join(base, `deploy $(touch PWNED) it's`)
+  const l = cmd.layout(root)
+  const tarball = (files: Record<string, string>): Buffer => {
+    const src = mkdtempSync(join(base, 'src-'))
+    for (const [name, content] of Object.entries(files)) {
+      mkdirSync(join(src, name, '..'), { recursive: true })
+      writeFileSync(join(src, name), content)
+    }
+    return execFileSync('tar', ['-czf', '-', '-C', src, '.'])
+  }
+
+  it('prepares, unpacks, links shared paths, switches and reads state', () => {
+    expect(sh(cmd.prepare(l, 'v1')).code).toBe(0)
+    const up = sh(
+      cmd.unpack(l, 'v1', 'abc123'),
+      tarball({ 'manage.py': 'x', 'media/logo.png': 'img', 'static/a.css': 'a' })
+    )
+    expect(up).toMatchObject({ code: 0 })
+    expect(readFileSync(join(l.releases, 'v1/REVISION'), 'utf8')).toBe('abc123\n')
+    expect(lstatSync(join(l.releases, 'v1/manage.py')).mode & 0o044).toBe(0o044)
+
+    const shared = sh(cmd.linkShared(l, 'v1', ['.env', 'media', 'odd $(touch PWNED)']))
+    expect(shared.code).toBe(0)
+    expect(shared.out).toContain(`${cmd.WARN} ${l.shared}/.env did not exist`)
+    expect(readlinkSync(join(l.releases, 'v1/.env'))).toBe(`${l.shared}/.env`)
+    expect(lstatSync(join(l.shared, '.env')).mode & 0o777).toBe(0o600)
+    // a shared folder missing on the server is seeded from the release's own copy
+    expect(readFileSync(join(l.shared, 'media/logo.png'), 'utf8')).toBe('img')
+    expect(lstatSync(join(l.shared, 'odd $(touch PWNED)')).isDirectory()).toBe(true)
+
+    expect(sh(cmd.switchTo(l, 'v1')).code).toBe(0)
+    expect(readlinkSync(l.current)).toBe('releases/v1')
+    expect(cmd.parseInspect(sh(cmd.inspect(l)).out)).toEqual({ current: 'v1', releases: ['v1'] })
+    expect(existsSync(join(base, 'PWNED'))).toBe(false)
+  })
+
+  it('refuses to prepare over the live release', () => {
+    const r = sh(cmd.prepare(l, 'v1'))
+    expect(r.code).toBe(65)
+    expect(r.err).toContain('release v1 is the live release')
+    expect(existsSync(join(l.releases, 'v1/manage.py'))).toBe(true)
+  })
+
+  it('switches atomically and lists releases in upload order', () => {
+    for (const r of ['v2', 'v10']) {
+      sh(cmd.prepare(l, r))
+      sh(cmd.unpack(l, r, r), tarball({ 'manage.py': r }))
+    }
+    expect(sh(cmd.switchTo(l, 'v10')).code).toBe(0)
+    expect(readlinkSync(l.current)).toBe('releases/v10')
+    expect(cmd.parseInspect(sh(cmd.inspect(l)).out)).toEqual({
+      current: 'v10',
+      releases: ['v1', 'v2', 'v10']
+    })
+    expect(sh(cmd.removeCurrent(l)).code).toBe(0)
+    expect(existsSync(l.current)).toBe(false)
+    sh(cmd.switchTo(l, 'v10'))
+  })
+
+  it('cleans up old releases and unused virtualenvs', () => {
+    mkdirSync(join(l.venvs, 'old'), { recursive: true })
+    mkdirSync(join(l.venvs, 'used'), { recursive: true })
+    execFileSync('ln', ['-s', join(l.venvs, 'used'), join(l.releases, 'v10/.venv')])
+    expect(sh(cmd.cleanup(l, ['v2', 'v10'], ['v1'])).code).toBe(0)
+    expect(existsSync(join(l.releases, 'v1'))).toBe(false)
+    expect(existsSync(join(l.releases, 'v2'))).toBe(true)
+    expect(existsSync(join(l.venvs, 'used'))).toBe(true)
+    expect(existsSync(join(l.venvs, 'old'))).toBe(false)
+  })
+
+  it('runs the user command in current and fails with its exit code', () => {
+    expect(sh(cmd.userCommand(l, 'cat manage.py')).out).toBe('v10')
+    expect(sh(cmd.userCommand(l, 'exit 3')).code).toBe(3)
+  })
+
+  it('holds the lock until stdin closes, and a second holder times out naming the first', () => {
+    const holder = join(base, 'holder.sh')
+    writeFileSync(holder, cmd.holdLock(l, 5, 'run 1 (release v3)'))
+    // first holder: keep stdin open with a sleeping writer
+    const first = spawnSync('/bin/sh', [
+      '-c',
+      `(sleep 3) | /bin/sh ${q(holder)} & sleep 0.5; /bin/sh -c ${q(cmd.holdLock(l, 1, 'run 2'))} </dev/null; echo "second=$?"; wait`
+    ])
+    const out = first.stdout.toString() + first.stderr.toString()
+    expect(out).toContain('locked')
+    expect(out).toContain('still held after 1 s by: run 1 (release v3)')
+    expect(out).toContain('second=75')
+    // once the first holder's stdin closed, the lock is free again
+    const again = sh(cmd.holdLock(l, 1, 'run 3'), '')
+    expect(again.code).toBe(0)
+    expect(again.out).toBe('locked\n')
+  })
+})
+
+describe('commands are pure strings', () => {
+  const l = cmd.layout('/srv/app')
+  it('build the venv from requirements with quoted pip args', () => {
+    const s = cmd.venv(l, 'v1', {
+      key: 'k1',
+      python: 'python3',
+      venvOptions: ['--system-site-packages'],
+      pipArgs: ['--find-links', 'wheels dir'],
+      hasRequirements: true
+    })
+    expect(s).toContain(`python3 -m venv --system-site-packages /srv/app/venvs/k1`)
+    expect(s).toContain(
+      `/srv/app/venvs/k1/bin/python -m pip install --disable-pip-version-check --find-links 'wheels dir' -r requirements.txt`
+    )
+    expect(s).toContain('ln -s /srv/app/venvs/k1 /srv/app/releases/v1/.venv')
+  })
+  it('health check passes the URL as an argument, not code', () => {
+    const s = cmd.healthCheck(l, 'v1', "http://127.0.0.1/'); import os; os.system('id", 5)
+    expect(s).toContain(`'http://127.0.0.1/'\\''); import os; os.system('\\''id'`)
+  })
+})
