@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the tests, the demo and the benchmarks need: Debian packages (when root and missing),
+# npm packages (when package-lock.json changed), and Django 4.2 / 5.2 beside Debian's 3.2.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+debs=(git openssh-server openssh-client nginx gunicorn python3-gunicorn python3-django python3-venv python3-pip sudo wrk iproute2 xz-utils)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "missing Debian packages (run as root to install them): ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+# Scripts are ignored so ssh2's optional native add-ons are not built: dist/ then comes out the same everywhere.
+if ! cmp -s package-lock.json node_modules/.package-lock.json.copy 2>/dev/null; then
+  echo "== npm ci"
+  npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+  cp package-lock.json node_modules/.package-lock.json.copy
+fi
+
+bash scripts/django-versions.sh
