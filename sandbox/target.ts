@@ -370,7 +370,6 @@ export async function startTarget(opts: TargetOptions = {}): Promise<Target> {
     sshd?: ChildProcess
     nginx?: ChildProcess
     gunicorn?: ChildProcess
-    uid?: number
   } = {}
 
   const root = await fs.mkdtemp(path.join(opts.tmpDir ?? os.tmpdir(), `${user}-`))
@@ -393,8 +392,13 @@ export async function startTarget(opts: TargetOptions = {}): Promise<Target> {
   const nginxTestCommand = `sudo -n ${NGINX} -c ${nginxConf} -t`
   const nginxReloadCommand = `sudo -n ${NGINX} -c ${nginxConf} -s reload`
   const current = path.join(deployPath, 'current')
+  // Not `python -m gunicorn`: on USR2 gunicorn re-execs `sys.executable` + `sys.argv`, which for `-m` is
+  // `python .../gunicorn/__main__.py`, and with gunicorn/ first on sys.path its `http` package shadows the
+  // stdlib one (Django fails: `cannot import name 'cookies' from 'http'`). A launcher script re-execs cleanly,
+  // and as `<current>/.venv/bin/python`, so the new master runs the new release's virtualenv.
+  const launcher = path.join(root, 'bin', 'gunicorn')
   const gunicornCommandFor = (bind: string) =>
-    `cd ${shq(current)} && exec ${shq(current + '/.venv/bin/python')} -m gunicorn --chdir ${shq(current)}` +
+    `cd ${shq(current)} && exec ${shq(current + '/.venv/bin/python')} ${shq(launcher)} --chdir ${shq(current)}` +
     ` --pid ${shq(gunicornPidfile)} --bind ${bind} --workers ${workers} ${wsgiModule}`
 
   let uid = -1
@@ -505,14 +509,19 @@ export async function startTarget(opts: TargetOptions = {}): Promise<Target> {
           const left = await killAndWait(await pidsOfUid(uid), 'SIGTERM', 3000)
           if (left.length) throw new Error(`processes of ${user} did not exit: ${left.join(' ')}`)
         }
-        const r = await withPasswdLock('/usr/sbin/userdel', [user])
+        // userdel refuses (exit 8) while a zombie of the user waits for the (slow) init to reap it.
+        let r = await withPasswdLock('/usr/sbin/userdel', [user])
+        for (let i = 0; r.code === 8 && i < 100; i++) {
+          await sleep(100)
+          r = await withPasswdLock('/usr/sbin/userdel', [user])
+        }
+        if (r.code === 8) r = await withPasswdLock('/usr/sbin/userdel', ['-f', user]) // only zombies are left
         if (r.code !== 0 && r.code !== 6) throw new Error(`userdel ${user}: ${r.stderr.trim()}`)
       }
     })
     const ids = (await mustExec('/usr/bin/id', ['-u', user])).trim()
     uid = Number(ids)
     gid = Number((await mustExec('/usr/bin/id', ['-g', user])).trim())
-    state.uid = uid
     await mustExec('/usr/sbin/usermod', ['-p', '*', user])
     await fs.chmod(home, 0o755)
 
@@ -523,6 +532,15 @@ export async function startTarget(opts: TargetOptions = {}): Promise<Target> {
     }
     await fs.mkdir(sshDir, { mode: 0o700 })
     await fs.mkdir(logDir, { mode: 0o755 })
+    // Alone in its dir (which becomes sys.path[0]); no .py suffix, so it cannot shadow the gunicorn package.
+    await fs.mkdir(path.dirname(launcher), { mode: 0o755 })
+    await fs.writeFile(
+      launcher,
+      '# gunicorn launcher of the sandbox target: runs gunicorn under the interpreter that runs this file\n' +
+        'import sys\n\nfrom gunicorn.app.wsgiapp import run\n\n' +
+        "if __name__ == '__main__':\n    sys.exit(run())\n",
+      { mode: 0o755 }
+    )
     await fs.mkdir(path.join(nginxDir, 'tmp'), { recursive: true, mode: 0o755 })
 
     // --- keys ------------------------------------------------------------------------------------------
@@ -591,16 +609,22 @@ export async function startTarget(opts: TargetOptions = {}): Promise<Target> {
           'MaxStartups 100:30:200',
           'MaxSessions 64',
           'LogLevel INFO',
-          'Subsystem sftp /usr/lib/openssh/sftp-server',
+          'Subsystem sftp /usr/lib/openssh/sftp-server -u 022',
           ''
         ].join('\n'),
         { mode: 0o600 }
       )
       await mustExec(SSHD, ['-t', '-f', sshdConf])
-      const d = spawnDaemon(SSHD, ['-f', sshdConf, '-D', '-e'], logs.sshd, {
-        PATH: SAFE_PATH,
-        LANG: 'C.UTF-8'
-      })
+      // umask 022 for the sessions (files of a release must be world-readable for nginx); exec keeps the PID.
+      const d = spawnDaemon(
+        '/bin/sh',
+        ['-c', 'umask 022 && exec "$0" -f "$1" -D -e', SSHD, sshdConf],
+        logs.sshd,
+        {
+          PATH: SAFE_PATH,
+          LANG: 'C.UTF-8'
+        }
+      )
       state.sshd = d.child
       try {
         await waitUntil('sshd', () => canConnect(host, sshPort), d.exited, 10_000, logs.sshd)

@@ -3,6 +3,7 @@
  * Needs root and the Debian packages from shared/NOTES.md.
  */
 import { execFile as execFileCb } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { promises as fs } from 'node:fs'
 import http from 'node:http'
 import os from 'node:os'
@@ -211,8 +212,38 @@ describe('sandbox target', () => {
       const refused = await ssh('true', wrong)
       expect(refused.code).toBe(255)
       expect(refused.stderr).toMatch(/host key/i)
+      // Sessions get umask 022, so files a deploy writes are readable by nginx.
+      expect((await ssh('umask')).stdout.trim()).toBe('0022')
       // nginx still serves after the reload.
       expect((await get(t.url)).status).toBe(200)
+    },
+    TIMEOUT
+  )
+
+  test(
+    'node-ssh (ssh2) connects with the in-memory key and pins the host key by its SHA256 fingerprint',
+    async () => {
+      const { NodeSSH } = await import('node-ssh')
+      const seen: string[] = []
+      const conn = await new NodeSSH().connect({
+        host: t.host,
+        port: t.sshPort,
+        username: t.user,
+        privateKey: t.privateKey,
+        readyTimeout: 10_000,
+        hostVerifier: (key: Buffer) => {
+          const fp = `SHA256:${createHash('sha256').update(key).digest('base64').replace(/=+$/, '')}`
+          seen.push(fp)
+          return fp === t.fingerprint
+        }
+      })
+      try {
+        const r = await conn.execCommand(t.nginxTestCommand)
+        expect(r.code).toBe(0)
+        expect(seen).toEqual([t.fingerprint])
+      } finally {
+        conn.dispose()
+      }
     },
     TIMEOUT
   )
@@ -243,6 +274,40 @@ describe('sandbox target', () => {
       expect(res.bodies['sandbox-r1']).toBeGreaterThan(0)
       expect(res.bodies['sandbox-r2']).toBeGreaterThan(0)
       expect(Object.keys(res.bodies).sort()).toEqual(['sandbox-r1', 'sandbox-r2'])
+    },
+    TIMEOUT
+  )
+
+  test(
+    'a USR2 re-exec serves a third release, and stopGunicorn() stops the new master from the pidfile',
+    async () => {
+      await putRelease(t, 'r3', 'sandbox-r3')
+      const old = Number((await t.run(`cat ${t.gunicornPidfile}`)).stdout.trim())
+      const waitFor = async (what: string, check: () => Promise<boolean>) => {
+        const deadline = Date.now() + 30_000
+        while (!(await check())) {
+          if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+          await new Promise(r => setTimeout(r, 100))
+        }
+      }
+      expect((await t.run(`kill -USR2 ${old}`)).code).toBe(0)
+      // gunicorn 20.1: the new master writes <pidfile>.2 while the old one lives, and renames it to
+      // <pidfile> once the old master is gone.
+      let fresh = 0
+      await waitFor('the new master', async () => {
+        fresh = Number((await t.run(`cat ${t.gunicornPidfile}.2 2>/dev/null`)).stdout.trim())
+        return fresh > 0 && (await isAlive(fresh)) && (await t.run(`pgrep -P ${fresh}`)).stdout.trim() !== ''
+      })
+      expect(fresh).not.toBe(old)
+      expect((await t.run(`kill -QUIT ${old}`)).code).toBe(0)
+      await waitFor('the old master to exit', async () => !(await isAlive(old)))
+      await waitFor('the new master to take the pidfile', async () => {
+        return Number((await t.run(`cat ${t.gunicornPidfile} 2>/dev/null`)).stdout.trim()) === fresh
+      })
+      expect(versionMarker((await get(t.url)).body)).toBe('sandbox-r3')
+      expect(await t.pids()).toMatchObject({ gunicorn: fresh })
+      await t.stopGunicorn()
+      expect(await isAlive(fresh)).toBe(false)
     },
     TIMEOUT
   )
