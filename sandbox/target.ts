@@ -74,7 +74,7 @@ export interface Target {
   /** `SHA256:…` fingerprint of the host key. */
   fingerprint: string
   httpPort: number
-  /** `http://HOST:HTTPPORT/` — nginx, proxying to gunicorn, /static/ from <deployPath>/current/static/. */
+  /** `http://HOST:HTTPPORT` (no trailing slash: use `${url}/health/`) — nginx, proxying to gunicorn, /static/ from <deployPath>/current/static/. */
   url: string
   gunicornPort: number
   /** Pidfile gunicorn writes; the user can read/write it (HUP/USR2 via `kill -HUP $(cat pidfile)`). */
@@ -751,7 +751,7 @@ http {
       knownHosts: `[${host}]:${sshPort} ${hostPub[0]} ${hostPub[1]}`,
       fingerprint,
       httpPort,
-      url: `http://${host}:${httpPort}/`,
+      url: `http://${host}:${httpPort}`,
       gunicornPort,
       gunicornPidfile,
       gunicornCommand: gunicornCommandFor(`${host}:${gunicornPort}`),

@@ -145,6 +145,7 @@ describe('sandbox target', () => {
     async () => {
       console.log(`target started in ${startMs} ms`)
       expect(t.host).toBe('127.0.0.1')
+      expect(t.url).toBe(`http://127.0.0.1:${t.httpPort}`)
       expect(t.fingerprint).toMatch(/^SHA256:[A-Za-z0-9+/]{43}$/)
       expect(t.knownHosts).toMatch(new RegExp(`^\\[127\\.0\\.0\\.1\\]:${t.sshPort} ssh-ed25519 AAAA`))
       expect(t.privateKey).toContain('BEGIN OPENSSH PRIVATE KEY')
@@ -180,11 +181,11 @@ describe('sandbox target', () => {
       expect(versionMarker(home.body)).toBe('sandbox-r1')
       expect(home.body).toContain('Hello from the example project')
       expect(home.body).toContain('/static/pages/site.css')
-      const css = await get(`${t.url}static/pages/site.css`)
+      const css = await get(`${t.url}/static/pages/site.css`)
       expect(css.status).toBe(200)
       expect(css.body).toContain('#version')
-      expect(await get(`${t.url}health/`)).toEqual({ status: 200, body: 'ok' })
-      expect(await get(`${t.url}static/nope.css`)).toMatchObject({ status: 404 })
+      expect(await get(`${t.url}/health/`)).toEqual({ status: 200, body: 'ok' })
+      expect(await get(`${t.url}/static/nope.css`)).toMatchObject({ status: 404 })
       const pid = Number((await t.run(`cat ${t.gunicornPidfile}`)).stdout.trim())
       expect(await t.pids()).toMatchObject({ gunicorn: pid })
     },
