@@ -100,7 +100,7 @@ function projectFrame(
     if (!m || m[1].startsWith('<')) continue
     if (/[/\\](site|dist)-packages[/\\]/.test(m[1])) continue
     const file = repoRelative(m[1], ctx)
-    if (file) return { file, line: Number(m[2]) }
+    if (file) return { file, line: Number(m[2]), index: i }
   }
   return undefined
 }

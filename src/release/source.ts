@@ -4,7 +4,7 @@
  */
 import { execFile, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import type { Readable } from 'node:stream'
+import { PassThrough, type Readable } from 'node:stream'
 import { promisify } from 'node:util'
 
 const run = promisify(execFile)
@@ -55,7 +55,7 @@ export async function describeRelease(
 
   const hasRequirements = (await tree('requirements.txt')).trim() !== ''
   const requirements = hasRequirements
-    ? await git(workingDirectory, 'show', `${treeish}/requirements.txt`)
+    ? await git(workingDirectory, 'show', `HEAD:${prefix ? `${prefix}/` : ''}requirements.txt`)
     : ''
   // Local paths named by the requirements or pip-args (./vendor/pkg, wheels/, -r base.txt) are part of
   // the dependencies: their tracked contents go into the key too.
@@ -88,5 +88,7 @@ export function archive(source: ReleaseSource): { stream: Readable; done: Promis
       code === 0 ? resolve() : reject(new Error(`git archive failed (exit ${code}): ${stderr.trim()}`))
     )
   })
-  return { stream: child.stdout, done }
+  // A child's stdout stops counting as readable once git exits, before anyone read it; a PassThrough holds
+  // the data (with back-pressure) until the SSH channel consumes it.
+  return { stream: child.stdout.pipe(new PassThrough()), done }
 }

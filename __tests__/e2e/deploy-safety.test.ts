@@ -1,0 +1,137 @@
+/**
+ * What must never go wrong: an unpinned host key, two deploys at once, a deploy killed midway, a dry run.
+ * Real OpenSSH on loopback, the built action.
+ */
+import { jest } from '@jest/globals'
+import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs'
+import { join } from 'node:path'
+import { spawn } from 'node:child_process'
+import { startTarget, type Target } from '../../sandbox/target.js'
+import { expectOk, Repo, runAction } from '../helpers/action.js'
+
+jest.setTimeout(240_000)
+
+let t: Target
+let repo: Repo
+
+function inputs(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    mode: 'deploy',
+    hosts: `127.0.0.1:${t.sshPort}`,
+    user: t.user,
+    'ssh-key': t.privateKey,
+    'known-hosts': t.knownHosts,
+    'deploy-path': t.deployPath,
+    'remote-python': '/usr/bin/python3',
+    'venv-options': '--system-site-packages',
+    'pip-args': '--no-index',
+    checks: 'none',
+    ...extra
+  }
+}
+const sshdLog = (): string => readFileSync(t.logs.sshd, 'utf8')
+
+beforeAll(async () => {
+  t = await startTarget({ name: 'ddsafe' })
+  repo = new Repo()
+}, 120_000)
+
+afterAll(async () => {
+  await t?.stop()
+  repo?.remove()
+}, 120_000)
+
+test('a host key that is not the pinned one is refused before authentication', async () => {
+  const other = t.knownHosts.replace(
+    /ssh-ed25519 \S+/,
+    'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGm8Lb1YzFq1TVTY1QuJgXEZ4N6Q2kzWb0xwq1Zm1Yv3'
+  )
+  const before = sshdLog().length
+  const r = await runAction(inputs({ 'known-hosts': other, 'release-name': 'r-wrongkey' }), {
+    workspace: repo.dir
+  })
+  expect(r.code).not.toBe(0)
+  expect(r.log).toMatch(
+    /host key SHA256:\S+ \(ssh-ed25519\) does NOT match the key pinned for \[127\.0\.0\.1\]:\d+/
+  )
+  expect(r.outputs.deployed).toBe('false')
+  // sshd saw the connection but no authentication attempt for the user, and nothing was created.
+  const log = sshdLog().slice(before)
+  expect(log).not.toMatch(/Accepted publickey|Failed publickey|Postponed publickey/)
+  expect(existsSync(join(t.deployPath, 'releases'))).toBe(false)
+  // the private key never reaches the log
+  expect(r.log).not.toContain(t.privateKey.split('\n')[1])
+})
+
+test('a second deploy waits for the lock, or fails naming who holds it', async () => {
+  // Someone else holds the lock: a session on the server keeps it for 4 s.
+  const holder = spawn('setpriv', [
+    `--reuid=${t.user}`,
+    `--regid=${t.user}`,
+    '--init-groups',
+    'sh',
+    '-c',
+    `mkdir -p ${t.deployPath} && exec 9>>${t.deployPath}/.deploy.lock && flock 9 && echo 'https://ci.example/run/1 (release other)' > ${t.deployPath}/.deploy.lock.holder && echo held && sleep 4`
+  ])
+  await new Promise<void>(r => holder.stdout.on('data', () => r()))
+  const failed = await runAction(inputs({ 'lock-timeout': '1', 'release-name': 'r-lock1' }), {
+    workspace: repo.dir
+  })
+  expect(failed.code).not.toBe(0)
+  expect(failed.log).toContain('still held after 1 s by: https://ci.example/run/1 (release other)')
+  expect(existsSync(join(t.deployPath, 'releases/r-lock1'))).toBe(false)
+
+  const waited = await runAction(inputs({ 'lock-timeout': '60', 'release-name': 'r-lock2' }), {
+    workspace: repo.dir
+  })
+  expectOk(waited)
+  expect(readlinkSync(join(t.deployPath, 'current'))).toBe('releases/r-lock2')
+  await new Promise(r => holder.on('close', r))
+})
+
+test('a deploy killed midway leaves no stale lock, and the next deploy succeeds', async () => {
+  repo.write('VERSION', 'killed\n').commit('killed')
+  const killed = await runAction(inputs({ 'release-name': 'r-killed' }), {
+    workspace: repo.dir,
+    killWhen: log => /virtualenv/.test(log)
+  })
+  expect(killed.code).toBe(137)
+  expect(readlinkSync(join(t.deployPath, 'current'))).toBe('releases/r-lock2')
+  const t0 = Date.now()
+  const next = await runAction(inputs({ 'release-name': 'r-after', 'lock-timeout': '30' }), {
+    workspace: repo.dir
+  })
+  expectOk(next)
+  // the lock was free at once (the killed session ended with its connection), not after a timeout
+  expect(Date.now() - t0).toBeLessThan(25_000)
+  expect(readlinkSync(join(t.deployPath, 'current'))).toBe('releases/r-after')
+})
+
+test('a dry run prints every step and command and changes nothing', async () => {
+  const before = readdirSync(join(t.deployPath, 'releases')).sort()
+  const r = await runAction(
+    inputs({ 'dry-run': 'true', 'release-name': 'r-dry', 'health-check-url': `${t.url}/health/` }),
+    {
+      workspace: repo.dir
+    }
+  )
+  expectOk(r)
+  for (const step of [
+    'prepare',
+    'upload',
+    'shared',
+    'virtualenv',
+    'preflight',
+    'migrate',
+    'collectstatic',
+    'switch',
+    'health',
+    'cleanup'
+  ]) {
+    expect(r.log).toContain(`# ${step}`)
+  }
+  expect(r.log).toContain(`mv -T ${t.deployPath}/current.tmp-r-dry ${t.deployPath}/current`)
+  expect(r.outputs.deployed).toBe('false')
+  expect(readdirSync(join(t.deployPath, 'releases')).sort()).toEqual(before)
+  expect(readlinkSync(join(t.deployPath, 'current'))).toBe('releases/r-after')
+})

@@ -1,0 +1,221 @@
+/**
+ * The deploy, end to end: the built action (dist/index.js) ships the example project over a real OpenSSH
+ * server to a deploy path served by real Gunicorn and nginx, started on loopback by the sandbox.
+ */
+import { jest } from '@jest/globals'
+import { existsSync, readlinkSync, readdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { startLoad, versionMarker } from '../../sandbox/load.js'
+import { startTarget, type Target } from '../../sandbox/target.js'
+import { expectOk, Repo, runAction, type ActionRun } from '../helpers/action.js'
+import { buildWheel } from '../helpers/wheel.js'
+
+jest.setTimeout(240_000)
+
+let t: Target
+let repo: Repo
+const TAG = (name: string): Record<string, string> => ({ GITHUB_REF: `refs/tags/${name}` })
+
+async function get(path: string): Promise<{ status: number; body: string }> {
+  const r = await fetch(`${t.url}${path}`)
+  return { status: r.status, body: await r.text() }
+}
+const live = (): string => readlinkSync(join(t.deployPath, 'current'))
+const releases = (): string[] => readdirSync(join(t.deployPath, 'releases')).sort()
+
+function inputs(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    hosts: `127.0.0.1:${t.sshPort}`,
+    user: t.user,
+    'ssh-key': t.privateKey,
+    'known-hosts': t.knownHosts,
+    'deploy-path': t.deployPath,
+    'remote-python': '/usr/bin/python3',
+    'venv-options': '--system-site-packages',
+    'pip-args': '--no-index',
+    python: '/usr/bin/python3',
+    checks: 'check, migrations',
+    ...extra
+  }
+}
+const full = (extra: Record<string, string> = {}): Record<string, string> =>
+  inputs({
+    'gunicorn-pidfile': t.gunicornPidfile,
+    'nginx-test-command': t.nginxTestCommand,
+    'nginx-reload-command': t.nginxReloadCommand,
+    'health-check-url': `${t.url}/health/`,
+    'health-check-timeout': '10',
+    ...extra
+  })
+
+function expectFailed(r: ActionRun, step: RegExp): void {
+  expect(r.code).not.toBe(0)
+  expect(r.log).toMatch(step)
+  expect(r.outputs.deployed).toBe('false')
+}
+
+beforeAll(async () => {
+  t = await startTarget({ name: 'dde2e' })
+  repo = new Repo()
+  // The server's own settings live in shared/.env, as a user would put them there before the first deploy.
+  const env = `DATABASE_PATH=${t.deployPath}/shared/db.sqlite3\nALLOWED_HOSTS=127.0.0.1,localhost\n`
+  const w = await t.run(
+    `mkdir -p ${t.deployPath}/shared && printf '%s' '${env}' > ${t.deployPath}/shared/.env`
+  )
+  expect(w.code).toBe(0)
+}, 120_000)
+
+afterAll(async () => {
+  await t?.stop()
+  repo?.remove()
+}, 120_000)
+
+test('a first deploy to an empty server needs no reload or health-check input', async () => {
+  const r = await runAction(inputs(), { workspace: repo.dir, env: TAG('v1.0.0') })
+  expectOk(r)
+  expect(r.outputs).toMatchObject({
+    mode: 'deploy',
+    checks: 'passed',
+    release: 'v1.0.0',
+    'previous-release': '',
+    deployed: 'true',
+    'rolled-back': 'false'
+  })
+  expect(live()).toBe('releases/v1.0.0')
+  expect(existsSync(join(t.deployPath, 'current/.venv/bin/python'))).toBe(true)
+  expect(r.summary).toContain('v1.0.0')
+  await t.startGunicorn()
+  const home = await get('/')
+  expect(home.status).toBe(200)
+  expect(versionMarker(home.body)).toBe(repo.read('VERSION').trim())
+  expect((await get('/static/pages/site.css')).status).toBe(200)
+})
+
+test('a second deploy under continuous load drops no request and serves the new version and static file', async () => {
+  repo.write('VERSION', 'v2\n').write('pages/static/pages/v2.css', 'body { color: green }\n').commit('v2')
+  expect((await get('/static/pages/v2.css')).status).toBe(404)
+  const load = startLoad(`${t.url}/`, { concurrency: 4, maxSeconds: 120, marker: versionMarker })
+  await new Promise(r => setTimeout(r, 1000))
+  const r = await runAction(full(), { workspace: repo.dir, env: TAG('v2.0.0') })
+  await new Promise(r => setTimeout(r, 1000))
+  const result = await load.stop()
+  expectOk(r)
+  expect(r.outputs).toMatchObject({ release: 'v2.0.0', 'previous-release': 'v1.0.0', deployed: 'true' })
+  expect(r.log).toMatch(/reloaded \(HUP\)/)
+  expect({ non200: result.non200, errors: result.errors, byStatus: result.byStatus }).toEqual({
+    non200: 0,
+    errors: 0,
+    byStatus: { '200': result.total }
+  })
+  expect(result.total).toBeGreaterThan(50)
+  expect(Object.keys(result.bodies).sort()).toEqual(['v1', 'v2'])
+  expect(versionMarker((await get('/')).body)).toBe('v2')
+  expect((await get('/static/pages/v2.css')).status).toBe(200)
+})
+
+test('a release whose settings do not import is refused before the switch; the old one keeps serving', async () => {
+  repo.write('mysite/broken.py', 'raise RuntimeError("settings cannot import")\n')
+  repo
+    .write('mysite/settings.py', repo.read('mysite/settings.py') + '\nimport mysite.broken  # noqa\n')
+    .commit('broken')
+  // With the runner's checks off, only the server-side preflight stands between this release and production.
+  const r = await runAction(full({ checks: 'none' }), { workspace: repo.dir, env: TAG('v3.0.0-broken') }).finally(
+    () => repo.git('revert', '--no-edit', 'HEAD')
+  )
+  expectFailed(r, /step preflight failed/)
+  expect(r.log).toContain('settings cannot import')
+  expect(r.outputs['rolled-back']).toBe('false')
+  expect(live()).toBe('releases/v2.0.0')
+  expect(versionMarker((await get('/')).body)).toBe('v2')
+})
+
+test('a release that fails its health check is rolled back automatically', async () => {
+  repo.write('VERSION', 'v4-unhealthy\n')
+  repo
+    .write(
+      'pages/views.py',
+      repo
+        .read('pages/views.py')
+        .replace("return HttpResponse('ok'", "return HttpResponse('sick', status=500) or HttpResponse('ok'")
+    )
+    .commit('unhealthy')
+  const r = await runAction(full({ 'health-check-timeout': '3' }), {
+    workspace: repo.dir,
+    env: TAG('v4.0.0')
+  }).finally(() => repo.git('revert', '--no-edit', 'HEAD'))
+  expectFailed(r, /step health failed/)
+  expect(r.outputs['rolled-back']).toBe('true')
+  expect(r.log).toMatch(/HTTP 500/)
+  expect(live()).toBe('releases/v2.0.0')
+  expect(versionMarker((await get('/')).body)).toBe('v2')
+  expect((await get('/health/')).status).toBe(200)
+})
+
+test('a new migration is applied and a new local dependency installed and used (Gunicorn re-executed)', async () => {
+  const wheel = buildWheel(
+    join(repo.dir, 'vendor'),
+    'shouty',
+    '1.0',
+    'def shout(s):\n    return s.upper() + "!"\n'
+  )
+  repo.write('requirements.txt', repo.read('requirements.txt') + 'shouty==1.0\n')
+  repo.write(
+    'pages/views.py',
+    repo
+      .read('pages/views.py')
+      .replace(
+        "return HttpResponse(settings.APP_VERSION, content_type='text/plain')",
+        "from shouty import shout\n    return HttpResponse(shout(settings.APP_VERSION), content_type='text/plain')"
+      )
+  )
+  repo.write(
+    'pages/models.py',
+    repo
+      .read('pages/models.py')
+      .replace('    created =', '    note = models.CharField(max_length=50, default="")\n    created =')
+  )
+  repo.write(
+    'pages/migrations/0003_greeting_note.py',
+    [
+      'from django.db import migrations, models',
+      '',
+      'class Migration(migrations.Migration):',
+      "    dependencies = [('pages', '0002_first_greeting')]",
+      "    operations = [migrations.AddField(model_name='greeting', name='note', field=models.CharField(default='', max_length=50))]",
+      ''
+    ].join('\n')
+  )
+  repo.write('VERSION', 'v5\n').commit(`migration and ${wheel}`)
+  const load = startLoad(`${t.url}/`, { concurrency: 4, maxSeconds: 120, marker: versionMarker })
+  const r = await runAction(full(), { workspace: repo.dir, env: TAG('v5.0.0') })
+  const result = await load.stop()
+  expectOk(r)
+  expect(r.log).toMatch(/Applying pages\.0003_greeting_note\.\.\. OK/)
+  expect(r.log).toMatch(/re-executed \(USR2\)/)
+  expect({ non200: result.non200, errors: result.errors }).toEqual({ non200: 0, errors: 0 })
+  expect(await get('/version/')).toEqual({ status: 200, body: 'V5!' })
+  const cols = await t.run(`cd ${t.deployPath}/current && .venv/bin/python manage.py showmigrations pages`)
+  expect(cols.stdout).toContain('[X] 0003_greeting_note')
+})
+
+test('keep-releases removes old releases but never the live or the previous one', async () => {
+  repo.write('VERSION', 'v6\n').commit('v6')
+  const r = await runAction(full({ 'keep-releases': '1' }), { workspace: repo.dir, env: TAG('v6.0.0') })
+  expectOk(r)
+  expect(releases()).toEqual(['v5.0.0', 'v6.0.0'])
+  const venvs = readdirSync(join(t.deployPath, 'venvs'))
+  expect(venvs).toHaveLength(1)
+})
+
+test('mode rollback puts the previous release back', async () => {
+  const r = await runAction(full({ mode: 'rollback' }), { workspace: repo.dir })
+  expectOk(r)
+  expect(r.outputs).toMatchObject({
+    mode: 'rollback',
+    release: 'v5.0.0',
+    'previous-release': 'v6.0.0',
+    'rolled-back': 'true'
+  })
+  expect(live()).toBe('releases/v5.0.0')
+  expect(versionMarker((await get('/')).body)).toBe('v5')
+})

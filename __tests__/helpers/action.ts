@@ -1,0 +1,133 @@
+/**
+ * Runs the built action the way GitHub does: `node dist/index.js` with inputs as INPUT_* variables and the
+ * GITHUB_OUTPUT / GITHUB_STEP_SUMMARY files, in a git repository the test made.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
+export const DIST = join(ROOT, 'dist/index.js')
+
+export interface ActionRun {
+  code: number
+  /** Everything the action printed (workflow commands included). */
+  log: string
+  outputs: Record<string, string>
+  summary: string
+}
+
+export interface ActionOptions {
+  workspace: string
+  env?: Record<string, string>
+  /** Called with the log as it grows; return true to kill the action (SIGKILL) right there. */
+  killWhen?: (log: string) => boolean
+  timeoutMs?: number
+}
+
+function parseOutputs(text: string): Record<string, string> {
+  const out: Record<string, string> = {}
+  const re = /^([^<\n]+)<<(\S+)\n([\s\S]*?)\n\2$/gm
+  for (const m of text.matchAll(re)) out[m[1]] = m[3]
+  return out
+}
+
+export function inputEnv(inputs: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(inputs).map(([k, v]) => [`INPUT_${k.replace(/ /g, '_').toUpperCase()}`, v])
+  )
+}
+
+export async function runAction(inputs: Record<string, string>, o: ActionOptions): Promise<ActionRun> {
+  const files = mkdtempSync(join(tmpdir(), 'dd-run-'))
+  const outputFile = join(files, 'output')
+  const summaryFile = join(files, 'summary')
+  writeFileSync(outputFile, '')
+  writeFileSync(summaryFile, '')
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: process.env.HOME ?? '/root',
+    GITHUB_ACTIONS: 'true',
+    GITHUB_WORKSPACE: o.workspace,
+    GITHUB_OUTPUT: outputFile,
+    GITHUB_STEP_SUMMARY: summaryFile,
+    GITHUB_REPOSITORY: 'acme/shop',
+    GITHUB_EVENT_NAME: 'push',
+    GITHUB_REF: 'refs/heads/main',
+    GITHUB_SHA: execFileSync('git', ['-C', o.workspace, 'rev-parse', 'HEAD']).toString().trim(),
+    GITHUB_RUN_ID: '4242',
+    ...o.env,
+    ...inputEnv(inputs)
+  }
+  const child: ChildProcess = spawn(process.execPath, [DIST], {
+    cwd: o.workspace,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let log = ''
+  let killed = false
+  const grow = (c: Buffer): void => {
+    log += c.toString()
+    if (!killed && o.killWhen?.(log)) {
+      killed = true
+      child.kill('SIGKILL')
+    }
+  }
+  child.stdout!.on('data', grow)
+  child.stderr!.on('data', grow)
+  const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 180_000)
+  const code = await new Promise<number>(r => child.on('close', (c, sig) => r(c ?? (sig ? 137 : 1))))
+  clearTimeout(timer)
+  const result = {
+    code,
+    log,
+    outputs: parseOutputs(readFileSync(outputFile, 'utf8')),
+    summary: readFileSync(summaryFile, 'utf8')
+  }
+  rmSync(files, { recursive: true, force: true })
+  return result
+}
+
+/** A git repository holding a copy of the example project, for the action to release. */
+export class Repo {
+  readonly dir: string
+  constructor(source = join(ROOT, 'example')) {
+    this.dir = mkdtempSync(join(tmpdir(), 'dd-repo-'))
+    cpSync(source, this.dir, { recursive: true, filter: s => !/db\.sqlite3$|__pycache__|\/\.env$/.test(s) })
+    this.git('init', '-q', '-b', 'main')
+    this.commit('v1')
+  }
+  git(...args: string[]): string {
+    return execFileSync('git', [
+      '-C',
+      this.dir,
+      '-c',
+      'user.name=t',
+      '-c',
+      'user.email=t@t',
+      ...args
+    ]).toString()
+  }
+  write(path: string, content: string): this {
+    writeFileSync(join(this.dir, path), content)
+    return this
+  }
+  read(path: string): string {
+    return readFileSync(join(this.dir, path), 'utf8')
+  }
+  commit(message: string): this {
+    this.git('add', '-A')
+    this.git('commit', '-q', '--allow-empty', '-m', message)
+    return this
+  }
+  remove(): void {
+    rmSync(this.dir, { recursive: true, force: true })
+  }
+}
+
+/** Fails with the end of the action's log, so a failed deploy says why. */
+export function expectOk(r: ActionRun): void {
+  if (r.code !== 0) throw new Error(`the action exited ${r.code}; last lines of its log:\n${r.log.split('\n').slice(-40).join('\n')}`)
+}
