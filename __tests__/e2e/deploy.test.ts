@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { startLoad, versionMarker } from '../../sandbox/load.js'
 import { startTarget, type Target } from '../../sandbox/target.js'
 import { expectOk, Repo, runAction, type ActionRun } from '../helpers/action.js'
+import { startFakeGitHub } from '../helpers/fake-github.js'
 import { buildWheel } from '../helpers/wheel.js'
 
 jest.setTimeout(240_000)
@@ -96,12 +97,26 @@ test('a second deploy under continuous load drops no request and serves the new 
   expect((await get('/static/pages/v2.css')).status).toBe(404)
   const load = startLoad(`${t.url}/`, { concurrency: 4, maxSeconds: 120, marker: versionMarker })
   await new Promise(r => setTimeout(r, 1000))
-  const r = await runAction(full(), { workspace: repo.dir, env: TAG('v2.0.0') })
+  const gh = await startFakeGitHub()
+  const r = await runAction(
+    full({ 'github-token': 'ghs_deploy_token', 'environment-url': 'https://shop.example.com' }),
+    { workspace: repo.dir, env: { ...TAG('v2.0.0'), GITHUB_API_URL: gh.url } }
+  ).finally(() => gh.close())
   await new Promise(r => setTimeout(r, 1000))
   const result = await load.stop()
   expectOk(r)
   expect(r.outputs).toMatchObject({ release: 'v2.0.0', 'previous-release': 'v1.0.0', deployed: 'true' })
   expect(r.log).toMatch(/reloaded \(HUP\)/)
+  // a GitHub deployment for the environment, in_progress then success with the environment URL
+  expect(gh.deployments).toHaveLength(1)
+  expect(gh.deployments[0]).toMatchObject({
+    environment: 'production',
+    ref: repo.git('rev-parse', 'HEAD').trim()
+  })
+  expect(gh.deployments[0].statuses).toEqual([
+    expect.objectContaining({ state: 'in_progress' }),
+    expect.objectContaining({ state: 'success', environment_url: 'https://shop.example.com' })
+  ])
   expect({ non200: result.non200, errors: result.errors, byStatus: result.byStatus }).toEqual({
     non200: 0,
     errors: 0,
@@ -119,9 +134,10 @@ test('a release whose settings do not import is refused before the switch; the o
     .write('mysite/settings.py', repo.read('mysite/settings.py') + '\nimport mysite.broken  # noqa\n')
     .commit('broken')
   // With the runner's checks off, only the server-side preflight stands between this release and production.
-  const r = await runAction(full({ checks: 'none' }), { workspace: repo.dir, env: TAG('v3.0.0-broken') }).finally(
-    () => repo.git('revert', '--no-edit', 'HEAD')
-  )
+  const r = await runAction(full({ checks: 'none' }), {
+    workspace: repo.dir,
+    env: TAG('v3.0.0-broken')
+  }).finally(() => repo.git('revert', '--no-edit', 'HEAD'))
   expectFailed(r, /step preflight failed/)
   expect(r.log).toContain('settings cannot import')
   expect(r.outputs['rolled-back']).toBe('false')
