@@ -3,7 +3,9 @@ import tseslint from 'typescript-eslint'
 import globals from 'globals'
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'example/', 'coverage/'] },
+  {
+    ignores: ['dist/', 'node_modules/', 'example/', 'coverage/', '.django/', '.tmp/', '__tests__/fixtures/']
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -129,5 +129,8 @@ export class Repo {
 
 /** Fails with the end of the action's log, so a failed deploy says why. */
 export function expectOk(r: ActionRun): void {
-  if (r.code !== 0) throw new Error(`the action exited ${r.code}; last lines of its log:\n${r.log.split('\n').slice(-40).join('\n')}`)
+  if (r.code !== 0)
+    throw new Error(
+      `the action exited ${r.code}; last lines of its log:\n${r.log.split('\n').slice(-40).join('\n')}`
+    )
 }
