@@ -58380,7 +58380,7 @@ function parseInspect(stdout) {
  * releases the lock, and nothing stale is left for a person to remove.
  */
 function holdLock(l, timeoutSeconds, holder) {
-    return script(`mkdir -p ${q(l.root)}`, `exec 9>>${q(l.lock)}`, `if ! flock -w ${Math.floor(timeoutSeconds)} 9; then`, `  echo "deploy lock on ${l.root.replace(/["`$\\]/g, '_')} still held after ${timeoutSeconds} s by: $(cat ${q(l.lock + '.holder')} 2>/dev/null || echo unknown)" >&2`, '  exit 75', 'fi', `printf '%s\\n' ${q(holder)} > ${q(l.lock + '.holder')}`, 'echo locked', 
+    return script(`mkdir -p ${q(l.root)}`, `exec 9>>${q(l.lock)}`, `if ! flock -w ${Math.floor(timeoutSeconds)} 9; then`, `  echo ${q(`deploy lock on ${l.root} still held after ${timeoutSeconds} s by:`)} "$(cat ${q(l.lock + '.holder')} 2>/dev/null || echo unknown)" >&2`, '  exit 75', 'fi', `printf '%s\\n' ${q(holder)} > ${q(l.lock + '.holder')}`, 'echo locked', 
     // Holds the lock until the runner closes stdin (end of deploy) or the session dies.
     'cat >/dev/null');
 }
@@ -65145,10 +65145,10 @@ async function upsertPullRequestComment(opts) {
     const where = { owner: ctx.owner, repo: ctx.repo, issue_number: ctx.prNumber };
     let step = 'list the comments of';
     try {
-        const comments = ((await octokit.rest.issues.listComments({
+        const comments = (await octokit.paginate(octokit.rest.issues.listComments, {
             ...where,
             per_page: 100
-        })).data);
+        }));
         const ours = comments.filter(c => (c.body ?? '').includes(marker));
         const existing = ours.length > 0 ? await pickOwn(octokit, ours) : undefined;
         if (existing) {

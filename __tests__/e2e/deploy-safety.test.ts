@@ -146,3 +146,24 @@ test('a dry run prints every step and command and changes nothing', async () => 
   expect(readdirSync(join(t.deployPath, 'releases')).sort()).toEqual(before)
   expect(readlinkSync(join(t.deployPath, 'current'))).toBe('releases/r-after')
 })
+
+test('servers are reached through a jump host, with its host key pinned too', async () => {
+  const jump = `${t.user}@127.0.0.1:${t.sshPort}`
+  const r = await runAction(inputs({ 'dry-run': 'true', 'release-name': 'r-jump', 'jump-host': jump }), {
+    workspace: repo.dir
+  })
+  expectOk(r)
+  expect(r.log).toContain('connected as')
+  expect(r.log).toContain('# switch')
+  const before = sshdLog().length
+  const wrong = t.knownHosts.replace(
+    /ssh-ed25519 \S+/,
+    'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGm8Lb1YzFq1TVTY1QuJgXEZ4N6Q2kzWb0xwq1Zm1Yv3'
+  )
+  const refused = await runAction(inputs({ 'dry-run': 'true', 'jump-host': jump, 'known-hosts': wrong }), {
+    workspace: repo.dir
+  })
+  expect(refused.code).not.toBe(0)
+  expect(refused.log).toMatch(/jump host 127\.0\.0\.1: host key \S+ \(ssh-ed25519\) does NOT match/)
+  expect(sshdLog().slice(before)).not.toMatch(/Accepted publickey/)
+})

@@ -75,7 +75,7 @@ export function holdLock(l: Layout, timeoutSeconds: number, holder: string): str
     `mkdir -p ${q(l.root)}`,
     `exec 9>>${q(l.lock)}`,
     `if ! flock -w ${Math.floor(timeoutSeconds)} 9; then`,
-    `  echo "deploy lock on ${l.root.replace(/["`$\\]/g, '_')} still held after ${timeoutSeconds} s by: $(cat ${q(l.lock + '.holder')} 2>/dev/null || echo unknown)" >&2`,
+    `  echo ${q(`deploy lock on ${l.root} still held after ${timeoutSeconds} s by:`)} "$(cat ${q(l.lock + '.holder')} 2>/dev/null || echo unknown)" >&2`,
     '  exit 75',
     'fi',
     `printf '%s\\n' ${q(holder)} > ${q(l.lock + '.holder')}`,
