@@ -5,9 +5,9 @@
 import { jest } from '@jest/globals'
 import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs'
 import { join } from 'node:path'
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { startTarget, type Target } from '../../sandbox/target.js'
-import { expectOk, Repo, runAction } from '../helpers/action.js'
+import { expectOk, node24, Repo, runAction } from '../helpers/action.js'
 
 jest.setTimeout(240_000)
 
@@ -147,12 +147,15 @@ test('a dry run prints every step and command and changes nothing', async () => 
   expect(readlinkSync(join(t.deployPath, 'current'))).toBe('releases/r-after')
 })
 
-test('servers are reached through a jump host, with its host key pinned too', async () => {
+test('servers are reached through a jump host, with its host key pinned too (on Node 24, as GitHub runs it)', async () => {
   const jump = `${t.user}@127.0.0.1:${t.sshPort}`
+  const node = node24()
   const r = await runAction(inputs({ 'dry-run': 'true', 'release-name': 'r-jump', 'jump-host': jump }), {
-    workspace: repo.dir
+    workspace: repo.dir,
+    node
   })
   expectOk(r)
+  expect(execFileSync(node, ['--version']).toString()).toMatch(/^v24\./)
   expect(r.log).toContain('connected as')
   expect(r.log).toContain('# switch')
   const before = sshdLog().length

@@ -25,6 +25,21 @@ export interface ActionOptions {
   /** Called with the log as it grows; return true to kill the action (SIGKILL) right there. */
   killWhen?: (log: string) => boolean
   timeoutMs?: number
+  /** The node binary to run the action with (default: the one running the tests). */
+  node?: string
+}
+
+let node24Path: string | undefined
+/** Node 24, the runtime GitHub uses for `runs.using: node24`, from the npm registry (cached by npx). */
+export function node24(): string {
+  node24Path ??= execFileSync(
+    'npx',
+    ['-y', '-p', 'node@24', 'node', '-e', 'process.stdout.write(process.execPath)'],
+    {
+      stdio: ['ignore', 'pipe', 'ignore']
+    }
+  ).toString()
+  return node24Path
 }
 
 function parseOutputs(text: string): Record<string, string> {
@@ -61,7 +76,7 @@ export async function runAction(inputs: Record<string, string>, o: ActionOptions
     ...o.env,
     ...inputEnv(inputs)
   }
-  const child: ChildProcess = spawn(process.execPath, [DIST], {
+  const child: ChildProcess = spawn(o.node ?? process.execPath, [DIST], {
     cwd: o.workspace,
     env,
     stdio: ['ignore', 'pipe', 'pipe']
