@@ -59793,6 +59793,10 @@ function cleanupStep(state, keep, live, l, previous) {
     const kept = [...state.releases, live].filter(r => !remove.includes(r));
     return { name: 'cleanup', phase: 'finish', script: cleanup(l, [...new Set(kept)], remove) };
 }
+/** A step as the dry run prints it. */
+function renderStep(s) {
+    return `# ${s.name}${s.stdin ? ' (release archive on stdin)' : ''}\n${s.script}`;
+}
 
 ;// CONCATENATED MODULE: ./src/deploy/run.ts
 /**
@@ -59944,24 +59948,17 @@ class Runner {
                         ...updateSteps(d, this.layout, source),
                         ...publishSteps(d, this.layout, source.name, t.state.current),
                         cleanupStep(t.state, d.keepReleases, source.name, this.layout, t.state.current)
-                    ].map(s => `# ${s.name}${s.stdin ? ' (release archive on stdin)' : ''}\n${s.script}`)
+                    ].map(renderStep)
                 ]));
                 return result;
             }
             for (const t of targets)
                 for (const step of updateSteps(d, this.layout, source))
                     await this.exec(t, step, source);
-            const live = [];
-            try {
-                for (const t of targets) {
-                    live.push(t);
-                    for (const step of publishSteps(d, this.layout, source.name, t.state.current))
-                        await this.exec(t, step);
-                }
-            }
-            catch (e) {
-                result.error = e.message;
-                result.rolledBack = await this.revert(live, source.name);
+            const failure = await this.publish(targets, source.name);
+            if (failure) {
+                result.error = failure.error;
+                result.rolledBack = failure.revertedOk;
                 return result;
             }
             result.deployed = true;
@@ -59981,6 +59978,24 @@ class Runner {
         }
         finally {
             await this.close(targets);
+        }
+    }
+    /**
+     * Makes `release` live host by host; on a failure puts every host that was touched back on what it served.
+     * Returns the failure, if any, and whether the revert succeeded everywhere.
+     */
+    async publish(targets, release) {
+        const touched = [];
+        try {
+            for (const t of targets) {
+                touched.push(t);
+                for (const step of publishSteps(this.settings.deploy, this.layout, release, t.state.current))
+                    await this.exec(t, step);
+            }
+            return undefined;
+        }
+        catch (e) {
+            return { error: e.message, revertedOk: await this.revert(touched, release) };
         }
     }
     /** Puts each host back on the release that was live before; true when every host is back and healthy. */
@@ -60027,21 +60042,13 @@ class Runner {
             if (d.dryRun) {
                 result.plan = Object.fromEntries(targets.map(t => [
                     t.remote.name,
-                    publishSteps(d, this.layout, result.release, t.state.current).map(s => `# ${s.name}\n${s.script}`)
+                    publishSteps(d, this.layout, result.release, t.state.current).map(renderStep)
                 ]));
                 return result;
             }
-            const live = [];
-            try {
-                for (const t of targets) {
-                    live.push(t);
-                    for (const step of publishSteps(d, this.layout, result.release, t.state.current))
-                        await this.exec(t, step);
-                }
-            }
-            catch (e) {
-                result.error = e.message;
-                await this.revert(live, result.release);
+            const failure = await this.publish(targets, result.release);
+            if (failure) {
+                result.error = failure.error;
                 return result;
             }
             result.deployed = true;

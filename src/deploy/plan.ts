@@ -121,3 +121,8 @@ export function cleanupStep(
   const kept = [...state.releases, live].filter(r => !remove.includes(r))
   return { name: 'cleanup', phase: 'finish', script: cmd.cleanup(l, [...new Set(kept)], remove) }
 }
+
+/** A step as the dry run prints it. */
+export function renderStep(s: Step): string {
+  return `# ${s.name}${s.stdin ? ' (release archive on stdin)' : ''}\n${s.script}`
+}

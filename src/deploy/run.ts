@@ -10,7 +10,15 @@ import * as cmd from '../remote/commands.js'
 import type { HostState, Layout } from '../remote/commands.js'
 import { Remote } from '../remote/ssh.js'
 import type { Settings } from '../settings.js'
-import { cleanupStep, publishSteps, releaseBefore, revertSteps, updateSteps, type Step } from './plan.js'
+import {
+  cleanupStep,
+  publishSteps,
+  releaseBefore,
+  renderStep,
+  revertSteps,
+  updateSteps,
+  type Step
+} from './plan.js'
 
 /** Where the runner writes: the job log in the action, a plain console in scripts and tests. */
 export interface Log {
@@ -169,23 +177,17 @@ export class Runner {
               ...updateSteps(d, this.layout, source),
               ...publishSteps(d, this.layout, source.name, t.state.current),
               cleanupStep(t.state, d.keepReleases, source.name, this.layout, t.state.current)
-            ].map(s => `# ${s.name}${s.stdin ? ' (release archive on stdin)' : ''}\n${s.script}`)
+            ].map(renderStep)
           ])
         )
         return result
       }
       for (const t of targets)
         for (const step of updateSteps(d, this.layout, source)) await this.exec(t, step, source)
-      const live: Target[] = []
-      try {
-        for (const t of targets) {
-          live.push(t)
-          for (const step of publishSteps(d, this.layout, source.name, t.state.current))
-            await this.exec(t, step)
-        }
-      } catch (e) {
-        result.error = (e as Error).message
-        result.rolledBack = await this.revert(live, source.name)
+      const failure = await this.publish(targets, source.name)
+      if (failure) {
+        result.error = failure.error
+        result.rolledBack = failure.revertedOk
         return result
       }
       result.deployed = true
@@ -202,6 +204,27 @@ export class Runner {
       return result
     } finally {
       await this.close(targets)
+    }
+  }
+
+  /**
+   * Makes `release` live host by host; on a failure puts every host that was touched back on what it served.
+   * Returns the failure, if any, and whether the revert succeeded everywhere.
+   */
+  private async publish(
+    targets: Target[],
+    release: string
+  ): Promise<{ error: string; revertedOk: boolean } | undefined> {
+    const touched: Target[] = []
+    try {
+      for (const t of targets) {
+        touched.push(t)
+        for (const step of publishSteps(this.settings.deploy, this.layout, release, t.state.current))
+          await this.exec(t, step)
+      }
+      return undefined
+    } catch (e) {
+      return { error: (e as Error).message, revertedOk: await this.revert(touched, release) }
     }
   }
 
@@ -256,21 +279,14 @@ export class Runner {
         result.plan = Object.fromEntries(
           targets.map(t => [
             t.remote.name,
-            publishSteps(d, this.layout, result.release, t.state.current).map(s => `# ${s.name}\n${s.script}`)
+            publishSteps(d, this.layout, result.release, t.state.current).map(renderStep)
           ])
         )
         return result
       }
-      const live: Target[] = []
-      try {
-        for (const t of targets) {
-          live.push(t)
-          for (const step of publishSteps(d, this.layout, result.release, t.state.current))
-            await this.exec(t, step)
-        }
-      } catch (e) {
-        result.error = (e as Error).message
-        await this.revert(live, result.release)
+      const failure = await this.publish(targets, result.release)
+      if (failure) {
+        result.error = failure.error
         return result
       }
       result.deployed = true
