@@ -5,6 +5,7 @@
  * everything it started. `--exit` stops right after printing (for scripts).
  */
 import { randomBytes } from 'node:crypto'
+import { deployInputs, liveInputs } from '../sandbox/inputs.js'
 import { startTarget } from '../sandbox/target.js'
 import { ROOT, runAction, type ActionRun } from '../__tests__/helpers/action.js'
 
@@ -45,20 +46,12 @@ try {
   ].join('\n')
   await t.run(`mkdir -p ${t.deployPath}/shared && cat > ${t.deployPath}/shared/.env`, { input: env + '\n' })
 
-  const inputs = {
+  const inputs = deployInputs(t, {
     mode: 'deploy',
     'working-directory': 'example',
-    python: '/usr/bin/python3',
     checks: 'check, migrations, test',
-    hosts: `127.0.0.1:${t.sshPort}`,
-    user: t.user,
-    'ssh-key': t.privateKey,
-    'known-hosts': t.knownHosts,
-    'deploy-path': t.deployPath,
-    'remote-python': '/usr/bin/python3',
-    'venv-options': '--system-site-packages',
-    'github-token': ''
-  }
+    'pip-args': ''
+  })
   const stamp = new Date().toISOString().replace(/[-:]/g, '').slice(0, 15)
   show(
     'first deploy (empty server, no reload input)',
@@ -71,17 +64,7 @@ try {
 
   show(
     'second deploy (graceful reload, nginx, health check)',
-    await runAction(
-      {
-        ...inputs,
-        'release-name': `demo-${stamp}-2`,
-        'gunicorn-pidfile': t.gunicornPidfile,
-        'nginx-test-command': t.nginxTestCommand,
-        'nginx-reload-command': t.nginxReloadCommand,
-        'health-check-url': `${t.url}/health/`
-      },
-      { workspace: ROOT }
-    )
+    await runAction(liveInputs(t, { ...inputs, 'release-name': `demo-${stamp}-2` }), { workspace: ROOT })
   )
   const page = await (await fetch(`${t.url}/`)).text()
   console.log(

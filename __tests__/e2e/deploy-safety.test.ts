@@ -6,6 +6,7 @@ import { jest } from '@jest/globals'
 import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { execFileSync, spawn } from 'node:child_process'
+import { deployInputs } from '../../sandbox/inputs.js'
 import { startTarget, type Target } from '../../sandbox/target.js'
 import { expectOk, node24, Repo, runAction } from '../helpers/action.js'
 
@@ -14,21 +15,8 @@ jest.setTimeout(240_000)
 let t: Target
 let repo: Repo
 
-function inputs(extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    mode: 'deploy',
-    hosts: `127.0.0.1:${t.sshPort}`,
-    user: t.user,
-    'ssh-key': t.privateKey,
-    'known-hosts': t.knownHosts,
-    'deploy-path': t.deployPath,
-    'remote-python': '/usr/bin/python3',
-    'venv-options': '--system-site-packages',
-    'pip-args': '--no-index',
-    checks: 'none',
-    ...extra
-  }
-}
+const inputs = (extra: Record<string, string> = {}): Record<string, string> =>
+  deployInputs(t, { mode: 'deploy', checks: 'none', ...extra })
 const sshdLog = (): string => readFileSync(t.logs.sshd, 'utf8')
 
 beforeAll(async () => {

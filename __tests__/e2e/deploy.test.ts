@@ -6,6 +6,7 @@ import { jest } from '@jest/globals'
 import { existsSync, readlinkSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { startLoad, versionMarker } from '../../sandbox/load.js'
+import { deployInputs, liveInputs } from '../../sandbox/inputs.js'
 import { startTarget, type Target } from '../../sandbox/target.js'
 import { expectOk, Repo, runAction, type ActionRun } from '../helpers/action.js'
 import { startFakeGitHub } from '../helpers/fake-github.js'
@@ -24,30 +25,10 @@ async function get(path: string): Promise<{ status: number; body: string }> {
 const live = (): string => readlinkSync(join(t.deployPath, 'current'))
 const releases = (): string[] => readdirSync(join(t.deployPath, 'releases')).sort()
 
-function inputs(extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    hosts: `127.0.0.1:${t.sshPort}`,
-    user: t.user,
-    'ssh-key': t.privateKey,
-    'known-hosts': t.knownHosts,
-    'deploy-path': t.deployPath,
-    'remote-python': '/usr/bin/python3',
-    'venv-options': '--system-site-packages',
-    'pip-args': '--no-index',
-    python: '/usr/bin/python3',
-    checks: 'check, migrations',
-    ...extra
-  }
-}
+const inputs = (extra: Record<string, string> = {}): Record<string, string> =>
+  deployInputs(t, { checks: 'check, migrations', ...extra })
 const full = (extra: Record<string, string> = {}): Record<string, string> =>
-  inputs({
-    'gunicorn-pidfile': t.gunicornPidfile,
-    'nginx-test-command': t.nginxTestCommand,
-    'nginx-reload-command': t.nginxReloadCommand,
-    'health-check-url': `${t.url}/health/`,
-    'health-check-timeout': '10',
-    ...extra
-  })
+  liveInputs(t, { checks: 'check, migrations', 'health-check-timeout': '10', ...extra })
 
 function expectFailed(r: ActionRun, step: RegExp): void {
   expect(r.code).not.toBe(0)

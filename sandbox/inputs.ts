@@ -1,0 +1,32 @@
+/**
+ * The action's inputs for deploying to a sandbox target: one home for the tests, the demo and the benchmark.
+ */
+import type { Target } from './target.js'
+
+/** Connection, paths and the server's Python (Debian's Django and Gunicorn seen through the virtualenv). */
+export function deployInputs(t: Target, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    hosts: `127.0.0.1:${t.sshPort}`,
+    user: t.user,
+    'ssh-key': t.privateKey,
+    'known-hosts': t.knownHosts,
+    'deploy-path': t.deployPath,
+    'remote-python': '/usr/bin/python3',
+    'venv-options': '--system-site-packages',
+    'pip-args': '--no-index',
+    python: '/usr/bin/python3',
+    'github-token': '',
+    ...extra
+  }
+}
+
+/** As `deployInputs`, plus the graceful Gunicorn reload, nginx test/reload and the health check. */
+export function liveInputs(t: Target, extra: Record<string, string> = {}): Record<string, string> {
+  return deployInputs(t, {
+    'gunicorn-pidfile': t.gunicornPidfile,
+    'nginx-test-command': t.nginxTestCommand,
+    'nginx-reload-command': t.nginxReloadCommand,
+    'health-check-url': `${t.url}/health/`,
+    ...extra
+  })
+}
