@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The deploy benchmark: the built action against a hand-written `tar | ssh` + restart baseline, in one run,
+# on two identical sandbox targets (sshd + nginx + gunicorn on loopback), under the same HTTP load.
+#
+# Usage: npm run bench            (= bash bench/run.sh; needs root: the sandbox makes users, sudoers, nginx)
+#        BENCH_ROUNDS=5 npm run bench
+# Writes bench/results.md and prints the same Markdown.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "bench/run.sh needs root (the sandbox target creates users, a sudoers file and a root nginx)" >&2
+  exit 1
+fi
+
+bash scripts/setup.sh
+if [ ! -f dist/index.js ]; then
+  echo "== dist/index.js missing: npm run bundle"
+  npm run bundle
+fi
+exec npx tsx bench/deploy.mts
