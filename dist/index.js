@@ -58472,9 +58472,12 @@ function reloadGunicorn(l, pidfile, release, previous) {
 function reloadService(service) {
     return script(words('sudo', '-n', 'systemctl', 'reload', service));
 }
-/** The user's own command line, run as written in the live release (it is theirs to quote). */
-function userCommand(l, command) {
-    return script(`cd ${q(l.current)}`, command);
+/** The user's own command line, run as written (it is theirs to quote) in `dir`. */
+function userCommand(dir, command) {
+    return script(`cd ${q(dir)}`, command);
+}
+function releasePath(l, release) {
+    return releaseDir(l, release);
 }
 /**
  * Fetches the health-check URL from the server (so it reaches what only the server can see) until it answers
@@ -59627,7 +59630,10 @@ class Remote {
                         resolve({
                             release: async () => {
                                 channel.end();
-                                await Promise.race([ended, new Promise(r => setTimeout(r, 5000))]);
+                                // Wait for the lock to be let go, but never hold the process open once it has been.
+                                let timer;
+                                await Promise.race([ended, new Promise(r => (timer = setTimeout(r, 5000)))]);
+                                clearTimeout(timer);
                             }
                         });
                     }
@@ -59720,8 +59726,14 @@ function updateSteps(d, l, source) {
         // A release whose settings do not import, or whose checks fail on the server, never goes live.
         { name: 'preflight', phase: 'update', script: manage(l, r, ['check']) }
     ];
-    if (d.nginx)
-        steps.push({ name: 'nginx-test', phase: 'update', script: userCommand(l, d.nginxTestCommand) });
+    // Before the switch `current` may not exist yet (first deploy): the new release is the working directory.
+    if (d.nginx) {
+        steps.push({
+            name: 'nginx-test',
+            phase: 'update',
+            script: userCommand(releasePath(l, r), d.nginxTestCommand)
+        });
+    }
     if (d.migrate)
         steps.push({ name: 'migrate', phase: 'update', script: manage(l, r, ['migrate', '--noinput']) });
     if (d.collectstatic) {
@@ -59743,7 +59755,7 @@ function publishSteps(d, l, release, previous) {
         steps.push({
             name: 'nginx',
             phase: 'publish',
-            script: userCommand(l, `${d.nginxTestCommand} && ${d.nginxReloadCommand}`)
+            script: userCommand(l.current, `${d.nginxTestCommand} && ${d.nginxReloadCommand}`)
         });
     }
     if (d.healthCheckUrl) {
@@ -59766,7 +59778,7 @@ function reloadStep(d, l, release, previous) {
     if (d.gunicornService)
         return { name: 'reload', phase: 'publish', script: reloadService(d.gunicornService) };
     if (d.reloadCommand)
-        return { name: 'reload', phase: 'publish', script: userCommand(l, d.reloadCommand) };
+        return { name: 'reload', phase: 'publish', script: userCommand(l.current, d.reloadCommand) };
     return undefined;
 }
 /** Puts `previous` back after a failed publish (or takes `current` away when there was none). */

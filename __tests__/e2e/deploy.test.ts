@@ -53,7 +53,15 @@ afterAll(async () => {
 }, 120_000)
 
 test('a first deploy to an empty server needs no reload or health-check input', async () => {
-  const r = await runAction(inputs(), { workspace: repo.dir, env: TAG('v1.0.0') })
+  // nginx is tested and reloaded, and a Gunicorn pidfile is named, but nothing runs there yet: a warning.
+  const r = await runAction(
+    inputs({
+      'nginx-test-command': t.nginxTestCommand,
+      'nginx-reload-command': t.nginxReloadCommand,
+      'gunicorn-pidfile': t.gunicornPidfile
+    }),
+    { workspace: repo.dir, env: TAG('v1.0.0') }
+  )
   expectOk(r)
   expect(r.outputs).toMatchObject({
     mode: 'deploy',
@@ -66,6 +74,7 @@ test('a first deploy to an empty server needs no reload or health-check input', 
   expect(live()).toBe('releases/v1.0.0')
   expect(existsSync(join(t.deployPath, 'current/.venv/bin/python'))).toBe(true)
   expect(r.summary).toContain('v1.0.0')
+  expect(r.log).toMatch(/::warning::[^\n]*no running Gunicorn in/)
   await t.startGunicorn()
   const home = await get('/')
   expect(home.status).toBe(200)

@@ -128,8 +128,8 @@ describe('release layout on a hostile deploy path', () => {
   })
 
   it('runs the user command in current and fails with its exit code', () => {
-    expect(sh(cmd.userCommand(l, 'cat manage.py')).out).toBe('v10')
-    expect(sh(cmd.userCommand(l, 'exit 3')).code).toBe(3)
+    expect(sh(cmd.userCommand(l.current, 'cat manage.py')).out).toBe('v10')
+    expect(sh(cmd.userCommand(l.current, 'exit 3')).code).toBe(3)
   })
 
   it('holds the lock until stdin closes, and a second holder times out naming the first', () => {

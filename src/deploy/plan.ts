@@ -38,8 +38,14 @@ export function updateSteps(d: DeploySettings, l: Layout, source: ReleaseSource)
     // A release whose settings do not import, or whose checks fail on the server, never goes live.
     { name: 'preflight', phase: 'update', script: cmd.manage(l, r, ['check']) }
   ]
-  if (d.nginx)
-    steps.push({ name: 'nginx-test', phase: 'update', script: cmd.userCommand(l, d.nginxTestCommand) })
+  // Before the switch `current` may not exist yet (first deploy): the new release is the working directory.
+  if (d.nginx) {
+    steps.push({
+      name: 'nginx-test',
+      phase: 'update',
+      script: cmd.userCommand(cmd.releasePath(l, r), d.nginxTestCommand)
+    })
+  }
   if (d.migrate)
     steps.push({ name: 'migrate', phase: 'update', script: cmd.manage(l, r, ['migrate', '--noinput']) })
   if (d.collectstatic) {
@@ -61,7 +67,7 @@ export function publishSteps(d: DeploySettings, l: Layout, release: string, prev
     steps.push({
       name: 'nginx',
       phase: 'publish',
-      script: cmd.userCommand(l, `${d.nginxTestCommand} && ${d.nginxReloadCommand}`)
+      script: cmd.userCommand(l.current, `${d.nginxTestCommand} && ${d.nginxReloadCommand}`)
     })
   }
   if (d.healthCheckUrl) {
@@ -85,7 +91,7 @@ function reloadStep(d: DeploySettings, l: Layout, release: string, previous?: st
   if (d.gunicornService)
     return { name: 'reload', phase: 'publish', script: cmd.reloadService(d.gunicornService) }
   if (d.reloadCommand)
-    return { name: 'reload', phase: 'publish', script: cmd.userCommand(l, d.reloadCommand) }
+    return { name: 'reload', phase: 'publish', script: cmd.userCommand(l.current, d.reloadCommand) }
   return undefined
 }
 

@@ -263,9 +263,13 @@ export function reloadService(service: string): string {
   return script(words('sudo', '-n', 'systemctl', 'reload', service))
 }
 
-/** The user's own command line, run as written in the live release (it is theirs to quote). */
-export function userCommand(l: Layout, command: string): string {
-  return script(`cd ${q(l.current)}`, command)
+/** The user's own command line, run as written (it is theirs to quote) in `dir`. */
+export function userCommand(dir: string, command: string): string {
+  return script(`cd ${q(dir)}`, command)
+}
+
+export function releasePath(l: Layout, release: string): string {
+  return releaseDir(l, release)
 }
 
 /**

@@ -140,7 +140,10 @@ export class Remote {
             resolve({
               release: async () => {
                 channel.end()
-                await Promise.race([ended, new Promise(r => setTimeout(r, 5000))])
+                // Wait for the lock to be let go, but never hold the process open once it has been.
+                let timer: NodeJS.Timeout | undefined
+                await Promise.race([ended, new Promise(r => (timer = setTimeout(r, 5000)))])
+                clearTimeout(timer)
               }
             })
           }
