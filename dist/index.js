@@ -58230,12 +58230,12 @@ async function runChecks(opts) {
     return results;
 }
 
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(7598);
 ;// CONCATENATED MODULE: external "node:os"
 const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
 ;// CONCATENATED MODULE: external "node:child_process"
 const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
-// EXTERNAL MODULE: external "node:crypto"
-var external_node_crypto_ = __nccwpck_require__(7598);
 // EXTERNAL MODULE: external "node:stream"
 var external_node_stream_ = __nccwpck_require__(7075);
 // EXTERNAL MODULE: external "node:util"
@@ -58438,8 +58438,33 @@ function venv(l, release, o) {
         : []), `  : > ${q(done)}`, 'fi', `rm -rf ${q(releaseDir(l, release) + '/.venv')}`, `ln -s ${words(target, releaseDir(l, release) + '/.venv')}`);
 }
 /** Runs manage.py of the release with its virtualenv. */
-function manage(l, release, args) {
+function commands_manage(l, release, args) {
     return script(`cd ${q(releaseDir(l, release))}`, words('.venv/bin/python', 'manage.py', ...args));
+}
+/**
+ * Runs several manage.py commands in ONE interpreter (Django is set up once, not once per command), printing
+ * `<mark> <name> <exit code>` after each and stopping at the first that fails.
+ */
+function manageMany(l, release, mark, commands) {
+    const py = [
+        'import json, runpy, sys, traceback',
+        'mark, commands = sys.argv[1], json.loads(sys.argv[2])',
+        'for name, args in commands:',
+        "    sys.argv = ['manage.py', *args]",
+        '    code = 0',
+        '    try:',
+        "        runpy.run_path('manage.py', run_name='__main__')",
+        '    except SystemExit as e:',
+        '        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)',
+        '    except BaseException:',
+        '        traceback.print_exc()',
+        '        code = 1',
+        '    sys.stderr.flush()',
+        "    print(f'{mark} {name} {code}', flush=True)",
+        '    if code:',
+        '        sys.exit(code)'
+    ].join('\n');
+    return script(`cd ${q(releaseDir(l, release))}`, `PYTHONUNBUFFERED=1 ${words('.venv/bin/python', '-c', py, mark, JSON.stringify(commands.map(c => [c.name, c.args])))}`);
 }
 /** Points `current` at a release with one rename(2): there is no moment without a `current`. */
 function switchTo(l, release) {
@@ -58505,7 +58530,18 @@ function healthCheck(l, release, url, timeoutSeconds) {
         '        sys.exit(1)',
         '    time.sleep(0.5)'
     ].join('\n');
-    return script(`cd ${q(releaseDir(l, release))}`, words('.venv/bin/python', '-c', py, url, String(timeoutSeconds)));
+    // curl answers in milliseconds where Python needs a few hundred to start; not every server has it.
+    const curl = [
+        `url=${q(url)}; deadline=$(( $(date +%s) + ${Math.ceil(timeoutSeconds)} ))`,
+        'while :; do',
+        `  out=$(curl -sS -o /dev/null -w '\\n%{http_code}' --max-time 5 "$url" 2>&1) || true`,
+        '  code=$(printf "%s" "$out" | tail -n 1); last=$(printf "%s" "$out" | head -n 1)',
+        '  case "$code" in 2??) echo "$url answered $code"; exit 0 ;; 000) ;; *) last="HTTP $code" ;; esac',
+        `  if [ "$(date +%s)" -ge "$deadline" ]; then echo "$url not healthy after ${timeoutSeconds} s: $last" >&2; exit 1; fi`,
+        '  sleep 0.5',
+        'done'
+    ];
+    return script(`cd ${q(releaseDir(l, release))}`, 'if command -v curl >/dev/null 2>&1; then', ...curl.map(line => `  ${line}`), 'fi', words('.venv/bin/python', '-c', py, url, String(timeoutSeconds)));
 }
 /**
  * Removes old releases beyond `keep`, never the live or the previous one, then the virtualenvs no kept
@@ -59722,9 +59758,7 @@ function updateSteps(d, l, source) {
                 pipArgs: d.pipArgs,
                 hasRequirements: source.hasRequirements
             })
-        },
-        // A release whose settings do not import, or whose checks fail on the server, never goes live.
-        { name: 'preflight', phase: 'update', script: manage(l, r, ['check']) }
+        }
     ];
     // Before the switch `current` may not exist yet (first deploy): the new release is the working directory.
     if (d.nginx) {
@@ -59734,15 +59768,18 @@ function updateSteps(d, l, source) {
             script: userCommand(releasePath(l, r), d.nginxTestCommand)
         });
     }
+    const manage = (name, args) => ({
+        name,
+        phase: 'update',
+        script: commands_manage(l, r, args),
+        manage: { release: r, args }
+    });
+    // A release whose settings do not import, or whose checks fail on the server, never goes live.
+    steps.push(manage('preflight', ['check']));
     if (d.migrate)
-        steps.push({ name: 'migrate', phase: 'update', script: manage(l, r, ['migrate', '--noinput']) });
-    if (d.collectstatic) {
-        steps.push({
-            name: 'collectstatic',
-            phase: 'update',
-            script: manage(l, r, ['collectstatic', '--noinput'])
-        });
-    }
+        steps.push(manage('migrate', ['migrate', '--noinput']));
+    if (d.collectstatic)
+        steps.push(manage('collectstatic', ['collectstatic', '--noinput']));
     return steps;
 }
 /** Makes `release` live: switch, reload, nginx, health. `previous` is what was live (for the reload choice). */
@@ -59809,12 +59846,40 @@ function cleanupStep(state, keep, live, l, previous) {
 function renderStep(s) {
     return `# ${s.name}${s.stdin ? ' (release archive on stdin)' : ''}\n${s.script}`;
 }
+/**
+ * Joins steps into one remote command (one round trip instead of one per step; consecutive manage.py commands
+ * in one Python process), each step still reported on its own by a `<mark> <name> <code>` line.
+ */
+function batch(steps, l, mark) {
+    const lines = [];
+    for (let i = 0; i < steps.length; i++) {
+        const s = steps[i];
+        if (s.manage) {
+            const group = [s];
+            while (steps[i + 1]?.manage?.release === s.manage.release)
+                group.push(steps[++i]);
+            const commands = group.map(g => ({ name: g.name, args: g.manage.args }));
+            lines.push(`( ${manageMany(l, s.manage.release, mark, commands)}\n) </dev/null || exit $?`);
+        }
+        else {
+            lines.push(`( ${s.script}\n) ${s.stdin ? '' : '</dev/null'}`, `rc=$?; echo "${mark} ${s.name} $rc"; [ $rc -eq 0 ] || exit $rc`);
+        }
+    }
+    return {
+        name: steps.map(s => s.name).join(', '),
+        phase: steps[0]?.phase ?? 'update',
+        script: lines.join('\n'),
+        stdin: steps.some(s => s.stdin) ? 'archive' : undefined,
+        parts: steps.map(s => s.name)
+    };
+}
 
 ;// CONCATENATED MODULE: ./src/deploy/run.ts
 /**
  * The runner: executes plans across hosts over SSH, holds the deploy lock, and rolls back. Phases run across
  * all hosts before the next begins, so no host goes live until every host has its release ready.
  */
+
 
 
 
@@ -59840,6 +59905,8 @@ class Runner {
     log;
     steps = [];
     layout;
+    /** Ends each step's output in a batch; unguessable, so no output of the project can fake a step's end. */
+    mark = `django-deploy-step-${(0,external_node_crypto_.randomBytes)(6).toString('hex')}:`;
     constructor(settings, log) {
         this.settings = settings;
         this.log = log;
@@ -59852,11 +59919,9 @@ class Runner {
         try {
             for (const host of s.ssh.hosts) {
                 const t0 = Date.now();
-                const remote = await this.log.group(`${Remote.label(host)}: connect`, async () => {
-                    const r = await Remote.connect(host, s.ssh);
-                    this.log.info(`connected as ${s.ssh.user}, host key verified`);
-                    return r;
-                });
+                this.log.startGroup(`${Remote.label(host)}: connect`);
+                const remote = await Remote.connect(host, s.ssh).finally(() => this.log.endGroup());
+                this.log.info(`${remote.name}: connected as ${s.ssh.user}, host key verified`);
                 const target = { remote, state: { releases: [] } };
                 targets.push(target);
                 this.record(remote.name, 'connect', 'ok', t0);
@@ -59880,18 +59945,20 @@ class Runner {
         const s = this.settings;
         const holder = `${s.context.runUrl ?? `run on ${(0,external_node_os_namespaceObject.hostname)()}`} (release ${s.deploy.releaseName ?? '?'}, since ${new Date().toISOString()})`;
         const t0 = Date.now();
-        await this.log.group(`${t.remote.name}: lock`, async () => {
+        this.log.startGroup(`${t.remote.name}: lock`);
+        try {
             this.log.info(`waiting up to ${s.deploy.lockTimeout} s for the deploy lock on ${s.deploy.path}`);
-            try {
-                t.lock = await t.remote.hold(holdLock(this.layout, s.deploy.lockTimeout, holder), 'locked');
-            }
-            catch (e) {
-                const err = e;
-                this.record(t.remote.name, 'lock', 'failed', t0, err.message);
-                throw new StepError(t.remote.name, 'lock', err.code ?? 1, err.message);
-            }
+            t.lock = await t.remote.hold(holdLock(this.layout, s.deploy.lockTimeout, holder), 'locked');
             this.log.info('lock taken');
-        });
+        }
+        catch (e) {
+            const err = e;
+            this.record(t.remote.name, 'lock', 'failed', t0, err.message);
+            throw new StepError(t.remote.name, 'lock', err.code ?? 1, err.message);
+        }
+        finally {
+            this.log.endGroup();
+        }
         this.record(t.remote.name, 'lock', 'ok', t0);
     }
     async close(targets) {
@@ -59903,41 +59970,84 @@ class Runner {
     record(host, step, outcome, t0, detail) {
         this.steps.push({ host, step, outcome, durationMs: Date.now() - t0, detail });
     }
-    /** Runs one step on one host in its own log group; throws StepError with the last lines on failure. */
+    /**
+     * Runs one step (or a batch of steps in one round trip) on one host, each step in its own log group and
+     * recorded with its duration; throws StepError naming the step that failed, with its last lines.
+     */
     async exec(t, step, source) {
-        const t0 = Date.now();
         const host = t.remote.name;
-        return this.log.group(`${host}: ${step.name}`, async () => {
-            let upload;
-            if (step.stdin === 'archive' && source)
-                upload = archive(source);
-            const lines = [];
-            const r = await t.remote.run(step.script, {
-                stdin: upload?.stream,
-                timeoutMs: this.settings.ssh.commandTimeout * 1000,
-                onLine: line => {
-                    lines.push(line);
-                    if (line.startsWith(WARN))
-                        this.log.warning(`${host}: ${line.slice(WARN.length).trim()}`);
-                    else
-                        this.log.info(line);
-                }
-            });
-            if (upload)
-                await upload.done;
-            const seconds = ((Date.now() - t0) / 1000).toFixed(1);
-            if (r.code !== 0) {
-                const last = lines.slice(-TAIL).join('\n');
-                const why = r.timedOut ? `timed out after ${this.settings.ssh.commandTimeout} s` : '';
-                this.log.info(`✗ ${step.name} failed after ${seconds} s (exit ${r.code}) ${why}`);
-                this.record(host, step.name, 'failed', t0, `exit ${r.code}${why ? `, ${why}` : ''}\n${last}`);
-                throw new StepError(host, step.name, r.code, last);
+        const parts = step.parts ?? [step.name];
+        let part = 0;
+        let partStart = Date.now();
+        let lines = [];
+        let failedCode;
+        const finish = (name, code, why = '') => {
+            const seconds = ((Date.now() - partStart) / 1000).toFixed(1);
+            if (code === 0) {
+                this.log.info(`✓ ${name} (${seconds} s)`);
+                if (name !== 'inspect')
+                    this.record(host, name, 'ok', partStart);
             }
-            this.log.info(`✓ ${step.name} (${seconds} s)`);
-            if (step.name !== 'inspect')
-                this.record(host, step.name, 'ok', t0);
-            return r.stdout;
+            else {
+                this.log.info(`✗ ${name} failed after ${seconds} s (exit ${code})${why ? ` ${why}` : ''}`);
+                this.record(host, name, 'failed', partStart, `exit ${code}${why ? `, ${why}` : ''}\n${lines.slice(-TAIL).join('\n')}`);
+            }
+            this.log.endGroup();
+        };
+        const show = (line) => {
+            lines.push(line);
+            if (line.startsWith(WARN))
+                this.log.warning(`${host}: ${line.slice(WARN.length).trim()}`);
+            else
+                this.log.info(line);
+        };
+        this.log.startGroup(`${host}: ${parts[0]}`);
+        let upload;
+        if (step.stdin === 'archive' && source)
+            upload = archive(source);
+        const r = await t.remote.run(step.script, {
+            stdin: upload?.stream,
+            timeoutMs: this.settings.ssh.commandTimeout * 1000,
+            onLine: raw => {
+                // A step's output without a final new line runs into the marker that follows it.
+                const at = raw.indexOf(`${this.mark} `);
+                const line = at >= 0 ? raw.slice(0, at) : raw;
+                if (at > 0)
+                    show(line);
+                if (at >= 0) {
+                    const [, name, code] = raw.slice(at).split(' ');
+                    if (name !== parts[part] || failedCode !== undefined)
+                        return;
+                    // A failed step is closed when the command ends, so output still in flight joins its last lines.
+                    if (Number(code) !== 0) {
+                        failedCode = Number(code);
+                        return;
+                    }
+                    finish(name, 0);
+                    part += 1;
+                    partStart = Date.now();
+                    lines = [];
+                    if (part < parts.length)
+                        this.log.startGroup(`${host}: ${parts[part]}`);
+                    return;
+                }
+                show(line);
+            }
         });
+        if (upload)
+            await upload.done;
+        if (r.code === 0) {
+            // Steps that ran without a batch's marker (a single step) end with the command.
+            while (part < parts.length) {
+                finish(parts[part], 0);
+                if (++part < parts.length)
+                    this.log.startGroup(`${host}: ${parts[part]}`);
+            }
+            return r.stdout;
+        }
+        const failed = parts[Math.min(part, parts.length - 1)];
+        finish(failed, r.code, r.timedOut ? `timed out after ${this.settings.ssh.commandTimeout} s` : '');
+        throw new StepError(host, failed, r.code, lines.slice(-TAIL).join('\n'));
     }
     /** Deploys a release to every host; a failure before the switch changes nothing live, after it rolls back. */
     async deploy(source) {
@@ -59965,8 +60075,7 @@ class Runner {
                 return result;
             }
             for (const t of targets)
-                for (const step of updateSteps(d, this.layout, source))
-                    await this.exec(t, step, source);
+                await this.exec(t, batch(updateSteps(d, this.layout, source), this.layout, this.mark), source);
             const failure = await this.publish(targets, source.name);
             if (failure) {
                 result.error = failure.error;
@@ -60001,8 +60110,7 @@ class Runner {
         try {
             for (const t of targets) {
                 touched.push(t);
-                for (const step of publishSteps(this.settings.deploy, this.layout, release, t.state.current))
-                    await this.exec(t, step);
+                await this.exec(t, batch(publishSteps(this.settings.deploy, this.layout, release, t.state.current), this.layout, this.mark));
             }
             return undefined;
         }
@@ -60016,8 +60124,7 @@ class Runner {
         for (const t of targets) {
             this.log.warning(`${t.remote.name}: rolling back to ${t.state.current ?? 'no release (first deploy)'}`);
             try {
-                for (const step of revertSteps(this.settings.deploy, this.layout, failed, t.state.current))
-                    await this.exec(t, step);
+                await this.exec(t, batch(revertSteps(this.settings.deploy, this.layout, failed, t.state.current), this.layout, this.mark));
             }
             catch (e) {
                 ok = false;
@@ -66149,7 +66256,8 @@ function mask(secret) {
             setSecret(line.trim());
 }
 const actionsLog = {
-    group: (title, fn) => group(title, fn),
+    startGroup: title => startGroup(title),
+    endGroup: () => endGroup(),
     info: m => info(m),
     warning: m => warning(m)
 };

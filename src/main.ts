@@ -20,7 +20,8 @@ function mask(secret: string | undefined): void {
 }
 
 const actionsLog: Log = {
-  group: (title, fn) => core.group(title, fn),
+  startGroup: title => core.startGroup(title),
+  endGroup: () => core.endGroup(),
   info: m => core.info(m),
   warning: m => core.warning(m)
 }

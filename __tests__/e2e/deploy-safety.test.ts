@@ -80,10 +80,19 @@ test('a second deploy waits for the lock, or fails naming who holds it', async (
   expect(failed.log).toContain('still held after 1 s by: https://ci.example/run/1 (release other)')
   expect(existsSync(join(t.deployPath, 'releases/r-lock1'))).toBe(false)
 
-  const waited = await runAction(inputs({ 'lock-timeout': '60', 'release-name': 'r-lock2' }), {
-    workspace: repo.dir
-  })
+  const waited = await runAction(
+    inputs({
+      'lock-timeout': '60',
+      'release-name': 'r-lock2',
+      'reload-command': 'printf reloaded-without-newline'
+    }),
+    {
+      workspace: repo.dir
+    }
+  )
   expectOk(waited)
+  // a step whose output has no final new line is still reported as its own step
+  expect(waited.log).toMatch(/reloaded-without-newline\n✓ reload \(/)
   expect(readlinkSync(join(t.deployPath, 'current'))).toBe('releases/r-lock2')
   await holderClosed
 })

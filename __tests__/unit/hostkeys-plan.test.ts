@@ -106,8 +106,8 @@ describe('plan', () => {
       'upload',
       'shared',
       'virtualenv',
-      'preflight',
       'nginx-test',
+      'preflight',
       'migrate'
     ])
     expect(publishSteps(d, layout(d.path), 'v2', 'v1').map(s => s.name)).toEqual([

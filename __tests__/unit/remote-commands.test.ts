@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as cmd from '../../src/remote/commands.js'
 import { q, shellLine } from '../../src/remote/quote.js'
+import { batch, type Step } from '../../src/deploy/plan.js'
 
 const base = mkdtempSync(join(tmpdir(), 'dd-cmd-'))
 afterAll(() => rmSync(base, { recursive: true, force: true }))
@@ -170,5 +171,28 @@ describe('commands are pure strings', () => {
   it('health check passes the URL as an argument, not code', () => {
     const s = cmd.healthCheck(l, 'v1', "http://127.0.0.1/'); import os; os.system('id", 5)
     expect(s).toContain(`'http://127.0.0.1/'\\''); import os; os.system('\\''id'`)
+  })
+})
+
+describe('a batch of steps', () => {
+  const l = cmd.layout(join(base, 'batch'))
+  const step = (name: string, script: string): Step => ({ name, phase: 'update', script })
+  it('reports each step by its marker and stops at the first failure, with its exit code', () => {
+    const b = batch(
+      [step('one', 'echo a'), step('two', 'echo b; exit 7'), step('three', 'touch THREE')],
+      l,
+      'MK:'
+    )
+    expect(b.parts).toEqual(['one', 'two', 'three'])
+    const r = sh(b.script)
+    expect(r.code).toBe(7)
+    expect(r.out).toBe('a\nMK: one 0\nb\nMK: two 7\n')
+    expect(existsSync(join(base, 'THREE'))).toBe(false)
+  })
+  it('gives stdin only to the step that reads the archive', () => {
+    const b = batch([step('first', 'cat'), { ...step('upload', 'cat'), stdin: 'archive' }], l, 'MK:')
+    expect(b.stdin).toBe('archive')
+    // output without a final new line runs into the marker: the runner finds the marker inside the line
+    expect(sh(b.script, 'DATA').out).toBe('MK: first 0\nDATAMK: upload 0\n')
   })
 })

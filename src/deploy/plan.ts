@@ -15,6 +15,10 @@ export interface Step {
   script: string
   /** The step reads the release archive on stdin. */
   stdin?: 'archive'
+  /** A manage.py command of this release: consecutive ones share one Python process when batched. */
+  manage?: { release: string; args: string[] }
+  /** Set on a batch: the steps it runs, each reported by a `<mark> <name> <code>` line as it ends. */
+  parts?: string[]
 }
 
 /** Steps that make the release ready without touching what is live: a failure here changes nothing live. */
@@ -34,9 +38,7 @@ export function updateSteps(d: DeploySettings, l: Layout, source: ReleaseSource)
         pipArgs: d.pipArgs,
         hasRequirements: source.hasRequirements
       })
-    },
-    // A release whose settings do not import, or whose checks fail on the server, never goes live.
-    { name: 'preflight', phase: 'update', script: cmd.manage(l, r, ['check']) }
+    }
   ]
   // Before the switch `current` may not exist yet (first deploy): the new release is the working directory.
   if (d.nginx) {
@@ -46,15 +48,16 @@ export function updateSteps(d: DeploySettings, l: Layout, source: ReleaseSource)
       script: cmd.userCommand(cmd.releasePath(l, r), d.nginxTestCommand)
     })
   }
-  if (d.migrate)
-    steps.push({ name: 'migrate', phase: 'update', script: cmd.manage(l, r, ['migrate', '--noinput']) })
-  if (d.collectstatic) {
-    steps.push({
-      name: 'collectstatic',
-      phase: 'update',
-      script: cmd.manage(l, r, ['collectstatic', '--noinput'])
-    })
-  }
+  const manage = (name: string, args: string[]): Step => ({
+    name,
+    phase: 'update',
+    script: cmd.manage(l, r, args),
+    manage: { release: r, args }
+  })
+  // A release whose settings do not import, or whose checks fail on the server, never goes live.
+  steps.push(manage('preflight', ['check']))
+  if (d.migrate) steps.push(manage('migrate', ['migrate', '--noinput']))
+  if (d.collectstatic) steps.push(manage('collectstatic', ['collectstatic', '--noinput']))
   return steps
 }
 
@@ -131,4 +134,33 @@ export function cleanupStep(
 /** A step as the dry run prints it. */
 export function renderStep(s: Step): string {
   return `# ${s.name}${s.stdin ? ' (release archive on stdin)' : ''}\n${s.script}`
+}
+
+/**
+ * Joins steps into one remote command (one round trip instead of one per step; consecutive manage.py commands
+ * in one Python process), each step still reported on its own by a `<mark> <name> <code>` line.
+ */
+export function batch(steps: Step[], l: Layout, mark: string): Step {
+  const lines: string[] = []
+  for (let i = 0; i < steps.length; i++) {
+    const s = steps[i]
+    if (s.manage) {
+      const group = [s]
+      while (steps[i + 1]?.manage?.release === s.manage.release) group.push(steps[++i])
+      const commands = group.map(g => ({ name: g.name, args: g.manage!.args }))
+      lines.push(`( ${cmd.manageMany(l, s.manage.release, mark, commands)}\n) </dev/null || exit $?`)
+    } else {
+      lines.push(
+        `( ${s.script}\n) ${s.stdin ? '' : '</dev/null'}`,
+        `rc=$?; echo "${mark} ${s.name} $rc"; [ $rc -eq 0 ] || exit $rc`
+      )
+    }
+  }
+  return {
+    name: steps.map(s => s.name).join(', '),
+    phase: steps[0]?.phase ?? 'update',
+    script: lines.join('\n'),
+    stdin: steps.some(s => s.stdin) ? 'archive' : undefined,
+    parts: steps.map(s => s.name)
+  }
 }

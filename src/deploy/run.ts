@@ -2,6 +2,7 @@
  * The runner: executes plans across hosts over SSH, holds the deploy lock, and rolls back. Phases run across
  * all hosts before the next begins, so no host goes live until every host has its release ready.
  */
+import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { ReleaseSource } from '../release/source.js'
 import { archive } from '../release/source.js'
@@ -11,6 +12,7 @@ import type { HostState, Layout } from '../remote/commands.js'
 import { Remote } from '../remote/ssh.js'
 import type { Settings } from '../settings.js'
 import {
+  batch,
   cleanupStep,
   publishSteps,
   releaseBefore,
@@ -22,7 +24,8 @@ import {
 
 /** Where the runner writes: the job log in the action, a plain console in scripts and tests. */
 export interface Log {
-  group<T>(title: string, fn: () => Promise<T>): Promise<T>
+  startGroup(title: string): void
+  endGroup(): void
   info(message: string): void
   warning(message: string): void
 }
@@ -50,6 +53,8 @@ const TAIL = 15
 export class Runner {
   readonly steps: StepResult[] = []
   private readonly layout: Layout
+  /** Ends each step's output in a batch; unguessable, so no output of the project can fake a step's end. */
+  private readonly mark = `django-deploy-step-${randomBytes(6).toString('hex')}:`
 
   constructor(
     private readonly settings: Settings,
@@ -65,11 +70,9 @@ export class Runner {
     try {
       for (const host of s.ssh.hosts) {
         const t0 = Date.now()
-        const remote = await this.log.group(`${Remote.label(host)}: connect`, async () => {
-          const r = await Remote.connect(host, s.ssh)
-          this.log.info(`connected as ${s.ssh.user}, host key verified`)
-          return r
-        })
+        this.log.startGroup(`${Remote.label(host)}: connect`)
+        const remote = await Remote.connect(host, s.ssh).finally(() => this.log.endGroup())
+        this.log.info(`${remote.name}: connected as ${s.ssh.user}, host key verified`)
         const target: Target = { remote, state: { releases: [] } }
         targets.push(target)
         this.record(remote.name, 'connect', 'ok', t0)
@@ -92,17 +95,18 @@ export class Runner {
     const s = this.settings
     const holder = `${s.context.runUrl ?? `run on ${hostname()}`} (release ${s.deploy.releaseName ?? '?'}, since ${new Date().toISOString()})`
     const t0 = Date.now()
-    await this.log.group(`${t.remote.name}: lock`, async () => {
+    this.log.startGroup(`${t.remote.name}: lock`)
+    try {
       this.log.info(`waiting up to ${s.deploy.lockTimeout} s for the deploy lock on ${s.deploy.path}`)
-      try {
-        t.lock = await t.remote.hold(cmd.holdLock(this.layout, s.deploy.lockTimeout, holder), 'locked')
-      } catch (e) {
-        const err = e as Error & { code?: number; output?: string }
-        this.record(t.remote.name, 'lock', 'failed', t0, err.message)
-        throw new StepError(t.remote.name, 'lock', err.code ?? 1, err.message)
-      }
+      t.lock = await t.remote.hold(cmd.holdLock(this.layout, s.deploy.lockTimeout, holder), 'locked')
       this.log.info('lock taken')
-    })
+    } catch (e) {
+      const err = e as Error & { code?: number; output?: string }
+      this.record(t.remote.name, 'lock', 'failed', t0, err.message)
+      throw new StepError(t.remote.name, 'lock', err.code ?? 1, err.message)
+    } finally {
+      this.log.endGroup()
+    }
     this.record(t.remote.name, 'lock', 'ok', t0)
   }
 
@@ -123,36 +127,80 @@ export class Runner {
     this.steps.push({ host, step, outcome, durationMs: Date.now() - t0, detail })
   }
 
-  /** Runs one step on one host in its own log group; throws StepError with the last lines on failure. */
+  /**
+   * Runs one step (or a batch of steps in one round trip) on one host, each step in its own log group and
+   * recorded with its duration; throws StepError naming the step that failed, with its last lines.
+   */
   private async exec(t: Target, step: Step, source?: ReleaseSource): Promise<string> {
-    const t0 = Date.now()
     const host = t.remote.name
-    return this.log.group(`${host}: ${step.name}`, async () => {
-      let upload: ReturnType<typeof archive> | undefined
-      if (step.stdin === 'archive' && source) upload = archive(source)
-      const lines: string[] = []
-      const r = await t.remote.run(step.script, {
-        stdin: upload?.stream,
-        timeoutMs: this.settings.ssh.commandTimeout * 1000,
-        onLine: line => {
-          lines.push(line)
-          if (line.startsWith(cmd.WARN)) this.log.warning(`${host}: ${line.slice(cmd.WARN.length).trim()}`)
-          else this.log.info(line)
-        }
-      })
-      if (upload) await upload.done
-      const seconds = ((Date.now() - t0) / 1000).toFixed(1)
-      if (r.code !== 0) {
-        const last = lines.slice(-TAIL).join('\n')
-        const why = r.timedOut ? `timed out after ${this.settings.ssh.commandTimeout} s` : ''
-        this.log.info(`✗ ${step.name} failed after ${seconds} s (exit ${r.code}) ${why}`)
-        this.record(host, step.name, 'failed', t0, `exit ${r.code}${why ? `, ${why}` : ''}\n${last}`)
-        throw new StepError(host, step.name, r.code, last)
+    const parts = step.parts ?? [step.name]
+    let part = 0
+    let partStart = Date.now()
+    let lines: string[] = []
+    let failedCode: number | undefined
+    const finish = (name: string, code: number, why = ''): void => {
+      const seconds = ((Date.now() - partStart) / 1000).toFixed(1)
+      if (code === 0) {
+        this.log.info(`✓ ${name} (${seconds} s)`)
+        if (name !== 'inspect') this.record(host, name, 'ok', partStart)
+      } else {
+        this.log.info(`✗ ${name} failed after ${seconds} s (exit ${code})${why ? ` ${why}` : ''}`)
+        this.record(
+          host,
+          name,
+          'failed',
+          partStart,
+          `exit ${code}${why ? `, ${why}` : ''}\n${lines.slice(-TAIL).join('\n')}`
+        )
       }
-      this.log.info(`✓ ${step.name} (${seconds} s)`)
-      if (step.name !== 'inspect') this.record(host, step.name, 'ok', t0)
-      return r.stdout
+      this.log.endGroup()
+    }
+    const show = (line: string): void => {
+      lines.push(line)
+      if (line.startsWith(cmd.WARN)) this.log.warning(`${host}: ${line.slice(cmd.WARN.length).trim()}`)
+      else this.log.info(line)
+    }
+    this.log.startGroup(`${host}: ${parts[0]}`)
+    let upload: ReturnType<typeof archive> | undefined
+    if (step.stdin === 'archive' && source) upload = archive(source)
+    const r = await t.remote.run(step.script, {
+      stdin: upload?.stream,
+      timeoutMs: this.settings.ssh.commandTimeout * 1000,
+      onLine: raw => {
+        // A step's output without a final new line runs into the marker that follows it.
+        const at = raw.indexOf(`${this.mark} `)
+        const line = at >= 0 ? raw.slice(0, at) : raw
+        if (at > 0) show(line)
+        if (at >= 0) {
+          const [, name, code] = raw.slice(at).split(' ')
+          if (name !== parts[part] || failedCode !== undefined) return
+          // A failed step is closed when the command ends, so output still in flight joins its last lines.
+          if (Number(code) !== 0) {
+            failedCode = Number(code)
+            return
+          }
+          finish(name, 0)
+          part += 1
+          partStart = Date.now()
+          lines = []
+          if (part < parts.length) this.log.startGroup(`${host}: ${parts[part]}`)
+          return
+        }
+        show(line)
+      }
     })
+    if (upload) await upload.done
+    if (r.code === 0) {
+      // Steps that ran without a batch's marker (a single step) end with the command.
+      while (part < parts.length) {
+        finish(parts[part], 0)
+        if (++part < parts.length) this.log.startGroup(`${host}: ${parts[part]}`)
+      }
+      return r.stdout
+    }
+    const failed = parts[Math.min(part, parts.length - 1)]
+    finish(failed, r.code, r.timedOut ? `timed out after ${this.settings.ssh.commandTimeout} s` : '')
+    throw new StepError(host, failed, r.code, lines.slice(-TAIL).join('\n'))
   }
 
   /** Deploys a release to every host; a failure before the switch changes nothing live, after it rolls back. */
@@ -183,7 +231,7 @@ export class Runner {
         return result
       }
       for (const t of targets)
-        for (const step of updateSteps(d, this.layout, source)) await this.exec(t, step, source)
+        await this.exec(t, batch(updateSteps(d, this.layout, source), this.layout, this.mark), source)
       const failure = await this.publish(targets, source.name)
       if (failure) {
         result.error = failure.error
@@ -219,8 +267,14 @@ export class Runner {
     try {
       for (const t of targets) {
         touched.push(t)
-        for (const step of publishSteps(this.settings.deploy, this.layout, release, t.state.current))
-          await this.exec(t, step)
+        await this.exec(
+          t,
+          batch(
+            publishSteps(this.settings.deploy, this.layout, release, t.state.current),
+            this.layout,
+            this.mark
+          )
+        )
       }
       return undefined
     } catch (e) {
@@ -234,8 +288,14 @@ export class Runner {
     for (const t of targets) {
       this.log.warning(`${t.remote.name}: rolling back to ${t.state.current ?? 'no release (first deploy)'}`)
       try {
-        for (const step of revertSteps(this.settings.deploy, this.layout, failed, t.state.current))
-          await this.exec(t, step)
+        await this.exec(
+          t,
+          batch(
+            revertSteps(this.settings.deploy, this.layout, failed, t.state.current),
+            this.layout,
+            this.mark
+          )
+        )
       } catch (e) {
         ok = false
         this.log.warning(`${t.remote.name}: rollback failed: ${(e as Error).message}`)

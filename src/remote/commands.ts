@@ -190,6 +190,40 @@ export function manage(l: Layout, release: string, args: string[]): string {
   return script(`cd ${q(releaseDir(l, release))}`, words('.venv/bin/python', 'manage.py', ...args))
 }
 
+/**
+ * Runs several manage.py commands in ONE interpreter (Django is set up once, not once per command), printing
+ * `<mark> <name> <exit code>` after each and stopping at the first that fails.
+ */
+export function manageMany(
+  l: Layout,
+  release: string,
+  mark: string,
+  commands: { name: string; args: string[] }[]
+): string {
+  const py = [
+    'import json, runpy, sys, traceback',
+    'mark, commands = sys.argv[1], json.loads(sys.argv[2])',
+    'for name, args in commands:',
+    "    sys.argv = ['manage.py', *args]",
+    '    code = 0',
+    '    try:',
+    "        runpy.run_path('manage.py', run_name='__main__')",
+    '    except SystemExit as e:',
+    '        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)',
+    '    except BaseException:',
+    '        traceback.print_exc()',
+    '        code = 1',
+    '    sys.stderr.flush()',
+    "    print(f'{mark} {name} {code}', flush=True)",
+    '    if code:',
+    '        sys.exit(code)'
+  ].join('\n')
+  return script(
+    `cd ${q(releaseDir(l, release))}`,
+    `PYTHONUNBUFFERED=1 ${words('.venv/bin/python', '-c', py, mark, JSON.stringify(commands.map(c => [c.name, c.args])))}`
+  )
+}
+
 /** Points `current` at a release with one rename(2): there is no moment without a `current`. */
 export function switchTo(l: Layout, release: string): string {
   const tmp = `${l.current}.tmp-${release}`
@@ -298,8 +332,22 @@ export function healthCheck(l: Layout, release: string, url: string, timeoutSeco
     '        sys.exit(1)',
     '    time.sleep(0.5)'
   ].join('\n')
+  // curl answers in milliseconds where Python needs a few hundred to start; not every server has it.
+  const curl = [
+    `url=${q(url)}; deadline=$(( $(date +%s) + ${Math.ceil(timeoutSeconds)} ))`,
+    'while :; do',
+    `  out=$(curl -sS -o /dev/null -w '\\n%{http_code}' --max-time 5 "$url" 2>&1) || true`,
+    '  code=$(printf "%s" "$out" | tail -n 1); last=$(printf "%s" "$out" | head -n 1)',
+    '  case "$code" in 2??) echo "$url answered $code"; exit 0 ;; 000) ;; *) last="HTTP $code" ;; esac',
+    `  if [ "$(date +%s)" -ge "$deadline" ]; then echo "$url not healthy after ${timeoutSeconds} s: $last" >&2; exit 1; fi`,
+    '  sleep 0.5',
+    'done'
+  ]
   return script(
     `cd ${q(releaseDir(l, release))}`,
+    'if command -v curl >/dev/null 2>&1; then',
+    ...curl.map(line => `  ${line}`),
+    'fi',
     words('.venv/bin/python', '-c', py, url, String(timeoutSeconds))
   )
 }
