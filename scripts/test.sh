@@ -24,4 +24,9 @@ if ! diff -r -q dist "$fresh" >/dev/null; then
 fi
 
 echo "== tests"
-NODE_OPTIONS=--experimental-vm-modules npx jest --ci "$@"
+results="$fresh/jest.json"
+status=0
+NODE_OPTIONS=--experimental-vm-modules npx jest --ci --json --outputFile="$results" "$@" || status=$?
+# One plain closing line, whatever the runner printed before it.
+node -e 'const r = require(process.argv[1]); console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests} skipped`)' "$results" || true
+exit $status
