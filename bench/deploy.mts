@@ -13,6 +13,7 @@ import { promises as fs, mkdtempSync, readFileSync, rmSync, writeFileSync } from
 import os from 'node:os'
 import path from 'node:path'
 import { startLoad, versionMarker, type LoadResult } from '../sandbox/load.js'
+import { deployInputs, liveInputs } from '../sandbox/inputs.js'
 import { execFile, shq, startTarget, type Target } from '../sandbox/target.js'
 import { Repo, ROOT, runAction } from '../__tests__/helpers/action.js'
 import { buildWheel } from '../__tests__/helpers/wheel.js'
@@ -190,30 +191,10 @@ interface Host {
 }
 
 function actionInputs(h: Host, first: boolean): Record<string, string> {
-  const t = h.t
-  const base = {
-    hosts: `${t.host}:${t.sshPort}`,
-    user: t.user,
-    'ssh-key': t.privateKey,
-    'known-hosts': t.knownHosts,
-    'deploy-path': t.deployPath,
-    'remote-python': '/usr/bin/python3',
-    'venv-options': '--system-site-packages',
-    'pip-args': '--no-index',
-    python: '/usr/bin/python3',
-    checks: h.variant === 'action-checks' ? 'check, migrations' : 'none'
-  }
-  // The first deploy goes without reload/nginx/health inputs (as in the e2e tests): with them, the action's
-  // nginx-test step runs in <deploy-path>/current, which does not exist before the first release.
-  if (first) return base
-  return {
-    ...base,
-    'gunicorn-pidfile': t.gunicornPidfile,
-    'nginx-test-command': t.nginxTestCommand,
-    'nginx-reload-command': t.nginxReloadCommand,
-    'health-check-url': `${t.url}/health/`,
-    'health-check-timeout': '30'
-  }
+  const checks = h.variant === 'action-checks' ? 'check, migrations' : 'none'
+  // The first, unmeasured deploy starts from an empty server: nothing to reload or health-check yet.
+  if (first) return deployInputs(h.t, { checks })
+  return liveInputs(h.t, { checks, 'health-check-timeout': '30' })
 }
 
 async function deployOnce(
