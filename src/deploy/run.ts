@@ -203,19 +203,32 @@ export class Runner {
     throw new StepError(host, failed, r.code, lines.slice(-TAIL).join('\n'))
   }
 
+  /**
+   * Connects (and locks, unless dry), runs `body`, and always closes; any error ends up in `result.error`,
+   * never thrown, so the report is written whatever happened.
+   */
+  private async session(
+    release: string,
+    body: (targets: Target[], result: DeployResult) => Promise<void>
+  ): Promise<DeployResult> {
+    const dryRun = this.settings.deploy.dryRun
+    const result: DeployResult = { release, deployed: false, rolledBack: false, dryRun, steps: this.steps }
+    let targets: Target[] = []
+    try {
+      targets = await this.open(!dryRun)
+      await body(targets, result)
+    } catch (e) {
+      result.error ??= (e as Error).message
+    } finally {
+      await this.close(targets)
+    }
+    return result
+  }
+
   /** Deploys a release to every host; a failure before the switch changes nothing live, after it rolls back. */
   async deploy(source: ReleaseSource): Promise<DeployResult> {
     const d = this.settings.deploy
-    const result: DeployResult = {
-      release: source.name,
-      deployed: false,
-      rolledBack: false,
-      dryRun: d.dryRun,
-      steps: this.steps
-    }
-    let targets: Target[] = []
-    try {
-      targets = await this.open(!d.dryRun)
+    return this.session(source.name, async (targets, result) => {
       result.previousRelease = targets[0]?.state.current
       if (d.dryRun) {
         result.plan = Object.fromEntries(
@@ -228,7 +241,7 @@ export class Runner {
             ].map(renderStep)
           ])
         )
-        return result
+        return
       }
       for (const t of targets)
         await this.exec(t, batch(updateSteps(d, this.layout, source), this.layout, this.mark), source)
@@ -236,7 +249,7 @@ export class Runner {
       if (failure) {
         result.error = failure.error
         result.rolledBack = failure.revertedOk
-        return result
+        return
       }
       result.deployed = true
       for (const t of targets) {
@@ -246,13 +259,7 @@ export class Runner {
           this.log.warning(`cleanup of old releases failed, the deploy stands: ${(e as Error).message}`)
         }
       }
-      return result
-    } catch (e) {
-      result.error ??= (e as Error).message
-      return result
-    } finally {
-      await this.close(targets)
-    }
+    })
   }
 
   /**
@@ -307,31 +314,24 @@ export class Runner {
   /** mode: rollback — makes `release-name`, else the release before the live one, live again. */
   async rollback(): Promise<DeployResult> {
     const d = this.settings.deploy
-    const result: DeployResult = {
-      release: '',
-      deployed: false,
-      rolledBack: false,
-      dryRun: d.dryRun,
-      steps: this.steps
-    }
-    let targets: Target[] = []
-    try {
-      targets = await this.open(!d.dryRun)
+    return this.session('', async (targets, result) => {
       for (const t of targets) {
         const to = d.releaseName ?? releaseBefore(t.state, t.state.current)
-        if (!to)
+        if (!to) {
           throw new Error(
             `host ${t.remote.name}: no release before ${t.state.current ?? '(none)'} to roll back to`
           )
+        }
         if (!t.state.releases.includes(to)) {
           throw new Error(
             `host ${t.remote.name}: release ${to} is not on the server (present: ${t.state.releases.join(', ') || 'none'})`
           )
         }
-        if (result.release && result.release !== to)
+        if (result.release && result.release !== to) {
           throw new Error(
             `hosts disagree on the release to roll back to (${result.release} vs ${to}); set release-name`
           )
+        }
         result.release = to
         result.previousRelease = t.state.current
       }
@@ -342,21 +342,15 @@ export class Runner {
             publishSteps(d, this.layout, result.release, t.state.current).map(renderStep)
           ])
         )
-        return result
+        return
       }
       const failure = await this.publish(targets, result.release)
       if (failure) {
         result.error = failure.error
-        return result
+        return
       }
       result.deployed = true
       result.rolledBack = true
-      return result
-    } catch (e) {
-      result.error ??= (e as Error).message
-      return result
-    } finally {
-      await this.close(targets)
-    }
+    })
   }
 }
