@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-debs=(git openssh-server openssh-client nginx gunicorn python3-gunicorn python3-django python3-venv python3-pip sudo wrk iproute2 xz-utils)
+debs=(git openssh-server openssh-client nginx gunicorn python3-gunicorn python3-django python3-venv python3-pip sudo wrk
+  iproute2 xz-utils curl debian-archive-keyring)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

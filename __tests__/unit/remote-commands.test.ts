@@ -2,7 +2,9 @@
  * The remote commands are run here with the real /bin/sh against a temporary deploy path: what they do is
  * asserted on the file system, and hostile values must stay inert.
  */
-import { execFileSync, spawnSync } from 'node:child_process'
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import {
   existsSync,
   lstatSync,
@@ -194,5 +196,53 @@ describe('a batch of steps', () => {
     expect(b.stdin).toBe('archive')
     // output without a final new line runs into the marker: the runner finds the marker inside the line
     expect(sh(b.script, 'DATA').out).toBe('MK: first 0\nDATAMK: upload 0\n')
+  })
+})
+
+describe('the health check', () => {
+  const l = cmd.layout(join(base, 'health'))
+  let server: Server
+  let url = ''
+  const answers: number[] = []
+  beforeAll(async () => {
+    mkdirSync(join(l.releases, 'h1/.venv/bin'), { recursive: true })
+    execFileSync('ln', ['-s', '/usr/bin/python3', join(l.releases, 'h1/.venv/bin/python')])
+    server = createServer((_req, res) => {
+      const status = answers.shift() ?? 200
+      res.writeHead(status).end(status === 200 ? 'ok' : 'sick')
+    })
+    await new Promise<void>(r => server.listen(0, '127.0.0.1', r))
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/health/`
+  })
+  afterAll(() => new Promise(r => server.close(r)))
+  const check = (timeout: number, path?: string) =>
+    new Promise<{ code: number | null; out: string }>(resolve => {
+      const child = spawn('/bin/sh', ['-c', cmd.healthCheck(l, 'h1', url, timeout)], {
+        env: path ? { PATH: path } : process.env
+      })
+      let out = ''
+      child.stdout.on('data', c => (out += c))
+      child.stderr.on('data', c => (out += c))
+      child.on('close', code => resolve({ code, out }))
+    })
+
+  it.each([
+    ['with curl', undefined],
+    ['with Python, when the server has no curl', '/nonexistent']
+  ])('%s: waits through failures until 2xx', async (_how, path) => {
+    answers.push(500, 503)
+    const r = await check(10, path)
+    expect(r).toEqual({ code: 0, out: `${url} answered 200\n` })
+    expect(answers).toEqual([])
+  })
+  it.each([
+    ['with curl', undefined],
+    ['with Python, when the server has no curl', '/nonexistent']
+  ])('%s: fails after the timeout with the last answer', async (_how, path) => {
+    answers.push(...Array(50).fill(500))
+    const r = await check(1, path)
+    answers.length = 0
+    expect(r.code).toBe(1)
+    expect(r.out).toMatch(new RegExp(`^${url.replace(/[.?]/g, '\\$&')} not healthy after 1 s: HTTP 500`))
   })
 })

@@ -333,8 +333,9 @@ export function healthCheck(l: Layout, release: string, url: string, timeoutSeco
     '    time.sleep(0.5)'
   ].join('\n')
   // curl answers in milliseconds where Python needs a few hundred to start; not every server has it.
+  // `date +%s` counts whole seconds: one more keeps the wait at least the timeout.
   const curl = [
-    `url=${q(url)}; deadline=$(( $(date +%s) + ${Math.ceil(timeoutSeconds)} ))`,
+    `url=${q(url)}; deadline=$(( $(date +%s) + ${Math.ceil(timeoutSeconds)} + 1 ))`,
     'while :; do',
     `  out=$(curl -sS -o /dev/null -w '\\n%{http_code}' --max-time 5 "$url" 2>&1) || true`,
     '  code=$(printf "%s" "$out" | tail -n 1); last=$(printf "%s" "$out" | head -n 1)',
