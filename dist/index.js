@@ -59746,12 +59746,11 @@ async function ssh_open(host, user, s, pins, label, sock) {
 function updateSteps(d, l, source) {
     const r = source.name;
     const steps = [
-        { name: 'prepare', phase: 'update', script: prepare(l, r) },
-        { name: 'upload', phase: 'update', script: unpack(l, r, source.revision), stdin: 'archive' },
-        { name: 'shared', phase: 'update', script: linkShared(l, r, d.sharedPaths) },
+        { name: 'prepare', script: prepare(l, r) },
+        { name: 'upload', script: unpack(l, r, source.revision), stdin: 'archive' },
+        { name: 'shared', script: linkShared(l, r, d.sharedPaths) },
         {
             name: 'virtualenv',
-            phase: 'update',
             script: venv(l, r, {
                 key: source.venvKey,
                 python: d.remotePython,
@@ -59765,13 +59764,11 @@ function updateSteps(d, l, source) {
     if (d.nginx) {
         steps.push({
             name: 'nginx-test',
-            phase: 'update',
             script: userCommand(releasePath(l, r), d.nginxTestCommand)
         });
     }
     const manage = (name, args) => ({
         name,
-        phase: 'update',
         script: commands_manage(l, r, args),
         manage: { release: r, args }
     });
@@ -59785,21 +59782,19 @@ function updateSteps(d, l, source) {
 }
 /** Makes `release` live: switch, reload, nginx, health. `previous` is what was live (for the reload choice). */
 function publishSteps(d, l, release, previous) {
-    const steps = [{ name: 'switch', phase: 'publish', script: switchTo(l, release) }];
+    const steps = [{ name: 'switch', script: switchTo(l, release) }];
     const reload = reloadStep(d, l, release, previous);
     if (reload)
         steps.push(reload);
     if (d.nginx) {
         steps.push({
             name: 'nginx',
-            phase: 'publish',
             script: userCommand(l.current, `${d.nginxTestCommand} && ${d.nginxReloadCommand}`)
         });
     }
     if (d.healthCheckUrl) {
         steps.push({
             name: 'health',
-            phase: 'publish',
             script: healthCheck(l, release, d.healthCheckUrl, d.healthCheckTimeout)
         });
     }
@@ -59809,20 +59804,19 @@ function reloadStep(d, l, release, previous) {
     if (d.gunicornPidfile) {
         return {
             name: 'reload',
-            phase: 'publish',
             script: reloadGunicorn(l, d.gunicornPidfile, release, previous)
         };
     }
     if (d.gunicornService)
-        return { name: 'reload', phase: 'publish', script: reloadService(d.gunicornService) };
+        return { name: 'reload', script: reloadService(d.gunicornService) };
     if (d.reloadCommand)
-        return { name: 'reload', phase: 'publish', script: userCommand(l.current, d.reloadCommand) };
+        return { name: 'reload', script: userCommand(l.current, d.reloadCommand) };
     return undefined;
 }
 /** Puts `previous` back after a failed publish (or takes `current` away when there was none). */
 function revertSteps(d, l, failed, previous) {
     if (!previous)
-        return [{ name: 'revert', phase: 'publish', script: removeCurrent(l) }];
+        return [{ name: 'revert', script: removeCurrent(l) }];
     return publishSteps(d, l, previous, failed).map(s => ({ ...s, name: `revert-${s.name}` }));
 }
 /**
@@ -59841,7 +59835,7 @@ function releaseBefore(state, release) {
 function cleanupStep(state, keep, live, l, previous) {
     const remove = releasesToRemove(state, keep, live, previous);
     const kept = [...state.releases, live].filter(r => !remove.includes(r));
-    return { name: 'cleanup', phase: 'finish', script: cleanup(l, [...new Set(kept)], remove) };
+    return { name: 'cleanup', script: cleanup(l, [...new Set(kept)], remove) };
 }
 /** A step as the dry run prints it. */
 function renderStep(s) {
@@ -59868,7 +59862,6 @@ function batch(steps, l, mark) {
     }
     return {
         name: steps.map(s => s.name).join(', '),
-        phase: steps[0]?.phase ?? 'update',
         script: lines.join('\n'),
         stdin: steps.some(s => s.stdin) ? 'archive' : undefined,
         parts: steps.map(s => s.name)
@@ -59930,7 +59923,6 @@ class Runner {
                     await this.lock(target);
                 const inspected = await this.exec(target, {
                     name: 'inspect',
-                    phase: 'update',
                     script: inspect(this.layout)
                 });
                 target.state = parseInspect(inspected);

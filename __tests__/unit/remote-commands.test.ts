@@ -178,7 +178,7 @@ describe('commands are pure strings', () => {
 
 describe('a batch of steps', () => {
   const l = cmd.layout(join(base, 'batch'))
-  const step = (name: string, script: string): Step => ({ name, phase: 'update', script })
+  const step = (name: string, script: string): Step => ({ name, script })
   it('reports each step by its marker and stops at the first failure, with its exit code', () => {
     const b = batch(
       [step('one', 'echo a'), step('two', 'echo b; exit 7'), step('three', 'touch THREE')],

@@ -7,11 +7,8 @@ import type { HostState, Layout } from '../remote/commands.js'
 import type { ReleaseSource } from '../release/source.js'
 import type { DeploySettings } from '../settings.js'
 
-export type Phase = 'update' | 'publish' | 'finish'
-
 export interface Step {
   name: string
-  phase: Phase
   script: string
   /** The step reads the release archive on stdin. */
   stdin?: 'archive'
@@ -25,12 +22,12 @@ export interface Step {
 export function updateSteps(d: DeploySettings, l: Layout, source: ReleaseSource): Step[] {
   const r = source.name
   const steps: Step[] = [
-    { name: 'prepare', phase: 'update', script: cmd.prepare(l, r) },
-    { name: 'upload', phase: 'update', script: cmd.unpack(l, r, source.revision), stdin: 'archive' },
-    { name: 'shared', phase: 'update', script: cmd.linkShared(l, r, d.sharedPaths) },
+    { name: 'prepare', script: cmd.prepare(l, r) },
+    { name: 'upload', script: cmd.unpack(l, r, source.revision), stdin: 'archive' },
+    { name: 'shared', script: cmd.linkShared(l, r, d.sharedPaths) },
     {
       name: 'virtualenv',
-      phase: 'update',
+
       script: cmd.venv(l, r, {
         key: source.venvKey,
         python: d.remotePython,
@@ -44,13 +41,13 @@ export function updateSteps(d: DeploySettings, l: Layout, source: ReleaseSource)
   if (d.nginx) {
     steps.push({
       name: 'nginx-test',
-      phase: 'update',
+
       script: cmd.userCommand(cmd.releasePath(l, r), d.nginxTestCommand)
     })
   }
   const manage = (name: string, args: string[]): Step => ({
     name,
-    phase: 'update',
+
     script: cmd.manage(l, r, args),
     manage: { release: r, args }
   })
@@ -63,20 +60,20 @@ export function updateSteps(d: DeploySettings, l: Layout, source: ReleaseSource)
 
 /** Makes `release` live: switch, reload, nginx, health. `previous` is what was live (for the reload choice). */
 export function publishSteps(d: DeploySettings, l: Layout, release: string, previous?: string): Step[] {
-  const steps: Step[] = [{ name: 'switch', phase: 'publish', script: cmd.switchTo(l, release) }]
+  const steps: Step[] = [{ name: 'switch', script: cmd.switchTo(l, release) }]
   const reload = reloadStep(d, l, release, previous)
   if (reload) steps.push(reload)
   if (d.nginx) {
     steps.push({
       name: 'nginx',
-      phase: 'publish',
+
       script: cmd.userCommand(l.current, `${d.nginxTestCommand} && ${d.nginxReloadCommand}`)
     })
   }
   if (d.healthCheckUrl) {
     steps.push({
       name: 'health',
-      phase: 'publish',
+
       script: cmd.healthCheck(l, release, d.healthCheckUrl, d.healthCheckTimeout)
     })
   }
@@ -87,20 +84,18 @@ function reloadStep(d: DeploySettings, l: Layout, release: string, previous?: st
   if (d.gunicornPidfile) {
     return {
       name: 'reload',
-      phase: 'publish',
+
       script: cmd.reloadGunicorn(l, d.gunicornPidfile, release, previous)
     }
   }
-  if (d.gunicornService)
-    return { name: 'reload', phase: 'publish', script: cmd.reloadService(d.gunicornService) }
-  if (d.reloadCommand)
-    return { name: 'reload', phase: 'publish', script: cmd.userCommand(l.current, d.reloadCommand) }
+  if (d.gunicornService) return { name: 'reload', script: cmd.reloadService(d.gunicornService) }
+  if (d.reloadCommand) return { name: 'reload', script: cmd.userCommand(l.current, d.reloadCommand) }
   return undefined
 }
 
 /** Puts `previous` back after a failed publish (or takes `current` away when there was none). */
 export function revertSteps(d: DeploySettings, l: Layout, failed: string, previous?: string): Step[] {
-  if (!previous) return [{ name: 'revert', phase: 'publish', script: cmd.removeCurrent(l) }]
+  if (!previous) return [{ name: 'revert', script: cmd.removeCurrent(l) }]
   return publishSteps(d, l, previous, failed).map(s => ({ ...s, name: `revert-${s.name}` }))
 }
 
@@ -128,7 +123,7 @@ export function cleanupStep(
 ): Step {
   const remove = releasesToRemove(state, keep, live, previous)
   const kept = [...state.releases, live].filter(r => !remove.includes(r))
-  return { name: 'cleanup', phase: 'finish', script: cmd.cleanup(l, [...new Set(kept)], remove) }
+  return { name: 'cleanup', script: cmd.cleanup(l, [...new Set(kept)], remove) }
 }
 
 /** A step as the dry run prints it. */
@@ -158,7 +153,6 @@ export function batch(steps: Step[], l: Layout, mark: string): Step {
   }
   return {
     name: steps.map(s => s.name).join(', '),
-    phase: steps[0]?.phase ?? 'update',
     script: lines.join('\n'),
     stdin: steps.some(s => s.stdin) ? 'archive' : undefined,
     parts: steps.map(s => s.name)

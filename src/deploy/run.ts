@@ -79,7 +79,7 @@ export class Runner {
         if (lock) await this.lock(target)
         const inspected = await this.exec(target, {
           name: 'inspect',
-          phase: 'update',
+
           script: cmd.inspect(this.layout)
         })
         target.state = cmd.parseInspect(inspected)
