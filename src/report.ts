@@ -43,6 +43,8 @@ export interface DeployResult {
   rolledBack: boolean
   dryRun: boolean
   steps: StepResult[]
+  /** What the servers warned about (`host: message`), e.g. Django's `check --deploy` with their settings. */
+  warnings?: string[]
   /** The commands each host would run (dry run), host → lines. */
   plan?: Record<string, string[]>
   /** One-line reason the deploy failed: step, host, exit code, hint. */

@@ -9,6 +9,9 @@ import { parseDocument } from 'yaml'
 
 export type Mode = 'check' | 'deploy' | 'rollback'
 export type RequestedMode = 'auto' | Mode
+export const DEPLOY_CHECK_MODES = ['warn', 'fail', 'off'] as const
+export type DeployCheck = (typeof DEPLOY_CHECK_MODES)[number]
+
 export const CHECK_NAMES = ['check', 'deploy', 'migrations', 'test'] as const
 export type CheckName = (typeof CHECK_NAMES)[number]
 
@@ -56,6 +59,8 @@ export interface DeploySettings {
   healthCheckUrl?: string
   /** Seconds. */
   healthCheckTimeout: number
+  /** Django's `check --deploy` with the server's settings, in the preflight: report, fail on warnings, or skip. */
+  deployCheck: DeployCheck
   keepReleases: number
   /** Explicit release name (deploy) or rollback target (rollback). */
   releaseName?: string
@@ -112,7 +117,7 @@ export const INPUTS = {
   mode: { default: 'auto' },
   'working-directory': { default: '.' },
   python: { default: 'python3' },
-  checks: { default: 'check, deploy, migrations, test' },
+  checks: { default: 'check, migrations, test' },
   'test-command': { default: '' },
   hosts: { default: '' },
   user: { default: '' },
@@ -137,6 +142,7 @@ export const INPUTS = {
   'nginx-reload-command': { default: 'sudo -n nginx -s reload' },
   'health-check-url': { default: '' },
   'health-check-timeout': { default: '30' },
+  'deploy-check': { default: 'warn' },
   'keep-releases': { default: '5' },
   'release-name': { default: '' },
   'lock-timeout': { default: '300' },
@@ -435,6 +441,16 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
     return n
   }
   const text = (name: InputName): string | undefined => raw.get(name).value || undefined
+  const oneOf = <T extends string>(name: InputName, choices: readonly T[]): T => {
+    const r = raw.get(name)
+    const v = r.value.toLowerCase()
+    if ((choices as readonly string[]).includes(v)) return v as T
+    raw.fail(
+      r,
+      `"${r.value}" is not a valid value${didYouMean(v, choices)}; expected one of ${choices.join(', ')}`
+    )
+    return INPUTS[name].default as T
+  }
 
   // mode
   const modeRaw = raw.get('mode')
@@ -668,6 +684,7 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
       nginxReloadCommand: nginxReload.value,
       healthCheckUrl: urlOf('health-check-url'),
       healthCheckTimeout: int('health-check-timeout', 1, 'seconds'),
+      deployCheck: oneOf('deploy-check', DEPLOY_CHECK_MODES),
       keepReleases: int('keep-releases', 1, 'a count'),
       releaseName,
       lockTimeout: int('lock-timeout', 0, 'seconds'),

@@ -10,9 +10,6 @@ import {
   pinnedKeyTypes,
   verifyHostKey
 } from '../../src/remote/hostkeys.js'
-import { releaseBefore, releasesToRemove, publishSteps, updateSteps } from '../../src/deploy/plan.js'
-import { layout } from '../../src/remote/commands.js'
-import type { DeploySettings } from '../../src/settings.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'dd-hk-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -70,66 +67,5 @@ describe('host key pinning', () => {
   it('asks the server for the pinned key type first', () => {
     const pins = parseKnownHosts(`h ${a.line}\nh ssh-rsa AAAAB3NzaC1yc2E=`)
     expect(pinnedKeyTypes(pins, 'h', 22)).toEqual(['ssh-ed25519', 'rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'])
-  })
-})
-
-describe('plan', () => {
-  const d: DeploySettings = {
-    path: '/srv/app',
-    sharedPaths: ['.env'],
-    remotePython: 'python3',
-    venvOptions: [],
-    pipArgs: [],
-    migrate: true,
-    collectstatic: false,
-    nginx: true,
-    nginxTestCommand: 'sudo -n nginx -t',
-    nginxReloadCommand: 'sudo -n nginx -s reload',
-    healthCheckUrl: 'http://127.0.0.1/health/',
-    healthCheckTimeout: 10,
-    keepReleases: 2,
-    lockTimeout: 10,
-    dryRun: false,
-    gunicornPidfile: '/run/gunicorn.pid'
-  }
-  const source = {
-    name: 'v2',
-    revision: 'abc',
-    treeish: 'HEAD',
-    repoRoot: '/r',
-    venvKey: 'k',
-    hasRequirements: false
-  }
-  it('prepares everything before anything goes live, in order', () => {
-    expect(updateSteps(d, layout(d.path), source).map(s => s.name)).toEqual([
-      'prepare',
-      'upload',
-      'shared',
-      'virtualenv',
-      'nginx-test',
-      'preflight',
-      'migrate'
-    ])
-    expect(publishSteps(d, layout(d.path), 'v2', 'v1').map(s => s.name)).toEqual([
-      'switch',
-      'reload',
-      'nginx',
-      'health'
-    ])
-  })
-  it('a first deploy with no reload or health input only switches', () => {
-    const bare = { ...d, nginx: false, healthCheckUrl: undefined, gunicornPidfile: undefined }
-    expect(publishSteps(bare, layout(d.path), 'v1').map(s => s.name)).toEqual(['switch'])
-  })
-  it('never removes the live or the previous release', () => {
-    const state = { current: 'v3', releases: ['v1', 'v2', 'v3', 'v4'] }
-    expect(releasesToRemove(state, 1, 'v5', 'v3')).toEqual(['v1', 'v2', 'v4'])
-    expect(releasesToRemove(state, 2, 'v3', 'v2')).toEqual(['v1'])
-    expect(releasesToRemove({ releases: ['a', 'b'] }, 5, 'c')).toEqual([])
-  })
-  it('rolls back to the release uploaded before the live one', () => {
-    const state = { current: 'v3', releases: ['v1', 'v2', 'v3', 'v4-failed'] }
-    expect(releaseBefore(state, 'v3')).toBe('v2')
-    expect(releaseBefore(state, 'v1')).toBeUndefined()
   })
 })

@@ -92,7 +92,11 @@ describe('release layout on a hostile deploy path', () => {
 
     expect(sh(cmd.switchTo(l, 'v1')).code).toBe(0)
     expect(readlinkSync(l.current)).toBe('releases/v1')
-    expect(cmd.parseInspect(sh(cmd.inspect(l)).out)).toEqual({ current: 'v1', releases: ['v1'] })
+    expect(cmd.parseInspect(sh(cmd.inspect(l)).out)).toEqual({
+      current: 'v1',
+      currentLink: 'releases/v1',
+      releases: ['v1']
+    })
     expect(existsSync(join(base, 'PWNED'))).toBe(false)
   })
 
@@ -112,6 +116,7 @@ describe('release layout on a hostile deploy path', () => {
     expect(readlinkSync(l.current)).toBe('releases/v10')
     expect(cmd.parseInspect(sh(cmd.inspect(l)).out)).toEqual({
       current: 'v10',
+      currentLink: 'releases/v10',
       releases: ['v1', 'v2', 'v10']
     })
     expect(sh(cmd.removeCurrent(l)).code).toBe(0)
@@ -239,10 +244,33 @@ describe('the health check', () => {
     ['with curl', undefined],
     ['with Python, when the server has no curl', '/nonexistent']
   ])('%s: fails after the timeout with the last answer', async (_how, path) => {
-    answers.push(...Array(50).fill(500))
+    answers.push(...Array(50).fill(503))
     const r = await check(1, path)
     answers.length = 0
     expect(r.code).toBe(1)
-    expect(r.out).toMatch(new RegExp(`^${url.replace(/[.?]/g, '\\$&')} not healthy after 1 s: HTTP 500`))
+    expect(r.out).toMatch(new RegExp(`^${url.replace(/[.?]/g, '\\$&')} not healthy after 1 s: HTTP 503`))
+  })
+  it.each([
+    ['with curl', undefined],
+    ['with Python, when the server has no curl', '/nonexistent']
+  ])(
+    '%s: an application that answers 500 three times in a row fails at once, not after the timeout',
+    async (_how, path) => {
+      answers.push(...Array(10).fill(500))
+      const r = await check(600, path)
+      const left = answers.length
+      answers.length = 0
+      expect(r.code).toBe(1)
+      expect(r.out).toMatch(/answered HTTP 500.*\(3 times in a row\): the release is broken/)
+      expect(left).toBe(10 - cmd.HEALTH_FAST_FAIL)
+    }
+  )
+  it.each([
+    ['with curl', undefined],
+    ['with Python, when the server has no curl', '/nonexistent']
+  ])('%s: a proxy answer between two 500s starts the count again', async (_how, path) => {
+    answers.push(500, 500, 502, 500, 500, 200)
+    const r = await check(60, path)
+    expect(r).toEqual({ code: 0, out: `${url} answered 200\n` })
   })
 })

@@ -123,9 +123,12 @@ describe('settings', () => {
       keepReleases: 5,
       lockTimeout: 300,
       healthCheckTimeout: 30,
+      deployCheck: 'warn',
       releaseName: 'v1.0.0'
     })
-    expect(s.checks).toEqual(['check', 'deploy', 'migrations', 'test'])
+    // check --deploy runs on the server with its settings (deploy-check), not on the runner with CI's
+    expect(s.checks).toEqual(['check', 'migrations', 'test'])
+    expect(load({ ...deployInputs, 'deploy-check': 'FAIL' }).deploy.deployCheck).toBe('fail')
   })
   it('check mode needs no server inputs', () => {
     const s = load({}, { GITHUB_REF: 'refs/heads/main' })
@@ -155,6 +158,11 @@ describe('settings', () => {
     ['release-name', 'v1;id', /not a safe release name/],
     ['host-fingerprint', 'abc', /not a SHA256 fingerprint/],
     ['health-check-url', 'ftp://x', /not an http\(s\) URL/],
+    [
+      'deploy-check',
+      'wran',
+      /input 'deploy-check': "wran" is not a valid value \(did you mean 'warn'\?\); expected one of warn, fail, off/
+    ],
     ['ssh-key', 'not a key', /input 'ssh-key': is not a private key/],
     ['ssh-key', key.pub, /input 'ssh-key': is (not a private key|a public key)/]
   ])('rejects %s=%j', (name, value, message) => {

@@ -3,7 +3,7 @@
  * The runner executes it; the dry run prints it.
  */
 import * as cmd from '../remote/commands.js'
-import type { HostState, Layout } from '../remote/commands.js'
+import type { HistoryEntry, HostState, Layout } from '../remote/commands.js'
 import type { ReleaseSource } from '../release/source.js'
 import type { DeploySettings } from '../settings.js'
 
@@ -13,7 +13,7 @@ export interface Step {
   /** The step reads the release archive on stdin. */
   stdin?: 'archive'
   /** A manage.py command of this release: consecutive ones share one Python process when batched. */
-  manage?: { release: string; args: string[] }
+  manage?: { release: string; args: string[]; python?: string }
   /** Set on a batch: the steps it runs, each reported by a `<mark> <name> <code>` line as it ends. */
   parts?: string[]
 }
@@ -52,15 +52,68 @@ export function updateSteps(d: DeploySettings, l: Layout, source: ReleaseSource)
     manage: { release: r, args }
   })
   // A release whose settings do not import, or whose checks fail on the server, never goes live.
-  steps.push(manage('preflight', ['check']))
+  steps.push(...preflightSteps(l, r, d.deployCheck))
   if (d.migrate) steps.push(manage('migrate', ['migrate', '--noinput']))
   if (d.collectstatic) steps.push(manage('collectstatic', ['collectstatic', '--noinput']))
+  // The health URL through the new release's Django before anything live changes: a release that answers
+  // 500 is refused here, so it never serves a request.
+  if (d.healthCheckUrl) {
+    steps.push(
+      python(l, r, 'health-before-switch', cmd.HEALTH_BEFORE_SWITCH_PY, [
+        d.healthCheckUrl,
+        String(d.healthCheckTimeout)
+      ])
+    )
+  }
   return steps
 }
 
-/** Makes `release` live: switch, reload, nginx, health. `previous` is what was live (for the reload choice). */
-export function publishSteps(d: DeploySettings, l: Layout, release: string, previous?: string): Step[] {
-  const steps: Step[] = [{ name: 'switch', script: cmd.switchTo(l, release) }]
+/**
+ * `manage.py check` of the release and Django's deployment checks, with the server's settings: a release that
+ * fails them never goes live.
+ */
+export function preflightSteps(
+  l: Layout,
+  release: string,
+  deployCheck: DeploySettings['deployCheck']
+): Step[] {
+  const steps: Step[] = [
+    { name: 'preflight', script: cmd.manage(l, release, ['check']), manage: { release, args: ['check'] } }
+  ]
+  if (deployCheck !== 'off')
+    steps.push(python(l, release, 'deploy-check', cmd.DEPLOY_CHECK_PY, [deployCheck]))
+  return steps
+}
+
+/**
+ * Python run in the Django the preflight set up (one process with the manage.py steps around it). On its own
+ * (the dry run's listing) the step still runs as written: Django is set up by `manage.py check` first.
+ */
+function python(l: Layout, release: string, name: string, code: string, args: string[]): Step {
+  return {
+    name,
+    script: cmd.manageMany(l, release, 'step-done:', [
+      { name: 'setup', args: ['check'] },
+      { name, args, python: code }
+    ]),
+    manage: { release, args, python: code }
+  }
+}
+
+/**
+ * Makes `release` live: switch, reload, nginx, health, and then records it in the history as live (`record`:
+ * a deploy's `live`, a rollback's `rollback`; none when putting back what was live). `previous` is what was
+ * live (for the reload choice); `link` the exact link text to put back.
+ */
+export function publishSteps(
+  d: DeploySettings,
+  l: Layout,
+  release: string,
+  previous?: string,
+  record: HistoryEntry['event'] | null = 'live',
+  link?: string
+): Step[] {
+  const steps: Step[] = [{ name: 'switch', script: cmd.switchTo(l, release, link) }]
   const reload = reloadStep(d, l, release, previous)
   if (reload) steps.push(reload)
   if (d.nginx) {
@@ -77,6 +130,7 @@ export function publishSteps(d: DeploySettings, l: Layout, release: string, prev
       script: cmd.healthCheck(l, release, d.healthCheckUrl, d.healthCheckTimeout)
     })
   }
+  if (record) steps.push({ name: 'record', script: cmd.recordLive(l, release, record) })
   return steps
 }
 
@@ -93,35 +147,85 @@ function reloadStep(d: DeploySettings, l: Layout, release: string, previous?: st
   return undefined
 }
 
-/** Puts `previous` back after a failed publish (or takes `current` away when there was none). */
-export function revertSteps(d: DeploySettings, l: Layout, failed: string, previous?: string): Step[] {
+/**
+ * Puts `previous` back after a failed publish, at its exact old link (or takes `current` away when there was
+ * none). It was live already: the history does not change.
+ */
+export function revertSteps(
+  d: DeploySettings,
+  l: Layout,
+  failed: string,
+  previous?: string,
+  previousLink?: string
+): Step[] {
   if (!previous) return [{ name: 'revert', script: cmd.removeCurrent(l) }]
-  return publishSteps(d, l, previous, failed).map(s => ({ ...s, name: `revert-${s.name}` }))
+  return publishSteps(d, l, previous, failed, null, previousLink).map(s => ({
+    ...s,
+    name: `revert-${s.name}`
+  }))
 }
 
 /**
- * Releases to delete: all but the newest `keep` uploads, never the live one nor the one live before it.
+ * What went live on the host, oldest first. A server deployed before the history was kept: the releases
+ * uploaded up to the live one, as they were read then.
  */
-export function releasesToRemove(state: HostState, keep: number, live: string, previous?: string): string[] {
-  const ordered = state.releases.includes(live) ? state.releases : [...state.releases, live]
-  const keepSet = new Set([...ordered.slice(-keep), live, previous])
-  return ordered.filter(r => !keepSet.has(r))
+export function historyOf(state: HostState): HistoryEntry[] {
+  if (state.history) return state.history
+  const upTo = state.current ? state.releases.indexOf(state.current) : -1
+  return state.releases.slice(0, upTo + 1).map(release => ({ event: 'live', release }))
 }
 
-/** The release uploaded before `release` that is still there: what `mode: rollback` goes back to. */
-export function releaseBefore(state: HostState, release?: string): string | undefined {
-  const i = release ? state.releases.indexOf(release) : -1
-  return i > 0 ? state.releases[i - 1] : undefined
+/**
+ * The releases that were live, as a stack whose top is the live one: a deploy pushes, a rollback pops back
+ * to its target, so rolling back twice goes two releases back, never forward to the one just rolled away from.
+ */
+export function liveStack(history: HistoryEntry[], current?: string): string[] {
+  const stack: string[] = []
+  for (const { event, release } of history) {
+    if (event === 'rollback' && stack.includes(release)) {
+      while (stack[stack.length - 1] !== release) stack.pop()
+    } else {
+      const at = stack.indexOf(release)
+      if (at >= 0) stack.splice(at, 1)
+      stack.push(release)
+    }
+  }
+  // `current` moved by hand (or a deploy cut off before it recorded itself): what is live is the top.
+  if (current && stack[stack.length - 1] !== current) {
+    const at = stack.indexOf(current)
+    if (at >= 0) stack.splice(at, 1)
+    stack.push(current)
+  }
+  return stack
 }
 
-export function cleanupStep(
-  state: HostState,
-  keep: number,
-  live: string,
-  l: Layout,
-  previous?: string
-): Step {
-  const remove = releasesToRemove(state, keep, live, previous)
+/** What `mode: rollback` goes back to: the release live before the live one, still on the server. */
+export function rollbackTarget(state: HostState): string | undefined {
+  const stack = liveStack(historyOf(state), state.current)
+  for (let i = stack.length - 2; i >= 0; i--) if (state.releases.includes(stack[i])) return stack[i]
+  return undefined
+}
+
+/** True when `release` went live on this host at some point (a rollback target that needs no preflight). */
+export function wentLive(state: HostState, release: string): boolean {
+  return historyOf(state).some(h => h.release === release) || state.current === release
+}
+
+/**
+ * Releases to delete once `live` went live: all but the `keep` that went live most recently (`live` among
+ * them) and the one to roll back to. A release that never went live (refused before the switch) counts for
+ * nothing and goes; it stays on the server for debugging only until the next release goes live.
+ */
+export function releasesToRemove(state: HostState, keep: number, live: string): string[] {
+  const history: HistoryEntry[] = [...historyOf(state), { event: 'live', release: live }]
+  const stack = liveStack(history)
+  const byLastLive = [...new Set([...history].reverse().map(h => h.release))].reverse()
+  const keepSet = new Set([...byLastLive.slice(-keep), live, stack[stack.length - 2], state.current])
+  return state.releases.filter(r => !keepSet.has(r))
+}
+
+export function cleanupStep(state: HostState, keep: number, live: string, l: Layout): Step {
+  const remove = releasesToRemove(state, keep, live)
   const kept = [...state.releases, live].filter(r => !remove.includes(r))
   return { name: 'cleanup', script: cmd.cleanup(l, [...new Set(kept)], remove) }
 }
@@ -142,7 +246,7 @@ export function batch(steps: Step[], l: Layout, mark: string): Step {
     if (s.manage) {
       const group = [s]
       while (steps[i + 1]?.manage?.release === s.manage.release) group.push(steps[++i])
-      const commands = group.map(g => ({ name: g.name, args: g.manage!.args }))
+      const commands = group.map(g => ({ name: g.name, args: g.manage!.args, python: g.manage!.python }))
       lines.push(`( ${cmd.manageMany(l, s.manage.release, mark, commands)}\n) </dev/null || exit $?`)
     } else {
       lines.push(

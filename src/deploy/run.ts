@@ -14,10 +14,12 @@ import type { Settings } from '../settings.js'
 import {
   batch,
   cleanupStep,
+  preflightSteps,
   publishSteps,
-  releaseBefore,
   renderStep,
   revertSteps,
+  rollbackTarget,
+  wentLive,
   updateSteps,
   type Step
 } from './plan.js'
@@ -52,6 +54,8 @@ const TAIL = 15
 
 export class Runner {
   readonly steps: StepResult[] = []
+  /** Warnings the hosts reported (WARN lines), `host: message`, for the summary. */
+  readonly warnings: string[] = []
   private readonly layout: Layout
   /** Ends each step's output in a batch; unguessable, so no output of the project can fake a step's end. */
   private readonly mark = `django-deploy-step-${randomBytes(6).toString('hex')}:`
@@ -157,8 +161,11 @@ export class Runner {
     }
     const show = (line: string): void => {
       lines.push(line)
-      if (line.startsWith(cmd.WARN)) this.log.warning(`${host}: ${line.slice(cmd.WARN.length).trim()}`)
-      else this.log.info(line)
+      if (line.startsWith(cmd.WARN)) {
+        const warning = `${host}: ${line.slice(cmd.WARN.length).trim()}`
+        this.warnings.push(warning)
+        this.log.warning(warning)
+      } else this.log.info(line)
     }
     this.log.startGroup(`${host}: ${parts[0]}`)
     let upload: ReturnType<typeof archive> | undefined
@@ -212,7 +219,14 @@ export class Runner {
     body: (targets: Target[], result: DeployResult) => Promise<void>
   ): Promise<DeployResult> {
     const dryRun = this.settings.deploy.dryRun
-    const result: DeployResult = { release, deployed: false, rolledBack: false, dryRun, steps: this.steps }
+    const result: DeployResult = {
+      release,
+      deployed: false,
+      rolledBack: false,
+      dryRun,
+      steps: this.steps,
+      warnings: this.warnings
+    }
     let targets: Target[] = []
     try {
       targets = await this.open(!dryRun)
@@ -237,7 +251,7 @@ export class Runner {
             [
               ...updateSteps(d, this.layout, source),
               ...publishSteps(d, this.layout, source.name, t.state.current),
-              cleanupStep(t.state, d.keepReleases, source.name, this.layout, t.state.current)
+              cleanupStep(t.state, d.keepReleases, source.name, this.layout)
             ].map(renderStep)
           ])
         )
@@ -254,7 +268,7 @@ export class Runner {
       result.deployed = true
       for (const t of targets) {
         try {
-          await this.exec(t, cleanupStep(t.state, d.keepReleases, source.name, this.layout, t.state.current))
+          await this.exec(t, cleanupStep(t.state, d.keepReleases, source.name, this.layout))
         } catch (e) {
           this.log.warning(`cleanup of old releases failed, the deploy stands: ${(e as Error).message}`)
         }
@@ -268,7 +282,8 @@ export class Runner {
    */
   private async publish(
     targets: Target[],
-    release: string
+    release: string,
+    record: 'live' | 'rollback' = 'live'
   ): Promise<{ error: string; revertedOk: boolean } | undefined> {
     const touched: Target[] = []
     try {
@@ -277,7 +292,7 @@ export class Runner {
         await this.exec(
           t,
           batch(
-            publishSteps(this.settings.deploy, this.layout, release, t.state.current),
+            publishSteps(this.settings.deploy, this.layout, release, t.state.current, record),
             this.layout,
             this.mark
           )
@@ -298,7 +313,7 @@ export class Runner {
         await this.exec(
           t,
           batch(
-            revertSteps(this.settings.deploy, this.layout, failed, t.state.current),
+            revertSteps(this.settings.deploy, this.layout, failed, t.state.current, t.state.currentLink),
             this.layout,
             this.mark
           )
@@ -311,12 +326,15 @@ export class Runner {
     return ok
   }
 
-  /** mode: rollback — makes `release-name`, else the release before the live one, live again. */
+  /**
+   * mode: rollback — makes `release-name`, else the release that was live before the live one, live again. A
+   * `release-name` that never went live on a host passes the preflight there first.
+   */
   async rollback(): Promise<DeployResult> {
     const d = this.settings.deploy
     return this.session('', async (targets, result) => {
       for (const t of targets) {
-        const to = d.releaseName ?? releaseBefore(t.state, t.state.current)
+        const to = d.releaseName ?? rollbackTarget(t.state)
         if (!to) {
           throw new Error(
             `host ${t.remote.name}: no release before ${t.state.current ?? '(none)'} to roll back to`
@@ -344,7 +362,19 @@ export class Runner {
         )
         return
       }
-      const failure = await this.publish(targets, result.release)
+      for (const t of targets) {
+        if (wentLive(t.state, result.release)) continue
+        this.log.info(`${t.remote.name}: ${result.release} never went live here: preflight first`)
+        await this.exec(
+          t,
+          batch(
+            preflightSteps(this.layout, result.release, this.settings.deploy.deployCheck),
+            this.layout,
+            this.mark
+          )
+        )
+      }
+      const failure = await this.publish(targets, result.release, 'rollback')
       if (failure) {
         result.error = failure.error
         return

@@ -173,6 +173,17 @@ function renderDeploy(d: DeployResult, mode: Report['mode']): string[] {
     }
   }
 
+  const warnings = d.warnings ?? []
+  if (warnings.length > 0) {
+    const rows = fitting(
+      warnings.map(w => `- ⚠️ ${multiline(clip(w, MAX_MESSAGE))}`),
+      FINDINGS_CHARS
+    )
+    out.push([`#### Server warnings (${warnings.length})`, '', ...rows].join('\n'))
+    if (warnings.length > rows.length)
+      out.push(`_… and ${warnings.length - rows.length} more warnings not shown._`)
+  }
+
   if (d.dryRun && d.plan) {
     let budget = PLAN_CHARS
     const hosts = Object.entries(d.plan)

@@ -15,6 +15,8 @@ export interface Layout {
   current: string
   venvs: string
   lock: string
+  /** One line per release that went live (after its health check): `<time> live|rollback <release>`. */
+  history: string
 }
 
 export function layout(root: string): Layout {
@@ -24,7 +26,8 @@ export function layout(root: string): Layout {
     shared: `${root}/shared`,
     current: `${root}/current`,
     venvs: `${root}/venvs`,
-    lock: `${root}/.deploy.lock`
+    lock: `${root}/.deploy.lock`,
+    history: `${root}/.deploy-history`
   }
 }
 
@@ -36,21 +39,32 @@ function script(...lines: string[]): string {
 }
 
 /**
- * Reads what the deploy needs to know, changing nothing: the live release and the releases present in the
- * order they were uploaded (their REVISION file is written once, at upload).
+ * Reads what the deploy needs to know, changing nothing: the live release and its exact link, the releases
+ * present in the order they were uploaded (their REVISION file is written once, at upload), and the history
+ * of releases that went live (its last 500 lines).
  */
 export function inspect(l: Layout): string {
   return script(
     `for tool in tar flock; do command -v "$tool" >/dev/null 2>&1 || { echo "the server has no $tool; install it (apt-get install $tool)" >&2; exit 127; }; done`,
-    `if [ -L ${q(l.current)} ]; then echo "current=$(basename "$(readlink ${q(l.current)})")"; fi`,
-    `if [ -d ${q(l.releases)} ]; then cd ${q(l.releases)} && ls -1tr -- */REVISION 2>/dev/null | sed 's|/REVISION$||; s/^/release=/'; fi`
+    `if [ -L ${q(l.current)} ]; then echo "current=$(basename "$(readlink ${q(l.current)})")"; echo "current-link=$(readlink ${q(l.current)})"; fi`,
+    `if [ -d ${q(l.releases)} ]; then cd ${q(l.releases)} && ls -1tr -- */REVISION 2>/dev/null | sed 's|/REVISION$||; s/^/release=/'; fi`,
+    `if [ -f ${q(l.history)} ]; then echo history-file=yes; tail -n 500 ${q(l.history)} | sed 's/^/history=/'; fi`
   )
+}
+
+export interface HistoryEntry {
+  event: 'live' | 'rollback'
+  release: string
 }
 
 export interface HostState {
   current?: string
+  /** What `current` points at, exactly as the link reads (a revert puts back this very link). */
+  currentLink?: string
   /** Oldest upload first. */
   releases: string[]
+  /** Releases that went live, oldest first; undefined on a server deployed before the history was kept. */
+  history?: HistoryEntry[]
 }
 
 export function parseInspect(stdout: string): HostState {
@@ -60,9 +74,23 @@ export function parseInspect(stdout: string): HostState {
     const v = rest.join('=').trim()
     if (!v) continue
     if (k === 'current') state.current = v
+    else if (k === 'current-link') state.currentLink = v
     else if (k === 'release') state.releases.push(v)
+    else if (k === 'history-file') state.history ??= []
+    else if (k === 'history') {
+      const [, event, release] = v.split(/\s+/)
+      if ((event === 'live' || event === 'rollback') && release)
+        (state.history ??= []).push({ event, release })
+    }
   }
   return state
+}
+
+/** Appends to the history: `release` went live (a deploy) or was made live again (a rollback). */
+export function recordLive(l: Layout, release: string, event: HistoryEntry['event']): string {
+  return script(
+    `printf '%s %s %s\\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" ${words(event, release)} >> ${q(l.history)}`
+  )
 }
 
 /**
@@ -192,46 +220,109 @@ export function manage(l: Layout, release: string, args: string[]): string {
 
 /**
  * Runs several manage.py commands in ONE interpreter (Django is set up once, not once per command), printing
- * `<mark> <name> <exit code>` after each and stopping at the first that fails.
+ * `<mark> <name> <exit code>` after each and stopping at the first that fails. A command with `python` runs
+ * that code instead of manage.py, with `args` as its sys.argv[1:], in the Django the commands before it set up.
  */
 export function manageMany(
   l: Layout,
   release: string,
   mark: string,
-  commands: { name: string; args: string[] }[]
+  commands: { name: string; args: string[]; python?: string }[]
 ): string {
   const py = [
     'import json, runpy, sys, traceback',
     'mark, commands = sys.argv[1], json.loads(sys.argv[2])',
-    'for name, args in commands:',
+    'for name, args, code in commands:',
     "    sys.argv = ['manage.py', *args]",
-    '    code = 0',
+    '    status = 0',
     '    try:',
-    "        runpy.run_path('manage.py', run_name='__main__')",
+    '        if code is None:',
+    "            runpy.run_path('manage.py', run_name='__main__')",
+    '        else:',
+    "            exec(compile(code, name, 'exec'), {'__name__': '__django_deploy__'})",
     '    except SystemExit as e:',
-    '        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)',
+    '        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)',
     '    except BaseException:',
     '        traceback.print_exc()',
-    '        code = 1',
+    '        status = 1',
+    '    sys.stdout.flush()',
     '    sys.stderr.flush()',
-    "    print(f'{mark} {name} {code}', flush=True)",
-    '    if code:',
-    '        sys.exit(code)'
+    "    print(f'{mark} {name} {status}', flush=True)",
+    '    if status:',
+    '        sys.exit(status)'
   ].join('\n')
+  const list = commands.map(c => [c.name, c.args, c.python ?? null])
   return script(
     `cd ${q(releaseDir(l, release))}`,
-    `PYTHONUNBUFFERED=1 ${words('.venv/bin/python', '-c', py, mark, JSON.stringify(commands.map(c => [c.name, c.args])))}`
+    `PYTHONUNBUFFERED=1 ${words('.venv/bin/python', '-c', py, mark, JSON.stringify(list))}`
   )
 }
 
-/** Points `current` at a release with one rename(2): there is no moment without a `current`. */
-export function switchTo(l: Layout, release: string): string {
+/**
+ * Django's deployment checks (`check --deploy`) with the server's settings, run in the preflight's Django: each
+ * warning becomes a WARN line (a warning annotation and a line in the summary). Errors always fail, as
+ * `check --deploy` does; warnings fail only with `fail`. Silenced checks (SILENCED_SYSTEM_CHECKS) stay silent.
+ * Arguments: warn | fail.
+ */
+export const DEPLOY_CHECK_PY = [
+  'import sys',
+  'from django.core import checks',
+  "fail_on_warnings = sys.argv[1] == 'fail'",
+  'found = [m for m in checks.run_checks(include_deployment_checks=True)',
+  '         if m.level >= checks.WARNING and not m.is_silenced()]',
+  'for m in found:',
+  "    text = ' '.join(str(m).split())",
+  `    print(f'${WARN} check --deploy: {text}', flush=True)`,
+  'errors = [m for m in found if m.level >= checks.ERROR]',
+  "print(f'check --deploy with the server settings: {len(found)} issue(s), {len(errors)} error(s)')",
+  'if errors or (fail_on_warnings and found):',
+  "    why = 'errors' if errors else 'warnings, and deploy-check is fail'",
+  "    print(f'check --deploy found {why}: this release does not go live', file=sys.stderr)",
+  '    sys.exit(1)'
+].join('\n')
+
+/**
+ * The health-check URL's path requested through Django's full stack (middleware, URL routing, views, the
+ * server's settings and database) of the release that is not live yet, with the URL's Host header. A 5xx, an
+ * exception or no answer within the timeout stops the deploy before the switch: nothing live has changed.
+ * Arguments: url, timeout in seconds.
+ */
+export const HEALTH_BEFORE_SWITCH_PY = [
+  'import signal, sys, traceback',
+  'from urllib.parse import urlsplit',
+  'from django.test import Client',
+  'url, limit = sys.argv[1], float(sys.argv[2])',
+  'u = urlsplit(url)',
+  "host = u.hostname + (f':{u.port}' if u.port else '')",
+  "path = (u.path or '/') + (f'?{u.query}' if u.query else '')",
+  "where = f'{path} (Host: {host}) in the new release, with the server settings and database, before the switch'",
+  'def out_of_time(*_):',
+  "    raise TimeoutError(f'no answer within {limit:g} s')",
+  'signal.signal(signal.SIGALRM, out_of_time)',
+  'signal.setitimer(signal.ITIMER_REAL, limit)',
+  'try:',
+  "    r = Client(raise_request_exception=True).get(path, follow=True, secure=u.scheme == 'https', HTTP_HOST=host)",
+  'except BaseException:',
+  '    signal.setitimer(signal.ITIMER_REAL, 0)',
+  "    print(f'{where}: raised', file=sys.stderr)",
+  '    traceback.print_exc()',
+  '    sys.exit(1)',
+  'signal.setitimer(signal.ITIMER_REAL, 0)',
+  'if r.status_code < 500:',
+  "    print(f'{where}: HTTP {r.status_code}')",
+  '    sys.exit(0)',
+  "body = r.content[:4000].decode('utf-8', 'replace').strip().splitlines()[:20]",
+  "print(f'{where}: HTTP {r.status_code}', *body, sep='\\n', file=sys.stderr)",
+  'sys.exit(1)'
+].join('\n')
+
+/**
+ * Points `current` at a release with one rename(2): there is no moment without a `current`. `link` is the
+ * link's exact text when putting back what was there (default `releases/<release>`).
+ */
+export function switchTo(l: Layout, release: string, link = `releases/${release}`): string {
   const tmp = `${l.current}.tmp-${release}`
-  return script(
-    `rm -f ${q(tmp)}`,
-    `ln -s ${words(`releases/${release}`, tmp)}`,
-    `mv -T ${words(tmp, l.current)}`
-  )
+  return script(`rm -f ${q(tmp)}`, `ln -s ${words(link, tmp)}`, `mv -T ${words(tmp, l.current)}`)
 }
 
 /** Puts the server back to having no live release (undo of a failed first deploy). */
@@ -306,16 +397,22 @@ export function releasePath(l: Layout, release: string): string {
   return releaseDir(l, release)
 }
 
+/** Answers in a row with an application error (5xx but a proxy's 502/503/504) that end the wait early. */
+export const HEALTH_FAST_FAIL = 3
+
 /**
  * Fetches the health-check URL from the server (so it reaches what only the server can see) until it answers
- * 2xx or the timeout passes. Uses the release's Python: curl is not on every server.
+ * 2xx or the timeout passes. Uses the release's Python: curl is not on every server. An application that
+ * answers 500 several times in a row is not starting up, it is broken: that fails at once instead of serving
+ * errors until the timeout. A proxy's 502/503/504 (the app not listening yet) keeps the wait going.
  */
 export function healthCheck(l: Layout, release: string, url: string, timeoutSeconds: number): string {
   const py = [
     'import sys, time, urllib.request, urllib.error',
-    'url, limit = sys.argv[1], float(sys.argv[2])',
+    'url, limit, fast = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])',
     'deadline = time.time() + limit',
     "last = 'no answer'",
+    'bad = 0',
     'while True:',
     '    try:',
     '        with urllib.request.urlopen(url, timeout=5) as r:',
@@ -323,10 +420,16 @@ export function healthCheck(l: Layout, release: string, url: string, timeoutSeco
     "                print(f'{url} answered {r.status}')",
     '                sys.exit(0)',
     "            last = f'HTTP {r.status}'",
+    '            bad = 0',
     '    except urllib.error.HTTPError as e:',
     "        last = f'HTTP {e.code}: ' + e.read(300).decode('utf-8', 'replace').strip()",
+    '        bad = bad + 1 if e.code >= 500 and e.code not in (502, 503, 504) else 0',
+    '        if bad >= fast:',
+    "            print(f'{url} answered {last} ({bad} times in a row): the release is broken', file=sys.stderr)",
+    '            sys.exit(1)',
     '    except Exception as e:',
     '        last = str(e)',
+    '        bad = 0',
     '    if time.time() >= deadline:',
     "        print(f'{url} not healthy after {limit:g} s: {last}', file=sys.stderr)",
     '        sys.exit(1)',
@@ -335,11 +438,12 @@ export function healthCheck(l: Layout, release: string, url: string, timeoutSeco
   // curl answers in milliseconds where Python needs a few hundred to start; not every server has it.
   // `date +%s` counts whole seconds: one more keeps the wait at least the timeout.
   const curl = [
-    `url=${q(url)}; deadline=$(( $(date +%s) + ${Math.ceil(timeoutSeconds)} + 1 ))`,
+    `url=${q(url)}; deadline=$(( $(date +%s) + ${Math.ceil(timeoutSeconds)} + 1 )); bad=0`,
     'while :; do',
     `  out=$(curl -sS -o /dev/null -w '\\n%{http_code}' --max-time 5 "$url" 2>&1) || true`,
     '  code=$(printf "%s" "$out" | tail -n 1); last=$(printf "%s" "$out" | head -n 1)',
-    '  case "$code" in 2??) echo "$url answered $code"; exit 0 ;; 000) ;; *) last="HTTP $code" ;; esac',
+    '  case "$code" in 2??) echo "$url answered $code"; exit 0 ;; 000) bad=0 ;; 502|503|504) bad=0; last="HTTP $code" ;; 5??) bad=$((bad + 1)); last="HTTP $code" ;; *) bad=0; last="HTTP $code" ;; esac',
+    `  if [ "$bad" -ge ${HEALTH_FAST_FAIL} ]; then echo "$url answered $last ($bad times in a row): the release is broken" >&2; exit 1; fi`,
     `  if [ "$(date +%s)" -ge "$deadline" ]; then echo "$url not healthy after ${timeoutSeconds} s: $last" >&2; exit 1; fi`,
     '  sleep 0.5',
     'done'
@@ -349,7 +453,7 @@ export function healthCheck(l: Layout, release: string, url: string, timeoutSeco
     'if command -v curl >/dev/null 2>&1; then',
     ...curl.map(line => `  ${line}`),
     'fi',
-    words('.venv/bin/python', '-c', py, url, String(timeoutSeconds))
+    words('.venv/bin/python', '-c', py, url, String(timeoutSeconds), String(HEALTH_FAST_FAIL))
   )
 }
 

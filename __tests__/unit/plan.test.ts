@@ -1,0 +1,160 @@
+import {
+  historyOf,
+  liveStack,
+  publishSteps,
+  releasesToRemove,
+  revertSteps,
+  rollbackTarget,
+  updateSteps,
+  wentLive
+} from '../../src/deploy/plan.js'
+import { layout, parseInspect, type HistoryEntry } from '../../src/remote/commands.js'
+import type { DeploySettings } from '../../src/settings.js'
+
+const d: DeploySettings = {
+  path: '/srv/app',
+  sharedPaths: ['.env'],
+  remotePython: 'python3',
+  venvOptions: [],
+  pipArgs: [],
+  migrate: true,
+  collectstatic: false,
+  nginx: true,
+  nginxTestCommand: 'sudo -n nginx -t',
+  nginxReloadCommand: 'sudo -n nginx -s reload',
+  healthCheckUrl: 'http://127.0.0.1/health/',
+  healthCheckTimeout: 10,
+  deployCheck: 'warn',
+  keepReleases: 2,
+  lockTimeout: 10,
+  dryRun: false,
+  gunicornPidfile: '/run/gunicorn.pid'
+}
+const source = {
+  name: 'v2',
+  revision: 'abc',
+  treeish: 'HEAD',
+  repoRoot: '/r',
+  venvKey: 'k',
+  hasRequirements: false
+}
+const live = (...names: string[]): HistoryEntry[] => names.map(release => ({ event: 'live', release }))
+
+describe('steps', () => {
+  it('prepares everything, checks the deploy settings and asks the health URL before anything goes live', () => {
+    expect(updateSteps(d, layout(d.path), source).map(s => s.name)).toEqual([
+      'prepare',
+      'upload',
+      'shared',
+      'virtualenv',
+      'nginx-test',
+      'preflight',
+      'deploy-check',
+      'migrate',
+      'health-before-switch'
+    ])
+    expect(publishSteps(d, layout(d.path), 'v2', 'v1').map(s => s.name)).toEqual([
+      'switch',
+      'reload',
+      'nginx',
+      'health',
+      'record'
+    ])
+  })
+  it('deploy-check: off leaves only manage.py check; fail passes its mode to the check', () => {
+    const off = updateSteps({ ...d, deployCheck: 'off', healthCheckUrl: undefined }, layout(d.path), source)
+    expect(off.map(s => s.name)).not.toContain('deploy-check')
+    const fail = updateSteps({ ...d, deployCheck: 'fail' }, layout(d.path), source)
+    expect(fail.find(s => s.name === 'deploy-check')?.manage?.args).toEqual(['fail'])
+  })
+  it('the pre-switch health step asks the URL with the health timeout, in the preflight Python process', () => {
+    const steps = updateSteps(d, layout(d.path), source)
+    const h = steps.find(s => s.name === 'health-before-switch')
+    expect(h?.manage).toMatchObject({ release: 'v2', args: ['http://127.0.0.1/health/', '10'] })
+    expect(h?.manage?.python).toContain('django.test import Client')
+  })
+  it('a first deploy with no reload or health input only switches (and records)', () => {
+    const bare = { ...d, nginx: false, healthCheckUrl: undefined, gunicornPidfile: undefined }
+    expect(publishSteps(bare, layout(d.path), 'v1').map(s => s.name)).toEqual(['switch', 'record'])
+  })
+  it('a revert puts back the exact old link and records nothing (the old release was live already)', () => {
+    const steps = revertSteps(d, layout(d.path), 'v2', 'v1', '/srv/app/releases/v1')
+    expect(steps.map(s => s.name)).toEqual([
+      'revert-switch',
+      'revert-reload',
+      'revert-nginx',
+      'revert-health'
+    ])
+    expect(steps[0].script).toContain('ln -s /srv/app/releases/v1 /srv/app/current.tmp-v1')
+  })
+})
+
+describe('history', () => {
+  it('reads the history lines inspect prints, and knows a server that has none', () => {
+    const s = parseInspect(
+      [
+        'current=v3',
+        'current-link=releases/v3',
+        'release=v1',
+        'release=v2',
+        'history-file=yes',
+        'history=2026-12-01T10:00:00Z live v1',
+        'history=2026-12-01T11:00:00Z live v3',
+        'history=2026-12-01T12:00:00Z rollback v1',
+        'history=garbage'
+      ].join('\n')
+    )
+    expect(s).toMatchObject({ current: 'v3', currentLink: 'releases/v3', releases: ['v1', 'v2'] })
+    expect(s.history).toEqual([...live('v1', 'v3'), { event: 'rollback', release: 'v1' }])
+    expect(parseInspect('history-file=yes\n').history).toEqual([])
+    expect(parseInspect('current=v1\n').history).toBeUndefined()
+  })
+  it('a server deployed before the history: the releases uploaded up to the live one went live', () => {
+    expect(historyOf({ current: 'b', releases: ['a', 'b', 'c'] })).toEqual(live('a', 'b'))
+    expect(historyOf({ releases: ['a'] })).toEqual([])
+  })
+  it('rolls back past a refused release to the one that was live before', () => {
+    const state = { current: 'v3', releases: ['v2', 'v3-refused', 'v3'], history: live('v1', 'v2', 'v3') }
+    expect(rollbackTarget(state)).toBe('v2')
+    expect(wentLive(state, 'v3-refused')).toBe(false)
+    expect(wentLive(state, 'v2')).toBe(true)
+  })
+  it('rolling back twice goes two releases back, not forward to the one just rolled away from', () => {
+    const history: HistoryEntry[] = [...live('v1', 'v2', 'v3'), { event: 'rollback', release: 'v2' }]
+    expect(liveStack(history, 'v2')).toEqual(['v1', 'v2'])
+    expect(rollbackTarget({ current: 'v2', releases: ['v1', 'v2', 'v3'], history })).toBe('v1')
+  })
+  it('a release moved live by hand is the top; a target no longer on the server is skipped', () => {
+    expect(liveStack(live('v1', 'v2'), 'v1')).toEqual(['v2', 'v1'])
+    expect(rollbackTarget({ current: 'v3', releases: ['v1', 'v3'], history: live('v1', 'v2', 'v3') })).toBe(
+      'v1'
+    )
+    expect(rollbackTarget({ current: 'v1', releases: ['v1'], history: live('v1') })).toBeUndefined()
+  })
+})
+
+describe('cleanup', () => {
+  it('keeps the releases that went live most recently; a refused one counts for nothing and goes', () => {
+    const state = {
+      current: 'v2',
+      releases: ['v0', 'v1', 'v2', 'v3-refused'],
+      history: live('v0', 'v1', 'v2')
+    }
+    expect(releasesToRemove(state, 3, 'v4')).toEqual(['v0', 'v3-refused'])
+    expect(releasesToRemove(state, 1, 'v4')).toEqual(['v0', 'v1', 'v3-refused'])
+  })
+  it('never removes the live one nor the one to roll back to, even with keep 1', () => {
+    const state = { current: 'v3', releases: ['v1', 'v2', 'v3', 'v4'] }
+    expect(releasesToRemove(state, 1, 'v5')).toEqual(['v1', 'v2', 'v4'])
+    expect(releasesToRemove({ releases: ['a', 'b'] }, 5, 'c')).toEqual(['a', 'b'])
+  })
+  it('counts a release once, at the last time it went live (a rollback makes it recent)', () => {
+    const state = {
+      current: 'v1',
+      releases: ['v1', 'v2', 'v3'],
+      history: [...live('v1', 'v2', 'v3'), { event: 'rollback' as const, release: 'v1' }]
+    }
+    // went live, most recent last: v2, v3, v1, v4 → keep 2: v1, v4 (v1 is also the one to roll back to)
+    expect(releasesToRemove(state, 2, 'v4')).toEqual(['v2', 'v3'])
+  })
+})
