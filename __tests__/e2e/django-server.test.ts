@@ -21,7 +21,8 @@ const d = {
   sharedPaths: [],
   venvOptions: [],
   pipArgs: [],
-  remotePython: 'python3'
+  remotePython: 'python3',
+  deployCheck: 'off'
 } as unknown as DeploySettings
 
 describe.each(djangoVersions())('Django $version on the server', ({ version, env }) => {
@@ -43,8 +44,8 @@ describe.each(djangoVersions())('Django $version on the server', ({ version, env
     writeFileSync(join(release, '.env'), `DATABASE_PATH=${join(base, `${version}.sqlite3`)}\n`)
   })
 
-  const steps = (): ReturnType<typeof batch> => {
-    const all = updateSteps(d, l, {
+  const steps = (o: Partial<DeploySettings> = {}): ReturnType<typeof batch> => {
+    const all = updateSteps({ ...d, ...o }, l, {
       name: 'r1',
       revision: 'x',
       treeish: 'HEAD',
@@ -59,7 +60,25 @@ describe.each(djangoVersions())('Django $version on the server', ({ version, env
     )
   }
   const run = (script: string) =>
-    spawnSync('/bin/sh', ['-c', script], { env: { ...process.env, ...env }, encoding: 'utf8' })
+    spawnSync('/bin/sh', ['-c', script], {
+      env: { ...process.env, ...env, PYTHONDONTWRITEBYTECODE: '1' },
+      encoding: 'utf8'
+    })
+  const marks = (stdout: string): string[] => stdout.split('\n').filter(line => line.startsWith('MARK:'))
+  /** Runs `body` with the release's health view replaced by `view` (Python source of `def health(request)`). */
+  const withHealthView = <T>(view: string, body: () => T): T => {
+    const views = join(release, 'pages/views.py')
+    const original = execFileSync('cat', [views]).toString()
+    const i = original.indexOf('def health(request):')
+    const j = original.indexOf('\ndef ', i + 1)
+    writeFileSync(views, original.slice(0, i) + view + '\n\n' + original.slice(j))
+    try {
+      return body()
+    } finally {
+      writeFileSync(views, original)
+    }
+  }
+  const health = { healthCheckUrl: 'http://127.0.0.1:8000/health/', healthCheckTimeout: 5 }
 
   it('runs preflight, migrate and collectstatic in one process, each reported', () => {
     const b = steps()
@@ -96,5 +115,73 @@ describe.each(djangoVersions())('Django $version on the server', ({ version, env
     } finally {
       writeFileSync(settings, original)
     }
+  })
+
+  it('reports each check --deploy warning with the server settings, and stops on them with deploy-check: fail', () => {
+    const warn = run(steps({ deployCheck: 'warn' }).script)
+    expect(warn.status).toBe(0)
+    expect(marks(warn.stdout)).toEqual([
+      'MARK: preflight 0',
+      'MARK: deploy-check 0',
+      'MARK: migrate 0',
+      'MARK: collectstatic 0'
+    ])
+    const warnings = warn.stdout
+      .split('\n')
+      .filter(w => w.startsWith('django-deploy-warning: check --deploy: '))
+    // the example runs with DEBUG off but Django's insecure placeholder key and no HTTPS settings
+    expect(warnings.join('\n')).toMatch(/\(security\.W009\)/)
+    expect(warnings.join('\n')).toMatch(/\(security\.W004\)/)
+    expect(warnings.every(w => !w.includes('\n'))).toBe(true)
+    const fail = run(steps({ deployCheck: 'fail' }).script)
+    expect(fail.status).toBe(1)
+    expect(marks(fail.stdout)).toEqual(['MARK: preflight 0', 'MARK: deploy-check 1'])
+    expect(fail.stderr).toMatch(/check --deploy found warnings, and deploy-check is fail/)
+  })
+
+  it('asks the health URL through Django before the switch: 200 passes with the Host header of the URL', () => {
+    withHealthView(
+      "def health(request):\n    return HttpResponse('host ' + request.get_host(), content_type='text/plain')",
+      () => {
+        const r = run(steps(health).script)
+        expect(marks(r.stdout)).toEqual([
+          'MARK: preflight 0',
+          'MARK: migrate 0',
+          'MARK: collectstatic 0',
+          'MARK: health-before-switch 0'
+        ])
+        expect(r.stdout).toMatch(/\/health\/ \(Host: 127\.0\.0\.1:8000\) in the new release.*: HTTP 200/)
+      }
+    )
+  })
+
+  it.each([
+    [
+      'a 500',
+      "def health(request):\n    return HttpResponse('database says no\\nsecond line', status=500)",
+      /HTTP 500\ndatabase says no\nsecond line/
+    ],
+    [
+      'an exception',
+      "def health(request):\n    raise RuntimeError('cache unreachable')",
+      /raised\nTraceback[\s\S]*RuntimeError: cache unreachable/
+    ],
+    [
+      'no answer in time',
+      'def health(request):\n    import time\n    time.sleep(30)\n    return HttpResponse()',
+      /raised\nTraceback[\s\S]*TimeoutError: no answer within 5 s/
+    ]
+  ])('refuses %s from the health URL before the switch, showing why', (_what, view, why) => {
+    withHealthView(view, () => {
+      const r = run(steps(health).script)
+      expect(r.status).toBe(1)
+      expect(marks(r.stdout)).toEqual([
+        'MARK: preflight 0',
+        'MARK: migrate 0',
+        'MARK: collectstatic 0',
+        'MARK: health-before-switch 1'
+      ])
+      expect(r.stderr).toMatch(why)
+    })
   })
 })
