@@ -75,6 +75,9 @@ test('a first deploy to an empty server needs no reload or health-check input', 
   expect(existsSync(join(t.deployPath, 'current/.venv/bin/python'))).toBe(true)
   expect(r.summary).toContain('v1.0.0')
   expect(r.log).toMatch(/::warning::[^\n]*no running Gunicorn in/)
+  // Django's deploy check ran on the server with its settings (.env): each warning annotated and summarised
+  expect(r.log).toMatch(/::warning::[^\n]*check --deploy: [^\n]*\(security\.W009\)/)
+  expect(r.summary).toMatch(/Server warnings \(\d+\)[\s\S]*security\.W009/)
   await t.startGunicorn()
   const home = await get('/')
   expect(home.status).toBe(200)
@@ -135,26 +138,65 @@ test('a release whose settings do not import is refused before the switch; the o
   expect(versionMarker((await get('/')).body)).toBe('v2')
 })
 
-test('a release that fails its health check is rolled back automatically', async () => {
+test('a release whose health URL answers 500 is refused before the switch: under load, not one request fails', async () => {
   repo.write('VERSION', 'v4-unhealthy\n')
   repo
     .write(
       'pages/views.py',
       repo
         .read('pages/views.py')
-        .replace("return HttpResponse('ok'", "return HttpResponse('sick', status=500) or HttpResponse('ok'")
+        .replace(
+          "return HttpResponse('ok'",
+          "return HttpResponse('sick: the database says no', status=500) or HttpResponse('ok'"
+        )
     )
     .commit('unhealthy')
-  const r = await runAction(full({ 'health-check-timeout': '3' }), {
+  const load = startLoad(`${t.url}/`, { concurrency: 4, maxSeconds: 120, marker: versionMarker })
+  await new Promise(r => setTimeout(r, 500))
+  const r = await runAction(full({ 'health-check-timeout': '30' }), {
     workspace: repo.dir,
     env: TAG('v4.0.0')
   }).finally(() => repo.git('revert', '--no-edit', 'HEAD'))
+  const result = await load.stop()
+  expectFailed(r, /step health-before-switch failed/)
+  expect(r.outputs['rolled-back']).toBe('false')
+  expect(r.log).toMatch(/\/health\/ \(Host: 127\.0\.0\.1:\d+\) in the new release[^\n]*: HTTP 500/)
+  expect(r.log).toContain('sick: the database says no')
+  expect(r.summary).toContain('sick: the database says no')
+  expect(r.log).not.toMatch(/step switch/)
+  expect({ non200: result.non200, errors: result.errors, bodies: Object.keys(result.bodies) }).toEqual({
+    non200: 0,
+    errors: 0,
+    bodies: ['v2']
+  })
+  expect(live()).toBe('releases/v2.0.0')
+  expect((await get('/health/')).status).toBe(200)
+})
+
+test('a release that answers 500 only behind Gunicorn fails its health check after the switch at once and is rolled back', async () => {
+  // Healthy through Django's test client (no SERVER_SOFTWARE), broken as served: the check after the switch.
+  repo
+    .write(
+      'pages/views.py',
+      repo
+        .read('pages/views.py')
+        .replace(
+          'def health(request):\n',
+          "def health(request):\n    if 'gunicorn' in request.META.get('SERVER_SOFTWARE', ''):\n        return HttpResponse('broken behind gunicorn', status=500)\n"
+        )
+    )
+    .commit('unhealthy behind gunicorn')
+  const r = await runAction(full({ 'health-check-timeout': '600' }), {
+    workspace: repo.dir,
+    env: TAG('v4.1.0')
+  }).finally(() => repo.git('revert', '--no-edit', 'HEAD'))
   expectFailed(r, /step health failed/)
+  expect(r.log).toMatch(/health-before-switch[\s\S]*: HTTP 200/)
+  // three 500s in a row end the wait, long before the 600 s timeout
+  expect(r.log).toMatch(/answered HTTP 500[^\n]*\(3 times in a row\): the release is broken/)
   expect(r.outputs['rolled-back']).toBe('true')
-  expect(r.log).toMatch(/HTTP 500/)
   expect(live()).toBe('releases/v2.0.0')
   expect(versionMarker((await get('/')).body)).toBe('v2')
-  expect((await get('/health/')).status).toBe(200)
 })
 
 test('a new migration is applied and a new local dependency installed and used (Gunicorn re-executed)', async () => {
@@ -223,5 +265,40 @@ test('mode rollback puts the previous release back', async () => {
     'rolled-back': 'true'
   })
   expect(live()).toBe('releases/v5.0.0')
+  expect(versionMarker((await get('/')).body)).toBe('v5')
+})
+
+test('rollback and cleanup know which releases went live: a refused release is never a target nor kept', async () => {
+  const deploy = async (version: string, extra: Record<string, string> = {}): Promise<ActionRun> => {
+    repo.write('VERSION', `${version}\n`).commit(version)
+    return runAction(full({ 'keep-releases': '3', ...extra }), {
+      workspace: repo.dir,
+      env: TAG(`${version}.0.0`)
+    })
+  }
+  expectOk(await deploy('v7'))
+  // refused before the switch (its settings do not import)
+  repo.write('mysite/broken.py', 'raise RuntimeError("settings cannot import")\n')
+  repo.write('mysite/settings.py', repo.read('mysite/settings.py') + '\nimport mysite.broken  # noqa\n')
+  const refused = await deploy('v8', { checks: 'none' }).finally(() =>
+    repo.git('revert', '--no-edit', 'HEAD')
+  )
+  expectFailed(refused, /step preflight failed/)
+  expect(releases()).toContain('v8.0.0')
+  expectOk(await deploy('v9'))
+  // went live, most recent last: …, v6, v5 (rolled back to), v7, v9: the three last are kept, v8 never counted
+  expect(releases()).toEqual(['v5.0.0', 'v7.0.0', 'v9.0.0'])
+  const history = await t.run(`cat ${t.deployPath}/.deploy-history`)
+  expect(history.stdout).toMatch(/ live v7\.0\.0\n.* live v9\.0\.0\n$/)
+  expect(history.stdout).not.toContain('v8.0.0')
+
+  const back = await runAction(full({ mode: 'rollback' }), { workspace: repo.dir })
+  expectOk(back)
+  expect(back.outputs).toMatchObject({ release: 'v7.0.0', 'previous-release': 'v9.0.0' })
+  expect(versionMarker((await get('/')).body)).toBe('v7')
+  // a second rollback goes further back, not forward to the release just rolled away from
+  const again = await runAction(full({ mode: 'rollback' }), { workspace: repo.dir })
+  expectOk(again)
+  expect(again.outputs).toMatchObject({ release: 'v5.0.0', 'previous-release': 'v7.0.0' })
   expect(versionMarker((await get('/')).body)).toBe('v5')
 })
