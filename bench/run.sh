@@ -3,6 +3,7 @@
 # on two identical sandbox targets (sshd + nginx + gunicorn on loopback), under the same HTTP load.
 #
 # Usage: npm run bench            (= bash bench/run.sh; needs root: the sandbox makes users, sudoers, nginx)
+#        npm run bench:broken     (= bash bench/run.sh broken: a 500-answering release, before vs now)
 #        BENCH_ROUNDS=5 npm run bench
 # Writes bench/results.md and prints the same Markdown.
 set -euo pipefail
@@ -18,4 +19,4 @@ if [ ! -f dist/index.js ]; then
   echo "== dist/index.js missing: npm run bundle"
   npm run bundle
 fi
-exec npx tsx bench/deploy.mts
+exec npx tsx "bench/${1:-deploy}.mts"

@@ -27,6 +27,8 @@ export interface ActionOptions {
   timeoutMs?: number
   /** The node binary to run the action with (default: the one running the tests). */
   node?: string
+  /** The bundle to run (default: dist/index.js; the benchmark runs an older one beside it). */
+  dist?: string
 }
 
 let node24Path: string | undefined
@@ -76,7 +78,7 @@ export async function runAction(inputs: Record<string, string>, o: ActionOptions
     ...o.env,
     ...inputEnv(inputs)
   }
-  const child: ChildProcess = spawn(o.node ?? process.execPath, [DIST], {
+  const child: ChildProcess = spawn(o.node ?? process.execPath, [o.dist ?? DIST], {
     cwd: o.workspace,
     env,
     stdio: ['ignore', 'pipe', 'pipe']
