@@ -32,7 +32,10 @@ interface Sample {
 
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'dd-bench-broken-'))
 const before = path.join(scratch, 'before.js')
-writeFileSync(before, execFileSync('git', ['-C', ROOT, 'show', `${BEFORE}:dist/index.js`]))
+writeFileSync(
+  before,
+  execFileSync('git', ['-C', ROOT, 'show', `${BEFORE}:dist/index.js`], { maxBuffer: 64 << 20 })
+)
 let t: Target | undefined
 let repo: Repo | undefined
 
