@@ -48,6 +48,11 @@ export interface GunicornOptions {
   env?: Record<string, string>
   /** How long to wait for gunicorn to answer HTTP. Default 30000 ms. */
   timeoutMs?: number
+  /**
+   * Start `<current>/.venv/bin/gunicorn` by itself, so its shebang's interpreter (`venvs/<key>/bin/python`)
+   * runs it: the start that keeps the old virtualenv on a USR2 re-exec (tests of that refusal).
+   */
+  byShebang?: boolean
 }
 
 export interface TargetLogs {
@@ -392,13 +397,16 @@ export async function startTarget(opts: TargetOptions = {}): Promise<Target> {
   const nginxTestCommand = `sudo -n ${NGINX} -c ${nginxConf} -t`
   const nginxReloadCommand = `sudo -n ${NGINX} -c ${nginxConf} -s reload`
   const current = path.join(deployPath, 'current')
-  // Not `python -m gunicorn`: on USR2 gunicorn re-execs `sys.executable` + `sys.argv`, which for `-m` is
-  // `python .../gunicorn/__main__.py`, and with gunicorn/ first on sys.path its `http` package shadows the
-  // stdlib one (Django fails: `cannot import name 'cookies' from 'http'`). A launcher script re-execs cleanly,
-  // and as `<current>/.venv/bin/python`, so the new master runs the new release's virtualenv.
+  // As the README tells users to start it: the interpreter through `current`, so a USR2 re-exec (which runs
+  // `sys.executable` + `sys.argv` again) resolves `current` anew and runs the new release's virtualenv; the
+  // `gunicorn` console script that pip puts in the virtualenv (the example's requirements install it over
+  // Debian's gunicorn). Not `python -m gunicorn`: for `-m`, the re-exec runs `python .../gunicorn/__main__.py`,
+  // and with gunicorn/ first on sys.path its `http` package shadows the stdlib one (Django fails: `cannot
+  // import name 'cookies' from 'http'`). A hand-made release with no bin/gunicorn gets a launcher script
+  // that does what the console script does.
   const launcher = path.join(root, 'bin', 'gunicorn')
-  const gunicornCommandFor = (bind: string) =>
-    `cd ${shq(current)} && exec ${shq(current + '/.venv/bin/python')} ${shq(launcher)} --chdir ${shq(current)}` +
+  const gunicornCommandFor = (bind: string, script = `${current}/.venv/bin/gunicorn`) =>
+    `cd ${shq(current)} && exec ${shq(current + '/.venv/bin/python')} ${shq(script)} --chdir ${shq(current)}` +
     ` --pid ${shq(gunicornPidfile)} --bind ${bind} --workers ${workers} ${wsgiModule}`
 
   let uid = -1
@@ -454,7 +462,14 @@ export async function startTarget(opts: TargetOptions = {}): Promise<Target> {
     } catch {
       throw new Error(`no ${current}/.venv/bin/python: deploy a release (with its .venv) first`)
     }
-    const cmd = gunicornCommandFor(`${host}:${gunicornPort}`)
+    const documented = await fs.access(path.join(current, '.venv/bin/gunicorn')).then(
+      () => true,
+      () => false
+    )
+    const cmd = g.byShebang
+      ? `cd ${shq(current)} && exec ${shq(current + '/.venv/bin/gunicorn')} --chdir ${shq(current)}` +
+        ` --pid ${shq(gunicornPidfile)} --bind ${host}:${gunicornPort} --workers ${workers} ${wsgiModule}`
+      : gunicornCommandFor(`${host}:${gunicornPort}`, documented ? undefined : launcher)
     const d = spawnDaemon(
       '/usr/bin/setpriv',
       [`--reuid=${uid}`, `--regid=${gid}`, '--init-groups', '--', '/bin/bash', '-c', cmd],

@@ -3,12 +3,12 @@
  * server to a deploy path served by real Gunicorn and nginx, started on loopback by the sandbox.
  */
 import { jest } from '@jest/globals'
-import { existsSync, readlinkSync, readdirSync } from 'node:fs'
+import { existsSync, readFileSync, readlinkSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { startLoad, versionMarker } from '../../sandbox/load.js'
 import { deployInputs, liveInputs } from '../../sandbox/inputs.js'
 import { startTarget, type Target } from '../../sandbox/target.js'
-import { expectOk, Repo, runAction, type ActionRun } from '../helpers/action.js'
+import { expectOk, Repo, ROOT, runAction, type ActionRun } from '../helpers/action.js'
 import { startFakeGitHub } from '../helpers/fake-github.js'
 import { buildWheel } from '../helpers/wheel.js'
 
@@ -23,6 +23,18 @@ async function get(path: string): Promise<{ status: number; body: string }> {
   return { status: r.status, body: await r.text() }
 }
 const live = (): string => readlinkSync(join(t.deployPath, 'current'))
+/** Live Gunicorn masters of the target (the pidfile's and a USR2 child's), by /proc. */
+async function masters(): Promise<number[]> {
+  const r = await t.run(
+    `for f in ${t.gunicornPidfile} ${t.gunicornPidfile}.2; do p=$(cat $f 2>/dev/null) && [ -d /proc/$p ] && echo $p; done | sort -u`
+  )
+  return r.stdout.split('\n').filter(Boolean).map(Number)
+}
+/** The first four words of the running master's command line. */
+async function masterCommand(): Promise<string[]> {
+  const pid = readFileSync(t.gunicornPidfile, 'utf8').trim()
+  return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(0, 4)
+}
 const releases = (): string[] => readdirSync(join(t.deployPath, 'releases')).sort()
 
 const inputs = (extra: Record<string, string> = {}): Record<string, string> =>
@@ -244,6 +256,71 @@ test('a new migration is applied and a new local dependency installed and used (
   expect(await get('/version/')).toEqual({ status: 200, body: 'V5!' })
   const cols = await t.run(`cd ${t.deployPath}/current && .venv/bin/python manage.py showmigrations pages`)
   expect(cols.stdout).toContain('[X] 0003_greeting_note')
+  // Gunicorn runs as the README tells users to start it (and one master is left)
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+  const documented = /^ExecStart=(\S+) (\S+) --chdir (\S+) /m
+    .exec(readme)!
+    .slice(1)
+    .map(w => w.replace('/srv/mysite', t.deployPath))
+  expect(await masterCommand()).toEqual([documented[0], documented[1], '--chdir', documented[2]])
+  expect(documented[0]).toBe(`${t.deployPath}/current/.venv/bin/python`)
+  expect(await masters()).toHaveLength(1)
+})
+
+test('a Gunicorn started by its shebang keeps the old virtualenv on USR2: refused, the new master stopped, the old one serves', async () => {
+  await t.stopGunicorn()
+  await t.startGunicorn({ byShebang: true })
+  const wheel = buildWheel(join(repo.dir, 'vendor'), 'extradep', '1.0', 'X = 1\n')
+  repo.write('requirements.txt', repo.read('requirements.txt') + 'extradep==1.0\n').commit(`add ${wheel}`)
+  const load = startLoad(`${t.url}/`, { concurrency: 4, maxSeconds: 120, marker: versionMarker })
+  const r = await runAction(full(), { workspace: repo.dir, env: TAG('v5.1.0') }).finally(() =>
+    repo.git('revert', '--no-edit', 'HEAD')
+  )
+  const result = await load.stop()
+  expectFailed(r, /step reload failed/)
+  expect(r.log).toMatch(/a USR2 re-exec of gunicorn runs \S+\/venvs\/\w+, not the release's virtualenv/)
+  expect(r.log).toMatch(/stopped the new master; the old one keeps serving/)
+  expect(r.outputs['rolled-back']).toBe('true')
+  expect({ non200: result.non200, errors: result.errors }).toEqual({ non200: 0, errors: 0 })
+  expect(live()).toBe('releases/v5.0.0')
+  expect(await masters()).toHaveLength(1)
+  expect(await get('/version/')).toEqual({ status: 200, body: 'V5!' })
+  await t.stopGunicorn()
+  await t.startGunicorn()
+})
+
+test('a new master whose workers cannot load the app is stopped after USR2; the old one keeps serving', async () => {
+  const wheel = buildWheel(join(repo.dir, 'vendor'), 'extradep', '2.0', 'X = 2\n')
+  repo.write('requirements.txt', repo.read('requirements.txt') + 'extradep==2.0\n')
+  // fine for manage.py and Django's test client before the switch; broken as Gunicorn loads it
+  repo.write(
+    'mysite/wsgi.py',
+    repo.read('mysite/wsgi.py') +
+      "\nimport sys\nif 'gunicorn' in sys.modules:\n    raise RuntimeError('wsgi broken under gunicorn')\n"
+  )
+  repo.commit(`broken wsgi and ${wheel}`)
+  const load = startLoad(`${t.url}/`, { concurrency: 4, maxSeconds: 120, marker: versionMarker })
+  const r = await runAction(full(), { workspace: repo.dir, env: TAG('v5.2.0') }).finally(() =>
+    repo.git('revert', '--no-edit', 'HEAD')
+  )
+  const result = await load.stop()
+  expectFailed(r, /step reload failed/)
+  expect(r.log).toMatch(/new gunicorn master \d+ (exited while starting|had no ready workers)/)
+  expect(r.outputs['rolled-back']).toBe('true')
+  expect({ non200: result.non200, errors: result.errors }).toEqual({ non200: 0, errors: 0 })
+  expect(await masters()).toHaveLength(1)
+  expect(await get('/version/')).toEqual({ status: 200, body: 'V5!' })
+})
+
+test('a gunicorn-pidfile that names no running master fails the deploy once a release is live', async () => {
+  repo.write('VERSION', 'v5-typo\n').commit('typo')
+  const r = await runAction(full({ 'gunicorn-pidfile': `${t.gunicornPidfile}.typo` }), {
+    workspace: repo.dir,
+    env: TAG('v5.3.0')
+  }).finally(() => repo.git('revert', '--no-edit', 'HEAD'))
+  expectFailed(r, /step reload failed/)
+  expect(r.log).toMatch(/names no running Gunicorn master while release v5\.0\.0 is live/)
+  expect(live()).toBe('releases/v5.0.0')
 })
 
 test('keep-releases removes old releases but never the live or the previous one', async () => {

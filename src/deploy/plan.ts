@@ -113,7 +113,13 @@ export function publishSteps(
   record: HistoryEntry['event'] | null = 'live',
   link?: string
 ): Step[] {
-  const steps: Step[] = [{ name: 'switch', script: cmd.switchTo(l, release, link) }]
+  const steps: Step[] = []
+  // Which virtualenv the running master runs must be read before `current` moves (see probeGunicorn).
+  if (d.gunicornPidfile || d.gunicornService) {
+    const master = d.gunicornPidfile ? { pidfile: d.gunicornPidfile } : { service: d.gunicornService! }
+    steps.push({ name: 'gunicorn-probe', script: cmd.probeGunicorn(l, master) })
+  }
+  steps.push({ name: 'switch', script: cmd.switchTo(l, release, link) })
   const reload = reloadStep(d, l, release, previous)
   if (reload) steps.push(reload)
   if (d.nginx) {
@@ -142,7 +148,7 @@ function reloadStep(d: DeploySettings, l: Layout, release: string, previous?: st
       script: cmd.reloadGunicorn(l, d.gunicornPidfile, release, previous)
     }
   }
-  if (d.gunicornService) return { name: 'reload', script: cmd.reloadService(d.gunicornService) }
+  if (d.gunicornService) return { name: 'reload', script: cmd.reloadService(l, d.gunicornService, release) }
   if (d.reloadCommand) return { name: 'reload', script: cmd.userCommand(l.current, d.reloadCommand) }
   return undefined
 }

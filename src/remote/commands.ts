@@ -330,62 +330,160 @@ export function removeCurrent(l: Layout): string {
   return script(`rm -f ${q(l.current)}`)
 }
 
-/** Process helpers from /proc (procps may be missing on small servers); a zombie counts as gone. */
+/**
+ * Process helpers from /proc (procps may be missing on small servers); a zombie counts as gone.
+ * - `venv_of PID`: the virtualenv a Python process runs, from the interpreter it was started with (the first word
+ *   of its command line, relative to its working directory), resolved through links now; `?` when unknown
+ *   (e.g. setproctitle rewrote the command line).
+ * - `ready PID`: a Gunicorn worker has loaded the application and entered its request loop: its heartbeat file
+ *   (a deleted `wgunicorn-*` the master watches) was touched after it was made (gunicorn's notify() flips the
+ *   mode from 600, or, since gunicorn 21, sets its mtime to a monotonic clock reading).
+ * - `workers_ready PID`: a master has workers and every one of them is ready.
+ */
 const PROC = [
-  `children() { grep -ls "^PPid:[[:space:]]*$1$" /proc/[0-9]*/status | cut -d/ -f3; }`,
-  `alive() { [ -r "/proc/$1/status" ] && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"; }`
+  `children() { grep -ls "^PPid:[[:space:]]*$1$" /proc/[0-9]*/status 2>/dev/null | cut -d/ -f3; }`,
+  `alive() { [ -r "/proc/$1/status" ] && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"; }`,
+  `venv_of() { exe=$(tr '\\000' '\\n' < "/proc/$1/cmdline" 2>/dev/null | head -n 1); case "$exe" in /*) ;; ?*) exe="/proc/$1/cwd/$exe" ;; esac; case "$exe" in */bin/python*) readlink -f "\${exe%/bin/*}" || echo '?' ;; *) echo '?' ;; esac; }`,
+  `ready() { for f in /proc/$1/fd/*; do case "$(readlink "$f" 2>/dev/null)" in *wgunicorn-*) set -- $(stat -Lc '%a %Y %Z' "$f" 2>/dev/null); [ $# -eq 3 ] || return 1; [ "$1" != 600 ] || [ "$2" != "$3" ]; return ;; esac; done; return 1; }`,
+  `workers_ready() { ws=$(children "$1"); [ -n "$ws" ] || return 1; for w in $ws; do ready "$w" || return 1; done; }`,
+  // Stops a master that must not stay (TERM, then KILL with its workers after 10 s).
+  `stop_master() { ws=$(children "$1"); kill -TERM "$1" 2>/dev/null || true; i=0; while alive "$1" && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; alive "$1" && kill -KILL "$1" $ws 2>/dev/null; return 0; }`
 ]
 
+/** Where the probe before the switch leaves which virtualenv the running Gunicorn master runs. */
+const masterFile = (l: Layout): string => `${l.root}/.gunicorn-master`
+
 /**
- * Reloads Gunicorn through its pidfile. HUP re-forks workers from the same master (new code, same
- * interpreter); when the release's virtualenv differs from the one the master runs, USR2 starts a new master
- * from `current`, and the old one is stopped only once the new one has workers.
+ * Before `current` moves: which virtualenv the running Gunicorn master runs, read from /proc while its
+ * interpreter path still resolves as it did when the master started (`current/.venv/bin/python` resolves to
+ * the new release's virtualenv once `current` has moved).
+ */
+export function probeGunicorn(l: Layout, master: { pidfile: string } | { service: string }): string {
+  return script(
+    ...PROC,
+    'pidfile' in master
+      ? `pid=$(cat ${q(master.pidfile)} 2>/dev/null || true)`
+      : `pid=$(systemctl show -p MainPID --value ${q(master.service)} 2>/dev/null || true)`,
+    `rm -f ${q(masterFile(l))}`,
+    'if [ -n "$pid" ] && [ "$pid" != 0 ] && alive "$pid"; then',
+    `  printf '%s %s\\n' "$pid" "$(venv_of "$pid")" > ${q(masterFile(l))}`,
+    '  echo "gunicorn master $pid runs $(venv_of "$pid")"',
+    'fi'
+  )
+}
+
+/**
+ * Reloads Gunicorn through its pidfile. HUP re-forks workers from the same master (new code, same interpreter),
+ * when the master already runs the release's virtualenv; else USR2 starts a new master that re-executes the
+ * master's interpreter. Either way the step ends when the new workers have loaded the application. After USR2
+ * the new master must run the release's virtualenv and have its workers ready before the old one is stopped;
+ * if not, the new master is stopped and the old one keeps serving. No running master is a warning on a first
+ * deploy only: with a release live, a pidfile that names no master is a mistake that would keep the old release
+ * serving for ever.
  */
 export function reloadGunicorn(l: Layout, pidfile: string, release: string, previous?: string): string {
   const newVenv = `${releaseDir(l, release)}/.venv`
   const oldVenv = previous ? `${releaseDir(l, previous)}/.venv` : newVenv
+  const start = `${l.current}/.venv/bin/python ${l.current}/.venv/bin/gunicorn --chdir ${l.current} --pid ${pidfile} …`
   return script(
     ...PROC,
     `pidfile=${q(pidfile)}`,
     'pid=$(cat "$pidfile" 2>/dev/null || true)',
     'if [ -z "$pid" ] || ! alive "$pid"; then',
-    `  echo ${q(`${WARN} no running Gunicorn in ${pidfile}: nothing to reload. Start Gunicorn from ${l.current} (see README).`)}`,
-    '  exit 0',
+    ...(previous
+      ? [
+          `  echo ${q(`gunicorn-pidfile ${pidfile} names no running Gunicorn master while release ${previous} is live: check the path, or start Gunicorn (see README)`)} >&2`,
+          '  exit 1'
+        ]
+      : [
+          `  echo ${q(`${WARN} no running Gunicorn in ${pidfile}: nothing to reload. Start Gunicorn from ${l.current} (see README).`)}`,
+          '  exit 0'
+        ]),
     'fi',
-    `if [ "$(readlink -f ${q(newVenv)})" = "$(readlink -f ${q(oldVenv)})" ]; then`,
+    `want=$(readlink -f ${q(newVenv)})`,
+    // What the master runs, as read before the switch; without it, what the previous release linked.
+    `running=$(sed -n "s/^$pid //p" ${q(masterFile(l))} 2>/dev/null || true)`,
+    `[ -n "$running" ] && [ "$running" != '?' ] || running=$(readlink -f ${q(oldVenv)})`,
+    'if [ "$running" = "$want" ]; then',
     '  old=$(children "$pid")',
     '  kill -HUP "$pid"',
     '  i=0',
     '  while [ $i -lt 600 ]; do',
     '    left=""; for c in $old; do alive "$c" && left="$left $c"; done',
-    '    if [ -z "$left" ] && [ -n "$(children "$pid")" ]; then echo "gunicorn $pid reloaded (HUP): workers replaced"; exit 0; fi',
+    '    if [ -z "$left" ] && workers_ready "$pid"; then echo "gunicorn $pid reloaded (HUP): new workers ready"; exit 0; fi',
     '    sleep 0.1; i=$((i+1))',
     '  done',
-    '  echo "gunicorn $pid did not replace its workers within 60 s after HUP (still running:$left)" >&2; exit 1',
+    '  echo "gunicorn $pid did not have new workers ready within 60 s after HUP (old still running:$left)" >&2; exit 1',
     'fi',
+    'echo "gunicorn master $pid runs $running; the release needs $want: USR2"',
     'kill -USR2 "$pid"',
     // The new master writes <pidfile>.2 while the old one lives (it takes <pidfile> once the old one is gone).
     'i=0; new=""',
-    'while [ $i -lt 600 ] && [ -z "$new" ]; do',
-    '  for f in "$pidfile.2" "$pidfile"; do',
-    '    n=$(cat "$f" 2>/dev/null || true)',
-    '    if [ -n "$n" ] && [ "$n" != "$pid" ] && alive "$n" && [ -n "$(children "$n")" ]; then new=$n; break; fi',
-    '  done',
-    '  alive "$pid" || { echo "gunicorn master $pid died during USR2" >&2; exit 1; }',
-    '  [ -n "$new" ] || sleep 0.1',
-    '  i=$((i+1))',
+    'while [ $i -lt 600 ]; do',
+    '  if [ -z "$new" ]; then',
+    '    for f in "$pidfile.2" "$pidfile"; do',
+    '      n=$(cat "$f" 2>/dev/null || true)',
+    '      if [ -n "$n" ] && [ "$n" != "$pid" ] && alive "$n"; then new=$n; break; fi',
+    '    done',
+    '  fi',
+    '  alive "$pid" || { [ -z "$new" ] || stop_master "$new"; echo "gunicorn master $pid died during USR2" >&2; exit 1; }',
+    '  if [ -n "$new" ]; then',
+    '    alive "$new" || { echo "new gunicorn master $new exited while starting (see Gunicorn\'s log); the old one keeps serving" >&2; exit 1; }',
+    '    workers_ready "$new" && break',
+    '  fi',
+    '  sleep 0.1; i=$((i+1))',
     'done',
-    '[ -n "$new" ] || { echo "new gunicorn master did not come up within 60 s after USR2; the old one keeps serving" >&2; exit 1; }',
-    // The new workers need a moment to load the application before the old master stops accepting.
-    'sleep 1',
-    'alive "$new" || { echo "new gunicorn master $new exited while starting; the old one keeps serving" >&2; exit 1; }',
+    'if [ -z "$new" ]; then echo "no new gunicorn master within 60 s after USR2; the old one keeps serving" >&2; exit 1; fi',
+    'if ! workers_ready "$new"; then',
+    '  stop_master "$new"',
+    '  echo "new gunicorn master $new had no ready workers within 60 s after USR2: stopped it; the old one keeps serving" >&2; exit 1',
+    'fi',
+    'got=$(venv_of "$new")',
+    'if [ "$got" != "$want" ]; then',
+    '  stop_master "$new"',
+    `  echo "a USR2 re-exec of gunicorn runs $got, not the release's virtualenv $want: stopped the new master; the old one keeps serving. Start Gunicorn through ${l.current}/.venv, e.g. ${start}" >&2`,
+    '  exit 1',
+    'fi',
     'kill -TERM "$pid"',
-    'echo "gunicorn re-executed (USR2): new master $new, old master $pid stopping gracefully"'
+    // The old master finishes its requests (graceful_timeout, 30 s by default); the new one then takes the pidfile.
+    'i=0; while [ $i -lt 600 ] && { alive "$pid" || [ "$(cat "$pidfile" 2>/dev/null)" != "$new" ]; }; do sleep 0.1; i=$((i+1)); done',
+    `[ "$(cat "$pidfile" 2>/dev/null)" = "$new" ] || echo ${q(`${WARN} the old gunicorn master is still stopping; ${pidfile} names the new one once it has gone`)}`,
+    'echo "gunicorn re-executed (USR2): new master $new with workers ready in $want, old master $pid stopped"'
   )
 }
 
-export function reloadService(service: string): string {
-  return script(words('sudo', '-n', 'systemctl', 'reload', service))
+/**
+ * Reloads a systemd unit and waits for its new workers. systemd tracks the master it started, so a USR2
+ * re-exec (whose old master exits) would make it stop the whole unit (gunicorn issue 2856): when the release
+ * needs another virtualenv than the master runs, the unit is restarted instead (with a socket unit holding the
+ * listening socket, requests wait instead of failing; see README).
+ */
+export function reloadService(l: Layout, service: string, release: string): string {
+  const newVenv = `${releaseDir(l, release)}/.venv`
+  return script(
+    ...PROC,
+    `unit=${q(service)}`,
+    'pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true)',
+    '[ "$pid" != 0 ] || pid=""',
+    `want=$(readlink -f ${q(newVenv)})`,
+    `running=$(sed -n "s/^$pid //p" ${q(masterFile(l))} 2>/dev/null || true)`,
+    'if [ -n "$pid" ] && [ -n "$running" ] && [ "$running" != \'?\' ] && [ "$running" != "$want" ]; then',
+    '  echo "$unit runs $running; the release needs $want: systemctl restart"',
+    '  sudo -n systemctl restart "$unit"',
+    '  pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true); old=""',
+    'else',
+    '  old=$([ -z "$pid" ] || children "$pid")',
+    '  sudo -n systemctl reload "$unit"',
+    'fi',
+    'if [ -z "$pid" ] || [ "$pid" = 0 ]; then echo "$unit has no main process to wait for"; exit 0; fi',
+    'i=0',
+    'while [ $i -lt 600 ]; do',
+    '  left=""; for c in $old; do alive "$c" && left="$left $c"; done',
+    '  if [ -z "$left" ] && workers_ready "$pid"; then echo "$unit reloaded: new workers of $pid ready"; exit 0; fi',
+    '  sleep 0.1; i=$((i+1))',
+    'done',
+    'echo "$unit: no new workers ready within 60 s" >&2; exit 1'
+  )
 }
 
 /** The user's own command line, run as written (it is theirs to quote) in `dir`. */
