@@ -54,6 +54,7 @@ describe('steps', () => {
       'health-before-switch'
     ])
     expect(publishSteps(d, layout(d.path), 'v2', 'v1').map(s => s.name)).toEqual([
+      'gunicorn-probe',
       'switch',
       'reload',
       'nginx',
@@ -80,12 +81,13 @@ describe('steps', () => {
   it('a revert puts back the exact old link and records nothing (the old release was live already)', () => {
     const steps = revertSteps(d, layout(d.path), 'v2', 'v1', '/srv/app/releases/v1')
     expect(steps.map(s => s.name)).toEqual([
+      'revert-gunicorn-probe',
       'revert-switch',
       'revert-reload',
       'revert-nginx',
       'revert-health'
     ])
-    expect(steps[0].script).toContain('ln -s /srv/app/releases/v1 /srv/app/current.tmp-v1')
+    expect(steps[1].script).toContain('ln -s /srv/app/releases/v1 /srv/app/current.tmp-v1')
   })
 })
 
