@@ -43,7 +43,11 @@ afterAll(async () => {
 const checkInputs = { python: '/usr/bin/python3', 'github-token': 'ghs_test_token_value_123' }
 
 test('check mode on a pull request: findings annotated, summary written, one PR comment updated in place', async () => {
-  const first = await runAction(checkInputs, { workspace: repo.dir, env: prEnv })
+  // the runner-side deploy check is opt-in (the server-side one is deploy-check): asked for here
+  const first = await runAction(
+    { ...checkInputs, checks: 'check, deploy, migrations, test' },
+    { workspace: repo.dir, env: prEnv }
+  )
   expect(first.code).toBe(1)
   expect(first.outputs).toMatchObject({ mode: 'check', checks: 'failed', deployed: 'false' })
   // annotations: the failing test with its file and line, the deploy warning, the missing migration
