@@ -57,6 +57,15 @@ describe('q', () => {
     expect(existsSync(join(base, 'PWNED'))).toBe(false)
   })
   it('refuses NUL', () => expect(() => q('a\0b')).toThrow(/NUL/))
+  it('keeps NAME=value a command word, not a variable assignment, as the first word', () => {
+    // unquoted, `PWNED=1 touch x` would run touch with PWNED in its environment: quoted, sh looks for a
+    // command literally named `PWNED=1` and fails.
+    expect(q('PWNED=1')).toBe(`'PWNED=1'`)
+    const r = sh(`${q('PWNED=1')} touch PWNED`)
+    expect(r.code).toBe(127)
+    expect(existsSync(join(base, 'PWNED'))).toBe(false)
+    expect(sh(`printf '%s' ${q('a=b')} ${q('--opt=v')}`).out).toBe('a=b--opt=v')
+  })
 })
 
 describe('release layout on a hostile deploy path', () => {
