@@ -54829,7 +54829,7 @@ module.exports = {
 
 __nccwpck_require__.a(module, async (__webpack_handle_async_dependencies__, __webpack_async_result__) => { try {
 /* harmony import */ var _shim_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(6456);
-/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(9488);
+/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(4665);
 
 
 await (0,_main_js__WEBPACK_IMPORTED_MODULE_1__/* .run */ .e)();
@@ -54839,7 +54839,7 @@ __webpack_async_result__();
 
 /***/ }),
 
-/***/ 9488:
+/***/ 4665:
 /***/ ((__unused_webpack_module, __webpack_exports__, __nccwpck_require__) => {
 
 
@@ -54894,6 +54894,8 @@ __nccwpck_require__.d(core_namespaceObject, {
   warning: () => (warning)
 });
 
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(7598);
 ;// CONCATENATED MODULE: external "os"
 const external_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("os");
 ;// CONCATENATED MODULE: ../main/node_modules/@actions/core/lib/utils.js
@@ -57841,13 +57843,129 @@ function getIDToken(aud) {
  */
 
 //# sourceMappingURL=core.js.map
+;// CONCATENATED MODULE: external "node:child_process"
+const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
 ;// CONCATENATED MODULE: external "node:fs"
 const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+;// CONCATENATED MODULE: external "node:os"
+const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
 // EXTERNAL MODULE: external "node:path"
 var external_node_path_ = __nccwpck_require__(6760);
 var external_node_path_default = /*#__PURE__*/__nccwpck_require__.n(external_node_path_);
 ;// CONCATENATED MODULE: external "node:string_decoder"
 const external_node_string_decoder_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:string_decoder");
+;// CONCATENATED MODULE: ./src/django/env.ts
+/**
+ * The environment the project's own code (manage.py, test-command) runs with on the runner. An allow-list,
+ * not a deny-list: a pull request's tests must never see the action's inputs (INPUT_SSH-KEY, …), the runner's
+ * tokens (ACTIONS_RUNTIME_TOKEN, ACTIONS_ID_TOKEN_REQUEST_TOKEN, …) or the workflow-command files
+ * (GITHUB_ENV, GITHUB_OUTPUT, …) through which it could change later steps. Anything else a project needs is
+ * named in the `check-env` input.
+ */
+/** Passed when set: what Python, Django, a shell and common test tools need, and GitHub's non-secret context. */
+const PASSED_NAMES = [
+    'PATH',
+    'HOME',
+    'USER',
+    'LOGNAME',
+    'SHELL',
+    'TERM',
+    'LANG',
+    'LANGUAGE',
+    'TZ',
+    'TMPDIR',
+    'TEMP',
+    'TMP',
+    'CI',
+    'VIRTUAL_ENV',
+    'CONDA_PREFIX',
+    'PYENV_ROOT',
+    'PYENV_VERSION',
+    'pythonLocation',
+    'Python_ROOT_DIR',
+    'Python2_ROOT_DIR',
+    'Python3_ROOT_DIR',
+    'PKG_CONFIG_PATH',
+    'LD_LIBRARY_PATH',
+    'DJANGO_SETTINGS_MODULE',
+    'GITHUB_ACTIONS',
+    'GITHUB_ACTOR',
+    'GITHUB_ACTOR_ID',
+    'GITHUB_API_URL',
+    'GITHUB_BASE_REF',
+    'GITHUB_EVENT_NAME',
+    'GITHUB_EVENT_PATH',
+    'GITHUB_GRAPHQL_URL',
+    'GITHUB_HEAD_REF',
+    'GITHUB_JOB',
+    'GITHUB_REF',
+    'GITHUB_REF_NAME',
+    'GITHUB_REF_PROTECTED',
+    'GITHUB_REF_TYPE',
+    'GITHUB_REPOSITORY',
+    'GITHUB_REPOSITORY_ID',
+    'GITHUB_REPOSITORY_OWNER',
+    'GITHUB_REPOSITORY_OWNER_ID',
+    'GITHUB_RETENTION_DAYS',
+    'GITHUB_RUN_ATTEMPT',
+    'GITHUB_RUN_ID',
+    'GITHUB_RUN_NUMBER',
+    'GITHUB_SERVER_URL',
+    'GITHUB_SHA',
+    'GITHUB_TRIGGERING_ACTOR',
+    'GITHUB_WORKFLOW',
+    'GITHUB_WORKFLOW_REF',
+    'GITHUB_WORKFLOW_SHA',
+    'GITHUB_WORKSPACE',
+    'RUNNER_ARCH',
+    'RUNNER_DEBUG',
+    'RUNNER_ENVIRONMENT',
+    'RUNNER_NAME',
+    'RUNNER_OS',
+    'RUNNER_TEMP',
+    'RUNNER_TOOL_CACHE'
+];
+/** Passed when set, by prefix: locale settings and Python's own variables (PYTHONPATH, PYTHONHASHSEED, …). */
+const PASSED_PREFIXES = ['LC_', 'PYTHON'];
+/**
+ * Never passed, not even when `check-env` names them: a secret of the action or the runner, or a file through
+ * which a step changes the workflow. Checked by `refusedName` so the input is refused with a clear error.
+ */
+const REFUSED = [
+    /^INPUT_/i,
+    /^ACTIONS_/i,
+    /^GITHUB_TOKEN$/i,
+    /^GITHUB_(ENV|OUTPUT|PATH|STATE|STEP_SUMMARY)$/i,
+    /^RUNNER_TRACKING_ID$/i
+];
+/** Why a `check-env` entry cannot be passed, or undefined when it can. */
+function refusedName(entry) {
+    if (entry === '*')
+        return `"*" would pass everything; name the variables (or prefixes) the checks need`;
+    if (!/^[A-Za-z_][A-Za-z0-9_]*\*?$/.test(entry)) {
+        return `"${entry}" is not a variable name; expected names like DATABASE_URL, or a prefix ending in * (DJANGO_*)`;
+    }
+    const name = entry.replace(/\*$/, '');
+    if (REFUSED.some(re => re.test(name)) || (entry.endsWith('*') && 'INPUT_'.startsWith(name.toUpperCase())))
+        return `"${entry}" is refused: the action's inputs, the runner's tokens and its command files never reach the project's code`;
+    return undefined;
+}
+/** The variables of `runner` the checks see: the allow-list plus the names (or `PREFIX*`) the user added. */
+function checkEnvironment(runner, extra = []) {
+    const names = new Set([...PASSED_NAMES, ...extra.filter(e => !e.endsWith('*'))]);
+    const prefixes = [...PASSED_PREFIXES, ...extra.filter(e => e.endsWith('*')).map(e => e.slice(0, -1))];
+    const env = {};
+    for (const [name, value] of Object.entries(runner)) {
+        if (value === undefined)
+            continue;
+        if (REFUSED.some(re => re.test(name)))
+            continue;
+        if (names.has(name) || prefixes.some(p => name.startsWith(p)))
+            env[name] = value;
+    }
+    return env;
+}
+
 ;// CONCATENATED MODULE: ./src/django/parse.ts
 /**
  * Turns the output of Django's management commands into findings. Pure: no I/O, paths are only computed.
@@ -58115,6 +58233,11 @@ function parseCheckOutput(name, output, exitCode, ctx) {
 
 
 
+
+
+
+const osSignals = external_node_os_namespaceObject.constants.signals;
+const DEFAULT_TIMEOUT_SECONDS = 1800;
 const TAIL_LINES = 30;
 function shellQuote(word) {
     return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
@@ -58160,58 +58283,130 @@ function precondition(cmd, workingDirectory) {
     }
     return undefined;
 }
+/**
+ * Runs one command in its own process group, echoing its output to the log as data: between
+ * `::stop-commands::<token>` and `::<token>::`, so a line the project prints (`::add-mask::`, `::error::`,
+ * `::set-output …`) is never taken as a workflow command. The token is random per check, so the project cannot
+ * print it to end the quiet part early. stdin is /dev/null: a command that prompts gets EOF at once (and there
+ * is no pipe to write to, so an early exit cannot cause EPIPE). On timeout the whole group is killed, so a test
+ * runner's children or a background server do not outlive the check either.
+ */
+async function spawnQuiet(tool, args, cwd, env, timeoutMs) {
+    const token = (0,external_node_crypto_.randomBytes)(16).toString('hex');
+    const out = new external_node_string_decoder_namespaceObject.StringDecoder('utf8');
+    const err = new external_node_string_decoder_namespaceObject.StringDecoder('utf8');
+    let combined = '';
+    let endsWithNewLine = true;
+    const echo = (text) => {
+        if (!text)
+            return;
+        process.stdout.write(text);
+        endsWithNewLine = text.endsWith('\n');
+    };
+    info(`::stop-commands::${token}`);
+    try {
+        return await new Promise(resolve => {
+            let child;
+            try {
+                child = (0,external_node_child_process_namespaceObject.spawn)(tool, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+            }
+            catch (e) {
+                resolve({ exitCode: -1, combined: '', timedOut: false, startError: e });
+                return;
+            }
+            let timedOut = false;
+            const group = (signal) => {
+                try {
+                    if (child.pid !== undefined)
+                        process.kill(-child.pid, signal);
+                }
+                catch {
+                    // The group is already gone.
+                }
+            };
+            let killer;
+            const timer = setTimeout(() => {
+                timedOut = true;
+                group('SIGTERM');
+                killer = setTimeout(() => group('SIGKILL'), 5_000);
+            }, timeoutMs);
+            child.stdout.on('data', (c) => {
+                const t = out.write(c);
+                combined += t;
+                echo(t);
+            });
+            child.stderr.on('data', (c) => {
+                const t = err.write(c);
+                combined += t;
+                echo(t);
+            });
+            // A process left behind holding the pipes would keep 'close' from ever firing: once the check's own
+            // process has exited, what is left of its group goes too.
+            child.on('exit', () => group('SIGKILL'));
+            child.on('error', e => {
+                clearTimeout(timer);
+                clearTimeout(killer);
+                resolve({ exitCode: -1, combined, timedOut: false, startError: e });
+            });
+            child.on('close', (code, signal) => {
+                clearTimeout(timer);
+                clearTimeout(killer);
+                const rest = out.end() + err.end();
+                combined += rest;
+                echo(rest);
+                resolve({ exitCode: code ?? (signal ? 128 + (osSignals[signal] ?? 0) : 1), combined, timedOut });
+            });
+        });
+    }
+    finally {
+        if (!endsWithNewLine)
+            process.stdout.write('\n');
+        info(`::${token}::`);
+    }
+}
 async function runOne(name, opts) {
     const cmd = checkCommand(name, opts.python, opts.testCommand);
     const started = Date.now();
     const problem = precondition(cmd, opts.workingDirectory);
     if (problem)
         return failed(name, cmd.display, 0, problem);
-    // stdout and stderr in the order they arrive: Django prints system checks on stderr, results on stdout.
-    let combined = '';
-    const out = new external_node_string_decoder_namespaceObject.StringDecoder('utf8');
-    const err = new external_node_string_decoder_namespaceObject.StringDecoder('utf8');
-    let exitCode;
-    try {
-        const result = await getExecOutput(cmd.tool, cmd.args, {
-            cwd: opts.workingDirectory,
-            env: {
-                ...process.env,
-                // Unbuffered, so the two streams interleave as they would in a terminal.
-                PYTHONUNBUFFERED: '1',
-                ...opts.env
-            },
-            ignoreReturnCode: true,
-            // An empty stdin: a command that prompts gets EOF instead of hanging the job.
-            input: Buffer.alloc(0),
-            listeners: {
-                stdout: data => {
-                    combined += out.write(data);
-                },
-                stderr: data => {
-                    combined += err.write(data);
-                }
-            }
-        });
-        exitCode = result.exitCode;
-        combined += out.end() + err.end();
-    }
-    catch (error) {
-        const reason = (error instanceof Error ? error.message : String(error)).replace(/\.+$/, '');
+    const env = {
+        ...checkEnvironment(opts.runnerEnv, opts.allowEnv),
+        // Unbuffered, so the two streams interleave as they would in a terminal.
+        PYTHONUNBUFFERED: '1',
+        ...opts.env
+    };
+    const timeoutSeconds = opts.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS;
+    const ran = await spawnQuiet(cmd.tool, cmd.args, opts.workingDirectory, env, timeoutSeconds * 1000);
+    if (ran.startError) {
+        const reason = ran.startError.message.replace(/\.+$/, '');
         const hint = cmd.usesManagePy ? ` Is the python input (${opts.python}) right?` : '';
         return failed(name, cmd.display, Date.now() - started, `Could not start ${cmd.display}: ${reason}.${hint}`);
     }
     const durationMs = Date.now() - started;
-    const findings = parseCheckOutput(name, combined, exitCode, {
+    if (ran.timedOut) {
+        const message = `${cmd.display} was still running after ${timeoutSeconds} s (check-timeout) and was killed with every process it started.`;
+        info(message);
+        return {
+            name,
+            command: cmd.display,
+            outcome: 'failed',
+            durationMs,
+            findings: [{ level: 'error', title: `${name} timed out`, message }],
+            tail: lastLines(`${ran.combined}\n${message}`)
+        };
+    }
+    const findings = parseCheckOutput(name, ran.combined, ran.exitCode, {
         projectDir: external_node_path_default().resolve(opts.workingDirectory),
         repoRoot: external_node_path_default().resolve(opts.repoRoot)
     });
     return {
         name,
         command: cmd.display,
-        outcome: exitCode === 0 ? 'passed' : 'failed',
+        outcome: ran.exitCode === 0 ? 'passed' : 'failed',
         durationMs,
         findings,
-        tail: lastLines(combined)
+        tail: lastLines(ran.combined)
     };
 }
 /** Runs the selected checks one after another, in the order given (duplicates once). */
@@ -58230,12 +58425,6 @@ async function runChecks(opts) {
     return results;
 }
 
-// EXTERNAL MODULE: external "node:crypto"
-var external_node_crypto_ = __nccwpck_require__(7598);
-;// CONCATENATED MODULE: external "node:os"
-const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
-;// CONCATENATED MODULE: external "node:child_process"
-const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
 // EXTERNAL MODULE: external "node:stream"
 var external_node_stream_ = __nccwpck_require__(7075);
 // EXTERNAL MODULE: external "node:util"
@@ -58407,6 +58596,15 @@ function sharedKind(path) {
 function linkShared(l, release, paths) {
     const dir = releaseDir(l, release);
     const lines = [];
+    // A directory on the way to a shared path that the release ships as a symlink (committed to the repository)
+    // would make mkdir and ln work wherever it points, outside the release: refused before anything changes.
+    for (const p of paths) {
+        const segments = p.split('/');
+        for (let i = 1; i < segments.length; i++) {
+            const via = `${dir}/${segments.slice(0, i).join('/')}`;
+            lines.push(`if [ -L ${q(via)} ]; then`, `  echo ${q(`shared path ${p}: ${segments.slice(0, i).join('/')} is a symlink in the release (committed to the repository); a shared path cannot go through a symlink. Commit it as a real directory, or share the path it points to.`)} >&2`, '  exit 65', 'fi');
+        }
+    }
     for (const p of paths) {
         const shared = `${l.shared}/${p}`;
         const inRelease = `${dir}/${p}`;
@@ -58414,7 +58612,7 @@ function linkShared(l, release, paths) {
         const relParent = inRelease.slice(0, inRelease.lastIndexOf('/'));
         lines.push(`mkdir -p ${words(parent, relParent)}`);
         if (sharedKind(p) === 'file') {
-            lines.push(`if [ ! -e ${q(shared)} ]; then`, `  if [ -f ${q(inRelease)} ]; then cp ${words(inRelease, shared)}; else`, `    : > ${q(shared)}; chmod 600 ${q(shared)}`, `    echo ${q(`${WARN} ${shared} did not exist; created it empty. Put the server's settings there.`)}`, '  fi', 'fi');
+            lines.push(`if [ ! -e ${q(shared)} ]; then`, `  if [ -f ${q(inRelease)} ] && [ ! -L ${q(inRelease)} ]; then cp ${words(inRelease, shared)}; else`, `    : > ${q(shared)}; chmod 600 ${q(shared)}`, `    echo ${q(`${WARN} ${shared} did not exist; created it empty. Put the server's settings there.`)}`, '  fi', 'fi');
         }
         else {
             lines.push(`if [ ! -e ${q(shared)} ]; then`, `  if [ -d ${q(inRelease)} ] && [ ! -L ${q(inRelease)} ]; then cp -R ${words(inRelease, shared)}; else mkdir -p ${q(shared)}; fi`, 'fi');
@@ -58510,40 +58708,56 @@ function releasePath(l, release) {
  * 2xx or the timeout passes. Uses the release's Python: curl is not on every server.
  */
 function healthCheck(l, release, url, timeoutSeconds) {
+    // Both paths follow the same rules: up to 10 redirects, 2xx is healthy, anything else is reported with its
+    // status and the first 300 bytes of the body; credentials in the URL are sent (basic auth), never printed.
+    const shown = url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/?#@]*@/, '$1***@');
     const py = [
-        'import sys, time, urllib.request, urllib.error',
-        'url, limit = sys.argv[1], float(sys.argv[2])',
+        'import base64, sys, time, urllib.error, urllib.parse, urllib.request',
+        'url, shown, limit = sys.argv[1], sys.argv[2], float(sys.argv[3])',
+        'parts = urllib.parse.urlsplit(url)',
+        'headers = {}',
+        'if parts.username is not None:',
+        "    cred = urllib.parse.unquote(parts.username) + ':' + urllib.parse.unquote(parts.password or '')",
+        "    headers['Authorization'] = 'Basic ' + base64.b64encode(cred.encode()).decode()",
+        "    url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit('@', 1)[1]))",
+        'def first(body):',
+        "    return ' '.join(body[:300].decode('utf-8', 'replace').split())",
         'deadline = time.time() + limit',
         "last = 'no answer'",
         'while True:',
         '    try:',
-        '        with urllib.request.urlopen(url, timeout=5) as r:',
+        '        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:',
         '            if 200 <= r.status < 300:',
-        "                print(f'{url} answered {r.status}')",
+        "                print(f'{shown} answered {r.status}')",
         '                sys.exit(0)',
-        "            last = f'HTTP {r.status}'",
+        "            last = f'HTTP {r.status}: ' + first(r.read(300))",
         '    except urllib.error.HTTPError as e:',
-        "        last = f'HTTP {e.code}: ' + e.read(300).decode('utf-8', 'replace').strip()",
+        "        last = f'HTTP {e.code}: ' + first(e.read(300))",
         '    except Exception as e:',
-        '        last = str(e)',
+        "        last = str(getattr(e, 'reason', e))",
         '    if time.time() >= deadline:',
-        "        print(f'{url} not healthy after {limit:g} s: {last}', file=sys.stderr)",
+        "        print(f'{shown} not healthy after {limit:g} s: {last}', file=sys.stderr)",
         '        sys.exit(1)',
         '    time.sleep(0.5)'
     ].join('\n');
     // curl answers in milliseconds where Python needs a few hundred to start; not every server has it.
     // `date +%s` counts whole seconds: one more keeps the wait at least the timeout.
     const curl = [
-        `url=${q(url)}; deadline=$(( $(date +%s) + ${Math.ceil(timeoutSeconds)} + 1 ))`,
+        `url=${q(url)}; shown=${q(shown)}; deadline=$(( $(date +%s) + ${Math.ceil(timeoutSeconds)} + 1 ))`,
+        'body=$(mktemp); trap \'rm -f "$body"\' EXIT',
         'while :; do',
-        `  out=$(curl -sS -o /dev/null -w '\\n%{http_code}' --max-time 5 "$url" 2>&1) || true`,
+        `  out=$(curl -sS -L --max-redirs 10 -o "$body" -w '\\n%{http_code}' --max-time 5 "$url" 2>&1) || true`,
         '  code=$(printf "%s" "$out" | tail -n 1); last=$(printf "%s" "$out" | head -n 1)',
-        '  case "$code" in 2??) echo "$url answered $code"; exit 0 ;; 000) ;; *) last="HTTP $code" ;; esac',
-        `  if [ "$(date +%s)" -ge "$deadline" ]; then echo "$url not healthy after ${timeoutSeconds} s: $last" >&2; exit 1; fi`,
+        '  case "$code" in',
+        '    2??) echo "$shown answered $code"; exit 0 ;;',
+        '    000) ;;',
+        "    *) last=\"HTTP $code: $(head -c 300 \"$body\" | tr -s ' \\t\\r\\n' ' ' | sed 's/^ //; s/ $//')\" ;;",
+        '  esac',
+        `  if [ "$(date +%s)" -ge "$deadline" ]; then echo "$shown not healthy after ${timeoutSeconds} s: $last" >&2; exit 1; fi`,
         '  sleep 0.5',
         'done'
     ];
-    return script(`cd ${q(releaseDir(l, release))}`, 'if command -v curl >/dev/null 2>&1; then', ...curl.map(line => `  ${line}`), 'fi', words('.venv/bin/python', '-c', py, url, String(timeoutSeconds)));
+    return script(`cd ${q(releaseDir(l, release))}`, 'if command -v curl >/dev/null 2>&1; then', ...curl.map(line => `  ${line}`), 'fi', words('.venv/bin/python', '-c', py, url, shown, String(timeoutSeconds)));
 }
 /**
  * Removes old releases beyond `keep`, never the live or the previous one, then the virtualenvs no kept
@@ -59992,6 +60206,8 @@ class Runner {
             lines.push(line);
             if (line.startsWith(WARN))
                 this.log.warning(`${host}: ${line.slice(WARN.length).trim()}`);
+            else if (this.log.output)
+                this.log.output(line);
             else
                 this.log.info(line);
         };
@@ -65388,6 +65604,74 @@ function shorten(description) {
     return chars.length <= MAX_DESCRIPTION ? flat : `${chars.slice(0, MAX_DESCRIPTION - 1).join('')}…`;
 }
 
+;// CONCATENATED MODULE: ./src/github/redact.ts
+/**
+ * The last filter before text leaves the run for GitHub (job summary, PR comment, annotations, deployment
+ * descriptions). The runner masks secrets in the log only; what goes through the API or the summary file is
+ * published as given. So every secret the action knows is replaced by `***` here, each line of a multi-line
+ * key on its own too, and `@name` gets a zero-width space after the `@` so a test name or a tool's message
+ * cannot notify a person or a team.
+ */
+const ZWSP = '\u200b';
+// Lines shorter than this (a PEM's last line `-----END…` aside) are too common to mask without mangling text.
+const MIN_LINE = 8;
+class Redactor {
+    secrets = new Set();
+    /** Registers a secret and, for a multi-line one, each of its lines. */
+    add(secret) {
+        if (!secret)
+            return;
+        const trimmed = secret.trim();
+        if (trimmed.length >= 1)
+            this.secrets.add(trimmed);
+        for (const line of secret.split(/\r?\n/)) {
+            const t = line.trim();
+            if (t.length >= MIN_LINE)
+                this.secrets.add(t);
+        }
+    }
+    /** Text with every known secret replaced by `***` and every @mention defused. */
+    text(value) {
+        let out = value;
+        // Longest first, so a whole key goes before the lines it is made of.
+        for (const s of [...this.secrets].sort((a, b) => b.length - a.length))
+            out = out.split(s).join('***');
+        return out.replace(/@(?=[A-Za-z0-9])/g, `@${ZWSP}`);
+    }
+    /** A deep copy with `text` applied to every string in it (keys stay as they are). */
+    value(v) {
+        if (typeof v === 'string')
+            return this.text(v);
+        if (Array.isArray(v))
+            return v.map(x => this.value(x));
+        if (v && typeof v === 'object') {
+            return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, this.value(x)]));
+        }
+        return v;
+    }
+}
+/** The parts of a URL's user-info that are secret: the password, or a lone user name (often a token). */
+function urlCredentials(url) {
+    if (!url)
+        return [];
+    try {
+        const u = new URL(url);
+        const user = decodeURIComponent(u.username);
+        const password = decodeURIComponent(u.password);
+        const found = [];
+        if (password)
+            found.push(password, u.password);
+        else if (user)
+            found.push(user, u.username);
+        if (u.username && u.password)
+            found.push(`${u.username}:${u.password}`);
+        return [...new Set(found)];
+    }
+    catch {
+        return [];
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/report.ts
 function checksOutcome(report) {
     if (report.checks.length === 0)
@@ -65669,11 +65953,98 @@ function safeUrl(url) {
 
 // EXTERNAL MODULE: ../main/node_modules/yaml/dist/index.js
 var dist = __nccwpck_require__(3439);
+;// CONCATENATED MODULE: ./src/shellwords.ts
+/**
+ * Splits an input such as `pip-args` into words the way a POSIX shell does, without running anything:
+ * blanks separate words, '…' keeps everything literally, "…" keeps everything but \" \\ \$ \`, and a backslash
+ * outside quotes escapes the next character. So `--no-binary a,b` stays one value and `"wheels dir"` one word.
+ * Expansions and operators ($VAR, `cmd`, ;, |, &, <, >, (, )) are refused rather than passed on literally: the
+ * words reach the server quoted, so what looks like an expansion would silently not be one.
+ */
+class WordsError extends Error {
+}
+const OPERATORS = new Set([';', '|', '&', '<', '>', '(', ')']);
+function splitWords(text) {
+    const out = [];
+    let word = '';
+    let inWord = false;
+    let i = 0;
+    const refuse = (what) => {
+        throw new WordsError(`${what} at position ${i + 1} is not supported; write the value itself, or quote it ('…') to keep it literally`);
+    };
+    while (i < text.length) {
+        const ch = text[i];
+        if (ch === ' ' || ch === '\t' || ch === '\n' || ch === '\r') {
+            if (inWord)
+                out.push(word);
+            word = '';
+            inWord = false;
+            i++;
+        }
+        else if (ch === "'") {
+            const end = text.indexOf("'", i + 1);
+            if (end < 0)
+                throw new WordsError(`unterminated ' starting at position ${i + 1}`);
+            word += text.slice(i + 1, end);
+            inWord = true;
+            i = end + 1;
+        }
+        else if (ch === '"') {
+            const start = i;
+            i++;
+            for (;;) {
+                if (i >= text.length)
+                    throw new WordsError(`unterminated " starting at position ${start + 1}`);
+                const c = text[i];
+                if (c === '"')
+                    break;
+                if (c === '\\' && i + 1 < text.length && '"\\$`\n'.includes(text[i + 1])) {
+                    if (text[i + 1] !== '\n')
+                        word += text[i + 1];
+                    i += 2;
+                    continue;
+                }
+                if (c === '$' || c === '`')
+                    refuse(`${c} (an expansion)`);
+                word += c;
+                i++;
+            }
+            inWord = true;
+            i++;
+        }
+        else if (ch === '\\') {
+            if (i + 1 >= text.length)
+                throw new WordsError('a \\ at the end escapes nothing');
+            if (text[i + 1] !== '\n') {
+                word += text[i + 1];
+                inWord = true;
+            }
+            i += 2;
+        }
+        else if (ch === '$' || ch === '`') {
+            refuse(`${ch} (an expansion)`);
+        }
+        else if (OPERATORS.has(ch)) {
+            refuse(`${ch} (a shell operator)`);
+        }
+        else {
+            word += ch;
+            inWord = true;
+            i++;
+        }
+    }
+    if (inWord)
+        out.push(word);
+    return out;
+}
+
 ;// CONCATENATED MODULE: ./src/settings.ts
 /**
  * Settings: every input and the optional config file, validated once into one typed value.
  * Nothing below this module reads `core.getInput` or `process.env`.
  */
+
+
 
 
 
@@ -65690,6 +66061,8 @@ const INPUTS = {
     python: { default: 'python3' },
     checks: { default: 'check, deploy, migrations, test' },
     'test-command': { default: '' },
+    'check-env': { default: '' },
+    'check-timeout': { default: '1800' },
     hosts: { default: '' },
     user: { default: '' },
     port: { default: '22' },
@@ -66159,6 +66532,25 @@ function loadSettings(sources, now = new Date()) {
             raw.fail("input 'release-name'", `the tag "${releaseName}" is not a safe release name (letters, digits, . _ + -); set release-name explicitly`);
         }
     }
+    const shellWords = (name) => {
+        const r = raw.get(name);
+        try {
+            return splitWords(r.value);
+        }
+        catch (e) {
+            if (!(e instanceof WordsError))
+                throw e;
+            raw.fail(r, `${e.message}; expected words as a shell splits them, e.g. --no-binary "a,b" --find-links wheels`);
+            return [];
+        }
+    };
+    const checkEnvRaw = raw.get('check-env');
+    const checkEnv = splitList(checkEnvRaw.value);
+    for (const entry of checkEnv) {
+        const why = refusedName(entry);
+        if (why)
+            raw.fail(checkEnvRaw, why);
+    }
     const nginxTest = raw.get('nginx-test-command');
     const nginxReload = raw.get('nginx-reload-command');
     const nginxExplicit = sources.input('nginx-test-command').trim() !== '' || sources.input('nginx-reload-command').trim() !== '';
@@ -66169,6 +66561,8 @@ function loadSettings(sources, now = new Date()) {
         python: raw.get('python').value,
         checks,
         testCommand: text('test-command'),
+        checkEnv,
+        checkTimeout: int('check-timeout', 1, 'seconds'),
         ssh: {
             hosts,
             user: userRaw.value,
@@ -66184,8 +66578,8 @@ function loadSettings(sources, now = new Date()) {
             path,
             sharedPaths,
             remotePython: raw.get('remote-python').value,
-            venvOptions: splitList(raw.get('venv-options').value),
-            pipArgs: splitList(raw.get('pip-args').value),
+            venvOptions: shellWords('venv-options'),
+            pipArgs: shellWords('pip-args'),
             migrate: bool('migrate'),
             collectstatic: bool('collectstatic'),
             gunicornPidfile: text('gunicorn-pidfile'),
@@ -66228,6 +66622,10 @@ function loadSettings(sources, now = new Date()) {
 
 
 
+
+
+/** Every secret the action knows, for what it publishes through the API and the summary file. */
+const redactor = new Redactor();
 /** Registers every line of a secret with the runner, so a multi-line key is masked line by line too. */
 function mask(secret) {
     if (!secret)
@@ -66236,18 +66634,43 @@ function mask(secret) {
     for (const line of secret.split('\n'))
         if (line.trim().length >= 8)
             setSecret(line.trim());
+    redactor.add(secret);
 }
-const actionsLog = {
-    startGroup: title => startGroup(title),
-    endGroup: () => endGroup(),
-    info: m => info(m),
-    warning: m => warning(m)
-};
+/**
+ * The job log for the runner. Remote output (`output`) is data: consecutive lines of it sit between
+ * `::stop-commands::<token>` and `::<token>::`, so nothing a server or the project prints acts as a workflow
+ * command; the quiet part ends before any line of our own (groups, warnings) so those still work.
+ */
+function actionsLog() {
+    let quiet;
+    const resume = () => {
+        if (quiet)
+            info(`::${quiet}::`);
+        quiet = undefined;
+    };
+    return {
+        startGroup: title => (resume(), startGroup(title)),
+        endGroup: () => (resume(), endGroup()),
+        info: m => (resume(), info(m)),
+        // A warning is an annotation: published text.
+        warning: m => (resume(), warning(redactor.text(m))),
+        output: line => {
+            if (!quiet) {
+                quiet = (0,external_node_crypto_.randomBytes)(16).toString('hex');
+                info(`::stop-commands::${quiet}`);
+            }
+            info(line);
+        },
+        flush: resume
+    };
+}
 async function main_run() {
     for (const [name, spec] of Object.entries(INPUTS)) {
         if ('secret' in spec && spec.secret)
             mask(getInput(name));
     }
+    for (const part of urlCredentials(getInput('health-check-url')))
+        mask(part);
     let settings;
     try {
         settings = loadSettings({ input: (name) => getInput(name), env: process.env });
@@ -66265,6 +66688,9 @@ async function main_run() {
     info(`mode: ${settings.mode}${settings.requestedMode === 'auto' ? ` (auto, ${settings.context.eventName || 'no event'})` : ''}`);
     if (settings.configFile)
         info(`config file: ${settings.configFile}`);
+    // A health URL from the config file is known only now.
+    for (const part of urlCredentials(settings.deploy.healthCheckUrl))
+        mask(part);
     const report = { mode: settings.mode, checks: [] };
     let failure;
     try {
@@ -66276,8 +66702,9 @@ async function main_run() {
     }
     publishOutputs(report);
     await publishReport(settings, report);
+    // setFailed is an annotation too: published text.
     if (failure)
-        setFailed(failure);
+        setFailed(redactor.text(failure));
 }
 /** Runs what the mode asks for and fills the report; returns why the run failed, if it did. */
 async function pipeline(settings, report) {
@@ -66287,9 +66714,12 @@ async function pipeline(settings, report) {
             python: settings.python,
             checks: settings.checks,
             testCommand: settings.testCommand,
-            repoRoot: settings.context.workspace
+            repoRoot: settings.context.workspace,
+            runnerEnv: process.env,
+            allowEnv: settings.checkEnv,
+            timeoutSeconds: settings.checkTimeout
         });
-        annotate(report.checks);
+        annotate(redactor.value(report.checks));
     }
     const failedChecks = report.checks.filter(c => c.outcome === 'failed').map(c => c.name);
     if (settings.mode === 'check') {
@@ -66299,34 +66729,56 @@ async function pipeline(settings, report) {
         report.error = `Django checks failed (${failedChecks.join(', ')}): nothing was deployed`;
         return report.error;
     }
-    const deployment = await startGithubDeployment(settings);
-    const runner = new Runner(settings, actionsLog);
-    if (settings.mode === 'deploy') {
-        const d = settings.deploy;
-        const source = await describeRelease(settings.workingDirectory, d.releaseName ?? '', {
+    // The release is described before a GitHub deployment exists, so a bad checkout cannot leave one in_progress.
+    const d = settings.deploy;
+    const source = settings.mode === 'deploy'
+        ? await describeRelease(settings.workingDirectory, d.releaseName ?? '', {
             python: d.remotePython,
             options: d.venvOptions,
             pipArgs: d.pipArgs
-        });
+        })
+        : undefined;
+    if (source) {
         info(`release ${source.name} from ${source.revision.slice(0, 12)} (virtualenv key ${source.venvKey})`);
-        report.deploy = await runner.deploy(source);
     }
-    else {
-        report.deploy = await runner.rollback();
+    const deployment = await startGithubDeployment(settings);
+    const log = actionsLog();
+    let r;
+    try {
+        const runner = new Runner(settings, log);
+        r = source ? await runner.deploy(source) : await runner.rollback();
     }
-    const r = report.deploy;
+    catch (e) {
+        log.flush?.();
+        await finishDeployment(deployment, 'failure', e.message);
+        throw e;
+    }
+    log.flush?.();
+    report.deploy = r;
     if (r.dryRun) {
         for (const [host, lines] of Object.entries(r.plan ?? {})) {
-            await group(`plan for ${host}`, async () => info(lines.join('\n\n')));
+            await group(`plan for ${host}`, async () => {
+                const quiet = (0,external_node_crypto_.randomBytes)(16).toString('hex');
+                info(`::stop-commands::${quiet}\n${lines.join('\n\n')}\n::${quiet}::`);
+            });
         }
     }
-    await deployment?.finish(r.error ? 'failure' : 'success', r.error ? (r.rolledBack ? `rolled back: ${r.error}` : r.error) : `${r.release} is live`);
+    await finishDeployment(deployment, r.error ? 'failure' : 'success', r.error ? (r.rolledBack ? `rolled back: ${r.error}` : r.error) : `${r.release} is live`);
     if (r.error) {
         return r.rolledBack
             ? `${r.error}\nRolled back: ${r.previousRelease ?? 'no release (first deploy)'} is live again.`
             : r.error;
     }
     return undefined;
+}
+/** Posts the deployment's final status; an API failure only warns, it never changes the deploy's result. */
+async function finishDeployment(deployment, state, description) {
+    try {
+        await deployment?.finish(state, redactor.text(description));
+    }
+    catch (e) {
+        warning(`could not set the GitHub deployment's final status (${state}); the deploy's result stands: ${redactor.text(e.message)}`);
+    }
 }
 async function startGithubDeployment(settings) {
     const g = settings.github;
@@ -66338,7 +66790,7 @@ async function startGithubDeployment(settings) {
             ctx: settings.context,
             environment: g.environment,
             environmentUrl: g.environmentUrl,
-            description: `${settings.mode} ${settings.deploy.releaseName ?? ''}`.trim()
+            description: redactor.text(`${settings.mode} ${settings.deploy.releaseName ?? ''}`.trim())
         });
     }
     catch (e) {
@@ -66353,8 +66805,9 @@ function publishOutputs(report) {
     setOutput('deployed', String(report.deploy?.deployed ?? false));
     setOutput('rolled-back', String(report.deploy?.rolledBack ?? false));
 }
-async function publishReport(settings, report) {
+async function publishReport(settings, unredacted) {
     const ctx = { runUrl: settings.context.runUrl };
+    const report = redactor.value(unredacted);
     try {
         await writeSummary(report, ctx);
     }

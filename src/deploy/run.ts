@@ -28,6 +28,10 @@ export interface Log {
   endGroup(): void
   info(message: string): void
   warning(message: string): void
+  /** A line printed by a server or the project: data, never a workflow command (default: `info`). */
+  output?(line: string): void
+  /** Ends any quiet part `output` opened (called when the runner is done). */
+  flush?(): void
 }
 
 export class StepError extends Error {
@@ -158,6 +162,7 @@ export class Runner {
     const show = (line: string): void => {
       lines.push(line)
       if (line.startsWith(cmd.WARN)) this.log.warning(`${host}: ${line.slice(cmd.WARN.length).trim()}`)
+      else if (this.log.output) this.log.output(line)
       else this.log.info(line)
     }
     this.log.startGroup(`${host}: ${parts[0]}`)
