@@ -20,9 +20,10 @@ describe('Redactor', () => {
   })
 
   test('@mentions are defused with a zero-width space; a lone @ stays', () => {
-    expect(r.text('cc @octocat and @acme/team, mail a@b, x @ y')).toBe(
-      'cc @\u200boctocat and @\u200bacme/team, mail a@\u200bb, x @ y'
+    expect(r.text('cc @octocat and @acme/team, (@dev) mail a@b, http://***@h/, x @ y')).toBe(
+      'cc @\u200boctocat and @\u200bacme/team, (@\u200bdev) mail a@b, http://***@h/, x @ y'
     )
+    expect(r.text('@lead at the start')).toBe('@\u200blead at the start')
   })
 
   test('value() applies to every string of a nested report, keeping its shape and keys', () => {

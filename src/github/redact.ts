@@ -29,7 +29,8 @@ export class Redactor {
     let out = value
     // Longest first, so a whole key goes before the lines it is made of.
     for (const s of [...this.secrets].sort((a, b) => b.length - a.length)) out = out.split(s).join('***')
-    return out.replace(/@(?=[A-Za-z0-9])/g, `@${ZWSP}`)
+    // GitHub links a mention only after a start, a blank or punctuation: `a@b.c` and `***@host` stay as they are.
+    return out.replace(/(^|[^A-Za-z0-9_.*/@+-])@(?=[A-Za-z0-9])/g, `$1@${ZWSP}`)
   }
 
   /** A deep copy with `text` applied to every string in it (keys stay as they are). */
