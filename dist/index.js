@@ -58307,23 +58307,39 @@ async function spawnQuiet(tool, args, cwd, env, timeoutMs) {
     try {
         return await new Promise(resolve => {
             let child;
-            try {
-                child = (0,external_node_child_process_namespaceObject.spawn)(tool, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-            }
-            catch (e) {
-                resolve({ exitCode: -1, combined: '', timedOut: false, startError: e });
-                return;
-            }
-            let timedOut = false;
             const group = (signal) => {
                 try {
-                    if (child.pid !== undefined)
+                    if (child?.pid !== undefined)
                         process.kill(-child.pid, signal);
                 }
                 catch {
                     // The group is already gone.
                 }
             };
+            // The check has its own process group, so the runner's SIGINT/SIGTERM on cancel would not reach it:
+            // pass the cancel on to the whole group, then let the signal end this process as it would have.
+            // Listening before the spawn: a signal that lands while the child is being started waits for the handler
+            // instead of ending this process at once and leaving the new group behind.
+            const cancel = (signal) => {
+                group('SIGKILL');
+                stopForwarding();
+                process.kill(process.pid, signal);
+            };
+            const stopForwarding = () => {
+                process.removeListener('SIGINT', cancel);
+                process.removeListener('SIGTERM', cancel);
+            };
+            process.once('SIGINT', cancel);
+            process.once('SIGTERM', cancel);
+            try {
+                child = (0,external_node_child_process_namespaceObject.spawn)(tool, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+            }
+            catch (e) {
+                stopForwarding();
+                resolve({ exitCode: -1, combined: '', timedOut: false, startError: e });
+                return;
+            }
+            let timedOut = false;
             let killer;
             const timer = setTimeout(() => {
                 timedOut = true;
@@ -58344,11 +58360,13 @@ async function spawnQuiet(tool, args, cwd, env, timeoutMs) {
             // process has exited, what is left of its group goes too.
             child.on('exit', () => group('SIGKILL'));
             child.on('error', e => {
+                stopForwarding();
                 clearTimeout(timer);
                 clearTimeout(killer);
                 resolve({ exitCode: -1, combined, timedOut: false, startError: e });
             });
             child.on('close', (code, signal) => {
+                stopForwarding();
                 clearTimeout(timer);
                 clearTimeout(killer);
                 const rest = out.end() + err.end();

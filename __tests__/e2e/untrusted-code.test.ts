@@ -4,13 +4,13 @@
  * runner would do with the log is read by `readAsRunner` (the runner's own rules for `::` commands).
  */
 import { jest } from '@jest/globals'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { deployInputs, liveInputs } from '../../sandbox/inputs.js'
 import { startTarget, type Target } from '../../sandbox/target.js'
-import { expectOk, Repo, runAction } from '../helpers/action.js'
+import { DIST, expectOk, inputEnv, Repo, runAction } from '../helpers/action.js'
 import { startFakeGitHub, type FakeGitHub } from '../helpers/fake-github.js'
 import { readAsRunner } from '../helpers/runner-log.js'
 
@@ -88,6 +88,7 @@ describe('check mode on a pull request, every secret set', () => {
       [
         'import json',
         'import os',
+        'import sys',
         '',
         'from django.test import SimpleTestCase',
         '',
@@ -97,8 +98,9 @@ describe('check mode on a pull request, every secret set', () => {
         '        dump = json.dumps(dict(os.environ), indent=1, sort_keys=True)',
         "        with open(os.path.join(os.getcwd(), 'environ-dump.json'), 'w') as f:",
         '            f.write(dump)',
-        '        print(dump)',
-        ...INJECTED.map(l => `        print(${JSON.stringify(l)})`),
+        // On stderr, unittest's own stream: stdout is another pipe, read in no fixed order against it.
+        '        print(dump, file=sys.stderr)',
+        ...INJECTED.map(l => `        print(${JSON.stringify(l)}, file=sys.stderr)`),
         `        self.fail('leaked ${keyLines[1]} cc @octocat and @acme/admins')`,
         ''
       ].join('\n')
@@ -172,6 +174,56 @@ describe('check mode on a pull request, every secret set', () => {
       expect(sent).not.toMatch(/@octocat/)
     }
   })
+})
+
+test('a cancelled run (SIGTERM to the action) also ends the check and everything it started', async () => {
+  const repo = new Repo()
+  const pids = join(tempDir(), 'pids')
+  try {
+    const child = spawn(process.execPath, [DIST], {
+      cwd: repo.dir,
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        HOME: process.env.HOME ?? '/root',
+        GITHUB_WORKSPACE: repo.dir,
+        GITHUB_EVENT_NAME: 'pull_request',
+        GITHUB_REF: 'refs/pull/7/merge',
+        ...inputEnv({
+          mode: 'check',
+          checks: 'test',
+          'test-command': `sleep 300 & echo $! >> ${pids}; echo $$ >> ${pids}; echo check-started; sleep 300`
+        })
+      },
+      stdio: ['ignore', 'pipe', 'pipe']
+    })
+    let log = ''
+    const closed = new Promise<number | null>(r => child.on('close', (code, signal) => r(signal ? -1 : code)))
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the check never started:\n${log}`)), 60_000)
+      child.stdout.on('data', (c: Buffer) => {
+        log += c.toString()
+        if (/^check-started$/m.test(log)) {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+    })
+    child.kill('SIGTERM')
+    expect(await closed).toBe(-1)
+    const list = readFileSync(pids, 'utf8').trim().split('\n').map(Number)
+    expect(list).toHaveLength(2)
+    const alive = (pid: number): boolean => {
+      try {
+        return !/^State:\s*Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'))
+      } catch {
+        return false
+      }
+    }
+    for (let i = 0; i < 100 && list.some(alive); i++) await new Promise(res => setTimeout(res, 100))
+    expect(list.filter(alive)).toEqual([])
+  } finally {
+    repo.remove()
+  }
 })
 
 function writeEvent(dir: string): void {

@@ -135,21 +135,37 @@ async function spawnQuiet(
   core.info(`::stop-commands::${token}`)
   try {
     return await new Promise<Ran>(resolve => {
-      let child: ChildProcess
-      try {
-        child = spawn(tool, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
-      } catch (e) {
-        resolve({ exitCode: -1, combined: '', timedOut: false, startError: e as Error })
-        return
-      }
-      let timedOut = false
+      let child: ChildProcess | undefined
       const group = (signal: NodeJS.Signals): void => {
         try {
-          if (child.pid !== undefined) process.kill(-child.pid, signal)
+          if (child?.pid !== undefined) process.kill(-child.pid, signal)
         } catch {
           // The group is already gone.
         }
       }
+      // The check has its own process group, so the runner's SIGINT/SIGTERM on cancel would not reach it:
+      // pass the cancel on to the whole group, then let the signal end this process as it would have.
+      // Listening before the spawn: a signal that lands while the child is being started waits for the handler
+      // instead of ending this process at once and leaving the new group behind.
+      const cancel = (signal: NodeJS.Signals): void => {
+        group('SIGKILL')
+        stopForwarding()
+        process.kill(process.pid, signal)
+      }
+      const stopForwarding = (): void => {
+        process.removeListener('SIGINT', cancel)
+        process.removeListener('SIGTERM', cancel)
+      }
+      process.once('SIGINT', cancel)
+      process.once('SIGTERM', cancel)
+      try {
+        child = spawn(tool, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+      } catch (e) {
+        stopForwarding()
+        resolve({ exitCode: -1, combined: '', timedOut: false, startError: e as Error })
+        return
+      }
+      let timedOut = false
       let killer: NodeJS.Timeout | undefined
       const timer = setTimeout(() => {
         timedOut = true
@@ -170,11 +186,13 @@ async function spawnQuiet(
       // process has exited, what is left of its group goes too.
       child.on('exit', () => group('SIGKILL'))
       child.on('error', e => {
+        stopForwarding()
         clearTimeout(timer)
         clearTimeout(killer)
         resolve({ exitCode: -1, combined, timedOut: false, startError: e })
       })
       child.on('close', (code, signal) => {
+        stopForwarding()
         clearTimeout(timer)
         clearTimeout(killer)
         const rest = out.end() + err.end()
