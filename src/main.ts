@@ -1,35 +1,63 @@
 /**
  * run(): settings → mode → checks → release → deploy/rollback → report. The one place that calls setFailed.
  */
+import { randomBytes } from 'node:crypto'
 import * as core from '@actions/core'
 import { runChecks } from './django/checks.js'
 import { Runner, type Log } from './deploy/run.js'
 import { annotate } from './github/annotate.js'
 import { upsertPullRequestComment } from './github/comment.js'
 import { startDeployment, type DeploymentHandle } from './github/deployment.js'
+import { Redactor, urlCredentials } from './github/redact.js'
 import { renderSummary, writeSummary } from './github/summary.js'
 import { describeRelease } from './release/source.js'
 import { checksOutcome, type Report } from './report.js'
 import { INPUTS, loadSettings, SettingsError, type InputName, type Settings } from './settings.js'
+
+/** Every secret the action knows, for what it publishes through the API and the summary file. */
+const redactor = new Redactor()
 
 /** Registers every line of a secret with the runner, so a multi-line key is masked line by line too. */
 function mask(secret: string | undefined): void {
   if (!secret) return
   core.setSecret(secret)
   for (const line of secret.split('\n')) if (line.trim().length >= 8) core.setSecret(line.trim())
+  redactor.add(secret)
 }
 
-const actionsLog: Log = {
-  startGroup: title => core.startGroup(title),
-  endGroup: () => core.endGroup(),
-  info: m => core.info(m),
-  warning: m => core.warning(m)
+/**
+ * The job log for the runner. Remote output (`output`) is data: consecutive lines of it sit between
+ * `::stop-commands::<token>` and `::<token>::`, so nothing a server or the project prints acts as a workflow
+ * command; the quiet part ends before any line of our own (groups, warnings) so those still work.
+ */
+function actionsLog(): Log {
+  let quiet: string | undefined
+  const resume = (): void => {
+    if (quiet) core.info(`::${quiet}::`)
+    quiet = undefined
+  }
+  return {
+    startGroup: title => (resume(), core.startGroup(title)),
+    endGroup: () => (resume(), core.endGroup()),
+    info: m => (resume(), core.info(m)),
+    // A warning is an annotation: published text.
+    warning: m => (resume(), core.warning(redactor.text(m))),
+    output: line => {
+      if (!quiet) {
+        quiet = randomBytes(16).toString('hex')
+        core.info(`::stop-commands::${quiet}`)
+      }
+      core.info(line)
+    },
+    flush: resume
+  }
 }
 
 export async function run(): Promise<void> {
   for (const [name, spec] of Object.entries(INPUTS)) {
     if ('secret' in spec && spec.secret) mask(core.getInput(name))
   }
+  for (const part of urlCredentials(core.getInput('health-check-url'))) mask(part)
   let settings: Settings
   try {
     settings = loadSettings({ input: (name: InputName) => core.getInput(name), env: process.env })
@@ -49,6 +77,8 @@ export async function run(): Promise<void> {
     `mode: ${settings.mode}${settings.requestedMode === 'auto' ? ` (auto, ${settings.context.eventName || 'no event'})` : ''}`
   )
   if (settings.configFile) core.info(`config file: ${settings.configFile}`)
+  // A health URL from the config file is known only now.
+  for (const part of urlCredentials(settings.deploy.healthCheckUrl)) mask(part)
 
   const report: Report = { mode: settings.mode, checks: [] }
   let failure: string | undefined
@@ -60,7 +90,8 @@ export async function run(): Promise<void> {
   }
   publishOutputs(report)
   await publishReport(settings, report)
-  if (failure) core.setFailed(failure)
+  // setFailed is an annotation too: published text.
+  if (failure) core.setFailed(redactor.text(failure))
 }
 
 /** Runs what the mode asks for and fills the report; returns why the run failed, if it did. */
@@ -71,9 +102,12 @@ async function pipeline(settings: Settings, report: Report): Promise<string | un
       python: settings.python,
       checks: settings.checks,
       testCommand: settings.testCommand,
-      repoRoot: settings.context.workspace
+      repoRoot: settings.context.workspace,
+      runnerEnv: process.env,
+      allowEnv: settings.checkEnv,
+      timeoutSeconds: settings.checkTimeout
     })
-    annotate(report.checks)
+    annotate(redactor.value(report.checks))
   }
   const failedChecks = report.checks.filter(c => c.outcome === 'failed').map(c => c.name)
   if (settings.mode === 'check') {
@@ -84,29 +118,44 @@ async function pipeline(settings: Settings, report: Report): Promise<string | un
     return report.error
   }
 
-  const deployment = await startGithubDeployment(settings)
-  const runner = new Runner(settings, actionsLog)
-  if (settings.mode === 'deploy') {
-    const d = settings.deploy
-    const source = await describeRelease(settings.workingDirectory, d.releaseName ?? '', {
-      python: d.remotePython,
-      options: d.venvOptions,
-      pipArgs: d.pipArgs
-    })
+  // The release is described before a GitHub deployment exists, so a bad checkout cannot leave one in_progress.
+  const d = settings.deploy
+  const source =
+    settings.mode === 'deploy'
+      ? await describeRelease(settings.workingDirectory, d.releaseName ?? '', {
+          python: d.remotePython,
+          options: d.venvOptions,
+          pipArgs: d.pipArgs
+        })
+      : undefined
+  if (source) {
     core.info(
       `release ${source.name} from ${source.revision.slice(0, 12)} (virtualenv key ${source.venvKey})`
     )
-    report.deploy = await runner.deploy(source)
-  } else {
-    report.deploy = await runner.rollback()
   }
-  const r = report.deploy
+  const deployment = await startGithubDeployment(settings)
+  const log = actionsLog()
+  let r: NonNullable<Report['deploy']>
+  try {
+    const runner = new Runner(settings, log)
+    r = source ? await runner.deploy(source) : await runner.rollback()
+  } catch (e) {
+    log.flush?.()
+    await finishDeployment(deployment, 'failure', (e as Error).message)
+    throw e
+  }
+  log.flush?.()
+  report.deploy = r
   if (r.dryRun) {
     for (const [host, lines] of Object.entries(r.plan ?? {})) {
-      await core.group(`plan for ${host}`, async () => core.info(lines.join('\n\n')))
+      await core.group(`plan for ${host}`, async () => {
+        const quiet = randomBytes(16).toString('hex')
+        core.info(`::stop-commands::${quiet}\n${lines.join('\n\n')}\n::${quiet}::`)
+      })
     }
   }
-  await deployment?.finish(
+  await finishDeployment(
+    deployment,
     r.error ? 'failure' : 'success',
     r.error ? (r.rolledBack ? `rolled back: ${r.error}` : r.error) : `${r.release} is live`
   )
@@ -118,6 +167,21 @@ async function pipeline(settings: Settings, report: Report): Promise<string | un
   return undefined
 }
 
+/** Posts the deployment's final status; an API failure only warns, it never changes the deploy's result. */
+async function finishDeployment(
+  deployment: DeploymentHandle | undefined,
+  state: 'success' | 'failure',
+  description: string
+): Promise<void> {
+  try {
+    await deployment?.finish(state, redactor.text(description))
+  } catch (e) {
+    core.warning(
+      `could not set the GitHub deployment's final status (${state}); the deploy's result stands: ${redactor.text((e as Error).message)}`
+    )
+  }
+}
+
 async function startGithubDeployment(settings: Settings): Promise<DeploymentHandle | undefined> {
   const g = settings.github
   if (!g.token || settings.deploy.dryRun || !settings.context.owner) return undefined
@@ -127,7 +191,7 @@ async function startGithubDeployment(settings: Settings): Promise<DeploymentHand
       ctx: settings.context,
       environment: g.environment,
       environmentUrl: g.environmentUrl,
-      description: `${settings.mode} ${settings.deploy.releaseName ?? ''}`.trim()
+      description: redactor.text(`${settings.mode} ${settings.deploy.releaseName ?? ''}`.trim())
     })
   } catch (e) {
     core.warning(`could not create a GitHub deployment: ${(e as Error).message}`)
@@ -143,8 +207,9 @@ function publishOutputs(report: Report): void {
   core.setOutput('rolled-back', String(report.deploy?.rolledBack ?? false))
 }
 
-async function publishReport(settings: Settings, report: Report): Promise<void> {
+async function publishReport(settings: Settings, unredacted: Report): Promise<void> {
   const ctx = { runUrl: settings.context.runUrl }
+  const report = redactor.value(unredacted)
   try {
     await writeSummary(report, ctx)
   } catch (e) {

@@ -6,6 +6,8 @@ import { existsSync, readFileSync } from 'node:fs'
 import { isAbsolute, resolve } from 'node:path'
 import ssh2 from 'ssh2'
 import { parseDocument } from 'yaml'
+import { refusedName } from './django/env.js'
+import { splitWords, WordsError } from './shellwords.js'
 
 export type Mode = 'check' | 'deploy' | 'rollback'
 export type RequestedMode = 'auto' | Mode
@@ -100,6 +102,10 @@ export interface Settings {
   python: string
   checks: CheckName[]
   testCommand?: string
+  /** Runner variables (names, or prefixes ending in `*`) passed to the checks on top of the allow-list. */
+  checkEnv: string[]
+  /** Seconds one check may run before its process group is killed. */
+  checkTimeout: number
   ssh: SshSettings
   deploy: DeploySettings
   github: GithubSettings
@@ -119,6 +125,8 @@ export const INPUTS = {
   python: { default: 'python3' },
   checks: { default: 'check, migrations, test' },
   'test-command': { default: '' },
+  'check-env': { default: '' },
+  'check-timeout': { default: '1800' },
   hosts: { default: '' },
   user: { default: '' },
   port: { default: '22' },
@@ -645,6 +653,25 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
       )
     }
   }
+  const shellWords = (name: InputName): string[] => {
+    const r = raw.get(name)
+    try {
+      return splitWords(r.value)
+    } catch (e) {
+      if (!(e instanceof WordsError)) throw e
+      raw.fail(
+        r,
+        `${e.message}; expected words as a shell splits them, e.g. --no-binary "a,b" --find-links wheels`
+      )
+      return []
+    }
+  }
+  const checkEnvRaw = raw.get('check-env')
+  const checkEnv = splitList(checkEnvRaw.value)
+  for (const entry of checkEnv) {
+    const why = refusedName(entry)
+    if (why) raw.fail(checkEnvRaw, why)
+  }
   const nginxTest = raw.get('nginx-test-command')
   const nginxReload = raw.get('nginx-reload-command')
   const nginxExplicit =
@@ -657,6 +684,8 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
     python: raw.get('python').value,
     checks,
     testCommand: text('test-command'),
+    checkEnv,
+    checkTimeout: int('check-timeout', 1, 'seconds'),
     ssh: {
       hosts,
       user: userRaw.value,
@@ -672,8 +701,8 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
       path,
       sharedPaths,
       remotePython: raw.get('remote-python').value,
-      venvOptions: splitList(raw.get('venv-options').value),
-      pipArgs: splitList(raw.get('pip-args').value),
+      venvOptions: shellWords('venv-options'),
+      pipArgs: shellWords('pip-args'),
       migrate: bool('migrate'),
       collectstatic: bool('collectstatic'),
       gunicornPidfile: text('gunicorn-pidfile'),

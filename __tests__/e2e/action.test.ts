@@ -40,7 +40,12 @@ afterAll(async () => {
   repo?.remove()
 })
 
-const checkInputs = { python: '/usr/bin/python3', 'github-token': 'ghs_test_token_value_123' }
+// DEBUG is the job's own variable: it reaches the project's checks only because check-env names it.
+const checkInputs = {
+  python: '/usr/bin/python3',
+  'github-token': 'ghs_test_token_value_123',
+  'check-env': 'DEBUG'
+}
 
 test('check mode on a pull request: findings annotated, summary written, one PR comment updated in place', async () => {
   // the runner-side deploy check is opt-in (the server-side one is deploy-check): asked for here

@@ -4,13 +4,18 @@
  * (secure settings or not, a model change, a failing test) are toggled in turn to keep the run short.
  * The project sits in `site/` under a temporary repo root, so finding paths must come out as `site/…`.
  */
+import { jest } from '@jest/globals'
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import path from 'node:path'
+import path, { join } from 'node:path'
 import { runChecks } from '../../src/django/checks.js'
 import { CHECK_NAMES } from '../../src/settings.js'
 import { djangoVersions, SYSTEM_PYTHON } from '../helpers/django.js'
+
+// Four checks of a real project take several seconds on a loaded machine: more than jest's 5 s default
+// (the e2e project's testTimeout in jest.config.js is not applied to a test file's own tests).
+jest.setTimeout(240_000)
 
 const versions = djangoVersions()
 const temps: string[] = []
@@ -72,7 +77,14 @@ describe.each(versions)('Django $version', ({ version, env }) => {
   let site: string
   const secure = { ...env, DJANGO_SECURE: '1' }
   const run = (checks: (typeof CHECK_NAMES)[number][], extraEnv: Record<string, string>) =>
-    runChecks({ workingDirectory: site, python: SYSTEM_PYTHON, checks, repoRoot: repo, env: extraEnv })
+    runChecks({
+      workingDirectory: site,
+      python: SYSTEM_PYTHON,
+      checks,
+      repoRoot: repo,
+      runnerEnv: process.env,
+      env: extraEnv
+    })
 
   beforeAll(() => {
     repo = tempRepo()
@@ -186,6 +198,7 @@ describe('without a Django project', () => {
         checks: ['test'],
         testCommand: 'echo "ran in $PWD with $MARK"',
         repoRoot: repo,
+        runnerEnv: process.env,
         env: { ...anyVersion.env, MARK: 'the env input' }
       }),
       await runChecks({
@@ -193,7 +206,8 @@ describe('without a Django project', () => {
         python: SYSTEM_PYTHON,
         checks: ['test'],
         testCommand: 'echo "custom runner says no" >&2; exit 3',
-        repoRoot: repo
+        repoRoot: repo,
+        runnerEnv: process.env
       })
     ].map(r => r[0])
     expect(passing).toMatchObject({ name: 'test', outcome: 'passed', findings: [] })
@@ -208,13 +222,127 @@ describe('without a Django project', () => {
     })
   })
 
+  test('the checks see the allow-listed environment and check-env, never inputs or runner tokens', async () => {
+    const repo = tempRepo()
+    const runnerEnv = {
+      ...process.env,
+      'INPUT_SSH-KEY': 'leak-ssh-key-1',
+      'INPUT_SSH-KEY-PASSPHRASE': 'leak-passphrase-2',
+      'INPUT_GITHUB-TOKEN': 'leak-token-3',
+      ACTIONS_RUNTIME_TOKEN: 'leak-runtime-4',
+      ACTIONS_ID_TOKEN_REQUEST_TOKEN: 'leak-oidc-5',
+      GITHUB_TOKEN: 'leak-gh-6',
+      GITHUB_ENV: join(repo, 'github-env'),
+      GITHUB_REPOSITORY: 'acme/shop',
+      DATABASE_URL: 'sqlite:///x',
+      EXTRA_ONE: 'one',
+      EXTRA_TWO: 'two',
+      OTHER: 'not passed'
+    }
+    const [r] = await runChecks({
+      workingDirectory: repo,
+      python: SYSTEM_PYTHON,
+      checks: ['test'],
+      testCommand: 'env',
+      repoRoot: repo,
+      runnerEnv,
+      allowEnv: ['DATABASE_URL', 'EXTRA_*']
+    })
+    expect(r.outcome).toBe('passed')
+    const seen = Object.fromEntries(
+      r.tail.split('\n').map(l => [l.split('=')[0], l.slice(l.indexOf('=') + 1)])
+    )
+    expect(seen).toMatchObject({
+      PATH: process.env.PATH,
+      GITHUB_REPOSITORY: 'acme/shop',
+      DATABASE_URL: 'sqlite:///x',
+      EXTRA_ONE: 'one',
+      EXTRA_TWO: 'two'
+    })
+    expect(r.tail).not.toMatch(/leak-|INPUT_|ACTIONS_|GITHUB_TOKEN|GITHUB_ENV|OTHER=/)
+  })
+
+  test('check-timeout kills the check and every process it started', async () => {
+    const repo = tempRepo()
+    const pids = join(repo, 'pids')
+    const started = Date.now()
+    const [r] = await runChecks({
+      workingDirectory: repo,
+      python: SYSTEM_PYTHON,
+      checks: ['test'],
+      // A child that ignores SIGTERM and a grandchild in the background: both must go.
+      testCommand: `(trap '' TERM; sleep 300) & sh -c 'sleep 300 & echo $!' >> ${pids}; echo $! >> ${pids}; echo $$ >> ${pids}; echo started; sleep 300`,
+      repoRoot: repo,
+      runnerEnv: process.env,
+      timeoutSeconds: 1
+    })
+    expect(Date.now() - started).toBeLessThan(60_000)
+    expect(r).toMatchObject({
+      outcome: 'failed',
+      findings: [
+        {
+          level: 'error',
+          title: 'test timed out',
+          message: expect.stringMatching(/after 1 s \(check-timeout\)/)
+        }
+      ]
+    })
+    expect(r.tail).toMatch(/^started$/m)
+    const list = readFileSync(pids, 'utf8').trim().split('\n').map(Number)
+    expect(list).toHaveLength(3)
+    const alive = (pid: number): boolean => {
+      try {
+        return !/^State:\s*Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'))
+      } catch {
+        return false
+      }
+    }
+    for (let i = 0; i < 100 && list.some(alive); i++) await new Promise(res => setTimeout(res, 100))
+    expect(list.filter(alive)).toEqual([])
+  })
+
+  test('commands that exit at once, many side by side, never fail on their stdin (no EPIPE)', async () => {
+    const repo = tempRepo()
+    const runs = await Promise.all(
+      Array.from({ length: 24 }, (_, i) =>
+        runChecks({
+          workingDirectory: repo,
+          python: SYSTEM_PYTHON,
+          checks: ['test'],
+          testCommand: `exec 0<&-; exit ${i % 2}`,
+          repoRoot: repo,
+          runnerEnv: process.env
+        })
+      )
+    )
+    expect(runs.map(r => r[0].outcome)).toEqual(
+      Array.from({ length: 24 }, (_, i) => (i % 2 ? 'failed' : 'passed'))
+    )
+    for (const r of runs) expect(r[0].findings.map(f => f.title)).not.toContain('test could not run')
+  })
+
+  test('a prompt gets end of input instead of waiting', async () => {
+    const repo = tempRepo()
+    const [r] = await runChecks({
+      workingDirectory: repo,
+      python: SYSTEM_PYTHON,
+      checks: ['test'],
+      testCommand: 'if read -r answer; then echo "read $answer"; else echo "got EOF"; fi',
+      repoRoot: repo,
+      runnerEnv: process.env,
+      timeoutSeconds: 60
+    })
+    expect(r.tail).toBe('got EOF')
+  })
+
   test('a directory without manage.py fails every check with a clear message, and runs nothing', async () => {
     const repo = tempRepo()
     const results = await runChecks({
       workingDirectory: repo,
       python: SYSTEM_PYTHON,
       checks: [...CHECK_NAMES],
-      repoRoot: repo
+      repoRoot: repo,
+      runnerEnv: process.env
     })
     expect(results.map(r => [r.name, r.outcome])).toEqual(CHECK_NAMES.map(n => [n, 'failed']))
     for (const r of results) {
@@ -235,7 +363,8 @@ describe('without a Django project', () => {
       workingDirectory: repo,
       python: path.join(repo, 'no-such-python'),
       checks: ['check'],
-      repoRoot: repo
+      repoRoot: repo,
+      runnerEnv: process.env
     })
     expect(result.outcome).toBe('failed')
     expect(result.findings).toHaveLength(1)

@@ -41,6 +41,8 @@ export interface ForcedError {
   status: number
   message?: string
   headers?: Record<string, string>
+  /** Only requests whose parsed JSON body this accepts (e.g. the final deployment status, not in_progress). */
+  body?: (body: unknown) => boolean
 }
 
 export interface FakeGitHub {
@@ -144,7 +146,9 @@ export async function startFakeGitHub(): Promise<FakeGitHub> {
 
     if (!req.headers.authorization) return send(res, 401, { message: 'Requires authentication' })
 
-    const forced = errors.find(e => e.method === method && e.path.test(path))
+    const forced = errors.find(
+      e => e.method === method && e.path.test(path) && (e.body === undefined || e.body(body))
+    )
     if (forced) {
       const message =
         forced.message ?? (forced.status === 403 ? 'Resource not accessible by integration' : 'Not Found')

@@ -57,6 +57,15 @@ describe('q', () => {
     expect(existsSync(join(base, 'PWNED'))).toBe(false)
   })
   it('refuses NUL', () => expect(() => q('a\0b')).toThrow(/NUL/))
+  it('keeps NAME=value a command word, not a variable assignment, as the first word', () => {
+    // unquoted, `PWNED=1 touch x` would run touch with PWNED in its environment: quoted, sh looks for a
+    // command literally named `PWNED=1` and fails.
+    expect(q('PWNED=1')).toBe(`'PWNED=1'`)
+    const r = sh(`${q('PWNED=1')} touch PWNED`)
+    expect(r.code).toBe(127)
+    expect(existsSync(join(base, 'PWNED'))).toBe(false)
+    expect(sh(`printf '%s' ${q('a=b')} ${q('--opt=v')}`).out).toBe('a=b--opt=v')
+  })
 })
 
 describe('release layout on a hostile deploy path', () => {
@@ -212,17 +221,22 @@ describe('the health check', () => {
   beforeAll(async () => {
     mkdirSync(join(l.releases, 'h1/.venv/bin'), { recursive: true })
     execFileSync('ln', ['-s', '/usr/bin/python3', join(l.releases, 'h1/.venv/bin/python')])
-    server = createServer((_req, res) => {
+    server = createServer((req, res) => {
+      if (req.url === '/moved/') return void res.writeHead(302, { location: '/health/' }).end()
+      if (req.url === '/private/') {
+        const ok = req.headers.authorization === `Basic ${Buffer.from('watch:s3cr:et').toString('base64')}`
+        return void res.writeHead(ok ? 200 : 401).end(ok ? 'ok' : 'who are you?')
+      }
       const status = answers.shift() ?? 200
-      res.writeHead(status).end(status === 200 ? 'ok' : 'sick')
+      res.writeHead(status).end(status === 200 ? 'ok' : 'sick\n  and\ttired')
     })
     await new Promise<void>(r => server.listen(0, '127.0.0.1', r))
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/health/`
   })
   afterAll(() => new Promise(r => server.close(r)))
-  const check = (timeout: number, path?: string) =>
+  const check = (timeout: number, path?: string, at = url) =>
     new Promise<{ code: number | null; out: string }>(resolve => {
-      const child = spawn('/bin/sh', ['-c', cmd.healthCheck(l, 'h1', url, timeout)], {
+      const child = spawn('/bin/sh', ['-c', cmd.healthCheck(l, 'h1', at, timeout)], {
         env: path ? { PATH: path } : process.env
       })
       let out = ''
@@ -272,5 +286,29 @@ describe('the health check', () => {
     answers.push(500, 500, 502, 500, 500, 200)
     const r = await check(60, path)
     expect(r).toEqual({ code: 0, out: `${url} answered 200\n` })
+  })
+  const both = [
+    ['with curl', undefined],
+    ['with Python, when the server has no curl', '/nonexistent']
+  ] as const
+  it.each(both)('%s: the error has the status and the start of the body, on one line', async (_how, path) => {
+    answers.push(...Array(50).fill(503))
+    const r = await check(1, path)
+    answers.length = 0
+    expect(r.code).toBe(1)
+    expect(r.out).toBe(`${url} not healthy after 1 s: HTTP 503: sick and tired\n`)
+  })
+  it.each(both)('%s: follows a redirect', async (_how, path) => {
+    const moved = url.replace('/health/', '/moved/')
+    expect(await check(5, path, moved)).toEqual({ code: 0, out: `${moved} answered 200\n` })
+  })
+  it.each(both)('%s: sends the credentials of the URL, and never prints them', async (_how, path) => {
+    const at = url.replace('http://', 'http://watch:s3cr%3Aet@').replace('/health/', '/private/')
+    const shown = at.replace('watch:s3cr%3Aet@', '***@')
+    expect(await check(5, path, at)).toEqual({ code: 0, out: `${shown} answered 200\n` })
+    const wrong = at.replace('s3cr%3Aet', 'nope')
+    const r = await check(1, path, wrong)
+    expect(r.code).toBe(1)
+    expect(r.out).toBe(`${shown} not healthy after 1 s: HTTP 401: who are you?\n`)
   })
 })

@@ -272,3 +272,42 @@ describe('names and hosts', () => {
     expect(parseHost('$(id)', 22)).toEqual(expect.stringContaining('is not a valid host'))
   })
 })
+
+describe('checks environment, timeout and word lists', () => {
+  test('pip-args and venv-options are split as a shell splits words', () => {
+    const s = load({
+      ...deployInputs,
+      'pip-args': `--no-binary a,b --find-links 'wheels dir' -q`,
+      'venv-options': '--system-site-packages --prompt "my app"'
+    })
+    expect(s.deploy.pipArgs).toEqual(['--no-binary', 'a,b', '--find-links', 'wheels dir', '-q'])
+    expect(s.deploy.venvOptions).toEqual(['--system-site-packages', '--prompt', 'my app'])
+  })
+  test('a broken quote or an expansion in pip-args is refused, naming the input', () => {
+    expect(problems({ ...deployInputs, 'pip-args': '--find-links "wheels' })).toEqual([
+      expect.stringMatching(/^input 'pip-args': unterminated " starting at position 14; expected words/)
+    ])
+    expect(problems({ ...deployInputs, 'venv-options': '--prompt $NAME' })).toEqual([
+      expect.stringMatching(/^input 'venv-options': \$ \(an expansion\) at position 10/)
+    ])
+  })
+  test('check-env takes names and prefixes and refuses inputs and tokens', () => {
+    expect(load({ mode: 'check', 'check-env': 'DATABASE_URL, DJANGO_*' }).checkEnv).toEqual([
+      'DATABASE_URL',
+      'DJANGO_*'
+    ])
+    expect(
+      problems({ mode: 'check', 'check-env': 'DATABASE_URL INPUT_SSH_KEY ACTIONS_RUNTIME_TOKEN' })
+    ).toEqual([
+      expect.stringMatching(/^input 'check-env': "INPUT_SSH_KEY" is refused/),
+      expect.stringMatching(/^input 'check-env': "ACTIONS_RUNTIME_TOKEN" is refused/)
+    ])
+  })
+  test('check-timeout is whole seconds ≥ 1, 1800 by default', () => {
+    expect(load({ mode: 'check' }).checkTimeout).toBe(1800)
+    expect(load({ mode: 'check', 'check-timeout': '60' }).checkTimeout).toBe(60)
+    expect(problems({ mode: 'check', 'check-timeout': '0' })).toEqual([
+      expect.stringMatching(/^input 'check-timeout': 0 is too small/)
+    ])
+  })
+})

@@ -30,6 +30,10 @@ export interface Log {
   endGroup(): void
   info(message: string): void
   warning(message: string): void
+  /** A line printed by a server or the project: data, never a workflow command (default: `info`). */
+  output?(line: string): void
+  /** Ends any quiet part `output` opened (called when the runner is done). */
+  flush?(): void
 }
 
 export class StepError extends Error {
@@ -165,7 +169,8 @@ export class Runner {
         const warning = `${host}: ${line.slice(cmd.WARN.length).trim()}`
         this.warnings.push(warning)
         this.log.warning(warning)
-      } else this.log.info(line)
+      } else if (this.log.output) this.log.output(line)
+      else this.log.info(line)
     }
     this.log.startGroup(`${host}: ${parts[0]}`)
     let upload: ReturnType<typeof archive> | undefined

@@ -2,14 +2,20 @@
  * Runs the selected Django checks on the runner and turns each into a CheckResult. Reporting to GitHub
  * (annotations, summary) happens elsewhere: this module only logs the commands' output in groups.
  */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { existsSync, statSync } from 'node:fs'
+import { constants } from 'node:os'
 import path from 'node:path'
 import { StringDecoder } from 'node:string_decoder'
 import * as core from '@actions/core'
-import { getExecOutput } from '@actions/exec'
 import type { CheckResult, Finding } from '../report.js'
 import type { CheckName } from '../settings.js'
+import { checkEnvironment } from './env.js'
 import { parseCheckOutput } from './parse.js'
+
+const osSignals = constants.signals as Record<string, number>
+const DEFAULT_TIMEOUT_SECONDS = 1800
 
 export interface RunChecksOptions {
   /** Directory holding manage.py; the commands run there. */
@@ -20,8 +26,14 @@ export interface RunChecksOptions {
   testCommand?: string
   /** Repository root: finding paths are relative to it. */
   repoRoot: string
-  /** Extra environment for the commands, on top of the runner's. */
+  /** The runner's environment; only its allow-listed variables (see env.ts) reach the commands. */
+  runnerEnv: Record<string, string | undefined>
+  /** More runner variables to pass (names, or prefixes ending in `*`): the `check-env` input. */
+  allowEnv?: string[]
+  /** Extra environment for the commands, on top of what passed the allow-list. */
   env?: Record<string, string>
+  /** Seconds one check may run before its process group is killed (default 1800). */
+  timeoutSeconds?: number
 }
 
 export interface CheckCommand {
@@ -87,42 +99,130 @@ function precondition(cmd: CheckCommand, workingDirectory: string): string | und
   return undefined
 }
 
+/** What one process did: its exit code (or why it never started) and its output, both streams in order. */
+interface Ran {
+  exitCode: number
+  combined: string
+  timedOut: boolean
+  startError?: Error
+}
+
+/**
+ * Runs one command in its own process group, echoing its output to the log as data: between
+ * `::stop-commands::<token>` and `::<token>::`, so a line the project prints (`::add-mask::`, `::error::`,
+ * `::set-output …`) is never taken as a workflow command. The token is random per check, so the project cannot
+ * print it to end the quiet part early. stdin is /dev/null: a command that prompts gets EOF at once (and there
+ * is no pipe to write to, so an early exit cannot cause EPIPE). On timeout the whole group is killed, so a test
+ * runner's children or a background server do not outlive the check either.
+ */
+async function spawnQuiet(
+  tool: string,
+  args: string[],
+  cwd: string,
+  env: Record<string, string>,
+  timeoutMs: number
+): Promise<Ran> {
+  const token = randomBytes(16).toString('hex')
+  const out = new StringDecoder('utf8')
+  const err = new StringDecoder('utf8')
+  let combined = ''
+  let endsWithNewLine = true
+  const echo = (text: string): void => {
+    if (!text) return
+    process.stdout.write(text)
+    endsWithNewLine = text.endsWith('\n')
+  }
+  core.info(`::stop-commands::${token}`)
+  try {
+    return await new Promise<Ran>(resolve => {
+      let child: ChildProcess | undefined
+      const group = (signal: NodeJS.Signals): void => {
+        try {
+          if (child?.pid !== undefined) process.kill(-child.pid, signal)
+        } catch {
+          // The group is already gone.
+        }
+      }
+      // The check has its own process group, so the runner's SIGINT/SIGTERM on cancel would not reach it:
+      // pass the cancel on to the whole group, then let the signal end this process as it would have.
+      // Listening before the spawn: a signal that lands while the child is being started waits for the handler
+      // instead of ending this process at once and leaving the new group behind.
+      const cancel = (signal: NodeJS.Signals): void => {
+        group('SIGKILL')
+        stopForwarding()
+        process.kill(process.pid, signal)
+      }
+      const stopForwarding = (): void => {
+        process.removeListener('SIGINT', cancel)
+        process.removeListener('SIGTERM', cancel)
+      }
+      process.once('SIGINT', cancel)
+      process.once('SIGTERM', cancel)
+      try {
+        child = spawn(tool, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+      } catch (e) {
+        stopForwarding()
+        resolve({ exitCode: -1, combined: '', timedOut: false, startError: e as Error })
+        return
+      }
+      let timedOut = false
+      let killer: NodeJS.Timeout | undefined
+      const timer = setTimeout(() => {
+        timedOut = true
+        group('SIGTERM')
+        killer = setTimeout(() => group('SIGKILL'), 5_000)
+      }, timeoutMs)
+      child.stdout!.on('data', (c: Buffer) => {
+        const t = out.write(c)
+        combined += t
+        echo(t)
+      })
+      child.stderr!.on('data', (c: Buffer) => {
+        const t = err.write(c)
+        combined += t
+        echo(t)
+      })
+      // A process left behind holding the pipes would keep 'close' from ever firing: once the check's own
+      // process has exited, what is left of its group goes too.
+      child.on('exit', () => group('SIGKILL'))
+      child.on('error', e => {
+        stopForwarding()
+        clearTimeout(timer)
+        clearTimeout(killer)
+        resolve({ exitCode: -1, combined, timedOut: false, startError: e })
+      })
+      child.on('close', (code, signal) => {
+        stopForwarding()
+        clearTimeout(timer)
+        clearTimeout(killer)
+        const rest = out.end() + err.end()
+        combined += rest
+        echo(rest)
+        resolve({ exitCode: code ?? (signal ? 128 + (osSignals[signal] ?? 0) : 1), combined, timedOut })
+      })
+    })
+  } finally {
+    if (!endsWithNewLine) process.stdout.write('\n')
+    core.info(`::${token}::`)
+  }
+}
+
 async function runOne(name: CheckName, opts: RunChecksOptions): Promise<CheckResult> {
   const cmd = checkCommand(name, opts.python, opts.testCommand)
   const started = Date.now()
   const problem = precondition(cmd, opts.workingDirectory)
   if (problem) return failed(name, cmd.display, 0, problem)
 
-  // stdout and stderr in the order they arrive: Django prints system checks on stderr, results on stdout.
-  let combined = ''
-  const out = new StringDecoder('utf8')
-  const err = new StringDecoder('utf8')
-  let exitCode: number
-  try {
-    const result = await getExecOutput(cmd.tool, cmd.args, {
-      cwd: opts.workingDirectory,
-      env: {
-        ...(process.env as Record<string, string>),
-        // Unbuffered, so the two streams interleave as they would in a terminal.
-        PYTHONUNBUFFERED: '1',
-        ...opts.env
-      },
-      ignoreReturnCode: true,
-      // An empty stdin: a command that prompts gets EOF instead of hanging the job.
-      input: Buffer.alloc(0),
-      listeners: {
-        stdout: data => {
-          combined += out.write(data)
-        },
-        stderr: data => {
-          combined += err.write(data)
-        }
-      }
-    })
-    exitCode = result.exitCode
-    combined += out.end() + err.end()
-  } catch (error) {
-    const reason = (error instanceof Error ? error.message : String(error)).replace(/\.+$/, '')
+  const env = {
+    ...checkEnvironment(opts.runnerEnv, opts.allowEnv),
+    // Unbuffered, so the two streams interleave as they would in a terminal.
+    PYTHONUNBUFFERED: '1',
+    ...opts.env
+  }
+  const timeoutSeconds = opts.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS
+  const ran = await spawnQuiet(cmd.tool, cmd.args, opts.workingDirectory, env, timeoutSeconds * 1000)
+  if (ran.startError) {
+    const reason = ran.startError.message.replace(/\.+$/, '')
     const hint = cmd.usesManagePy ? ` Is the python input (${opts.python}) right?` : ''
     return failed(
       name,
@@ -131,19 +231,30 @@ async function runOne(name: CheckName, opts: RunChecksOptions): Promise<CheckRes
       `Could not start ${cmd.display}: ${reason}.${hint}`
     )
   }
-
   const durationMs = Date.now() - started
-  const findings = parseCheckOutput(name, combined, exitCode, {
+  if (ran.timedOut) {
+    const message = `${cmd.display} was still running after ${timeoutSeconds} s (check-timeout) and was killed with every process it started.`
+    core.info(message)
+    return {
+      name,
+      command: cmd.display,
+      outcome: 'failed',
+      durationMs,
+      findings: [{ level: 'error', title: `${name} timed out`, message }],
+      tail: lastLines(`${ran.combined}\n${message}`)
+    }
+  }
+  const findings = parseCheckOutput(name, ran.combined, ran.exitCode, {
     projectDir: path.resolve(opts.workingDirectory),
     repoRoot: path.resolve(opts.repoRoot)
   })
   return {
     name,
     command: cmd.display,
-    outcome: exitCode === 0 ? 'passed' : 'failed',
+    outcome: ran.exitCode === 0 ? 'passed' : 'failed',
     durationMs,
     findings,
-    tail: lastLines(combined)
+    tail: lastLines(ran.combined)
   }
 }
 

@@ -150,6 +150,20 @@ export function sharedKind(path: string): 'file' | 'dir' {
 export function linkShared(l: Layout, release: string, paths: string[]): string {
   const dir = releaseDir(l, release)
   const lines: string[] = []
+  // A directory on the way to a shared path that the release ships as a symlink (committed to the repository)
+  // would make mkdir and ln work wherever it points, outside the release: refused before anything changes.
+  for (const p of paths) {
+    const segments = p.split('/')
+    for (let i = 1; i < segments.length; i++) {
+      const via = `${dir}/${segments.slice(0, i).join('/')}`
+      lines.push(
+        `if [ -L ${q(via)} ]; then`,
+        `  echo ${q(`shared path ${p}: ${segments.slice(0, i).join('/')} is a symlink in the release (committed to the repository); a shared path cannot go through a symlink. Commit it as a real directory, or share the path it points to.`)} >&2`,
+        '  exit 65',
+        'fi'
+      )
+    }
+  }
   for (const p of paths) {
     const shared = `${l.shared}/${p}`
     const inRelease = `${dir}/${p}`
@@ -159,7 +173,7 @@ export function linkShared(l: Layout, release: string, paths: string[]): string 
     if (sharedKind(p) === 'file') {
       lines.push(
         `if [ ! -e ${q(shared)} ]; then`,
-        `  if [ -f ${q(inRelease)} ]; then cp ${words(inRelease, shared)}; else`,
+        `  if [ -f ${q(inRelease)} ] && [ ! -L ${q(inRelease)} ]; then cp ${words(inRelease, shared)}; else`,
         `    : > ${q(shared)}; chmod 600 ${q(shared)}`,
         `    echo ${q(`${WARN} ${shared} did not exist; created it empty. Put the server's settings there.`)}`,
         '  fi',
@@ -505,44 +519,62 @@ export const HEALTH_FAST_FAIL = 3
  * errors until the timeout. A proxy's 502/503/504 (the app not listening yet) keeps the wait going.
  */
 export function healthCheck(l: Layout, release: string, url: string, timeoutSeconds: number): string {
+  // Both paths follow the same rules: up to 10 redirects, 2xx is healthy, anything else is reported with its
+  // status and the first 300 bytes of the body; credentials in the URL are sent (basic auth), never printed.
+  const shown = url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/?#@]*@/, '$1***@')
   const py = [
-    'import sys, time, urllib.request, urllib.error',
-    'url, limit, fast = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])',
+    'import base64, sys, time, urllib.error, urllib.parse, urllib.request',
+    'url, shown, limit, fast = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])',
+    'parts = urllib.parse.urlsplit(url)',
+    'headers = {}',
+    'if parts.username is not None:',
+    "    cred = urllib.parse.unquote(parts.username) + ':' + urllib.parse.unquote(parts.password or '')",
+    "    headers['Authorization'] = 'Basic ' + base64.b64encode(cred.encode()).decode()",
+    "    url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit('@', 1)[1]))",
+    'def first(body):',
+    "    return ' '.join(body[:300].decode('utf-8', 'replace').split())",
     'deadline = time.time() + limit',
     "last = 'no answer'",
     'bad = 0',
     'while True:',
     '    try:',
-    '        with urllib.request.urlopen(url, timeout=5) as r:',
+    '        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:',
     '            if 200 <= r.status < 300:',
-    "                print(f'{url} answered {r.status}')",
+    "                print(f'{shown} answered {r.status}')",
     '                sys.exit(0)',
-    "            last = f'HTTP {r.status}'",
+    "            last = f'HTTP {r.status}: ' + first(r.read(300))",
     '            bad = 0',
     '    except urllib.error.HTTPError as e:',
-    "        last = f'HTTP {e.code}: ' + e.read(300).decode('utf-8', 'replace').strip()",
+    "        last = f'HTTP {e.code}: ' + first(e.read(300))",
     '        bad = bad + 1 if e.code >= 500 and e.code not in (502, 503, 504) else 0',
     '        if bad >= fast:',
-    "            print(f'{url} answered {last} ({bad} times in a row): the release is broken', file=sys.stderr)",
+    "            print(f'{shown} answered {last} ({bad} times in a row): the release is broken', file=sys.stderr)",
     '            sys.exit(1)',
     '    except Exception as e:',
-    '        last = str(e)',
+    "        last = str(getattr(e, 'reason', e))",
     '        bad = 0',
     '    if time.time() >= deadline:',
-    "        print(f'{url} not healthy after {limit:g} s: {last}', file=sys.stderr)",
+    "        print(f'{shown} not healthy after {limit:g} s: {last}', file=sys.stderr)",
     '        sys.exit(1)',
     '    time.sleep(0.5)'
   ].join('\n')
   // curl answers in milliseconds where Python needs a few hundred to start; not every server has it.
   // `date +%s` counts whole seconds: one more keeps the wait at least the timeout.
   const curl = [
-    `url=${q(url)}; deadline=$(( $(date +%s) + ${Math.ceil(timeoutSeconds)} + 1 )); bad=0`,
+    `url=${q(url)}; shown=${q(shown)}; deadline=$(( $(date +%s) + ${Math.ceil(timeoutSeconds)} + 1 )); bad=0`,
+    'body=$(mktemp); trap \'rm -f "$body"\' EXIT',
     'while :; do',
-    `  out=$(curl -sS -o /dev/null -w '\\n%{http_code}' --max-time 5 "$url" 2>&1) || true`,
+    `  out=$(curl -sS -L --max-redirs 10 -o "$body" -w '\\n%{http_code}' --max-time 5 "$url" 2>&1) || true`,
     '  code=$(printf "%s" "$out" | tail -n 1); last=$(printf "%s" "$out" | head -n 1)',
-    '  case "$code" in 2??) echo "$url answered $code"; exit 0 ;; 000) bad=0 ;; 502|503|504) bad=0; last="HTTP $code" ;; 5??) bad=$((bad + 1)); last="HTTP $code" ;; *) bad=0; last="HTTP $code" ;; esac',
-    `  if [ "$bad" -ge ${HEALTH_FAST_FAIL} ]; then echo "$url answered $last ($bad times in a row): the release is broken" >&2; exit 1; fi`,
-    `  if [ "$(date +%s)" -ge "$deadline" ]; then echo "$url not healthy after ${timeoutSeconds} s: $last" >&2; exit 1; fi`,
+    '  case "$code" in',
+    '    2??) echo "$shown answered $code"; exit 0 ;;',
+    '    000) bad=0 ;;',
+    '    502|503|504) bad=0; last="HTTP $code" ;;',
+    "    5??) bad=$((bad + 1)); last=\"HTTP $code: $(head -c 300 \"$body\" | tr -s ' \\t\\r\\n' ' ' | sed 's/^ //; s/ $//')\" ;;",
+    "    *) bad=0; last=\"HTTP $code: $(head -c 300 \"$body\" | tr -s ' \\t\\r\\n' ' ' | sed 's/^ //; s/ $//')\" ;;",
+    '  esac',
+    `  if [ "$bad" -ge ${HEALTH_FAST_FAIL} ]; then echo "$shown answered $last ($bad times in a row): the release is broken" >&2; exit 1; fi`,
+    `  if [ "$(date +%s)" -ge "$deadline" ]; then echo "$shown not healthy after ${timeoutSeconds} s: $last" >&2; exit 1; fi`,
     '  sleep 0.5',
     'done'
   ]
@@ -551,7 +583,7 @@ export function healthCheck(l: Layout, release: string, url: string, timeoutSeco
     'if command -v curl >/dev/null 2>&1; then',
     ...curl.map(line => `  ${line}`),
     'fi',
-    words('.venv/bin/python', '-c', py, url, String(timeoutSeconds), String(HEALTH_FAST_FAIL))
+    words('.venv/bin/python', '-c', py, url, shown, String(timeoutSeconds), String(HEALTH_FAST_FAIL))
   )
 }
 

@@ -6,7 +6,8 @@
 /** POSIX single-quoting: safe for any byte string but NUL. */
 export function q(value: string): string {
   if (value.includes('\0')) throw new Error('a shell word cannot contain a NUL byte')
-  if (/^[A-Za-z0-9_./=:@%+,-]+$/.test(value)) return value
+  // `NAME=value` as the first word of a command is a variable assignment, not a word: always quote it.
+  if (/^[A-Za-z0-9_./=:@%+,-]+$/.test(value) && !/^[A-Za-z_][A-Za-z0-9_]*=/.test(value)) return value
   return `'${value.replace(/'/g, `'\\''`)}'`
 }
 

@@ -1,0 +1,62 @@
+/**
+ * The last filter before text leaves the run for GitHub (job summary, PR comment, annotations, deployment
+ * descriptions). The runner masks secrets in the log only; what goes through the API or the summary file is
+ * published as given. So every secret the action knows is replaced by `***` here, each line of a multi-line
+ * key on its own too, and `@name` gets a zero-width space after the `@` so a test name or a tool's message
+ * cannot notify a person or a team.
+ */
+
+const ZWSP = '\u200b'
+// Lines shorter than this (a PEM's last line `-----END…` aside) are too common to mask without mangling text.
+const MIN_LINE = 8
+
+export class Redactor {
+  private readonly secrets = new Set<string>()
+
+  /** Registers a secret and, for a multi-line one, each of its lines. */
+  add(secret: string | undefined): void {
+    if (!secret) return
+    const trimmed = secret.trim()
+    if (trimmed.length >= 1) this.secrets.add(trimmed)
+    for (const line of secret.split(/\r?\n/)) {
+      const t = line.trim()
+      if (t.length >= MIN_LINE) this.secrets.add(t)
+    }
+  }
+
+  /** Text with every known secret replaced by `***` and every @mention defused. */
+  text(value: string): string {
+    let out = value
+    // Longest first, so a whole key goes before the lines it is made of.
+    for (const s of [...this.secrets].sort((a, b) => b.length - a.length)) out = out.split(s).join('***')
+    // GitHub links a mention only after a start, a blank or punctuation: `a@b.c` and `***@host` stay as they are.
+    return out.replace(/(^|[^A-Za-z0-9_.*/@+-])@(?=[A-Za-z0-9])/g, `$1@${ZWSP}`)
+  }
+
+  /** A deep copy with `text` applied to every string in it (keys stay as they are). */
+  value<T>(v: T): T {
+    if (typeof v === 'string') return this.text(v) as T
+    if (Array.isArray(v)) return v.map(x => this.value(x)) as T
+    if (v && typeof v === 'object') {
+      return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, this.value(x)])) as T
+    }
+    return v
+  }
+}
+
+/** The parts of a URL's user-info that are secret: the password, or a lone user name (often a token). */
+export function urlCredentials(url: string | undefined): string[] {
+  if (!url) return []
+  try {
+    const u = new URL(url)
+    const user = decodeURIComponent(u.username)
+    const password = decodeURIComponent(u.password)
+    const found: string[] = []
+    if (password) found.push(password, u.password)
+    else if (user) found.push(user, u.username)
+    if (u.username && u.password) found.push(`${u.username}:${u.password}`)
+    return [...new Set(found)]
+  } catch {
+    return []
+  }
+}
