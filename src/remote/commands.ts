@@ -569,7 +569,7 @@ export function healthCheck(l: Layout, release: string, url: string, timeoutSeco
     '  case "$code" in',
     '    2??) echo "$shown answered $code"; exit 0 ;;',
     '    000) bad=0 ;;',
-    '    502|503|504) bad=0; last="HTTP $code" ;;',
+    "    502|503|504) bad=0; last=\"HTTP $code: $(head -c 300 \"$body\" | tr -s ' \\t\\r\\n' ' ' | sed 's/^ //; s/ $//')\" ;;",
     "    5??) bad=$((bad + 1)); last=\"HTTP $code: $(head -c 300 \"$body\" | tr -s ' \\t\\r\\n' ' ' | sed 's/^ //; s/ $//')\" ;;",
     "    *) bad=0; last=\"HTTP $code: $(head -c 300 \"$body\" | tr -s ' \\t\\r\\n' ' ' | sed 's/^ //; s/ $//')\" ;;",
     '  esac',
