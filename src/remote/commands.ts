@@ -455,7 +455,8 @@ export function reloadGunicorn(l: Layout, pidfile: string, release: string, prev
     'got=$(venv_of "$new")',
     'if [ "$got" != "$want" ]; then',
     '  stop_master "$new"',
-    `  echo "a USR2 re-exec of gunicorn runs $got, not the release's virtualenv $want: stopped the new master; the old one keeps serving. Start Gunicorn through ${l.current}/.venv, e.g. ${start}" >&2`,
+    // deploy-path and the pidfile are the user's: they reach the shell through q() only.
+    `  echo "a USR2 re-exec of gunicorn runs $got, not the release's virtualenv $want: stopped the new master; the old one keeps serving." ${q(`Start Gunicorn through ${l.current}/.venv, e.g. ${start}`)} >&2`,
     '  exit 1',
     'fi',
     'kill -TERM "$pid"',
