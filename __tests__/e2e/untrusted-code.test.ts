@@ -361,6 +361,42 @@ describe('deploys whose project prints workflow commands, on real OpenSSH', () =
     expect(r.log).toMatch(/Successfully installed (\S+ )*sitebanner-1\.0\.0/)
   })
 
+  test('file names and the deploy path are data: hostile ones deploy as written and run nothing on the server', async () => {
+    // Names that a shell would run or split: a command substitution, a ; , both quotes, a leading dash.
+    const names = ['inj-$(id>x).txt', 'semi;touch PWNED-SEMI', `it's "quoted".txt`, '-rf', 'back`id>y`tick']
+    mkdirSync(join(repo.dir, 'hostile'), { recursive: true })
+    for (const n of names) repo.write(join('hostile', n), `content of ${n}\n`)
+    repo.commit('hostile file names')
+    const path = `${t.deployPath}/we'ird $(touch PWNED-PATH) dir`
+    // The whole site must still run from there: its database path goes through .env, not a shell.
+    const r = await runAction(
+      deployInputs(t, {
+        mode: 'deploy',
+        checks: 'none',
+        'release-name': 'v3b',
+        'deploy-path': path,
+        'shared-paths': ''
+      }),
+      { workspace: repo.dir, env: TAG('v3b') }
+    )
+    try {
+      expectOk(r)
+      expect(readlinkSync(join(path, 'current'))).toBe('releases/v3b')
+      for (const n of names)
+        expect(readFileSync(join(path, 'releases', 'v3b', 'hostile', n), 'utf8')).toBe(`content of ${n}\n`)
+      // Nothing the names or the path spelled out ran: no file they would have made, anywhere the user writes.
+      const made = await t.run(
+        `find ${t.home} ${t.deployPath} /tmp -xdev \\( -name 'PWNED*' -o -name x -o -name y \\) -newer ${join(path, 'releases', 'v3b', 'manage.py')} 2>/dev/null; true`
+      )
+      expect(made.stdout.trim()).toBe('')
+      expect(live()).toBe('releases/v3')
+    } finally {
+      rmSync(path, { recursive: true, force: true })
+      repo.git('rm', '-q', '-r', 'hostile')
+      repo.commit('no more hostile names')
+    }
+  })
+
   test('a release that cannot be described never leaves a GitHub deployment in_progress', async () => {
     gh.reset()
     mkdirSync(join(repo.dir, 'untracked-site'), { recursive: true })
