@@ -54829,7 +54829,7 @@ module.exports = {
 
 __nccwpck_require__.a(module, async (__webpack_handle_async_dependencies__, __webpack_async_result__) => { try {
 /* harmony import */ var _shim_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(2710);
-/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(9892);
+/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(2836);
 
 
 await (0,_main_js__WEBPACK_IMPORTED_MODULE_1__/* .run */ .e)();
@@ -54839,7 +54839,7 @@ __webpack_async_result__();
 
 /***/ }),
 
-/***/ 9892:
+/***/ 2836:
 /***/ ((__unused_webpack_module, __webpack_exports__, __nccwpck_require__) => {
 
 
@@ -58443,10 +58443,50 @@ async function runChecks(opts) {
     return results;
 }
 
+;// CONCATENATED MODULE: external "node:fs/promises"
+const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
 // EXTERNAL MODULE: external "node:stream"
 var external_node_stream_ = __nccwpck_require__(7075);
 // EXTERNAL MODULE: external "node:util"
 var external_node_util_ = __nccwpck_require__(7975);
+;// CONCATENATED MODULE: ./src/release/incremental.ts
+/**
+ * Incremental upload: which files of the new release can be taken from the release that is live on a host
+ * instead of crossing the network. Each release carries its manifest (`.deploy-manifest`: the output of
+ * `git ls-tree -r -z` for its tree, the same bytes git prints); the host verifies the live release's files
+ * against it (so a file edited on the server is sent again, never reused) and prints the entries that hold.
+ * A file is reused when its path, mode and blob hash are the same in both. Pure functions.
+ */
+/** The file each release carries, listing what it was made of. */
+const MANIFEST = '.deploy-manifest';
+/** The list of paths (NUL-separated) the server links from the live release; removed after the upload. */
+const REUSE = '.deploy-reuse';
+/** Parses `git ls-tree -r -z` output (`<mode> <type> <sha>\t<path>\0`…), keeping files and symlinks. */
+function parseTree(text) {
+    const out = [];
+    for (const record of text.split('\0')) {
+        const m = /^(100644|100755|120000) blob ([0-9a-f]{40,64})\t(.+)$/s.exec(record);
+        if (m)
+            out.push({ mode: m[1], sha: m[2], path: m[3] });
+    }
+    return out;
+}
+/**
+ * Paths of `next` that the live release has with the same mode and content. A path that did not survive
+ * the trip as text (not valid UTF-8: it shows U+FFFD) is never reused, so a lossy name can't pick the wrong
+ * file; names the release itself adds are never reused either.
+ */
+function reusable(live, next) {
+    const have = new Map(live.map(e => [e.path, e]));
+    return next
+        .filter(e => {
+        const l = have.get(e.path);
+        return l && l.mode === e.mode && l.sha === e.sha && !e.path.includes('\uFFFD');
+    })
+        .filter(e => e.path !== MANIFEST && e.path !== REUSE)
+        .map(e => e.path);
+}
+
 ;// CONCATENATED MODULE: ./src/release/source.ts
 /**
  * The release as it leaves the runner: the files git tracks in working-directory at HEAD, streamed as a
@@ -58456,10 +58496,20 @@ var external_node_util_ = __nccwpck_require__(7975);
 
 
 
+
+
+
+
 const run = (0,external_node_util_.promisify)(external_node_child_process_namespaceObject.execFile);
 async function git(cwd, ...args) {
+    return gitWith(cwd, {}, ...args);
+}
+async function gitWith(cwd, env, ...args) {
     try {
-        const { stdout } = await run('git', ['-C', cwd, ...args], { maxBuffer: 64 * 1024 * 1024 });
+        const { stdout } = await run('git', ['-C', cwd, ...args], {
+            maxBuffer: 256 * 1024 * 1024,
+            env: { ...process.env, ...env }
+        });
         return stdout;
     }
     catch (e) {
@@ -58497,11 +58547,36 @@ async function describeRelease(workingDirectory, name, venv) {
         .update(JSON.stringify([venv.python, venv.options, venv.pipArgs, requirements, local]))
         .digest('hex')
         .slice(0, 16);
-    return { name, revision, treeish, repoRoot, venvKey, hasRequirements };
+    const files = await git(workingDirectory, 'ls-tree', '-r', '-z', '--full-tree', treeish);
+    return { name, revision, treeish, repoRoot, venvKey, hasRequirements, tree: files };
 }
-/** Streams the release as tar.gz from `git archive`; `done` rejects if git fails. */
-function archive(source) {
-    const child = (0,external_node_child_process_namespaceObject.spawn)('git', ['-C', source.repoRoot, 'archive', '--format=tar.gz', source.treeish], {
+/**
+ * Streams the release as tar.gz from `git archive`, with its manifest; `done` rejects if git fails. With
+ * `reuse` (paths the host already has, unchanged, in its live release) the archive holds every other file
+ * and the list of those paths, so only what changed crosses the network: it is made from a tree git writes
+ * from a temporary index, the repository's own index and work tree untouched.
+ */
+async function archive(source, reuse = []) {
+    const work = await (0,promises_namespaceObject.mkdtemp)((0,external_node_path_.join)((0,external_node_os_namespaceObject.tmpdir)(), 'django-deploy-archive-'));
+    const extra = [];
+    let tree = source.treeish;
+    try {
+        await (0,promises_namespaceObject.writeFile)((0,external_node_path_.join)(work, MANIFEST), source.tree);
+        extra.push(`--add-file=${(0,external_node_path_.join)(work, MANIFEST)}`);
+        if (reuse.length) {
+            await (0,promises_namespaceObject.writeFile)((0,external_node_path_.join)(work, REUSE), reuse.join('\0') + '\0');
+            extra.push(`--add-file=${(0,external_node_path_.join)(work, REUSE)}`);
+            const env = { GIT_INDEX_FILE: (0,external_node_path_.join)(work, 'index') };
+            await gitWith(source.repoRoot, env, 'read-tree', source.treeish);
+            await removeFromIndex(source.repoRoot, env, reuse);
+            tree = (await gitWith(source.repoRoot, env, 'write-tree')).trim();
+        }
+    }
+    catch (e) {
+        await (0,promises_namespaceObject.rm)(work, { recursive: true, force: true });
+        throw e;
+    }
+    const child = (0,external_node_child_process_namespaceObject.spawn)('git', ['-C', source.repoRoot, 'archive', '--format=tar.gz', ...extra, tree], {
         stdio: ['ignore', 'pipe', 'pipe']
     });
     let stderr = '';
@@ -58509,10 +58584,31 @@ function archive(source) {
     const done = new Promise((resolve, reject) => {
         child.on('error', reject);
         child.on('close', code => code === 0 ? resolve() : reject(new Error(`git archive failed (exit ${code}): ${stderr.trim()}`)));
+    }).finally(() => (0,promises_namespaceObject.rm)(work, { recursive: true, force: true }));
+    // A child's stdout stops counting as readable once git exits, before anyone read it; a pass-through holds
+    // the data (with back-pressure) until the SSH channel consumes it, counting what went by.
+    let bytes = 0;
+    const counter = new external_node_stream_.Transform({
+        transform(chunk, _encoding, callback) {
+            bytes += chunk.length;
+            callback(null, chunk);
+        }
     });
-    // A child's stdout stops counting as readable once git exits, before anyone read it; a PassThrough holds
-    // the data (with back-pressure) until the SSH channel consumes it.
-    return { stream: child.stdout.pipe(new external_node_stream_.PassThrough()), done };
+    return { stream: child.stdout.pipe(counter), done, bytes: () => bytes };
+}
+/** `git update-index --force-remove -z --stdin`: paths as data on stdin, never as pathspecs or arguments. */
+function removeFromIndex(cwd, env, paths) {
+    return new Promise((resolve, reject) => {
+        const child = (0,external_node_child_process_namespaceObject.spawn)('git', ['-C', cwd, 'update-index', '--force-remove', '-z', '--stdin'], {
+            env: { ...process.env, ...env },
+            stdio: ['pipe', 'ignore', 'pipe']
+        });
+        let stderr = '';
+        child.stderr.on('data', (c) => (stderr += c.toString()));
+        child.on('error', reject);
+        child.on('close', code => code === 0 ? resolve() : reject(new Error(`git update-index failed (exit ${code}): ${stderr.trim()}`)));
+        child.stdin.end(paths.join('\0') + '\0');
+    });
 }
 
 ;// CONCATENATED MODULE: ./src/remote/quote.ts
@@ -58543,6 +58639,7 @@ function shellLine(script) {
  * Remote commands as data: small pure functions returning POSIX sh scripts. Nothing here runs anything;
  * the runner sends these over SSH and the dry run prints them. Every variable part goes through `q`.
  */
+
 
 /** Lines starting with this marker in a step's output become warnings in the job log. */
 const WARN = 'django-deploy-warning:';
@@ -58612,10 +58709,86 @@ function prepare(l, release) {
     const dir = releaseDir(l, release);
     return script(`mkdir -p ${words(l.releases, l.shared, l.venvs)}`, `if [ -L ${q(l.current)} ] && [ "$(basename "$(readlink ${q(l.current)})")" = ${q(release)} ]; then`, `  echo ${q(`release ${release} is the live release; deploy another release name (or use mode: rollback)`)} >&2`, '  exit 65', 'fi', `rm -rf ${q(dir)}`, `mkdir -p ${q(dir)}`);
 }
-/** Unpacks the release archive read from stdin and records the commit it came from. */
-function unpack(l, release, revision) {
+/**
+ * Prints the entries of the live release's manifest whose files are still exactly what was deployed
+ * (content hashed as git hashes a blob, the executable bit, a symlink's target), NUL-terminated as git
+ * prints them; files that changed on the server are named in a warning and never reused.
+ * Arguments: the live release's directory.
+ */
+const LIVE_FILES_PY = [
+    'import hashlib, os, sys',
+    'root = os.fsencode(sys.argv[1])',
+    'try:',
+    `    manifest = open(os.path.join(root, b${JSON.stringify(MANIFEST)}), 'rb').read()`,
+    'except FileNotFoundError:',
+    '    sys.exit(0)',
+    'out, changed = [], []',
+    "for record in manifest.split(b'\\0'):",
+    "    head, sep, path = record.partition(b'\\t')",
+    '    if not sep: continue',
+    '    mode, kind, sha = head.split(b" ")',
+    '    full = os.path.join(root, path)',
+    '    try:',
+    "        if mode == b'120000':",
+    '            data = os.readlink(full) if os.path.islink(full) else None',
+    '        elif os.path.islink(full) or not os.path.isfile(full):',
+    '            data = None',
+    "        elif (os.stat(full).st_mode & 0o100 != 0) != (mode == b'100755'):",
+    '            data = None',
+    '        else:',
+    "            data = open(full, 'rb').read()",
+    '    except OSError:',
+    '        data = None',
+    '    h = None',
+    '    if data is not None:',
+    "        h = hashlib.new('sha1' if len(sha) == 40 else 'sha256', b'blob %d\\0' % len(data) + data).hexdigest().encode()",
+    '    if h == sha:',
+    "        out.append(record + b'\\0')",
+    '    else:',
+    "        changed.append(path.decode('utf-8', 'replace'))",
+    'if changed:',
+    `    print('${WARN} ' + str(len(changed)) + ' file(s) of the live release differ from what was deployed (changed on the server?), sent again: ' + ', '.join(changed[:5]) + (' …' if len(changed) > 5 else ''), file=sys.stderr, flush=True)`,
+    "sys.stdout.buffer.write(b''.join(out))"
+].join('\n');
+/** The live release's files that still match its manifest (LIVE_FILES_PY); changes nothing. */
+function liveFiles(l, release, python) {
+    return script(words(python, '-c', LIVE_FILES_PY, releaseDir(l, release)));
+}
+/**
+ * Links the paths listed in REUSE (NUL-separated) from the live release into the new one: a hard link (a
+ * copy where the file system refuses one), a symlink made anew. Arguments: new release dir, live release dir.
+ */
+const REUSE_PY = [
+    'import os, shutil, sys',
+    'new, live = os.fsencode(sys.argv[1]), os.fsencode(sys.argv[2])',
+    `listing = os.path.join(new, b${JSON.stringify(REUSE)})`,
+    "paths = [p for p in open(listing, 'rb').read().split(b'\\0') if p]",
+    'for p in paths:',
+    '    src, dst = os.path.join(live, p), os.path.join(new, p)',
+    '    os.makedirs(os.path.dirname(dst), exist_ok=True)',
+    '    if os.path.islink(src):',
+    '        os.symlink(os.readlink(src), dst)',
+    '    else:',
+    '        try:',
+    '            os.link(src, dst)',
+    '        except OSError:',
+    '            shutil.copy2(src, dst)',
+    'os.remove(listing)',
+    "print(f'{len(paths)} unchanged file(s) taken from the live release')"
+].join('\n');
+/**
+ * Unpacks the release archive read from stdin and records the commit it came from. With `reuseFrom` (the
+ * live release), the files the archive lists in REUSE are linked from there: they did not cross the network.
+ */
+function unpack(l, release, revision, reuseFrom) {
     const dir = releaseDir(l, release);
-    return script(`tar -xzf - -C ${q(dir)} --no-same-owner --no-same-permissions`, `chmod -R a+rX ${q(dir)}`, `printf '%s\\n' ${q(revision)} > ${q(dir + '/REVISION')}`);
+    return script(`tar -xzf - -C ${q(dir)} --no-same-owner --no-same-permissions`, ...(reuseFrom
+        ? [
+            `if [ -f ${q(`${dir}/${REUSE}`)} ]; then`,
+            `  ${words(reuseFrom.python, '-c', REUSE_PY, dir, releaseDir(l, reuseFrom.release))}`,
+            'fi'
+        ]
+        : []), `chmod -R a+rX ${q(dir)}`, `printf '%s\\n' ${q(revision)} > ${q(dir + '/REVISION')}`);
 }
 /** A shared path that looks like a file (has a dot) is a file, else a directory. */
 function sharedKind(path) {
@@ -60119,12 +60292,16 @@ async function ssh_open(host, user, s, pins, label, sock) {
  * The runner executes it; the dry run prints it.
  */
 
-/** Steps that make the release ready without touching what is live: a failure here changes nothing live. */
-function updateSteps(d, l, source) {
+/**
+ * Steps that make the release ready without touching what is live: a failure here changes nothing live.
+ * `live` is the host's live release: unchanged files of the upload are taken from it.
+ */
+function updateSteps(d, l, source, live) {
     const r = source.name;
+    const reuseFrom = live && live !== r ? { release: live, python: d.remotePython } : undefined;
     const steps = [
         { name: 'prepare', script: prepare(l, r) },
-        { name: 'upload', script: unpack(l, r, source.revision), stdin: 'archive' },
+        { name: 'upload', script: unpack(l, r, source.revision, reuseFrom), stdin: 'archive' },
         { name: 'shared', script: linkShared(l, r, d.sharedPaths) },
         {
             name: 'virtualenv',
@@ -60356,6 +60533,7 @@ function batch(steps, l, mark) {
 
 
 
+
 class StepError extends Error {
     host;
     step;
@@ -60481,7 +60659,7 @@ class Runner {
         this.log.startGroup(`${host}: ${parts[0]}`);
         let upload;
         if (step.stdin === 'archive' && source)
-            upload = archive(source);
+            upload = await archive(source, t.reuse);
         const r = await t.remote.run(step.script, {
             stdin: upload?.stream,
             timeoutMs: this.settings.ssh.commandTimeout * 1000,
@@ -60511,8 +60689,12 @@ class Runner {
                 show(line);
             }
         });
-        if (upload)
+        if (upload) {
             await upload.done;
+            const files = parseTree(source.tree).length;
+            const reused = t.reuse?.length ?? 0;
+            this.log.info(`${host}: ${(upload.bytes() / 1024).toFixed(1)} KiB sent for ${files - reused} of ${files} files${reused ? `; ${reused} unchanged, taken from ${t.state.current}` : ''}`);
+        }
         if (r.code === 0) {
             // Steps that ran without a batch's marker (a single step) end with the command.
             while (part < parts.length) {
@@ -60525,6 +60707,36 @@ class Runner {
         const failed = parts[Math.min(part, parts.length - 1)];
         finish(failed, r.code, r.timedOut ? `timed out after ${this.settings.ssh.commandTimeout} s` : '');
         throw new StepError(host, failed, r.code, lines.slice(-TAIL).join('\n'));
+    }
+    /**
+     * Finds the files of the release that the host's live release holds unchanged (verified there), so the
+     * upload leaves them out. Any failure here only costs bytes: the whole release is sent.
+     */
+    async findReusable(t, source) {
+        const live = t.state.current;
+        t.reuse = undefined;
+        if (!live || live === source.name)
+            return;
+        const t0 = Date.now();
+        const warned = [];
+        const r = await t.remote.run(liveFiles(this.layout, live, this.settings.deploy.remotePython), {
+            timeoutMs: this.settings.ssh.commandTimeout * 1000,
+            onLine: line => {
+                if (line.startsWith(WARN))
+                    warned.push(line.slice(WARN.length).trim());
+            }
+        });
+        for (const w of warned) {
+            this.warnings.push(`${t.remote.name}: ${w}`);
+            this.log.warning(`${t.remote.name}: ${w}`);
+        }
+        if (r.code !== 0) {
+            this.log.warning(`${t.remote.name}: could not read the live release's manifest (exit ${r.code}), sending every file: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
+            this.record(t.remote.name, 'manifest', 'failed', t0, `exit ${r.code}`);
+            return;
+        }
+        t.reuse = reusable(parseTree(r.stdout), parseTree(source.tree));
+        this.record(t.remote.name, 'manifest', 'ok', t0);
     }
     /**
      * Connects (and locks, unless dry), runs `body`, and always closes; any error ends up in `result.error`,
@@ -60562,15 +60774,17 @@ class Runner {
                 result.plan = Object.fromEntries(targets.map(t => [
                     t.remote.name,
                     [
-                        ...updateSteps(d, this.layout, source),
+                        ...updateSteps(d, this.layout, source, t.state.current),
                         ...publishSteps(d, this.layout, source.name, t.state.current),
                         cleanupStep(t.state, d.keepReleases, source.name, this.layout)
                     ].map(renderStep)
                 ]));
                 return;
             }
-            for (const t of targets)
-                await this.exec(t, batch(updateSteps(d, this.layout, source), this.layout, this.mark), source);
+            for (const t of targets) {
+                await this.findReusable(t, source);
+                await this.exec(t, batch(updateSteps(d, this.layout, source, t.state.current), this.layout, this.mark), source);
+            }
             const failure = await this.publish(targets, source.name);
             if (failure) {
                 result.error = failure.error;

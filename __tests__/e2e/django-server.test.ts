@@ -51,7 +51,8 @@ describe.each(djangoVersions())('Django $version on the server', ({ version, env
       treeish: 'HEAD',
       repoRoot: '/',
       venvKey: 'k',
-      hasRequirements: false
+      hasRequirements: false,
+      tree: ''
     })
     return batch(
       all.filter(s => s.manage),

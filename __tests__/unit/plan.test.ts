@@ -36,7 +36,8 @@ const source = {
   treeish: 'HEAD',
   repoRoot: '/r',
   venvKey: 'k',
-  hasRequirements: false
+  hasRequirements: false,
+  tree: ''
 }
 const live = (...names: string[]): HistoryEntry[] => names.map(release => ({ event: 'live', release }))
 

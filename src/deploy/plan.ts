@@ -18,12 +18,16 @@ export interface Step {
   parts?: string[]
 }
 
-/** Steps that make the release ready without touching what is live: a failure here changes nothing live. */
-export function updateSteps(d: DeploySettings, l: Layout, source: ReleaseSource): Step[] {
+/**
+ * Steps that make the release ready without touching what is live: a failure here changes nothing live.
+ * `live` is the host's live release: unchanged files of the upload are taken from it.
+ */
+export function updateSteps(d: DeploySettings, l: Layout, source: ReleaseSource, live?: string): Step[] {
   const r = source.name
+  const reuseFrom = live && live !== r ? { release: live, python: d.remotePython } : undefined
   const steps: Step[] = [
     { name: 'prepare', script: cmd.prepare(l, r) },
-    { name: 'upload', script: cmd.unpack(l, r, source.revision), stdin: 'archive' },
+    { name: 'upload', script: cmd.unpack(l, r, source.revision, reuseFrom), stdin: 'archive' },
     { name: 'shared', script: cmd.linkShared(l, r, d.sharedPaths) },
     {
       name: 'virtualenv',

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { ReleaseSource } from '../release/source.js'
 import { archive } from '../release/source.js'
+import { parseTree, reusable } from '../release/incremental.js'
 import type { DeployResult, StepResult } from '../report.js'
 import * as cmd from '../remote/commands.js'
 import type { HostState, Layout } from '../remote/commands.js'
@@ -52,6 +53,8 @@ interface Target {
   remote: Remote
   state: HostState
   lock?: { release(): Promise<void> }
+  /** Files of the release this host has, unchanged, in its live release: not uploaded again. */
+  reuse?: string[]
 }
 
 const TAIL = 15
@@ -173,8 +176,8 @@ export class Runner {
       else this.log.info(line)
     }
     this.log.startGroup(`${host}: ${parts[0]}`)
-    let upload: ReturnType<typeof archive> | undefined
-    if (step.stdin === 'archive' && source) upload = archive(source)
+    let upload: Awaited<ReturnType<typeof archive>> | undefined
+    if (step.stdin === 'archive' && source) upload = await archive(source, t.reuse)
     const r = await t.remote.run(step.script, {
       stdin: upload?.stream,
       timeoutMs: this.settings.ssh.commandTimeout * 1000,
@@ -201,7 +204,14 @@ export class Runner {
         show(line)
       }
     })
-    if (upload) await upload.done
+    if (upload) {
+      await upload.done
+      const files = parseTree(source!.tree).length
+      const reused = t.reuse?.length ?? 0
+      this.log.info(
+        `${host}: ${(upload.bytes() / 1024).toFixed(1)} KiB sent for ${files - reused} of ${files} files${reused ? `; ${reused} unchanged, taken from ${t.state.current}` : ''}`
+      )
+    }
     if (r.code === 0) {
       // Steps that ran without a batch's marker (a single step) end with the command.
       while (part < parts.length) {
@@ -213,6 +223,37 @@ export class Runner {
     const failed = parts[Math.min(part, parts.length - 1)]
     finish(failed, r.code, r.timedOut ? `timed out after ${this.settings.ssh.commandTimeout} s` : '')
     throw new StepError(host, failed, r.code, lines.slice(-TAIL).join('\n'))
+  }
+
+  /**
+   * Finds the files of the release that the host's live release holds unchanged (verified there), so the
+   * upload leaves them out. Any failure here only costs bytes: the whole release is sent.
+   */
+  private async findReusable(t: Target, source: ReleaseSource): Promise<void> {
+    const live = t.state.current
+    t.reuse = undefined
+    if (!live || live === source.name) return
+    const t0 = Date.now()
+    const warned: string[] = []
+    const r = await t.remote.run(cmd.liveFiles(this.layout, live, this.settings.deploy.remotePython), {
+      timeoutMs: this.settings.ssh.commandTimeout * 1000,
+      onLine: line => {
+        if (line.startsWith(cmd.WARN)) warned.push(line.slice(cmd.WARN.length).trim())
+      }
+    })
+    for (const w of warned) {
+      this.warnings.push(`${t.remote.name}: ${w}`)
+      this.log.warning(`${t.remote.name}: ${w}`)
+    }
+    if (r.code !== 0) {
+      this.log.warning(
+        `${t.remote.name}: could not read the live release's manifest (exit ${r.code}), sending every file: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`
+      )
+      this.record(t.remote.name, 'manifest', 'failed', t0, `exit ${r.code}`)
+      return
+    }
+    t.reuse = reusable(parseTree(r.stdout), parseTree(source.tree))
+    this.record(t.remote.name, 'manifest', 'ok', t0)
   }
 
   /**
@@ -254,7 +295,7 @@ export class Runner {
           targets.map(t => [
             t.remote.name,
             [
-              ...updateSteps(d, this.layout, source),
+              ...updateSteps(d, this.layout, source, t.state.current),
               ...publishSteps(d, this.layout, source.name, t.state.current),
               cleanupStep(t.state, d.keepReleases, source.name, this.layout)
             ].map(renderStep)
@@ -262,8 +303,14 @@ export class Runner {
         )
         return
       }
-      for (const t of targets)
-        await this.exec(t, batch(updateSteps(d, this.layout, source), this.layout, this.mark), source)
+      for (const t of targets) {
+        await this.findReusable(t, source)
+        await this.exec(
+          t,
+          batch(updateSteps(d, this.layout, source, t.state.current), this.layout, this.mark),
+          source
+        )
+      }
       const failure = await this.publish(targets, source.name)
       if (failure) {
         result.error = failure.error

@@ -4,8 +4,12 @@
  */
 import { execFile, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { PassThrough, type Readable } from 'node:stream'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Transform, type Readable } from 'node:stream'
 import { promisify } from 'node:util'
+import { MANIFEST, REUSE } from './incremental.js'
 
 const run = promisify(execFile)
 
@@ -21,11 +25,20 @@ export interface ReleaseSource {
   /** Content hash of what the virtualenv is built from. */
   venvKey: string
   hasRequirements: boolean
+  /** `git ls-tree -r -z` of the release's tree: what it is made of, and its manifest on the server. */
+  tree: string
 }
 
 async function git(cwd: string, ...args: string[]): Promise<string> {
+  return gitWith(cwd, {}, ...args)
+}
+
+async function gitWith(cwd: string, env: Record<string, string>, ...args: string[]): Promise<string> {
   try {
-    const { stdout } = await run('git', ['-C', cwd, ...args], { maxBuffer: 64 * 1024 * 1024 })
+    const { stdout } = await run('git', ['-C', cwd, ...args], {
+      maxBuffer: 256 * 1024 * 1024,
+      env: { ...process.env, ...env }
+    })
     return stdout
   } catch (e) {
     const err = e as { stderr?: string; message: string }
@@ -72,12 +85,39 @@ export async function describeRelease(
     .update(JSON.stringify([venv.python, venv.options, venv.pipArgs, requirements, local]))
     .digest('hex')
     .slice(0, 16)
-  return { name, revision, treeish, repoRoot, venvKey, hasRequirements }
+  const files = await git(workingDirectory, 'ls-tree', '-r', '-z', '--full-tree', treeish)
+  return { name, revision, treeish, repoRoot, venvKey, hasRequirements, tree: files }
 }
 
-/** Streams the release as tar.gz from `git archive`; `done` rejects if git fails. */
-export function archive(source: ReleaseSource): { stream: Readable; done: Promise<void> } {
-  const child = spawn('git', ['-C', source.repoRoot, 'archive', '--format=tar.gz', source.treeish], {
+/**
+ * Streams the release as tar.gz from `git archive`, with its manifest; `done` rejects if git fails. With
+ * `reuse` (paths the host already has, unchanged, in its live release) the archive holds every other file
+ * and the list of those paths, so only what changed crosses the network: it is made from a tree git writes
+ * from a temporary index, the repository's own index and work tree untouched.
+ */
+export async function archive(
+  source: ReleaseSource,
+  reuse: string[] = []
+): Promise<{ stream: Readable; done: Promise<void>; bytes(): number }> {
+  const work = await mkdtemp(join(tmpdir(), 'django-deploy-archive-'))
+  const extra: string[] = []
+  let tree = source.treeish
+  try {
+    await writeFile(join(work, MANIFEST), source.tree)
+    extra.push(`--add-file=${join(work, MANIFEST)}`)
+    if (reuse.length) {
+      await writeFile(join(work, REUSE), reuse.join('\0') + '\0')
+      extra.push(`--add-file=${join(work, REUSE)}`)
+      const env = { GIT_INDEX_FILE: join(work, 'index') }
+      await gitWith(source.repoRoot, env, 'read-tree', source.treeish)
+      await removeFromIndex(source.repoRoot, env, reuse)
+      tree = (await gitWith(source.repoRoot, env, 'write-tree')).trim()
+    }
+  } catch (e) {
+    await rm(work, { recursive: true, force: true })
+    throw e
+  }
+  const child = spawn('git', ['-C', source.repoRoot, 'archive', '--format=tar.gz', ...extra, tree], {
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let stderr = ''
@@ -87,8 +127,32 @@ export function archive(source: ReleaseSource): { stream: Readable; done: Promis
     child.on('close', code =>
       code === 0 ? resolve() : reject(new Error(`git archive failed (exit ${code}): ${stderr.trim()}`))
     )
+  }).finally(() => rm(work, { recursive: true, force: true }))
+  // A child's stdout stops counting as readable once git exits, before anyone read it; a pass-through holds
+  // the data (with back-pressure) until the SSH channel consumes it, counting what went by.
+  let bytes = 0
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      bytes += chunk.length
+      callback(null, chunk)
+    }
   })
-  // A child's stdout stops counting as readable once git exits, before anyone read it; a PassThrough holds
-  // the data (with back-pressure) until the SSH channel consumes it.
-  return { stream: child.stdout.pipe(new PassThrough()), done }
+  return { stream: child.stdout.pipe(counter), done, bytes: () => bytes }
+}
+
+/** `git update-index --force-remove -z --stdin`: paths as data on stdin, never as pathspecs or arguments. */
+function removeFromIndex(cwd: string, env: Record<string, string>, paths: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('git', ['-C', cwd, 'update-index', '--force-remove', '-z', '--stdin'], {
+      env: { ...process.env, ...env },
+      stdio: ['pipe', 'ignore', 'pipe']
+    })
+    let stderr = ''
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
+    child.on('error', reject)
+    child.on('close', code =>
+      code === 0 ? resolve() : reject(new Error(`git update-index failed (exit ${code}): ${stderr.trim()}`))
+    )
+    child.stdin.end(paths.join('\0') + '\0')
+  })
 }

@@ -2,6 +2,7 @@
  * Remote commands as data: small pure functions returning POSIX sh scripts. Nothing here runs anything;
  * the runner sends these over SSH and the dry run prints them. Every variable part goes through `q`.
  */
+import { MANIFEST, REUSE } from '../release/incremental.js'
 import { q, words } from './quote.js'
 
 /** Lines starting with this marker in a step's output become warnings in the job log. */
@@ -127,11 +128,96 @@ export function prepare(l: Layout, release: string): string {
   )
 }
 
-/** Unpacks the release archive read from stdin and records the commit it came from. */
-export function unpack(l: Layout, release: string, revision: string): string {
+/**
+ * Prints the entries of the live release's manifest whose files are still exactly what was deployed
+ * (content hashed as git hashes a blob, the executable bit, a symlink's target), NUL-terminated as git
+ * prints them; files that changed on the server are named in a warning and never reused.
+ * Arguments: the live release's directory.
+ */
+export const LIVE_FILES_PY = [
+  'import hashlib, os, sys',
+  'root = os.fsencode(sys.argv[1])',
+  'try:',
+  `    manifest = open(os.path.join(root, b${JSON.stringify(MANIFEST)}), 'rb').read()`,
+  'except FileNotFoundError:',
+  '    sys.exit(0)',
+  'out, changed = [], []',
+  "for record in manifest.split(b'\\0'):",
+  "    head, sep, path = record.partition(b'\\t')",
+  '    if not sep: continue',
+  '    mode, kind, sha = head.split(b" ")',
+  '    full = os.path.join(root, path)',
+  '    try:',
+  "        if mode == b'120000':",
+  '            data = os.readlink(full) if os.path.islink(full) else None',
+  '        elif os.path.islink(full) or not os.path.isfile(full):',
+  '            data = None',
+  "        elif (os.stat(full).st_mode & 0o100 != 0) != (mode == b'100755'):",
+  '            data = None',
+  '        else:',
+  "            data = open(full, 'rb').read()",
+  '    except OSError:',
+  '        data = None',
+  '    h = None',
+  '    if data is not None:',
+  "        h = hashlib.new('sha1' if len(sha) == 40 else 'sha256', b'blob %d\\0' % len(data) + data).hexdigest().encode()",
+  '    if h == sha:',
+  "        out.append(record + b'\\0')",
+  '    else:',
+  "        changed.append(path.decode('utf-8', 'replace'))",
+  'if changed:',
+  `    print('${WARN} ' + str(len(changed)) + ' file(s) of the live release differ from what was deployed (changed on the server?), sent again: ' + ', '.join(changed[:5]) + (' …' if len(changed) > 5 else ''), file=sys.stderr, flush=True)`,
+  "sys.stdout.buffer.write(b''.join(out))"
+].join('\n')
+
+/** The live release's files that still match its manifest (LIVE_FILES_PY); changes nothing. */
+export function liveFiles(l: Layout, release: string, python: string): string {
+  return script(words(python, '-c', LIVE_FILES_PY, releaseDir(l, release)))
+}
+
+/**
+ * Links the paths listed in REUSE (NUL-separated) from the live release into the new one: a hard link (a
+ * copy where the file system refuses one), a symlink made anew. Arguments: new release dir, live release dir.
+ */
+export const REUSE_PY = [
+  'import os, shutil, sys',
+  'new, live = os.fsencode(sys.argv[1]), os.fsencode(sys.argv[2])',
+  `listing = os.path.join(new, b${JSON.stringify(REUSE)})`,
+  "paths = [p for p in open(listing, 'rb').read().split(b'\\0') if p]",
+  'for p in paths:',
+  '    src, dst = os.path.join(live, p), os.path.join(new, p)',
+  '    os.makedirs(os.path.dirname(dst), exist_ok=True)',
+  '    if os.path.islink(src):',
+  '        os.symlink(os.readlink(src), dst)',
+  '    else:',
+  '        try:',
+  '            os.link(src, dst)',
+  '        except OSError:',
+  '            shutil.copy2(src, dst)',
+  'os.remove(listing)',
+  "print(f'{len(paths)} unchanged file(s) taken from the live release')"
+].join('\n')
+
+/**
+ * Unpacks the release archive read from stdin and records the commit it came from. With `reuseFrom` (the
+ * live release), the files the archive lists in REUSE are linked from there: they did not cross the network.
+ */
+export function unpack(
+  l: Layout,
+  release: string,
+  revision: string,
+  reuseFrom?: { release: string; python: string }
+): string {
   const dir = releaseDir(l, release)
   return script(
     `tar -xzf - -C ${q(dir)} --no-same-owner --no-same-permissions`,
+    ...(reuseFrom
+      ? [
+          `if [ -f ${q(`${dir}/${REUSE}`)} ]; then`,
+          `  ${words(reuseFrom.python, '-c', REUSE_PY, dir, releaseDir(l, reuseFrom.release))}`,
+          'fi'
+        ]
+      : []),
     `chmod -R a+rX ${q(dir)}`,
     `printf '%s\\n' ${q(revision)} > ${q(dir + '/REVISION')}`
   )
