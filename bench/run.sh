@@ -15,6 +15,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 bash scripts/setup.sh
+if [ "${1:-}" = upload ] && ! command -v rsync >/dev/null; then
+  echo "== installing rsync (the upload benchmark compares with it; the action never needs it)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync >/dev/null
+fi
 if [ ! -f dist/index.js ]; then
   echo "== dist/index.js missing: npm run bundle"
   npm run bundle
