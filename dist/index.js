@@ -58453,38 +58453,47 @@ var external_node_util_ = __nccwpck_require__(7975);
 /**
  * Incremental upload: which files of the new release can be taken from the release that is live on a host
  * instead of crossing the network. Each release carries its manifest (`.deploy-manifest`: the output of
- * `git ls-tree -r -z` for its tree, the same bytes git prints); the host verifies the live release's files
- * against it (so a file edited on the server is sent again, never reused) and prints the entries that hold.
- * A file is reused when its path, mode and blob hash are the same in both. Pure functions.
+ * `git ls-tree -r -z` for its tree, the same bytes git prints). Before the upload the runner sends the new
+ * release's manifest (gzip) to the host; the host compares it with the live release's, hashes the live files
+ * that would be reused as git does (so a file edited on the server is sent again, never reused), keeps both
+ * lists for the upload step, and answers with the indexes of the reusable records. Pure functions.
  */
 /** The file each release carries, listing what it was made of. */
 const MANIFEST = '.deploy-manifest';
-/** The list of paths (NUL-separated) the server links from the live release; removed after the upload. */
-const REUSE = '.deploy-reuse';
-/** Parses `git ls-tree -r -z` output (`<mode> <type> <sha>\t<path>\0`…), keeping files and symlinks. */
+/** The records of `git ls-tree -r -z` output, in order (`<mode> <type> <sha>\t<path>`). */
+function treeRecords(text) {
+    return text.split('\0').filter(Boolean);
+}
+/** Parses `git ls-tree -r -z` output, keeping files and symlinks (not submodules). */
 function parseTree(text) {
     const out = [];
-    for (const record of text.split('\0')) {
+    for (const record of treeRecords(text)) {
         const m = /^(100644|100755|120000) blob ([0-9a-f]{40,64})\t(.+)$/s.exec(record);
         if (m)
             out.push({ mode: m[1], sha: m[2], path: m[3] });
     }
     return out;
 }
-/**
- * Paths of `next` that the live release has with the same mode and content. A path that did not survive
- * the trip as text (not valid UTF-8: it shows U+FFFD) is never reused, so a lossy name can't pick the wrong
- * file; names the release itself adds are never reused either.
- */
-function reusable(live, next) {
-    const have = new Map(live.map(e => [e.path, e]));
-    return next
-        .filter(e => {
-        const l = have.get(e.path);
-        return l && l.mode === e.mode && l.sha === e.sha && !e.path.includes('\uFFFD');
-    })
-        .filter(e => e.path !== MANIFEST && e.path !== REUSE)
-        .map(e => e.path);
+/** `0-5,7,9-12` → [0..5, 7, 9..12]; anything else is an error (the host's answer is checked, not trusted). */
+function parseRanges(text, count) {
+    const out = [];
+    if (!text)
+        return out;
+    for (const part of text.split(',')) {
+        const m = /^(\d+)(?:-(\d+))?$/.exec(part);
+        const from = Number(m?.[1]);
+        const to = Number(m?.[2] ?? m?.[1]);
+        if (!m || to < from || to >= count)
+            throw new Error(`bad index range "${part}" for ${count} records`);
+        for (let i = from; i <= to; i++)
+            out.push(i);
+    }
+    return out;
+}
+/** The paths of the records at `indexes`: what the host takes from the live release. */
+function pathsAt(text, indexes) {
+    const records = treeRecords(text);
+    return indexes.map(i => records[i].slice(records[i].indexOf('\t') + 1));
 }
 
 ;// CONCATENATED MODULE: ./src/release/source.ts
@@ -58551,21 +58560,21 @@ async function describeRelease(workingDirectory, name, venv) {
     return { name, revision, treeish, repoRoot, venvKey, hasRequirements, tree: files };
 }
 /**
- * Streams the release as tar.gz from `git archive`, with its manifest; `done` rejects if git fails. With
- * `reuse` (paths the host already has, unchanged, in its live release) the archive holds every other file
- * and the list of those paths, so only what changed crosses the network: it is made from a tree git writes
- * from a temporary index, the repository's own index and work tree untouched.
+ * Streams the release as tar.gz from `git archive`; `done` rejects if git fails. Without `reuse` the archive
+ * holds every file and the release's manifest. With `reuse` (paths the host takes, unchanged, from its live
+ * release; it already has the manifest) it holds every other file: it is made from a tree git writes from a
+ * temporary index, the repository's own index and work tree untouched.
  */
-async function archive(source, reuse = []) {
+async function archive(source, reuse) {
     const work = await (0,promises_namespaceObject.mkdtemp)((0,external_node_path_.join)((0,external_node_os_namespaceObject.tmpdir)(), 'django-deploy-archive-'));
     const extra = [];
     let tree = source.treeish;
     try {
-        await (0,promises_namespaceObject.writeFile)((0,external_node_path_.join)(work, MANIFEST), source.tree);
-        extra.push(`--add-file=${(0,external_node_path_.join)(work, MANIFEST)}`);
-        if (reuse.length) {
-            await (0,promises_namespaceObject.writeFile)((0,external_node_path_.join)(work, REUSE), reuse.join('\0') + '\0');
-            extra.push(`--add-file=${(0,external_node_path_.join)(work, REUSE)}`);
+        if (!reuse) {
+            await (0,promises_namespaceObject.writeFile)((0,external_node_path_.join)(work, MANIFEST), source.tree);
+            extra.push(`--add-file=${(0,external_node_path_.join)(work, MANIFEST)}`);
+        }
+        else {
             const env = { GIT_INDEX_FILE: (0,external_node_path_.join)(work, 'index') };
             await gitWith(source.repoRoot, env, 'read-tree', source.treeish);
             await removeFromIndex(source.repoRoot, env, reuse);
@@ -58611,6 +58620,8 @@ function removeFromIndex(cwd, env, paths) {
     });
 }
 
+// EXTERNAL MODULE: external "node:zlib"
+var external_node_zlib_ = __nccwpck_require__(8522);
 ;// CONCATENATED MODULE: ./src/remote/quote.ts
 /**
  * The one place where values become shell words. Every value a user, the repository or the event controls
@@ -58710,58 +58721,81 @@ function prepare(l, release) {
     return script(`mkdir -p ${words(l.releases, l.shared, l.venvs)}`, `if [ -L ${q(l.current)} ] && [ "$(basename "$(readlink ${q(l.current)})")" = ${q(release)} ]; then`, `  echo ${q(`release ${release} is the live release; deploy another release name (or use mode: rollback)`)} >&2`, '  exit 65', 'fi', `rm -rf ${q(dir)}`, `mkdir -p ${q(dir)}`);
 }
 /**
- * Prints the entries of the live release's manifest whose files are still exactly what was deployed
- * (content hashed as git hashes a blob, the executable bit, a symlink's target), NUL-terminated as git
- * prints them; files that changed on the server are named in a warning and never reused.
- * Arguments: the live release's directory.
+ * Reads the new release's manifest (gzip) on stdin and compares it with the live release's: a record with
+ * the same mode, hash and path whose live file still is what was deployed (content hashed as git hashes a
+ * blob, the executable bit, a symlink's target) can be reused. Keeps the new manifest and the reusable paths
+ * (NUL-separated) for the upload step, and prints `reuse=<index ranges>` of the reusable records. Live files
+ * that changed on the server since are named in a warning (they are sent again). Changes nothing live.
+ * Arguments: live release dir, file for the new manifest, file for the reusable paths.
  */
-const LIVE_FILES_PY = [
-    'import hashlib, os, sys',
-    'root = os.fsencode(sys.argv[1])',
+const REUSABLE_PY = [
+    'import hashlib, os, sys, zlib',
+    'live, keep_manifest, keep_reuse = (os.fsencode(a) for a in sys.argv[1:4])',
+    'new = zlib.decompress(sys.stdin.buffer.read(), 31)',
     'try:',
-    `    manifest = open(os.path.join(root, b${JSON.stringify(MANIFEST)}), 'rb').read()`,
+    `    old = open(os.path.join(live, b${JSON.stringify(MANIFEST)}), 'rb').read()`,
     'except FileNotFoundError:',
-    '    sys.exit(0)',
-    'out, changed = [], []',
-    "for record in manifest.split(b'\\0'):",
+    "    old = b''",
+    'have = {}',
+    "for record in old.split(b'\\0'):",
     "    head, sep, path = record.partition(b'\\t')",
-    '    if not sep: continue',
-    '    mode, kind, sha = head.split(b" ")',
-    '    full = os.path.join(root, path)',
+    '    if sep: have[path] = head',
+    'reuse, indexes, changed = [], [], []',
+    "for i, record in enumerate(r for r in new.split(b'\\0') if r):",
+    "    head, sep, path = record.partition(b'\\t')",
+    "    if not sep or have.get(path) != head or b'\\xef\\xbf\\xbd' in path: continue",
+    "    mode, kind, sha = head.split(b' ')",
+    "    if kind != b'blob': continue",
+    '    full = os.path.join(live, path)',
     '    try:',
     "        if mode == b'120000':",
     '            data = os.readlink(full) if os.path.islink(full) else None',
-    '        elif os.path.islink(full) or not os.path.isfile(full):',
-    '            data = None',
-    "        elif (os.stat(full).st_mode & 0o100 != 0) != (mode == b'100755'):",
+    "        elif os.path.islink(full) or not os.path.isfile(full) or (os.stat(full).st_mode & 0o100 != 0) != (mode == b'100755'):",
     '            data = None',
     '        else:',
     "            data = open(full, 'rb').read()",
     '    except OSError:',
     '        data = None',
-    '    h = None',
-    '    if data is not None:',
-    "        h = hashlib.new('sha1' if len(sha) == 40 else 'sha256', b'blob %d\\0' % len(data) + data).hexdigest().encode()",
+    "    h = None if data is None else hashlib.new('sha1' if len(sha) == 40 else 'sha256', b'blob %d\\0' % len(data) + data).hexdigest().encode()",
     '    if h == sha:',
-    "        out.append(record + b'\\0')",
+    '        reuse.append(path)',
+    '        indexes.append(i)',
     '    else:',
     "        changed.append(path.decode('utf-8', 'replace'))",
+    'def keep(name, data):',
+    "    with open(name + b'.tmp', 'wb') as f: f.write(data)",
+    "    os.replace(name + b'.tmp', name)",
+    'keep(keep_manifest, new)',
+    "keep(keep_reuse, b''.join(p + b'\\0' for p in reuse))",
     'if changed:',
-    `    print('${WARN} ' + str(len(changed)) + ' file(s) of the live release differ from what was deployed (changed on the server?), sent again: ' + ', '.join(changed[:5]) + (' …' if len(changed) > 5 else ''), file=sys.stderr, flush=True)`,
-    "sys.stdout.buffer.write(b''.join(out))"
+    `    print('${WARN} ' + str(len(changed)) + ' file(s) of the live release differ from what was deployed (changed on the server?), sent again: ' + ', '.join(changed[:5]) + (' …' if len(changed) > 5 else ''), flush=True)`,
+    'ranges, start = [], None',
+    'for n, i in enumerate(indexes):',
+    '    if start is None: start = i',
+    '    if n + 1 == len(indexes) or indexes[n + 1] != i + 1:',
+    "        ranges.append(str(start) if start == i else f'{start}-{i}')",
+    '        start = None',
+    "print('reuse=' + ','.join(ranges))"
 ].join('\n');
-/** The live release's files that still match its manifest (LIVE_FILES_PY); changes nothing. */
-function liveFiles(l, release, python) {
-    return script(words(python, '-c', LIVE_FILES_PY, releaseDir(l, release)));
+/** Where the manifest step leaves the new release's manifest and reusable paths for its upload. */
+function incoming(l, release) {
+    return {
+        manifest: `${l.root}/.deploy-incoming/${release}.manifest`,
+        reuse: `${l.root}/.deploy-incoming/${release}.reuse`
+    };
+}
+/** Which files of `release` the host has unchanged in its live release (REUSABLE_PY; the manifest on stdin). */
+function reusableFiles(l, release, live, python) {
+    const keep = incoming(l, release);
+    return script(`mkdir -p ${q(`${l.root}/.deploy-incoming`)}`, words(python, '-c', REUSABLE_PY, releaseDir(l, live), keep.manifest, keep.reuse));
 }
 /**
- * Links the paths listed in REUSE (NUL-separated) from the live release into the new one: a hard link (a
- * copy where the file system refuses one), a symlink made anew. Arguments: new release dir, live release dir.
+ * Links the paths listed (NUL-separated) in a file from the live release into the new one: a hard link (a copy
+ * where the file system refuses one), a symlink made anew. Arguments: new release dir, live release dir, list.
  */
 const REUSE_PY = [
     'import os, shutil, sys',
-    'new, live = os.fsencode(sys.argv[1]), os.fsencode(sys.argv[2])',
-    `listing = os.path.join(new, b${JSON.stringify(REUSE)})`,
+    'new, live, listing = (os.fsencode(a) for a in sys.argv[1:4])',
     "paths = [p for p in open(listing, 'rb').read().split(b'\\0') if p]",
     'for p in paths:',
     '    src, dst = os.path.join(live, p), os.path.join(new, p)',
@@ -58778,16 +58812,14 @@ const REUSE_PY = [
 ].join('\n');
 /**
  * Unpacks the release archive read from stdin and records the commit it came from. With `reuseFrom` (the
- * live release), the files the archive lists in REUSE are linked from there: they did not cross the network.
+ * live release, after the manifest step), the archive holds only the files that changed: the others are
+ * linked from the live release, and the manifest is the one the manifest step kept.
  */
 function unpack(l, release, revision, reuseFrom) {
     const dir = releaseDir(l, release);
-    return script(`tar -xzf - -C ${q(dir)} --no-same-owner --no-same-permissions`, ...(reuseFrom
-        ? [
-            `if [ -f ${q(`${dir}/${REUSE}`)} ]; then`,
-            `  ${words(reuseFrom.python, '-c', REUSE_PY, dir, releaseDir(l, reuseFrom.release))}`,
-            'fi'
-        ]
+    const keep = incoming(l, release);
+    return script(...(reuseFrom ? [`mv -f ${words(keep.manifest, `${dir}/${MANIFEST}`)}`] : []), `tar -xzf - -C ${q(dir)} --no-same-owner --no-same-permissions`, ...(reuseFrom
+        ? [words(reuseFrom.python, '-c', REUSE_PY, dir, releaseDir(l, reuseFrom.release), keep.reuse)]
         : []), `chmod -R a+rX ${q(dir)}`, `printf '%s\\n' ${q(revision)} > ${q(dir + '/REVISION')}`);
 }
 /** A shared path that looks like a file (has a dot) is a file, else a directory. */
@@ -60294,14 +60326,15 @@ async function ssh_open(host, user, s, pins, label, sock) {
 
 /**
  * Steps that make the release ready without touching what is live: a failure here changes nothing live.
- * `live` is the host's live release: unchanged files of the upload are taken from it.
+ * With `reuseFrom` (the host's live release, once the manifest step found files to reuse) the upload takes
+ * the unchanged files from it.
  */
-function updateSteps(d, l, source, live) {
+function updateSteps(d, l, source, reuseFrom) {
     const r = source.name;
-    const reuseFrom = live && live !== r ? { release: live, python: d.remotePython } : undefined;
+    const reuse = reuseFrom ? { release: reuseFrom, python: d.remotePython } : undefined;
     const steps = [
         { name: 'prepare', script: prepare(l, r) },
-        { name: 'upload', script: unpack(l, r, source.revision, reuseFrom), stdin: 'archive' },
+        { name: 'upload', script: unpack(l, r, source.revision, reuse), stdin: 'archive' },
         { name: 'shared', script: linkShared(l, r, d.sharedPaths) },
         {
             name: 'virtualenv',
@@ -60534,6 +60567,8 @@ function batch(steps, l, mark) {
 
 
 
+
+
 class StepError extends Error {
     host;
     step;
@@ -60718,25 +60753,33 @@ class Runner {
         if (!live || live === source.name)
             return;
         const t0 = Date.now();
-        const warned = [];
-        const r = await t.remote.run(liveFiles(this.layout, live, this.settings.deploy.remotePython), {
+        const host = t.remote.name;
+        const d = this.settings.deploy;
+        let answer = '';
+        const r = await t.remote.run(reusableFiles(this.layout, source.name, live, d.remotePython), {
+            stdin: external_node_stream_.Readable.from([(0,external_node_zlib_.gzipSync)(source.tree)]),
             timeoutMs: this.settings.ssh.commandTimeout * 1000,
             onLine: line => {
-                if (line.startsWith(WARN))
-                    warned.push(line.slice(WARN.length).trim());
+                if (line.startsWith(WARN)) {
+                    const warning = `${host}: ${line.slice(WARN.length).trim()}`;
+                    this.warnings.push(warning);
+                    this.log.warning(warning);
+                }
+                else if (line.startsWith('reuse='))
+                    answer = line.slice('reuse='.length);
             }
         });
-        for (const w of warned) {
-            this.warnings.push(`${t.remote.name}: ${w}`);
-            this.log.warning(`${t.remote.name}: ${w}`);
+        try {
+            if (r.code !== 0)
+                throw new Error(`exit ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
+            const paths = pathsAt(source.tree, parseRanges(answer, treeRecords(source.tree).length));
+            t.reuse = paths.length ? paths : undefined;
+            this.record(host, 'manifest', 'ok', t0);
         }
-        if (r.code !== 0) {
-            this.log.warning(`${t.remote.name}: could not read the live release's manifest (exit ${r.code}), sending every file: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
-            this.record(t.remote.name, 'manifest', 'failed', t0, `exit ${r.code}`);
-            return;
+        catch (e) {
+            this.log.warning(`${host}: could not compare with the live release, sending every file: ${e.message}`);
+            this.record(host, 'manifest', 'failed', t0, e.message);
         }
-        t.reuse = reusable(parseTree(r.stdout), parseTree(source.tree));
-        this.record(t.remote.name, 'manifest', 'ok', t0);
     }
     /**
      * Connects (and locks, unless dry), runs `body`, and always closes; any error ends up in `result.error`,
@@ -60774,7 +60817,7 @@ class Runner {
                 result.plan = Object.fromEntries(targets.map(t => [
                     t.remote.name,
                     [
-                        ...updateSteps(d, this.layout, source, t.state.current),
+                        ...updateSteps(d, this.layout, source),
                         ...publishSteps(d, this.layout, source.name, t.state.current),
                         cleanupStep(t.state, d.keepReleases, source.name, this.layout)
                     ].map(renderStep)
@@ -60783,7 +60826,7 @@ class Runner {
             }
             for (const t of targets) {
                 await this.findReusable(t, source);
-                await this.exec(t, batch(updateSteps(d, this.layout, source, t.state.current), this.layout, this.mark), source);
+                await this.exec(t, batch(updateSteps(d, this.layout, source, t.reuse && t.state.current), this.layout, this.mark), source);
             }
             const failure = await this.publish(targets, source.name);
             if (failure) {

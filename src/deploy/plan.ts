@@ -20,14 +20,15 @@ export interface Step {
 
 /**
  * Steps that make the release ready without touching what is live: a failure here changes nothing live.
- * `live` is the host's live release: unchanged files of the upload are taken from it.
+ * With `reuseFrom` (the host's live release, once the manifest step found files to reuse) the upload takes
+ * the unchanged files from it.
  */
-export function updateSteps(d: DeploySettings, l: Layout, source: ReleaseSource, live?: string): Step[] {
+export function updateSteps(d: DeploySettings, l: Layout, source: ReleaseSource, reuseFrom?: string): Step[] {
   const r = source.name
-  const reuseFrom = live && live !== r ? { release: live, python: d.remotePython } : undefined
+  const reuse = reuseFrom ? { release: reuseFrom, python: d.remotePython } : undefined
   const steps: Step[] = [
     { name: 'prepare', script: cmd.prepare(l, r) },
-    { name: 'upload', script: cmd.unpack(l, r, source.revision, reuseFrom), stdin: 'archive' },
+    { name: 'upload', script: cmd.unpack(l, r, source.revision, reuse), stdin: 'archive' },
     { name: 'shared', script: cmd.linkShared(l, r, d.sharedPaths) },
     {
       name: 'virtualenv',

@@ -6,7 +6,9 @@ import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { ReleaseSource } from '../release/source.js'
 import { archive } from '../release/source.js'
-import { parseTree, reusable } from '../release/incremental.js'
+import { parseRanges, parseTree, pathsAt, treeRecords } from '../release/incremental.js'
+import { Readable } from 'node:stream'
+import { gzipSync } from 'node:zlib'
 import type { DeployResult, StepResult } from '../report.js'
 import * as cmd from '../remote/commands.js'
 import type { HostState, Layout } from '../remote/commands.js'
@@ -234,26 +236,31 @@ export class Runner {
     t.reuse = undefined
     if (!live || live === source.name) return
     const t0 = Date.now()
-    const warned: string[] = []
-    const r = await t.remote.run(cmd.liveFiles(this.layout, live, this.settings.deploy.remotePython), {
+    const host = t.remote.name
+    const d = this.settings.deploy
+    let answer = ''
+    const r = await t.remote.run(cmd.reusableFiles(this.layout, source.name, live, d.remotePython), {
+      stdin: Readable.from([gzipSync(source.tree)]),
       timeoutMs: this.settings.ssh.commandTimeout * 1000,
       onLine: line => {
-        if (line.startsWith(cmd.WARN)) warned.push(line.slice(cmd.WARN.length).trim())
+        if (line.startsWith(cmd.WARN)) {
+          const warning = `${host}: ${line.slice(cmd.WARN.length).trim()}`
+          this.warnings.push(warning)
+          this.log.warning(warning)
+        } else if (line.startsWith('reuse=')) answer = line.slice('reuse='.length)
       }
     })
-    for (const w of warned) {
-      this.warnings.push(`${t.remote.name}: ${w}`)
-      this.log.warning(`${t.remote.name}: ${w}`)
-    }
-    if (r.code !== 0) {
+    try {
+      if (r.code !== 0) throw new Error(`exit ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`)
+      const paths = pathsAt(source.tree, parseRanges(answer, treeRecords(source.tree).length))
+      t.reuse = paths.length ? paths : undefined
+      this.record(host, 'manifest', 'ok', t0)
+    } catch (e) {
       this.log.warning(
-        `${t.remote.name}: could not read the live release's manifest (exit ${r.code}), sending every file: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`
+        `${host}: could not compare with the live release, sending every file: ${(e as Error).message}`
       )
-      this.record(t.remote.name, 'manifest', 'failed', t0, `exit ${r.code}`)
-      return
+      this.record(host, 'manifest', 'failed', t0, (e as Error).message)
     }
-    t.reuse = reusable(parseTree(r.stdout), parseTree(source.tree))
-    this.record(t.remote.name, 'manifest', 'ok', t0)
   }
 
   /**
@@ -295,7 +302,7 @@ export class Runner {
           targets.map(t => [
             t.remote.name,
             [
-              ...updateSteps(d, this.layout, source, t.state.current),
+              ...updateSteps(d, this.layout, source),
               ...publishSteps(d, this.layout, source.name, t.state.current),
               cleanupStep(t.state, d.keepReleases, source.name, this.layout)
             ].map(renderStep)
@@ -307,7 +314,7 @@ export class Runner {
         await this.findReusable(t, source)
         await this.exec(
           t,
-          batch(updateSteps(d, this.layout, source, t.state.current), this.layout, this.mark),
+          batch(updateSteps(d, this.layout, source, t.reuse && t.state.current), this.layout, this.mark),
           source
         )
       }

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Transform, type Readable } from 'node:stream'
 import { promisify } from 'node:util'
-import { MANIFEST, REUSE } from './incremental.js'
+import { MANIFEST } from './incremental.js'
 
 const run = promisify(execFile)
 
@@ -90,24 +90,23 @@ export async function describeRelease(
 }
 
 /**
- * Streams the release as tar.gz from `git archive`, with its manifest; `done` rejects if git fails. With
- * `reuse` (paths the host already has, unchanged, in its live release) the archive holds every other file
- * and the list of those paths, so only what changed crosses the network: it is made from a tree git writes
- * from a temporary index, the repository's own index and work tree untouched.
+ * Streams the release as tar.gz from `git archive`; `done` rejects if git fails. Without `reuse` the archive
+ * holds every file and the release's manifest. With `reuse` (paths the host takes, unchanged, from its live
+ * release; it already has the manifest) it holds every other file: it is made from a tree git writes from a
+ * temporary index, the repository's own index and work tree untouched.
  */
 export async function archive(
   source: ReleaseSource,
-  reuse: string[] = []
+  reuse?: string[]
 ): Promise<{ stream: Readable; done: Promise<void>; bytes(): number }> {
   const work = await mkdtemp(join(tmpdir(), 'django-deploy-archive-'))
   const extra: string[] = []
   let tree = source.treeish
   try {
-    await writeFile(join(work, MANIFEST), source.tree)
-    extra.push(`--add-file=${join(work, MANIFEST)}`)
-    if (reuse.length) {
-      await writeFile(join(work, REUSE), reuse.join('\0') + '\0')
-      extra.push(`--add-file=${join(work, REUSE)}`)
+    if (!reuse) {
+      await writeFile(join(work, MANIFEST), source.tree)
+      extra.push(`--add-file=${join(work, MANIFEST)}`)
+    } else {
       const env = { GIT_INDEX_FILE: join(work, 'index') }
       await gitWith(source.repoRoot, env, 'read-tree', source.treeish)
       await removeFromIndex(source.repoRoot, env, reuse)

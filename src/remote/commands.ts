@@ -2,7 +2,7 @@
  * Remote commands as data: small pure functions returning POSIX sh scripts. Nothing here runs anything;
  * the runner sends these over SSH and the dry run prints them. Every variable part goes through `q`.
  */
-import { MANIFEST, REUSE } from '../release/incremental.js'
+import { MANIFEST } from '../release/incremental.js'
 import { q, words } from './quote.js'
 
 /** Lines starting with this marker in a step's output become warnings in the job log. */
@@ -129,60 +129,87 @@ export function prepare(l: Layout, release: string): string {
 }
 
 /**
- * Prints the entries of the live release's manifest whose files are still exactly what was deployed
- * (content hashed as git hashes a blob, the executable bit, a symlink's target), NUL-terminated as git
- * prints them; files that changed on the server are named in a warning and never reused.
- * Arguments: the live release's directory.
+ * Reads the new release's manifest (gzip) on stdin and compares it with the live release's: a record with
+ * the same mode, hash and path whose live file still is what was deployed (content hashed as git hashes a
+ * blob, the executable bit, a symlink's target) can be reused. Keeps the new manifest and the reusable paths
+ * (NUL-separated) for the upload step, and prints `reuse=<index ranges>` of the reusable records. Live files
+ * that changed on the server since are named in a warning (they are sent again). Changes nothing live.
+ * Arguments: live release dir, file for the new manifest, file for the reusable paths.
  */
-export const LIVE_FILES_PY = [
-  'import hashlib, os, sys',
-  'root = os.fsencode(sys.argv[1])',
+export const REUSABLE_PY = [
+  'import hashlib, os, sys, zlib',
+  'live, keep_manifest, keep_reuse = (os.fsencode(a) for a in sys.argv[1:4])',
+  'new = zlib.decompress(sys.stdin.buffer.read(), 31)',
   'try:',
-  `    manifest = open(os.path.join(root, b${JSON.stringify(MANIFEST)}), 'rb').read()`,
+  `    old = open(os.path.join(live, b${JSON.stringify(MANIFEST)}), 'rb').read()`,
   'except FileNotFoundError:',
-  '    sys.exit(0)',
-  'out, changed = [], []',
-  "for record in manifest.split(b'\\0'):",
+  "    old = b''",
+  'have = {}',
+  "for record in old.split(b'\\0'):",
   "    head, sep, path = record.partition(b'\\t')",
-  '    if not sep: continue',
-  '    mode, kind, sha = head.split(b" ")',
-  '    full = os.path.join(root, path)',
+  '    if sep: have[path] = head',
+  'reuse, indexes, changed = [], [], []',
+  "for i, record in enumerate(r for r in new.split(b'\\0') if r):",
+  "    head, sep, path = record.partition(b'\\t')",
+  "    if not sep or have.get(path) != head or b'\\xef\\xbf\\xbd' in path: continue",
+  "    mode, kind, sha = head.split(b' ')",
+  "    if kind != b'blob': continue",
+  '    full = os.path.join(live, path)',
   '    try:',
   "        if mode == b'120000':",
   '            data = os.readlink(full) if os.path.islink(full) else None',
-  '        elif os.path.islink(full) or not os.path.isfile(full):',
-  '            data = None',
-  "        elif (os.stat(full).st_mode & 0o100 != 0) != (mode == b'100755'):",
+  "        elif os.path.islink(full) or not os.path.isfile(full) or (os.stat(full).st_mode & 0o100 != 0) != (mode == b'100755'):",
   '            data = None',
   '        else:',
   "            data = open(full, 'rb').read()",
   '    except OSError:',
   '        data = None',
-  '    h = None',
-  '    if data is not None:',
-  "        h = hashlib.new('sha1' if len(sha) == 40 else 'sha256', b'blob %d\\0' % len(data) + data).hexdigest().encode()",
+  "    h = None if data is None else hashlib.new('sha1' if len(sha) == 40 else 'sha256', b'blob %d\\0' % len(data) + data).hexdigest().encode()",
   '    if h == sha:',
-  "        out.append(record + b'\\0')",
+  '        reuse.append(path)',
+  '        indexes.append(i)',
   '    else:',
   "        changed.append(path.decode('utf-8', 'replace'))",
+  'def keep(name, data):',
+  "    with open(name + b'.tmp', 'wb') as f: f.write(data)",
+  "    os.replace(name + b'.tmp', name)",
+  'keep(keep_manifest, new)',
+  "keep(keep_reuse, b''.join(p + b'\\0' for p in reuse))",
   'if changed:',
-  `    print('${WARN} ' + str(len(changed)) + ' file(s) of the live release differ from what was deployed (changed on the server?), sent again: ' + ', '.join(changed[:5]) + (' …' if len(changed) > 5 else ''), file=sys.stderr, flush=True)`,
-  "sys.stdout.buffer.write(b''.join(out))"
+  `    print('${WARN} ' + str(len(changed)) + ' file(s) of the live release differ from what was deployed (changed on the server?), sent again: ' + ', '.join(changed[:5]) + (' …' if len(changed) > 5 else ''), flush=True)`,
+  'ranges, start = [], None',
+  'for n, i in enumerate(indexes):',
+  '    if start is None: start = i',
+  '    if n + 1 == len(indexes) or indexes[n + 1] != i + 1:',
+  "        ranges.append(str(start) if start == i else f'{start}-{i}')",
+  '        start = None',
+  "print('reuse=' + ','.join(ranges))"
 ].join('\n')
 
-/** The live release's files that still match its manifest (LIVE_FILES_PY); changes nothing. */
-export function liveFiles(l: Layout, release: string, python: string): string {
-  return script(words(python, '-c', LIVE_FILES_PY, releaseDir(l, release)))
+/** Where the manifest step leaves the new release's manifest and reusable paths for its upload. */
+function incoming(l: Layout, release: string): { manifest: string; reuse: string } {
+  return {
+    manifest: `${l.root}/.deploy-incoming/${release}.manifest`,
+    reuse: `${l.root}/.deploy-incoming/${release}.reuse`
+  }
+}
+
+/** Which files of `release` the host has unchanged in its live release (REUSABLE_PY; the manifest on stdin). */
+export function reusableFiles(l: Layout, release: string, live: string, python: string): string {
+  const keep = incoming(l, release)
+  return script(
+    `mkdir -p ${q(`${l.root}/.deploy-incoming`)}`,
+    words(python, '-c', REUSABLE_PY, releaseDir(l, live), keep.manifest, keep.reuse)
+  )
 }
 
 /**
- * Links the paths listed in REUSE (NUL-separated) from the live release into the new one: a hard link (a
- * copy where the file system refuses one), a symlink made anew. Arguments: new release dir, live release dir.
+ * Links the paths listed (NUL-separated) in a file from the live release into the new one: a hard link (a copy
+ * where the file system refuses one), a symlink made anew. Arguments: new release dir, live release dir, list.
  */
 export const REUSE_PY = [
   'import os, shutil, sys',
-  'new, live = os.fsencode(sys.argv[1]), os.fsencode(sys.argv[2])',
-  `listing = os.path.join(new, b${JSON.stringify(REUSE)})`,
+  'new, live, listing = (os.fsencode(a) for a in sys.argv[1:4])',
   "paths = [p for p in open(listing, 'rb').read().split(b'\\0') if p]",
   'for p in paths:',
   '    src, dst = os.path.join(live, p), os.path.join(new, p)',
@@ -200,7 +227,8 @@ export const REUSE_PY = [
 
 /**
  * Unpacks the release archive read from stdin and records the commit it came from. With `reuseFrom` (the
- * live release), the files the archive lists in REUSE are linked from there: they did not cross the network.
+ * live release, after the manifest step), the archive holds only the files that changed: the others are
+ * linked from the live release, and the manifest is the one the manifest step kept.
  */
 export function unpack(
   l: Layout,
@@ -209,14 +237,12 @@ export function unpack(
   reuseFrom?: { release: string; python: string }
 ): string {
   const dir = releaseDir(l, release)
+  const keep = incoming(l, release)
   return script(
+    ...(reuseFrom ? [`mv -f ${words(keep.manifest, `${dir}/${MANIFEST}`)}`] : []),
     `tar -xzf - -C ${q(dir)} --no-same-owner --no-same-permissions`,
     ...(reuseFrom
-      ? [
-          `if [ -f ${q(`${dir}/${REUSE}`)} ]; then`,
-          `  ${words(reuseFrom.python, '-c', REUSE_PY, dir, releaseDir(l, reuseFrom.release))}`,
-          'fi'
-        ]
+      ? [words(reuseFrom.python, '-c', REUSE_PY, dir, releaseDir(l, reuseFrom.release), keep.reuse)]
       : []),
     `chmod -R a+rX ${q(dir)}`,
     `printf '%s\\n' ${q(revision)} > ${q(dir + '/REVISION')}`
