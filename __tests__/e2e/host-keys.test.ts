@@ -43,7 +43,7 @@ const log = (t: Target): string => readFileSync(t.logs.sshd, 'utf8')
 /** SshSettings as the action reads them, from inputs (A's user and client key unless given). */
 function ssh(inputs: Partial<Record<InputName, string>>): SshSettings {
   const all: Record<string, string> = {
-    ...deployInputs(a, { mode: 'deploy', 'known-hosts': '' }),
+    ...deployInputs(a, { mode: 'deploy', hosts: hostOf(a), 'known-hosts': '' }),
     ...inputs
   }
   return loadSettings({
@@ -162,7 +162,13 @@ test('a known_hosts line with a typo of @revoked or a @cert-authority line is re
   for (const c of cases) {
     const before = log(a).length
     const r = await runAction(
-      deployInputs(a, { mode: 'deploy', checks: 'none', 'dry-run': 'true', 'known-hosts': c.lines }),
+      deployInputs(a, {
+        mode: 'deploy',
+        checks: 'none',
+        'dry-run': 'true',
+        hosts: hostOf(a),
+        'known-hosts': c.lines
+      }),
       { workspace: repo.dir }
     )
     expect(r.code).not.toBe(0)
