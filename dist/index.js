@@ -67114,7 +67114,11 @@ function readPins(raw, hosts, jump, deploying) {
         const { bare, bound, problems } = parseFingerprintPins(text);
         problems.forEach(p => raw.fail(where, p));
         for (const pin of bound) {
+            // A config file's hosts entry carries its own pin: when the hosts input replaces the file's hosts, the
+            // pins of hosts no longer deployed to are simply unused; a host-fingerprint pair for no host is a typo.
             if (!targets.some(h => pinMatches(pin, h.host, h.port))) {
+                if (where !== fpRaw)
+                    continue;
                 const name = pin.port === undefined ? pin.host : `${pin.host}:${pin.port}`;
                 raw.fail(where, `${name}=${pin.fingerprint} names a host that is neither in hosts nor the jump-host; expected one of ${targets.map(label).join(', ') || '(no hosts given)'}`);
             }

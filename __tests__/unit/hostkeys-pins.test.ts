@@ -241,6 +241,10 @@ describe('settings: pins bound to hosts', () => {
         { host: 'web2.example.com', port: undefined, fingerprint: FP_A },
         { host: 'web2.example.com', port: undefined, fingerprint: FP_B }
       ])
+      // The hosts input replaces the file's hosts: their pins are unused, not an error.
+      expect(load({ ...base, hosts: 'web9', 'host-fingerprint': FP_B }).ssh.fingerprints).toEqual([
+        { host: 'web9', port: 22, fingerprint: FP_B }
+      ])
       writeFileSync(join(dir, 'deploy.yml'), `hosts:\n  - host: web1\n    fingreprint: ${FP_A}\n`)
       expect(problems({ ...base, 'host-fingerprint': FP_A })[0]).toMatch(
         /^deploy\.yml: key 'hosts' \(line 1\): an entry that is a mapping must be \{ host: name\[:port\], fingerprint:/
