@@ -233,3 +233,27 @@ test('the jump hop has the connect timeout', async () => {
     blackhole.kill('SIGKILL')
   }
 })
+
+test('a hosts entry of deploy.yml carries its own fingerprint (an ECDSA one), through the built action', async () => {
+  repo
+    .write(
+      'hostpins.yml',
+      `hosts:\n  - host: ${hostOf(a)}\n    fingerprint: ${key(a, 'ecdsa').fingerprint}\n`
+    )
+    .commit('host pins')
+  const before = log(a).length
+  const r = await runAction(
+    deployInputs(a, {
+      mode: 'deploy',
+      checks: 'none',
+      'dry-run': 'true',
+      config: 'hostpins.yml',
+      hosts: '',
+      'known-hosts': ''
+    }),
+    { workspace: repo.dir }
+  )
+  expect(r.log).toContain('connected as')
+  expect(r.code).toBe(0)
+  expect(log(a).slice(before)).toMatch(new RegExp(`Accepted publickey for ${a.user}`))
+})
