@@ -59996,7 +59996,11 @@ const HOST_KEY_ALGORITHMS = [
 function keyTypeOfAlgorithm(alg) {
     return alg.startsWith('rsa-sha2-') ? 'ssh-rsa' : alg;
 }
-/** Host key algorithms to ask for first, so a server with several keys presents the one that was pinned. */
+/**
+ * Host key algorithms to ask for first, so a server with several keys presents the one that was pinned. Types
+ * the transport cannot verify (ssh-dss, sk-…@openssh.com) are left out: ssh2 refuses an unknown name in the
+ * list, and such a key can never be presented anyway.
+ */
 function pinnedKeyTypes(knownHosts, host, port) {
     const out = new Set();
     for (const e of knownHosts) {
@@ -60004,7 +60008,7 @@ function pinnedKeyTypes(knownHosts, host, port) {
             continue;
         if (e.keyType === 'ssh-rsa')
             ['rsa-sha2-512', 'rsa-sha2-256'].forEach(x => out.add(x));
-        else
+        else if (HOST_KEY_ALGORITHMS.includes(e.keyType))
             out.add(e.keyType);
     }
     return [...out];

@@ -129,6 +129,11 @@ describe('asking the server for the pinned key type', () => {
       'rsa-sha2-256'
     ])
     expect(firstAlgorithms({ knownHosts, fingerprints: [] }, 'x', 22)).toEqual(HOST_KEY_ALGORITHMS)
+    // ssh2 throws on a name it does not support: a pinned ssh-dss or security-key host key is not asked for.
+    const odd = parseKnownHosts(
+      `h ssh-dss AAAAB3NzaC1kc3M=\nh sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29t`
+    )
+    expect(firstAlgorithms({ knownHosts: odd, fingerprints: [] }, 'h', 22)).toEqual(HOST_KEY_ALGORITHMS)
   })
   it('next try: without the refused key type (both RSA signature algorithms for an RSA key)', () => {
     expect(nextAlgorithms(HOST_KEY_ALGORITHMS, 'ssh-ed25519')).toEqual(HOST_KEY_ALGORITHMS.slice(1))

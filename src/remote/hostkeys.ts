@@ -245,13 +245,17 @@ function keyTypeOfAlgorithm(alg: string): string {
   return alg.startsWith('rsa-sha2-') ? 'ssh-rsa' : alg
 }
 
-/** Host key algorithms to ask for first, so a server with several keys presents the one that was pinned. */
+/**
+ * Host key algorithms to ask for first, so a server with several keys presents the one that was pinned. Types
+ * the transport cannot verify (ssh-dss, sk-…@openssh.com) are left out: ssh2 refuses an unknown name in the
+ * list, and such a key can never be presented anyway.
+ */
 export function pinnedKeyTypes(knownHosts: KnownHost[], host: string, port: number): string[] {
   const out = new Set<string>()
   for (const e of knownHosts) {
     if (e.revoked || !entryMatches(e, host, port)) continue
     if (e.keyType === 'ssh-rsa') ['rsa-sha2-512', 'rsa-sha2-256'].forEach(x => out.add(x))
-    else out.add(e.keyType)
+    else if (HOST_KEY_ALGORITHMS.includes(e.keyType)) out.add(e.keyType)
   }
   return [...out]
 }
