@@ -54829,7 +54829,7 @@ module.exports = {
 
 __nccwpck_require__.a(module, async (__webpack_handle_async_dependencies__, __webpack_async_result__) => { try {
 /* harmony import */ var _shim_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(2710);
-/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(2836);
+/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(2309);
 
 
 await (0,_main_js__WEBPACK_IMPORTED_MODULE_1__/* .run */ .e)();
@@ -54839,7 +54839,7 @@ __webpack_async_result__();
 
 /***/ }),
 
-/***/ 2836:
+/***/ 2309:
 /***/ ((__unused_webpack_module, __webpack_exports__, __nccwpck_require__) => {
 
 
@@ -60022,44 +60022,67 @@ class NodeSSH {
 
 ;// CONCATENATED MODULE: ./src/remote/hostkeys.ts
 /**
- * Host key pinning: the presented key must match a known_hosts entry for that host and port, or one of the
- * SHA256 fingerprints. Pure functions; the SSH transport calls `verifyHostKey` before authenticating.
+ * Host key pinning, read the way OpenSSH reads it: the presented key must match a known_hosts entry for that
+ * host and port, or a SHA256 fingerprint pinned for that host. Pure functions; the SSH transport calls
+ * `verifyHostKey` during key exchange, before authenticating.
  */
 
+/** A known-hosts line that cannot be trusted to mean what it says; refused before any connection. */
+class KnownHostsError extends Error {
+    line;
+    constructor(line, text, message) {
+        super(`line ${line} ("${text.length > 60 ? text.slice(0, 57) + '…' : text}"): ${message}`);
+        this.line = line;
+        this.name = 'KnownHostsError';
+    }
+}
+const MARKERS = ['@revoked', '@cert-authority'];
+/**
+ * Parses known_hosts text. Throws KnownHostsError for a line that OpenSSH would skip or treat differently
+ * than it looks: an unknown `@marker` (OpenSSH ignores such a line, so a typo of `@revoked` would silently
+ * un-revoke a key), a `@cert-authority` line (host certificates are not supported by the transport), or a
+ * line that is not `hosts keytype base64-key` (a broken `@revoked` line must not be dropped quietly).
+ */
 function parseKnownHosts(text) {
     const out = [];
-    for (const raw of text.split(/\r?\n/)) {
+    text.split(/\r?\n/).forEach((raw, i) => {
+        const lineNo = i + 1;
         const line = raw.trim();
         if (!line || line.startsWith('#'))
-            continue;
+            return;
         const fields = line.split(/\s+/);
         let revoked = false;
         if (fields[0].startsWith('@')) {
             const marker = fields.shift();
-            if (marker === '@cert-authority')
-                continue;
+            if (marker === '@cert-authority') {
+                throw new KnownHostsError(lineNo, line, '@cert-authority lines are not supported: OpenSSH host certificates cannot be verified by this action yet; pin the host key itself (ssh-keyscan -p PORT HOST, checked by hand)');
+            }
+            if (!MARKERS.includes(marker)) {
+                throw new KnownHostsError(lineNo, line, `unknown marker "${marker.slice(0, 40)}"; expected @revoked (or no marker). OpenSSH ignores such a line, so it is refused rather than guessed at`);
+            }
             revoked = marker === '@revoked';
         }
-        if (fields.length < 3)
-            continue;
         const [hosts, keyType, keyB64] = fields;
-        const key = Buffer.from(keyB64, 'base64');
-        if (key.length === 0)
-            continue;
+        const key = keyB64 && /^[A-Za-z0-9+/]+={0,2}$/.test(keyB64) ? Buffer.from(keyB64, 'base64') : Buffer.alloc(0);
+        if (!hosts || !keyType || key.length === 0 || keyTypeOf(key) !== keyType) {
+            throw new KnownHostsError(lineNo, line, 'is not a known_hosts entry; expected `[@revoked] host[,host…] keytype base64-key`, as ssh-keyscan prints');
+        }
         const h = /^\|1\|([^|]+)\|(.+)$/.exec(hosts);
         out.push({
-            patterns: h ? [] : hosts.split(','),
+            patterns: h ? [] : hosts.toLowerCase().split(','),
             hashed: h ? { salt: Buffer.from(h[1], 'base64'), hash: Buffer.from(h[2], 'base64') } : undefined,
             keyType,
             key,
-            revoked
+            revoked,
+            line: lineNo
         });
-    }
+    });
     return out;
 }
-/** The name known_hosts uses for a host: `host` on port 22, `[host]:port` otherwise. */
+/** The name known_hosts uses for a host: `host` on port 22, `[host]:port` otherwise; lowercased, as OpenSSH does. */
 function knownHostsName(host, port) {
-    return port === 22 ? host : `[${host}]:${port}`;
+    const h = host.toLowerCase();
+    return port === 22 ? h : `[${h}]:${port}`;
 }
 function globMatch(pattern, name) {
     const re = new RegExp('^' +
@@ -60067,7 +60090,7 @@ function globMatch(pattern, name) {
             .split('')
             .map(c => (c === '*' ? '.*' : c === '?' ? '.' : c.replace(/[.+^${}()|[\]\\]/g, '\\$&')))
             .join('') +
-        '$', 'i');
+        '$');
     return re.test(name);
 }
 function entryMatches(entry, host, port) {
@@ -60087,6 +60110,46 @@ function entryMatches(entry, host, port) {
     }
     return matched;
 }
+function pinMatches(pin, host, port) {
+    return pin.host === host.toLowerCase() && (pin.port === undefined || pin.port === port);
+}
+/** Whether anything (a known-hosts entry or a fingerprint) pins a key for this host. */
+function hasPin(pins, host, port) {
+    return (pins.fingerprints.some(p => pinMatches(p, host, port)) ||
+        pins.knownHosts.some(e => !e.revoked && entryMatches(e, host, port)));
+}
+const FINGERPRINT = /^SHA256:[A-Za-z0-9+/]{43}=?$/;
+/**
+ * Parses `host-fingerprint`: `SHA256:…` (bare, bound later to the only host) or `host=SHA256:…` /
+ * `host:port=SHA256:…` / `[v6addr]:port=SHA256:…` pairs, separated by spaces, commas or newlines.
+ * Returns the pins and, for each bad word, a message.
+ */
+function parseFingerprintPins(text) {
+    const bare = [];
+    const bound = [];
+    const problems = [];
+    for (const word of text.split(/[\s,]+/).filter(Boolean)) {
+        const pair = /^([^=]+)=(SHA256:.*)$/.exec(word);
+        const [spec, fp] = pair ? [pair[1], pair[2]] : ['', word];
+        if (!FINGERPRINT.test(fp)) {
+            problems.push(`"${word.slice(0, 80)}" is not a SHA256 fingerprint; expected the form ssh-keygen -lf prints, e.g. SHA256:abc…(43 characters), or host=SHA256:…`);
+            continue;
+        }
+        if (!spec) {
+            bare.push(fp);
+            continue;
+        }
+        const m = /^\[([^\]]+)\]:(\d+)$/.exec(spec) ?? /^([^:[\]]+):(\d+)$/.exec(spec);
+        const host = (m ? m[1] : spec).toLowerCase();
+        const port = m ? Number(m[2]) : undefined;
+        if (!/^[a-z0-9._:-]+$/.test(host) || (port !== undefined && (port < 1 || port > 65535))) {
+            problems.push(`"${spec.slice(0, 80)}" in "${word.slice(0, 80)}" is not a host; expected host=SHA256:… or host:port=SHA256:…`);
+            continue;
+        }
+        bound.push({ host, port, fingerprint: fp });
+    }
+    return { bare, bound, problems };
+}
 function fingerprint(key) {
     return 'SHA256:' + (0,external_node_crypto_.createHash)('sha256').update(key).digest('base64').replace(/=+$/, '');
 }
@@ -60095,43 +60158,83 @@ function keyTypeOf(key) {
     if (key.length < 4)
         return 'unknown';
     const n = key.readUInt32BE(0);
+    if (n > key.length - 4)
+        return 'unknown';
     return key.subarray(4, 4 + n).toString('latin1');
 }
 function verifyHostKey(key, host, port, pins) {
     const fp = fingerprint(key);
+    const type = keyTypeOf(key);
     const entries = pins.knownHosts.filter(e => entryMatches(e, host, port));
+    const fps = pins.fingerprints.filter(p => pinMatches(p, host, port));
     if (entries.some(e => e.revoked && e.key.equals(key))) {
-        return { ok: false, reason: `host key ${fp} is marked @revoked in known-hosts` };
+        return { ok: false, retry: false, reason: `host key ${fp} is marked @revoked in known-hosts` };
     }
-    if (entries.some(e => !e.revoked && e.key.equals(key)))
+    const pinned = entries.filter(e => !e.revoked);
+    if (pinned.some(e => e.key.equals(key)))
         return { ok: true, how: `known-hosts (${fp})` };
-    if (pins.fingerprints.includes(fp))
+    if (fps.some(p => p.fingerprint === fp))
         return { ok: true, how: `host-fingerprint (${fp})` };
     const name = knownHostsName(host, port);
-    const reason = entries.length > 0
-        ? `host key ${fp} (${keyTypeOf(key)}) does NOT match the key pinned for ${name} in known-hosts: it changed, or someone is in the middle. Refusing to connect. If the server's key changed on purpose, update known-hosts`
-        : `host key ${fp} (${keyTypeOf(key)}) is not pinned: no known-hosts entry for ${name} and no matching host-fingerprint. Refusing to connect (no trust on first use). Add the output of \`ssh-keyscan -p ${port} ${host}\` to known-hosts after checking it`;
-    return { ok: false, reason };
+    // A known-hosts key of the same type that differs is a changed key (OpenSSH's "REMOTE HOST IDENTIFICATION
+    // HAS CHANGED"): never look for another key then.
+    const sameType = pinned.some(e => e.keyType === type);
+    const retry = !sameType && (fps.length > 0 || pinned.length > 0);
+    const reason = pinned.length > 0 || fps.length > 0
+        ? `host key ${fp} (${type}) does NOT match the key pinned for ${name} in ${pinned.length ? 'known-hosts' : 'host-fingerprint'}: it changed, or someone is in the middle. Refusing to connect. If the server's key changed on purpose, update ${pinned.length ? 'known-hosts' : 'host-fingerprint'}`
+        : `host key ${fp} (${type}) is not pinned: no known-hosts entry and no host-fingerprint for ${name}. Refusing to connect (no trust on first use). Add the output of \`ssh-keyscan -p ${port} ${host}\` to known-hosts after checking it, or ${host}=SHA256:… to host-fingerprint`;
+    return { ok: false, reason, retry };
 }
-/** Host key algorithms to ask for first, so a server with several keys presents the one that was pinned. */
+/**
+ * Host key algorithms the client offers, best first, as OpenSSH 9's default minus the SHA-1 `ssh-rsa`
+ * signature (disabled by OpenSSH since 8.8).
+ */
+const HOST_KEY_ALGORITHMS = [
+    'ssh-ed25519',
+    'ecdsa-sha2-nistp256',
+    'ecdsa-sha2-nistp384',
+    'ecdsa-sha2-nistp521',
+    'rsa-sha2-512',
+    'rsa-sha2-256'
+];
+/** The key type (as in a public key blob) an algorithm signs with. */
+function keyTypeOfAlgorithm(alg) {
+    return alg.startsWith('rsa-sha2-') ? 'ssh-rsa' : alg;
+}
+/**
+ * Host key algorithms to ask for first, so a server with several keys presents the one that was pinned. Types
+ * the transport cannot verify (ssh-dss, sk-…@openssh.com) are left out: ssh2 refuses an unknown name in the
+ * list, and such a key can never be presented anyway.
+ */
 function pinnedKeyTypes(knownHosts, host, port) {
-    const types = knownHosts.filter(e => !e.revoked && entryMatches(e, host, port)).map(e => e.keyType);
     const out = new Set();
-    for (const t of types) {
-        if (t === 'ssh-rsa')
-            ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'].forEach(x => out.add(x));
-        else
-            out.add(t);
+    for (const e of knownHosts) {
+        if (e.revoked || !entryMatches(e, host, port))
+            continue;
+        if (e.keyType === 'ssh-rsa')
+            ['rsa-sha2-512', 'rsa-sha2-256'].forEach(x => out.add(x));
+        else if (HOST_KEY_ALGORITHMS.includes(e.keyType))
+            out.add(e.keyType);
     }
     return [...out];
 }
+/** The exact, ordered algorithm list of the first try: the types known-hosts pins for the host, then the rest. */
+function firstAlgorithms(pins, host, port) {
+    const first = pinnedKeyTypes(pins.knownHosts, host, port);
+    return [...new Set([...first, ...HOST_KEY_ALGORITHMS])];
+}
+/** The list of the next try after the server presented a key of `refusedType` that nothing pins. */
+function nextAlgorithms(tried, refusedType) {
+    return tried.filter(a => keyTypeOfAlgorithm(a) !== refusedType);
+}
 
-;// CONCATENATED MODULE: ./src/remote/ssh.ts
+;// CONCATENATED MODULE: ./src/remote/connect.ts
 /**
- * The SSH transport: the only module that opens connections. One connection per host for the whole deploy;
- * the host key is verified before authentication; the private key stays in memory; no agent, no forwarding.
+ * Opening a verified SSH connection, through the jump host when there is one. The host key is checked during
+ * key exchange, before authentication, against the pins of exactly that host (the jump host has its own).
+ * A fingerprint does not say its key type, so when the server presents a key of a type nothing pins, the
+ * client asks again without that type, until the pinned key is presented or the server has no other type.
  */
-
 
 
 class ConnectError extends Error {
@@ -60142,6 +60245,132 @@ class ConnectError extends Error {
         this.name = 'ConnectError';
     }
 }
+/** Connects to `host` (through `s.jumpHost` if set) with its host key verified; `name` is for messages. */
+async function connectHost(host, s, name) {
+    const pins = { knownHosts: parseKnownHosts(s.knownHosts ?? ''), fingerprints: s.fingerprints };
+    let via;
+    let hop;
+    if (s.jumpHost) {
+        const j = s.jumpHost;
+        via = (await connect_open({ host: j.host, port: j.port }, j.user, s, pins, `jump host ${j.host}`)).ssh;
+        const jump = via;
+        hop = () => forward(jump, host, s.connectTimeout, name, j.host);
+    }
+    try {
+        const { ssh, tries } = await connect_open(host, s.user, s, pins, name, hop);
+        return { ssh, via, tries };
+    }
+    catch (e) {
+        via?.dispose();
+        throw e;
+    }
+}
+/** A channel from the jump host to `host`, or a clear error within the connect timeout. */
+function forward(via, host, seconds, name, jumpName) {
+    const connection = via.connection;
+    if (!connection)
+        return Promise.reject(new ConnectError(name, `jump host ${jumpName} is not connected`));
+    return new Promise((resolve, reject) => {
+        let settled = false;
+        const timer = setTimeout(() => {
+            settled = true;
+            reject(new ConnectError(name, `jump host ${jumpName} did not open a connection to port ${host.port} within ${seconds} s (firewall, wrong port, or host down behind the jump host)`));
+        }, seconds * 1000);
+        connection.forwardOut('127.0.0.1', 0, host.host, host.port, (err, stream) => {
+            clearTimeout(timer);
+            if (settled) {
+                stream?.destroy(); // answered after the timeout: nobody will use it
+                return;
+            }
+            settled = true;
+            if (err)
+                reject(new ConnectError(name, `jump host ${jumpName} cannot reach it: ${err.message}`));
+            else
+                resolve(stream);
+        });
+    });
+}
+async function connect_open(host, user, s, pins, label, hop) {
+    const tries = [];
+    let algorithms = firstAlgorithms(pins, host.host, host.port);
+    let firstRefusal;
+    for (;;) {
+        const attempt = { algorithms };
+        tries.push(attempt);
+        const sock = hop ? await hop() : undefined;
+        const ssh = new NodeSSH();
+        let refusal;
+        try {
+            await ssh.connect({
+                host: host.host,
+                port: host.port,
+                sock,
+                username: user,
+                privateKey: s.privateKey,
+                passphrase: s.passphrase,
+                readyTimeout: s.connectTimeout * 1000,
+                keepaliveInterval: 10_000,
+                keepaliveCountMax: 3,
+                tryKeyboard: false,
+                agentForward: false,
+                // An exact list, in this order: the server picks the first one it has a key for.
+                algorithms: {
+                    serverHostKey: algorithms
+                },
+                // Called during key exchange, before any authentication is attempted.
+                hostVerifier: (key) => {
+                    attempt.presented = { type: keyTypeOf(key), fingerprint: fingerprint(key) };
+                    const v = verifyHostKey(key, host.host, host.port, pins);
+                    if (!v.ok)
+                        refusal = v;
+                    return v.ok;
+                }
+            });
+            return { ssh, tries };
+        }
+        catch (e) {
+            ssh.dispose();
+            sock?.destroy();
+            const msg = e instanceof Error ? e.message : String(e);
+            const presented = tries.flatMap(t => t.presented ? [`${t.presented.fingerprint} (${t.presented.type})`] : []);
+            if (refusal) {
+                firstRefusal ??= refusal.reason;
+                const next = refusal.retry && attempt.presented ? nextAlgorithms(algorithms, attempt.presented.type) : [];
+                if (next.length) {
+                    algorithms = next;
+                    continue;
+                }
+                throw new ConnectError(label, withPresented(firstRefusal, presented));
+            }
+            if (firstRefusal && /no matching host key format/i.test(msg)) {
+                // The server has no key of a type not yet refused: none of its keys is pinned.
+                throw new ConnectError(label, withPresented(firstRefusal, presented));
+            }
+            if (/no matching host key format/i.test(msg)) {
+                throw new ConnectError(label, `the server has no host key of a type this action accepts (${algorithms.join(', ')})`);
+            }
+            if (/authentication methods failed/i.test(msg)) {
+                throw new ConnectError(label, `authentication as ${user} failed: the server does not accept ssh-key for that user (is its public key in ~${user}/.ssh/authorized_keys?)`);
+            }
+            if (/ECONNREFUSED/.test(msg))
+                throw new ConnectError(label, `connection refused on port ${host.port}: is sshd running there?`);
+            if (/Timed out|ETIMEDOUT/i.test(msg)) {
+                throw new ConnectError(label, `no SSH handshake within ${s.connectTimeout} s (firewall, wrong port, or host down)`);
+            }
+            if (/ENOTFOUND|EAI_AGAIN/.test(msg))
+                throw new ConnectError(label, `host name does not resolve`);
+            throw new ConnectError(label, msg);
+        }
+    }
+}
+function withPresented(reason, presented) {
+    return presented.length > 1 ? `${reason}. Keys the server presented: ${presented.join(', ')}` : reason;
+}
+
+;// CONCATENATED MODULE: ./src/remote/ssh.ts
+
+
+
 function lineSplitter(onLine) {
     let rest = '';
     return {
@@ -60173,30 +60402,8 @@ class Remote {
     }
     static async connect(host, s) {
         const name = Remote.label(host);
-        const pins = { knownHosts: parseKnownHosts(s.knownHosts ?? ''), fingerprints: s.fingerprints };
-        let via;
-        let sock;
-        if (s.jumpHost) {
-            const j = s.jumpHost;
-            via = await ssh_open({ host: j.host, port: j.port }, j.user, s, pins, `jump host ${j.host}`);
-            try {
-                sock = await new Promise((resolve, reject) => via.connection.forwardOut('127.0.0.1', 0, host.host, host.port, (err, stream) => err
-                    ? reject(new ConnectError(name, `jump host ${j.host} cannot reach it: ${err.message}`))
-                    : resolve(stream)));
-            }
-            catch (e) {
-                via.dispose();
-                throw e;
-            }
-        }
-        try {
-            const ssh = await ssh_open(host, s.user, s, pins, name, sock);
-            return new Remote(name, ssh, via);
-        }
-        catch (e) {
-            via?.dispose();
-            throw e;
-        }
+        const { ssh, via } = await connectHost(host, s, name);
+        return new Remote(name, ssh, via);
     }
     /** Runs a POSIX sh script; never throws for a non-zero exit (the caller decides what failure means). */
     async run(script, o = {}) {
@@ -60269,52 +60476,6 @@ class Remote {
     dispose() {
         this.ssh.dispose();
         this.via?.dispose();
-    }
-}
-async function ssh_open(host, user, s, pins, label, sock) {
-    const ssh = new NodeSSH();
-    let refusal;
-    const preferred = pinnedKeyTypes(pins.knownHosts, host.host, host.port);
-    try {
-        await ssh.connect({
-            host: host.host,
-            port: host.port,
-            sock,
-            username: user,
-            privateKey: s.privateKey,
-            passphrase: s.passphrase,
-            readyTimeout: s.connectTimeout * 1000,
-            keepaliveInterval: 10_000,
-            keepaliveCountMax: 3,
-            tryKeyboard: false,
-            agentForward: false,
-            ...(preferred.length ? { algorithms: { serverHostKey: { prepend: preferred } } } : {}),
-            // Called during key exchange, before any authentication is attempted.
-            hostVerifier: (key) => {
-                const v = verifyHostKey(key, host.host, host.port, pins);
-                if (!v.ok)
-                    refusal = v.reason;
-                return v.ok;
-            }
-        });
-        return ssh;
-    }
-    catch (e) {
-        ssh.dispose();
-        const msg = e instanceof Error ? e.message : String(e);
-        if (refusal)
-            throw new ConnectError(label, refusal);
-        if (/authentication methods failed/i.test(msg)) {
-            throw new ConnectError(label, `authentication as ${user} failed: the server does not accept ssh-key for that user (is its public key in ~${user}/.ssh/authorized_keys?)`);
-        }
-        if (/ECONNREFUSED/.test(msg))
-            throw new ConnectError(label, `connection refused on port ${host.port}: is sshd running there?`);
-        if (/Timed out|ETIMEDOUT/i.test(msg)) {
-            throw new ConnectError(label, `no SSH handshake within ${s.connectTimeout} s (firewall, wrong port, or host down)`);
-        }
-        if (/ENOTFOUND|EAI_AGAIN/.test(msg))
-            throw new ConnectError(label, `host name does not resolve`);
-        throw new ConnectError(label, msg);
     }
 }
 
@@ -66597,6 +66758,7 @@ function splitWords(text) {
 
 
 
+
 const DEPLOY_CHECK_MODES = ['warn', 'fail', 'off'];
 const CHECK_NAMES = ['check', 'deploy', 'migrations', 'test'];
 /**
@@ -66790,6 +66952,8 @@ class RawValues {
     sources;
     problems = [];
     file = new Map();
+    /** `host=SHA256:…` pins from `hosts` entries of the config file that have their own `fingerprint`. */
+    hostPins = [];
     configFile;
     constructor(sources) {
         this.sources = sources;
@@ -66852,7 +67016,17 @@ class RawValues {
             }
             const json = pair.value?.toJSON?.() ?? null;
             let value;
-            if (Array.isArray(json))
+            if (key === 'hosts' && Array.isArray(json) && json.some(h => typeof h === 'object' && h !== null)) {
+                const entries = hostEntries(json);
+                if (typeof entries === 'string') {
+                    this.problems.push({ where, message: entries });
+                    continue;
+                }
+                value = entries.hosts.join('\n');
+                if (entries.pins.length)
+                    this.hostPins.push([where, entries.pins.join('\n')]);
+            }
+            else if (Array.isArray(json))
                 value = json.map(String).join('\n');
             else if (json === null)
                 value = '';
@@ -66882,6 +67056,24 @@ class RawValues {
     fail(raw, message) {
         this.problems.push({ where: typeof raw === 'string' ? raw : raw.where, message });
     }
+}
+/** `hosts` items of the config file: `web1:2222` or `{ host: web1:2222, fingerprint: SHA256:… (or a list) }`. */
+function hostEntries(items) {
+    const hosts = [];
+    const pins = [];
+    for (const item of items) {
+        if (typeof item !== 'object' || item === null) {
+            hosts.push(String(item));
+            continue;
+        }
+        const { host, fingerprint, ...rest } = item;
+        const fps = Array.isArray(fingerprint) ? fingerprint : fingerprint === undefined ? [] : [fingerprint];
+        if (Object.keys(rest).length || typeof host !== 'string' || !fps.every(f => typeof f === 'string'))
+            return 'an entry that is a mapping must be { host: name[:port], fingerprint: SHA256:… or a list of them }';
+        hosts.push(host);
+        pins.push(...fps.map(f => `${host}=${f}`));
+    }
+    return { hosts, pins };
 }
 function lineOf(text, offset) {
     return text.slice(0, offset).split('\n').length;
@@ -67011,17 +67203,6 @@ function loadSettings(sources, now = new Date()) {
                 raw.fail("input 'ssh-key'", 'is a public key; expected the private key');
         }
     }
-    const knownHosts = text('known-hosts');
-    const fpRaw = raw.get('host-fingerprint');
-    const fingerprints = splitList(fpRaw.value);
-    for (const fp of fingerprints) {
-        if (!/^SHA256:[A-Za-z0-9+/]{43}=?$/.test(fp)) {
-            raw.fail(fpRaw, `"${fp}" is not a SHA256 fingerprint; expected the form ssh-keygen -lf prints, e.g. SHA256:abc…(43 characters)`);
-        }
-    }
-    if (deploying && !knownHosts && fingerprints.length === 0) {
-        raw.fail("input 'known-hosts'", "and host-fingerprint are both empty; the server's host key must be pinned (no trust on first use). Expected known_hosts lines (ssh-keyscan -p PORT HOST, checked by hand) or SHA256:… fingerprints");
-    }
     const jumpRaw = raw.get('jump-host');
     let jumpHost;
     if (jumpRaw.value) {
@@ -67032,6 +67213,8 @@ function loadSettings(sources, now = new Date()) {
         else
             jumpHost = { user: m[1], host: h.host, port: h.port };
     }
+    const knownHosts = text('known-hosts');
+    const fingerprints = readPins(raw, hosts, jumpHost, deploying);
     // deploy
     const pathRaw = raw.get('deploy-path');
     const path = pathRaw.value.replace(/\/+$/, '');
@@ -67165,6 +67348,64 @@ function loadSettings(sources, now = new Date()) {
     if (raw.problems.length)
         throw new SettingsError(raw.problems);
     return settings;
+}
+/**
+ * Host key pins, bound to hosts: known-hosts is checked line by line as OpenSSH would read it, a bare
+ * `host-fingerprint` binds to the only host (never to the jump host), pairs must name a host or the jump host,
+ * and when deploying every host and the jump host must have a pin.
+ */
+function readPins(raw, hosts, jump, deploying) {
+    const before = raw.problems.length;
+    const khRaw = raw.get('known-hosts');
+    let knownHosts = [];
+    try {
+        knownHosts = parseKnownHosts(khRaw.value);
+    }
+    catch (e) {
+        if (!(e instanceof KnownHostsError))
+            throw e;
+        raw.fail(khRaw, `${e.message}. Nothing was connected to`);
+        return [];
+    }
+    const fpRaw = raw.get('host-fingerprint');
+    const pins = [];
+    const targets = jump ? [...hosts, jump] : hosts;
+    const label = (h) => knownHostsName(h.host, h.port).replace(/^\[(.*)\]:(\d+)$/, '$1:$2');
+    for (const [where, text] of [[fpRaw, fpRaw.value], ...raw.hostPins]) {
+        const { bare, bound, problems } = parseFingerprintPins(text);
+        problems.forEach(p => raw.fail(where, p));
+        for (const pin of bound) {
+            // A config file's hosts entry carries its own pin: when the hosts input replaces the file's hosts, the
+            // pins of hosts no longer deployed to are simply unused; a host-fingerprint pair for no host is a typo.
+            if (!targets.some(h => pinMatches(pin, h.host, h.port))) {
+                if (where !== fpRaw)
+                    continue;
+                const name = pin.port === undefined ? pin.host : `${pin.host}:${pin.port}`;
+                raw.fail(where, `${name}=${pin.fingerprint} names a host that is neither in hosts nor the jump-host; expected one of ${targets.map(label).join(', ') || '(no hosts given)'}`);
+            }
+            else
+                pins.push(pin);
+        }
+        if (bare.length && hosts.length > 1) {
+            raw.fail(where, `${bare[0]} is not bound to a host, and there are ${hosts.length} hosts; a bare fingerprint is accepted only with one host. Expected host=SHA256:… pairs, e.g. ${label(hosts[0])}=${bare[0]}`);
+        }
+        else if (bare.length && hosts.length === 1) {
+            pins.push(...bare.map(fingerprint => ({ host: hosts[0].host.toLowerCase(), port: hosts[0].port, fingerprint })));
+        }
+    }
+    // With no valid host, the hosts error says what is wrong; pins cannot be checked against nothing.
+    if (!deploying || raw.problems.length > before || hosts.length === 0)
+        return pins;
+    if (!khRaw.value && !fpRaw.value && raw.hostPins.length === 0) {
+        raw.fail("input 'known-hosts'", "and host-fingerprint are both empty; the server's host key must be pinned (no trust on first use). Expected known_hosts lines (ssh-keyscan -p PORT HOST, checked by hand) or SHA256:… fingerprints");
+        return pins;
+    }
+    for (const h of targets) {
+        if (hasPin({ knownHosts, fingerprints: pins }, h.host, h.port))
+            continue;
+        raw.fail(fpRaw, `nothing pins the host key of ${h === jump ? 'the jump host ' : ''}${label(h)}: known-hosts has no entry for ${knownHostsName(h.host, h.port)} and host-fingerprint no ${label(h)}=SHA256:… pair; expected one of them (no trust on first use)`);
+    }
+    return pins;
 }
 
 ;// CONCATENATED MODULE: ./src/main.ts

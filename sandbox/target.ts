@@ -24,8 +24,23 @@ export interface TargetOptions {
   gunicornWorkers?: number
   /** Parent of the target's temp dir. Default `os.tmpdir()`. */
   tmpDir?: string
+  /**
+   * Host key types sshd has, in this order (`HostKey` lines). Default `['ed25519']`. `knownHosts` and
+   * `fingerprint` are the first one's; `hostKeys` lists them all.
+   */
+  hostKeyTypes?: HostKeyType[]
   /** Testing aid: throw at this point of the start-up (to check that a failed start cleans up). */
   failAt?: 'after-sshd' | 'after-nginx' | 'end'
+}
+
+export type HostKeyType = 'ed25519' | 'ecdsa' | 'ecdsa384' | 'ecdsa521' | 'rsa'
+
+export interface HostKey {
+  type: HostKeyType
+  /** known_hosts line: `[127.0.0.1]:PORT <keytype> AAAA…`. */
+  knownHosts: string
+  /** `SHA256:…` fingerprint. */
+  fingerprint: string
 }
 
 export interface RunResult {
@@ -78,6 +93,8 @@ export interface Target {
   knownHosts: string
   /** `SHA256:…` fingerprint of the host key. */
   fingerprint: string
+  /** Every host key sshd has (see `TargetOptions.hostKeyTypes`), the first being `knownHosts`/`fingerprint`'s. */
+  hostKeys: HostKey[]
   httpPort: number
   /** `http://HOST:HTTPPORT` (no trailing slash: use `${url}/health/`) — nginx, proxying to gunicorn, /static/ from <deployPath>/current/static/. */
   url: string
@@ -559,20 +576,31 @@ export async function startTarget(opts: TargetOptions = {}): Promise<Target> {
     await fs.mkdir(path.join(nginxDir, 'tmp'), { recursive: true, mode: 0o755 })
 
     // --- keys ------------------------------------------------------------------------------------------
-    const hostKey = path.join(sshDir, 'host_ed25519_key')
+    const keyTypes = opts.hostKeyTypes ?? ['ed25519']
+    if (keyTypes.length === 0 || new Set(keyTypes).size !== keyTypes.length)
+      throw new Error(`hostKeyTypes must be distinct and not empty: ${keyTypes.join(',')}`)
+    const keygenArgs: Record<HostKeyType, string[]> = {
+      ed25519: ['-t', 'ed25519'],
+      ecdsa: ['-t', 'ecdsa', '-b', '256'],
+      ecdsa384: ['-t', 'ecdsa', '-b', '384'],
+      ecdsa521: ['-t', 'ecdsa', '-b', '521'],
+      rsa: ['-t', 'rsa', '-b', '3072']
+    }
+    const hostKeyFiles = keyTypes.map(k => path.join(sshDir, `host_${k}_key`))
     const clientKey = path.join(sshDir, 'client_ed25519_key')
     await Promise.all([
-      mustExec('/usr/bin/ssh-keygen', [
-        '-q',
-        '-t',
-        'ed25519',
-        '-N',
-        '',
-        '-C',
-        `sandbox-host-${user}`,
-        '-f',
-        hostKey
-      ]),
+      ...keyTypes.map((k, i) =>
+        mustExec('/usr/bin/ssh-keygen', [
+          '-q',
+          ...keygenArgs[k],
+          '-N',
+          '',
+          '-C',
+          `sandbox-host-${user}`,
+          '-f',
+          hostKeyFiles[i]
+        ])
+      ),
       mustExec('/usr/bin/ssh-keygen', [
         '-q',
         '-t',
@@ -589,9 +617,16 @@ export async function startTarget(opts: TargetOptions = {}): Promise<Target> {
     const publicKey = (await fs.readFile(`${clientKey}.pub`, 'utf8')).trim()
     await fs.rm(clientKey)
     await fs.rm(`${clientKey}.pub`)
-    const hostPub = (await fs.readFile(`${hostKey}.pub`, 'utf8')).trim().split(/\s+/)
-    const fingerprint = (await mustExec('/usr/bin/ssh-keygen', ['-lf', `${hostKey}.pub`])).split(/\s+/)[1]
-    if (!fingerprint?.startsWith('SHA256:')) throw new Error(`unexpected fingerprint: ${fingerprint}`)
+    const hostPubs = await Promise.all(
+      hostKeyFiles.map(async f => {
+        const pub = (await fs.readFile(`${f}.pub`, 'utf8')).trim().split(/\s+/)
+        const fp = (await mustExec('/usr/bin/ssh-keygen', ['-lf', `${f}.pub`])).split(/\s+/)[1]
+        if (!fp?.startsWith('SHA256:')) throw new Error(`unexpected fingerprint: ${fp}`)
+        return { pub, fp }
+      })
+    )
+    const hostPub = hostPubs[0].pub
+    const fingerprint = hostPubs[0].fp
 
     const dotSsh = path.join(home, '.ssh')
     await fs.mkdir(dotSsh, { mode: 0o700 })
@@ -612,7 +647,7 @@ export async function startTarget(opts: TargetOptions = {}): Promise<Target> {
         [
           `Port ${sshPort}`,
           `ListenAddress ${host}`,
-          `HostKey ${hostKey}`,
+          ...hostKeyFiles.map(f => `HostKey ${f}`),
           `PidFile ${path.join(sshDir, 'sshd.pid')}`,
           'UsePAM no',
           'PasswordAuthentication no',
@@ -765,6 +800,11 @@ http {
       publicKey,
       knownHosts: `[${host}]:${sshPort} ${hostPub[0]} ${hostPub[1]}`,
       fingerprint,
+      hostKeys: keyTypes.map((type, i) => ({
+        type,
+        knownHosts: `[${host}]:${sshPort} ${hostPubs[i].pub[0]} ${hostPubs[i].pub[1]}`,
+        fingerprint: hostPubs[i].fp
+      })),
       httpPort,
       url: `http://${host}:${httpPort}`,
       gunicornPort,

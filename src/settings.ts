@@ -7,6 +7,15 @@ import { isAbsolute, resolve } from 'node:path'
 import ssh2 from 'ssh2'
 import { parseDocument } from 'yaml'
 import { refusedName } from './django/env.js'
+import {
+  hasPin,
+  KnownHostsError,
+  knownHostsName,
+  parseFingerprintPins,
+  parseKnownHosts,
+  pinMatches,
+  type FingerprintPin
+} from './remote/hostkeys.js'
 import { splitWords, WordsError } from './shellwords.js'
 
 export type Mode = 'check' | 'deploy' | 'rollback'
@@ -32,8 +41,8 @@ export interface SshSettings {
   passphrase?: string
   /** known_hosts lines (OpenSSH format) that pin host keys. */
   knownHosts?: string
-  /** `SHA256:…` fingerprint(s) that pin host keys. */
-  fingerprints: string[]
+  /** `SHA256:…` fingerprints, each pinned for one host (`host-fingerprint` pairs, hosts entries of the config file). */
+  fingerprints: FingerprintPin[]
   /** `user@host:port` of a bastion, when one is used. */
   jumpHost?: { user: string; host: string; port: number }
   /** Seconds to wait for a TCP connection and the SSH handshake. */
@@ -328,6 +337,8 @@ type Raw = { value: string; where: string; fromFile: boolean }
 class RawValues {
   readonly problems: SettingsProblem[] = []
   private file = new Map<string, { value: string; line?: number }>()
+  /** `host=SHA256:…` pins from `hosts` entries of the config file that have their own `fingerprint`. */
+  hostPins: Array<readonly [string, string]> = []
   configFile?: string
 
   constructor(private readonly sources: SettingsSources) {}
@@ -388,7 +399,15 @@ class RawValues {
       }
       const json = (pair.value as { toJSON?: () => unknown })?.toJSON?.() ?? null
       let value: string
-      if (Array.isArray(json)) value = json.map(String).join('\n')
+      if (key === 'hosts' && Array.isArray(json) && json.some(h => typeof h === 'object' && h !== null)) {
+        const entries = hostEntries(json)
+        if (typeof entries === 'string') {
+          this.problems.push({ where, message: entries })
+          continue
+        }
+        value = entries.hosts.join('\n')
+        if (entries.pins.length) this.hostPins.push([where, entries.pins.join('\n')])
+      } else if (Array.isArray(json)) value = json.map(String).join('\n')
       else if (json === null) value = ''
       else if (typeof json === 'object') {
         this.problems.push({ where, message: 'expected a single value or a list, not a mapping' })
@@ -415,6 +434,25 @@ class RawValues {
   fail(raw: Raw | string, message: string): void {
     this.problems.push({ where: typeof raw === 'string' ? raw : raw.where, message })
   }
+}
+
+/** `hosts` items of the config file: `web1:2222` or `{ host: web1:2222, fingerprint: SHA256:… (or a list) }`. */
+function hostEntries(items: unknown[]): { hosts: string[]; pins: string[] } | string {
+  const hosts: string[] = []
+  const pins: string[] = []
+  for (const item of items) {
+    if (typeof item !== 'object' || item === null) {
+      hosts.push(String(item))
+      continue
+    }
+    const { host, fingerprint, ...rest } = item as Record<string, unknown>
+    const fps = Array.isArray(fingerprint) ? fingerprint : fingerprint === undefined ? [] : [fingerprint]
+    if (Object.keys(rest).length || typeof host !== 'string' || !fps.every(f => typeof f === 'string'))
+      return 'an entry that is a mapping must be { host: name[:port], fingerprint: SHA256:… or a list of them }'
+    hosts.push(host)
+    pins.push(...fps.map(f => `${host}=${f as string}`))
+  }
+  return { hosts, pins }
 }
 
 function lineOf(text: string, offset: number): number {
@@ -555,23 +593,6 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
       if (!key.isPrivateKey()) raw.fail("input 'ssh-key'", 'is a public key; expected the private key')
     }
   }
-  const knownHosts = text('known-hosts')
-  const fpRaw = raw.get('host-fingerprint')
-  const fingerprints = splitList(fpRaw.value)
-  for (const fp of fingerprints) {
-    if (!/^SHA256:[A-Za-z0-9+/]{43}=?$/.test(fp)) {
-      raw.fail(
-        fpRaw,
-        `"${fp}" is not a SHA256 fingerprint; expected the form ssh-keygen -lf prints, e.g. SHA256:abc…(43 characters)`
-      )
-    }
-  }
-  if (deploying && !knownHosts && fingerprints.length === 0) {
-    raw.fail(
-      "input 'known-hosts'",
-      "and host-fingerprint are both empty; the server's host key must be pinned (no trust on first use). Expected known_hosts lines (ssh-keyscan -p PORT HOST, checked by hand) or SHA256:… fingerprints"
-    )
-  }
   const jumpRaw = raw.get('jump-host')
   let jumpHost: SshSettings['jumpHost']
   if (jumpRaw.value) {
@@ -581,6 +602,8 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
       raw.fail(jumpRaw, `"${jumpRaw.value}" is not user@host[:port]`)
     else jumpHost = { user: m[1], host: h.host, port: h.port }
   }
+  const knownHosts = text('known-hosts')
+  const fingerprints = readPins(raw, hosts, jumpHost, deploying)
 
   // deploy
   const pathRaw = raw.get('deploy-path')
@@ -729,4 +752,74 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
   }
   if (raw.problems.length) throw new SettingsError(raw.problems)
   return settings
+}
+
+/**
+ * Host key pins, bound to hosts: known-hosts is checked line by line as OpenSSH would read it, a bare
+ * `host-fingerprint` binds to the only host (never to the jump host), pairs must name a host or the jump host,
+ * and when deploying every host and the jump host must have a pin.
+ */
+function readPins(
+  raw: RawValues,
+  hosts: Host[],
+  jump: Host | undefined,
+  deploying: boolean
+): FingerprintPin[] {
+  const before = raw.problems.length
+  const khRaw = raw.get('known-hosts')
+  let knownHosts: ReturnType<typeof parseKnownHosts> = []
+  try {
+    knownHosts = parseKnownHosts(khRaw.value)
+  } catch (e) {
+    if (!(e instanceof KnownHostsError)) throw e
+    raw.fail(khRaw, `${e.message}. Nothing was connected to`)
+    return []
+  }
+  const fpRaw = raw.get('host-fingerprint')
+  const pins: FingerprintPin[] = []
+  const targets = jump ? [...hosts, jump] : hosts
+  const label = (h: Host): string => knownHostsName(h.host, h.port).replace(/^\[(.*)\]:(\d+)$/, '$1:$2')
+  for (const [where, text] of [[fpRaw, fpRaw.value] as const, ...raw.hostPins]) {
+    const { bare, bound, problems } = parseFingerprintPins(text)
+    problems.forEach(p => raw.fail(where, p))
+    for (const pin of bound) {
+      // A config file's hosts entry carries its own pin: when the hosts input replaces the file's hosts, the
+      // pins of hosts no longer deployed to are simply unused; a host-fingerprint pair for no host is a typo.
+      if (!targets.some(h => pinMatches(pin, h.host, h.port))) {
+        if (where !== fpRaw) continue
+        const name = pin.port === undefined ? pin.host : `${pin.host}:${pin.port}`
+        raw.fail(
+          where,
+          `${name}=${pin.fingerprint} names a host that is neither in hosts nor the jump-host; expected one of ${targets.map(label).join(', ') || '(no hosts given)'}`
+        )
+      } else pins.push(pin)
+    }
+    if (bare.length && hosts.length > 1) {
+      raw.fail(
+        where,
+        `${bare[0]} is not bound to a host, and there are ${hosts.length} hosts; a bare fingerprint is accepted only with one host. Expected host=SHA256:… pairs, e.g. ${label(hosts[0])}=${bare[0]}`
+      )
+    } else if (bare.length && hosts.length === 1) {
+      pins.push(
+        ...bare.map(fingerprint => ({ host: hosts[0].host.toLowerCase(), port: hosts[0].port, fingerprint }))
+      )
+    }
+  }
+  // With no valid host, the hosts error says what is wrong; pins cannot be checked against nothing.
+  if (!deploying || raw.problems.length > before || hosts.length === 0) return pins
+  if (!khRaw.value && !fpRaw.value && raw.hostPins.length === 0) {
+    raw.fail(
+      "input 'known-hosts'",
+      "and host-fingerprint are both empty; the server's host key must be pinned (no trust on first use). Expected known_hosts lines (ssh-keyscan -p PORT HOST, checked by hand) or SHA256:… fingerprints"
+    )
+    return pins
+  }
+  for (const h of targets) {
+    if (hasPin({ knownHosts, fingerprints: pins }, h.host, h.port)) continue
+    raw.fail(
+      fpRaw,
+      `nothing pins the host key of ${h === jump ? 'the jump host ' : ''}${label(h)}: known-hosts has no entry for ${knownHostsName(h.host, h.port)} and host-fingerprint no ${label(h)}=SHA256:… pair; expected one of them (no trust on first use)`
+    )
+  }
+  return pins
 }

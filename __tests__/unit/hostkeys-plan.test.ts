@@ -56,16 +56,21 @@ describe('host key pinning', () => {
     expect(verifyHostKey(b.blob, 'bad.example.org', 22, pins).ok).toBe(false)
   })
   it('honours @revoked and fingerprints', () => {
-    const revoked = { knownHosts: parseKnownHosts(`@revoked * ${a.line}`), fingerprints: [a.fp] }
+    const revoked = {
+      knownHosts: parseKnownHosts(`@revoked * ${a.line}`),
+      fingerprints: [{ host: 'h', fingerprint: a.fp }]
+    }
     expect(verifyHostKey(a.blob, 'h', 22, revoked)).toMatchObject({
       ok: false,
       reason: expect.stringContaining('@revoked')
     })
-    expect(verifyHostKey(b.blob, 'h', 22, { knownHosts: [], fingerprints: [b.fp] }).ok).toBe(true)
-    expect(verifyHostKey(b.blob, 'h', 22, { knownHosts: [], fingerprints: [a.fp] }).ok).toBe(false)
+    const pin = (fp: string) => ({ knownHosts: [], fingerprints: [{ host: 'h', fingerprint: fp }] })
+    expect(verifyHostKey(b.blob, 'h', 22, pin(b.fp)).ok).toBe(true)
+    expect(verifyHostKey(b.blob, 'h', 22, pin(a.fp)).ok).toBe(false)
   })
   it('asks the server for the pinned key type first', () => {
+    // SHA-1 ssh-rsa signatures are not asked for (OpenSSH's client dropped them in 8.8).
     const pins = parseKnownHosts(`h ${a.line}\nh ssh-rsa AAAAB3NzaC1yc2E=`)
-    expect(pinnedKeyTypes(pins, 'h', 22)).toEqual(['ssh-ed25519', 'rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'])
+    expect(pinnedKeyTypes(pins, 'h', 22)).toEqual(['ssh-ed25519', 'rsa-sha2-512', 'rsa-sha2-256'])
   })
 })

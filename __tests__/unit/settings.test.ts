@@ -135,7 +135,13 @@ describe('settings', () => {
     expect(s.mode).toBe('check')
   })
   it('parses hosts with ports, commas and new lines', () => {
-    const s = load({ ...deployInputs, hosts: 'a.example.com:2222, 10.0.0.5\n[::1]:2200', port: '2022' })
+    const s = load({
+      ...deployInputs,
+      hosts: 'a.example.com:2222, 10.0.0.5\n[::1]:2200',
+      port: '2022',
+      'host-fingerprint': '',
+      'known-hosts': `* ${key.pub.trim()}`
+    })
     expect(s.ssh.hosts).toEqual([
       { host: 'a.example.com', port: 2222 },
       { host: '10.0.0.5', port: 2022 },
@@ -209,7 +215,13 @@ describe('config file', () => {
       'a.yml',
       'hosts: [a.example.com, b.example.com]\nkeep-releases: 3\nmigrate: false\nuser: file-user\n'
     )
-    const s = load({ ...deployInputs, hosts: '', config, user: 'input-user' })
+    const s = load({
+      ...deployInputs,
+      hosts: '',
+      config,
+      user: 'input-user',
+      'host-fingerprint': `a.example.com=${FP} b.example.com=${FP}`
+    })
     expect(s.ssh.hosts.map(h => h.host)).toEqual(['a.example.com', 'b.example.com'])
     expect(s.deploy.keepReleases).toBe(3)
     expect(s.deploy.migrate).toBe(false)

@@ -4,9 +4,9 @@
  */
 import { NodeSSH } from 'node-ssh'
 import type { Readable } from 'node:stream'
-import type { ClientChannel, ConnectConfig } from 'ssh2'
+import type { ClientChannel } from 'ssh2'
 import type { Host, SshSettings } from '../settings.js'
-import { parseKnownHosts, pinnedKeyTypes, verifyHostKey } from './hostkeys.js'
+import { connectHost } from './connect.js'
 import { shellLine } from './quote.js'
 
 export interface ExecResult {
@@ -23,15 +23,7 @@ export interface RunOptions {
   onLine?: (line: string, stream: 'stdout' | 'stderr') => void
 }
 
-export class ConnectError extends Error {
-  constructor(
-    readonly host: string,
-    message: string
-  ) {
-    super(`host ${host}: ${message}`)
-    this.name = 'ConnectError'
-  }
-}
+export { ConnectError } from './connect.js'
 
 function lineSplitter(onLine: (line: string) => void): { push(chunk: Buffer): void; flush(): void } {
   let rest = ''
@@ -62,32 +54,8 @@ export class Remote {
 
   static async connect(host: Host, s: SshSettings): Promise<Remote> {
     const name = Remote.label(host)
-    const pins = { knownHosts: parseKnownHosts(s.knownHosts ?? ''), fingerprints: s.fingerprints }
-    let via: NodeSSH | undefined
-    let sock: ConnectConfig['sock']
-    if (s.jumpHost) {
-      const j = s.jumpHost
-      via = await open({ host: j.host, port: j.port }, j.user, s, pins, `jump host ${j.host}`)
-      try {
-        sock = await new Promise((resolve, reject) =>
-          via!.connection!.forwardOut('127.0.0.1', 0, host.host, host.port, (err, stream) =>
-            err
-              ? reject(new ConnectError(name, `jump host ${j.host} cannot reach it: ${err.message}`))
-              : resolve(stream)
-          )
-        )
-      } catch (e) {
-        via.dispose()
-        throw e
-      }
-    }
-    try {
-      const ssh = await open(host, s.user, s, pins, name, sock)
-      return new Remote(name, ssh, via)
-    } catch (e) {
-      via?.dispose()
-      throw e
-    }
+    const { ssh, via } = await connectHost(host, s, name)
+    return new Remote(name, ssh, via)
   }
 
   /** Runs a POSIX sh script; never throws for a non-zero exit (the caller decides what failure means). */
@@ -161,61 +129,5 @@ export class Remote {
   dispose(): void {
     this.ssh.dispose()
     this.via?.dispose()
-  }
-}
-
-async function open(
-  host: Host,
-  user: string,
-  s: SshSettings,
-  pins: Parameters<typeof verifyHostKey>[3],
-  label: string,
-  sock?: ConnectConfig['sock']
-): Promise<NodeSSH> {
-  const ssh = new NodeSSH()
-  let refusal: string | undefined
-  const preferred = pinnedKeyTypes(pins.knownHosts, host.host, host.port)
-  try {
-    await ssh.connect({
-      host: host.host,
-      port: host.port,
-      sock,
-      username: user,
-      privateKey: s.privateKey,
-      passphrase: s.passphrase,
-      readyTimeout: s.connectTimeout * 1000,
-      keepaliveInterval: 10_000,
-      keepaliveCountMax: 3,
-      tryKeyboard: false,
-      agentForward: false,
-      ...(preferred.length ? { algorithms: { serverHostKey: { prepend: preferred } as never } } : {}),
-      // Called during key exchange, before any authentication is attempted.
-      hostVerifier: (key: Buffer) => {
-        const v = verifyHostKey(key, host.host, host.port, pins)
-        if (!v.ok) refusal = v.reason
-        return v.ok
-      }
-    })
-    return ssh
-  } catch (e) {
-    ssh.dispose()
-    const msg = e instanceof Error ? e.message : String(e)
-    if (refusal) throw new ConnectError(label, refusal)
-    if (/authentication methods failed/i.test(msg)) {
-      throw new ConnectError(
-        label,
-        `authentication as ${user} failed: the server does not accept ssh-key for that user (is its public key in ~${user}/.ssh/authorized_keys?)`
-      )
-    }
-    if (/ECONNREFUSED/.test(msg))
-      throw new ConnectError(label, `connection refused on port ${host.port}: is sshd running there?`)
-    if (/Timed out|ETIMEDOUT/i.test(msg)) {
-      throw new ConnectError(
-        label,
-        `no SSH handshake within ${s.connectTimeout} s (firewall, wrong port, or host down)`
-      )
-    }
-    if (/ENOTFOUND|EAI_AGAIN/.test(msg)) throw new ConnectError(label, `host name does not resolve`)
-    throw new ConnectError(label, msg)
   }
 }
