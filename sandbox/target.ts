@@ -18,6 +18,11 @@ export interface TargetOptions {
   name?: string
   /** Loopback address sshd, nginx and gunicorn listen on (must be in 127.0.0.0/8). Default `127.0.0.1`. */
   bindIp?: string
+  /**
+   * Network namespace to run sshd, nginx and gunicorn in (a host of a fleet, made by `sandbox/fleet.ts`):
+   * `bindIp` is then the namespace's end of its veth pair, reached from outside through the veth only.
+   */
+  netns?: string
   /** WSGI module gunicorn serves. Default `mysite.wsgi` (the example project). */
   wsgiModule?: string
   /** Gunicorn workers. Default 2. */
@@ -325,12 +330,15 @@ function spawnDaemon(
   args: string[],
   logFile: string,
   env: NodeJS.ProcessEnv,
-  cwd?: string
+  cwd?: string,
+  netns?: string
 ): { child: ChildProcess; exited: () => boolean } {
   const fd = openSync(logFile, 'a', 0o644)
   let exited = false
   try {
-    const child = spawn(file, args, { stdio: ['ignore', fd, fd], detached: true, env, cwd })
+    // `ip netns exec` enters the namespace and execs the program: the PID stays the daemon's.
+    const [f, a] = netns ? ['/usr/bin/ip', ['netns', 'exec', netns, file, ...args]] : [file, args]
+    const child = spawn(f, a, { stdio: ['ignore', fd, fd], detached: true, env, cwd })
     child.on('exit', () => (exited = true))
     child.on('error', () => (exited = true))
     child.unref()
@@ -429,13 +437,26 @@ export async function startTarget(opts: TargetOptions = {}): Promise<Target> {
   let uid = -1
   let gid = -1
 
+  // On the host: inside its network namespace when it has one.
   const runAsUser = (cmd: string, ro: RunOptions = {}) =>
-    execFile('/usr/sbin/runuser', ['-u', user, '--', '/bin/bash', '-c', cmd], {
-      cwd: home,
-      env: { PATH: SAFE_PATH, LANG: 'C.UTF-8', HOME: home, USER: user, LOGNAME: user, ...ro.env },
-      timeoutMs: ro.timeoutMs,
-      input: ro.input
-    })
+    execFile(
+      opts.netns ? '/usr/bin/ip' : '/usr/sbin/runuser',
+      [
+        ...(opts.netns ? ['netns', 'exec', opts.netns, '/usr/sbin/runuser'] : []),
+        '-u',
+        user,
+        '--',
+        '/bin/bash',
+        '-c',
+        cmd
+      ],
+      {
+        cwd: home,
+        env: { PATH: SAFE_PATH, LANG: 'C.UTF-8', HOME: home, USER: user, LOGNAME: user, ...ro.env },
+        timeoutMs: ro.timeoutMs,
+        input: ro.input
+      }
+    )
 
   // --- gunicorn ------------------------------------------------------------------------------------------
   let gunicornPort = 0
@@ -492,7 +513,8 @@ export async function startTarget(opts: TargetOptions = {}): Promise<Target> {
       [`--reuid=${uid}`, `--regid=${gid}`, '--init-groups', '--', '/bin/bash', '-c', cmd],
       logs.gunicorn,
       { PATH: SAFE_PATH, LANG: 'C.UTF-8', HOME: home, USER: user, LOGNAME: user, ...g.env },
-      home
+      home,
+      opts.netns
     )
     state.gunicorn = d.child
     try {
@@ -641,7 +663,8 @@ export async function startTarget(opts: TargetOptions = {}): Promise<Target> {
     // --- sshd (retry with new ports if one was taken between asking and binding) --------------------------
     const sshdConf = path.join(sshDir, 'sshd_config')
     for (let attempt = 1; ; attempt++) {
-      ;[sshPort, httpPort, gunicornPort] = await freePorts(host, 3)
+      // A namespace of its own is empty: any port free here is free there.
+      ;[sshPort, httpPort, gunicornPort] = await freePorts(opts.netns ? '127.0.0.1' : host, 3)
       await fs.writeFile(
         sshdConf,
         [
@@ -673,7 +696,9 @@ export async function startTarget(opts: TargetOptions = {}): Promise<Target> {
         {
           PATH: SAFE_PATH,
           LANG: 'C.UTF-8'
-        }
+        },
+        undefined,
+        opts.netns
       )
       state.sshd = d.child
       try {
@@ -750,9 +775,18 @@ http {
 `,
       { mode: 0o644 }
     )
-    await mustExec(NGINX, ['-c', nginxConf, '-t'])
+    // nginx -t binds the listen addresses: inside the host's namespace.
+    if (opts.netns) await mustExec('/usr/bin/ip', ['netns', 'exec', opts.netns, NGINX, '-c', nginxConf, '-t'])
+    else await mustExec(NGINX, ['-c', nginxConf, '-t'])
     {
-      const d = spawnDaemon(NGINX, ['-c', nginxConf], logs.nginxError, { PATH: SAFE_PATH, LANG: 'C.UTF-8' })
+      const d = spawnDaemon(
+        NGINX,
+        ['-c', nginxConf],
+        logs.nginxError,
+        { PATH: SAFE_PATH, LANG: 'C.UTF-8' },
+        undefined,
+        opts.netns
+      )
       state.nginx = d.child
       cleanups.push({
         name: 'nginx',
