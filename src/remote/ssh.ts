@@ -82,7 +82,7 @@ export class Remote {
       }
     }
     try {
-      const ssh = await open(host, s.user, s, pins, name, sock)
+      const ssh = await open(host, host.user ?? s.user, s, pins, name, sock)
       return new Remote(name, ssh, via)
     } catch (e) {
       via?.dispose()
