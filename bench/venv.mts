@@ -178,9 +178,12 @@ try {
     const t = await startTarget({ name: v === 'baseline' ? 'bvbase' : 'bvact' })
     targets[v] = t
     const envDir = v === 'baseline' ? `${t.deployPath}/current` : `${t.deployPath}/shared`
-    const w = await t.run(`mkdir -p ${shq(envDir)} && cat > ${shq(envDir + '/.env')}`, {
-      input: `DATABASE_PATH=${t.deployPath}/shared/db.sqlite3\nALLOWED_HOSTS=127.0.0.1,localhost\n`
-    })
+    const w = await t.run(
+      `mkdir -p ${shq(envDir)} ${shq(`${t.deployPath}/shared`)} && cat > ${shq(envDir + '/.env')}`,
+      {
+        input: `DATABASE_PATH=${t.deployPath}/shared/db.sqlite3\nALLOWED_HOSTS=127.0.0.1,localhost\n`
+      }
+    )
     if (w.code !== 0) throw new Error(`writing .env: ${w.stderr}`)
   }
   console.error('== first deploy of r0 (not measured)')
