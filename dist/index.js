@@ -67500,9 +67500,16 @@ function inventoryHosts(raw, hostsRaw, defaultPort, workspace, readFile) {
         return [];
     }
     const file = invRaw.value;
+    const full = (0,external_node_path_.resolve)(workspace, file);
+    // The file's lines can appear in errors: only a file of the repository, never one elsewhere on the runner.
+    const inside = (0,external_node_path_.relative)(workspace, full);
+    if (inside === '..' || inside.startsWith('../') || (0,external_node_path_.isAbsolute)(inside)) {
+        raw.fail(invRaw, `"${file}" is outside the repository; expected a path inside it, e.g. deploy/inventory.ini`);
+        return [];
+    }
     let text;
     try {
-        text = readFile((0,external_node_path_.resolve)(workspace, file));
+        text = readFile(full);
     }
     catch (e) {
         const why = e.code === 'ENOENT' ? 'no such file' : e.message;

@@ -3,7 +3,7 @@
  * Nothing below this module reads `core.getInput` or `process.env`.
  */
 import { existsSync, readFileSync } from 'node:fs'
-import { isAbsolute, resolve } from 'node:path'
+import { isAbsolute, relative, resolve } from 'node:path'
 import ssh2 from 'ssh2'
 import { parseDocument } from 'yaml'
 import { refusedName } from './django/env.js'
@@ -770,9 +770,19 @@ function inventoryHosts(
     return []
   }
   const file = invRaw.value
+  const full = resolve(workspace, file)
+  // The file's lines can appear in errors: only a file of the repository, never one elsewhere on the runner.
+  const inside = relative(workspace, full)
+  if (inside === '..' || inside.startsWith('../') || isAbsolute(inside)) {
+    raw.fail(
+      invRaw,
+      `"${file}" is outside the repository; expected a path inside it, e.g. deploy/inventory.ini`
+    )
+    return []
+  }
   let text: string
   try {
-    text = readFile(resolve(workspace, file))
+    text = readFile(full)
   } catch (e) {
     const why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message
     raw.fail(

@@ -116,6 +116,10 @@ describe('the inventory inputs', () => {
     expect(problems({ inventory: 'nope.ini', user: 'u' })).toEqual([
       `input 'inventory': cannot read "nope.ini" (no such file); expected the path of an Ansible inventory file (INI or YAML) in the repository`
     ])
+    for (const outside of ['/etc/passwd', '../../etc/passwd'])
+      expect(problems({ inventory: outside, user: 'u' })).toEqual([
+        `input 'inventory': "${outside}" is outside the repository; expected a path inside it, e.g. deploy/inventory.ini`
+      ])
     write('bad.ini', '[web]\nweb1 ; comment\n')
     expect(problems({ inventory: 'bad.ini', user: 'u' })).toEqual([
       `input 'inventory': "bad.ini" is not an inventory Ansible reads: line 2: ";" is not a key=value host variable`
