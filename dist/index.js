@@ -54829,7 +54829,7 @@ module.exports = {
 
 __nccwpck_require__.a(module, async (__webpack_handle_async_dependencies__, __webpack_async_result__) => { try {
 /* harmony import */ var _shim_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(2710);
-/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(2309);
+/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(2478);
 
 
 await (0,_main_js__WEBPACK_IMPORTED_MODULE_1__/* .run */ .e)();
@@ -54839,7 +54839,7 @@ __webpack_async_result__();
 
 /***/ }),
 
-/***/ 2309:
+/***/ 2478:
 /***/ ((__unused_webpack_module, __webpack_exports__, __nccwpck_require__) => {
 
 
@@ -58860,14 +58860,74 @@ function linkShared(l, release, paths) {
     return script(...lines);
 }
 /**
+ * What `python -m venv` puts in site-packages through ensurepip (pip; setuptools with it up to Python 3.11),
+ * as names in the donor's site-packages. Seeding copies exactly these.
+ */
+const SEED = [
+    'pip',
+    'pip-*.dist-info',
+    'setuptools',
+    'setuptools-*.dist-info',
+    'pkg_resources',
+    '_distutils_hack',
+    'distutils-precedence.pth'
+];
+/**
  * Makes (or reuses) the virtualenv for the release's dependencies under venvs/<key> and links it as
  * <release>/.venv. A virtualenv is built in place (its scripts carry absolute paths) and marked complete only
  * at the end, so a half-built one from a killed deploy is rebuilt, never used.
+ *
+ * Unchanged requirements (same key) run no pip at all. Changed ones make a new virtualenv without paying
+ * ensurepip's bootstrap (≈ 4 s: it runs pip to install pip and setuptools from wheels and compiles them):
+ * the venv is made `--without-pip` and seeded with the pip (and setuptools) of a complete virtualenv already
+ * on the server (the live release's first), copied with their compiled files and mtimes, and the `pip*`
+ * scripts re-pointed at the new interpreter. So the new virtualenv has a working pip of the same version, as
+ * a normal one would. With no such donor for the same Python version (first deploy), or with `--without-pip`
+ * or `--upgrade-deps` in venv-options, it is made the normal way.
  */
 function venv(l, release, o) {
     const target = `${l.venvs}/${o.key}`;
     const done = `${target}/.django-deploy-complete`;
-    return script(`if [ -f ${q(done)} ]; then`, `  echo ${q(`reusing virtualenv ${o.key} (requirements unchanged)`)}`, 'else', `  rm -rf ${q(target)}`, `  ${words(o.python, '-m', 'venv', ...o.venvOptions, target)}`, ...(o.hasRequirements
+    const canSeed = !o.venvOptions.some(v => v === '--without-pip' || v === '--upgrade-deps');
+    const normal = `${words(o.python, '-m', 'venv', ...o.venvOptions, target)}`;
+    const build = canSeed
+        ? [
+            // A donor: a complete virtualenv, the live release's first (its pip is the one that last worked).
+            'donor=""',
+            `for v in ${q(`${l.current}/.venv`)} ${q(l.venvs)}/*; do`,
+            '  d=$(readlink -f "$v" 2>/dev/null) || continue',
+            `  if [ -f "$d/.django-deploy-complete" ] && [ -d "$d/lib" ]; then donor=$d; break; fi`,
+            'done',
+            'seeded=""',
+            'if [ -n "$donor" ]; then',
+            `  ${words(o.python, '-m', 'venv', '--without-pip', ...o.venvOptions, target)}`,
+            // Same Python version only: site-packages is lib/pythonX.Y/site-packages in both.
+            `  sp=$(cd ${q(target)} && ls -d lib/python*/site-packages | head -n 1)`,
+            '  if [ -n "$sp" ] && [ -f "$donor/$sp/pip/__init__.py" ]; then',
+            `    for e in ${SEED.join(' ')}; do`,
+            `      for f in "$donor/$sp"/$e; do [ ! -e "$f" ] || cp -pR "$f" ${q(target)}/"$sp"/; done`,
+            '    done',
+            // pip's scripts start with `#!<donor>/bin/python…`; a long path gets a /bin/sh launcher instead, which
+            // names the donor further down: those are left out (`python -m pip` works all the same).
+            '    for f in "$donor"/bin/pip*; do',
+            '      [ -f "$f" ] || continue',
+            '      first=$(head -n 1 "$f")',
+            '      case "$first" in',
+            '        "#!$donor/bin/python"*)',
+            `          { printf '#!%s%s\\n' ${q(target)} "\${first#"#!$donor"}"; tail -n +2 "$f"; } > ${q(target)}/bin/"\${f##*/}"`,
+            `          chmod 755 ${q(target)}/bin/"\${f##*/}" ;;`,
+            '      esac',
+            '    done',
+            '    seeded=yes',
+            '    echo "virtualenv seeded with pip from $donor (no pip bootstrap)"',
+            '  else',
+            `    rm -rf ${q(target)}`,
+            '  fi',
+            'fi',
+            `[ -n "$seeded" ] || ${normal}`
+        ]
+        : [normal];
+    return script(`if [ -f ${q(done)} ]; then`, `  echo ${q(`reusing virtualenv ${o.key} (requirements unchanged)`)}`, 'else', `  rm -rf ${q(target)}`, ...build.map(line => `  ${line}`), ...(o.hasRequirements
         ? [
             `  cd ${q(releaseDir(l, release))}`,
             `  ${words(`${target}/bin/python`, '-m', 'pip', 'install', '--disable-pip-version-check', ...o.pipArgs, '-r', 'requirements.txt')}`
@@ -60257,7 +60317,7 @@ async function connectHost(host, s, name) {
         hop = () => forward(jump, host, s.connectTimeout, name, j.host);
     }
     try {
-        const { ssh, tries } = await connect_open(host, s.user, s, pins, name, hop);
+        const { ssh, tries } = await connect_open(host, host.user ?? s.user, s, pins, name, hop);
         return { ssh, via, tries };
     }
     catch (e) {
@@ -60768,7 +60828,7 @@ class Runner {
                 const t0 = Date.now();
                 this.log.startGroup(`${Remote.label(host)}: connect`);
                 const remote = await Remote.connect(host, s.ssh).finally(() => this.log.endGroup());
-                this.log.info(`${remote.name}: connected as ${s.ssh.user}, host key verified`);
+                this.log.info(`${remote.name}: connected as ${host.user ?? s.ssh.user}, host key verified`);
                 const target = { remote, state: { releases: [] } };
                 targets.push(target);
                 this.record(remote.name, 'connect', 'ok', t0);
@@ -66662,6 +66722,516 @@ function safeUrl(url) {
 
 // EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
 var dist = __nccwpck_require__(8815);
+;// CONCATENATED MODULE: ./src/inventory.ts
+/**
+ * Hosts from an Ansible inventory file (INI or YAML), read the way Ansible 2.14's `ini` and `yaml` inventory
+ * plugins and its inventory manager read them: groups, `[group:children]`, `[group:vars]`, host variables on
+ * the host line, `host:port`, host ranges (`web[01:03]`, `db-[a:c]`, with a step), the YAML form
+ * (`all: children: …: hosts: …: vars:`), groups without a parent under `all`, and variable precedence: the host's
+ * own variables over its groups', and among groups the deeper (a child) over the shallower (its parent, `all`
+ * last), then `ansible_group_priority`, then the group name, as Ansible's sort_groups orders them.
+ *
+ * Pure: text in, hosts out. What is read from each host is `ansible_host`, `ansible_port` and `ansible_user`.
+ * Not read: group_vars/ and host_vars/ directories, vault-encrypted values, dynamic inventory scripts or plugins.
+ */
+
+class InventoryError extends Error {
+}
+function newInventory() {
+    const inv = { groups: new Map(), hostVars: new Map() };
+    addGroup(inv, 'all');
+    addGroup(inv, 'ungrouped');
+    addChild(inv, 'all', 'ungrouped');
+    return inv;
+}
+function addGroup(inv, name) {
+    let g = inv.groups.get(name);
+    if (!g) {
+        g = { name, vars: {}, hosts: [], children: [], parents: [], priority: 1 };
+        inv.groups.set(name, g);
+    }
+    return g;
+}
+function setGroupVar(g, key, value) {
+    if (key !== 'ansible_group_priority') {
+        g.vars[key] = value;
+        return;
+    }
+    const n = typeof value === 'number' ? value : Number(String(value).trim());
+    if (!Number.isInteger(n))
+        throw new InventoryError(`group ${g.name}: ansible_group_priority "${String(value)}" is not a whole number`);
+    g.priority = n;
+}
+function ancestors(inv, name) {
+    const seen = new Set();
+    const walk = (n) => {
+        for (const p of inv.groups.get(n)?.parents ?? []) {
+            if (!seen.has(p)) {
+                seen.add(p);
+                walk(p);
+            }
+        }
+    };
+    walk(name);
+    return seen;
+}
+function addChild(inv, parent, child) {
+    if (parent === child)
+        throw new InventoryError(`group ${child} cannot be a child of itself`);
+    const p = addGroup(inv, parent);
+    const c = addGroup(inv, child);
+    if (p.children.includes(child))
+        return;
+    if (ancestors(inv, parent).has(child)) {
+        throw new InventoryError(`adding group ${child} as a child of ${parent} makes a loop (${child} is already above ${parent})`);
+    }
+    p.children.push(child);
+    if (!c.parents.includes(parent))
+        c.parents.push(parent);
+}
+function addHost(inv, group, host, port, vars) {
+    const g = addGroup(inv, group);
+    if (!g.hosts.includes(host))
+        g.hosts.push(host);
+    const own = inv.hostVars.get(host) ?? {};
+    if (port !== undefined)
+        own.ansible_port = port;
+    Object.assign(own, vars);
+    inv.hostVars.set(host, own);
+}
+/**
+ * What Ansible's reconcile_inventory does: every group without a parent goes under `all`; a host in no group
+ * but `all` is in `ungrouped`, and a host in another group is not.
+ */
+function reconcile(inv) {
+    for (const g of inv.groups.values()) {
+        if (g.name !== 'all' && g.parents.length === 0)
+            addChild(inv, 'all', g.name);
+    }
+    const ungrouped = inv.groups.get('ungrouped');
+    for (const host of inv.hostVars.keys()) {
+        const mine = [...inv.groups.values()].filter(g => g.hosts.includes(host)).map(g => g.name);
+        if (mine.includes('ungrouped')) {
+            if (mine.some(g => g !== 'all' && g !== 'ungrouped'))
+                ungrouped.hosts = ungrouped.hosts.filter(h => h !== host);
+        }
+        else if (mine.every(g => g === 'all'))
+            ungrouped.hosts.push(host);
+    }
+}
+// ---------------------------------------------------------------------------------------------------------
+// Host patterns: `name`, `name:port`, `[v6]:port`, ranges.
+/** Splits a host pattern into the pattern and the port it ends with, as Ansible's parse_address does. */
+function splitPort(pattern) {
+    const v6 = /^\[([0-9A-Fa-f:.]+)\]:(\d+)$/.exec(pattern);
+    if (v6 && v6[1].includes(':'))
+        return { pattern: v6[1], port: Number(v6[2]) };
+    // A colon outside brackets ends the name: `web[01:03]:2222`. More than one (IPv6 without brackets): no port.
+    let depth = 0;
+    const colons = [];
+    for (let i = 0; i < pattern.length; i++) {
+        const ch = pattern[i];
+        if (ch === '[')
+            depth++;
+        else if (ch === ']')
+            depth--;
+        else if (ch === ':' && depth === 0)
+            colons.push(i);
+    }
+    if (colons.length === 1) {
+        const port = pattern.slice(colons[0] + 1);
+        const name = pattern.slice(0, colons[0]);
+        if (/^\d+$/.test(port) && name)
+            return { pattern: name, port: Number(port) };
+        if (port === '')
+            throw new InventoryError(`host pattern "${pattern}" ends in ':'; that character is reserved for a port (name:2222)`);
+    }
+    return { pattern };
+}
+const LETTERS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
+/** Expands `[beg:end(:step)]` ranges, numeric (zero-padded when begin is) or single letters, as Ansible does. */
+function expandRange(pattern) {
+    const open = pattern.indexOf('[');
+    if (open < 0)
+        return [pattern];
+    const close = pattern.indexOf(']', open);
+    if (close < 0)
+        throw new InventoryError(`host range in "${pattern}" has no closing ]`);
+    const head = pattern.slice(0, open);
+    const tail = pattern.slice(close + 1);
+    const bounds = pattern.slice(open + 1, close).split(':');
+    const bad = (why) => {
+        throw new InventoryError(`host range in "${pattern}": ${why}`);
+    };
+    if (bounds.length !== 2 && bounds.length !== 3)
+        bad('expected [begin:end] or [begin:end:step]');
+    const beg = bounds[0] || '0';
+    const end = bounds[1];
+    const stepText = bounds.length === 3 ? bounds[2] : '1';
+    if (!end)
+        bad('the end is missing');
+    if (!/^\d+$/.test(stepText) || Number(stepText) < 1)
+        bad(`step "${stepText}" is not a positive whole number`);
+    const step = Number(stepText);
+    const pad = beg.length > 1 && beg[0] === '0';
+    if (pad && beg.length !== end.length)
+        bad('begin and end must have the same length when zero-padded');
+    let seq = [];
+    const ib = beg.length === 1 ? LETTERS.indexOf(beg) : -1;
+    const ie = end.length === 1 ? LETTERS.indexOf(end) : -1;
+    if (ib >= 0 && ie >= 0) {
+        if (ib > ie)
+            bad('begin must not come after end');
+        for (let i = ib; i <= ie; i += step)
+            seq.push(LETTERS[i]);
+    }
+    else {
+        if (!/^\d+$/.test(beg) || !/^\d+$/.test(end))
+            bad(`"${beg}:${end}" is neither a number nor a letter range`);
+        const b = Number(beg);
+        const e = Number(end);
+        if (e - b > 10_000 * step)
+            bad('more than 10000 hosts');
+        for (let i = b; i <= e; i += step)
+            seq.push(pad ? String(i).padStart(beg.length, '0') : String(i));
+    }
+    seq = seq.map(s => `${head}${s}${tail}`);
+    return seq.flatMap(expandRange);
+}
+function hostPattern(pattern) {
+    const { pattern: p, port } = splitPort(pattern.trim());
+    if (p.trim() === '---')
+        throw new InventoryError(`host "---" is a sign of a YAML file; name it .yml or .yaml`);
+    return { hosts: p.includes('[') ? expandRange(p) : [p], port };
+}
+// ---------------------------------------------------------------------------------------------------------
+// INI
+/** Python's `shlex.split(line, comments=True)`: POSIX quoting, `#` outside quotes starts a comment. */
+function shlexSplit(line) {
+    const out = [];
+    let word = '';
+    let inWord = false;
+    for (let i = 0; i < line.length; i++) {
+        const ch = line[i];
+        if (ch === ' ' || ch === '\t' || ch === '\r' || ch === '\n') {
+            if (inWord)
+                out.push(word);
+            word = '';
+            inWord = false;
+        }
+        else if (ch === '#') {
+            break;
+        }
+        else if (ch === "'") {
+            const end = line.indexOf("'", i + 1);
+            if (end < 0)
+                throw new InventoryError('no closing quotation');
+            word += line.slice(i + 1, end);
+            inWord = true;
+            i = end;
+        }
+        else if (ch === '"') {
+            inWord = true;
+            for (i++;; i++) {
+                if (i >= line.length)
+                    throw new InventoryError('no closing quotation');
+                const c = line[i];
+                if (c === '"')
+                    break;
+                if (c === '\\' && (line[i + 1] === '"' || line[i + 1] === '\\'))
+                    word += line[++i];
+                else
+                    word += c;
+            }
+        }
+        else if (ch === '\\') {
+            if (i + 1 >= line.length)
+                throw new InventoryError('no escaped character');
+            word += line[++i];
+            inWord = true;
+        }
+        else {
+            word += ch;
+            inWord = true;
+        }
+    }
+    if (inWord)
+        out.push(word);
+    return out;
+}
+/**
+ * Python's `ast.literal_eval` for what inventory values hold: whole numbers, decimals, quoted strings,
+ * True/False/None; anything else stays the text (lists and mappings included: none of the values read here
+ * is one).
+ */
+function literalValue(text) {
+    const t = text.trim();
+    if (/^[-+]?\d+$/.test(t))
+        return Number(t);
+    if (/^[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?$/.test(t))
+        return Number(t);
+    if (t === 'True')
+        return true;
+    if (t === 'False')
+        return false;
+    if (t === 'None')
+        return null;
+    const m = /^'([^'\\]*)'$|^"([^"\\]*)"$/.exec(t);
+    if (m)
+        return m[1] ?? m[2];
+    return text;
+}
+const SECTION = /^\[([^:\]\s]+)(?::(\w+))?\]\s*(?:#.*)?$/;
+const GROUP_NAME = /^([^:\]\s]+)\s*(?:#.*)?$/;
+function parseIni(text) {
+    const inv = newInventory();
+    // Groups named in [x:children] or [x:vars] before their own section, as Ansible keeps them.
+    const pending = new Map();
+    let group = 'ungrouped';
+    let state = 'hosts';
+    const lines = text.split(/\r?\n/);
+    const addPendingChildren = (g) => {
+        const decl = pending.get(g);
+        if (!decl)
+            return;
+        for (const parent of decl.parents) {
+            addChild(inv, parent, g);
+            if (pending.get(parent)?.state === 'children')
+                addPendingChildren(parent);
+        }
+        pending.delete(g);
+    };
+    lines.forEach((raw, index) => {
+        const lineno = index + 1;
+        const line = raw.trim();
+        const fail = (message) => {
+            throw new InventoryError(`line ${lineno}: ${message}`);
+        };
+        if (!line || line[0] === '#' || line[0] === ';')
+            return;
+        const section = SECTION.exec(line);
+        if (section) {
+            group = section[1];
+            state = section[2] ?? 'hosts';
+            if (!['hosts', 'children', 'vars'].includes(state))
+                fail(`section [${group}:${state}] has an unknown type "${state}"; expected hosts, children or vars`);
+            if (!inv.groups.has(group)) {
+                if (state === 'vars' && !pending.has(group))
+                    pending.set(group, { line: lineno, state, parents: [] });
+                addGroup(inv, group);
+            }
+            const decl = pending.get(group);
+            if (decl && state !== 'vars') {
+                if (decl.state === 'children')
+                    addPendingChildren(group);
+                else
+                    pending.delete(group);
+            }
+            return;
+        }
+        if (line.startsWith('[') && line.endsWith(']'))
+            fail(`invalid section "${line}"; expected [group], [group:children] or [group:vars] without spaces`);
+        if (state === 'hosts') {
+            let tokens;
+            try {
+                tokens = shlexSplit(line);
+            }
+            catch (e) {
+                return fail(`cannot split the host line "${line}": ${e.message}`);
+            }
+            if (tokens.length === 0)
+                return;
+            let parsed;
+            try {
+                parsed = hostPattern(tokens[0]);
+            }
+            catch (e) {
+                return fail(e.message);
+            }
+            const vars = {};
+            for (const t of tokens.slice(1)) {
+                const eq = t.indexOf('=');
+                if (eq < 0)
+                    fail(`"${t}" is not a key=value host variable`);
+                vars[t.slice(0, eq)] = literalValue(t.slice(eq + 1));
+            }
+            for (const h of parsed.hosts)
+                addHost(inv, group, h, parsed.port, vars);
+        }
+        else if (state === 'vars') {
+            const eq = line.indexOf('=');
+            if (eq < 0)
+                fail(`expected key=value in [${group}:vars], got "${line}"`);
+            try {
+                setGroupVar(addGroup(inv, group), line.slice(0, eq).trim(), literalValue(line.slice(eq + 1).trim()));
+            }
+            catch (e) {
+                fail(e.message);
+            }
+        }
+        else {
+            const m = GROUP_NAME.exec(line);
+            if (!m)
+                return fail(`expected a group name in [${group}:children], got "${line}"`);
+            const child = m[1];
+            if (!inv.groups.has(child)) {
+                const decl = pending.get(child);
+                if (decl)
+                    decl.parents.push(group);
+                else
+                    pending.set(child, { line: lineno, state: 'children', parents: [group] });
+            }
+            else {
+                try {
+                    addChild(inv, group, child);
+                }
+                catch (e) {
+                    fail(e.message);
+                }
+            }
+        }
+    });
+    for (const [name, decl] of pending) {
+        if (decl.state === 'vars')
+            throw new InventoryError(`line ${decl.line}: section [${name}:vars] is for a group that is never defined`);
+        throw new InventoryError(`line ${decl.line}: section [${decl.parents[decl.parents.length - 1]}:children] names group ${name}, which is never defined`);
+    }
+    reconcile(inv);
+    return inv;
+}
+// ---------------------------------------------------------------------------------------------------------
+// YAML
+const isMap = (v) => typeof v === 'object' && v !== null && !Array.isArray(v);
+function parseYaml(text) {
+    const doc = (0,dist/* parseDocument */.Tp)(text, { uniqueKeys: false });
+    if (doc.errors.length) {
+        const e = doc.errors[0];
+        const line = e.linePos?.[0]?.line;
+        throw new InventoryError(`${line ? `line ${line}: ` : ''}invalid YAML: ${e.message.split('\n')[0]}`);
+    }
+    const data = doc.toJS();
+    if (data === null || data === undefined || data === '')
+        throw new InventoryError('the YAML file is empty');
+    if (!isMap(data))
+        throw new InventoryError('a YAML inventory is a mapping of group names (all: hosts: …, children: …, vars: …)');
+    if (data.plugin)
+        throw new InventoryError('this is an inventory plugin configuration, not a YAML inventory');
+    const inv = newInventory();
+    const parseGroup = (name, body) => {
+        if (!isMap(body) && body !== null && body !== undefined)
+            return undefined; // Ansible skips it, with a warning
+        addGroup(inv, name);
+        if (!isMap(body))
+            return name;
+        for (const key of ['vars', 'children', 'hosts']) {
+            const section = typeof body[key] === 'string' ? { [body[key]]: null } : body[key];
+            if (section !== undefined && section !== null && !isMap(section))
+                throw new InventoryError(`the "${key}" of group ${name} must be a mapping`);
+            if (!isMap(section))
+                continue;
+            if (key === 'vars') {
+                for (const [k, v] of Object.entries(section))
+                    setGroupVar(addGroup(inv, name), k, v);
+            }
+            else if (key === 'children') {
+                for (const [child, childBody] of Object.entries(section)) {
+                    const c = parseGroup(child, childBody);
+                    if (c)
+                        addChild(inv, name, c);
+                }
+            }
+            else {
+                for (const [pattern, hostBody] of Object.entries(section)) {
+                    const { hosts, port } = hostPattern(pattern);
+                    const vars = hostBody ?? {};
+                    if (!isMap(vars))
+                        throw new InventoryError(`host ${pattern} in group ${name}: its variables must be a mapping`);
+                    for (const h of hosts)
+                        addHost(inv, name, h, port, vars);
+                }
+            }
+        }
+        return name;
+    };
+    for (const [name, body] of Object.entries(data))
+        parseGroup(name, body);
+    reconcile(inv);
+    return inv;
+}
+// ---------------------------------------------------------------------------------------------------------
+/**
+ * Reads an inventory: `.yml`, `.yaml` and `.json` files as YAML; a file without one of those extensions as YAML
+ * when it parses to a mapping, else as INI (the order Ansible's plugins try them in).
+ */
+function parseInventory(text, fileName) {
+    const ext = /\.([^./]+)$/.exec(fileName)?.[1]?.toLowerCase();
+    if (ext === 'yml' || ext === 'yaml' || ext === 'json')
+        return parseYaml(text);
+    if (ext === undefined) {
+        try {
+            return parseYaml(text);
+        }
+        catch {
+            // not a YAML inventory: INI
+        }
+    }
+    return parseIni(text);
+}
+/** Longest path from `all`, as Ansible's group depth. */
+function depths(inv) {
+    const depth = new Map();
+    const visit = (name, d) => {
+        if ((depth.get(name) ?? -1) >= d)
+            return;
+        depth.set(name, d);
+        for (const c of inv.groups.get(name)?.children ?? [])
+            visit(c, d + 1);
+    };
+    visit('all', 0);
+    return depth;
+}
+/** The hosts of a group and of its descendants, in Ansible's order (the group's own, then breadth first). */
+function groupHosts(inv, group) {
+    const g = inv.groups.get(group);
+    if (!g)
+        throw new InventoryError(`no group named ${group}`);
+    const order = [group];
+    const seen = new Set(order);
+    for (let i = 0; i < order.length; i++) {
+        for (const c of inv.groups.get(order[i])?.children ?? []) {
+            if (!seen.has(c)) {
+                seen.add(c);
+                order.push(c);
+            }
+        }
+    }
+    const names = [];
+    for (const n of order)
+        for (const h of inv.groups.get(n).hosts)
+            if (!names.includes(h))
+                names.push(h);
+    const depth = depths(inv);
+    return names.map(name => ({ name, vars: hostVars(inv, name, depth) }));
+}
+function hostVars(inv, host, depth) {
+    const direct = [...inv.groups.values()].filter(g => g.hosts.includes(host)).map(g => g.name);
+    const all = new Set(direct);
+    for (const d of direct)
+        for (const a of ancestors(inv, d))
+            all.add(a);
+    const priority = (name) => inv.groups.get(name).priority;
+    const sorted = [...all].sort((a, b) => (depth.get(a) ?? 0) - (depth.get(b) ?? 0) || priority(a) - priority(b) || (a < b ? -1 : a > b ? 1 : 0));
+    const vars = {};
+    for (const g of sorted)
+        Object.assign(vars, inv.groups.get(g).vars);
+    Object.assign(vars, inv.hostVars.get(host) ?? {});
+    return vars;
+}
+/** Group names, for "did you mean" and error messages. */
+function groupNames(inv) {
+    return [...inv.groups.keys()];
+}
+
 ;// CONCATENATED MODULE: ./src/shellwords.ts
 /**
  * Splits an input such as `pip-args` into words the way a POSIX shell does, without running anything:
@@ -66759,6 +67329,7 @@ function splitWords(text) {
 
 
 
+
 const DEPLOY_CHECK_MODES = ['warn', 'fail', 'off'];
 const CHECK_NAMES = ['check', 'deploy', 'migrations', 'test'];
 /**
@@ -66775,6 +67346,8 @@ const INPUTS = {
     'check-env': { default: '' },
     'check-timeout': { default: '1800' },
     hosts: { default: '' },
+    inventory: { default: '' },
+    'inventory-group': { default: 'all' },
     user: { default: '' },
     port: { default: '22' },
     'ssh-key': { default: '', secret: true },
@@ -67172,12 +67745,18 @@ function loadSettings(sources, now = new Date()) {
         else
             hosts.push(h);
     }
-    if (deploying && hosts.length === 0 && !hostsRaw.value.trim()) {
+    const inventoryRaw = raw.get('inventory');
+    if (inventoryRaw.value)
+        hosts.push(...inventoryHosts(raw, hostsRaw, port, workspace, readFile));
+    else if (raw.get('inventory-group').value !== INPUTS['inventory-group'].default)
+        raw.fail(raw.get('inventory-group'), 'is set but inventory is empty; expected the inventory file it is a group of');
+    if (deploying && hosts.length === 0 && !hostsRaw.value.trim() && !inventoryRaw.value) {
         raw.fail(hostsRaw, `is empty; ${mode} needs at least one server, e.g. hosts: web1.example.com`);
     }
     const userRaw = raw.get('user');
-    if (deploying && !userRaw.value)
-        raw.fail(userRaw, `is empty; ${mode} needs the SSH user that owns deploy-path`);
+    const withoutUser = hosts.filter(h => !h.user);
+    if (deploying && !userRaw.value && (hosts.length === 0 || withoutUser.length > 0))
+        raw.fail(userRaw, `is empty; ${mode} needs the SSH user that owns deploy-path${inventoryRaw.value ? ` (the inventory gives no ansible_user for ${withoutUser.map(h => h.name ?? h.host).join(', ')})` : ''}`);
     else if (userRaw.value && !USERNAME.test(userRaw.value))
         raw.fail(userRaw, `"${userRaw.value}" is not a valid user name`);
     const privateKey = raw.get('ssh-key').value.replace(/\r\n/g, '\n');
@@ -67406,6 +67985,79 @@ function readPins(raw, hosts, jump, deploying) {
         raw.fail(fpRaw, `nothing pins the host key of ${h === jump ? 'the jump host ' : ''}${label(h)}: known-hosts has no entry for ${knownHostsName(h.host, h.port)} and host-fingerprint no ${label(h)}=SHA256:… pair; expected one of them (no trust on first use)`);
     }
     return pins;
+}
+/**
+ * The hosts of `inventory-group` in the Ansible inventory file `inventory` (a path in the repository), with
+ * their `ansible_host`, `ansible_port` (else the `port` input) and `ansible_user` (else the `user` input).
+ */
+function inventoryHosts(raw, hostsRaw, defaultPort, workspace, readFile) {
+    const invRaw = raw.get('inventory');
+    const groupRaw = raw.get('inventory-group');
+    if (hostsRaw.value) {
+        raw.fail(invRaw, `is set together with hosts (${hostsRaw.where}); expected one source of hosts: hosts, or inventory with inventory-group`);
+        return [];
+    }
+    const file = invRaw.value;
+    const full = (0,external_node_path_.resolve)(workspace, file);
+    // The file's lines can appear in errors: only a file of the repository, never one elsewhere on the runner.
+    const inside = (0,external_node_path_.relative)(workspace, full);
+    if (inside === '..' || inside.startsWith('../') || (0,external_node_path_.isAbsolute)(inside)) {
+        raw.fail(invRaw, `"${file}" is outside the repository; expected a path inside it, e.g. deploy/inventory.ini`);
+        return [];
+    }
+    let text;
+    try {
+        text = readFile(full);
+    }
+    catch (e) {
+        const why = e.code === 'ENOENT' ? 'no such file' : e.message;
+        raw.fail(invRaw, `cannot read "${file}" (${why}); expected the path of an Ansible inventory file (INI or YAML) in the repository`);
+        return [];
+    }
+    let inv;
+    try {
+        inv = parseInventory(text, file);
+    }
+    catch (e) {
+        if (!(e instanceof InventoryError))
+            throw e;
+        raw.fail(invRaw, `"${file}" is not an inventory Ansible reads: ${e.message}`);
+        return [];
+    }
+    const group = groupRaw.value;
+    const names = groupNames(inv);
+    if (!names.includes(group)) {
+        raw.fail(groupRaw, `"${group}" is not a group in ${file}${didYouMean(group, names)}; expected one of ${names.join(', ')}`);
+        return [];
+    }
+    const found = groupHosts(inv, group);
+    if (found.length === 0) {
+        raw.fail(groupRaw, `group ${group} in ${file} has no hosts; expected a group with at least one host`);
+        return [];
+    }
+    const hosts = [];
+    for (const { name, vars } of found) {
+        const bad = (message) => raw.fail(invRaw, `host ${name} of group ${group} in ${file}: ${message}`);
+        const address = vars.ansible_host ?? name;
+        const port = vars.ansible_port ?? defaultPort;
+        const user = vars.ansible_user;
+        if (typeof address !== 'string' ||
+            !(HOSTNAME.test(address) || (address.split(':').length > 2 && IPV6.test(address)))) {
+            bad(`ansible_host "${String(address)}" is not a host name or address; expected e.g. web1.example.com or 10.0.0.5`);
+            continue;
+        }
+        const p = parsePort(String(port));
+        if (typeof p === 'string') {
+            bad(`ansible_port: ${p}`);
+            continue;
+        }
+        if (user !== undefined && (typeof user !== 'string' || !USERNAME.test(user))) {
+            bad(`ansible_user "${String(user)}" is not a valid user name`);
+            continue;
+        }
+        hosts.push({ host: address, port: p, ...(user ? { user } : {}), ...(address !== name ? { name } : {}) });
+    }
+    return hosts;
 }
 
 ;// CONCATENATED MODULE: ./src/main.ts

@@ -3,7 +3,7 @@
  * Nothing below this module reads `core.getInput` or `process.env`.
  */
 import { existsSync, readFileSync } from 'node:fs'
-import { isAbsolute, resolve } from 'node:path'
+import { isAbsolute, relative, resolve } from 'node:path'
 import ssh2 from 'ssh2'
 import { parseDocument } from 'yaml'
 import { refusedName } from './django/env.js'
@@ -16,6 +16,7 @@ import {
   pinMatches,
   type FingerprintPin
 } from './remote/hostkeys.js'
+import { groupHosts, groupNames, InventoryError, parseInventory } from './inventory.js'
 import { splitWords, WordsError } from './shellwords.js'
 
 export type Mode = 'check' | 'deploy' | 'rollback'
@@ -31,6 +32,10 @@ export interface Host {
   host: string
   /** SSH port (the `port` input unless the host entry has its own `:port`). */
   port: number
+  /** SSH user for this host when it has its own (an inventory's `ansible_user`); else the `user` input. */
+  user?: string
+  /** The host's name in the inventory it came from, when that differs from `host` (its `ansible_host`). */
+  name?: string
 }
 
 export interface SshSettings {
@@ -137,6 +142,8 @@ export const INPUTS = {
   'check-env': { default: '' },
   'check-timeout': { default: '1800' },
   hosts: { default: '' },
+  inventory: { default: '' },
+  'inventory-group': { default: 'all' },
   user: { default: '' },
   port: { default: '22' },
   'ssh-key': { default: '', secret: true },
@@ -561,12 +568,23 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
     if (typeof h === 'string') raw.fail(hostsRaw, h)
     else hosts.push(h)
   }
-  if (deploying && hosts.length === 0 && !hostsRaw.value.trim()) {
+  const inventoryRaw = raw.get('inventory')
+  if (inventoryRaw.value) hosts.push(...inventoryHosts(raw, hostsRaw, port, workspace, readFile))
+  else if (raw.get('inventory-group').value !== INPUTS['inventory-group'].default)
+    raw.fail(
+      raw.get('inventory-group'),
+      'is set but inventory is empty; expected the inventory file it is a group of'
+    )
+  if (deploying && hosts.length === 0 && !hostsRaw.value.trim() && !inventoryRaw.value) {
     raw.fail(hostsRaw, `is empty; ${mode} needs at least one server, e.g. hosts: web1.example.com`)
   }
   const userRaw = raw.get('user')
-  if (deploying && !userRaw.value)
-    raw.fail(userRaw, `is empty; ${mode} needs the SSH user that owns deploy-path`)
+  const withoutUser = hosts.filter(h => !h.user)
+  if (deploying && !userRaw.value && (hosts.length === 0 || withoutUser.length > 0))
+    raw.fail(
+      userRaw,
+      `is empty; ${mode} needs the SSH user that owns deploy-path${inventoryRaw.value ? ` (the inventory gives no ansible_user for ${withoutUser.map(h => h.name ?? h.host).join(', ')})` : ''}`
+    )
   else if (userRaw.value && !USERNAME.test(userRaw.value))
     raw.fail(userRaw, `"${userRaw.value}" is not a valid user name`)
 
@@ -822,4 +840,98 @@ function readPins(
     )
   }
   return pins
+}
+
+/**
+ * The hosts of `inventory-group` in the Ansible inventory file `inventory` (a path in the repository), with
+ * their `ansible_host`, `ansible_port` (else the `port` input) and `ansible_user` (else the `user` input).
+ */
+function inventoryHosts(
+  raw: RawValues,
+  hostsRaw: Raw,
+  defaultPort: number,
+  workspace: string,
+  readFile: (p: string) => string
+): Host[] {
+  const invRaw = raw.get('inventory')
+  const groupRaw = raw.get('inventory-group')
+  if (hostsRaw.value) {
+    raw.fail(
+      invRaw,
+      `is set together with hosts (${hostsRaw.where}); expected one source of hosts: hosts, or inventory with inventory-group`
+    )
+    return []
+  }
+  const file = invRaw.value
+  const full = resolve(workspace, file)
+  // The file's lines can appear in errors: only a file of the repository, never one elsewhere on the runner.
+  const inside = relative(workspace, full)
+  if (inside === '..' || inside.startsWith('../') || isAbsolute(inside)) {
+    raw.fail(
+      invRaw,
+      `"${file}" is outside the repository; expected a path inside it, e.g. deploy/inventory.ini`
+    )
+    return []
+  }
+  let text: string
+  try {
+    text = readFile(full)
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message
+    raw.fail(
+      invRaw,
+      `cannot read "${file}" (${why}); expected the path of an Ansible inventory file (INI or YAML) in the repository`
+    )
+    return []
+  }
+  let inv
+  try {
+    inv = parseInventory(text, file)
+  } catch (e) {
+    if (!(e instanceof InventoryError)) throw e
+    raw.fail(invRaw, `"${file}" is not an inventory Ansible reads: ${e.message}`)
+    return []
+  }
+  const group = groupRaw.value
+  const names = groupNames(inv)
+  if (!names.includes(group)) {
+    raw.fail(
+      groupRaw,
+      `"${group}" is not a group in ${file}${didYouMean(group, names)}; expected one of ${names.join(', ')}`
+    )
+    return []
+  }
+  const found = groupHosts(inv, group)
+  if (found.length === 0) {
+    raw.fail(groupRaw, `group ${group} in ${file} has no hosts; expected a group with at least one host`)
+    return []
+  }
+  const hosts: Host[] = []
+  for (const { name, vars } of found) {
+    const bad = (message: string): void =>
+      raw.fail(invRaw, `host ${name} of group ${group} in ${file}: ${message}`)
+    const address = vars.ansible_host ?? name
+    const port = vars.ansible_port ?? defaultPort
+    const user = vars.ansible_user
+    if (
+      typeof address !== 'string' ||
+      !(HOSTNAME.test(address) || (address.split(':').length > 2 && IPV6.test(address)))
+    ) {
+      bad(
+        `ansible_host "${String(address)}" is not a host name or address; expected e.g. web1.example.com or 10.0.0.5`
+      )
+      continue
+    }
+    const p = parsePort(String(port))
+    if (typeof p === 'string') {
+      bad(`ansible_port: ${p}`)
+      continue
+    }
+    if (user !== undefined && (typeof user !== 'string' || !USERNAME.test(user))) {
+      bad(`ansible_user "${String(user)}" is not a valid user name`)
+      continue
+    }
+    hosts.push({ host: address, port: p, ...(user ? { user } : {}), ...(address !== name ? { name } : {}) })
+  }
+  return hosts
 }

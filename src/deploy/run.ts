@@ -85,7 +85,7 @@ export class Runner {
         const t0 = Date.now()
         this.log.startGroup(`${Remote.label(host)}: connect`)
         const remote = await Remote.connect(host, s.ssh).finally(() => this.log.endGroup())
-        this.log.info(`${remote.name}: connected as ${s.ssh.user}, host key verified`)
+        this.log.info(`${remote.name}: connected as ${host.user ?? s.ssh.user}, host key verified`)
         const target: Target = { remote, state: { releases: [] } }
         targets.push(target)
         this.record(remote.name, 'connect', 'ok', t0)

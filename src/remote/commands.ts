@@ -313,19 +313,80 @@ export interface VenvOptions {
 }
 
 /**
+ * What `python -m venv` puts in site-packages through ensurepip (pip; setuptools with it up to Python 3.11),
+ * as names in the donor's site-packages. Seeding copies exactly these.
+ */
+const SEED = [
+  'pip',
+  'pip-*.dist-info',
+  'setuptools',
+  'setuptools-*.dist-info',
+  'pkg_resources',
+  '_distutils_hack',
+  'distutils-precedence.pth'
+]
+
+/**
  * Makes (or reuses) the virtualenv for the release's dependencies under venvs/<key> and links it as
  * <release>/.venv. A virtualenv is built in place (its scripts carry absolute paths) and marked complete only
  * at the end, so a half-built one from a killed deploy is rebuilt, never used.
+ *
+ * Unchanged requirements (same key) run no pip at all. Changed ones make a new virtualenv without paying
+ * ensurepip's bootstrap (≈ 4 s: it runs pip to install pip and setuptools from wheels and compiles them):
+ * the venv is made `--without-pip` and seeded with the pip (and setuptools) of a complete virtualenv already
+ * on the server (the live release's first), copied with their compiled files and mtimes, and the `pip*`
+ * scripts re-pointed at the new interpreter. So the new virtualenv has a working pip of the same version, as
+ * a normal one would. With no such donor for the same Python version (first deploy), or with `--without-pip`
+ * or `--upgrade-deps` in venv-options, it is made the normal way.
  */
 export function venv(l: Layout, release: string, o: VenvOptions): string {
   const target = `${l.venvs}/${o.key}`
   const done = `${target}/.django-deploy-complete`
+  const canSeed = !o.venvOptions.some(v => v === '--without-pip' || v === '--upgrade-deps')
+  const normal = `${words(o.python, '-m', 'venv', ...o.venvOptions, target)}`
+  const build = canSeed
+    ? [
+        // A donor: a complete virtualenv, the live release's first (its pip is the one that last worked).
+        'donor=""',
+        `for v in ${q(`${l.current}/.venv`)} ${q(l.venvs)}/*; do`,
+        '  d=$(readlink -f "$v" 2>/dev/null) || continue',
+        `  if [ -f "$d/.django-deploy-complete" ] && [ -d "$d/lib" ]; then donor=$d; break; fi`,
+        'done',
+        'seeded=""',
+        'if [ -n "$donor" ]; then',
+        `  ${words(o.python, '-m', 'venv', '--without-pip', ...o.venvOptions, target)}`,
+        // Same Python version only: site-packages is lib/pythonX.Y/site-packages in both.
+        `  sp=$(cd ${q(target)} && ls -d lib/python*/site-packages | head -n 1)`,
+        '  if [ -n "$sp" ] && [ -f "$donor/$sp/pip/__init__.py" ]; then',
+        `    for e in ${SEED.join(' ')}; do`,
+        `      for f in "$donor/$sp"/$e; do [ ! -e "$f" ] || cp -pR "$f" ${q(target)}/"$sp"/; done`,
+        '    done',
+        // pip's scripts start with `#!<donor>/bin/python…`; a long path gets a /bin/sh launcher instead, which
+        // names the donor further down: those are left out (`python -m pip` works all the same).
+        '    for f in "$donor"/bin/pip*; do',
+        '      [ -f "$f" ] || continue',
+        '      first=$(head -n 1 "$f")',
+        '      case "$first" in',
+        '        "#!$donor/bin/python"*)',
+        `          { printf '#!%s%s\\n' ${q(target)} "\${first#"#!$donor"}"; tail -n +2 "$f"; } > ${q(target)}/bin/"\${f##*/}"`,
+        `          chmod 755 ${q(target)}/bin/"\${f##*/}" ;;`,
+        '      esac',
+        '    done',
+        '    seeded=yes',
+        '    echo "virtualenv seeded with pip from $donor (no pip bootstrap)"',
+        '  else',
+        `    rm -rf ${q(target)}`,
+        '  fi',
+        'fi',
+        `[ -n "$seeded" ] || ${normal}`
+      ]
+    : [normal]
   return script(
     `if [ -f ${q(done)} ]; then`,
     `  echo ${q(`reusing virtualenv ${o.key} (requirements unchanged)`)}`,
     'else',
     `  rm -rf ${q(target)}`,
-    `  ${words(o.python, '-m', 'venv', ...o.venvOptions, target)}`,
+    ...build.map(line => `  ${line}`),
     ...(o.hasRequirements
       ? [
           `  cd ${q(releaseDir(l, release))}`,

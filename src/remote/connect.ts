@@ -53,7 +53,7 @@ export async function connectHost(host: Host, s: SshSettings, name: string): Pro
     hop = () => forward(jump, host, s.connectTimeout, name, j.host)
   }
   try {
-    const { ssh, tries } = await open(host, s.user, s, pins, name, hop)
+    const { ssh, tries } = await open(host, host.user ?? s.user, s, pins, name, hop)
     return { ssh, via, tries }
   } catch (e) {
     via?.dispose()
