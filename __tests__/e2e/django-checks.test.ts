@@ -42,6 +42,9 @@ if os.environ.get('DJANGO_SECURE') == '1':
     SECURE_SSL_REDIRECT = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    # Django 6.1's startproject sets a console MAILERS backend, which check --deploy reports as mail.E001;
+    # older versions ignore the setting.
+    MAILERS = {'default': {'BACKEND': 'django.core.mail.backends.smtp.EmailBackend'}}
 `
 
 const MODELS = `from django.db import models
