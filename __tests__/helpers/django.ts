@@ -28,18 +28,28 @@ export const SERVER_VERSIONS = ['3.2', '4.2', '5.2']
 function unpacked(version: string): DjangoVersion {
   if (version === '3.2') {
     if (!existsSync(SYSTEM_PYTHON) || !existsSync('/usr/lib/python3/dist-packages/django')) {
-      throw new Error(`Debian's Django 3.2 is missing: apt-get install python3-django (for ${SYSTEM_PYTHON}).`)
+      throw new Error(
+        `Debian's Django 3.2 is missing: apt-get install python3-django (for ${SYSTEM_PYTHON}).`
+      )
     }
     return { version, python: SYSTEM_PYTHON, env: {} }
   }
   const dir = path.join(DJANGO_DIR, version)
   const sitePackages = path.join(dir, 'usr/lib/python3/dist-packages')
   const pythonFile = path.join(dir, 'python')
-  // .complete is written last by the script, so a half-unpacked tree does not count.
-  if (!existsSync(path.join(dir, '.complete')) || !existsSync(pythonFile) || !existsSync(path.join(sitePackages, 'django'))) {
-    throw new Error(`Django ${version} is not unpacked in ${dir}: run \`bash scripts/django-versions.sh\` first.`)
+  // .complete is written last by the script, so a half-unpacked tree does not count. A tree unpacked before the
+  // script recorded its interpreter is bookworm's python3's (only 6.x needs another one).
+  const python = existsSync(pythonFile)
+    ? readFileSync(pythonFile, 'utf8').trim()
+    : Number(version.split('.')[0]) < 6
+      ? SYSTEM_PYTHON
+      : undefined
+  if (!existsSync(path.join(dir, '.complete')) || !python || !existsSync(path.join(sitePackages, 'django'))) {
+    throw new Error(
+      `Django ${version} is not unpacked in ${dir}: run \`bash scripts/django-versions.sh\` first.`
+    )
   }
-  return { version, python: readFileSync(pythonFile, 'utf8').trim(), env: { PYTHONPATH: sitePackages } }
+  return { version, python, env: { PYTHONPATH: sitePackages } }
 }
 
 export function runnerDjangoVersions(): DjangoVersion[] {
