@@ -6,8 +6,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 debs=(git openssh-server openssh-client nginx gunicorn python3-gunicorn python3-django python3-venv python3-pip sudo wrk
   iproute2 xz-utils curl debian-archive-keyring openssl systemd)
-# systemd is installed for `systemd-analyze verify` only (the README's units): nothing here boots it, and a
-# container's policy-rc.d keeps packages from starting services.
+# systemd is installed for `systemd-analyze verify` only (the README's units): nothing here boots it, and without
+# a running systemd (containers, these machines) package scripts start no service.
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

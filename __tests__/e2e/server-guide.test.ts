@@ -304,7 +304,10 @@ describe.each(djangoVersions().filter(v => v.version !== '3.2'))(
           "\nSECRET_KEY = 'k3J9v!q2Lz8#pX4m@wR7tY1uE6oI0aS5dF-hG_jKlZxCvBnM%q-long-enough-for-check'\n" +
           settingsBlock
       )
-      execFileSync(python, ['manage.py', 'migrate', '-v', '0'], { cwd: site, env: { ...process.env, ...env } })
+      execFileSync(python, ['manage.py', 'migrate', '-v', '0'], {
+        cwd: site,
+        env: { ...process.env, ...env }
+      })
     })
 
     test('check --deploy passes with them', () => {
