@@ -68,6 +68,11 @@ describe('action.yml', () => {
     for (const [name, input] of Object.entries(action.inputs))
       expect(`${name}: ${input.description}`.length).toBeGreaterThan(name.length + 20)
   })
+  it('has a description the Marketplace accepts (under 125 characters) that says one or more hosts', () => {
+    const description = (parse(readFileSync('action.yml', 'utf8')) as { description: string }).description
+    expect(description.length).toBeLessThan(125)
+    expect(description).toContain('one or more hosts')
+  })
   it('declares the outputs users build on and runs on node24', () => {
     expect(Object.keys(action.outputs).sort()).toEqual(
       ['checks', 'deployed', 'mode', 'previous-release', 'release', 'rolled-back'].sort()
