@@ -5,7 +5,15 @@
  * refused before anything is tagged.
  */
 import { execFileSync, spawnSync } from 'node:child_process'
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync, appendFileSync } from 'node:fs'
+import {
+  copyFileSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+  appendFileSync
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { REPO_ROOT } from '../helpers/django.js'
@@ -54,7 +62,8 @@ beforeAll(() => {
   git('remote', 'set-url', 'origin', origin)
   symlinkSync(join(REPO_ROOT, 'node_modules'), join(clone, 'node_modules'))
   // The scripts as they are in this checkout (committed or not): they are what is under test.
-  for (const f of ['scripts/release.sh', 'scripts/bundle.sh']) copyFileSync(join(REPO_ROOT, f), join(clone, f))
+  for (const f of ['scripts/release.sh', 'scripts/bundle.sh'])
+    copyFileSync(join(REPO_ROOT, f), join(clone, f))
   // node_modules is a link in the clone: git must not see it as an untracked file.
   appendFileSync(join(clone, '.git/info/exclude'), '/node_modules\n')
   first = git('rev-parse', 'HEAD~1')
