@@ -4,7 +4,8 @@
  * ports moved to free loopback ones, a local upstream standing in for Gunicorn); the systemd units with
  * `systemd-analyze verify` (no warning allowed; no systemd is booted); the sudoers file with `visudo -cf` and
  * against the sudo commands the action runs; the Django settings with `check --deploy` and Django's test client on
- * the server-side Django versions. Each block is found by its first line (`# /etc/nginx/sites-available/mysite`…).
+ * the server-side Django versions; the known-hosts commands against a real sshd (sandbox/target.ts) on a port
+ * other than 22. Each block is found by its first line (`# /etc/nginx/sites-available/mysite`…).
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http'
@@ -17,6 +18,7 @@ import { join } from 'node:path'
 import * as cmd from '../../src/remote/commands.js'
 import { INPUTS } from '../../src/settings.js'
 import { djangoVersions, REPO_ROOT } from '../helpers/django.js'
+import { startTarget, type Target } from '../../sandbox/target.js'
 
 const README = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8')
 const base = mkdtempSync(join(tmpdir(), 'dd-guide-'))
@@ -277,10 +279,11 @@ describe('sudoers file', () => {
     expect(allowed.sort()).toEqual(
       [...nginx.map(c => `/usr/sbin/${c}`), ...systemctl.map(c => `/usr/bin/${c}`)].sort()
     )
-    for (const p of ['/usr/sbin/nginx', '/usr/bin/systemctl']) {
-      // sudo runs what its secure_path finds first: these are the paths it finds on Debian and Ubuntu.
-      if (existsSync(p)) expect(existsSync(p)).toBe(true)
-    }
+    // sudo matches the program it finds on its secure_path (Debian's default): the paths the lines must name.
+    const securePath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+    const found = (prog: string) =>
+      execFileSync('sh', ['-c', `command -v ${prog}`], { env: { PATH: securePath }, encoding: 'utf8' }).trim()
+    expect([found('nginx'), found('systemctl')]).toEqual(['/usr/sbin/nginx', '/usr/bin/systemctl'])
   })
 })
 
@@ -347,3 +350,54 @@ print(plain.status_code, plain.get('Location'), proxied.status_code, post.status
     })
   }
 )
+
+describe('known-hosts, against a real sshd on a port other than 22', () => {
+  const lines = block('# known-hosts: on your machine, then on the server')
+    .split('\n')
+    .filter(l => l.startsWith('ssh-'))
+  let target: Target | undefined
+
+  afterAll(async () => {
+    await target?.stop()
+  })
+
+  test("the guide's commands give a [host]:port line whose fingerprint is the server's own", async () => {
+    target = await startTarget({ name: 'ddguide' })
+    expect(target.sshPort).not.toBe(22)
+    const file = join(base, 'known_hosts')
+    const hostPub = join(target.root, 'sshd/host_ed25519_key.pub')
+    const sh = (line: string) =>
+      execFileSync(
+        'bash',
+        [
+          '-c',
+          line
+            .replace(/\s+#.*$/, '')
+            .replace('-p 22', `-p ${target!.sshPort}`)
+            .replace('web1.example.com', target!.host)
+            .replace('> known_hosts', `> ${file}`)
+            .replace(/-lf known_hosts$/, `-lf ${file}`)
+            .replace('/etc/ssh/ssh_host_ed25519_key.pub', hostPub)
+        ],
+        { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }
+      )
+    expect(lines).toHaveLength(3)
+    sh(lines[0])
+    const line = readFileSync(file, 'utf8').trim()
+    expect(line).toMatch(
+      new RegExp(`^\\[${target.host.replace(/\./g, '\\.')}\\]:${target.sshPort} ssh-ed25519 AAAA`)
+    )
+    expect(line).toBe(target.knownHosts)
+    const scanned = sh(lines[1]).split(/\s+/)[1]
+    const onServer = sh(lines[2]).split(/\s+/)[1]
+    expect(scanned).toMatch(/^SHA256:/)
+    expect(scanned).toBe(onServer)
+    expect(onServer).toBe(target.fingerprint)
+    // the README's warning: a plain `host key` line does not match that port
+    writeFileSync(file, line.replace(/^\[([^\]]+)\]:\d+/, '$1') + '\n')
+    const plain = spawnSync('ssh-keygen', ['-F', `[${target.host}]:${target.sshPort}`, '-f', file])
+    expect(plain.status).toBe(1)
+    writeFileSync(file, line + '\n')
+    expect(spawnSync('ssh-keygen', ['-F', `[${target.host}]:${target.sshPort}`, '-f', file]).status).toBe(0)
+  })
+})
