@@ -12,13 +12,12 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { request as httpRequest } from 'node:http'
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer as netServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as cmd from '../../src/remote/commands.js'
 import { INPUTS } from '../../src/settings.js'
 import { djangoVersions, REPO_ROOT } from '../helpers/django.js'
-import { startTarget, type Target } from '../../sandbox/target.js'
+import { freePorts, startTarget, type Target } from '../../sandbox/target.js'
 
 const README = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8')
 const base = mkdtempSync(join(tmpdir(), 'dd-guide-'))
@@ -32,16 +31,6 @@ function block(marker: string): string {
   if (found.length !== 1) throw new Error(`README.md has ${found.length} blocks starting with ${marker}`)
   return found[0]
 }
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const s = netServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as AddressInfo).port
-      s.close(() => resolve(port))
-    })
-  })
 
 afterAll(() => rmSync(base, { recursive: true, force: true }))
 
@@ -149,7 +138,8 @@ describe('nginx server block', () => {
   })
 
   test('served by nginx: HTTP redirects to HTTPS, static and media come from disk, the app sees X-Forwarded-Proto', async () => {
-    const ports = { http: await freePort(), https: await freePort(), upstream: await freePort() }
+    const [http, https, upstreamPort] = await freePorts('127.0.0.1', 3)
+    const ports = { http, https, upstream: upstreamPort }
     upstream = createServer((req, res) => {
       seen = req.headers
       res.end('from gunicorn\n')
