@@ -20,6 +20,8 @@ import { djangoVersions, REPO_ROOT } from '../helpers/django.js'
 import { freePorts, startTarget, type Target } from '../../sandbox/target.js'
 
 const README = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8')
+// Read before the temp dir is made: a missing Django fails the file here, leaving nothing behind.
+const SERVER_DJANGO = djangoVersions().filter(v => v.version !== '3.2')
 const base = mkdtempSync(join(tmpdir(), 'dd-guide-'))
 // nginx's workers (nobody) read the static files and the certificate's directory is walked by the master only.
 chmodSync(base, 0o755)
@@ -277,44 +279,42 @@ describe('sudoers file', () => {
   })
 })
 
-describe.each(djangoVersions().filter(v => v.version !== '3.2'))(
-  'Django $version settings from the guide',
-  ({ python, env }) => {
-    const settingsBlock = block('# mysite/settings.py (production)')
-    let site: string
+describe.each(SERVER_DJANGO)('Django $version settings from the guide', ({ python, env }) => {
+  const settingsBlock = block('# mysite/settings.py (production)')
+  let site: string
 
-    beforeAll(() => {
-      site = join(base, `django-${env.PYTHONPATH ? env.PYTHONPATH.split('/').slice(-5, -4)[0] : 'system'}`)
-      mkdirSync(site, { recursive: true })
-      execFileSync(python, ['-m', 'django', 'startproject', 'mysite', '.'], {
-        cwd: site,
-        env: { ...process.env, ...env }
-      })
-      const settings = join(site, 'mysite/settings.py')
-      writeFileSync(
-        settings,
-        readFileSync(settings, 'utf8') +
-          "\nSECRET_KEY = 'k3J9v!q2Lz8#pX4m@wR7tY1uE6oI0aS5dF-hG_jKlZxCvBnM%q-long-enough-for-check'\n" +
-          settingsBlock
-      )
-      execFileSync(python, ['manage.py', 'migrate', '-v', '0'], {
-        cwd: site,
-        env: { ...process.env, ...env }
-      })
+  beforeAll(() => {
+    site = join(base, `django-${env.PYTHONPATH ? env.PYTHONPATH.split('/').slice(-5, -4)[0] : 'system'}`)
+    mkdirSync(site, { recursive: true })
+    execFileSync(python, ['-m', 'django', 'startproject', 'mysite', '.'], {
+      cwd: site,
+      env: { ...process.env, ...env }
     })
-
-    test('check --deploy passes with them', () => {
-      const r = spawnSync(python, ['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'], {
-        cwd: site,
-        env: { ...process.env, ...env },
-        encoding: 'utf8'
-      })
-      expect(r.stderr + r.stdout).toContain('System check identified no issues')
-      expect(r.status).toBe(0)
+    const settings = join(site, 'mysite/settings.py')
+    writeFileSync(
+      settings,
+      readFileSync(settings, 'utf8') +
+        "\nSECRET_KEY = 'k3J9v!q2Lz8#pX4m@wR7tY1uE6oI0aS5dF-hG_jKlZxCvBnM%q-long-enough-for-check'\n" +
+        settingsBlock
+    )
+    execFileSync(python, ['manage.py', 'migrate', '-v', '0'], {
+      cwd: site,
+      env: { ...process.env, ...env }
     })
+  })
 
-    test('behind nginx: X-Forwarded-Proto https is trusted, plain HTTP is redirected, the HTTPS origin passes CSRF', () => {
-      const probe = `
+  test('check --deploy passes with them', () => {
+    const r = spawnSync(python, ['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'], {
+      cwd: site,
+      env: { ...process.env, ...env },
+      encoding: 'utf8'
+    })
+    expect(r.stderr + r.stdout).toContain('System check identified no issues')
+    expect(r.status).toBe(0)
+  })
+
+  test('behind nginx: X-Forwarded-Proto https is trusted, plain HTTP is redirected, the HTTPS origin passes CSRF', () => {
+    const probe = `
 import django, os
 os.environ['DJANGO_SETTINGS_MODULE'] = 'mysite.settings'
 django.setup()
@@ -330,16 +330,15 @@ post = c.post('/admin/login/', {'csrfmiddlewaretoken': token, 'username': 'x', '
     HTTP_HOST='mysite.example.com', HTTP_X_FORWARDED_PROTO='https', HTTP_ORIGIN='https://mysite.example.com')
 print(plain.status_code, plain.get('Location'), proxied.status_code, post.status_code)
 `
-      const out = execFileSync(python, ['-c', probe], {
-        cwd: site,
-        env: { ...process.env, ...env },
-        encoding: 'utf8'
-      })
-      // 301 to https; 200 for the login page over "https"; the POST is checked (200: form error), not a 403 CSRF failure
-      expect(out.trim()).toBe('301 https://mysite.example.com/admin/login/ 200 200')
+    const out = execFileSync(python, ['-c', probe], {
+      cwd: site,
+      env: { ...process.env, ...env },
+      encoding: 'utf8'
     })
-  }
-)
+    // 301 to https; 200 for the login page over "https"; the POST is checked (200: form error), not a 403 CSRF failure
+    expect(out.trim()).toBe('301 https://mysite.example.com/admin/login/ 200 200')
+  })
+})
 
 describe('known-hosts, against a real sshd on a port other than 22', () => {
   const lines = block('# known-hosts: on your machine, then on the server')
