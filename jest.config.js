@@ -8,13 +8,11 @@ const common = {
 }
 
 export default {
+  // testTimeout is a global option: inside `projects` Jest ignores it and every test gets the 5 s default.
+  // e2e tests start real Django, sshd, nginx and gunicorn on a shared 2-core machine: minutes, not seconds.
+  testTimeout: 240000,
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/__tests__/unit/**/*.test.ts'] },
-    {
-      ...common,
-      displayName: 'e2e',
-      testMatch: ['<rootDir>/__tests__/e2e/**/*.test.ts'],
-      testTimeout: 240000
-    }
+    { ...common, displayName: 'e2e', testMatch: ['<rootDir>/__tests__/e2e/**/*.test.ts'] }
   ]
 }

@@ -61148,33 +61148,62 @@ class Runner {
  * Findings as workflow annotations, so they show inline on the PR's "Files changed" tab.
  */
 
-// GitHub shows at most 10 annotations of each level per step and 50 per job; more are dropped silently, so
-// stop early and say so in the log instead.
-const MAX_PER_LEVEL = 50;
-function annotate(checks) {
-    const counts = { error: 0, warning: 0, notice: 0 };
-    let dropped = 0;
+/**
+ * GitHub's limits: a step shows at most 10 error, 10 warning and 10 notice annotations, a job at most 50; the
+ * rest are dropped without a word. The action is one step, so it stops at the step's limits (30 at most, under
+ * the job's 50) and counts the rest. Two uses of the action in one job share the 50; each keeps its own 10s.
+ */
+const ANNOTATION_LIMITS = { perLevelPerStep: 10 };
+/**
+ * Which findings fit. `reserve` keeps annotations free for what the action itself reports later in the same
+ * step (the failure message is an error annotation).
+ */
+function planAnnotations(checks, reserve = {}) {
+    const left = {
+        error: ANNOTATION_LIMITS.perLevelPerStep - (reserve.error ?? 0),
+        warning: ANNOTATION_LIMITS.perLevelPerStep - (reserve.warning ?? 0),
+        notice: ANNOTATION_LIMITS.perLevelPerStep - (reserve.notice ?? 0)
+    };
+    const plan = { annotate: [], omitted: { error: 0, warning: 0, notice: 0 } };
     for (const check of checks) {
-        for (const f of check.findings) {
-            if (counts[f.level] >= MAX_PER_LEVEL) {
-                dropped++;
+        for (const finding of check.findings) {
+            if (left[finding.level] <= 0) {
+                plan.omitted[finding.level]++;
                 continue;
             }
-            counts[f.level]++;
-            const props = {
-                title: f.title ? `${check.name}: ${f.title}` : `django ${check.name}`
-            };
-            if (f.file) {
-                props.file = f.file;
-                // A line without a file cannot be placed; GitHub would attach it to nothing.
-                if (f.line !== undefined && f.line > 0)
-                    props.startLine = f.line;
-            }
-            core_namespaceObject[f.level](f.message, props);
+            left[finding.level]--;
+            plan.annotate.push({ check: check.name, finding });
         }
     }
-    if (dropped > 0)
-        info(`${dropped} more findings were not annotated (see the job summary).`);
+    return plan;
+}
+/** Annotates what fits GitHub's limits; returns how many findings were left out (listed in the summary). */
+function annotate(checks) {
+    // A failed check fails the run, and setFailed's message is one more error annotation in this step.
+    const failing = checks.some(c => c.outcome === 'failed');
+    const plan = planAnnotations(checks, { error: failing ? 1 : 0 });
+    for (const { check, finding: f } of plan.annotate) {
+        const props = {
+            title: f.title ? `${check}: ${f.title}` : `django ${check}`
+        };
+        if (f.file) {
+            props.file = f.file;
+            // A line without a file cannot be placed; GitHub would attach it to nothing.
+            if (f.line !== undefined && f.line > 0)
+                props.startLine = f.line;
+        }
+        core_namespaceObject[f.level](f.message, props);
+    }
+    const o = plan.omitted;
+    const total = o.error + o.warning + o.notice;
+    if (total > 0) {
+        const parts = ['error', 'warning', 'notice']
+            .filter(l => o[l] > 0)
+            .map(l => `${o[l]} ${l}${o[l] === 1 ? '' : 's'}`);
+        info(`${total} more ${total === 1 ? 'finding was' : 'findings were'} not annotated (${parts.join(', ')}): GitHub shows at most ` +
+            `${ANNOTATION_LIMITS.perLevelPerStep} annotations of each level per step; the job summary lists the findings.`);
+    }
+    return total;
 }
 
 ;// CONCATENATED MODULE: ./node_modules/@actions/github/lib/context.js
@@ -66209,13 +66238,17 @@ function describeError(err) {
 
 ;// CONCATENATED MODULE: ./src/github/comment.ts
 /**
- * One sticky PR comment per run kind: found again by a hidden marker and edited in place, so a PR that is
- * pushed to ten times has one comment, not ten.
+ * One sticky PR comment per run kind and `comment-key`: found again by a hidden marker and edited in place, so a
+ * PR that is pushed to ten times has one comment, not ten, and each job of a matrix keeps its own.
  */
 
 
 
 const CHECKS_MARKER = '<!-- django-deploy:checks -->';
+/** The hidden marker of the comment for `key` (settings allow only `[A-Za-z0-9._-]`, so it cannot end the HTML comment). */
+function markerFor(key) {
+    return key ? `<!-- django-deploy:checks:${key} -->` : CHECKS_MARKER;
+}
 // GitHub rejects comment bodies over 65,536 characters.
 const MAX_BODY = 65_000;
 async function upsertPullRequestComment(opts) {
@@ -66246,6 +66279,8 @@ async function upsertPullRequestComment(opts) {
             });
             return 'updated';
         }
+        if (opts.updateOnly)
+            return 'skipped';
         step = 'comment on';
         await octokit.rest.issues.createComment({ ...where, body });
         return 'created';
@@ -66577,6 +66612,10 @@ function renderSummary(report, ctx = {}) {
         parts.push(`**Error:** ${multiline(clip(report.error, MAX_ERROR))}`);
     if (report.checks.length > 0)
         parts.push(...renderChecks(report.checks, ctx.maxFindings ?? DEFAULT_MAX_FINDINGS));
+    if (report.annotationsOmitted) {
+        const n = report.annotationsOmitted;
+        parts.push(`_${n} ${n === 1 ? 'finding was' : 'findings were'} not annotated on the code: GitHub shows at most 10 errors, 10 warnings and 10 notices per step. The findings above list them._`);
+    }
     else if (report.mode === 'check')
         parts.push('No checks were selected.');
     if (report.deploy)
@@ -67332,6 +67371,7 @@ function splitWords(text) {
 
 const DEPLOY_CHECK_MODES = ['warn', 'fail', 'off'];
 const CHECK_NAMES = ['check', 'deploy', 'migrations', 'test'];
+const COMMENT_MODES = ['always', 'on-failure', 'never'];
 /**
  * Every input of the action with its default. action.yml declares no `default:` for the ones a config file may
  * set, because GitHub passes a declared default as if the user had typed it, and inputs override the file.
@@ -67378,7 +67418,10 @@ const INPUTS = {
     'dry-run': { default: 'false' },
     'github-token': { default: '', secret: true },
     environment: { default: 'production' },
-    'environment-url': { default: '' }
+    'environment-url': { default: '' },
+    'github-deployment': { default: 'true' },
+    comment: { default: 'always' },
+    'comment-key': { default: '' }
 };
 class SettingsError extends Error {
     problems;
@@ -67471,8 +67514,8 @@ function resolveMode(requested, ctx) {
         return requested;
     if (isPullRequestEvent(ctx.eventName))
         return 'check';
-    if (ctx.eventName === 'workflow_dispatch')
-        return 'deploy';
+    // A manual run deploys only when the workflow says so (mode: deploy, e.g. from a `type: choice` input): a
+    // workflow_dispatch trigger added to re-run the checks by hand must not ship to production.
     if (ctx.eventName === 'push' && ctx.ref.startsWith('refs/tags/'))
         return 'deploy';
     return 'check';
@@ -67873,7 +67916,14 @@ function loadSettings(sources, now = new Date()) {
     }
     const nginxTest = raw.get('nginx-test-command');
     const nginxReload = raw.get('nginx-reload-command');
-    const nginxExplicit = sources.input('nginx-test-command').trim() !== '' || sources.input('nginx-reload-command').trim() !== '';
+    // Given as an input or in the config file (not the default). nginx commands turn nginx on wherever they are
+    // given; an explicit `nginx` (input or file) decides, so `nginx: false` wins over both.
+    const given = (name) => sources.input(name).trim() !== '' || raw.get(name).fromFile;
+    const nginx = given('nginx') ? bool('nginx') : given('nginx-test-command') || given('nginx-reload-command');
+    const commentKeyRaw = raw.get('comment-key');
+    if (commentKeyRaw.value && !/^[A-Za-z0-9._-]{1,64}$/.test(commentKeyRaw.value)) {
+        raw.fail(commentKeyRaw, `"${commentKeyRaw.value}" cannot be used; expected 1–64 letters, digits, . _ - (e.g. \${{ matrix.python }}-\${{ matrix.django }})`);
+    }
     const settings = {
         mode,
         requestedMode,
@@ -67905,7 +67955,7 @@ function loadSettings(sources, now = new Date()) {
             gunicornPidfile: text('gunicorn-pidfile'),
             gunicornService: text('gunicorn-service'),
             reloadCommand: text('reload-command'),
-            nginx: bool('nginx') || nginxExplicit,
+            nginx,
             nginxTestCommand: nginxTest.value,
             nginxReloadCommand: nginxReload.value,
             healthCheckUrl: urlOf('health-check-url'),
@@ -67919,7 +67969,10 @@ function loadSettings(sources, now = new Date()) {
         github: {
             token: text('github-token'),
             environment: raw.get('environment').value,
-            environmentUrl: urlOf('environment-url')
+            environmentUrl: urlOf('environment-url'),
+            deployment: bool('github-deployment'),
+            comment: oneOf('comment', COMMENT_MODES),
+            commentKey: commentKeyRaw.value || undefined
         },
         context,
         configFile: raw.configFile
@@ -68138,6 +68191,9 @@ async function main_run() {
     }
     setOutput('mode', settings.mode);
     info(`mode: ${settings.mode}${settings.requestedMode === 'auto' ? ` (auto, ${settings.context.eventName || 'no event'})` : ''}`);
+    if (settings.requestedMode === 'auto' && settings.context.eventName === 'workflow_dispatch') {
+        info('mode auto on workflow_dispatch runs the checks only; give `mode: deploy` to deploy from a manual run.');
+    }
     if (settings.configFile)
         info(`config file: ${settings.configFile}`);
     // A health URL from the config file is known only now.
@@ -68153,7 +68209,7 @@ async function main_run() {
         report.error = failure;
     }
     publishOutputs(report);
-    await publishReport(settings, report);
+    await publishReport(settings, report, failure !== undefined);
     // setFailed is an annotation too: published text.
     if (failure)
         setFailed(redactor.text(failure));
@@ -68171,7 +68227,9 @@ async function pipeline(settings, report) {
             allowEnv: settings.checkEnv,
             timeoutSeconds: settings.checkTimeout
         });
-        annotate(redactor.value(report.checks));
+        const omitted = annotate(redactor.value(report.checks));
+        if (omitted > 0)
+            report.annotationsOmitted = omitted;
     }
     const failedChecks = report.checks.filter(c => c.outcome === 'failed').map(c => c.name);
     if (settings.mode === 'check') {
@@ -68234,7 +68292,8 @@ async function finishDeployment(deployment, state, description) {
 }
 async function startGithubDeployment(settings) {
     const g = settings.github;
-    if (!g.token || settings.deploy.dryRun || !settings.context.owner)
+    // With github-deployment: false the job's own `environment:` records the deployment: no second one.
+    if (!g.token || !g.deployment || settings.deploy.dryRun || !settings.context.owner)
         return undefined;
     try {
         return await startDeployment({
@@ -68257,7 +68316,7 @@ function publishOutputs(report) {
     setOutput('deployed', String(report.deploy?.deployed ?? false));
     setOutput('rolled-back', String(report.deploy?.rolledBack ?? false));
 }
-async function publishReport(settings, unredacted) {
+async function publishReport(settings, unredacted, failed) {
     const ctx = { runUrl: settings.context.runUrl };
     const report = redactor.value(unredacted);
     try {
@@ -68266,12 +68325,18 @@ async function publishReport(settings, unredacted) {
     catch (e) {
         warning(`could not write the job summary: ${e.message}`);
     }
-    if (settings.github.token && settings.context.prNumber !== undefined) {
+    const g = settings.github;
+    if (g.token && settings.context.prNumber !== undefined && g.comment !== 'never') {
         try {
+            const key = g.commentKey ? `<sub>comment-key: ${g.commentKey}</sub>\n\n` : '';
             await upsertPullRequestComment({
-                token: settings.github.token,
+                token: g.token,
                 ctx: settings.context,
-                body: renderSummary(report, ctx)
+                body: key + renderSummary(report, ctx),
+                marker: markerFor(g.commentKey),
+                // on-failure: a failed run posts (or updates) the comment; a passing one only updates an earlier one,
+                // so a fixed PR does not keep showing the failure.
+                updateOnly: g.comment === 'on-failure' && !failed
             });
         }
         catch (e) {

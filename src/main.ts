@@ -6,7 +6,7 @@ import * as core from '@actions/core'
 import { runChecks } from './django/checks.js'
 import { Runner, type Log } from './deploy/run.js'
 import { annotate } from './github/annotate.js'
-import { upsertPullRequestComment } from './github/comment.js'
+import { markerFor, upsertPullRequestComment } from './github/comment.js'
 import { startDeployment, type DeploymentHandle } from './github/deployment.js'
 import { Redactor, urlCredentials } from './github/redact.js'
 import { renderSummary, writeSummary } from './github/summary.js'
@@ -76,6 +76,11 @@ export async function run(): Promise<void> {
   core.info(
     `mode: ${settings.mode}${settings.requestedMode === 'auto' ? ` (auto, ${settings.context.eventName || 'no event'})` : ''}`
   )
+  if (settings.requestedMode === 'auto' && settings.context.eventName === 'workflow_dispatch') {
+    core.info(
+      'mode auto on workflow_dispatch runs the checks only; give `mode: deploy` to deploy from a manual run.'
+    )
+  }
   if (settings.configFile) core.info(`config file: ${settings.configFile}`)
   // A health URL from the config file is known only now.
   for (const part of urlCredentials(settings.deploy.healthCheckUrl)) mask(part)
@@ -89,7 +94,7 @@ export async function run(): Promise<void> {
     report.error = failure
   }
   publishOutputs(report)
-  await publishReport(settings, report)
+  await publishReport(settings, report, failure !== undefined)
   // setFailed is an annotation too: published text.
   if (failure) core.setFailed(redactor.text(failure))
 }
@@ -107,7 +112,8 @@ async function pipeline(settings: Settings, report: Report): Promise<string | un
       allowEnv: settings.checkEnv,
       timeoutSeconds: settings.checkTimeout
     })
-    annotate(redactor.value(report.checks))
+    const omitted = annotate(redactor.value(report.checks))
+    if (omitted > 0) report.annotationsOmitted = omitted
   }
   const failedChecks = report.checks.filter(c => c.outcome === 'failed').map(c => c.name)
   if (settings.mode === 'check') {
@@ -184,7 +190,8 @@ async function finishDeployment(
 
 async function startGithubDeployment(settings: Settings): Promise<DeploymentHandle | undefined> {
   const g = settings.github
-  if (!g.token || settings.deploy.dryRun || !settings.context.owner) return undefined
+  // With github-deployment: false the job's own `environment:` records the deployment: no second one.
+  if (!g.token || !g.deployment || settings.deploy.dryRun || !settings.context.owner) return undefined
   try {
     return await startDeployment({
       token: g.token,
@@ -207,7 +214,7 @@ function publishOutputs(report: Report): void {
   core.setOutput('rolled-back', String(report.deploy?.rolledBack ?? false))
 }
 
-async function publishReport(settings: Settings, unredacted: Report): Promise<void> {
+async function publishReport(settings: Settings, unredacted: Report, failed: boolean): Promise<void> {
   const ctx = { runUrl: settings.context.runUrl }
   const report = redactor.value(unredacted)
   try {
@@ -215,12 +222,18 @@ async function publishReport(settings: Settings, unredacted: Report): Promise<vo
   } catch (e) {
     core.warning(`could not write the job summary: ${(e as Error).message}`)
   }
-  if (settings.github.token && settings.context.prNumber !== undefined) {
+  const g = settings.github
+  if (g.token && settings.context.prNumber !== undefined && g.comment !== 'never') {
     try {
+      const key = g.commentKey ? `<sub>comment-key: ${g.commentKey}</sub>\n\n` : ''
       await upsertPullRequestComment({
-        token: settings.github.token,
+        token: g.token,
         ctx: settings.context,
-        body: renderSummary(report, ctx)
+        body: key + renderSummary(report, ctx),
+        marker: markerFor(g.commentKey),
+        // on-failure: a failed run posts (or updates) the comment; a passing one only updates an earlier one,
+        // so a fixed PR does not keep showing the failure.
+        updateOnly: g.comment === 'on-failure' && !failed
       })
     } catch (e) {
       core.warning(`could not comment on the pull request: ${(e as Error).message}`)

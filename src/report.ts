@@ -58,6 +58,8 @@ export interface Report {
   deploy?: DeployResult
   /** Set when the run failed before or outside checks and deploy steps (bad input, connection…). */
   error?: string
+  /** Findings not annotated because of GitHub's annotation limits (the summary still lists them). */
+  annotationsOmitted?: number
 }
 
 export function checksOutcome(report: Report): 'passed' | 'failed' | 'skipped' {

@@ -101,10 +101,19 @@ export interface RunContext {
   workspace: string
 }
 
+/** When the PR comment is posted: on every run, only when the run failed (then kept up to date), or never. */
+export type CommentMode = 'always' | 'on-failure' | 'never'
+export const COMMENT_MODES: readonly CommentMode[] = ['always', 'on-failure', 'never']
+
 export interface GithubSettings {
   token?: string
   environment: string
   environmentUrl?: string
+  /** Create a GitHub deployment (off when the job's own `environment:` already records one). */
+  deployment: boolean
+  comment: CommentMode
+  /** Tells this job's PR comment apart from other jobs' (matrix jobs): one comment per key. */
+  commentKey?: string
 }
 
 export interface Settings {
@@ -174,7 +183,10 @@ export const INPUTS = {
   'dry-run': { default: 'false' },
   'github-token': { default: '', secret: true },
   environment: { default: 'production' },
-  'environment-url': { default: '' }
+  'environment-url': { default: '' },
+  'github-deployment': { default: 'true' },
+  comment: { default: 'always' },
+  'comment-key': { default: '' }
 } as const satisfies Record<string, { default: string; secret?: boolean }>
 
 export type InputName = keyof typeof INPUTS
@@ -285,7 +297,8 @@ function parsePort(text: string): number | string {
 export function resolveMode(requested: RequestedMode, ctx: Pick<RunContext, 'eventName' | 'ref'>): Mode {
   if (requested !== 'auto') return requested
   if (isPullRequestEvent(ctx.eventName)) return 'check'
-  if (ctx.eventName === 'workflow_dispatch') return 'deploy'
+  // A manual run deploys only when the workflow says so (mode: deploy, e.g. from a `type: choice` input): a
+  // workflow_dispatch trigger added to re-run the checks by hand must not ship to production.
   if (ctx.eventName === 'push' && ctx.ref.startsWith('refs/tags/')) return 'deploy'
   return 'check'
 }
@@ -715,8 +728,17 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
   }
   const nginxTest = raw.get('nginx-test-command')
   const nginxReload = raw.get('nginx-reload-command')
-  const nginxExplicit =
-    sources.input('nginx-test-command').trim() !== '' || sources.input('nginx-reload-command').trim() !== ''
+  // Given as an input or in the config file (not the default). nginx commands turn nginx on wherever they are
+  // given; an explicit `nginx` (input or file) decides, so `nginx: false` wins over both.
+  const given = (name: InputName): boolean => sources.input(name).trim() !== '' || raw.get(name).fromFile
+  const nginx = given('nginx') ? bool('nginx') : given('nginx-test-command') || given('nginx-reload-command')
+  const commentKeyRaw = raw.get('comment-key')
+  if (commentKeyRaw.value && !/^[A-Za-z0-9._-]{1,64}$/.test(commentKeyRaw.value)) {
+    raw.fail(
+      commentKeyRaw,
+      `"${commentKeyRaw.value}" cannot be used; expected 1–64 letters, digits, . _ - (e.g. \${{ matrix.python }}-\${{ matrix.django }})`
+    )
+  }
 
   const settings: Settings = {
     mode,
@@ -749,7 +771,7 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
       gunicornPidfile: text('gunicorn-pidfile'),
       gunicornService: text('gunicorn-service'),
       reloadCommand: text('reload-command'),
-      nginx: bool('nginx') || nginxExplicit,
+      nginx,
       nginxTestCommand: nginxTest.value,
       nginxReloadCommand: nginxReload.value,
       healthCheckUrl: urlOf('health-check-url'),
@@ -763,7 +785,10 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
     github: {
       token: text('github-token'),
       environment: raw.get('environment').value,
-      environmentUrl: urlOf('environment-url')
+      environmentUrl: urlOf('environment-url'),
+      deployment: bool('github-deployment'),
+      comment: oneOf('comment', COMMENT_MODES),
+      commentKey: commentKeyRaw.value || undefined
     },
     context,
     configFile: raw.configFile

@@ -1,37 +1,62 @@
 /**
- * The Django versions tests can run: Debian's own 3.2 (importable by /usr/bin/python3 as is) and the 4.2/5.2
- * trees that `bash scripts/django-versions.sh` unpacks into .django/<version>/.
+ * The Django versions tests run, as `bash scripts/django-versions.sh` unpacks them into .django/<version>/
+ * (or $DJANGO_DIR): 4.2 LTS and 5.2 LTS with bookworm's /usr/bin/python3 (3.11), 6.1 with the Python >= 3.12 the
+ * script recorded in .django/6.1/python; Debian's own 3.2 (importable by /usr/bin/python3 as is) as an extra.
+ * A version that is not there fails the test run: nothing is skipped silently.
  */
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 export interface DjangoVersion {
   /** major.minor, e.g. '4.2' */
   version: string
-  /** Environment that makes /usr/bin/python3 import this version. */
+  /** The interpreter that runs this version. */
+  python: string
+  /** Environment that makes `python` import this version. */
   env: Record<string, string>
 }
 
 export const SYSTEM_PYTHON = '/usr/bin/python3'
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const UNPACKED = ['4.2', '5.2']
+const DJANGO_DIR = process.env.DJANGO_DIR || path.join(REPO_ROOT, '.django')
+/** Runner side: the checks run with these (6.1 needs Python >= 3.12). */
+export const RUNNER_VERSIONS = ['3.2', '4.2', '5.2', '6.1']
+/** Server side: bookworm's Python 3.11 runs these. */
+export const SERVER_VERSIONS = ['3.2', '4.2', '5.2']
 
-export function djangoVersions(): DjangoVersion[] {
-  if (!existsSync(SYSTEM_PYTHON) || !existsSync('/usr/lib/python3/dist-packages/django')) {
-    throw new Error(`Debian's Django 3.2 is missing: apt-get install python3-django (for ${SYSTEM_PYTHON}).`)
-  }
-  const versions: DjangoVersion[] = [{ version: '3.2', env: {} }]
-  for (const version of UNPACKED) {
-    const dir = path.join(REPO_ROOT, '.django', version)
-    const sitePackages = path.join(dir, 'usr/lib/python3/dist-packages')
-    // .complete is written last by the script, so a half-unpacked tree does not count.
-    if (!existsSync(path.join(dir, '.complete')) || !existsSync(path.join(sitePackages, 'django'))) {
+function unpacked(version: string): DjangoVersion {
+  if (version === '3.2') {
+    if (!existsSync(SYSTEM_PYTHON) || !existsSync('/usr/lib/python3/dist-packages/django')) {
       throw new Error(
-        `Django ${version} is not unpacked in ${dir}: run \`bash scripts/django-versions.sh\` first.`
+        `Debian's Django 3.2 is missing: apt-get install python3-django (for ${SYSTEM_PYTHON}).`
       )
     }
-    versions.push({ version, env: { PYTHONPATH: sitePackages } })
+    return { version, python: SYSTEM_PYTHON, env: {} }
   }
-  return versions
+  const dir = path.join(DJANGO_DIR, version)
+  const sitePackages = path.join(dir, 'usr/lib/python3/dist-packages')
+  const pythonFile = path.join(dir, 'python')
+  // .complete is written last by the script, so a half-unpacked tree does not count. A tree unpacked before the
+  // script recorded its interpreter is bookworm's python3's (only 6.x needs another one).
+  const python = existsSync(pythonFile)
+    ? readFileSync(pythonFile, 'utf8').trim()
+    : Number(version.split('.')[0]) < 6
+      ? SYSTEM_PYTHON
+      : undefined
+  if (!existsSync(path.join(dir, '.complete')) || !python || !existsSync(path.join(sitePackages, 'django'))) {
+    throw new Error(
+      `Django ${version} is not unpacked in ${dir}: run \`bash scripts/django-versions.sh\` first.`
+    )
+  }
+  return { version, python, env: { PYTHONPATH: sitePackages } }
+}
+
+export function runnerDjangoVersions(): DjangoVersion[] {
+  return RUNNER_VERSIONS.map(unpacked)
+}
+
+/** The versions a deploy target runs (bookworm's /usr/bin/python3). */
+export function djangoVersions(): DjangoVersion[] {
+  return SERVER_VERSIONS.map(unpacked)
 }

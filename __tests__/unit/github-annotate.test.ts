@@ -7,7 +7,7 @@ const notice = jest.fn()
 const info = jest.fn()
 jest.unstable_mockModule('@actions/core', () => ({ error, warning, notice, info }))
 
-const { annotate } = await import('../../src/github/annotate.js')
+const { annotate, planAnnotations } = await import('../../src/github/annotate.js')
 
 function check(over: Partial<CheckResult>): CheckResult {
   return {
@@ -81,11 +81,52 @@ describe('annotate', () => {
     expect(notice).not.toHaveBeenCalled()
   })
 
-  it('stops at 50 annotations per level and says how many were left out', () => {
-    const findings = Array.from({ length: 60 }, (_, i) => ({ level: 'warning' as const, message: `w${i}` }))
-    annotate([check({ findings: [...findings, { level: 'error', message: 'still annotated' }] })])
-    expect(warning).toHaveBeenCalledTimes(50)
+  it("stops at GitHub's 10 annotations per level per step and says how many were left out", () => {
+    const warnings = Array.from({ length: 14 }, (_, i) => ({ level: 'warning' as const, message: `w${i}` }))
+    const notices = Array.from({ length: 11 }, (_, i) => ({ level: 'notice' as const, message: `n${i}` }))
+    const omitted = annotate([
+      check({
+        outcome: 'passed',
+        findings: [...warnings, { level: 'error', message: 'still annotated' }, ...notices]
+      })
+    ])
+    expect(warning).toHaveBeenCalledTimes(10)
+    expect(warning).toHaveBeenLastCalledWith('w9', { title: 'django check' })
+    expect(notice).toHaveBeenCalledTimes(10)
     expect(error).toHaveBeenCalledWith('still annotated', { title: 'django check' })
-    expect(info).toHaveBeenCalledWith('10 more findings were not annotated (see the job summary).')
+    expect(omitted).toBe(5)
+    expect(info).toHaveBeenCalledWith(
+      '5 more findings were not annotated (4 warnings, 1 notice): GitHub shows at most 10 annotations of each level per step; the job summary lists the findings.'
+    )
+  })
+
+  it('keeps one error annotation free for the failure message when a check failed', () => {
+    const errors = Array.from({ length: 12 }, (_, i) => ({ level: 'error' as const, message: `e${i}` }))
+    expect(annotate([check({ outcome: 'failed', findings: errors })])).toBe(3)
+    expect(error).toHaveBeenCalledTimes(9)
+    expect(info).toHaveBeenCalledWith(
+      expect.stringMatching(/^3 more findings were not annotated \(3 errors\)/)
+    )
+    jest.clearAllMocks()
+    // the reserve is for errors only: ten warnings in a failed run all fit
+    const warnings = Array.from({ length: 10 }, (_, i) => ({ level: 'warning' as const, message: `w${i}` }))
+    expect(annotate([check({ outcome: 'failed', findings: warnings })])).toBe(0)
+    expect(warning).toHaveBeenCalledTimes(10)
+    expect(info).not.toHaveBeenCalled()
+  })
+
+  it('planAnnotations counts per level across checks, in order', () => {
+    const e = (n: number) =>
+      Array.from({ length: n }, (_, i) => ({ level: 'error' as const, message: `e${i}` }))
+    const plan = planAnnotations([check({ findings: e(6) }), check({ name: 'test', findings: e(6) })], {
+      error: 1
+    })
+    expect(plan.annotate.map(a => `${a.check}:${a.finding.message}`)).toEqual([
+      ...e(6).map(f => `check:${f.message}`),
+      'test:e0',
+      'test:e1',
+      'test:e2'
+    ])
+    expect(plan.omitted).toEqual({ error: 3, warning: 0, notice: 0 })
   })
 })

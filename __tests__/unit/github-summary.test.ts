@@ -332,3 +332,17 @@ describe('writeSummary', () => {
     expect(readFileSync(file, 'utf8')).toBe(`before\n${renderSummary(report)}\n`)
   })
 })
+
+describe('findings left out of the annotations', () => {
+  it('are counted under the findings, and nothing is said when all fit', () => {
+    const findings: Finding[] = Array.from({ length: 12 }, (_, i) => ({ level: 'error', message: `e${i}` }))
+    const report: Report = { mode: 'check', checks: [check({ outcome: 'failed', findings })] }
+    expect(renderSummary(report)).not.toContain('not annotated')
+    const md = renderSummary({ ...report, annotationsOmitted: 3 })
+    expect(md).toContain(
+      '_3 findings were not annotated on the code: GitHub shows at most 10 errors, 10 warnings and 10 notices per step. The findings above list them._'
+    )
+    expect(md.indexOf('not annotated')).toBeGreaterThan(md.indexOf('#### Findings (12)'))
+    expect(renderSummary({ ...report, annotationsOmitted: 1 })).toContain('_1 finding was not annotated')
+  })
+})

@@ -68,6 +68,11 @@ describe('action.yml', () => {
     for (const [name, input] of Object.entries(action.inputs))
       expect(`${name}: ${input.description}`.length).toBeGreaterThan(name.length + 20)
   })
+  it('has a description the Marketplace accepts (under 125 characters) that says one or more hosts', () => {
+    const description = (parse(readFileSync('action.yml', 'utf8')) as { description: string }).description
+    expect(description.length).toBeLessThan(125)
+    expect(description).toContain('one or more hosts')
+  })
   it('declares the outputs users build on and runs on node24', () => {
     expect(Object.keys(action.outputs).sort()).toEqual(
       ['checks', 'deployed', 'mode', 'previous-release', 'release', 'rolled-back'].sort()
@@ -88,7 +93,9 @@ describe('mode', () => {
     ['pull_request_target', 'refs/heads/main', 'check'],
     ['push', 'refs/tags/v1.2.0', 'deploy'],
     ['push', 'refs/heads/main', 'check'],
-    ['workflow_dispatch', 'refs/heads/main', 'deploy'],
+    // a manual run deploys only with mode: deploy (docs/example-deploy.yml passes it from a choice input)
+    ['workflow_dispatch', 'refs/heads/main', 'check'],
+    ['workflow_dispatch', 'refs/tags/v1.2.0', 'check'],
     ['schedule', 'refs/heads/main', 'check']
   ])('auto on %s %s is %s', (eventName, ref, mode) => {
     expect(resolveMode('auto', { eventName, ref })).toBe(mode)
@@ -320,6 +327,81 @@ describe('checks environment, timeout and word lists', () => {
     expect(load({ mode: 'check', 'check-timeout': '60' }).checkTimeout).toBe(60)
     expect(problems({ mode: 'check', 'check-timeout': '0' })).toEqual([
       expect.stringMatching(/^input 'check-timeout': 0 is too small/)
+    ])
+  })
+})
+
+describe('issue 9 inputs', () => {
+  const branch = { GITHUB_REF: 'refs/heads/main' }
+  const config = (text: string): string => {
+    writeFileSync(join(dir, 'i9.yml'), text)
+    return 'i9.yml'
+  }
+  it('workflow_dispatch with mode deploy deploys, with auto it checks and needs no server inputs', () => {
+    const env = { GITHUB_EVENT_NAME: 'workflow_dispatch', GITHUB_REF: 'refs/heads/main' }
+    expect(load(deployInputs, env).mode).toBe('deploy')
+    expect(load({}, env).mode).toBe('check')
+  })
+  it('nginx commands in deploy.yml turn nginx on, as the inputs do', () => {
+    expect(
+      load({ ...deployInputs, config: config('nginx-test-command: sudo -n /usr/sbin/nginx -t\n') }).deploy
+    ).toMatchObject({
+      nginx: true,
+      nginxTestCommand: 'sudo -n /usr/sbin/nginx -t',
+      nginxReloadCommand: 'sudo -n nginx -s reload'
+    })
+    expect(
+      load({ ...deployInputs, config: config('nginx-reload-command: nginx -s reload\n') }).deploy.nginx
+    ).toBe(true)
+    expect(load({ ...deployInputs, 'nginx-reload-command': 'nginx -s reload' }).deploy.nginx).toBe(true)
+    expect(load({ ...deployInputs, config: config('keep-releases: 2\n') }).deploy.nginx).toBe(false)
+  })
+  it('nginx: false wins over nginx commands, from the file or the inputs', () => {
+    const both = config('nginx: false\nnginx-test-command: nginx -t\nnginx-reload-command: nginx -s reload\n')
+    expect(load({ ...deployInputs, config: both }).deploy.nginx).toBe(false)
+    expect(load({ ...deployInputs, nginx: 'false', 'nginx-test-command': 'nginx -t' }).deploy.nginx).toBe(
+      false
+    )
+    expect(
+      load({ ...deployInputs, nginx: 'false', config: config('nginx-test-command: nginx -t\n') }).deploy.nginx
+    ).toBe(false)
+    // an input overrides the file: nginx: true as input beats nginx: false in the file
+    expect(load({ ...deployInputs, nginx: 'true', config: config('nginx: false\n') }).deploy.nginx).toBe(true)
+  })
+  it('comment, comment-key and github-deployment', () => {
+    expect(load({}, branch).github).toMatchObject({
+      comment: 'always',
+      commentKey: undefined,
+      deployment: true
+    })
+    expect(
+      load(
+        { comment: 'On-Failure', 'comment-key': 'py3.12-django_5.2', 'github-deployment': 'false' },
+        branch
+      ).github
+    ).toMatchObject({
+      comment: 'on-failure',
+      commentKey: 'py3.12-django_5.2',
+      deployment: false
+    })
+    expect(load({ config: config('comment: never\ncomment-key: a\n') }, branch).github).toMatchObject({
+      comment: 'never',
+      commentKey: 'a'
+    })
+  })
+  it('refuses a bad comment mode and a comment-key that could break out of the marker', () => {
+    expect(problems({ comment: 'sometimes' }, branch)).toEqual([
+      `input 'comment': "sometimes" is not a valid value; expected one of always, on-failure, never`
+    ])
+    for (const key of ['a -->', 'a b', 'x'.repeat(65), '<!--']) {
+      expect(problems({ 'comment-key': key }, branch)).toEqual([
+        expect.stringMatching(
+          /^input 'comment-key': ".*" cannot be used; expected 1–64 letters, digits, \. _ -/
+        )
+      ])
+    }
+    expect(problems({ 'github-deployment': 'maybe' }, branch)).toEqual([
+      `input 'github-deployment': "maybe" is not a boolean; expected true or false`
     ])
   })
 })

@@ -1,6 +1,6 @@
 /**
- * One sticky PR comment per run kind: found again by a hidden marker and edited in place, so a PR that is
- * pushed to ten times has one comment, not ten.
+ * One sticky PR comment per run kind and `comment-key`: found again by a hidden marker and edited in place, so a
+ * PR that is pushed to ten times has one comment, not ten, and each job of a matrix keeps its own.
  */
 import * as core from '@actions/core'
 import * as github from '@actions/github'
@@ -8,6 +8,11 @@ import type { RunContext } from '../settings.js'
 import { describeError, isPermissionError } from './errors.js'
 
 export const CHECKS_MARKER = '<!-- django-deploy:checks -->'
+
+/** The hidden marker of the comment for `key` (settings allow only `[A-Za-z0-9._-]`, so it cannot end the HTML comment). */
+export function markerFor(key?: string): string {
+  return key ? `<!-- django-deploy:checks:${key} -->` : CHECKS_MARKER
+}
 
 // GitHub rejects comment bodies over 65,536 characters.
 const MAX_BODY = 65_000
@@ -18,6 +23,8 @@ export interface UpsertCommentOptions {
   body: string
   /** Hidden HTML comment that identifies our comment; default `CHECKS_MARKER`. */
   marker?: string
+  /** Edit our comment if there is one, but post none (`comment: on-failure` after a passing run). */
+  updateOnly?: boolean
 }
 
 interface IssueComment {
@@ -57,6 +64,7 @@ export async function upsertPullRequestComment(
       })
       return 'updated'
     }
+    if (opts.updateOnly) return 'skipped'
     step = 'comment on'
     await octokit.rest.issues.createComment({ ...where, body })
     return 'created'

@@ -67,7 +67,12 @@ export function renderSummary(report: Report, ctx: SummaryContext = {}): string 
 
   if (report.checks.length > 0)
     parts.push(...renderChecks(report.checks, ctx.maxFindings ?? DEFAULT_MAX_FINDINGS))
-  else if (report.mode === 'check') parts.push('No checks were selected.')
+  if (report.annotationsOmitted) {
+    const n = report.annotationsOmitted
+    parts.push(
+      `_${n} ${n === 1 ? 'finding was' : 'findings were'} not annotated on the code: GitHub shows at most 10 errors, 10 warnings and 10 notices per step. The findings above list them._`
+    )
+  } else if (report.mode === 'check') parts.push('No checks were selected.')
 
   if (report.deploy) parts.push(...renderDeploy(report.deploy, report.mode))
 
