@@ -75,20 +75,38 @@ export async function describeRelease(
   return { name, revision, treeish, repoRoot, venvKey, hasRequirements }
 }
 
-/** Streams the release as tar.gz from `git archive`; `done` rejects if git fails. */
-export function archive(source: ReleaseSource): { stream: Readable; done: Promise<void> } {
+/**
+ * Streams the release as tar.gz from `git archive`; `done` rejects if git fails. `stop()` ends it early: the
+ * remote command ended without reading it all (a refused release name), and git must not stay blocked on a
+ * full pipe for ever.
+ */
+export function archive(source: ReleaseSource): { stream: Readable; done: Promise<void>; stop(): void } {
   const child = spawn('git', ['-C', source.repoRoot, 'archive', '--format=tar.gz', source.treeish], {
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let stderr = ''
+  let stopped = false
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
   const done = new Promise<void>((resolve, reject) => {
     child.on('error', reject)
     child.on('close', code =>
-      code === 0 ? resolve() : reject(new Error(`git archive failed (exit ${code}): ${stderr.trim()}`))
+      code === 0 || stopped
+        ? resolve()
+        : reject(new Error(`git archive failed (exit ${code}): ${stderr.trim()}`))
     )
   })
   // A child's stdout stops counting as readable once git exits, before anyone read it; a PassThrough holds
   // the data (with back-pressure) until the SSH channel consumes it.
-  return { stream: child.stdout.pipe(new PassThrough()), done }
+  const stream = child.stdout.pipe(new PassThrough())
+  return {
+    stream,
+    done,
+    stop: () => {
+      if (child.exitCode !== null || child.signalCode !== null) return
+      stopped = true
+      stream.destroy()
+      child.stdout.destroy()
+      child.kill('SIGKILL')
+    }
+  }
 }
