@@ -228,8 +228,6 @@ test('a connection cut right after the switch, under load: the run ends on its o
   console.log(
     `cut after the switch: the run ended ${((ended - cutAt) / 1000).toFixed(1)} s later; load ${result.total} requests, ${result.non200} non-200, ${result.errors} errors`
   )
-  expect(r.log).toMatch(/connection lost/)
-  expect(r.log).toMatch(/reconnecting \(1\/3\)/)
   // Outputs and summary were written, and they say what the server really serves.
   expect(r.outputs.deployed).toMatch(/^(true|false)$/)
   expect(r.summary).toContain('r-cut')
@@ -249,6 +247,9 @@ test('a connection cut right after the switch, under load: the run ends on its o
   expect(statuses[statuses.length - 1].state).toBe(r.outputs.deployed === 'true' ? 'success' : 'failure')
   expect(await lockFree()).toBe(true)
   expect(result.total).toBeGreaterThan(20)
+  // how it got there: the step failed on the lost connection, the action reached the host again
+  expect(r.log).toMatch(/connection lost/)
+  expect(r.log).toMatch(/reconnecting \(1\/3\)/)
 })
 
 test('a runner frozen while it holds the lock loses it within the lease; resumed, it changes nothing', async () => {
@@ -290,10 +291,10 @@ test('a runner frozen while it holds the lock loses it within the lease; resumed
   const history = readFileSync(join(t.deployPath, '.deploy-history'), 'utf8')
   const r = await first
   expect(r.code).toBe(1)
-  expect(r.log).toMatch(/no longer holds the deploy lock|lease ended|connection lost/)
-  expect(r.outputs.deployed).toBe('false')
   expect({ releases: releases(), live: live() }).toEqual(afterSecond)
   expect(readFileSync(join(t.deployPath, '.deploy-history'), 'utf8')).toBe(history)
+  expect(r.outputs.deployed).toBe('false')
+  expect(r.log).toMatch(/this deploy no longer holds the deploy lock|deploy lease ended|exit 137/)
   expect(await served()).toBe('v1')
   expect(await lockFree()).toBe(true)
 })
