@@ -367,6 +367,8 @@ describe('the lock is a lease with fencing (real /bin/sh)', () => {
     const [pid, pgid, ...rest] = own.out.trim().split(/\s+/)
     expect(pgid).toBe(pid)
     expect(rest.join(' ')).toBe('stdin reaches it')
+    // A deploy whose lease was taken over: its directory may still be there, the lease file names another token.
+    mkdirSync(join(l.leases, 'someone-else'), { recursive: true })
     const refused = sh(cmd.fenced(l, 'someone-else', `touch ${q(join(root, 'CHANGED'))}`))
     expect(refused.code).toBe(cmd.LEASE_LOST)
     expect(refused.err).toContain('this deploy no longer holds the deploy lock')
