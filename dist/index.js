@@ -58656,7 +58656,8 @@ function fenced(l, token, body) {
         `setsid /bin/sh -c ${q(body)} <&3 3<&- &`,
         'pid=$!',
         'exec 3<&-',
-        `: > ${q(dir)}/step-$pid`,
+        // The lease ended between the check and here: the step must not run unregistered.
+        `touch ${q(dir)}/step-$pid 2>/dev/null || { kill -9 -"$pid" 2>/dev/null; echo ${q(`this deploy no longer holds the deploy lock on ${l.root}: refusing to change anything`)} >&2; exit ${LEASE_LOST}; }`,
         'wait "$pid"; rc=$?',
         `rm -f ${q(dir)}/step-$pid`,
         'exit $rc'

@@ -315,10 +315,12 @@ describe('the health check', () => {
 
 describe('the lock is a lease with fencing (real /bin/sh)', () => {
   const root = mkdtempSync(join(base, 'lease-'))
-  const l = cmd.layout(join(root, 'app'))
+  // A hostile deploy path: every command below would create PWNED in `base` if it reached the shell unquoted.
+  const l = cmd.layout(join(root, `app $(touch PWNED) it's`))
   const started: ReturnType<typeof spawn>[] = []
   afterAll(() => {
     for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+    expect(existsSync(join(base, 'PWNED'))).toBe(false)
   })
 
   const alive = (pid: number): boolean => {
@@ -338,7 +340,9 @@ describe('the lock is a lease with fencing (real /bin/sh)', () => {
   }
   /** A holder whose stdin the test writes (renewals) and whose exit it can await. */
   async function holder(token: string, leaseSeconds: number) {
-    const child = spawn('/bin/sh', ['-c', cmd.holdLock(l, 5, `holder ${token}`, token, leaseSeconds)])
+    const child = spawn('/bin/sh', ['-c', cmd.holdLock(l, 5, `holder ${token}`, token, leaseSeconds)], {
+      cwd: base
+    })
     started.push(child)
     let err = ''
     child.stderr!.on('data', (c: Buffer) => (err += c.toString()))
@@ -351,7 +355,9 @@ describe('the lock is a lease with fencing (real /bin/sh)', () => {
   }
   /** A fenced step that starts a sleep in its group and waits: returns the sleep's PID and the step's exit. */
   async function sleeper(token: string) {
-    const step = spawn('/bin/sh', ['-c', cmd.fenced(l, token, 'sleep 60 & echo "$! $$"; wait')])
+    const step = spawn('/bin/sh', ['-c', cmd.fenced(l, token, 'sleep 60 & echo "$! $$"; wait')], {
+      cwd: base
+    })
     started.push(step)
     const exited = new Promise<number>(r => step.on('close', c => r(c ?? -1)))
     const [sleep, pgid] = await new Promise<number[]>(r =>
@@ -390,18 +396,18 @@ describe('the lock is a lease with fencing (real /bin/sh)', () => {
   })
 
   it('renewals keep the lease; when they stop it ends, kills the steps and frees the lock', async () => {
-    const h = await holder('t3', 3)
-    const renew = setInterval(() => h.child.stdin!.write('renew\n'), 300)
+    const h = await holder('t3', 5)
+    const renew = setInterval(() => h.child.stdin!.write('renew\n'), 250)
     const s = await sleeper('t3')
-    await new Promise(r => setTimeout(r, 5000))
+    await new Promise(r => setTimeout(r, 6000))
     clearInterval(renew)
     expect([h.child.exitCode, h.stderr()]).toEqual([null, ''])
     expect(alive(s.sleep)).toBe(true)
     // the runner froze: stdin stays open, nothing more comes
     const t0 = Date.now()
     expect(await h.exited).toBe(0)
-    expect(Date.now() - t0).toBeLessThan(6000)
-    expect(h.stderr()).toContain('deploy lease ended (no renewal for 3 s)')
+    expect(Date.now() - t0).toBeLessThan(8000)
+    expect(h.stderr()).toContain('deploy lease ended (no renewal for 5 s)')
     expect(await until(() => !alive(s.sleep), 3000)).toBe(true)
     expect(existsSync(l.lease)).toBe(false)
     expect(sh(cmd.fenced(l, 't3', 'true')).code).toBe(cmd.LEASE_LOST)
