@@ -226,7 +226,7 @@ test('a connection cut right after the switch, under load: the run ends on its o
   expect(r.code).toBe(1)
   expect((ended - cutAt) / 1000).toBeLessThan(60)
   console.log(
-    `cut after the switch: the run ended ${((ended - cutAt) / 1000).toFixed(1)} s later; load ${result.total} requests, ${result.non200} non-200, ${result.errors} errors`
+    `cut after the switch: the run ended ${((ended - cutAt) / 1000).toFixed(1)} s later; load ${result.total} requests, ${result.non200} non-200, ${result.errors} errors; deployed=${r.outputs.deployed} rolled-back=${r.outputs['rolled-back']}`
   )
   // Outputs and summary were written, and they say what the server really serves.
   expect(r.outputs.deployed).toMatch(/^(true|false)$/)
