@@ -58563,7 +58563,8 @@ async function describeRelease(workingDirectory, name, venv) {
  * Streams the release as tar.gz from `git archive`; `done` rejects if git fails. Without `reuse` the archive
  * holds every file and the release's manifest. With `reuse` (paths the host takes, unchanged, from its live
  * release; it already has the manifest) it holds every other file: it is made from a tree git writes from a
- * temporary index, the repository's own index and work tree untouched.
+ * temporary index, the repository's own index and work tree untouched. `stop()` ends it early: the remote
+ * command ended without reading it all (a refused release name), and git must not stay blocked on a full pipe.
  */
 async function archive(source, reuse) {
     const work = await (0,promises_namespaceObject.mkdtemp)((0,external_node_path_.join)((0,external_node_os_namespaceObject.tmpdir)(), 'django-deploy-archive-'));
@@ -58589,10 +58590,13 @@ async function archive(source, reuse) {
         stdio: ['ignore', 'pipe', 'pipe']
     });
     let stderr = '';
+    let stopped = false;
     child.stderr.on('data', (c) => (stderr += c.toString()));
     const done = new Promise((resolve, reject) => {
         child.on('error', reject);
-        child.on('close', code => code === 0 ? resolve() : reject(new Error(`git archive failed (exit ${code}): ${stderr.trim()}`)));
+        child.on('close', code => code === 0 || stopped
+            ? resolve()
+            : reject(new Error(`git archive failed (exit ${code}): ${stderr.trim()}`)));
     }).finally(() => (0,promises_namespaceObject.rm)(work, { recursive: true, force: true }));
     // A child's stdout stops counting as readable once git exits, before anyone read it; a pass-through holds
     // the data (with back-pressure) until the SSH channel consumes it, counting what went by.
@@ -58603,7 +58607,20 @@ async function archive(source, reuse) {
             callback(null, chunk);
         }
     });
-    return { stream: child.stdout.pipe(counter), done, bytes: () => bytes };
+    const stream = child.stdout.pipe(counter);
+    return {
+        stream,
+        done,
+        bytes: () => bytes,
+        stop: () => {
+            if (child.exitCode !== null || child.signalCode !== null)
+                return;
+            stopped = true;
+            stream.destroy();
+            child.stdout.destroy();
+            child.kill('SIGKILL');
+        }
+    };
 }
 /** `git update-index --force-remove -z --stdin`: paths as data on stdin, never as pathspecs or arguments. */
 function removeFromIndex(cwd, env, paths) {
@@ -58662,6 +58679,8 @@ function layout(root) {
         current: `${root}/current`,
         venvs: `${root}/venvs`,
         lock: `${root}/.deploy.lock`,
+        lease: `${root}/.deploy.lock.lease`,
+        leases: `${root}/.deploy.lock.d`,
         history: `${root}/.deploy-history`
     };
 }
@@ -58705,15 +58724,54 @@ function parseInspect(stdout) {
 function recordLive(l, release, event) {
     return script(`printf '%s %s %s\\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" ${words(event, release)} >> ${q(l.history)}`);
 }
+/** Seconds without a renewal after which the lease ends: the holder kills the deploy's steps and frees the lock. */
+const LEASE_SECONDS = 30;
+/** Seconds between renewals the runner sends (a line on the holder's stdin). */
+const RENEW_SECONDS = 5;
+/** Exit code of a step refused because its deploy no longer holds the lease. */
+const LEASE_LOST = 76;
+/** Kills the process group of every step file in directory `$1` (a zombie-only group is harmless). */
+const KILL_STEPS = `kill_steps() { for s in "$1"/step-*; do [ -f "$s" ] || continue; kill -9 -"\${s##*/step-}" 2>/dev/null || true; rm -f "$s"; done; }`;
 /**
- * Takes the deploy lock and holds it for as long as this command runs. The lock is a kernel `flock` held by
- * this SSH session: when the runner is cancelled or the connection drops, sshd ends the session, the kernel
- * releases the lock, and nothing stale is left for a person to remove.
+ * Takes the deploy lock (a kernel `flock` on `.deploy.lock`, as before) and holds it as a lease: the runner
+ * writes a line to this command's stdin every RENEW_SECONDS; `release` ends it. When renewals stop for
+ * `leaseSeconds` (a frozen or vanished runner whose TCP connection stays open) or stdin ends without `release`
+ * (the connection dropped), the holder kills the process groups of that deploy's running steps, withdraws its
+ * token from `.deploy.lock.lease` (so none of its later commands runs: see `fenced`) and exits, which frees the
+ * lock. Steps left by a holder that was itself killed are killed by the next holder before it starts.
  */
-function holdLock(l, timeoutSeconds, holder) {
-    return script(`mkdir -p ${q(l.root)}`, `exec 9>>${q(l.lock)}`, `if ! flock -w ${Math.floor(timeoutSeconds)} 9; then`, `  echo ${q(`deploy lock on ${l.root} still held after ${timeoutSeconds} s by:`)} "$(cat ${q(l.lock + '.holder')} 2>/dev/null || echo unknown)" >&2`, '  exit 75', 'fi', `printf '%s\\n' ${q(holder)} > ${q(l.lock + '.holder')}`, 'echo locked', 
-    // Holds the lock until the runner closes stdin (end of deploy) or the session dies.
-    'cat >/dev/null');
+function holdLock(l, timeoutSeconds, holder, token, leaseSeconds = LEASE_SECONDS) {
+    const dir = `${l.leases}/${token}`;
+    return script(KILL_STEPS, `mkdir -p ${q(l.root)}`, `exec 9>>${q(l.lock)}`, `if ! flock -w ${Math.floor(timeoutSeconds)} 9; then`, `  echo ${q(`deploy lock on ${l.root} still held after ${timeoutSeconds} s by:`)} "$(cat ${q(l.lock + '.holder')} 2>/dev/null || echo unknown)" >&2`, '  exit 75', 'fi', `printf '%s\\n' ${q(holder)} > ${q(l.lock + '.holder')}`, `if [ -d ${q(l.leases)} ]; then for old in ${q(l.leases)}/*; do kill_steps "$old"; done; rm -rf ${q(l.leases)}; fi`, `dir=${q(dir)}`, 'mkdir -p "$dir"', 'date +%s > "$dir/renewed"', `printf '%s\\n' ${q(token)} > ${q(l.lease + '.tmp')}`, `mv -f ${q(l.lease + '.tmp')} ${q(l.lease)}`, 
+    // From here on nothing may end the holder early: a closed stdout (the session is gone) must not kill it.
+    'set +e', "trap '' PIPE HUP", 'exec 3<&0', '( exec 9>&-; while IFS= read -r line; do if [ "$line" = release ]; then echo released > "$dir/ended"; exit 0; fi; date +%s > "$dir/renewed"; done; echo "connection closed" > "$dir/ended" ) <&3 &', 'reader=$!', 'exec 3<&-', 'echo locked', 'why=""', 'while [ -z "$why" ]; do', '  sleep 1', '  if [ -f "$dir/ended" ]; then why=$(cat "$dir/ended"); break; fi', '  last=$(cat "$dir/renewed" 2>/dev/null || echo 0)', `  [ $(( $(date +%s) - \${last:-0} )) -lt ${Math.floor(leaseSeconds)} ] || why="no renewal for ${Math.floor(leaseSeconds)} s"`, 'done', 'if [ "$why" != released ]; then', '  kill -9 "$reader" 2>/dev/null', '  kill_steps "$dir"', `  echo "deploy lease ended ($why): killed the deploy's steps, lock freed" >&2`, 'fi', `[ "$(cat ${q(l.lease)} 2>/dev/null)" != ${q(token)} ] || rm -f ${q(l.lease)}`, 'rm -rf "$dir"', 'exit 0');
+}
+/**
+ * Runs one step command under the lease: refused (exit LEASE_LOST) unless `token` still holds it, and run in
+ * its own session and process group (setsid), registered under the lease so a timeout, a cancel or the end of
+ * the lease kills the whole group (pip, migrate and whatever they started).
+ */
+function fenced(l, token, body) {
+    const dir = `${l.leases}/${token}`;
+    return [
+        `if [ "$(cat ${q(l.lease)} 2>/dev/null)" != ${q(token)} ] || [ ! -d ${q(dir)} ]; then`,
+        `  echo ${q(`this deploy no longer holds the deploy lock on ${l.root} (its lease ended or another deploy took it): refusing to change anything`)} >&2`,
+        `  exit ${LEASE_LOST}`,
+        'fi',
+        'exec 3<&0',
+        `setsid /bin/sh -c ${q(body)} <&3 3<&- &`,
+        'pid=$!',
+        'exec 3<&-',
+        // The lease ended between the check and here: the step must not run unregistered.
+        `touch ${q(dir)}/step-$pid 2>/dev/null || { kill -9 -"$pid" 2>/dev/null; echo ${q(`this deploy no longer holds the deploy lock on ${l.root}: refusing to change anything`)} >&2; exit ${LEASE_LOST}; }`,
+        'wait "$pid"; rc=$?',
+        `rm -f ${q(dir)}/step-$pid`,
+        'exit $rc'
+    ].join('\n');
+}
+/** Kills the process groups of the deploy's running steps (a timed-out or cancelled step). */
+function killSteps(l, token) {
+    return [KILL_STEPS, `kill_steps ${q(`${l.leases}/${token}`)}`].join('\n');
 }
 /** Makes the directories and clears a half-made release left by an earlier failed attempt (never the live one). */
 function prepare(l, release) {
@@ -60314,6 +60372,9 @@ async function connectHost(host, s, name) {
         const j = s.jumpHost;
         via = (await connect_open({ host: j.host, port: j.port }, j.user, s, pins, `jump host ${j.host}`)).ssh;
         const jump = via;
+        // Until the Remote exists (it listens for good), an error of the jump host's connection must not be an
+        // uncaught exception: the target's connect fails on its own.
+        jump.connection?.on('error', () => undefined);
         hop = () => forward(jump, host, s.connectTimeout, name, j.host);
     }
     try {
@@ -60450,12 +60511,30 @@ class Remote {
     name;
     ssh;
     via;
+    lostError;
+    lostListeners = new Set();
     constructor(
     /** `host` or `host:port`, for messages. */
     name, ssh, via) {
         this.name = name;
         this.ssh = ssh;
         this.via = via;
+        // node-ssh listens for `error` only while connecting: without a listener of our own, an ECONNRESET or a
+        // keepalive timeout later is an uncaught exception that kills the action (no revert, no report).
+        guard(ssh, e => this.lose(e), 'connection');
+        if (via)
+            guard(via, e => this.lose(e), 'jump host connection');
+    }
+    /** Why the connection is gone, once it is. */
+    get lost() {
+        return this.lostError?.message;
+    }
+    lose(e) {
+        if (this.lostError)
+            return;
+        this.lostError = e;
+        for (const f of [...this.lostListeners])
+            f(e);
     }
     static label(host) {
         return host.port === 22 ? host.host : `${host.host}:${host.port}`;
@@ -60465,68 +60544,165 @@ class Remote {
         const { ssh, via } = await connectHost(host, s, name);
         return new Remote(name, ssh, via);
     }
-    /** Runs a POSIX sh script; never throws for a non-zero exit (the caller decides what failure means). */
+    /**
+     * Runs a POSIX sh script; never throws: a non-zero exit, a lost connection (`lost`) and an abort are
+     * results the caller decides about. The stdin stream is destroyed when the command ends, so a producer
+     * (git archive) waiting on a full pipe is never left behind.
+     */
     async run(script, o = {}) {
-        let channel;
-        let timedOut = false;
+        const stream = typeof o.stdin === 'string' ? undefined : o.stdin;
         const out = lineSplitter(l => o.onLine?.(l, 'stdout'));
         const err = lineSplitter(l => o.onLine?.(l, 'stderr'));
-        const timer = o.timeoutMs === undefined
-            ? undefined
-            : setTimeout(() => {
-                timedOut = true;
-                channel?.signal('KILL');
-                channel?.close();
-            }, o.timeoutMs);
-        try {
-            const r = await this.ssh.execCommand(shellLine(script), {
-                stdin: o.stdin,
-                noTrim: true,
-                onChannel: c => (channel = c),
-                onStdout: c => out.push(c),
-                onStderr: c => err.push(c)
-            });
-            out.flush();
-            err.flush();
-            return { code: timedOut ? 124 : (r.code ?? 255), stdout: r.stdout, stderr: r.stderr, timedOut };
+        let stdout = '';
+        let stderr = '';
+        const client = this.ssh.connection;
+        if (this.lostError || !client) {
+            stream?.destroy();
+            const why = this.lostError?.message ?? 'not connected';
+            return { code: 255, stdout, stderr: why, timedOut: false, lost: why };
         }
-        finally {
-            clearTimeout(timer);
-        }
+        return new Promise(resolve => {
+            let channel;
+            let settled = false;
+            let exit;
+            const finish = (r) => {
+                if (settled)
+                    return;
+                settled = true;
+                this.lostListeners.delete(onLost);
+                o.signal?.removeEventListener('abort', onAbort);
+                if (stream) {
+                    stream.unpipe();
+                    stream.destroy();
+                }
+                out.flush();
+                err.flush();
+                resolve({ code: exit ?? 255, stdout, stderr, timedOut: false, ...r });
+            };
+            const onLost = (e) => finish({ code: 255, lost: e.message });
+            const onAbort = () => {
+                try {
+                    channel?.close();
+                }
+                catch {
+                    // the channel is gone already
+                }
+                finish({ aborted: true });
+            };
+            this.lostListeners.add(onLost);
+            o.signal?.addEventListener('abort', onAbort);
+            if (o.signal?.aborted)
+                return onAbort();
+            try {
+                client.exec(shellLine(script), (e, ch) => {
+                    if (e)
+                        return finish({ code: 255, stderr: e.message, lost: this.lostError?.message });
+                    channel = ch;
+                    if (settled)
+                        return void ch.close();
+                    ch.on('data', (c) => {
+                        stdout += c.toString('utf8');
+                        out.push(c);
+                    });
+                    ch.stderr.on('data', (c) => {
+                        stderr += c.toString('utf8');
+                        err.push(c);
+                    });
+                    ch.on('exit', (code, signal) => {
+                        exit = code ?? (signal ? 128 + (SIGNALS[signal] ?? 1) : 255);
+                    });
+                    // A channel closed without an exit status may be the connection going: let its close/error name it.
+                    ch.on('close', () => exit === undefined ? setTimeout(() => finish({ lost: this.lostError?.message }), 300) : finish({}));
+                    ch.on('error', () => undefined);
+                    if (typeof o.stdin === 'string')
+                        ch.end(o.stdin);
+                    else if (stream) {
+                        stream.on('error', () => ch.end());
+                        stream.pipe(ch);
+                    }
+                    else
+                        ch.end();
+                });
+            }
+            catch (e) {
+                finish({
+                    code: 255,
+                    stderr: e.message,
+                    lost: this.lostError?.message ?? e.message
+                });
+            }
+        });
     }
     /**
-     * Starts a script that keeps running (and holding whatever it took) until `release()` closes its stdin, or
-     * the connection ends. Resolves once the script prints `ready`; rejects with its output if it exits first.
+     * Starts a script that keeps running (and holding whatever it took) until released or the connection ends.
+     * Resolves once the script prints `ready`; rejects with its output if it exits (or the connection goes) first.
      */
     async hold(script, ready) {
-        const connection = this.ssh.connection;
-        if (!connection)
-            throw new Error(`host ${this.name}: not connected`);
+        const client = this.ssh.connection;
+        if (!client || this.lostError)
+            throw new Error(`host ${this.name}: not connected (${this.lost ?? 'closed'})`);
         return new Promise((resolve, reject) => {
-            connection.exec(shellLine(script), (e, channel) => {
+            client.exec(shellLine(script), (e, channel) => {
                 if (e)
                     return reject(e);
                 let output = '';
                 let held = false;
-                const ended = new Promise(r => channel.on('close', () => r()));
+                let open = true;
+                let endWhy = 'ended';
+                const ended = new Promise(r => {
+                    const onLost = (err) => {
+                        open = false;
+                        r(`connection lost: ${err.message}`);
+                    };
+                    this.lostListeners.add(onLost);
+                    channel.on('close', () => {
+                        open = false;
+                        this.lostListeners.delete(onLost);
+                        r(endWhy);
+                    });
+                });
+                void ended.then(why => {
+                    if (!held)
+                        reject(Object.assign(new Error(output.trim() || why), { code: 255, output }));
+                });
                 const seen = (chunk) => {
                     output += chunk.toString('utf8');
                     if (!held && output.split('\n').includes(ready)) {
                         held = true;
                         resolve({
-                            release: async () => {
-                                channel.end();
+                            send: line => {
+                                if (!open)
+                                    return false;
+                                try {
+                                    return channel.write(`${line}\n`) || true;
+                                }
+                                catch {
+                                    return false;
+                                }
+                            },
+                            release: async (last) => {
+                                if (open) {
+                                    try {
+                                        channel.end(last === undefined ? undefined : `${last}\n`);
+                                    }
+                                    catch {
+                                        // gone already
+                                    }
+                                }
                                 // Wait for the lock to be let go, but never hold the process open once it has been.
                                 let timer;
                                 await Promise.race([ended, new Promise(r => (timer = setTimeout(r, 5000)))]);
                                 clearTimeout(timer);
-                            }
+                            },
+                            ended
                         });
                     }
                 };
                 channel.on('data', seen);
                 channel.stderr.on('data', seen);
+                channel.on('error', () => undefined);
                 channel.on('exit', (code) => {
+                    endWhy = `exit ${code}${output.trim() ? `: ${output.trim().split('\n').slice(-3).join(' ')}` : ''}`;
                     if (!held)
                         reject(Object.assign(new Error(output.trim() || `exit ${code}`), { code: code ?? 255, output }));
                 });
@@ -60534,9 +60710,19 @@ class Remote {
         });
     }
     dispose() {
+        this.lose(new Error('closed by the action'));
         this.ssh.dispose();
         this.via?.dispose();
     }
+}
+const SIGNALS = { HUP: 1, INT: 2, QUIT: 3, KILL: 9, PIPE: 13, TERM: 15 };
+/** Permanent listeners on a connection: its end or failure reaches `onLost` instead of the process. */
+function guard(ssh, onLost, what) {
+    const c = ssh.connection;
+    if (!c)
+        return;
+    c.on('error', (e) => onLost(new Error(`${what} failed: ${e.message}`)));
+    c.on('close', () => onLost(new Error(`${what} closed`)));
 }
 
 ;// CONCATENATED MODULE: ./src/deploy/plan.ts
@@ -60804,6 +60990,14 @@ class StepError extends Error {
         this.name = 'StepError';
     }
 }
+/** The connection to the host went while a step ran: the step's outcome on the server is unknown. */
+class ConnectionLost extends StepError {
+}
+/** The deploy no longer holds the lock's lease: the server refused the step, nothing was changed. */
+class LeaseLost extends StepError {
+}
+/** Tries to reach a host again after a lost connection, host key verified each time. */
+const RECONNECT_TRIES = 3;
 const TAIL = 15;
 class Runner {
     settings;
@@ -60814,6 +61008,9 @@ class Runner {
     layout;
     /** Ends each step's output in a batch; unguessable, so no output of the project can fake a step's end. */
     mark = `django-deploy-step-${(0,external_node_crypto_.randomBytes)(6).toString('hex')}:`;
+    /** Set by `cancel()`: why the deploy stops (no new step starts, the running one is killed). */
+    cancelled;
+    stopRunning = new Set();
     constructor(settings, log) {
         this.settings = settings;
         this.log = log;
@@ -60829,7 +61026,7 @@ class Runner {
                 this.log.startGroup(`${Remote.label(host)}: connect`);
                 const remote = await Remote.connect(host, s.ssh).finally(() => this.log.endGroup());
                 this.log.info(`${remote.name}: connected as ${host.user ?? s.ssh.user}, host key verified`);
-                const target = { remote, state: { releases: [] } };
+                const target = { host, remote, state: { releases: [] } };
                 targets.push(target);
                 this.record(remote.name, 'connect', 'ok', t0);
                 if (lock)
@@ -60850,12 +61047,18 @@ class Runner {
     async lock(t) {
         const s = this.settings;
         const holder = `${s.context.runUrl ?? `run on ${(0,external_node_os_namespaceObject.hostname)()}`} (release ${s.deploy.releaseName ?? '?'}, since ${new Date().toISOString()})`;
+        const token = (0,external_node_crypto_.randomBytes)(12).toString('hex');
         const t0 = Date.now();
         this.log.startGroup(`${t.remote.name}: lock`);
         try {
             this.log.info(`waiting up to ${s.deploy.lockTimeout} s for the deploy lock on ${s.deploy.path}`);
-            t.lock = await t.remote.hold(holdLock(this.layout, s.deploy.lockTimeout, holder), 'locked');
-            this.log.info('lock taken');
+            t.lock = await t.remote.hold(holdLock(this.layout, s.deploy.lockTimeout, holder, token), 'locked');
+            t.token = token;
+            // The lease ends on the server when these stop for LEASE_SECONDS (a frozen or vanished runner).
+            const lock = t.lock;
+            t.renewal = setInterval(() => lock.send('renew'), RENEW_SECONDS * 1000);
+            t.renewal.unref();
+            this.log.info(`lock taken (a lease: renewed every ${RENEW_SECONDS} s, ended by the server after ${LEASE_SECONDS} s without renewal)`);
         }
         catch (e) {
             const err = e;
@@ -60867,11 +61070,61 @@ class Runner {
         }
         this.record(t.remote.name, 'lock', 'ok', t0);
     }
+    /** Lets the lock go (or just forgets it when the connection is gone: the server ends the lease). */
+    async unlock(t) {
+        clearInterval(t.renewal);
+        t.renewal = undefined;
+        const lock = t.lock;
+        t.lock = undefined;
+        await lock?.release('release').catch(() => undefined);
+    }
     async close(targets) {
         for (const t of targets) {
-            await t.lock?.release().catch(() => undefined);
+            await this.unlock(t);
             t.remote.dispose();
         }
+    }
+    /**
+     * After a lost connection: connects again (host key verified again, at most RECONNECT_TRIES times), takes
+     * the lock again and reads what the host serves now. Returns the live release.
+     */
+    async reconnect(t) {
+        const why = t.remote.lost ?? 'connection lost';
+        clearInterval(t.renewal);
+        t.lock = undefined;
+        t.token = undefined;
+        t.remote.dispose();
+        let last;
+        for (let i = 1; i <= RECONNECT_TRIES; i++) {
+            this.log.warning(`${t.remote.name}: ${why}; reconnecting (${i}/${RECONNECT_TRIES})`);
+            try {
+                t.remote = await Remote.connect(t.host, this.settings.ssh);
+                this.log.info(`${t.remote.name}: connected again, host key verified`);
+                await this.lock(t);
+                const now = parseInspect(await this.exec(t, { name: 'inspect', script: inspect(this.layout) }, undefined, true));
+                this.log.info(`${t.remote.name}: live release now: ${now.current ?? 'none'}`);
+                return now.current;
+            }
+            catch (e) {
+                last = e;
+                await this.unlock(t);
+                t.remote.dispose();
+                await new Promise(r => setTimeout(r, 1000 * i));
+            }
+        }
+        throw new Error(`host ${t.remote.name}: ${why}, and ${RECONNECT_TRIES} attempts to reconnect failed (last: ${last?.message}); what it serves is unknown`);
+    }
+    /**
+     * Stops the deploy (the runner was cancelled): the running step's processes are killed on the server, no
+     * further step starts except putting back what was live.
+     */
+    cancel(why) {
+        if (this.cancelled)
+            return;
+        this.cancelled = why;
+        this.log.warning(`${why}: stopping the deploy`);
+        for (const f of [...this.stopRunning])
+            f('cancel');
     }
     record(host, step, outcome, t0, detail) {
         this.steps.push({ host, step, outcome, durationMs: Date.now() - t0, detail });
@@ -60880,8 +61133,10 @@ class Runner {
      * Runs one step (or a batch of steps in one round trip) on one host, each step in its own log group and
      * recorded with its duration; throws StepError naming the step that failed, with its last lines.
      */
-    async exec(t, step, source) {
+    async exec(t, step, source, evenIfCancelled = false) {
         const host = t.remote.name;
+        if (this.cancelled && !evenIfCancelled)
+            throw new StepError(host, step.name, 130, this.cancelled);
         const parts = step.parts ?? [step.name];
         let part = 0;
         let partStart = Date.now();
@@ -60916,9 +61171,37 @@ class Runner {
         let upload;
         if (step.stdin === 'archive' && source)
             upload = await archive(source, t.reuse);
-        const r = await t.remote.run(step.script, {
+        // Each step gets command-timeout seconds (the clock restarts at each step of a batch). A timed-out or
+        // cancelled step's process group is killed on the server, then its channel closed.
+        const limit = this.settings.ssh.commandTimeout;
+        const abort = new AbortController();
+        let stopped;
+        let timer;
+        const stop = (why) => {
+            if (stopped)
+                return;
+            stopped = why;
+            clearTimeout(timer);
+            void (async () => {
+                if (t.token) {
+                    await t.remote.run(killSteps(this.layout, t.token), { signal: AbortSignal.timeout(10_000) });
+                    // The step's command ends once its group is gone; its channel is closed regardless.
+                    await new Promise(r => setTimeout(r, 3000).unref());
+                }
+                abort.abort();
+            })();
+        };
+        const arm = () => {
+            clearTimeout(timer);
+            timer = setTimeout(() => stop('timeout'), limit * 1000);
+        };
+        arm();
+        this.stopRunning.add(stop);
+        const script = t.token ? fenced(this.layout, t.token, step.script) : step.script;
+        const r = await t.remote
+            .run(script, {
             stdin: upload?.stream,
-            timeoutMs: this.settings.ssh.commandTimeout * 1000,
+            signal: abort.signal,
             onLine: raw => {
                 // A step's output without a final new line runs into the marker that follows it.
                 const at = raw.indexOf(`${this.mark} `);
@@ -60938,20 +61221,27 @@ class Runner {
                     part += 1;
                     partStart = Date.now();
                     lines = [];
+                    arm();
                     if (part < parts.length)
                         this.log.startGroup(`${host}: ${parts[part]}`);
                     return;
                 }
                 show(line);
             }
+        })
+            .finally(() => {
+            clearTimeout(timer);
+            this.stopRunning.delete(stop);
+            // The command ended: an archive it did not read (a refused release) must not keep git blocked.
+            upload?.stop();
         });
-        if (upload) {
-            await upload.done;
-            const files = parseTree(source.tree).length;
-            const reused = t.reuse?.length ?? 0;
-            this.log.info(`${host}: ${(upload.bytes() / 1024).toFixed(1)} KiB sent for ${files - reused} of ${files} files${reused ? `; ${reused} unchanged, taken from ${t.state.current}` : ''}`);
-        }
-        if (r.code === 0) {
+        if (r.code === 0 && !stopped && !r.lost) {
+            if (upload) {
+                await upload.done;
+                const files = parseTree(source.tree).length;
+                const reused = t.reuse?.length ?? 0;
+                this.log.info(`${host}: ${(upload.bytes() / 1024).toFixed(1)} KiB sent for ${files - reused} of ${files} files${reused ? `; ${reused} unchanged, taken from ${t.state.current}` : ''}`);
+            }
             // Steps that ran without a batch's marker (a single step) end with the command.
             while (part < parts.length) {
                 finish(parts[part], 0);
@@ -60961,8 +61251,22 @@ class Runner {
             return r.stdout;
         }
         const failed = parts[Math.min(part, parts.length - 1)];
-        finish(failed, r.code, r.timedOut ? `timed out after ${this.settings.ssh.commandTimeout} s` : '');
-        throw new StepError(host, failed, r.code, lines.slice(-TAIL).join('\n'));
+        if (stopped) {
+            const code = stopped === 'timeout' ? 124 : 130;
+            const why = stopped === 'timeout'
+                ? `timed out after ${limit} s (command-timeout): its processes on the server were killed`
+                : `${this.cancelled}: its processes on the server were killed`;
+            finish(failed, code, why);
+            throw new StepError(host, failed, code, [...lines.slice(-TAIL), why].join('\n'));
+        }
+        if (r.lost) {
+            const why = `connection lost (${r.lost}): what the step did on the server is unknown`;
+            finish(failed, 255, why);
+            throw new ConnectionLost(host, failed, 255, [...lines.slice(-TAIL), why].join('\n'));
+        }
+        finish(failed, r.code);
+        const Err = r.code === LEASE_LOST && t.token ? LeaseLost : StepError;
+        throw new Err(host, failed, r.code, lines.slice(-TAIL).join('\n'));
     }
     /**
      * Finds the files of the release that the host's live release holds unchanged (verified there), so the
@@ -60977,9 +61281,10 @@ class Runner {
         const host = t.remote.name;
         const d = this.settings.deploy;
         let answer = '';
-        const r = await t.remote.run(reusableFiles(this.layout, source.name, live, d.remotePython), {
+        const script = reusableFiles(this.layout, source.name, live, d.remotePython);
+        const r = await t.remote.run(t.token ? fenced(this.layout, t.token, script) : script, {
             stdin: external_node_stream_.Readable.from([(0,external_node_zlib_.gzipSync)(source.tree)]),
-            timeoutMs: this.settings.ssh.commandTimeout * 1000,
+            signal: AbortSignal.timeout(this.settings.ssh.commandTimeout * 1000),
             onLine: line => {
                 if (line.startsWith(WARN)) {
                     const warning = `${host}: ${line.slice(WARN.length).trim()}`;
@@ -61053,6 +61358,12 @@ class Runner {
             if (failure) {
                 result.error = failure.error;
                 result.rolledBack = failure.revertedOk;
+                // After a lost connection or a failed revert, what is live is read from the hosts, not assumed.
+                if (failure.live) {
+                    result.deployed = failure.live.every(l => l === source.name);
+                    if (result.deployed)
+                        result.rolledBack = false;
+                }
                 return;
             }
             result.deployed = true;
@@ -61080,23 +61391,63 @@ class Runner {
             return undefined;
         }
         catch (e) {
-            return { error: e.message, revertedOk: await this.revert(touched, release) };
+            const error = e.message;
+            // Refused by the server: another deploy holds the lock now; this one must change nothing more.
+            if (e instanceof LeaseLost)
+                return { error, revertedOk: false };
+            const reverted = await this.revert(touched, release);
+            const uncertain = e instanceof ConnectionLost || !reverted.ok;
+            return {
+                error,
+                revertedOk: reverted.ok,
+                live: uncertain ? await this.liveReleases(targets) : undefined
+            };
         }
     }
-    /** Puts each host back on the release that was live before; true when every host is back and healthy. */
+    /** What each host serves now, read from `current` (reconnecting where the connection is gone). */
+    async liveReleases(targets) {
+        const live = [];
+        for (const t of targets) {
+            try {
+                if (t.remote.lost)
+                    live.push(await this.reconnect(t));
+                else {
+                    const out = await this.exec(t, { name: 'inspect', script: inspect(this.layout) }, undefined, true);
+                    live.push(parseInspect(out).current);
+                }
+            }
+            catch (e) {
+                this.log.warning(`${t.remote.name}: cannot read what is live: ${e.message}`);
+                live.push(undefined);
+            }
+        }
+        return live;
+    }
+    /**
+     * Puts each host back on the release that was live before; ok when every host is back and healthy. A host
+     * whose connection was lost is reached again first (with the lock taken again); when it turns out `current`
+     * never moved there, nothing is put back.
+     */
     async revert(targets, failed) {
         let ok = true;
         for (const t of targets) {
-            this.log.warning(`${t.remote.name}: rolling back to ${t.state.current ?? 'no release (first deploy)'}`);
             try {
-                await this.exec(t, batch(revertSteps(this.settings.deploy, this.layout, failed, t.state.current, t.state.currentLink), this.layout, this.mark));
+                if (t.remote.lost) {
+                    const live = await this.reconnect(t);
+                    if (live !== failed) {
+                        this.log.info(`${t.remote.name}: ${failed} did not go live here (live: ${live ?? 'none'}): nothing to put back`);
+                        continue;
+                    }
+                }
+                this.log.warning(`${t.remote.name}: rolling back to ${t.state.current ?? 'no release (first deploy)'}`);
+                await this.exec(t, batch(revertSteps(this.settings.deploy, this.layout, failed, t.state.current, t.state.currentLink), this.layout, this.mark), undefined, true);
             }
             catch (e) {
                 ok = false;
                 this.log.warning(`${t.remote.name}: rollback failed: ${e.message}`);
             }
         }
-        return ok;
+        return { ok };
     }
     /**
      * mode: rollback — makes `release-name`, else the release that was live before the live one, live again. A
@@ -67414,6 +67765,7 @@ const INPUTS = {
     'keep-releases': { default: '5' },
     'release-name': { default: '' },
     'lock-timeout': { default: '300' },
+    'command-timeout': { default: '900' },
     config: { default: '' },
     'dry-run': { default: 'false' },
     'github-token': { default: '', secret: true },
@@ -67942,7 +68294,7 @@ function loadSettings(sources, now = new Date()) {
             fingerprints,
             jumpHost,
             connectTimeout: 20,
-            commandTimeout: 900
+            commandTimeout: int('command-timeout', 1, 'seconds')
         },
         deploy: {
             path,
@@ -68254,8 +68606,18 @@ async function pipeline(settings, report) {
     const deployment = await startGithubDeployment(settings);
     const log = actionsLog();
     let r;
+    const runner = new Runner(settings, log);
+    // A cancelled job (GitHub sends SIGINT, then SIGTERM): the running step is killed on the server, what was
+    // live is put back, the lock is freed and the report is written. A second signal ends the action at once.
+    let signals = 0;
+    const onSignal = (signal) => {
+        if (++signals > 1)
+            process.exit(130);
+        runner.cancel(`cancelled (${signal})`);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
     try {
-        const runner = new Runner(settings, log);
         r = source ? await runner.deploy(source) : await runner.rollback();
     }
     catch (e) {
@@ -68263,6 +68625,8 @@ async function pipeline(settings, report) {
         await finishDeployment(deployment, 'failure', e.message);
         throw e;
     }
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
     log.flush?.();
     report.deploy = r;
     if (r.dryRun) {

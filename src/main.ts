@@ -142,14 +142,25 @@ async function pipeline(settings: Settings, report: Report): Promise<string | un
   const deployment = await startGithubDeployment(settings)
   const log = actionsLog()
   let r: NonNullable<Report['deploy']>
+  const runner = new Runner(settings, log)
+  // A cancelled job (GitHub sends SIGINT, then SIGTERM): the running step is killed on the server, what was
+  // live is put back, the lock is freed and the report is written. A second signal ends the action at once.
+  let signals = 0
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (++signals > 1) process.exit(130)
+    runner.cancel(`cancelled (${signal})`)
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
   try {
-    const runner = new Runner(settings, log)
     r = source ? await runner.deploy(source) : await runner.rollback()
   } catch (e) {
     log.flush?.()
     await finishDeployment(deployment, 'failure', (e as Error).message)
     throw e
   }
+  process.removeListener('SIGINT', onSignal)
+  process.removeListener('SIGTERM', onSignal)
   log.flush?.()
   report.deploy = r
   if (r.dryRun) {

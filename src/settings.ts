@@ -179,6 +179,7 @@ export const INPUTS = {
   'keep-releases': { default: '5' },
   'release-name': { default: '' },
   'lock-timeout': { default: '300' },
+  'command-timeout': { default: '900' },
   config: { default: '' },
   'dry-run': { default: 'false' },
   'github-token': { default: '', secret: true },
@@ -758,7 +759,7 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
       fingerprints,
       jumpHost,
       connectTimeout: 20,
-      commandTimeout: 900
+      commandTimeout: int('command-timeout', 1, 'seconds')
     },
     deploy: {
       path,

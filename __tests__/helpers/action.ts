@@ -24,6 +24,8 @@ export interface ActionOptions {
   env?: Record<string, string>
   /** Called with the log as it grows; return true to kill the action (SIGKILL) right there. */
   killWhen?: (log: string) => boolean
+  /** Called with the log as it grows and the action's process (to stop, continue or signal it by PID). */
+  watch?: (log: string, child: ChildProcess) => void
   timeoutMs?: number
   /** The node binary to run the action with (default: the one running the tests). */
   node?: string
@@ -91,6 +93,7 @@ export async function runAction(inputs: Record<string, string>, o: ActionOptions
       killed = true
       child.kill('SIGKILL')
     }
+    o.watch?.(log, child)
   }
   child.stdout!.on('data', grow)
   child.stderr!.on('data', grow)

@@ -151,18 +151,18 @@ describe('release layout on a hostile deploy path', () => {
 
   it('holds the lock until stdin closes, and a second holder times out naming the first', () => {
     const holder = join(base, 'holder.sh')
-    writeFileSync(holder, cmd.holdLock(l, 5, 'run 1 (release v3)'))
+    writeFileSync(holder, cmd.holdLock(l, 5, 'run 1 (release v3)', 't1'))
     // first holder: keep stdin open with a sleeping writer
     const first = spawnSync('/bin/sh', [
       '-c',
-      `(sleep 3) | /bin/sh ${q(holder)} & sleep 0.5; /bin/sh -c ${q(cmd.holdLock(l, 1, 'run 2'))} </dev/null; echo "second=$?"; wait`
+      `(sleep 3) | /bin/sh ${q(holder)} & sleep 0.5; /bin/sh -c ${q(cmd.holdLock(l, 1, 'run 2', 't2'))} </dev/null; echo "second=$?"; wait`
     ])
     const out = first.stdout.toString() + first.stderr.toString()
     expect(out).toContain('locked')
     expect(out).toContain('still held after 1 s by: run 1 (release v3)')
     expect(out).toContain('second=75')
     // once the first holder's stdin closed, the lock is free again
-    const again = sh(cmd.holdLock(l, 1, 'run 3'), '')
+    const again = sh(cmd.holdLock(l, 1, 'run 3', 't3'), '')
     expect(again.code).toBe(0)
     expect(again.out).toBe('locked\n')
   })
@@ -310,5 +310,133 @@ describe('the health check', () => {
     const r = await check(1, path, wrong)
     expect(r.code).toBe(1)
     expect(r.out).toBe(`${shown} not healthy after 1 s: HTTP 401: who are you?\n`)
+  })
+})
+
+describe('the lock is a lease with fencing (real /bin/sh)', () => {
+  const root = mkdtempSync(join(base, 'lease-'))
+  // A hostile deploy path: every command below would create PWNED in `base` if it reached the shell unquoted.
+  const l = cmd.layout(join(root, `app $(touch PWNED) it's`))
+  const started: ReturnType<typeof spawn>[] = []
+  afterAll(() => {
+    for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+    expect(existsSync(join(base, 'PWNED'))).toBe(false)
+  })
+
+  const alive = (pid: number): boolean => {
+    try {
+      return !/^State:\s*Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    } catch {
+      return false
+    }
+  }
+  const until = async (what: () => boolean, ms: number): Promise<boolean> => {
+    const end = Date.now() + ms
+    while (Date.now() < end) {
+      if (what()) return true
+      await new Promise(r => setTimeout(r, 100))
+    }
+    return what()
+  }
+  /** A holder whose stdin the test writes (renewals) and whose exit it can await. */
+  async function holder(token: string, leaseSeconds: number) {
+    const child = spawn('/bin/sh', ['-c', cmd.holdLock(l, 5, `holder ${token}`, token, leaseSeconds)], {
+      cwd: base
+    })
+    started.push(child)
+    let err = ''
+    child.stderr!.on('data', (c: Buffer) => (err += c.toString()))
+    const exited = new Promise<number>(r => child.on('close', c => r(c ?? -1)))
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.on('data', (c: Buffer) => c.toString().includes('locked') && resolve())
+      void exited.then(c => reject(new Error(`holder exited ${c}: ${err}`)))
+    })
+    return { child, exited, stderr: () => err }
+  }
+  /** A fenced step that starts a sleep in its group and waits: returns the sleep's PID and the step's exit. */
+  async function sleeper(token: string) {
+    const step = spawn('/bin/sh', ['-c', cmd.fenced(l, token, 'sleep 60 & echo "$! $$"; wait')], {
+      cwd: base
+    })
+    started.push(step)
+    const exited = new Promise<number>(r => step.on('close', c => r(c ?? -1)))
+    const [sleep, pgid] = await new Promise<number[]>(r =>
+      step.stdout!.once('data', (c: Buffer) => r(c.toString().trim().split(' ').map(Number)))
+    )
+    return { sleep, pgid, exited }
+  }
+
+  it('runs a step only while its deploy holds the lease, in a process group of its own', async () => {
+    const h = await holder('t1', 30)
+    const own = sh(cmd.fenced(l, 't1', `echo "$$ $(cut -d' ' -f5 /proc/$$/stat)"; cat`), 'stdin reaches it')
+    expect(own.code).toBe(0)
+    const [pid, pgid, ...rest] = own.out.trim().split(/\s+/)
+    expect(pgid).toBe(pid)
+    expect(rest.join(' ')).toBe('stdin reaches it')
+    // A deploy whose lease was taken over: its directory may still be there, the lease file names another token.
+    mkdirSync(join(l.leases, 'someone-else'), { recursive: true })
+    const refused = sh(cmd.fenced(l, 'someone-else', `touch ${q(join(root, 'CHANGED'))}`))
+    expect(refused.code).toBe(cmd.LEASE_LOST)
+    expect(refused.err).toContain('this deploy no longer holds the deploy lock')
+    expect(existsSync(join(root, 'CHANGED'))).toBe(false)
+    h.child.stdin!.end('release\n')
+    expect(await h.exited).toBe(0)
+    expect(existsSync(l.lease)).toBe(false)
+  })
+
+  it('killSteps kills a running step with everything it started', async () => {
+    const h = await holder('t2', 30)
+    const s = await sleeper('t2')
+    expect(alive(s.sleep)).toBe(true)
+    expect(sh(cmd.killSteps(l, 't2')).code).toBe(0)
+    expect(await s.exited).toBe(137)
+    expect(await until(() => !alive(s.sleep), 3000)).toBe(true)
+    h.child.stdin!.end('release\n')
+    await h.exited
+  })
+
+  it('renewals keep the lease; when they stop it ends, kills the steps and frees the lock', async () => {
+    const h = await holder('t3', 5)
+    const renew = setInterval(() => h.child.stdin!.write('renew\n'), 250)
+    const s = await sleeper('t3')
+    await new Promise(r => setTimeout(r, 6000))
+    clearInterval(renew)
+    expect([h.child.exitCode, h.stderr()]).toEqual([null, ''])
+    expect(alive(s.sleep)).toBe(true)
+    // the runner froze: stdin stays open, nothing more comes
+    const t0 = Date.now()
+    expect(await h.exited).toBe(0)
+    expect(Date.now() - t0).toBeLessThan(8000)
+    expect(h.stderr()).toContain('deploy lease ended (no renewal for 5 s)')
+    expect(await until(() => !alive(s.sleep), 3000)).toBe(true)
+    expect(existsSync(l.lease)).toBe(false)
+    expect(sh(cmd.fenced(l, 't3', 'true')).code).toBe(cmd.LEASE_LOST)
+    const next = await holder('t4', 30)
+    next.child.stdin!.end('release\n')
+    await next.exited
+    h.child.kill('SIGKILL')
+  }, 30_000)
+
+  it('stdin ending without release (the connection dropped) ends the lease at once', async () => {
+    const h = await holder('t5', 30)
+    const s = await sleeper('t5')
+    const t0 = Date.now()
+    h.child.stdin!.end()
+    expect(await h.exited).toBe(0)
+    expect(Date.now() - t0).toBeLessThan(3000)
+    expect(h.stderr()).toContain('deploy lease ended (connection closed)')
+    expect(await until(() => !alive(s.sleep), 3000)).toBe(true)
+  })
+
+  it('a new holder kills steps a killed holder left behind', async () => {
+    const h = await holder('t6', 30)
+    const s = await sleeper('t6')
+    h.child.kill('SIGKILL')
+    await h.exited
+    expect(alive(s.sleep)).toBe(true)
+    const next = await holder('t7', 30)
+    expect(await until(() => !alive(s.sleep), 3000)).toBe(true)
+    next.child.stdin!.end('release\n')
+    await next.exited
   })
 })

@@ -329,6 +329,16 @@ describe('checks environment, timeout and word lists', () => {
       expect.stringMatching(/^input 'check-timeout': 0 is too small/)
     ])
   })
+  test('command-timeout is whole seconds ≥ 1, 900 by default', () => {
+    expect(load({ mode: 'check' }).ssh.commandTimeout).toBe(900)
+    expect(load({ mode: 'check', 'command-timeout': '5' }).ssh.commandTimeout).toBe(5)
+    expect(problems({ mode: 'check', 'command-timeout': '0' })).toEqual([
+      expect.stringMatching(/^input 'command-timeout': 0 is too small; expected seconds ≥ 1/)
+    ])
+    expect(problems({ mode: 'check', 'command-timeout': '1.5' })).toEqual([
+      expect.stringMatching(/^input 'command-timeout': "1.5" is not a whole number; expected seconds ≥ 1/)
+    ])
+  })
 })
 
 describe('issue 9 inputs', () => {

@@ -12,8 +12,8 @@ import { gzipSync } from 'node:zlib'
 import type { DeployResult, StepResult } from '../report.js'
 import * as cmd from '../remote/commands.js'
 import type { HostState, Layout } from '../remote/commands.js'
-import { Remote } from '../remote/ssh.js'
-import type { Settings } from '../settings.js'
+import { Remote, type Held } from '../remote/ssh.js'
+import type { Host, Settings } from '../settings.js'
 import {
   batch,
   cleanupStep,
@@ -51,13 +51,27 @@ export class StepError extends Error {
   }
 }
 
+/** The connection to the host went while a step ran: the step's outcome on the server is unknown. */
+export class ConnectionLost extends StepError {}
+
+/** The deploy no longer holds the lock's lease: the server refused the step, nothing was changed. */
+export class LeaseLost extends StepError {}
+
 interface Target {
+  host: Host
   remote: Remote
+  /** What the host held when the deploy began (the revert puts this back). */
   state: HostState
-  lock?: { release(): Promise<void> }
+  /** The lock's lease while held: its token (every step is fenced with it) and the renewal timer. */
+  lock?: Held
+  token?: string
+  renewal?: NodeJS.Timeout
   /** Files of the release this host has, unchanged, in its live release: not uploaded again. */
   reuse?: string[]
 }
+
+/** Tries to reach a host again after a lost connection, host key verified each time. */
+const RECONNECT_TRIES = 3
 
 const TAIL = 15
 
@@ -68,6 +82,9 @@ export class Runner {
   private readonly layout: Layout
   /** Ends each step's output in a batch; unguessable, so no output of the project can fake a step's end. */
   private readonly mark = `django-deploy-step-${randomBytes(6).toString('hex')}:`
+  /** Set by `cancel()`: why the deploy stops (no new step starts, the running one is killed). */
+  private cancelled?: string
+  private readonly stopRunning = new Set<(why: 'cancel') => void>()
 
   constructor(
     private readonly settings: Settings,
@@ -86,7 +103,7 @@ export class Runner {
         this.log.startGroup(`${Remote.label(host)}: connect`)
         const remote = await Remote.connect(host, s.ssh).finally(() => this.log.endGroup())
         this.log.info(`${remote.name}: connected as ${host.user ?? s.ssh.user}, host key verified`)
-        const target: Target = { remote, state: { releases: [] } }
+        const target: Target = { host, remote, state: { releases: [] } }
         targets.push(target)
         this.record(remote.name, 'connect', 'ok', t0)
         if (lock) await this.lock(target)
@@ -107,12 +124,20 @@ export class Runner {
   private async lock(t: Target): Promise<void> {
     const s = this.settings
     const holder = `${s.context.runUrl ?? `run on ${hostname()}`} (release ${s.deploy.releaseName ?? '?'}, since ${new Date().toISOString()})`
+    const token = randomBytes(12).toString('hex')
     const t0 = Date.now()
     this.log.startGroup(`${t.remote.name}: lock`)
     try {
       this.log.info(`waiting up to ${s.deploy.lockTimeout} s for the deploy lock on ${s.deploy.path}`)
-      t.lock = await t.remote.hold(cmd.holdLock(this.layout, s.deploy.lockTimeout, holder), 'locked')
-      this.log.info('lock taken')
+      t.lock = await t.remote.hold(cmd.holdLock(this.layout, s.deploy.lockTimeout, holder, token), 'locked')
+      t.token = token
+      // The lease ends on the server when these stop for LEASE_SECONDS (a frozen or vanished runner).
+      const lock = t.lock
+      t.renewal = setInterval(() => lock.send('renew'), cmd.RENEW_SECONDS * 1000)
+      t.renewal.unref()
+      this.log.info(
+        `lock taken (a lease: renewed every ${cmd.RENEW_SECONDS} s, ended by the server after ${cmd.LEASE_SECONDS} s without renewal)`
+      )
     } catch (e) {
       const err = e as Error & { code?: number; output?: string }
       this.record(t.remote.name, 'lock', 'failed', t0, err.message)
@@ -123,11 +148,65 @@ export class Runner {
     this.record(t.remote.name, 'lock', 'ok', t0)
   }
 
+  /** Lets the lock go (or just forgets it when the connection is gone: the server ends the lease). */
+  private async unlock(t: Target): Promise<void> {
+    clearInterval(t.renewal)
+    t.renewal = undefined
+    const lock = t.lock
+    t.lock = undefined
+    await lock?.release('release').catch(() => undefined)
+  }
+
   private async close(targets: Target[]): Promise<void> {
     for (const t of targets) {
-      await t.lock?.release().catch(() => undefined)
+      await this.unlock(t)
       t.remote.dispose()
     }
+  }
+
+  /**
+   * After a lost connection: connects again (host key verified again, at most RECONNECT_TRIES times), takes
+   * the lock again and reads what the host serves now. Returns the live release.
+   */
+  private async reconnect(t: Target): Promise<string | undefined> {
+    const why = t.remote.lost ?? 'connection lost'
+    clearInterval(t.renewal)
+    t.lock = undefined
+    t.token = undefined
+    t.remote.dispose()
+    let last: Error | undefined
+    for (let i = 1; i <= RECONNECT_TRIES; i++) {
+      this.log.warning(`${t.remote.name}: ${why}; reconnecting (${i}/${RECONNECT_TRIES})`)
+      try {
+        t.remote = await Remote.connect(t.host, this.settings.ssh)
+        this.log.info(`${t.remote.name}: connected again, host key verified`)
+        await this.lock(t)
+        const now = cmd.parseInspect(
+          await this.exec(t, { name: 'inspect', script: cmd.inspect(this.layout) }, undefined, true)
+        )
+        this.log.info(`${t.remote.name}: live release now: ${now.current ?? 'none'}`)
+        return now.current
+      } catch (e) {
+        last = e as Error
+        await this.unlock(t)
+        t.remote.dispose()
+        await new Promise(r => setTimeout(r, 1000 * i))
+      }
+    }
+    throw new Error(
+      `host ${t.remote.name}: ${why}, and ${RECONNECT_TRIES} attempts to reconnect failed (last: ${last?.message}); what it serves is unknown`
+    )
+  }
+
+  /**
+   * Stops the deploy (the runner was cancelled): the running step's processes are killed on the server, no
+   * further step starts except putting back what was live.
+   */
+  cancel(why: string): void {
+    if (this.cancelled) return
+    this.cancelled = why
+    this.log.warning(`${why}: stopping the deploy`)
+    for (const f of [...this.stopRunning]) f('cancel')
   }
 
   private record(
@@ -144,8 +223,14 @@ export class Runner {
    * Runs one step (or a batch of steps in one round trip) on one host, each step in its own log group and
    * recorded with its duration; throws StepError naming the step that failed, with its last lines.
    */
-  private async exec(t: Target, step: Step, source?: ReleaseSource): Promise<string> {
+  private async exec(
+    t: Target,
+    step: Step,
+    source?: ReleaseSource,
+    evenIfCancelled = false
+  ): Promise<string> {
     const host = t.remote.name
+    if (this.cancelled && !evenIfCancelled) throw new StepError(host, step.name, 130, this.cancelled)
     const parts = step.parts ?? [step.name]
     let part = 0
     let partStart = Date.now()
@@ -180,41 +265,75 @@ export class Runner {
     this.log.startGroup(`${host}: ${parts[0]}`)
     let upload: Awaited<ReturnType<typeof archive>> | undefined
     if (step.stdin === 'archive' && source) upload = await archive(source, t.reuse)
-    const r = await t.remote.run(step.script, {
-      stdin: upload?.stream,
-      timeoutMs: this.settings.ssh.commandTimeout * 1000,
-      onLine: raw => {
-        // A step's output without a final new line runs into the marker that follows it.
-        const at = raw.indexOf(`${this.mark} `)
-        const line = at >= 0 ? raw.slice(0, at) : raw
-        if (at > 0) show(line)
-        if (at >= 0) {
-          const [, name, code] = raw.slice(at).split(' ')
-          if (name !== parts[part] || failedCode !== undefined) return
-          // A failed step is closed when the command ends, so output still in flight joins its last lines.
-          if (Number(code) !== 0) {
-            failedCode = Number(code)
+    // Each step gets command-timeout seconds (the clock restarts at each step of a batch). A timed-out or
+    // cancelled step's process group is killed on the server, then its channel closed.
+    const limit = this.settings.ssh.commandTimeout
+    const abort = new AbortController()
+    let stopped: 'timeout' | 'cancel' | undefined
+    let timer: NodeJS.Timeout | undefined
+    const stop = (why: 'timeout' | 'cancel'): void => {
+      if (stopped) return
+      stopped = why
+      clearTimeout(timer)
+      void (async () => {
+        if (t.token) {
+          await t.remote.run(cmd.killSteps(this.layout, t.token), { signal: AbortSignal.timeout(10_000) })
+          // The step's command ends once its group is gone; its channel is closed regardless.
+          await new Promise(r => setTimeout(r, 3000).unref())
+        }
+        abort.abort()
+      })()
+    }
+    const arm = (): void => {
+      clearTimeout(timer)
+      timer = setTimeout(() => stop('timeout'), limit * 1000)
+    }
+    arm()
+    this.stopRunning.add(stop)
+    const script = t.token ? cmd.fenced(this.layout, t.token, step.script) : step.script
+    const r = await t.remote
+      .run(script, {
+        stdin: upload?.stream,
+        signal: abort.signal,
+        onLine: raw => {
+          // A step's output without a final new line runs into the marker that follows it.
+          const at = raw.indexOf(`${this.mark} `)
+          const line = at >= 0 ? raw.slice(0, at) : raw
+          if (at > 0) show(line)
+          if (at >= 0) {
+            const [, name, code] = raw.slice(at).split(' ')
+            if (name !== parts[part] || failedCode !== undefined) return
+            // A failed step is closed when the command ends, so output still in flight joins its last lines.
+            if (Number(code) !== 0) {
+              failedCode = Number(code)
+              return
+            }
+            finish(name, 0)
+            part += 1
+            partStart = Date.now()
+            lines = []
+            arm()
+            if (part < parts.length) this.log.startGroup(`${host}: ${parts[part]}`)
             return
           }
-          finish(name, 0)
-          part += 1
-          partStart = Date.now()
-          lines = []
-          if (part < parts.length) this.log.startGroup(`${host}: ${parts[part]}`)
-          return
+          show(line)
         }
-        show(line)
+      })
+      .finally(() => {
+        clearTimeout(timer)
+        this.stopRunning.delete(stop)
+        // The command ended: an archive it did not read (a refused release) must not keep git blocked.
+        upload?.stop()
+      })
+    if (r.code === 0 && !stopped && !r.lost) {
+      if (upload) {
+        await upload.done
+        const files = parseTree(source!.tree).length
+        const reused = t.reuse?.length ?? 0
+        this.log.info(
+          `${host}: ${(upload.bytes() / 1024).toFixed(1)} KiB sent for ${files - reused} of ${files} files${reused ? `; ${reused} unchanged, taken from ${t.state.current}` : ''}`
+        )
       }
-    })
-    if (upload) {
-      await upload.done
-      const files = parseTree(source!.tree).length
-      const reused = t.reuse?.length ?? 0
-      this.log.info(
-        `${host}: ${(upload.bytes() / 1024).toFixed(1)} KiB sent for ${files - reused} of ${files} files${reused ? `; ${reused} unchanged, taken from ${t.state.current}` : ''}`
-      )
-    }
-    if (r.code === 0) {
       // Steps that ran without a batch's marker (a single step) end with the command.
       while (part < parts.length) {
         finish(parts[part], 0)
@@ -223,8 +342,23 @@ export class Runner {
       return r.stdout
     }
     const failed = parts[Math.min(part, parts.length - 1)]
-    finish(failed, r.code, r.timedOut ? `timed out after ${this.settings.ssh.commandTimeout} s` : '')
-    throw new StepError(host, failed, r.code, lines.slice(-TAIL).join('\n'))
+    if (stopped) {
+      const code = stopped === 'timeout' ? 124 : 130
+      const why =
+        stopped === 'timeout'
+          ? `timed out after ${limit} s (command-timeout): its processes on the server were killed`
+          : `${this.cancelled}: its processes on the server were killed`
+      finish(failed, code, why)
+      throw new StepError(host, failed, code, [...lines.slice(-TAIL), why].join('\n'))
+    }
+    if (r.lost) {
+      const why = `connection lost (${r.lost}): what the step did on the server is unknown`
+      finish(failed, 255, why)
+      throw new ConnectionLost(host, failed, 255, [...lines.slice(-TAIL), why].join('\n'))
+    }
+    finish(failed, r.code)
+    const Err = r.code === cmd.LEASE_LOST && t.token ? LeaseLost : StepError
+    throw new Err(host, failed, r.code, lines.slice(-TAIL).join('\n'))
   }
 
   /**
@@ -239,9 +373,10 @@ export class Runner {
     const host = t.remote.name
     const d = this.settings.deploy
     let answer = ''
-    const r = await t.remote.run(cmd.reusableFiles(this.layout, source.name, live, d.remotePython), {
+    const script = cmd.reusableFiles(this.layout, source.name, live, d.remotePython)
+    const r = await t.remote.run(t.token ? cmd.fenced(this.layout, t.token, script) : script, {
       stdin: Readable.from([gzipSync(source.tree)]),
-      timeoutMs: this.settings.ssh.commandTimeout * 1000,
+      signal: AbortSignal.timeout(this.settings.ssh.commandTimeout * 1000),
       onLine: line => {
         if (line.startsWith(cmd.WARN)) {
           const warning = `${host}: ${line.slice(cmd.WARN.length).trim()}`
@@ -322,6 +457,11 @@ export class Runner {
       if (failure) {
         result.error = failure.error
         result.rolledBack = failure.revertedOk
+        // After a lost connection or a failed revert, what is live is read from the hosts, not assumed.
+        if (failure.live) {
+          result.deployed = failure.live.every(l => l === source.name)
+          if (result.deployed) result.rolledBack = false
+        }
         return
       }
       result.deployed = true
@@ -343,7 +483,7 @@ export class Runner {
     targets: Target[],
     release: string,
     record: 'live' | 'rollback' = 'live'
-  ): Promise<{ error: string; revertedOk: boolean } | undefined> {
+  ): Promise<{ error: string; revertedOk: boolean; live?: (string | undefined)[] } | undefined> {
     const touched: Target[] = []
     try {
       for (const t of targets) {
@@ -359,30 +499,79 @@ export class Runner {
       }
       return undefined
     } catch (e) {
-      return { error: (e as Error).message, revertedOk: await this.revert(touched, release) }
+      const error = (e as Error).message
+      // Refused by the server: another deploy holds the lock now; this one must change nothing more.
+      if (e instanceof LeaseLost) return { error, revertedOk: false }
+      const reverted = await this.revert(touched, release)
+      const uncertain = e instanceof ConnectionLost || !reverted.ok
+      return {
+        error,
+        revertedOk: reverted.ok,
+        live: uncertain ? await this.liveReleases(targets) : undefined
+      }
     }
   }
 
-  /** Puts each host back on the release that was live before; true when every host is back and healthy. */
-  private async revert(targets: Target[], failed: string): Promise<boolean> {
+  /** What each host serves now, read from `current` (reconnecting where the connection is gone). */
+  private async liveReleases(targets: Target[]): Promise<(string | undefined)[]> {
+    const live: (string | undefined)[] = []
+    for (const t of targets) {
+      try {
+        if (t.remote.lost) live.push(await this.reconnect(t))
+        else {
+          const out = await this.exec(
+            t,
+            { name: 'inspect', script: cmd.inspect(this.layout) },
+            undefined,
+            true
+          )
+          live.push(cmd.parseInspect(out).current)
+        }
+      } catch (e) {
+        this.log.warning(`${t.remote.name}: cannot read what is live: ${(e as Error).message}`)
+        live.push(undefined)
+      }
+    }
+    return live
+  }
+
+  /**
+   * Puts each host back on the release that was live before; ok when every host is back and healthy. A host
+   * whose connection was lost is reached again first (with the lock taken again); when it turns out `current`
+   * never moved there, nothing is put back.
+   */
+  private async revert(targets: Target[], failed: string): Promise<{ ok: boolean }> {
     let ok = true
     for (const t of targets) {
-      this.log.warning(`${t.remote.name}: rolling back to ${t.state.current ?? 'no release (first deploy)'}`)
       try {
+        if (t.remote.lost) {
+          const live = await this.reconnect(t)
+          if (live !== failed) {
+            this.log.info(
+              `${t.remote.name}: ${failed} did not go live here (live: ${live ?? 'none'}): nothing to put back`
+            )
+            continue
+          }
+        }
+        this.log.warning(
+          `${t.remote.name}: rolling back to ${t.state.current ?? 'no release (first deploy)'}`
+        )
         await this.exec(
           t,
           batch(
             revertSteps(this.settings.deploy, this.layout, failed, t.state.current, t.state.currentLink),
             this.layout,
             this.mark
-          )
+          ),
+          undefined,
+          true
         )
       } catch (e) {
         ok = false
         this.log.warning(`${t.remote.name}: rollback failed: ${(e as Error).message}`)
       }
     }
-    return ok
+    return { ok }
   }
 
   /**

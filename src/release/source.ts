@@ -93,12 +93,13 @@ export async function describeRelease(
  * Streams the release as tar.gz from `git archive`; `done` rejects if git fails. Without `reuse` the archive
  * holds every file and the release's manifest. With `reuse` (paths the host takes, unchanged, from its live
  * release; it already has the manifest) it holds every other file: it is made from a tree git writes from a
- * temporary index, the repository's own index and work tree untouched.
+ * temporary index, the repository's own index and work tree untouched. `stop()` ends it early: the remote
+ * command ended without reading it all (a refused release name), and git must not stay blocked on a full pipe.
  */
 export async function archive(
   source: ReleaseSource,
   reuse?: string[]
-): Promise<{ stream: Readable; done: Promise<void>; bytes(): number }> {
+): Promise<{ stream: Readable; done: Promise<void>; bytes(): number; stop(): void }> {
   const work = await mkdtemp(join(tmpdir(), 'django-deploy-archive-'))
   const extra: string[] = []
   let tree = source.treeish
@@ -120,11 +121,14 @@ export async function archive(
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let stderr = ''
+  let stopped = false
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
   const done = new Promise<void>((resolve, reject) => {
     child.on('error', reject)
     child.on('close', code =>
-      code === 0 ? resolve() : reject(new Error(`git archive failed (exit ${code}): ${stderr.trim()}`))
+      code === 0 || stopped
+        ? resolve()
+        : reject(new Error(`git archive failed (exit ${code}): ${stderr.trim()}`))
     )
   }).finally(() => rm(work, { recursive: true, force: true }))
   // A child's stdout stops counting as readable once git exits, before anyone read it; a pass-through holds
@@ -136,7 +140,19 @@ export async function archive(
       callback(null, chunk)
     }
   })
-  return { stream: child.stdout.pipe(counter), done, bytes: () => bytes }
+  const stream = child.stdout.pipe(counter)
+  return {
+    stream,
+    done,
+    bytes: () => bytes,
+    stop: () => {
+      if (child.exitCode !== null || child.signalCode !== null) return
+      stopped = true
+      stream.destroy()
+      child.stdout.destroy()
+      child.kill('SIGKILL')
+    }
+  }
 }
 
 /** `git update-index --force-remove -z --stdin`: paths as data on stdin, never as pathspecs or arguments. */

@@ -16,6 +16,10 @@ export interface Layout {
   current: string
   venvs: string
   lock: string
+  /** The token of the deploy that holds the lock's lease (fencing: a step runs only while it holds this). */
+  lease: string
+  /** Per lease token: its last renewal time and one `step-<pgid>` file per running step. */
+  leases: string
   /** One line per release that went live (after its health check): `<time> live|rollback <release>`. */
   history: string
 }
@@ -28,6 +32,8 @@ export function layout(root: string): Layout {
     current: `${root}/current`,
     venvs: `${root}/venvs`,
     lock: `${root}/.deploy.lock`,
+    lease: `${root}/.deploy.lock.lease`,
+    leases: `${root}/.deploy.lock.d`,
     history: `${root}/.deploy-history`
   }
 }
@@ -94,13 +100,34 @@ export function recordLive(l: Layout, release: string, event: HistoryEntry['even
   )
 }
 
+/** Seconds without a renewal after which the lease ends: the holder kills the deploy's steps and frees the lock. */
+export const LEASE_SECONDS = 30
+/** Seconds between renewals the runner sends (a line on the holder's stdin). */
+export const RENEW_SECONDS = 5
+/** Exit code of a step refused because its deploy no longer holds the lease. */
+export const LEASE_LOST = 76
+
+/** Kills the process group of every step file in directory `$1` (a zombie-only group is harmless). */
+const KILL_STEPS = `kill_steps() { for s in "$1"/step-*; do [ -f "$s" ] || continue; kill -9 -"\${s##*/step-}" 2>/dev/null || true; rm -f "$s"; done; }`
+
 /**
- * Takes the deploy lock and holds it for as long as this command runs. The lock is a kernel `flock` held by
- * this SSH session: when the runner is cancelled or the connection drops, sshd ends the session, the kernel
- * releases the lock, and nothing stale is left for a person to remove.
+ * Takes the deploy lock (a kernel `flock` on `.deploy.lock`, as before) and holds it as a lease: the runner
+ * writes a line to this command's stdin every RENEW_SECONDS; `release` ends it. When renewals stop for
+ * `leaseSeconds` (a frozen or vanished runner whose TCP connection stays open) or stdin ends without `release`
+ * (the connection dropped), the holder kills the process groups of that deploy's running steps, withdraws its
+ * token from `.deploy.lock.lease` (so none of its later commands runs: see `fenced`) and exits, which frees the
+ * lock. Steps left by a holder that was itself killed are killed by the next holder before it starts.
  */
-export function holdLock(l: Layout, timeoutSeconds: number, holder: string): string {
+export function holdLock(
+  l: Layout,
+  timeoutSeconds: number,
+  holder: string,
+  token: string,
+  leaseSeconds = LEASE_SECONDS
+): string {
+  const dir = `${l.leases}/${token}`
   return script(
+    KILL_STEPS,
     `mkdir -p ${q(l.root)}`,
     `exec 9>>${q(l.lock)}`,
     `if ! flock -w ${Math.floor(timeoutSeconds)} 9; then`,
@@ -108,10 +135,65 @@ export function holdLock(l: Layout, timeoutSeconds: number, holder: string): str
     '  exit 75',
     'fi',
     `printf '%s\\n' ${q(holder)} > ${q(l.lock + '.holder')}`,
+    `if [ -d ${q(l.leases)} ]; then for old in ${q(l.leases)}/*; do kill_steps "$old"; done; rm -rf ${q(l.leases)}; fi`,
+    `dir=${q(dir)}`,
+    'mkdir -p "$dir"',
+    'date +%s > "$dir/renewed"',
+    `printf '%s\\n' ${q(token)} > ${q(l.lease + '.tmp')}`,
+    `mv -f ${q(l.lease + '.tmp')} ${q(l.lease)}`,
+    // From here on nothing may end the holder early: a closed stdout (the session is gone) must not kill it.
+    'set +e',
+    "trap '' PIPE HUP",
+    'exec 3<&0',
+    '( exec 9>&-; while IFS= read -r line; do if [ "$line" = release ]; then echo released > "$dir/ended"; exit 0; fi; date +%s > "$dir/renewed"; done; echo "connection closed" > "$dir/ended" ) <&3 &',
+    'reader=$!',
+    'exec 3<&-',
     'echo locked',
-    // Holds the lock until the runner closes stdin (end of deploy) or the session dies.
-    'cat >/dev/null'
+    'why=""',
+    'while [ -z "$why" ]; do',
+    '  sleep 1',
+    '  if [ -f "$dir/ended" ]; then why=$(cat "$dir/ended"); break; fi',
+    '  last=$(cat "$dir/renewed" 2>/dev/null || echo 0)',
+    `  [ $(( $(date +%s) - \${last:-0} )) -lt ${Math.floor(leaseSeconds)} ] || why="no renewal for ${Math.floor(leaseSeconds)} s"`,
+    'done',
+    'if [ "$why" != released ]; then',
+    '  kill -9 "$reader" 2>/dev/null',
+    '  kill_steps "$dir"',
+    `  echo "deploy lease ended ($why): killed the deploy's steps, lock freed" >&2`,
+    'fi',
+    `[ "$(cat ${q(l.lease)} 2>/dev/null)" != ${q(token)} ] || rm -f ${q(l.lease)}`,
+    'rm -rf "$dir"',
+    'exit 0'
   )
+}
+
+/**
+ * Runs one step command under the lease: refused (exit LEASE_LOST) unless `token` still holds it, and run in
+ * its own session and process group (setsid), registered under the lease so a timeout, a cancel or the end of
+ * the lease kills the whole group (pip, migrate and whatever they started).
+ */
+export function fenced(l: Layout, token: string, body: string): string {
+  const dir = `${l.leases}/${token}`
+  return [
+    `if [ "$(cat ${q(l.lease)} 2>/dev/null)" != ${q(token)} ] || [ ! -d ${q(dir)} ]; then`,
+    `  echo ${q(`this deploy no longer holds the deploy lock on ${l.root} (its lease ended or another deploy took it): refusing to change anything`)} >&2`,
+    `  exit ${LEASE_LOST}`,
+    'fi',
+    'exec 3<&0',
+    `setsid /bin/sh -c ${q(body)} <&3 3<&- &`,
+    'pid=$!',
+    'exec 3<&-',
+    // The lease ended between the check and here: the step must not run unregistered.
+    `touch ${q(dir)}/step-$pid 2>/dev/null || { kill -9 -"$pid" 2>/dev/null; echo ${q(`this deploy no longer holds the deploy lock on ${l.root}: refusing to change anything`)} >&2; exit ${LEASE_LOST}; }`,
+    'wait "$pid"; rc=$?',
+    `rm -f ${q(dir)}/step-$pid`,
+    'exit $rc'
+  ].join('\n')
+}
+
+/** Kills the process groups of the deploy's running steps (a timed-out or cancelled step). */
+export function killSteps(l: Layout, token: string): string {
+  return [KILL_STEPS, `kill_steps ${q(`${l.leases}/${token}`)}`].join('\n')
 }
 
 /** Makes the directories and clears a half-made release left by an earlier failed attempt (never the live one). */

@@ -50,6 +50,9 @@ export async function connectHost(host: Host, s: SshSettings, name: string): Pro
     const j = s.jumpHost
     via = (await open({ host: j.host, port: j.port }, j.user, s, pins, `jump host ${j.host}`)).ssh
     const jump = via
+    // Until the Remote exists (it listens for good), an error of the jump host's connection must not be an
+    // uncaught exception: the target's connect fails on its own.
+    jump.connection?.on('error', () => undefined)
     hop = () => forward(jump, host, s.connectTimeout, name, j.host)
   }
   try {

@@ -14,16 +14,32 @@ export interface ExecResult {
   stdout: string
   stderr: string
   timedOut: boolean
+  /** Set when the connection was lost while the command ran (or before it started): why. */
+  lost?: string
+  /** The command was stopped through `signal` (its channel closed). */
+  aborted?: boolean
 }
 
 export interface RunOptions {
+  /** Sent to the command's stdin; a stream is destroyed when the command ends, read or not. */
   stdin?: Readable | string
-  timeoutMs?: number
+  /** Aborting closes the command's channel and ends `run` at once (the caller kills its processes first). */
+  signal?: AbortSignal
   /** Called with every complete output line, as it arrives. */
   onLine?: (line: string, stream: 'stdout' | 'stderr') => void
 }
 
 export { ConnectError } from './connect.js'
+
+/** A command that holds something on the server (the lock's lease) while it runs. */
+export interface Held {
+  /** Sends one line to the command's stdin (a renewal); false once the command or the connection is gone. */
+  send(line: string): boolean
+  /** Sends `last` (if any), closes stdin and waits (at most 5 s) for the command to end. */
+  release(last?: string): Promise<void>
+  /** Resolves with why, when the command ends or the connection is lost. */
+  ended: Promise<string>
+}
 
 function lineSplitter(onLine: (line: string) => void): { push(chunk: Buffer): void; flush(): void } {
   let rest = ''
@@ -41,12 +57,31 @@ function lineSplitter(onLine: (line: string) => void): { push(chunk: Buffer): vo
 }
 
 export class Remote {
+  private lostError?: Error
+  private readonly lostListeners = new Set<(e: Error) => void>()
+
   private constructor(
     /** `host` or `host:port`, for messages. */
     readonly name: string,
     private readonly ssh: NodeSSH,
     private readonly via?: NodeSSH
-  ) {}
+  ) {
+    // node-ssh listens for `error` only while connecting: without a listener of our own, an ECONNRESET or a
+    // keepalive timeout later is an uncaught exception that kills the action (no revert, no report).
+    guard(ssh, e => this.lose(e), 'connection')
+    if (via) guard(via, e => this.lose(e), 'jump host connection')
+  }
+
+  /** Why the connection is gone, once it is. */
+  get lost(): string | undefined {
+    return this.lostError?.message
+  }
+
+  private lose(e: Error): void {
+    if (this.lostError) return
+    this.lostError = e
+    for (const f of [...this.lostListeners]) f(e)
+  }
 
   static label(host: Host): string {
     return host.port === 22 ? host.host : `${host.host}:${host.port}`
@@ -58,67 +93,154 @@ export class Remote {
     return new Remote(name, ssh, via)
   }
 
-  /** Runs a POSIX sh script; never throws for a non-zero exit (the caller decides what failure means). */
+  /**
+   * Runs a POSIX sh script; never throws: a non-zero exit, a lost connection (`lost`) and an abort are
+   * results the caller decides about. The stdin stream is destroyed when the command ends, so a producer
+   * (git archive) waiting on a full pipe is never left behind.
+   */
   async run(script: string, o: RunOptions = {}): Promise<ExecResult> {
-    let channel: ClientChannel | undefined
-    let timedOut = false
+    const stream = typeof o.stdin === 'string' ? undefined : o.stdin
     const out = lineSplitter(l => o.onLine?.(l, 'stdout'))
     const err = lineSplitter(l => o.onLine?.(l, 'stderr'))
-    const timer =
-      o.timeoutMs === undefined
-        ? undefined
-        : setTimeout(() => {
-            timedOut = true
-            channel?.signal('KILL')
-            channel?.close()
-          }, o.timeoutMs)
-    try {
-      const r = await this.ssh.execCommand(shellLine(script), {
-        stdin: o.stdin,
-        noTrim: true,
-        onChannel: c => (channel = c),
-        onStdout: c => out.push(c),
-        onStderr: c => err.push(c)
-      })
-      out.flush()
-      err.flush()
-      return { code: timedOut ? 124 : (r.code ?? 255), stdout: r.stdout, stderr: r.stderr, timedOut }
-    } finally {
-      clearTimeout(timer)
+    let stdout = ''
+    let stderr = ''
+    const client = this.ssh.connection
+    if (this.lostError || !client) {
+      stream?.destroy()
+      const why = this.lostError?.message ?? 'not connected'
+      return { code: 255, stdout, stderr: why, timedOut: false, lost: why }
     }
+    return new Promise<ExecResult>(resolve => {
+      let channel: ClientChannel | undefined
+      let settled = false
+      let exit: number | undefined
+      const finish = (r: Partial<ExecResult>): void => {
+        if (settled) return
+        settled = true
+        this.lostListeners.delete(onLost)
+        o.signal?.removeEventListener('abort', onAbort)
+        if (stream) {
+          stream.unpipe()
+          stream.destroy()
+        }
+        out.flush()
+        err.flush()
+        resolve({ code: exit ?? 255, stdout, stderr, timedOut: false, ...r })
+      }
+      const onLost = (e: Error): void => finish({ code: 255, lost: e.message })
+      const onAbort = (): void => {
+        try {
+          channel?.close()
+        } catch {
+          // the channel is gone already
+        }
+        finish({ aborted: true })
+      }
+      this.lostListeners.add(onLost)
+      o.signal?.addEventListener('abort', onAbort)
+      if (o.signal?.aborted) return onAbort()
+      try {
+        client.exec(shellLine(script), (e, ch) => {
+          if (e) return finish({ code: 255, stderr: e.message, lost: this.lostError?.message })
+          channel = ch
+          if (settled) return void ch.close()
+          ch.on('data', (c: Buffer) => {
+            stdout += c.toString('utf8')
+            out.push(c)
+          })
+          ch.stderr.on('data', (c: Buffer) => {
+            stderr += c.toString('utf8')
+            err.push(c)
+          })
+          ch.on('exit', (code: number | null, signal?: string) => {
+            exit = code ?? (signal ? 128 + (SIGNALS[signal] ?? 1) : 255)
+          })
+          // A channel closed without an exit status may be the connection going: let its close/error name it.
+          ch.on('close', () =>
+            exit === undefined ? setTimeout(() => finish({ lost: this.lostError?.message }), 300) : finish({})
+          )
+          ch.on('error', () => undefined)
+          if (typeof o.stdin === 'string') ch.end(o.stdin)
+          else if (stream) {
+            stream.on('error', () => ch.end())
+            stream.pipe(ch)
+          } else ch.end()
+        })
+      } catch (e) {
+        finish({
+          code: 255,
+          stderr: (e as Error).message,
+          lost: this.lostError?.message ?? (e as Error).message
+        })
+      }
+    })
   }
 
   /**
-   * Starts a script that keeps running (and holding whatever it took) until `release()` closes its stdin, or
-   * the connection ends. Resolves once the script prints `ready`; rejects with its output if it exits first.
+   * Starts a script that keeps running (and holding whatever it took) until released or the connection ends.
+   * Resolves once the script prints `ready`; rejects with its output if it exits (or the connection goes) first.
    */
-  async hold(script: string, ready: string): Promise<{ release(): Promise<void> }> {
-    const connection = this.ssh.connection
-    if (!connection) throw new Error(`host ${this.name}: not connected`)
+  async hold(script: string, ready: string): Promise<Held> {
+    const client = this.ssh.connection
+    if (!client || this.lostError)
+      throw new Error(`host ${this.name}: not connected (${this.lost ?? 'closed'})`)
     return new Promise((resolve, reject) => {
-      connection.exec(shellLine(script), (e, channel) => {
+      client.exec(shellLine(script), (e, channel) => {
         if (e) return reject(e)
         let output = ''
         let held = false
-        const ended = new Promise<void>(r => channel.on('close', () => r()))
+        let open = true
+        let endWhy = 'ended'
+        const ended = new Promise<string>(r => {
+          const onLost = (err: Error): void => {
+            open = false
+            r(`connection lost: ${err.message}`)
+          }
+          this.lostListeners.add(onLost)
+          channel.on('close', () => {
+            open = false
+            this.lostListeners.delete(onLost)
+            r(endWhy)
+          })
+        })
+        void ended.then(why => {
+          if (!held) reject(Object.assign(new Error(output.trim() || why), { code: 255, output }))
+        })
         const seen = (chunk: Buffer): void => {
           output += chunk.toString('utf8')
           if (!held && output.split('\n').includes(ready)) {
             held = true
             resolve({
-              release: async () => {
-                channel.end()
+              send: line => {
+                if (!open) return false
+                try {
+                  return channel.write(`${line}\n`) || true
+                } catch {
+                  return false
+                }
+              },
+              release: async last => {
+                if (open) {
+                  try {
+                    channel.end(last === undefined ? undefined : `${last}\n`)
+                  } catch {
+                    // gone already
+                  }
+                }
                 // Wait for the lock to be let go, but never hold the process open once it has been.
                 let timer: NodeJS.Timeout | undefined
                 await Promise.race([ended, new Promise(r => (timer = setTimeout(r, 5000)))])
                 clearTimeout(timer)
-              }
+              },
+              ended
             })
           }
         }
         channel.on('data', seen)
         channel.stderr.on('data', seen)
+        channel.on('error', () => undefined)
         channel.on('exit', (code: number | null) => {
+          endWhy = `exit ${code}${output.trim() ? `: ${output.trim().split('\n').slice(-3).join(' ')}` : ''}`
           if (!held)
             reject(Object.assign(new Error(output.trim() || `exit ${code}`), { code: code ?? 255, output }))
         })
@@ -127,7 +249,18 @@ export class Remote {
   }
 
   dispose(): void {
+    this.lose(new Error('closed by the action'))
     this.ssh.dispose()
     this.via?.dispose()
   }
+}
+
+const SIGNALS: Record<string, number> = { HUP: 1, INT: 2, QUIT: 3, KILL: 9, PIPE: 13, TERM: 15 }
+
+/** Permanent listeners on a connection: its end or failure reaches `onLost` instead of the process. */
+function guard(ssh: NodeSSH, onLost: (e: Error) => void, what: string): void {
+  const c = ssh.connection
+  if (!c) return
+  c.on('error', (e: Error) => onLost(new Error(`${what} failed: ${e.message}`)))
+  c.on('close', () => onLost(new Error(`${what} closed`)))
 }
