@@ -145,7 +145,8 @@ export function holdLock(
     'set +e',
     "trap '' PIPE HUP",
     'exec 3<&0',
-    '( exec 9>&-; while IFS= read -r line; do if [ "$line" = release ]; then echo released > "$dir/ended"; exit 0; fi; date +%s > "$dir/renewed"; done; echo "connection closed" > "$dir/ended" ) <&3 &',
+    // A renewal replaces the file in one rename: the check below never reads a half-written (empty) one.
+    '( exec 9>&-; while IFS= read -r line; do if [ "$line" = release ]; then echo released > "$dir/ended"; exit 0; fi; date +%s > "$dir/renewed.tmp" && mv -f "$dir/renewed.tmp" "$dir/renewed"; done; echo "connection closed" > "$dir/ended" ) <&3 &',
     'reader=$!',
     'exec 3<&-',
     'echo locked',
@@ -153,7 +154,7 @@ export function holdLock(
     'while [ -z "$why" ]; do',
     '  sleep 1',
     '  if [ -f "$dir/ended" ]; then why=$(cat "$dir/ended"); break; fi',
-    '  last=$(cat "$dir/renewed" 2>/dev/null || echo 0)',
+    '  last=$(cat "$dir/renewed" 2>/dev/null)',
     `  [ $(( $(date +%s) - \${last:-0} )) -lt ${Math.floor(leaseSeconds)} ] || why="no renewal for ${Math.floor(leaseSeconds)} s"`,
     'done',
     'if [ "$why" != released ]; then',
