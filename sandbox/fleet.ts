@@ -86,6 +86,11 @@ export async function startFleet(
       const t = await startTarget({ ...o, name: `${o.name}h${n}`, bindIp: inside, netns })
       hosts.push(Object.assign(t, { netns, veth }))
     }
+    // One deploy key for the fleet, as a team has: every host also accepts the first host's key.
+    for (const h of hosts.slice(1)) {
+      const w = await h.run('cat >> ~/.ssh/authorized_keys', { input: `${hosts[0].publicKey}\n` })
+      if (w.code !== 0) throw new Error(`authorized_keys of ${h.user}: ${w.stderr}`)
+    }
   } catch (e) {
     await stop()
     throw e

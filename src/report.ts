@@ -45,6 +45,8 @@ export interface DeployResult {
   steps: StepResult[]
   /** What the servers warned about (`host: message`), e.g. Django's `check --deploy` with their settings. */
   warnings?: string[]
+  /** Each host: the release it served before, the one it serves after (when known), bytes of release sent. */
+  hosts?: Array<{ host: string; previous?: string; live?: string; bytesSent?: number }>
   /** The commands each host would run (dry run), host → lines. */
   plan?: Record<string, string[]>
   /** One-line reason the deploy failed: step, host, exit code, hint. */

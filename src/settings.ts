@@ -36,6 +36,10 @@ export interface Host {
   user?: string
   /** The host's name in the inventory it came from, when that differs from `host` (its `ansible_host`). */
   name?: string
+  /** The host's own deploy-path (a config file's hosts entry), else the `deploy-path` input. */
+  deployPath?: string
+  /** Runs the migrations of a fleet (`primary: true` in a config file's hosts entry; else the first host). */
+  primary?: boolean
 }
 
 export interface SshSettings {
@@ -65,6 +69,12 @@ export interface DeploySettings {
   venvOptions: string[]
   pipArgs: string[]
   migrate: boolean
+  /** `migrate: every-host`: each host has its own database and migrates it; else migrations run once. */
+  migrateEveryHost: boolean
+  /** Hosts worked on at once in each phase (`max-parallel`). */
+  maxParallel: number
+  /** `rolling`: hosts switched per batch (a count, or a percentage of the hosts); none: all at once. */
+  rolling?: { count: number } | { percent: number }
   collectstatic: boolean
   gunicornPidfile?: string
   gunicornService?: string
@@ -166,6 +176,8 @@ export const INPUTS = {
   'venv-options': { default: '' },
   'pip-args': { default: '' },
   migrate: { default: 'true' },
+  'max-parallel': { default: '10' },
+  rolling: { default: '' },
   collectstatic: { default: 'true' },
   'gunicorn-pidfile': { default: '' },
   'gunicorn-service': { default: '' },
@@ -360,6 +372,10 @@ class RawValues {
   private file = new Map<string, { value: string; line?: number }>()
   /** `host=SHA256:…` pins from `hosts` entries of the config file that have their own `fingerprint`. */
   hostPins: Array<readonly [string, string]> = []
+  /** The config file's hosts entry marked `primary: true`, as written. */
+  primaryHost?: string
+  /** Per-host user and deploy-path of the config file's hosts entries, by the entry's host as written. */
+  hostExtras = new Map<string, HostExtras>()
   configFile?: string
 
   constructor(private readonly sources: SettingsSources) {}
@@ -428,6 +444,8 @@ class RawValues {
         }
         value = entries.hosts.join('\n')
         if (entries.pins.length) this.hostPins.push([where, entries.pins.join('\n')])
+        this.primaryHost = entries.primary
+        this.hostExtras = entries.extras
       } else if (Array.isArray(json)) value = json.map(String).join('\n')
       else if (json === null) value = ''
       else if (typeof json === 'object') {
@@ -458,22 +476,72 @@ class RawValues {
 }
 
 /** `hosts` items of the config file: `web1:2222` or `{ host: web1:2222, fingerprint: SHA256:… (or a list) }`. */
-function hostEntries(items: unknown[]): { hosts: string[]; pins: string[] } | string {
+interface HostExtras {
+  user?: string
+  deployPath?: string
+}
+
+function hostEntries(
+  items: unknown[]
+): { hosts: string[]; pins: string[]; primary?: string; extras: Map<string, HostExtras> } | string {
   const hosts: string[] = []
   const pins: string[] = []
+  const extras = new Map<string, HostExtras>()
+  let primary: string | undefined
   for (const item of items) {
     if (typeof item !== 'object' || item === null) {
       hosts.push(String(item))
       continue
     }
-    const { host, fingerprint, ...rest } = item as Record<string, unknown>
+    const {
+      host,
+      fingerprint,
+      primary: isPrimary,
+      user,
+      'deploy-path': deployPath,
+      ...rest
+    } = item as Record<string, unknown>
     const fps = Array.isArray(fingerprint) ? fingerprint : fingerprint === undefined ? [] : [fingerprint]
-    if (Object.keys(rest).length || typeof host !== 'string' || !fps.every(f => typeof f === 'string'))
-      return 'an entry that is a mapping must be { host: name[:port], fingerprint: SHA256:… or a list of them }'
+    if (
+      Object.keys(rest).length ||
+      typeof host !== 'string' ||
+      !fps.every(f => typeof f === 'string') ||
+      (isPrimary !== undefined && typeof isPrimary !== 'boolean') ||
+      (user !== undefined && typeof user !== 'string') ||
+      (deployPath !== undefined && typeof deployPath !== 'string')
+    )
+      return 'an entry that is a mapping must be { host: name[:port], fingerprint: SHA256:… or a list of them, user: name, deploy-path: /abs/path, primary: true or false }'
+    if (typeof user === 'string' && !USERNAME.test(user))
+      return `user "${user}" of host ${host} is not a valid user name`
+    if (typeof deployPath === 'string') {
+      const bad = deployPathProblem(deployPath)
+      if (bad) return `deploy-path of host ${host}: ${bad}`
+    }
+    if (user !== undefined || deployPath !== undefined)
+      extras.set(host, {
+        ...(user ? { user: user as string } : {}),
+        ...(deployPath ? { deployPath: (deployPath as string).replace(/\/+$/, '') } : {})
+      })
+    if (isPrimary === true) {
+      if (primary) return `only one host can be primary (${primary} and ${host} are)`
+      primary = host
+    }
     hosts.push(host)
     pins.push(...fps.map(f => `${host}=${f as string}`))
   }
-  return { hosts, pins }
+  return { hosts, pins, primary, extras }
+}
+
+/** What is wrong with a deploy path, if anything. */
+function deployPathProblem(value: string): string | undefined {
+  const path = value.replace(/\/+$/, '')
+  if (!path.startsWith('/'))
+    return `"${value}" is relative; expected an absolute path on the server, e.g. /srv/myapp`
+  if (path.split('/').some(s => s === '..' || s === '.'))
+    return `"${value}" contains . or ..; expected a plain absolute path`
+  if (path === '' || /[\0\n\r]/.test(path))
+    return `"${value}" cannot be used; expected a directory below /, e.g. /srv/myapp`
+  return undefined
 }
 
 function lineOf(text: string, offset: number): number {
@@ -508,6 +576,32 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
     return n
   }
   const text = (name: InputName): string | undefined => raw.get(name).value || undefined
+  const migrateMode = (): { migrate: boolean; migrateEveryHost: boolean } => {
+    const r = raw.get('migrate')
+    const v = r.value.toLowerCase()
+    if (v === 'every-host') return { migrate: true, migrateEveryHost: true }
+    if (['true', 'yes', 'on', '1', 'false', 'no', 'off', '0'].includes(v))
+      return { migrate: bool('migrate'), migrateEveryHost: false }
+    raw.fail(
+      r,
+      `"${r.value}" is not a migrate mode; expected true (once, on the primary host), every-host (each host has its own database) or false`
+    )
+    return { migrate: false, migrateEveryHost: false }
+  }
+  const rollingOf = (): DeploySettings['rolling'] => {
+    const r = raw.get('rolling')
+    if (!r.value) return undefined
+    const m = /^(\d+)(%?)$/.exec(r.value)
+    const n = Number(m?.[1])
+    if (!m || n < 1 || (m[2] && n > 100)) {
+      raw.fail(
+        r,
+        `"${r.value}" is not a batch size; expected a count of hosts (e.g. 2) or a percentage (e.g. 25%)`
+      )
+      return undefined
+    }
+    return m[2] ? { percent: n } : { count: n }
+  }
   const oneOf = <T extends string>(name: InputName, choices: readonly T[]): T => {
     const r = raw.get(name)
     const v = r.value.toLowerCase()
@@ -582,6 +676,18 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
     if (typeof h === 'string') raw.fail(hostsRaw, h)
     else hosts.push(h)
   }
+  if (hostsRaw.fromFile) {
+    for (const [entry, extra] of raw.hostExtras) {
+      const p = parseHost(entry, port)
+      const h = typeof p === 'string' ? undefined : hosts.find(x => x.host === p.host && x.port === p.port)
+      if (h) Object.assign(h, extra)
+    }
+  }
+  if (raw.primaryHost && hostsRaw.fromFile) {
+    const p = parseHost(raw.primaryHost, port)
+    const at = typeof p === 'string' ? -1 : hosts.findIndex(h => h.host === p.host && h.port === p.port)
+    if (at >= 0) hosts[at].primary = true
+  }
   const inventoryRaw = raw.get('inventory')
   if (inventoryRaw.value) hosts.push(...inventoryHosts(raw, hostsRaw, port, workspace, readFile))
   else if (raw.get('inventory-group').value !== INPUTS['inventory-group'].default)
@@ -640,18 +746,11 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
   // deploy
   const pathRaw = raw.get('deploy-path')
   const path = pathRaw.value.replace(/\/+$/, '')
-  if (deploying && !pathRaw.value)
+  if (deploying && !pathRaw.value && (hosts.length === 0 || hosts.some(h => !h.deployPath)))
     raw.fail(pathRaw, 'is empty; expected an absolute path on the server, e.g. /srv/myapp')
   else if (pathRaw.value) {
-    if (!path.startsWith('/'))
-      raw.fail(
-        pathRaw,
-        `"${pathRaw.value}" is relative; expected an absolute path on the server, e.g. /srv/myapp`
-      )
-    else if (path.split('/').some(s => s === '..' || s === '.'))
-      raw.fail(pathRaw, `"${pathRaw.value}" contains . or ..; expected a plain absolute path`)
-    else if (path === '' || /[\0\n\r]/.test(path))
-      raw.fail(pathRaw, `"${pathRaw.value}" cannot be used; expected a directory below /, e.g. /srv/myapp`)
+    const bad = deployPathProblem(pathRaw.value)
+    if (bad) raw.fail(pathRaw, bad)
   }
   const sharedRaw = raw.get('shared-paths')
   const sharedPaths = splitList(sharedRaw.value).map(p => p.replace(/\/+$/, ''))
@@ -767,7 +866,9 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
       remotePython: raw.get('remote-python').value,
       venvOptions: shellWords('venv-options'),
       pipArgs: shellWords('pip-args'),
-      migrate: bool('migrate'),
+      ...migrateMode(),
+      maxParallel: int('max-parallel', 1, 'hosts'),
+      rolling: rollingOf(),
       collectstatic: bool('collectstatic'),
       gunicornPidfile: text('gunicorn-pidfile'),
       gunicornService: text('gunicorn-service'),

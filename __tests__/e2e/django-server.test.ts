@@ -16,6 +16,8 @@ afterAll(() => rmSync(base, { recursive: true, force: true }))
 
 const d = {
   migrate: true,
+  migrateEveryHost: false,
+  maxParallel: 10,
   collectstatic: true,
   nginx: false,
   sharedPaths: [],

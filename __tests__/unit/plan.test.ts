@@ -6,6 +6,7 @@ import {
   revertSteps,
   rollbackTarget,
   updateSteps,
+  rollingBatches,
   wentLive
 } from '../../src/deploy/plan.js'
 import { layout, parseInspect, type HistoryEntry } from '../../src/remote/commands.js'
@@ -18,6 +19,8 @@ const d: DeploySettings = {
   venvOptions: [],
   pipArgs: [],
   migrate: true,
+  migrateEveryHost: false,
+  maxParallel: 10,
   collectstatic: false,
   nginx: true,
   nginxTestCommand: 'sudo -n nginx -t',
@@ -159,5 +162,16 @@ describe('cleanup', () => {
     }
     // went live, most recent last: v2, v3, v1, v4 → keep 2: v1, v4 (v1 is also the one to roll back to)
     expect(releasesToRemove(state, 2, 'v4')).toEqual(['v2', 'v3'])
+  })
+})
+
+describe('rollingBatches', () => {
+  test('all at once, a count, or a percentage rounded up (at least one host per batch)', () => {
+    const hosts = ['a', 'b', 'c', 'd', 'e']
+    expect(rollingBatches(hosts, undefined)).toEqual([hosts])
+    expect(rollingBatches(hosts, { count: 2 })).toEqual([['a', 'b'], ['c', 'd'], ['e']])
+    expect(rollingBatches(hosts, { percent: 25 })).toEqual([['a', 'b'], ['c', 'd'], ['e']])
+    expect(rollingBatches(hosts, { percent: 1 })).toEqual(hosts.map(h => [h]))
+    expect(rollingBatches(hosts, { count: 9 })).toEqual([hosts])
   })
 })

@@ -167,7 +167,14 @@ describe('settings', () => {
     ['deploy-path', '/srv/../etc', /contains \. or \.\./],
     ['shared-paths', '.env, ../x', /"\.\.\/x" must be a plain path inside the release/],
     ['checks', 'check, tests', /unknown check "tests" \(did you mean 'test'\?\)/],
-    ['migrate', 'maybe', /input 'migrate': "maybe" is not a boolean/],
+    [
+      'migrate',
+      'maybe',
+      /input 'migrate': "maybe" is not a migrate mode; expected true .*, every-host .* or false/
+    ],
+    ['max-parallel', '0', /input 'max-parallel'/],
+    ['rolling', '0', /input 'rolling': "0" is not a batch size/],
+    ['rolling', '120%', /input 'rolling': "120%" is not a batch size/],
     ['release-name', 'v1;id', /not a safe release name/],
     ['host-fingerprint', 'abc', /not a SHA256 fingerprint/],
     ['health-check-url', 'ftp://x', /not an http\(s\) URL/],
@@ -413,5 +420,87 @@ describe('issue 9 inputs', () => {
     expect(problems({ 'github-deployment': 'maybe' }, branch)).toEqual([
       `input 'github-deployment': "maybe" is not a boolean; expected true or false`
     ])
+  })
+})
+
+describe('fleets', () => {
+  const fleetFile = (dir: string, text: string): string => {
+    writeFileSync(join(dir, 'deploy.yml'), text)
+    return dir
+  }
+  test('config hosts entries carry their own user, deploy-path and the primary mark; rolling and migrate modes', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dd-fleet-settings-'))
+    try {
+      fleetFile(
+        dir,
+        [
+          'hosts:',
+          '  - { host: "web1:2222", user: alice, deploy-path: /srv/a/ }',
+          '  - { host: web2, primary: true }',
+          '  - web3',
+          'rolling: 50%',
+          'migrate: every-host',
+          'max-parallel: 2',
+          ''
+        ].join('\n')
+      )
+      const s = loadSettings({
+        input: n =>
+          ({
+            ...deployInputs,
+            hosts: '',
+            'host-fingerprint': '',
+            'known-hosts':
+              '* ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl'
+          })[n] ?? '',
+        env: {
+          GITHUB_WORKSPACE: dir,
+          GITHUB_EVENT_NAME: 'push',
+          GITHUB_REF: 'refs/tags/v1.0.0',
+          GITHUB_SHA: 'a'.repeat(40)
+        }
+      })
+      expect(s.ssh.hosts).toEqual([
+        { host: 'web1', port: 2222, user: 'alice', deployPath: '/srv/a' },
+        { host: 'web2', port: 22, primary: true },
+        { host: 'web3', port: 22 }
+      ])
+      expect(s.deploy).toMatchObject({
+        rolling: { percent: 50 },
+        migrate: true,
+        migrateEveryHost: true,
+        maxParallel: 2
+      })
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+  test('a bad per-host value, or two primaries, is refused naming the file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dd-fleet-settings-'))
+    try {
+      for (const [entries, why] of [
+        ['  - { host: web1, deploy-path: srv/a }', /deploy-path of host web1: "srv\/a" is relative/],
+        ['  - { host: web1, user: "a b" }', /user "a b" of host web1 is not a valid user name/],
+        [
+          '  - { host: web1, primary: true }\n  - { host: web2, primary: true }',
+          /only one host can be primary/
+        ]
+      ] as const) {
+        fleetFile(dir, `hosts:\n${entries}\n`)
+        expect(() =>
+          loadSettings({
+            input: n => ({ ...deployInputs, hosts: '' })[n] ?? '',
+            env: {
+              GITHUB_WORKSPACE: dir,
+              GITHUB_EVENT_NAME: 'push',
+              GITHUB_REF: 'refs/tags/v1.0.0',
+              GITHUB_SHA: 'a'.repeat(40)
+            }
+          })
+        ).toThrow(why)
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })

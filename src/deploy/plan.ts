@@ -23,7 +23,13 @@ export interface Step {
  * With `reuseFrom` (the host's live release, once the manifest step found files to reuse) the upload takes
  * the unchanged files from it.
  */
-export function updateSteps(d: DeploySettings, l: Layout, source: ReleaseSource, reuseFrom?: string): Step[] {
+export function updateSteps(
+  d: DeploySettings,
+  l: Layout,
+  source: ReleaseSource,
+  reuseFrom?: string,
+  gated: 'with-gate' | 'without-gate' = 'with-gate'
+): Step[] {
   const r = source.name
   const reuse = reuseFrom ? { release: reuseFrom, python: d.remotePython } : undefined
   const steps: Step[] = [
@@ -58,19 +64,45 @@ export function updateSteps(d: DeploySettings, l: Layout, source: ReleaseSource,
   })
   // A release whose settings do not import, or whose checks fail on the server, never goes live.
   steps.push(...preflightSteps(l, r, d.deployCheck))
-  if (d.migrate) steps.push(manage('migrate', ['migrate', '--noinput']))
+  // Migrations before collectstatic, as Django's docs order them; on a fleet the runner runs the gate (migrate
+  // on the primary host, the health URL everywhere) once every host is ready.
+  const gate = gated === 'with-gate' ? gateSteps(d, l, r, d.migrate) : []
+  steps.push(...gate.filter(s => s.name === 'migrate'))
   if (d.collectstatic) steps.push(manage('collectstatic', ['collectstatic', '--noinput']))
-  // The health URL through the new release's Django before anything live changes: a release that answers
-  // 500 is refused here, so it never serves a request.
+  steps.push(...gate.filter(s => s.name !== 'migrate'))
+  return steps
+}
+
+/**
+ * The last steps before anything live changes: the migrations (when `migrate`; on a fleet with one database,
+ * on the primary host only, once every host is ready) and the health URL through the new release's Django (a
+ * release that answers 500 is refused here, so it never serves a request).
+ */
+export function gateSteps(d: DeploySettings, l: Layout, release: string, migrate: boolean): Step[] {
+  const steps: Step[] = []
+  if (migrate) {
+    const args = ['migrate', '--noinput']
+    steps.push({ name: 'migrate', script: cmd.manage(l, release, args), manage: { release, args } })
+  }
   if (d.healthCheckUrl) {
     steps.push(
-      python(l, r, 'health-before-switch', cmd.HEALTH_BEFORE_SWITCH_PY, [
+      python(l, release, 'health-before-switch', cmd.HEALTH_BEFORE_SWITCH_PY, [
         d.healthCheckUrl,
         String(d.healthCheckTimeout)
       ])
     )
   }
   return steps
+}
+
+/** Hosts per batch of the switch: all at once, or `rolling` (a count, or a percentage rounded up). */
+export function rollingBatches<T>(hosts: T[], rolling: DeploySettings['rolling']): T[][] {
+  if (!rolling || hosts.length === 0) return [hosts]
+  const size =
+    'count' in rolling ? rolling.count : Math.max(1, Math.ceil((hosts.length * rolling.percent) / 100))
+  const out: T[][] = []
+  for (let i = 0; i < hosts.length; i += size) out.push(hosts.slice(i, i + size))
+  return out
 }
 
 /**

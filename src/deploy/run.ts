@@ -22,6 +22,8 @@ import {
   renderStep,
   revertSteps,
   rollbackTarget,
+  rollingBatches,
+  gateSteps,
   wentLive,
   updateSteps,
   type Step
@@ -68,6 +70,66 @@ interface Target {
   renewal?: NodeJS.Timeout
   /** Files of the release this host has, unchanged, in its live release: not uploaded again. */
   reuse?: string[]
+  /** Where this host's lines go: the job log itself, or (hosts worked on at once) a buffer of its own. */
+  log: HostLog
+  /** This host's deploy-path (its own, or the input's). */
+  layout: Layout
+  /** Bytes of the release archive sent to this host. */
+  sent?: number
+}
+
+/**
+ * A host's part of the job log. With one host it writes through; with several, worked on at once, each host's
+ * lines are kept and written in one piece, host after host, when a phase ends, so groups never interleave.
+ */
+class HostLog implements Log {
+  private kept: Array<() => void> = []
+  constructor(
+    private readonly to: Log,
+    private readonly buffered: boolean
+  ) {}
+  private put(f: () => void): void {
+    if (this.buffered) this.kept.push(f)
+    else f()
+  }
+  startGroup(title: string): void {
+    this.put(() => this.to.startGroup(title))
+  }
+  endGroup(): void {
+    this.put(() => this.to.endGroup())
+  }
+  info(message: string): void {
+    this.put(() => this.to.info(message))
+  }
+  warning(message: string): void {
+    this.put(() => this.to.warning(message))
+  }
+  output(line: string): void {
+    this.put(() => (this.to.output ? this.to.output(line) : this.to.info(line)))
+  }
+  /** Writes what was kept. */
+  flush(): void {
+    const kept = this.kept
+    this.kept = []
+    for (const f of kept) f()
+  }
+}
+
+/**
+ * Runs `f` on the items, at most `limit` at a time; after a failure starts no new one, waits for those running,
+ * then throws the first failure.
+ */
+async function eachAtMost<T>(items: T[], limit: number, f: (item: T) => Promise<void>): Promise<void> {
+  const failures: unknown[] = []
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < items.length && failures.length === 0) {
+      const item = items[next++]
+      await f(item).catch(e => failures.push(e))
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+  if (failures.length) throw failures[0]
 }
 
 /** Tries to reach a host again after a lost connection, host key verified each time. */
@@ -93,31 +155,68 @@ export class Runner {
     this.layout = cmd.layout(settings.deploy.path)
   }
 
-  /** Connects to every host (host keys verified), and takes the lock unless only reading. */
+  /**
+   * Connects to every host (host keys verified, at most max-parallel at once), takes the locks unless only
+   * reading, one host after another in one sorted order (two fleets listed differently never deadlock), and
+   * reads what each host holds.
+   */
   private async open(lock: boolean): Promise<Target[]> {
     const s = this.settings
+    const many = s.ssh.hosts.length > 1
     const targets: Target[] = []
     try {
-      for (const host of s.ssh.hosts) {
-        const t0 = Date.now()
-        this.log.startGroup(`${Remote.label(host)}: connect`)
-        const remote = await Remote.connect(host, s.ssh).finally(() => this.log.endGroup())
-        this.log.info(`${remote.name}: connected as ${host.user ?? s.ssh.user}, host key verified`)
-        const target: Target = { host, remote, state: { releases: [] } }
-        targets.push(target)
-        this.record(remote.name, 'connect', 'ok', t0)
-        if (lock) await this.lock(target)
-        const inspected = await this.exec(target, {
-          name: 'inspect',
-
-          script: cmd.inspect(this.layout)
-        })
-        target.state = cmd.parseInspect(inspected)
+      const slots = s.ssh.hosts.map(() => undefined as Target | undefined)
+      await eachAtMost(
+        s.ssh.hosts.map((host, i) => ({ host, i })),
+        s.deploy.maxParallel,
+        async ({ host, i }) => {
+          const log = new HostLog(this.log, many)
+          const t0 = Date.now()
+          log.startGroup(`${Remote.label(host)}: connect`)
+          try {
+            const remote = await Remote.connect(host, s.ssh)
+            slots[i] = {
+              host,
+              remote,
+              state: { releases: [] },
+              log,
+              layout: cmd.layout(host.deployPath ?? s.deploy.path)
+            }
+            log.info(`${remote.name}: connected as ${host.user ?? s.ssh.user}, host key verified`)
+            this.record(remote.name, 'connect', 'ok', t0)
+          } finally {
+            log.endGroup()
+            log.flush()
+          }
+        }
+      ).finally(() => targets.push(...slots.filter((t): t is Target => t !== undefined)))
+      if (lock) {
+        const order = [...targets].sort((a, b) =>
+          a.remote.name < b.remote.name ? -1 : a.remote.name > b.remote.name ? 1 : 0
+        )
+        for (const t of order) await this.lock(t)
       }
+      await this.everyHost(targets, async t => {
+        t.state = cmd.parseInspect(await this.exec(t, { name: 'inspect', script: cmd.inspect(t.layout) }))
+      })
       return targets
     } catch (e) {
       await this.close(targets)
       throw e
+    }
+  }
+
+  /** Writes each host's kept lines, in host order (hosts worked on at once). */
+  private flushLogs(targets: Target[]): void {
+    for (const t of targets) t.log.flush()
+  }
+
+  /** Runs `f` on every host at once (at most max-parallel), then writes their logs; throws the first failure. */
+  private async everyHost(targets: Target[], f: (t: Target) => Promise<void>): Promise<void> {
+    try {
+      await eachAtMost(targets, this.settings.deploy.maxParallel, f)
+    } finally {
+      this.flushLogs(targets)
     }
   }
 
@@ -126,16 +225,16 @@ export class Runner {
     const holder = `${s.context.runUrl ?? `run on ${hostname()}`} (release ${s.deploy.releaseName ?? '?'}, since ${new Date().toISOString()})`
     const token = randomBytes(12).toString('hex')
     const t0 = Date.now()
-    this.log.startGroup(`${t.remote.name}: lock`)
+    t.log.startGroup(`${t.remote.name}: lock`)
     try {
-      this.log.info(`waiting up to ${s.deploy.lockTimeout} s for the deploy lock on ${s.deploy.path}`)
-      t.lock = await t.remote.hold(cmd.holdLock(this.layout, s.deploy.lockTimeout, holder, token), 'locked')
+      t.log.info(`waiting up to ${s.deploy.lockTimeout} s for the deploy lock on ${t.layout.root}`)
+      t.lock = await t.remote.hold(cmd.holdLock(t.layout, s.deploy.lockTimeout, holder, token), 'locked')
       t.token = token
       // The lease ends on the server when these stop for LEASE_SECONDS (a frozen or vanished runner).
       const lock = t.lock
       t.renewal = setInterval(() => lock.send('renew'), cmd.RENEW_SECONDS * 1000)
       t.renewal.unref()
-      this.log.info(
+      t.log.info(
         `lock taken (a lease: renewed every ${cmd.RENEW_SECONDS} s, ended by the server after ${cmd.LEASE_SECONDS} s without renewal)`
       )
     } catch (e) {
@@ -143,7 +242,8 @@ export class Runner {
       this.record(t.remote.name, 'lock', 'failed', t0, err.message)
       throw new StepError(t.remote.name, 'lock', err.code ?? 1, err.message)
     } finally {
-      this.log.endGroup()
+      t.log.endGroup()
+      t.log.flush()
     }
     this.record(t.remote.name, 'lock', 'ok', t0)
   }
@@ -158,10 +258,13 @@ export class Runner {
   }
 
   private async close(targets: Target[]): Promise<void> {
-    for (const t of targets) {
-      await this.unlock(t)
-      t.remote.dispose()
-    }
+    await Promise.all(
+      targets.map(async t => {
+        await this.unlock(t)
+        t.remote.dispose()
+      })
+    )
+    this.flushLogs(targets)
   }
 
   /**
@@ -176,15 +279,15 @@ export class Runner {
     t.remote.dispose()
     let last: Error | undefined
     for (let i = 1; i <= RECONNECT_TRIES; i++) {
-      this.log.warning(`${t.remote.name}: ${why}; reconnecting (${i}/${RECONNECT_TRIES})`)
+      t.log.warning(`${t.remote.name}: ${why}; reconnecting (${i}/${RECONNECT_TRIES})`)
       try {
         t.remote = await Remote.connect(t.host, this.settings.ssh)
-        this.log.info(`${t.remote.name}: connected again, host key verified`)
+        t.log.info(`${t.remote.name}: connected again, host key verified`)
         await this.lock(t)
         const now = cmd.parseInspect(
-          await this.exec(t, { name: 'inspect', script: cmd.inspect(this.layout) }, undefined, true)
+          await this.exec(t, { name: 'inspect', script: cmd.inspect(t.layout) }, undefined, true)
         )
-        this.log.info(`${t.remote.name}: live release now: ${now.current ?? 'none'}`)
+        t.log.info(`${t.remote.name}: live release now: ${now.current ?? 'none'}`)
         return now.current
       } catch (e) {
         last = e as Error
@@ -239,10 +342,10 @@ export class Runner {
     const finish = (name: string, code: number, why = ''): void => {
       const seconds = ((Date.now() - partStart) / 1000).toFixed(1)
       if (code === 0) {
-        this.log.info(`✓ ${name} (${seconds} s)`)
+        t.log.info(`✓ ${name} (${seconds} s)`)
         if (name !== 'inspect') this.record(host, name, 'ok', partStart)
       } else {
-        this.log.info(`✗ ${name} failed after ${seconds} s (exit ${code})${why ? ` ${why}` : ''}`)
+        t.log.info(`✗ ${name} failed after ${seconds} s (exit ${code})${why ? ` ${why}` : ''}`)
         this.record(
           host,
           name,
@@ -251,18 +354,18 @@ export class Runner {
           `exit ${code}${why ? `, ${why}` : ''}\n${lines.slice(-TAIL).join('\n')}`
         )
       }
-      this.log.endGroup()
+      t.log.endGroup()
     }
     const show = (line: string): void => {
       lines.push(line)
       if (line.startsWith(cmd.WARN)) {
         const warning = `${host}: ${line.slice(cmd.WARN.length).trim()}`
         this.warnings.push(warning)
-        this.log.warning(warning)
-      } else if (this.log.output) this.log.output(line)
-      else this.log.info(line)
+        t.log.warning(warning)
+      } else if (t.log.output) t.log.output(line)
+      else t.log.info(line)
     }
-    this.log.startGroup(`${host}: ${parts[0]}`)
+    t.log.startGroup(`${host}: ${parts[0]}`)
     let upload: Awaited<ReturnType<typeof archive>> | undefined
     if (step.stdin === 'archive' && source) upload = await archive(source, t.reuse)
     // Each step gets command-timeout seconds (the clock restarts at each step of a batch). A timed-out or
@@ -277,7 +380,7 @@ export class Runner {
       clearTimeout(timer)
       void (async () => {
         if (t.token) {
-          await t.remote.run(cmd.killSteps(this.layout, t.token), { signal: AbortSignal.timeout(10_000) })
+          await t.remote.run(cmd.killSteps(t.layout, t.token), { signal: AbortSignal.timeout(10_000) })
           // The step's command ends once its group is gone; its channel is closed regardless.
           await new Promise(r => setTimeout(r, 3000).unref())
         }
@@ -290,7 +393,7 @@ export class Runner {
     }
     arm()
     this.stopRunning.add(stop)
-    const script = t.token ? cmd.fenced(this.layout, t.token, step.script) : step.script
+    const script = t.token ? cmd.fenced(t.layout, t.token, step.script) : step.script
     const r = await t.remote
       .run(script, {
         stdin: upload?.stream,
@@ -313,7 +416,7 @@ export class Runner {
             partStart = Date.now()
             lines = []
             arm()
-            if (part < parts.length) this.log.startGroup(`${host}: ${parts[part]}`)
+            if (part < parts.length) t.log.startGroup(`${host}: ${parts[part]}`)
             return
           }
           show(line)
@@ -328,16 +431,17 @@ export class Runner {
     if (r.code === 0 && !stopped && !r.lost) {
       if (upload) {
         await upload.done
+        t.sent = upload.bytes()
         const files = parseTree(source!.tree).length
         const reused = t.reuse?.length ?? 0
-        this.log.info(
+        t.log.info(
           `${host}: ${(upload.bytes() / 1024).toFixed(1)} KiB sent for ${files - reused} of ${files} files${reused ? `; ${reused} unchanged, taken from ${t.state.current}` : ''}`
         )
       }
       // Steps that ran without a batch's marker (a single step) end with the command.
       while (part < parts.length) {
         finish(parts[part], 0)
-        if (++part < parts.length) this.log.startGroup(`${host}: ${parts[part]}`)
+        if (++part < parts.length) t.log.startGroup(`${host}: ${parts[part]}`)
       }
       return r.stdout
     }
@@ -373,15 +477,15 @@ export class Runner {
     const host = t.remote.name
     const d = this.settings.deploy
     let answer = ''
-    const script = cmd.reusableFiles(this.layout, source.name, live, d.remotePython)
-    const r = await t.remote.run(t.token ? cmd.fenced(this.layout, t.token, script) : script, {
+    const script = cmd.reusableFiles(t.layout, source.name, live, d.remotePython)
+    const r = await t.remote.run(t.token ? cmd.fenced(t.layout, t.token, script) : script, {
       stdin: Readable.from([gzipSync(source.tree)]),
       signal: AbortSignal.timeout(this.settings.ssh.commandTimeout * 1000),
       onLine: line => {
         if (line.startsWith(cmd.WARN)) {
           const warning = `${host}: ${line.slice(cmd.WARN.length).trim()}`
           this.warnings.push(warning)
-          this.log.warning(warning)
+          t.log.warning(warning)
         } else if (line.startsWith('reuse=')) answer = line.slice('reuse='.length)
       }
     })
@@ -391,7 +495,7 @@ export class Runner {
       t.reuse = paths.length ? paths : undefined
       this.record(host, 'manifest', 'ok', t0)
     } catch (e) {
-      this.log.warning(
+      t.log.warning(
         `${host}: could not compare with the live release, sending every file: ${(e as Error).message}`
       )
       this.record(host, 'manifest', 'failed', t0, (e as Error).message)
@@ -437,23 +541,40 @@ export class Runner {
           targets.map(t => [
             t.remote.name,
             [
-              ...updateSteps(d, this.layout, source),
-              ...publishSteps(d, this.layout, source.name, t.state.current),
-              cleanupStep(t.state, d.keepReleases, source.name, this.layout)
+              ...updateSteps(d, t.layout, source),
+              ...publishSteps(d, t.layout, source.name, t.state.current),
+              cleanupStep(t.state, d.keepReleases, source.name, t.layout)
             ].map(renderStep)
           ])
         )
         return
       }
-      for (const t of targets) {
+      // Phase 1, every host at once: the release made ready. A fleet sharing one database migrates once, on
+      // the primary host, when every host is ready; then the health URL through each host's new release.
+      const once = targets.length > 1 && d.migrate && !d.migrateEveryHost
+      const gated = targets.length > 1 ? 'without-gate' : 'with-gate'
+      await this.everyHost(targets, async t => {
         await this.findReusable(t, source)
         await this.exec(
           t,
-          batch(updateSteps(d, this.layout, source, t.reuse && t.state.current), this.layout, this.mark),
+          batch(updateSteps(d, t.layout, source, t.reuse && t.state.current, gated), t.layout, this.mark),
           source
         )
+      })
+      if (gated === 'without-gate') {
+        const primary = targets.find(t => t.host.primary) ?? targets[0]
+        const gate = (t: Target, migrate: boolean): Promise<string> =>
+          this.exec(t, batch(gateSteps(d, t.layout, source.name, migrate), t.layout, this.mark))
+        if (once) {
+          this.log.info(`${primary.remote.name}: the primary host runs the migrations, once for the fleet`)
+          await this.everyHost([primary], async t => void (await gate(t, true)))
+        }
+        const rest = once ? targets.filter(t => t !== primary) : targets
+        if (gateSteps(d, this.layout, source.name, !once).length)
+          await this.everyHost(rest, async t => void (await gate(t, !once)))
       }
       const failure = await this.publish(targets, source.name)
+      this.describeHosts(result, targets, source.name, failure)
       if (failure) {
         result.error = failure.error
         result.rolledBack = failure.revertedOk
@@ -465,19 +586,44 @@ export class Runner {
         return
       }
       result.deployed = true
-      for (const t of targets) {
+      await this.everyHost(targets, async t => {
         try {
-          await this.exec(t, cleanupStep(t.state, d.keepReleases, source.name, this.layout))
+          await this.exec(t, cleanupStep(t.state, d.keepReleases, source.name, t.layout))
         } catch (e) {
-          this.log.warning(`cleanup of old releases failed, the deploy stands: ${(e as Error).message}`)
+          t.log.warning(`cleanup of old releases failed, the deploy stands: ${(e as Error).message}`)
         }
-      }
+      })
     })
   }
 
+  /** Each host's release before and after, for the report; `previousRelease` names each when hosts differ. */
+  private describeHosts(
+    result: DeployResult,
+    targets: Target[],
+    release: string,
+    failure?: { revertedOk: boolean; live?: (string | undefined)[] }
+  ): void {
+    result.hosts = targets.map((t, i) => ({
+      host: t.remote.name,
+      previous: t.state.current,
+      live: failure
+        ? failure.live
+          ? failure.live[i]
+          : failure.revertedOk
+            ? t.state.current
+            : undefined
+        : release,
+      bytesSent: t.sent
+    }))
+    const previous = new Set(targets.map(t => t.state.current ?? ''))
+    if (previous.size > 1)
+      result.previousRelease = targets.map(t => `${t.remote.name}=${t.state.current ?? ''}`).join('\n')
+  }
+
   /**
-   * Makes `release` live host by host; on a failure puts every host that was touched back on what it served.
-   * Returns the failure, if any, and whether the revert succeeded everywhere.
+   * Makes `release` live on every host at once, or in `rolling` batches, each gated by its health check; on a
+   * failure puts every host that was touched (earlier batches included) back on what it served. Returns the
+   * failure, if any, and whether the revert succeeded everywhere.
    */
   private async publish(
     targets: Target[],
@@ -485,17 +631,24 @@ export class Runner {
     record: 'live' | 'rollback' = 'live'
   ): Promise<{ error: string; revertedOk: boolean; live?: (string | undefined)[] } | undefined> {
     const touched: Target[] = []
+    const batches = rollingBatches(targets, this.settings.deploy.rolling)
     try {
-      for (const t of targets) {
-        touched.push(t)
-        await this.exec(
-          t,
-          batch(
-            publishSteps(this.settings.deploy, this.layout, release, t.state.current, record),
-            this.layout,
-            this.mark
+      for (const [i, hosts] of batches.entries()) {
+        if (batches.length > 1)
+          this.log.info(
+            `switch, batch ${i + 1} of ${batches.length}: ${hosts.map(t => t.remote.name).join(', ')}`
           )
-        )
+        await this.everyHost(hosts, async t => {
+          touched.push(t)
+          await this.exec(
+            t,
+            batch(
+              publishSteps(this.settings.deploy, t.layout, release, t.state.current, record),
+              t.layout,
+              this.mark
+            )
+          )
+        })
       }
       return undefined
     } catch (e) {
@@ -514,25 +667,19 @@ export class Runner {
 
   /** What each host serves now, read from `current` (reconnecting where the connection is gone). */
   private async liveReleases(targets: Target[]): Promise<(string | undefined)[]> {
-    const live: (string | undefined)[] = []
-    for (const t of targets) {
+    const live = new Map<Target, string | undefined>()
+    await this.everyHost(targets, async t => {
       try {
-        if (t.remote.lost) live.push(await this.reconnect(t))
+        if (t.remote.lost) live.set(t, await this.reconnect(t))
         else {
-          const out = await this.exec(
-            t,
-            { name: 'inspect', script: cmd.inspect(this.layout) },
-            undefined,
-            true
-          )
-          live.push(cmd.parseInspect(out).current)
+          const out = await this.exec(t, { name: 'inspect', script: cmd.inspect(t.layout) }, undefined, true)
+          live.set(t, cmd.parseInspect(out).current)
         }
       } catch (e) {
-        this.log.warning(`${t.remote.name}: cannot read what is live: ${(e as Error).message}`)
-        live.push(undefined)
+        t.log.warning(`${t.remote.name}: cannot read what is live: ${(e as Error).message}`)
       }
-    }
-    return live
+    })
+    return targets.map(t => live.get(t))
   }
 
   /**
@@ -542,25 +689,23 @@ export class Runner {
    */
   private async revert(targets: Target[], failed: string): Promise<{ ok: boolean }> {
     let ok = true
-    for (const t of targets) {
+    await this.everyHost(targets, async t => {
       try {
         if (t.remote.lost) {
           const live = await this.reconnect(t)
           if (live !== failed) {
-            this.log.info(
+            t.log.info(
               `${t.remote.name}: ${failed} did not go live here (live: ${live ?? 'none'}): nothing to put back`
             )
-            continue
+            return
           }
         }
-        this.log.warning(
-          `${t.remote.name}: rolling back to ${t.state.current ?? 'no release (first deploy)'}`
-        )
+        t.log.warning(`${t.remote.name}: rolling back to ${t.state.current ?? 'no release (first deploy)'}`)
         await this.exec(
           t,
           batch(
-            revertSteps(this.settings.deploy, this.layout, failed, t.state.current, t.state.currentLink),
-            this.layout,
+            revertSteps(this.settings.deploy, t.layout, failed, t.state.current, t.state.currentLink),
+            t.layout,
             this.mark
           ),
           undefined,
@@ -568,9 +713,9 @@ export class Runner {
         )
       } catch (e) {
         ok = false
-        this.log.warning(`${t.remote.name}: rollback failed: ${(e as Error).message}`)
+        t.log.warning(`${t.remote.name}: rollback failed: ${(e as Error).message}`)
       }
-    }
+    })
     return { ok }
   }
 
@@ -605,24 +750,25 @@ export class Runner {
         result.plan = Object.fromEntries(
           targets.map(t => [
             t.remote.name,
-            publishSteps(d, this.layout, result.release, t.state.current).map(renderStep)
+            publishSteps(d, t.layout, result.release, t.state.current).map(renderStep)
           ])
         )
         return
       }
-      for (const t of targets) {
-        if (wentLive(t.state, result.release)) continue
-        this.log.info(`${t.remote.name}: ${result.release} never went live here: preflight first`)
+      await this.everyHost(targets, async t => {
+        if (wentLive(t.state, result.release)) return
+        t.log.info(`${t.remote.name}: ${result.release} never went live here: preflight first`)
         await this.exec(
           t,
           batch(
-            preflightSteps(this.layout, result.release, this.settings.deploy.deployCheck),
-            this.layout,
+            preflightSteps(t.layout, result.release, this.settings.deploy.deployCheck),
+            t.layout,
             this.mark
           )
         )
-      }
+      })
       const failure = await this.publish(targets, result.release, 'rollback')
+      this.describeHosts(result, targets, result.release, failure)
       if (failure) {
         result.error = failure.error
         return

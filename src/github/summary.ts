@@ -160,6 +160,21 @@ function renderDeploy(d: DeployResult, mode: Report['mode']): string[] {
   if (d.error) out.push(`**Error:** ${multiline(clip(d.error, MAX_ERROR))}`)
   if (d.rolledBack) out.push(`↩️ **rolled back**${previous ? `; ${previous} is live again` : ''}.`)
 
+  // A fleet: which host serves what, and what its upload cost.
+  if (d.hosts && d.hosts.length > 1) {
+    const name = (r?: string): string => (r ? code(clip(r, MAX_NAME)) : '–')
+    const rows = fitting(
+      d.hosts.map(
+        h =>
+          `| ${code(clip(h.host, MAX_NAME))} | ${name(h.previous)} | ${h.live === undefined ? 'unknown' : name(h.live)} | ${h.bytesSent === undefined ? '–' : `${(h.bytesSent / 1024).toFixed(1)} KiB`} |`
+      ),
+      STEPS_CHARS
+    )
+    out.push(['| Host | Before | Now live | Release sent |', '|---|---|---|--:|', ...rows].join('\n'))
+    if (d.hosts.length > rows.length)
+      out.push(`_… and ${d.hosts.length - rows.length} more hosts not shown._`)
+  }
+
   if (d.steps.length > 0) {
     const rows = fitting(
       d.steps.map(s => {

@@ -509,6 +509,18 @@ export function manageMany(
     '        if code is None:',
     "            runpy.run_path('manage.py', run_name='__main__')",
     '        else:',
+    // Code run first in its process (a fleet's health check after the primary host migrated) sets Django up
+    // the way manage.py does, quietly.
+    '            from django.apps import apps',
+    '            if not apps.ready:',
+    '                import contextlib, os',
+    '                with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):',
+    '                    sys.argv = ["manage.py", "version"]',
+    '                    try:',
+    '                        runpy.run_path("manage.py", run_name="__main__")',
+    '                    except SystemExit:',
+    '                        pass',
+    '                sys.argv = ["manage.py", *args]',
     "            exec(compile(code, name, 'exec'), {'__name__': '__django_deploy__'})",
     '    except SystemExit as e:',
     '        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)',
