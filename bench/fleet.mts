@@ -10,9 +10,8 @@
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { deployInputs } from '../sandbox/inputs.js'
+import { deployInputs, writeServerEnv } from '../sandbox/inputs.js'
 import { startFleet, type Fleet, type FleetHost } from '../sandbox/fleet.js'
-import { shq } from '../sandbox/target.js'
 import { Repo, ROOT, runAction } from '../__tests__/helpers/action.js'
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS || 3)
@@ -53,15 +52,7 @@ const median = (xs: number[]): number => {
 
 try {
   fleet = await startFleet(4, { name: 'bflt', net: 230 })
-  for (const h of fleet.hosts) {
-    const w = await h.run(
-      `mkdir -p ${shq(h.deployPath + '/shared')} && cat > ${shq(h.deployPath + '/shared/.env')}`,
-      {
-        input: `DATABASE_PATH=${db}/db.sqlite3\nALLOWED_HOSTS=*\n`
-      }
-    )
-    if (w.code !== 0) throw new Error(w.stderr)
-  }
+  for (const h of fleet.hosts) await writeServerEnv(h, { database: `${db}/db.sqlite3`, allowedHosts: '*' })
   repo = new Repo()
   const all = fleet.hosts
   const one = [fleet.hosts[0]]

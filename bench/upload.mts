@@ -12,7 +12,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import os from 'node:os'
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { deployInputs } from '../sandbox/inputs.js'
+import { deployInputs, writeServerEnv } from '../sandbox/inputs.js'
 import { shq, startTarget, type Target } from '../sandbox/target.js'
 import { Repo, ROOT, runAction } from '../__tests__/helpers/action.js'
 
@@ -101,11 +101,7 @@ try {
   netnsUp()
   t = await startTarget({ name: 'bupload', bindIp: HOST_IP })
   const knownHosts = t.knownHosts
-  const w = await t.run(
-    `mkdir -p ${shq(t.deployPath + '/shared')} && cat > ${shq(t.deployPath + '/shared/.env')}`,
-    { input: `DATABASE_PATH=${t.deployPath}/shared/db.sqlite3\nALLOWED_HOSTS=${HOST_IP},localhost\n` }
-  )
-  if (w.code !== 0) throw new Error(`writing .env: ${w.stderr}`)
+  await writeServerEnv(t, { allowedHosts: `${HOST_IP},localhost` })
 
   // A 40 MB project: the example plus static assets that do not compress (images, fonts, bundles).
   repo = new Repo()

@@ -1,7 +1,7 @@
 /**
  * The action's inputs for deploying to a sandbox target: one home for the tests, the demo and the benchmark.
  */
-import type { Target } from './target.js'
+import { shq, type Target } from './target.js'
 
 /** Connection, paths and the server's Python (Debian's Django and Gunicorn seen through the virtualenv). */
 export function deployInputs(t: Target, extra: Record<string, string> = {}): Record<string, string> {
@@ -29,4 +29,20 @@ export function liveInputs(t: Target, extra: Record<string, string> = {}): Recor
     'health-check-url': `${t.url}/health/`,
     ...extra
   })
+}
+
+/**
+ * Writes the server's own settings to `<deploy-path>/shared/.env`, as a user does before the first deploy: the
+ * database (by default in shared/, outside every release) and the allowed hosts, then any extra lines.
+ */
+export async function writeServerEnv(
+  t: Target,
+  o: { database?: string; allowedHosts?: string; extra?: string } = {}
+): Promise<void> {
+  const text =
+    `DATABASE_PATH=${o.database ?? `${t.deployPath}/shared/db.sqlite3`}\n` +
+    `ALLOWED_HOSTS=${o.allowedHosts ?? '127.0.0.1,localhost'}\n${o.extra ?? ''}`
+  const shared = shq(`${t.deployPath}/shared`)
+  const w = await t.run(`mkdir -p ${shared} && cat > ${shared}/.env`, { input: text })
+  if (w.code !== 0) throw new Error(`writing ${t.deployPath}/shared/.env: ${w.stderr}`)
 }

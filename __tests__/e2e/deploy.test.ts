@@ -6,7 +6,7 @@ import { jest } from '@jest/globals'
 import { existsSync, readFileSync, readlinkSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { startLoad, versionMarker } from '../../sandbox/load.js'
-import { deployInputs, liveInputs } from '../../sandbox/inputs.js'
+import { deployInputs, liveInputs, writeServerEnv } from '../../sandbox/inputs.js'
 import { startTarget, type Target } from '../../sandbox/target.js'
 import { expectOk, Repo, ROOT, runAction, type ActionRun } from '../helpers/action.js'
 import { startFakeGitHub } from '../helpers/fake-github.js'
@@ -52,11 +52,7 @@ beforeAll(async () => {
   t = await startTarget({ name: 'dde2e' })
   repo = new Repo()
   // The server's own settings live in shared/.env, as a user would put them there before the first deploy.
-  const env = `DATABASE_PATH=${t.deployPath}/shared/db.sqlite3\nALLOWED_HOSTS=127.0.0.1,localhost\n`
-  const w = await t.run(
-    `mkdir -p ${t.deployPath}/shared && printf '%s' '${env}' > ${t.deployPath}/shared/.env`
-  )
-  expect(w.code).toBe(0)
+  await writeServerEnv(t)
 }, 120_000)
 
 afterAll(async () => {

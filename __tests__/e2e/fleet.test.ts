@@ -7,7 +7,7 @@ import { jest } from '@jest/globals'
 import { chmodSync, mkdtempSync, readlinkSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { deployInputs } from '../../sandbox/inputs.js'
+import { deployInputs, writeServerEnv } from '../../sandbox/inputs.js'
 import { startFleet, type Fleet, type FleetHost } from '../../sandbox/fleet.js'
 import { shq } from '../../sandbox/target.js'
 import { expectOk, Repo, runAction, type ActionRun } from '../helpers/action.js'
@@ -19,16 +19,8 @@ let repo: Repo
 let db: string
 const live = (h: FleetHost): string => readlinkSync(join(h.deployPath, 'current'))
 
-const writeEnv = async (h: FleetHost, extra = ''): Promise<void> => {
-  const env = `DATABASE_PATH=${db}/db.sqlite3\nALLOWED_HOSTS=*\n${extra}`
-  const w = await h.run(
-    `mkdir -p ${shq(h.deployPath + '/shared')} && cat > ${shq(h.deployPath + '/shared/.env')}`,
-    {
-      input: env
-    }
-  )
-  expect(w.code).toBe(0)
-}
+const writeEnv = (h: FleetHost, extra = ''): Promise<void> =>
+  writeServerEnv(h, { database: `${db}/db.sqlite3`, allowedHosts: '*', extra })
 
 /** The fleet as a deploy.yml lists it: each host with its own user and deploy-path; the second is primary. */
 function writeConfig(extra = ''): void {

@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { execFileSync } from 'node:child_process'
 import { lstatSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
-import { deployInputs } from '../../sandbox/inputs.js'
+import { deployInputs, writeServerEnv } from '../../sandbox/inputs.js'
 import { startTarget, type Target } from '../../sandbox/target.js'
 import { expectOk, Repo, runAction, type ActionRun } from '../helpers/action.js'
 
@@ -80,11 +80,7 @@ beforeAll(async () => {
   repo.write(`it's $(id) a "name".txt`, 'hostile name\n')
   execFileSync('ln', ['-s', 'static-blob.bin', join(repo.dir, 'blob-link')])
   repo.commit('v1 with a large file, an executable, a symlink and a hostile name')
-  const env = `DATABASE_PATH=${t.deployPath}/shared/db.sqlite3\nALLOWED_HOSTS=127.0.0.1,localhost\n`
-  const w = await t.run(
-    `mkdir -p ${t.deployPath}/shared && printf '%s' '${env}' > ${t.deployPath}/shared/.env`
-  )
-  expect(w.code).toBe(0)
+  await writeServerEnv(t)
 }, 120_000)
 
 afterAll(async () => {

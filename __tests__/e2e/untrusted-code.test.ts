@@ -8,7 +8,7 @@ import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { deployInputs, liveInputs } from '../../sandbox/inputs.js'
+import { deployInputs, liveInputs, writeServerEnv } from '../../sandbox/inputs.js'
 import { startTarget, type Target } from '../../sandbox/target.js'
 import { DIST, expectOk, inputEnv, Repo, runAction } from '../helpers/action.js'
 import { startFakeGitHub, type FakeGitHub } from '../helpers/fake-github.js'
@@ -248,11 +248,7 @@ describe('deploys whose project prints workflow commands, on real OpenSSH', () =
       `${settings}\n\n# Printed whenever Django starts: on the server during migrate and collectstatic.\n${INJECTED.map(l => `print(${JSON.stringify(l)}, flush=True)`).join('\n')}\n`
     )
     repo.commit('settings that print workflow commands')
-    const env = `DATABASE_PATH=${t.deployPath}/shared/db.sqlite3\nALLOWED_HOSTS=127.0.0.1,localhost\n`
-    const w = await t.run(
-      `mkdir -p ${t.deployPath}/shared && printf '%s' '${env}' > ${t.deployPath}/shared/.env`
-    )
-    expect(w.code).toBe(0)
+    await writeServerEnv(t)
   }, 120_000)
   afterAll(async () => {
     await t?.stop()
