@@ -40,7 +40,16 @@ export interface Host {
   deployPath?: string
   /** Runs the migrations of a fleet (`primary: true` in a config file's hosts entry; else the first host). */
   primary?: boolean
+  /**
+   * What the host runs (`roles` of a config file's hosts entry, an inventory's `deploy_roles`); none given: web.
+   * Only `web` hosts run the Gunicorn reload, nginx and the health checks; every role may have its own
+   * `reload-command`.
+   */
+  roles?: string[]
 }
+
+/** A role's name: `web` (Gunicorn behind nginx) or any other, e.g. `worker`, `scheduler`. */
+export const ROLE = /^[a-z][a-z0-9_-]{0,31}$/
 
 export interface SshSettings {
   hosts: Host[]
@@ -79,6 +88,11 @@ export interface DeploySettings {
   gunicornPidfile?: string
   gunicornService?: string
   reloadCommand?: string
+  /**
+   * `reload-command` per role other than `web` (a mapping in the config file, e.g. `worker: sudo systemctl
+   * restart celery`), run on the hosts that have the role, after the switch. The web role's is `reloadCommand`.
+   */
+  roleReloadCommands: Record<string, string>
   nginx: boolean
   nginxTestCommand: string
   nginxReloadCommand: string
@@ -376,6 +390,8 @@ class RawValues {
   primaryHost?: string
   /** Per-host user and deploy-path of the config file's hosts entries, by the entry's host as written. */
   hostExtras = new Map<string, HostExtras>()
+  /** `reload-command` given in the config file as a mapping of role to command: the roles other than web. */
+  roleReloads?: { commands: Record<string, string>; where: string }
   configFile?: string
 
   constructor(private readonly sources: SettingsSources) {}
@@ -446,6 +462,20 @@ class RawValues {
         if (entries.pins.length) this.hostPins.push([where, entries.pins.join('\n')])
         this.primaryHost = entries.primary
         this.hostExtras = entries.extras
+      } else if (
+        key === 'reload-command' &&
+        typeof json === 'object' &&
+        json !== null &&
+        !Array.isArray(json)
+      ) {
+        const byRole = roleCommands(json as Record<string, unknown>)
+        if (typeof byRole === 'string') {
+          this.problems.push({ where, message: byRole })
+          continue
+        }
+        const { web, ...others } = byRole
+        value = web ?? ''
+        this.roleReloads = { commands: others, where }
       } else if (Array.isArray(json)) value = json.map(String).join('\n')
       else if (json === null) value = ''
       else if (typeof json === 'object') {
@@ -479,6 +509,32 @@ class RawValues {
 interface HostExtras {
   user?: string
   deployPath?: string
+  roles?: string[]
+}
+
+/** The config file's `reload-command` as a mapping: `{ web: command, worker: command, … }`. */
+function roleCommands(map: Record<string, unknown>): Record<string, string> | string {
+  const out: Record<string, string> = {}
+  for (const [role, command] of Object.entries(map)) {
+    if (!ROLE.test(role))
+      return `"${role}" is not a role name; expected a mapping of roles (web, worker, …: lowercase letters, digits, - and _) to commands`
+    if (typeof command !== 'string' || !command.trim())
+      return `the command of role ${role} must be a non-empty string, e.g. ${role}: sudo -n systemctl restart celery`
+    out[role] = command.trim()
+  }
+  return out
+}
+
+/** A hosts entry's or inventory host's roles (a list, or one name, or names separated by commas). */
+function rolesOf(value: unknown, whose: string): string[] | string {
+  const items = Array.isArray(value) ? value : typeof value === 'string' ? value.split(',') : undefined
+  if (!items || items.length === 0 || !items.every(r => typeof r === 'string'))
+    return `roles of ${whose} must be a role name or a list of them, e.g. [web, worker]`
+  const roles = [...new Set(items.map(r => (r as string).trim()))]
+  const bad = roles.find(r => !ROLE.test(r))
+  if (bad !== undefined)
+    return `role "${bad}" of ${whose} is not a role name; expected lowercase letters, digits, - and _ (e.g. web, worker)`
+  return roles
 }
 
 function hostEntries(
@@ -499,6 +555,7 @@ function hostEntries(
       primary: isPrimary,
       user,
       'deploy-path': deployPath,
+      roles: rolesGiven,
       ...rest
     } = item as Record<string, unknown>
     const fps = Array.isArray(fingerprint) ? fingerprint : fingerprint === undefined ? [] : [fingerprint]
@@ -510,17 +567,20 @@ function hostEntries(
       (user !== undefined && typeof user !== 'string') ||
       (deployPath !== undefined && typeof deployPath !== 'string')
     )
-      return 'an entry that is a mapping must be { host: name[:port], fingerprint: SHA256:… or a list of them, user: name, deploy-path: /abs/path, primary: true or false }'
+      return 'an entry that is a mapping must be { host: name[:port], fingerprint: SHA256:… or a list of them, user: name, deploy-path: /abs/path, primary: true or false, roles: [web, worker, …] }'
     if (typeof user === 'string' && !USERNAME.test(user))
       return `user "${user}" of host ${host} is not a valid user name`
     if (typeof deployPath === 'string') {
       const bad = deployPathProblem(deployPath)
       if (bad) return `deploy-path of host ${host}: ${bad}`
     }
-    if (user !== undefined || deployPath !== undefined)
+    const roles = rolesGiven === undefined ? undefined : rolesOf(rolesGiven, `host ${host}`)
+    if (typeof roles === 'string') return roles
+    if (user !== undefined || deployPath !== undefined || roles)
       extras.set(host, {
         ...(user ? { user: user as string } : {}),
-        ...(deployPath ? { deployPath: (deployPath as string).replace(/\/+$/, '') } : {})
+        ...(deployPath ? { deployPath: (deployPath as string).replace(/\/+$/, '') } : {}),
+        ...(roles ? { roles } : {})
       })
     if (isPrimary === true) {
       if (primary) return `only one host can be primary (${primary} and ${host} are)`
@@ -773,6 +833,16 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
       `is set together with ${reloaders[0]}; expected one way to reload Gunicorn`
     )
   }
+  // Each role's reload-command must be some host's role: a typo would otherwise leave workers on old code.
+  const roleReloadCommands = raw.roleReloads?.commands ?? {}
+  const held = new Set(hosts.flatMap(h => h.roles ?? ['web']))
+  for (const role of Object.keys(roleReloadCommands)) {
+    if (held.has(role) || hosts.length === 0) continue
+    raw.fail(
+      raw.roleReloads!.where,
+      `role ${role} is no host's role${didYouMean(role, [...held])}; expected the roles the hosts have (${[...held].join(', ')}), set by roles: in deploy.yml hosts entries or deploy_roles in the inventory`
+    )
+  }
   const pidRaw = raw.get('gunicorn-pidfile')
   if (pidRaw.value && !pidRaw.value.startsWith('/'))
     raw.fail(pidRaw, `"${pidRaw.value}" is relative; expected an absolute path on the server`)
@@ -873,6 +943,7 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
       gunicornPidfile: text('gunicorn-pidfile'),
       gunicornService: text('gunicorn-service'),
       reloadCommand: text('reload-command'),
+      roleReloadCommands,
       nginx,
       nginxTestCommand: nginxTest.value,
       nginxReloadCommand: nginxReload.value,
@@ -1058,7 +1129,18 @@ function inventoryHosts(
       bad(`ansible_user "${String(user)}" is not a valid user name`)
       continue
     }
-    hosts.push({ host: address, port: p, ...(user ? { user } : {}), ...(address !== name ? { name } : {}) })
+    const roles = vars.deploy_roles === undefined ? undefined : rolesOf(vars.deploy_roles, 'deploy_roles')
+    if (typeof roles === 'string') {
+      bad(roles)
+      continue
+    }
+    hosts.push({
+      host: address,
+      port: p,
+      ...(user ? { user } : {}),
+      ...(address !== name ? { name } : {}),
+      ...(roles ? { roles } : {})
+    })
   }
   return hosts
 }

@@ -1,4 +1,5 @@
 import {
+  forRoles,
   historyOf,
   liveStack,
   publishSteps,
@@ -31,7 +32,8 @@ const d: DeploySettings = {
   keepReleases: 2,
   lockTimeout: 10,
   dryRun: false,
-  gunicornPidfile: '/run/gunicorn.pid'
+  gunicornPidfile: '/run/gunicorn.pid',
+  roleReloadCommands: {}
 }
 const source = {
   name: 'v2',
@@ -92,6 +94,54 @@ describe('steps', () => {
       'revert-health'
     ])
     expect(steps[1].script).toContain('ln -s /srv/app/releases/v1 /srv/app/current.tmp-v1')
+  })
+})
+
+describe('roles', () => {
+  const roles = { ...d, roleReloadCommands: { worker: 'sudo -n systemctl restart celery', beat: 'echo beat' } }
+  it('a host with no roles is a web host: every web step, and no other role reload', () => {
+    const web = forRoles(roles)
+    expect(publishSteps(web, layout(d.path), 'v2', 'v1').map(s => s.name)).toEqual([
+      'gunicorn-probe',
+      'switch',
+      'reload',
+      'nginx',
+      'health',
+      'record'
+    ])
+  })
+  it('a worker host runs no Gunicorn, nginx or health check, and its own reload-command after the switch', () => {
+    const worker = forRoles(roles, ['worker'])
+    expect(updateSteps(worker, layout(d.path), source).map(s => s.name)).toEqual([
+      'prepare',
+      'upload',
+      'shared',
+      'virtualenv',
+      'preflight',
+      'deploy-check',
+      'migrate'
+    ])
+    const steps = publishSteps(worker, layout(d.path), 'v2', 'v1')
+    expect(steps.map(s => s.name)).toEqual(['switch', 'reload-worker', 'record'])
+    expect(steps[1].script).toContain('sudo -n systemctl restart celery')
+    expect(steps[1].script).toContain('cd /srv/app/current\n')
+    // Put back after a failure: the worker restarts on the old code too.
+    expect(revertSteps(worker, layout(d.path), 'v2', 'v1').map(s => s.name)).toEqual([
+      'revert-switch',
+      'revert-reload-worker'
+    ])
+  })
+  it('a host with web and worker roles does both, the web reload first', () => {
+    const both = forRoles(roles, ['web', 'worker'])
+    expect(publishSteps(both, layout(d.path), 'v2', 'v1').map(s => s.name)).toEqual([
+      'gunicorn-probe',
+      'switch',
+      'reload',
+      'reload-worker',
+      'nginx',
+      'health',
+      'record'
+    ])
   })
 })
 

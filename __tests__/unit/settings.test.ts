@@ -475,6 +475,97 @@ describe('fleets', () => {
       rmSync(dir, { recursive: true, force: true })
     }
   })
+  const fleetSettings = (dir: string, inputs: Record<string, string> = {}) =>
+    loadSettings({
+      input: n =>
+        ({
+          ...deployInputs,
+          hosts: '',
+          'host-fingerprint': '',
+          'known-hosts': '* ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl',
+          ...inputs
+        })[n] ?? '',
+      env: {
+        GITHUB_WORKSPACE: dir,
+        GITHUB_EVENT_NAME: 'push',
+        GITHUB_REF: 'refs/tags/v1.0.0',
+        GITHUB_SHA: 'a'.repeat(40)
+      }
+    })
+  test('roles: hosts entries and inventory hosts carry roles; reload-command may be a mapping of role to command', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dd-fleet-settings-'))
+    try {
+      fleetFile(
+        dir,
+        [
+          'hosts:',
+          '  - { host: web1, roles: [web, worker] }',
+          '  - { host: jobs1, roles: worker }',
+          '  - web2',
+          'reload-command:',
+          '  web: sudo -n systemctl reload gunicorn',
+          '  worker: sudo -n systemctl restart celery',
+          ''
+        ].join('\n')
+      )
+      const s = fleetSettings(dir)
+      expect(s.ssh.hosts).toEqual([
+        { host: 'web1', port: 22, roles: ['web', 'worker'] },
+        { host: 'jobs1', port: 22, roles: ['worker'] },
+        { host: 'web2', port: 22 }
+      ])
+      expect(s.deploy.reloadCommand).toBe('sudo -n systemctl reload gunicorn')
+      expect(s.deploy.roleReloadCommands).toEqual({ worker: 'sudo -n systemctl restart celery' })
+      // The web role's command is the plain input: giving it as an input replaces only the web one.
+      const input = fleetSettings(dir, { 'reload-command': 'kill -HUP 1' })
+      expect(input.deploy.reloadCommand).toBe('kill -HUP 1')
+      expect(input.deploy.roleReloadCommands).toEqual({ worker: 'sudo -n systemctl restart celery' })
+      // A mapping with only other roles leaves the web reload to gunicorn-pidfile.
+      fleetFile(dir, 'hosts:\n  - { host: jobs1, roles: worker }\nreload-command: { worker: echo w }\n')
+      const worker = fleetSettings(dir, { 'gunicorn-pidfile': '/run/g.pid' })
+      expect(worker.deploy).toMatchObject({
+        gunicornPidfile: '/run/g.pid',
+        roleReloadCommands: { worker: 'echo w' }
+      })
+      expect(worker.deploy.reloadCommand).toBeUndefined()
+      // An inventory's deploy_roles.
+      writeFileSync(join(dir, 'deploy.yml'), '')
+      writeFileSync(
+        join(dir, 'inventory.ini'),
+        '[app]\nweb1 deploy_roles=web\njobs1 deploy_roles=worker,beat\nweb2\n'
+      )
+      const inv = fleetSettings(dir, { inventory: 'inventory.ini' })
+      expect(inv.ssh.hosts).toEqual([
+        { host: 'web1', port: 22, roles: ['web'] },
+        { host: 'jobs1', port: 22, roles: ['worker', 'beat'] },
+        { host: 'web2', port: 22 }
+      ])
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+  test('roles: a bad role name, a command for a role no host has, a non-string command are refused', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dd-fleet-settings-'))
+    try {
+      for (const [text, why] of [
+        ['hosts:\n  - { host: web1, roles: [Web] }\n', /role "Web" of host web1 is not a role name/],
+        ['hosts:\n  - { host: web1, roles: {} }\n', /roles of host web1 must be a role name or a list/],
+        [
+          'hosts:\n  - { host: jobs1, roles: worker }\nreload-command: { wrker: echo w }\n',
+          /key 'reload-command' \(line 3\): role wrker is no host's role \(did you mean 'worker'\?\)/
+        ],
+        [
+          'hosts:\n  - { host: jobs1, roles: worker }\nreload-command: { worker: [a, b] }\n',
+          /the command of role worker must be a non-empty string/
+        ]
+      ] as const) {
+        fleetFile(dir, text)
+        expect(() => fleetSettings(dir)).toThrow(why)
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
   test('a bad per-host value, or two primaries, is refused naming the file', () => {
     const dir = mkdtempSync(join(tmpdir(), 'dd-fleet-settings-'))
     try {

@@ -19,6 +19,27 @@ export interface Step {
 }
 
 /**
+ * The settings as they apply to a host with these roles (none given: web). A host without the `web` role serves
+ * no HTTP: no Gunicorn probe or reload, no nginx, no health check before or after the switch. Its own roles'
+ * `reload-command`s are kept (in the order of its roles); every other role's are dropped.
+ */
+export function forRoles(d: DeploySettings, roles: readonly string[] = ['web']): DeploySettings {
+  const own = Object.fromEntries(
+    roles.filter(r => r !== 'web' && d.roleReloadCommands[r]).map(r => [r, d.roleReloadCommands[r]])
+  )
+  if (roles.includes('web')) return { ...d, roleReloadCommands: own }
+  return {
+    ...d,
+    roleReloadCommands: own,
+    gunicornPidfile: undefined,
+    gunicornService: undefined,
+    reloadCommand: undefined,
+    nginx: false,
+    healthCheckUrl: undefined
+  }
+}
+
+/**
  * Steps that make the release ready without touching what is live: a failure here changes nothing live.
  * With `reuseFrom` (the host's live release, once the manifest step found files to reuse) the upload takes
  * the unchanged files from it.
@@ -159,6 +180,9 @@ export function publishSteps(
   steps.push({ name: 'switch', script: cmd.switchTo(l, release, link) })
   const reload = reloadStep(d, l, release, previous)
   if (reload) steps.push(reload)
+  // The host's other roles (a worker, a scheduler): their own command, in `current`, after the switch.
+  for (const [role, command] of Object.entries(d.roleReloadCommands))
+    steps.push({ name: `reload-${role}`, script: cmd.userCommand(l.current, command) })
   if (d.nginx) {
     steps.push({
       name: 'nginx',

@@ -13,10 +13,11 @@ import type { DeployResult, StepResult } from '../report.js'
 import * as cmd from '../remote/commands.js'
 import type { HostState, Layout } from '../remote/commands.js'
 import { Remote, type Held } from '../remote/ssh.js'
-import type { Host, Settings } from '../settings.js'
+import type { DeploySettings, Host, Settings } from '../settings.js'
 import {
   batch,
   cleanupStep,
+  forRoles,
   preflightSteps,
   publishSteps,
   renderStep,
@@ -74,6 +75,8 @@ interface Target {
   log: HostLog
   /** This host's deploy-path (its own, or the input's). */
   layout: Layout
+  /** The deploy settings as they apply to this host's roles (a worker runs no nginx, health check, Gunicorn). */
+  d: DeploySettings
   /** Bytes of the release archive sent to this host. */
   sent?: number
 }
@@ -141,7 +144,6 @@ export class Runner {
   readonly steps: StepResult[] = []
   /** Warnings the hosts reported (WARN lines), `host: message`, for the summary. */
   readonly warnings: string[] = []
-  private readonly layout: Layout
   /** Ends each step's output in a batch; unguessable, so no output of the project can fake a step's end. */
   private readonly mark = `django-deploy-step-${randomBytes(6).toString('hex')}:`
   /** Set by `cancel()`: why the deploy stops (no new step starts, the running one is killed). */
@@ -151,9 +153,7 @@ export class Runner {
   constructor(
     private readonly settings: Settings,
     private readonly log: Log
-  ) {
-    this.layout = cmd.layout(settings.deploy.path)
-  }
+  ) {}
 
   /**
    * Connects to every host (host keys verified, at most max-parallel at once), takes the locks unless only
@@ -180,7 +180,8 @@ export class Runner {
               remote,
               state: { releases: [] },
               log,
-              layout: cmd.layout(host.deployPath ?? s.deploy.path)
+              layout: cmd.layout(host.deployPath ?? s.deploy.path),
+              d: forRoles(s.deploy, host.roles)
             }
             log.info(`${remote.name}: connected as ${host.user ?? s.ssh.user}, host key verified`)
             this.record(remote.name, 'connect', 'ok', t0)
@@ -541,13 +542,20 @@ export class Runner {
           targets.map(t => [
             t.remote.name,
             [
-              ...updateSteps(d, t.layout, source),
-              ...publishSteps(d, t.layout, source.name, t.state.current),
+              ...updateSteps(t.d, t.layout, source),
+              ...publishSteps(t.d, t.layout, source.name, t.state.current),
               cleanupStep(t.state, d.keepReleases, source.name, t.layout)
             ].map(renderStep)
           ])
         )
         return
+      }
+      for (const t of targets) {
+        const silent = (t.host.roles ?? []).filter(r => r !== 'web' && !t.d.roleReloadCommands[r])
+        if (silent.length)
+          this.log.warning(
+            `${t.remote.name}: no reload-command for role ${silent.join(', ')} (a mapping of role to command in deploy.yml): what it runs keeps the code it started with`
+          )
       }
       // Phase 1, every host at once: the release made ready. A fleet sharing one database migrates once, on
       // the primary host, when every host is ready; then the health URL through each host's new release.
@@ -557,21 +565,23 @@ export class Runner {
         await this.findReusable(t, source)
         await this.exec(
           t,
-          batch(updateSteps(d, t.layout, source, t.reuse && t.state.current, gated), t.layout, this.mark),
+          batch(updateSteps(t.d, t.layout, source, t.reuse && t.state.current, gated), t.layout, this.mark),
           source
         )
       })
       if (gated === 'without-gate') {
         const primary = targets.find(t => t.host.primary) ?? targets[0]
         const gate = (t: Target, migrate: boolean): Promise<string> =>
-          this.exec(t, batch(gateSteps(d, t.layout, source.name, migrate), t.layout, this.mark))
+          this.exec(t, batch(gateSteps(t.d, t.layout, source.name, migrate), t.layout, this.mark))
         if (once) {
           this.log.info(`${primary.remote.name}: the primary host runs the migrations, once for the fleet`)
           await this.everyHost([primary], async t => void (await gate(t, true)))
         }
-        const rest = once ? targets.filter(t => t !== primary) : targets
-        if (gateSteps(d, this.layout, source.name, !once).length)
-          await this.everyHost(rest, async t => void (await gate(t, !once)))
+        // A host with nothing to check here (a worker, when the primary migrated) has no gate round trip.
+        const rest = (once ? targets.filter(t => t !== primary) : targets).filter(
+          t => gateSteps(t.d, t.layout, source.name, !once).length > 0
+        )
+        if (rest.length) await this.everyHost(rest, async t => void (await gate(t, !once)))
       }
       const failure = await this.publish(targets, source.name)
       this.describeHosts(result, targets, source.name, failure)
@@ -642,11 +652,7 @@ export class Runner {
           touched.push(t)
           await this.exec(
             t,
-            batch(
-              publishSteps(this.settings.deploy, t.layout, release, t.state.current, record),
-              t.layout,
-              this.mark
-            )
+            batch(publishSteps(t.d, t.layout, release, t.state.current, record), t.layout, this.mark)
           )
         })
       }
@@ -704,7 +710,7 @@ export class Runner {
         await this.exec(
           t,
           batch(
-            revertSteps(this.settings.deploy, t.layout, failed, t.state.current, t.state.currentLink),
+            revertSteps(t.d, t.layout, failed, t.state.current, t.state.currentLink),
             t.layout,
             this.mark
           ),
@@ -750,7 +756,7 @@ export class Runner {
         result.plan = Object.fromEntries(
           targets.map(t => [
             t.remote.name,
-            publishSteps(d, t.layout, result.release, t.state.current).map(renderStep)
+            publishSteps(t.d, t.layout, result.release, t.state.current).map(renderStep)
           ])
         )
         return
