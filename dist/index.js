@@ -60746,6 +60746,25 @@ function guard(ssh, onLost, what) {
  */
 
 /**
+ * The settings as they apply to a host with these roles (none given: web). A host without the `web` role serves
+ * no HTTP: no Gunicorn probe or reload, no nginx, no health check before or after the switch. Its own roles'
+ * `reload-command`s are kept (in the order of its roles); every other role's are dropped.
+ */
+function forRoles(d, roles = ['web']) {
+    const own = Object.fromEntries(roles.filter(r => r !== 'web' && d.roleReloadCommands[r]).map(r => [r, d.roleReloadCommands[r]]));
+    if (roles.includes('web'))
+        return { ...d, roleReloadCommands: own };
+    return {
+        ...d,
+        roleReloadCommands: own,
+        gunicornPidfile: undefined,
+        gunicornService: undefined,
+        reloadCommand: undefined,
+        nginx: false,
+        healthCheckUrl: undefined
+    };
+}
+/**
  * Steps that make the release ready without touching what is live: a failure here changes nothing live.
  * With `reuseFrom` (the host's live release, once the manifest step found files to reuse) the upload takes
  * the unchanged files from it.
@@ -60862,6 +60881,9 @@ function publishSteps(d, l, release, previous, record = 'live', link) {
     const reload = reloadStep(d, l, release, previous);
     if (reload)
         steps.push(reload);
+    // The host's other roles (a worker, a scheduler): their own command, in `current`, after the switch.
+    for (const [role, command] of Object.entries(d.roleReloadCommands))
+        steps.push({ name: `reload-${role}`, script: userCommand(l.current, command) });
     if (d.nginx) {
         steps.push({
             name: 'nginx',
@@ -61101,7 +61123,6 @@ class Runner {
     steps = [];
     /** Warnings the hosts reported (WARN lines), `host: message`, for the summary. */
     warnings = [];
-    layout;
     /** Ends each step's output in a batch; unguessable, so no output of the project can fake a step's end. */
     mark = `django-deploy-step-${(0,external_node_crypto_.randomBytes)(6).toString('hex')}:`;
     /** Set by `cancel()`: why the deploy stops (no new step starts, the running one is killed). */
@@ -61110,7 +61131,6 @@ class Runner {
     constructor(settings, log) {
         this.settings = settings;
         this.log = log;
-        this.layout = layout(settings.deploy.path);
     }
     /**
      * Connects to every host (host keys verified, at most max-parallel at once), takes the locks unless only
@@ -61134,7 +61154,8 @@ class Runner {
                         remote,
                         state: { releases: [] },
                         log,
-                        layout: layout(host.deployPath ?? s.deploy.path)
+                        layout: layout(host.deployPath ?? s.deploy.path),
+                        d: forRoles(s.deploy, host.roles)
                     };
                     log.info(`${remote.name}: connected as ${host.user ?? s.ssh.user}, host key verified`);
                     this.record(remote.name, 'connect', 'ok', t0);
@@ -61475,12 +61496,17 @@ class Runner {
                 result.plan = Object.fromEntries(targets.map(t => [
                     t.remote.name,
                     [
-                        ...updateSteps(d, t.layout, source),
-                        ...publishSteps(d, t.layout, source.name, t.state.current),
+                        ...updateSteps(t.d, t.layout, source),
+                        ...publishSteps(t.d, t.layout, source.name, t.state.current),
                         cleanupStep(t.state, d.keepReleases, source.name, t.layout)
                     ].map(renderStep)
                 ]));
                 return;
+            }
+            for (const t of targets) {
+                const silent = (t.host.roles ?? []).filter(r => r !== 'web' && !t.d.roleReloadCommands[r]);
+                if (silent.length)
+                    this.log.warning(`${t.remote.name}: no reload-command for role ${silent.join(', ')} (a mapping of role to command in deploy.yml): what it runs keeps the code it started with`);
             }
             // Phase 1, every host at once: the release made ready. A fleet sharing one database migrates once, on
             // the primary host, when every host is ready; then the health URL through each host's new release.
@@ -61488,17 +61514,18 @@ class Runner {
             const gated = targets.length > 1 ? 'without-gate' : 'with-gate';
             await this.everyHost(targets, async (t) => {
                 await this.findReusable(t, source);
-                await this.exec(t, batch(updateSteps(d, t.layout, source, t.reuse && t.state.current, gated), t.layout, this.mark), source);
+                await this.exec(t, batch(updateSteps(t.d, t.layout, source, t.reuse && t.state.current, gated), t.layout, this.mark), source);
             });
             if (gated === 'without-gate') {
                 const primary = targets.find(t => t.host.primary) ?? targets[0];
-                const gate = (t, migrate) => this.exec(t, batch(gateSteps(d, t.layout, source.name, migrate), t.layout, this.mark));
+                const gate = (t, migrate) => this.exec(t, batch(gateSteps(t.d, t.layout, source.name, migrate), t.layout, this.mark));
                 if (once) {
                     this.log.info(`${primary.remote.name}: the primary host runs the migrations, once for the fleet`);
                     await this.everyHost([primary], async (t) => void (await gate(t, true)));
                 }
-                const rest = once ? targets.filter(t => t !== primary) : targets;
-                if (gateSteps(d, this.layout, source.name, !once).length)
+                // A host with nothing to check here (a worker, when the primary migrated) has no gate round trip.
+                const rest = (once ? targets.filter(t => t !== primary) : targets).filter(t => gateSteps(t.d, t.layout, source.name, !once).length > 0);
+                if (rest.length)
                     await this.everyHost(rest, async (t) => void (await gate(t, !once)));
             }
             const failure = await this.publish(targets, source.name);
@@ -61557,7 +61584,7 @@ class Runner {
                     this.log.info(`switch, batch ${i + 1} of ${batches.length}: ${hosts.map(t => t.remote.name).join(', ')}`);
                 await this.everyHost(hosts, async (t) => {
                     touched.push(t);
-                    await this.exec(t, batch(publishSteps(this.settings.deploy, t.layout, release, t.state.current, record), t.layout, this.mark));
+                    await this.exec(t, batch(publishSteps(t.d, t.layout, release, t.state.current, record), t.layout, this.mark));
                 });
             }
             return undefined;
@@ -61611,7 +61638,7 @@ class Runner {
                     }
                 }
                 t.log.warning(`${t.remote.name}: rolling back to ${t.state.current ?? 'no release (first deploy)'}`);
-                await this.exec(t, batch(revertSteps(this.settings.deploy, t.layout, failed, t.state.current, t.state.currentLink), t.layout, this.mark), undefined, true);
+                await this.exec(t, batch(revertSteps(t.d, t.layout, failed, t.state.current, t.state.currentLink), t.layout, this.mark), undefined, true);
             }
             catch (e) {
                 ok = false;
@@ -61644,7 +61671,7 @@ class Runner {
             if (d.dryRun) {
                 result.plan = Object.fromEntries(targets.map(t => [
                     t.remote.name,
-                    publishSteps(d, t.layout, result.release, t.state.current).map(renderStep)
+                    publishSteps(t.d, t.layout, result.release, t.state.current).map(renderStep)
                 ]));
                 return;
             }
@@ -67902,6 +67929,8 @@ function splitWords(text) {
 
 const DEPLOY_CHECK_MODES = ['warn', 'fail', 'off'];
 const CHECK_NAMES = ['check', 'deploy', 'migrations', 'test'];
+/** A role's name: `web` (Gunicorn behind nginx) or any other, e.g. `worker`, `scheduler`. */
+const ROLE = /^[a-z][a-z0-9_-]{0,31}$/;
 const COMMENT_MODES = ['always', 'on-failure', 'never'];
 /**
  * Every input of the action with its default. action.yml declares no `default:` for the ones a config file may
@@ -68108,6 +68137,8 @@ class RawValues {
     primaryHost;
     /** Per-host user and deploy-path of the config file's hosts entries, by the entry's host as written. */
     hostExtras = new Map();
+    /** `reload-command` given in the config file as a mapping of role to command: the roles other than web. */
+    roleReloads;
     configFile;
     constructor(sources) {
         this.sources = sources;
@@ -68182,6 +68213,19 @@ class RawValues {
                 this.primaryHost = entries.primary;
                 this.hostExtras = entries.extras;
             }
+            else if (key === 'reload-command' &&
+                typeof json === 'object' &&
+                json !== null &&
+                !Array.isArray(json)) {
+                const byRole = roleCommands(json);
+                if (typeof byRole === 'string') {
+                    this.problems.push({ where, message: byRole });
+                    continue;
+                }
+                const { web, ...others } = byRole;
+                value = web ?? '';
+                this.roleReloads = { commands: others, where };
+            }
             else if (Array.isArray(json))
                 value = json.map(String).join('\n');
             else if (json === null)
@@ -68213,6 +68257,29 @@ class RawValues {
         this.problems.push({ where: typeof raw === 'string' ? raw : raw.where, message });
     }
 }
+/** The config file's `reload-command` as a mapping: `{ web: command, worker: command, … }`. */
+function roleCommands(map) {
+    const out = {};
+    for (const [role, command] of Object.entries(map)) {
+        if (!ROLE.test(role))
+            return `"${role}" is not a role name; expected a mapping of roles (web, worker, …: lowercase letters, digits, - and _) to commands`;
+        if (typeof command !== 'string' || !command.trim())
+            return `the command of role ${role} must be a non-empty string, e.g. ${role}: sudo -n systemctl restart celery`;
+        out[role] = command.trim();
+    }
+    return out;
+}
+/** A hosts entry's or inventory host's roles (a list, or one name, or names separated by commas). */
+function rolesOf(value, whose) {
+    const items = Array.isArray(value) ? value : typeof value === 'string' ? value.split(',') : undefined;
+    if (!items || items.length === 0 || !items.every(r => typeof r === 'string'))
+        return `roles of ${whose} must be a role name or a list of them, e.g. [web, worker]`;
+    const roles = [...new Set(items.map(r => r.trim()))];
+    const bad = roles.find(r => !ROLE.test(r));
+    if (bad !== undefined)
+        return `role "${bad}" of ${whose} is not a role name; expected lowercase letters, digits, - and _ (e.g. web, worker)`;
+    return roles;
+}
 function hostEntries(items) {
     const hosts = [];
     const pins = [];
@@ -68223,7 +68290,7 @@ function hostEntries(items) {
             hosts.push(String(item));
             continue;
         }
-        const { host, fingerprint, primary: isPrimary, user, 'deploy-path': deployPath, ...rest } = item;
+        const { host, fingerprint, primary: isPrimary, user, 'deploy-path': deployPath, roles: rolesGiven, ...rest } = item;
         const fps = Array.isArray(fingerprint) ? fingerprint : fingerprint === undefined ? [] : [fingerprint];
         if (Object.keys(rest).length ||
             typeof host !== 'string' ||
@@ -68231,7 +68298,7 @@ function hostEntries(items) {
             (isPrimary !== undefined && typeof isPrimary !== 'boolean') ||
             (user !== undefined && typeof user !== 'string') ||
             (deployPath !== undefined && typeof deployPath !== 'string'))
-            return 'an entry that is a mapping must be { host: name[:port], fingerprint: SHA256:… or a list of them, user: name, deploy-path: /abs/path, primary: true or false }';
+            return 'an entry that is a mapping must be { host: name[:port], fingerprint: SHA256:… or a list of them, user: name, deploy-path: /abs/path, primary: true or false, roles: [web, worker, …] }';
         if (typeof user === 'string' && !USERNAME.test(user))
             return `user "${user}" of host ${host} is not a valid user name`;
         if (typeof deployPath === 'string') {
@@ -68239,10 +68306,14 @@ function hostEntries(items) {
             if (bad)
                 return `deploy-path of host ${host}: ${bad}`;
         }
-        if (user !== undefined || deployPath !== undefined)
+        const roles = rolesGiven === undefined ? undefined : rolesOf(rolesGiven, `host ${host}`);
+        if (typeof roles === 'string')
+            return roles;
+        if (user !== undefined || deployPath !== undefined || roles)
             extras.set(host, {
                 ...(user ? { user: user } : {}),
-                ...(deployPath ? { deployPath: deployPath.replace(/\/+$/, '') } : {})
+                ...(deployPath ? { deployPath: deployPath.replace(/\/+$/, '') } : {}),
+                ...(roles ? { roles } : {})
             });
         if (isPrimary === true) {
             if (primary)
@@ -68471,6 +68542,14 @@ function loadSettings(sources, now = new Date()) {
     if (reloaders.length > 1) {
         raw.fail(`input '${reloaders[1]}'`, `is set together with ${reloaders[0]}; expected one way to reload Gunicorn`);
     }
+    // Each role's reload-command must be some host's role: a typo would otherwise leave workers on old code.
+    const roleReloadCommands = raw.roleReloads?.commands ?? {};
+    const held = new Set(hosts.flatMap(h => h.roles ?? ['web']));
+    for (const role of Object.keys(roleReloadCommands)) {
+        if (held.has(role) || hosts.length === 0)
+            continue;
+        raw.fail(raw.roleReloads.where, `role ${role} is no host's role${didYouMean(role, [...held])}; expected the roles the hosts have (${[...held].join(', ')}), set by roles: in deploy.yml hosts entries or deploy_roles in the inventory`);
+    }
     const pidRaw = raw.get('gunicorn-pidfile');
     if (pidRaw.value && !pidRaw.value.startsWith('/'))
         raw.fail(pidRaw, `"${pidRaw.value}" is relative; expected an absolute path on the server`);
@@ -68564,6 +68643,7 @@ function loadSettings(sources, now = new Date()) {
             gunicornPidfile: text('gunicorn-pidfile'),
             gunicornService: text('gunicorn-service'),
             reloadCommand: text('reload-command'),
+            roleReloadCommands,
             nginx,
             nginxTestCommand: nginxTest.value,
             nginxReloadCommand: nginxReload.value,
@@ -68717,7 +68797,18 @@ function inventoryHosts(raw, hostsRaw, defaultPort, workspace, readFile) {
             bad(`ansible_user "${String(user)}" is not a valid user name`);
             continue;
         }
-        hosts.push({ host: address, port: p, ...(user ? { user } : {}), ...(address !== name ? { name } : {}) });
+        const roles = vars.deploy_roles === undefined ? undefined : rolesOf(vars.deploy_roles, 'deploy_roles');
+        if (typeof roles === 'string') {
+            bad(roles);
+            continue;
+        }
+        hosts.push({
+            host: address,
+            port: p,
+            ...(user ? { user } : {}),
+            ...(address !== name ? { name } : {}),
+            ...(roles ? { roles } : {})
+        });
     }
     return hosts;
 }

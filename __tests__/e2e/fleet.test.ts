@@ -4,7 +4,9 @@
  * phase 1 switches nobody, a rolling batch whose health fails puts the switched hosts back.
  */
 import { jest } from '@jest/globals'
-import { chmodSync, mkdtempSync, readlinkSync, rmSync } from 'node:fs'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { deployInputs, writeServerEnv } from '../../sandbox/inputs.js'
@@ -22,11 +24,14 @@ const live = (h: FleetHost): string => readlinkSync(join(h.deployPath, 'current'
 const writeEnv = (h: FleetHost, extra = ''): Promise<void> =>
   writeServerEnv(h, { database: `${db}/db.sqlite3`, allowedHosts: '*', extra })
 
-/** The fleet as a deploy.yml lists it: each host with its own user and deploy-path; the second is primary. */
-function writeConfig(extra = ''): void {
+/**
+ * The fleet as a deploy.yml lists it: each host with its own user and deploy-path (and `roles`, when given);
+ * the second is primary.
+ */
+function writeConfig(extra = '', roles: string[] = []): void {
   const entries = fleet.hosts.map(
     (h, i) =>
-      `  - { host: "${h.host}:${h.sshPort}", user: ${h.user}, deploy-path: "${h.deployPath}"${i === 1 ? ', primary: true' : ''} }`
+      `  - { host: "${h.host}:${h.sshPort}", user: ${h.user}, deploy-path: "${h.deployPath}"${i === 1 ? ', primary: true' : ''}${roles[i] ? `, roles: ${roles[i]}` : ''} }`
   )
   repo.write('deploy.yml', `hosts:\n${entries.join('\n')}\n${extra}`)
 }
@@ -115,4 +120,69 @@ test('rolling: a batch whose health check fails puts back every host that had sw
   expect(groups(r.log, 'switch').sort()).toEqual([names[0], names[1]].sort())
   expect(groups(r.log, 'revert-switch').sort()).toEqual([names[0], names[1]].sort())
   for (const x of h) expect(live(x)).toBe('releases/v1')
+})
+
+test('roles: only web hosts run nginx and the health checks; each role runs its own reload-command', async () => {
+  // h0 web, h1 web + worker (the primary), h2 worker. The health URL answers only where a web host's server
+  // listens (a plain HTTP server in h0's and h1's namespaces): a health check run on h2 would fail the deploy.
+  const h = fleet.hosts
+  const names = h.map(x => `${x.host}:${x.sshPort}`)
+  const www = mkdtempSync(join(tmpdir(), 'dd-fleet-www-'))
+  mkdirSync(join(www, 'health'))
+  const servers: ChildProcess[] = []
+  // Each command writes beside releases/ (its working directory is the release, or current: both resolve there).
+  const mark = (file: string): string => `r=$(pwd -P); echo "$r" >> "\${r%/releases/*}/${file}"`
+  try {
+    for (const x of h.slice(0, 2)) {
+      const p = spawn(
+        '/usr/bin/ip',
+        ['netns', 'exec', x.netns, 'python3', '-u', '-m', 'http.server', '18461', '--bind', '127.0.0.1'],
+        { cwd: www, stdio: ['ignore', 'pipe', 'pipe'] }
+      )
+      servers.push(p)
+      await once(p.stdout!, 'data')
+    }
+    writeConfig(
+      [
+        'reload-command:',
+        `  web: '${mark('web-reloads')}'`,
+        `  worker: '${mark('worker-reloads')}'`,
+        `nginx-test-command: '${mark('nginx-tested')}'`,
+        `nginx-reload-command: '${mark('nginx-reloaded')}'`,
+        'health-check-url: http://127.0.0.1:18461/health/',
+        'health-check-timeout: 5',
+        ''
+      ].join('\n'),
+      ['web', '[web, worker]', 'worker']
+    )
+    repo.commit('fleet roles')
+    const r = await deploy('v4')
+    expectOk(r)
+    for (const x of h) expect(live(x)).toBe('releases/v4')
+    const web = [names[0], names[1]].sort()
+    const workers = [names[1], names[2]].sort()
+    expect(groups(r.log, 'nginx-test').sort()).toEqual(web)
+    expect(groups(r.log, 'health-before-switch').sort()).toEqual(web)
+    expect(groups(r.log, 'health').sort()).toEqual(web)
+    expect(groups(r.log, 'reload').sort()).toEqual(web)
+    expect(groups(r.log, 'reload-worker').sort()).toEqual(workers)
+    expect(groups(r.log, 'migrate')).toEqual([names[1]])
+    // What ran where, seen on the hosts: each command once per host that has its role, after the switch.
+    const ran = (x: FleetHost, file: string): string[] => {
+      const f = join(x.deployPath, file)
+      return existsSync(f) ? readFileSync(f, 'utf8').trim().split('\n') : []
+    }
+    const v4 = (x: FleetHost): string => join(x.deployPath, 'releases/v4')
+    expect(h.map(x => ran(x, 'web-reloads'))).toEqual([[v4(h[0])], [v4(h[1])], []])
+    expect(h.map(x => ran(x, 'worker-reloads'))).toEqual([[], [v4(h[1])], [v4(h[2])]])
+    expect(h.map(x => ran(x, 'nginx-tested').length)).toEqual([2, 2, 0])
+    expect(h.map(x => ran(x, 'nginx-reloaded').length)).toEqual([1, 1, 0])
+  } finally {
+    for (const p of servers) p.kill()
+    await Promise.all(servers.map(p => (p.exitCode === null ? once(p, 'exit') : undefined)))
+    rmSync(www, { recursive: true, force: true })
+    for (const x of h)
+      for (const f of ['web-reloads', 'worker-reloads', 'nginx-tested', 'nginx-reloaded'])
+        rmSync(join(x.deployPath, f), { force: true })
+  }
 })
