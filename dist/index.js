@@ -67242,16 +67242,34 @@ function renderDeploy(d, mode) {
         out.push(`**Error:** ${multiline(clip(d.error, MAX_ERROR))}`);
     if (d.rolledBack)
         out.push(`↩️ **rolled back**${previous ? `; ${previous} is live again` : ''}.`);
-    // A fleet: which host serves what, and what its upload cost.
-    if (d.hosts && d.hosts.length > 1) {
+    // A fleet: which host serves what, what its upload cost, how its steps went and the time they took there.
+    const fleet = d.hosts && d.hosts.length > 1 ? d.hosts : undefined;
+    if (fleet) {
         const name = (r) => (r ? code(clip(r, MAX_NAME)) : '–');
-        const rows = fitting(d.hosts.map(h => `| ${code(clip(h.host, MAX_NAME))} | ${name(h.previous)} | ${h.live === undefined ? 'unknown' : name(h.live)} | ${h.bytesSent === undefined ? '–' : `${(h.bytesSent / 1024).toFixed(1)} KiB`} |`), STEPS_CHARS);
-        out.push(['| Host | Before | Now live | Release sent |', '|---|---|---|--:|', ...rows].join('\n'));
-        if (d.hosts.length > rows.length)
-            out.push(`_… and ${d.hosts.length - rows.length} more hosts not shown._`);
+        const rows = fitting(fleet.map(h => {
+            const own = d.steps.filter(s => s.host === h.host);
+            const failed = own.find(s => s.outcome === 'failed');
+            const steps = failed
+                ? `${STEP_ICON.failed} ${multiline(clip(failed.step, MAX_NAME))}`
+                : `${own.length} ${STEP_ICON.ok}`;
+            const time = formatDuration(own.reduce((sum, s) => sum + s.durationMs, 0));
+            return `| ${code(clip(h.host, MAX_NAME))} | ${name(h.previous)} | ${h.live === undefined ? 'unknown' : name(h.live)} | ${h.bytesSent === undefined ? '–' : `${(h.bytesSent / 1024).toFixed(1)} KiB`} | ${steps} | ${time} |`;
+        }), STEPS_CHARS);
+        out.push([
+            '| Host | Before | Now live | Release sent | Steps | Time in steps |',
+            '|---|---|---|--:|---|--:|',
+            ...rows
+        ].join('\n'));
+        if (fleet.length > rows.length)
+            out.push(`_… and ${fleet.length - rows.length} more hosts not shown._`);
     }
     if (d.steps.length > 0) {
-        const rows = fitting(d.steps.map(s => {
+        // A fleet's steps ran on its hosts at once: listed host by host (in the fleet's order), each in its order.
+        const order = new Map((fleet ?? []).map((h, i) => [h.host, i]));
+        const steps = fleet
+            ? [...d.steps].sort((a, b) => (order.get(a.host) ?? order.size) - (order.get(b.host) ?? order.size))
+            : d.steps;
+        const rows = fitting(steps.map(s => {
             const step = multiline(clip(s.step, MAX_LINE));
             return `| ${code(clip(s.host, MAX_NAME))} | ${step} | ${STEP_ICON[s.outcome]} ${s.outcome} | ${formatDuration(s.durationMs)} |`;
         }), STEPS_CHARS);

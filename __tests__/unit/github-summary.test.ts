@@ -185,6 +185,45 @@ describe('renderSummary: deploy', () => {
     expect(md).not.toContain('rolled back')
   })
 
+  it('a fleet: a row per host with its releases, bytes, steps and time; the steps listed host by host', () => {
+    const step = (host: string, name: string, ms: number, outcome: 'ok' | 'failed' = 'ok') => ({
+      host,
+      step: name,
+      outcome,
+      durationMs: ms
+    })
+    const md = renderSummary({
+      mode: 'deploy',
+      checks: [],
+      deploy: deploy({
+        deployed: false,
+        hosts: [
+          { host: 'web1', previous: 'v1', live: 'v1', bytesSent: 2048 },
+          { host: 'web2', previous: 'v1', live: 'v1' }
+        ],
+        // As a fleet records them: the hosts' steps interleaved in time.
+        steps: [
+          step('web2', 'connect', 300),
+          step('web1', 'connect', 200),
+          step('web1', 'upload', 1500),
+          step('web2', 'upload', 900),
+          step('web2', 'preflight', 400, 'failed')
+        ]
+      })
+    })
+    expect(tableRows(md, '| Host | Before |')).toEqual([
+      ['`web1`', '`v1`', '`v1`', '2.0 KiB', '2 ✅', '1.7 s'],
+      ['`web2`', '`v1`', '`v1`', '–', '❌ preflight', '1.6 s']
+    ])
+    expect(tableRows(md, '| Host | Step |').map(r => `${r[0]} ${r[1]}`)).toEqual([
+      '`web1` connect',
+      '`web1` upload',
+      '`web2` connect',
+      '`web2` upload',
+      '`web2` preflight'
+    ])
+  })
+
   it('shows the error line, the failed step output and that it rolled back', () => {
     const d = deploy({
       deployed: false,
