@@ -68308,15 +68308,23 @@ function hostEntries(items) {
             hosts.push(String(item));
             continue;
         }
-        const { host, fingerprint, primary: isPrimary, user, 'deploy-path': deployPath, roles: rolesGiven, ...rest } = item;
+        const { host: given, port: portGiven, fingerprint, primary: isPrimary, user, 'deploy-path': deployPath, roles: rolesGiven, ...rest } = item;
         const fps = Array.isArray(fingerprint) ? fingerprint : fingerprint === undefined ? [] : [fingerprint];
         if (Object.keys(rest).length ||
-            typeof host !== 'string' ||
+            typeof given !== 'string' ||
+            (portGiven !== undefined && typeof portGiven !== 'number' && typeof portGiven !== 'string') ||
             !fps.every(f => typeof f === 'string') ||
             (isPrimary !== undefined && typeof isPrimary !== 'boolean') ||
             (user !== undefined && typeof user !== 'string') ||
             (deployPath !== undefined && typeof deployPath !== 'string'))
-            return 'an entry that is a mapping must be { host: name[:port], fingerprint: SHA256:… or a list of them, user: name, deploy-path: /abs/path, primary: true or false, roles: [web, worker, …] }';
+            return 'an entry that is a mapping must be { host: name[:port], port: number, fingerprint: SHA256:… or a list of them, user: name, deploy-path: /abs/path, primary: true or false, roles: [web, worker, …] }';
+        // `port:` is the same as `host: name:port` (an IPv6 address gets its brackets).
+        let host = given;
+        if (portGiven !== undefined) {
+            if (/^\[.*\]:|^[^:]*:[^:]*$/.test(given))
+                return `host ${given} has a port in its name and a port: ${String(portGiven)}; expected one of them`;
+            host = `${given.includes(':') && !given.startsWith('[') ? `[${given}]` : given}:${String(portGiven)}`;
+        }
         if (typeof user === 'string' && !USERNAME.test(user))
             return `user "${user}" of host ${host} is not a valid user name`;
         if (typeof deployPath === 'string') {

@@ -438,6 +438,8 @@ describe('fleets', () => {
           '  - { host: "web1:2222", user: alice, deploy-path: /srv/a/ }',
           '  - { host: web2, primary: true }',
           '  - web3',
+          '  - { host: web4, port: 2200 }',
+          '  - { host: "::1", port: 2201 }',
           'rolling: 50%',
           'migrate: every-host',
           'max-parallel: 2',
@@ -463,7 +465,9 @@ describe('fleets', () => {
       expect(s.ssh.hosts).toEqual([
         { host: 'web1', port: 2222, user: 'alice', deployPath: '/srv/a' },
         { host: 'web2', port: 22, primary: true },
-        { host: 'web3', port: 22 }
+        { host: 'web3', port: 22 },
+        { host: 'web4', port: 2200 },
+        { host: '::1', port: 2201 }
       ])
       expect(s.deploy).toMatchObject({
         rolling: { percent: 50 },
@@ -572,6 +576,8 @@ describe('fleets', () => {
       for (const [entries, why] of [
         ['  - { host: web1, deploy-path: srv/a }', /deploy-path of host web1: "srv\/a" is relative/],
         ['  - { host: web1, user: "a b" }', /user "a b" of host web1 is not a valid user name/],
+        ['  - { host: "web1:22", port: 2200 }', /host web1:22 has a port in its name and a port: 2200/],
+        ['  - { host: web1, port: 70000 }', /70000/],
         [
           '  - { host: web1, primary: true }\n  - { host: web2, primary: true }',
           /only one host can be primary/
