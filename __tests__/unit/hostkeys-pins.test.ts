@@ -252,7 +252,7 @@ describe('settings: pins bound to hosts', () => {
       ])
       writeFileSync(join(dir, 'deploy.yml'), `hosts:\n  - host: web1\n    fingreprint: ${FP_A}\n`)
       expect(problems({ ...base, 'host-fingerprint': FP_A })[0]).toMatch(
-        /^deploy\.yml: key 'hosts' \(line 1\): an entry that is a mapping must be \{ host: name\[:port\], fingerprint:/
+        /^deploy\.yml: key 'hosts' \(line 1\): an entry that is a mapping must be \{ host: name\[:port\], port: number, fingerprint:/
       )
     } finally {
       rmSync(join(dir, 'deploy.yml'))

@@ -98,7 +98,10 @@ describe('steps', () => {
 })
 
 describe('roles', () => {
-  const roles = { ...d, roleReloadCommands: { worker: 'sudo -n systemctl restart celery', beat: 'echo beat' } }
+  const roles = {
+    ...d,
+    roleReloadCommands: { worker: 'sudo -n systemctl restart celery', beat: 'echo beat' }
+  }
   it('a host with no roles is a web host: every web step, and no other role reload', () => {
     const web = forRoles(roles)
     expect(publishSteps(web, layout(d.path), 'v2', 'v1').map(s => s.name)).toEqual([
