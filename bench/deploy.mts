@@ -8,7 +8,7 @@
  * BENCH_CONCURRENCY (default 4), BENCH_DEPS=0 to skip the new-dependency round.
  * Writes bench/results.md and prints it.
  */
-import { promises as fs, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { startLoad, versionMarker, type LoadResult } from '../sandbox/load.js'
@@ -17,6 +17,7 @@ import { execFile, shq, startTarget, type Target } from '../sandbox/target.js'
 import { Repo, ROOT, runAction } from '../__tests__/helpers/action.js'
 import { buildWheel } from '../__tests__/helpers/wheel.js'
 import { runBaseline } from './baseline.mjs'
+import { watchActionRss } from './rss.mjs'
 
 const ROUNDS = intEnv('BENCH_ROUNDS', 3, 1, 20)
 const RATE = intEnv('BENCH_RATE', 100, 1, 2000)
@@ -66,50 +67,6 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
 }
 const secs = (ms: number): string => (ms / 1000).toFixed(2)
-
-// ---------------------------------------------------------------------------------------------------------
-// Peak RSS of the action: poll our child `node dist/index.js` and keep the largest VmHWM (a high-water mark,
-// so a late read still sees the peak; only what happens in the last poll interval can be missed).
-
-function watchActionRss(): { stop: () => number | undefined } {
-  let pid: number | undefined
-  let peak: number | undefined
-  let busy = false
-  const poll = async () => {
-    if (busy) return
-    busy = true
-    try {
-      if (pid === undefined) {
-        for (const name of await fs.readdir('/proc')) {
-          if (!/^\d+$/.test(name)) continue
-          try {
-            const stat = await fs.readFile(`/proc/${name}/stat`, 'utf8')
-            const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
-            if (ppid !== process.pid) continue
-            const cmd = await fs.readFile(`/proc/${name}/cmdline`, 'utf8')
-            if (cmd.includes('dist/index.js')) pid = Number(name)
-          } catch {
-            // raced with exit
-          }
-        }
-      }
-      if (pid !== undefined) {
-        const status = await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')
-        const m = /^VmHWM:\s+(\d+) kB/m.exec(status)
-        if (m) peak = Math.max(peak ?? 0, Number(m[1]))
-      }
-    } finally {
-      busy = false
-    }
-  }
-  const timer = setInterval(() => void poll(), 25)
-  return {
-    stop: () => {
-      clearInterval(timer)
-      return peak
-    }
-  }
-}
 
 // ---------------------------------------------------------------------------------------------------------
 

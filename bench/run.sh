@@ -5,6 +5,7 @@
 # Usage: npm run bench            (= bash bench/run.sh; needs root: the sandbox makes users, sudoers, nginx)
 #        npm run bench:broken     (= bash bench/run.sh broken: a 500-answering release, before vs now)
 #        npm run bench:venv       (= bash bench/run.sh venv: dependency changes, action vs a hand-written deploy)
+#        npm run bench:memory     (= bash bench/run.sh memory: peak RSS of the action for 5, 50 and 500 MB releases)
 #        BENCH_ROUNDS=5 npm run bench
 # Writes bench/results.md and prints the same Markdown.
 set -euo pipefail

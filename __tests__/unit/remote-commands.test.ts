@@ -384,6 +384,18 @@ describe('the lock is a lease with fencing (real /bin/sh)', () => {
     expect(existsSync(l.lease)).toBe(false)
   })
 
+  it('release frees the lock at once, not at the holder loop\'s next tick', async () => {
+    const h = await holder('t9', 30)
+    // The loop's first 1 s sleep starts right after "locked": a holder that only looked each tick would exit
+    // about 1 s from here.
+    await new Promise(r => setTimeout(r, 50))
+    const t0 = Date.now()
+    h.child.stdin!.end('release\n')
+    expect(await h.exited).toBe(0)
+    expect(Date.now() - t0).toBeLessThan(600)
+    expect(existsSync(l.lease)).toBe(false)
+  })
+
   it('killSteps kills a running step with everything it started', async () => {
     const h = await holder('t2', 30)
     const s = await sleeper('t2')

@@ -145,14 +145,19 @@ export function holdLock(
     'set +e',
     "trap '' PIPE HUP",
     'exec 3<&0',
+    // The reader wakes the loop below (USR1 ends its `wait`) as soon as the lease ends: a released lock is free
+    // at once, not at the next tick.
+    'main=$$',
+    "trap ':' USR1",
     // A renewal replaces the file in one rename: the check below never reads a half-written (empty) one.
-    '( exec 9>&-; while IFS= read -r line; do if [ "$line" = release ]; then echo released > "$dir/ended"; exit 0; fi; date +%s > "$dir/renewed.tmp" && mv -f "$dir/renewed.tmp" "$dir/renewed"; done; echo "connection closed" > "$dir/ended" ) <&3 &',
+    '( exec 9>&-; trap - USR1; while IFS= read -r line; do if [ "$line" = release ]; then echo released > "$dir/ended"; kill -USR1 "$main"; exit 0; fi; date +%s > "$dir/renewed.tmp" && mv -f "$dir/renewed.tmp" "$dir/renewed"; done; echo "connection closed" > "$dir/ended"; kill -USR1 "$main" ) <&3 &',
     'reader=$!',
     'exec 3<&-',
     'echo locked',
     'why=""',
     'while [ -z "$why" ]; do',
-    '  sleep 1',
+    '  sleep 1 & tick=$!',
+    '  wait "$tick"; kill "$tick" 2>/dev/null',
     '  if [ -f "$dir/ended" ]; then why=$(cat "$dir/ended"); break; fi',
     '  last=$(cat "$dir/renewed" 2>/dev/null)',
     `  [ $(( $(date +%s) - \${last:-0} )) -lt ${Math.floor(leaseSeconds)} ] || why="no renewal for ${Math.floor(leaseSeconds)} s"`,
@@ -729,7 +734,8 @@ export function reloadGunicorn(l: Layout, pidfile: string, release: string, prev
     'fi',
     'kill -TERM "$pid"',
     // The old master finishes its requests (graceful_timeout, 30 s by default); the new one then takes the pidfile.
-    'i=0; while [ $i -lt 600 ] && { alive "$pid" || [ "$(cat "$pidfile" 2>/dev/null)" != "$new" ]; }; do sleep 0.1; i=$((i+1)); done',
+    // Gunicorn's master notices it was orphaned on its loop's next wake-up (up to 1 s); a CHLD wakes it at once.
+    'i=0; while [ $i -lt 600 ] && { alive "$pid" || [ "$(cat "$pidfile" 2>/dev/null)" != "$new" ]; }; do alive "$pid" || kill -CHLD "$new" 2>/dev/null; sleep 0.1; i=$((i+1)); done',
     `[ "$(cat "$pidfile" 2>/dev/null)" = "$new" ] || echo ${q(`${WARN} the old gunicorn master is still stopping; ${pidfile} names the new one once it has gone`)}`,
     'echo "gunicorn re-executed (USR2): new master $new with workers ready in $want, old master $pid stopped"'
   )
