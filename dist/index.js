@@ -58510,6 +58510,32 @@ function pathsAt(text, indexes) {
 
 
 const run = (0,external_node_util_.promisify)(external_node_child_process_namespaceObject.execFile);
+/** `name[extras]==version` (or `===`), with environment markers. */
+const EXACT_PIN = /^[A-Za-z0-9][\w.-]*(\[[^\]]*\])?\s*===?\s*[\w.!+-]+\s*(;.*)?$/;
+function depsOf(venv, requirements, local) {
+    const all = requirements
+        .replace(/\\\r?\n/g, ' ')
+        .split('\n')
+        .map(line => line
+        .replace(/(^|\s)#.*$/, '')
+        .trim()
+        .replace(/\s+/g, ' '))
+        .filter(Boolean);
+    const options = all.filter(line => line.startsWith('-'));
+    const reqs = all.filter(line => !line.startsWith('-'));
+    if (options.some(o => /^(-e|--editable)\b/.test(o)))
+        return undefined;
+    // Exact pins only: pip leaves an installed version that still satisfies a looser line, where a clean
+    // virtualenv would take the newest.
+    if (!reqs.every(r => EXACT_PIN.test(r.replace(/\s+--hash[= ]\S+/g, ''))))
+        return undefined;
+    const basis = (0,external_node_crypto_.createHash)('sha256')
+        .update(JSON.stringify([venv.python, venv.options, venv.pipArgs, options]))
+        .digest('hex')
+        .slice(0, 16);
+    const files = local.split('\n').filter(Boolean);
+    return { basis, lines: [...new Set([...reqs.map(r => `r ${r}`), ...files.map(f => `l ${f}`)])] };
+}
 async function git(cwd, ...args) {
     return gitWith(cwd, {}, ...args);
 }
@@ -58557,7 +58583,8 @@ async function describeRelease(workingDirectory, name, venv) {
         .digest('hex')
         .slice(0, 16);
     const files = await git(workingDirectory, 'ls-tree', '-r', '-z', '--full-tree', treeish);
-    return { name, revision, treeish, repoRoot, venvKey, hasRequirements, tree: files };
+    const deps = hasRequirements ? depsOf(venv, requirements, local) : undefined;
+    return { name, revision, treeish, repoRoot, venvKey, hasRequirements, tree: files, deps };
 }
 /**
  * Streams the release as tar.gz from `git archive`; `done` rejects if git fails. Without `reuse` the archive
@@ -58948,9 +58975,52 @@ const SEED = [
  * a normal one would. With no such donor for the same Python version (first deploy), or with `--without-pip`
  * or `--upgrade-deps` in venv-options, it is made the normal way.
  */
+/**
+ * Rewrites a copied virtualenv's own path in its bin/ scripts (shebangs, activate) and pyvenv.cfg: argv donor,
+ * target.
+ * Only text files; links (bin/python) are left as they are.
+ */
+const REPOINT_PY = [
+    'import os, re, sys',
+    'donor, target = sys.argv[1].encode(), sys.argv[2].encode()',
+    "pattern = re.compile(re.escape(donor) + rb'(?![\\w.-])')",
+    "bindir = os.path.join(sys.argv[2], 'bin')",
+    "for p in [os.path.join(bindir, n) for n in os.listdir(bindir)] + [os.path.join(sys.argv[2], 'pyvenv.cfg')]:",
+    '    if os.path.islink(p) or not os.path.isfile(p):',
+    '        continue',
+    "    with open(p, 'rb') as f:",
+    '        data = f.read()',
+    "    if donor not in data or b'\\0' in data[:4096]:",
+    '        continue',
+    '    mode = os.stat(p).st_mode',
+    "    with open(p, 'wb') as f:",
+    '        f.write(pattern.sub(target, data))',
+    '    os.chmod(p, mode)'
+].join('\n');
+/** Where a virtualenv records what it was made of (`deps`: a basis line, then its lines). */
+const DEPS_FILE = '.django-deploy-deps';
 function venv(l, release, o) {
     const target = `${l.venvs}/${o.key}`;
     const done = `${target}/.django-deploy-complete`;
+    // Requirements that only add lines to the live virtualenv's: a copy of it, where pip installs only what is new
+    // (the live one is not touched). Not when anything in it names a path outside bin/ that pip would not redo
+    // (editable installs, .pth files, a path of the donor outside its scripts).
+    const grow = o.deps
+        ? [
+            `deps=${q(o.deps.lines.join('\n'))}`,
+            `donor=$(readlink -f ${q(`${l.current}/.venv`)} 2>/dev/null || true)`,
+            `if [ -n "$donor" ] && [ -f "$donor/.django-deploy-complete" ] && [ "$(head -n 1 "$donor/${DEPS_FILE}" 2>/dev/null)" = ${q(o.deps.basis)} ] \\`,
+            `  && tail -n +2 "$donor/${DEPS_FILE}" | { while IFS= read -r line; do printf '%s\\n' "$deps" | grep -Fxq -e "$line" || exit 1; done; } \\`,
+            `  && ! ls "$donor"/lib/python*/site-packages 2>/dev/null | grep -v '^distutils-precedence\\.pth$' | grep -Eq '\\.pth$|\\.egg-link$|^__editable__' \\`,
+            `  && ! grep -rlsF --exclude-dir=__pycache__ --exclude-dir=bin --exclude=pyvenv.cfg -e "$donor" "$donor" >/dev/null; then`,
+            `  cp -a "$donor" ${q(target)}`,
+            `  rm -f ${q(done)} ${q(`${target}/${DEPS_FILE}`)}`,
+            `  ${words(o.python, '-c', REPOINT_PY)} "$donor" ${q(target)}`,
+            '  grown=yes',
+            '  echo "virtualenv copied from the live one ($donor): pip adds only the new requirements"',
+            'fi'
+        ]
+        : [];
     const canSeed = !o.venvOptions.some(v => v === '--without-pip' || v === '--upgrade-deps');
     const normal = `${words(o.python, '-m', 'venv', ...o.venvOptions, target)}`;
     const build = canSeed
@@ -58990,12 +59060,12 @@ function venv(l, release, o) {
             `[ -n "$seeded" ] || ${normal}`
         ]
         : [normal];
-    return script(`if [ -f ${q(done)} ]; then`, `  echo ${q(`reusing virtualenv ${o.key} (requirements unchanged)`)}`, 'else', `  rm -rf ${q(target)}`, ...build.map(line => `  ${line}`), ...(o.hasRequirements
+    return script(`if [ -f ${q(done)} ]; then`, `  echo ${q(`reusing virtualenv ${o.key} (requirements unchanged)`)}`, 'else', `  rm -rf ${q(target)}`, '  grown=""', ...grow.map(line => `  ${line}`), '  if [ -z "$grown" ]; then', ...build.map(line => `    ${line}`), '  fi', ...(o.hasRequirements
         ? [
             `  cd ${q(releaseDir(l, release))}`,
             `  ${words(`${target}/bin/python`, '-m', 'pip', 'install', '--disable-pip-version-check', ...o.pipArgs, '-r', 'requirements.txt')}`
         ]
-        : []), `  : > ${q(done)}`, 'fi', `rm -rf ${q(releaseDir(l, release) + '/.venv')}`, `ln -s ${words(target, releaseDir(l, release) + '/.venv')}`);
+        : []), ...(o.deps ? [`  printf '%s\\n%s\\n' ${q(o.deps.basis)} "$deps" > ${q(`${target}/${DEPS_FILE}`)}`] : []), `  : > ${q(done)}`, 'fi', `rm -rf ${q(releaseDir(l, release) + '/.venv')}`, `ln -s ${words(target, releaseDir(l, release) + '/.venv')}`);
 }
 /** Runs manage.py of the release with its virtualenv. */
 function commands_manage(l, release, args) {
@@ -60787,7 +60857,8 @@ function updateSteps(d, l, source, reuseFrom, gated = 'with-gate') {
                 python: d.remotePython,
                 venvOptions: d.venvOptions,
                 pipArgs: d.pipArgs,
-                hasRequirements: source.hasRequirements
+                hasRequirements: source.hasRequirements,
+                deps: source.deps
             })
         }
     ];

@@ -384,7 +384,7 @@ describe('the lock is a lease with fencing (real /bin/sh)', () => {
     expect(existsSync(l.lease)).toBe(false)
   })
 
-  it('release frees the lock at once, not at the holder loop\'s next tick', async () => {
+  it("release frees the lock at once, not at the holder loop's next tick", async () => {
     const h = await holder('t9', 30)
     // The loop's first 1 s sleep starts right after "locked": a holder that only looked each tick would exit
     // about 1 s from here.

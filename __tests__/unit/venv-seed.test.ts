@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import * as cmd from '../../src/remote/commands.js'
+import { depsOf } from '../../src/release/source.js'
 import { buildWheel } from '../helpers/wheel.js'
 
 jest.setTimeout(120_000)
@@ -125,5 +126,146 @@ describe('hostile deploy paths stay inert', () => {
     expect(existsSync(join(base, 'PWNED'))).toBe(false)
     const v = spawnSync(join(l.venvs, 'k2/bin/python'), ['-m', 'pip', '--version'])
     expect(v.stdout.toString()).toContain(`from ${l.venvs}/k2/lib/`)
+  })
+})
+
+describe('requirements that only add lines to the live virtualenv’s', () => {
+  const deps = (...lines: string[]) => ({ basis: 'b1', lines: lines.map(r => `r ${r}`) })
+  /** Files and contents of a directory tree (links by their target), to see that nothing in it changed. */
+  const snapshot = (dir: string): string[] =>
+    tree(dir).map(p => {
+      const f = join(dir, p)
+      const r = spawnSync('/bin/sh', [
+        '-c',
+        'if [ -L "$1" ]; then readlink "$1"; elif [ -f "$1" ]; then sha256sum < "$1"; fi',
+        'x',
+        f
+      ])
+      return `${p} ${r.stdout.toString().trim()}`
+    })
+  /** Root with releases r1..r3 whose requirements name wheels in ./wheels, r1 live on k1 (seeddep only). */
+  function grown(root: string) {
+    const l = cmd.layout(root)
+    mkdirSync(l.venvs, { recursive: true })
+    for (const r of ['r1', 'r2', 'r3']) {
+      const dir = join(l.releases, r)
+      mkdirSync(join(dir, 'wheels'), { recursive: true })
+      buildWheel(join(dir, 'wheels'), 'seeddep', '1.0', 'X = 1\n')
+      buildWheel(join(dir, 'wheels'), 'growdep', '1.0', 'Y = 2\n')
+    }
+    const req = (r: string, ...lines: string[]) =>
+      sh(
+        `printf '%s\\n' --no-index '--find-links wheels' ${lines.join(' ')} > ${q(join(l.releases, r, 'requirements.txt'))}`
+      )
+    req('r1', 'seeddep==1.0')
+    const first = sh(cmd.venv(l, 'r1', opts('k1', { hasRequirements: true, deps: deps('seeddep==1.0') })))
+    expect(first.code).toBe(0)
+    expect(first.out).not.toMatch(/copied/)
+    symlinkSync('releases/r1', l.current)
+    return { l, req }
+  }
+  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`
+
+  it('copies the live virtualenv and pip installs only what is new; the live one is left as it was', () => {
+    const { l, req } = grown(join(base, 'grow'))
+    const before = snapshot(join(l.venvs, 'k1'))
+    req('r2', 'seeddep==1.0', 'growdep==1.0')
+    const r = sh(
+      cmd.venv(l, 'r2', opts('k2', { hasRequirements: true, deps: deps('seeddep==1.0', 'growdep==1.0') }))
+    )
+    expect(r.code).toBe(0)
+    expect(r.out).toContain(`virtualenv copied from the live one (${l.venvs}/k1)`)
+    expect(r.out).toMatch(/Successfully installed growdep-1\.0/)
+    expect(r.out).not.toMatch(/installed.*seeddep/)
+    const py = (v: string, code: string) => spawnSync(join(l.venvs, v, 'bin/python'), ['-c', code])
+    expect(
+      py('k2', 'import seeddep, growdep, sys; print(seeddep.X, growdep.Y, sys.prefix)').stdout.toString()
+    ).toBe(`1 2 ${l.venvs}/k2\n`)
+    // its scripts and pyvenv.cfg name the copy, and pip runs from it
+    expect(readFileSync(join(l.venvs, 'k2/bin/pip'), 'utf8').split('\n')[0]).toBe(
+      `#!${l.venvs}/k2/bin/python3`
+    )
+    expect(readFileSync(join(l.venvs, 'k2/bin/activate'), 'utf8')).not.toContain(`${l.venvs}/k1`)
+    expect(readFileSync(join(l.venvs, 'k2/pyvenv.cfg'), 'utf8')).toContain(`${l.venvs}/k2`)
+    expect(spawnSync(join(l.venvs, 'k2/bin/pip'), ['--version']).stdout.toString()).toContain(
+      `from ${l.venvs}/k2/lib/`
+    )
+    // the live virtualenv: byte for byte what it was, without the new dependency
+    expect(snapshot(join(l.venvs, 'k1'))).toEqual(before)
+    expect(py('k1', 'import growdep').status).not.toBe(0)
+  })
+
+  it('builds a clean virtualenv when a line went away or the basis changed', () => {
+    const { l, req } = grown(join(base, 'shrink'))
+    req('r2', 'growdep==1.0')
+    const removed = sh(cmd.venv(l, 'r2', opts('k2', { hasRequirements: true, deps: deps('growdep==1.0') })))
+    expect(removed.code).toBe(0)
+    expect(removed.out).not.toMatch(/copied/)
+    expect(removed.out).toContain('seeded with pip from')
+    expect(spawnSync(join(l.venvs, 'k2/bin/python'), ['-c', 'import seeddep']).status).not.toBe(0)
+    req('r3', 'seeddep==1.0', 'growdep==1.0')
+    const other = { basis: 'b2', lines: ['r seeddep==1.0', 'r growdep==1.0'] }
+    const basis = sh(cmd.venv(l, 'r3', opts('k3', { hasRequirements: true, deps: other })))
+    expect(basis.code).toBe(0)
+    expect(basis.out).not.toMatch(/copied/)
+  })
+
+  it('copies through q(): a hostile deploy path runs nothing', () => {
+    const { l, req } = grown(join(base, `grow it's $(touch PWNED) \`touch PWNED\` "x"; touch PWNED`))
+    req('r2', 'seeddep==1.0', 'growdep==1.0')
+    const r = sh(
+      cmd.venv(l, 'r2', opts('k2', { hasRequirements: true, deps: deps('seeddep==1.0', 'growdep==1.0') }))
+    )
+    expect(r.code).toBe(0)
+    expect(r.out).toContain('virtualenv copied from the live one')
+    expect(existsSync(join(base, 'PWNED'))).toBe(false)
+    const v = spawnSync(join(l.venvs, 'k2/bin/python'), ['-c', 'import growdep, sys; print(sys.prefix)'])
+    expect(v.stdout.toString()).toBe(`${l.venvs}/k2\n`)
+  })
+})
+
+describe('depsOf: what a virtualenv is made of, for growing a copy', () => {
+  const venv = { python: '/usr/bin/python3', options: ['--system-site-packages'], pipArgs: [] }
+  const local = '100644 blob aaaa\tvendor/a-1.0-py3-none-any.whl\n'
+  it('keeps requirement lines and the named files as lines, option lines and settings in the basis', () => {
+    const d = depsOf(
+      venv,
+      '# pinned\n--no-index\n--find-links vendor\nDjango==4.2.1  # LTS\n\na==1.0\n',
+      local
+    )!
+    expect(d.lines).toEqual([
+      'r Django==4.2.1',
+      'r a==1.0',
+      'l 100644 blob aaaa\tvendor/a-1.0-py3-none-any.whl'
+    ])
+    expect(depsOf(venv, '--no-index\n--find-links vendor\nDjango==4.2.1\na==1.0\nb==2\n', local)!.basis).toBe(
+      d.basis
+    )
+    expect(depsOf(venv, '--find-links vendor\nDjango==4.2.1\n', local)!.basis).not.toBe(d.basis)
+    expect(
+      depsOf({ ...venv, pipArgs: ['--pre'] }, '--no-index\n--find-links vendor\n', local)!.basis
+    ).not.toBe(d.basis)
+  })
+  it('joins continued lines: hashes belong to their requirement', () => {
+    const d = depsOf(
+      venv,
+      'django==4.2.1 \\\n    --hash=sha256:abc \\\n    --hash=sha256:def\nb==2 ; python_version < "3.12"\n',
+      ''
+    )!
+    expect(d.lines).toEqual([
+      'r django==4.2.1 --hash=sha256:abc --hash=sha256:def',
+      'r b==2 ; python_version < "3.12"'
+    ])
+  })
+  it('none unless every requirement is an exact pin (looser lines, paths and editables come out otherwise)', () => {
+    for (const r of [
+      '-e .',
+      '--editable ./pkg',
+      './vendor/pkg',
+      '/opt/pkg',
+      'file:./x',
+      'pkg @ https://h/p.whl'
+    ])
+      expect(depsOf(venv, `a==1\n${r}\n`, '')).toBeUndefined()
   })
 })

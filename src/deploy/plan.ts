@@ -65,7 +65,8 @@ export function updateSteps(
         python: d.remotePython,
         venvOptions: d.venvOptions,
         pipArgs: d.pipArgs,
-        hasRequirements: source.hasRequirements
+        hasRequirements: source.hasRequirements,
+        deps: source.deps
       })
     }
   ]

@@ -27,6 +27,53 @@ export interface ReleaseSource {
   hasRequirements: boolean
   /** `git ls-tree -r -z` of the release's tree: what it is made of, and its manifest on the server. */
   tree: string
+  /** What the virtualenv is made of, line by line, for growing a copy of the live one: see depsOf(). */
+  deps?: Deps
+}
+
+/**
+ * What a virtualenv was made from, so a later one can start as a copy of it and let pip add what is new:
+ * `basis` hashes what must be equal (Python, venv-options, pip-args and the option lines of requirements.txt:
+ * `--index-url`, `--find-links`, …); `lines` are what may only grow: `r <requirement>` for each requirement line
+ * and `l <git ls-tree line>` for each tracked file the requirements name (a wheel added to vendor/ is a new
+ * line; a changed one changes its line). None unless every requirement is an exact pin (`name==1.2`: a looser
+ * line, a local path or an editable install would not come out of pip over a copy as out of a clean build).
+ */
+export interface Deps {
+  basis: string
+  lines: string[]
+}
+
+/** `name[extras]==version` (or `===`), with environment markers. */
+const EXACT_PIN = /^[A-Za-z0-9][\w.-]*(\[[^\]]*\])?\s*===?\s*[\w.!+-]+\s*(;.*)?$/
+
+export function depsOf(
+  venv: { python: string; options: string[]; pipArgs: string[] },
+  requirements: string,
+  local: string
+): Deps | undefined {
+  const all = requirements
+    .replace(/\\\r?\n/g, ' ')
+    .split('\n')
+    .map(line =>
+      line
+        .replace(/(^|\s)#.*$/, '')
+        .trim()
+        .replace(/\s+/g, ' ')
+    )
+    .filter(Boolean)
+  const options = all.filter(line => line.startsWith('-'))
+  const reqs = all.filter(line => !line.startsWith('-'))
+  if (options.some(o => /^(-e|--editable)\b/.test(o))) return undefined
+  // Exact pins only: pip leaves an installed version that still satisfies a looser line, where a clean
+  // virtualenv would take the newest.
+  if (!reqs.every(r => EXACT_PIN.test(r.replace(/\s+--hash[= ]\S+/g, '')))) return undefined
+  const basis = createHash('sha256')
+    .update(JSON.stringify([venv.python, venv.options, venv.pipArgs, options]))
+    .digest('hex')
+    .slice(0, 16)
+  const files = local.split('\n').filter(Boolean)
+  return { basis, lines: [...new Set([...reqs.map(r => `r ${r}`), ...files.map(f => `l ${f}`)])] }
 }
 
 async function git(cwd: string, ...args: string[]): Promise<string> {
@@ -86,7 +133,8 @@ export async function describeRelease(
     .digest('hex')
     .slice(0, 16)
   const files = await git(workingDirectory, 'ls-tree', '-r', '-z', '--full-tree', treeish)
-  return { name, revision, treeish, repoRoot, venvKey, hasRequirements, tree: files }
+  const deps = hasRequirements ? depsOf(venv, requirements, local) : undefined
+  return { name, revision, treeish, repoRoot, venvKey, hasRequirements, tree: files, deps }
 }
 
 /**

@@ -398,6 +398,8 @@ export interface VenvOptions {
   venvOptions: string[]
   pipArgs: string[]
   hasRequirements: boolean
+  /** What the virtualenv is made of (release/source.ts depsOf()); set, a copy of the live one may be grown. */
+  deps?: { basis: string; lines: string[] }
 }
 
 /**
@@ -427,9 +429,54 @@ const SEED = [
  * a normal one would. With no such donor for the same Python version (first deploy), or with `--without-pip`
  * or `--upgrade-deps` in venv-options, it is made the normal way.
  */
+/**
+ * Rewrites a copied virtualenv's own path in its bin/ scripts (shebangs, activate) and pyvenv.cfg: argv donor,
+ * target.
+ * Only text files; links (bin/python) are left as they are.
+ */
+const REPOINT_PY = [
+  'import os, re, sys',
+  'donor, target = sys.argv[1].encode(), sys.argv[2].encode()',
+  "pattern = re.compile(re.escape(donor) + rb'(?![\\w.-])')",
+  "bindir = os.path.join(sys.argv[2], 'bin')",
+  "for p in [os.path.join(bindir, n) for n in os.listdir(bindir)] + [os.path.join(sys.argv[2], 'pyvenv.cfg')]:",
+  '    if os.path.islink(p) or not os.path.isfile(p):',
+  '        continue',
+  "    with open(p, 'rb') as f:",
+  '        data = f.read()',
+  "    if donor not in data or b'\\0' in data[:4096]:",
+  '        continue',
+  '    mode = os.stat(p).st_mode',
+  "    with open(p, 'wb') as f:",
+  '        f.write(pattern.sub(target, data))',
+  '    os.chmod(p, mode)'
+].join('\n')
+
+/** Where a virtualenv records what it was made of (`deps`: a basis line, then its lines). */
+const DEPS_FILE = '.django-deploy-deps'
+
 export function venv(l: Layout, release: string, o: VenvOptions): string {
   const target = `${l.venvs}/${o.key}`
   const done = `${target}/.django-deploy-complete`
+  // Requirements that only add lines to the live virtualenv's: a copy of it, where pip installs only what is new
+  // (the live one is not touched). Not when anything in it names a path outside bin/ that pip would not redo
+  // (editable installs, .pth files, a path of the donor outside its scripts).
+  const grow = o.deps
+    ? [
+        `deps=${q(o.deps.lines.join('\n'))}`,
+        `donor=$(readlink -f ${q(`${l.current}/.venv`)} 2>/dev/null || true)`,
+        `if [ -n "$donor" ] && [ -f "$donor/.django-deploy-complete" ] && [ "$(head -n 1 "$donor/${DEPS_FILE}" 2>/dev/null)" = ${q(o.deps.basis)} ] \\`,
+        `  && tail -n +2 "$donor/${DEPS_FILE}" | { while IFS= read -r line; do printf '%s\\n' "$deps" | grep -Fxq -e "$line" || exit 1; done; } \\`,
+        `  && ! ls "$donor"/lib/python*/site-packages 2>/dev/null | grep -v '^distutils-precedence\\.pth$' | grep -Eq '\\.pth$|\\.egg-link$|^__editable__' \\`,
+        `  && ! grep -rlsF --exclude-dir=__pycache__ --exclude-dir=bin --exclude=pyvenv.cfg -e "$donor" "$donor" >/dev/null; then`,
+        `  cp -a "$donor" ${q(target)}`,
+        `  rm -f ${q(done)} ${q(`${target}/${DEPS_FILE}`)}`,
+        `  ${words(o.python, '-c', REPOINT_PY)} "$donor" ${q(target)}`,
+        '  grown=yes',
+        '  echo "virtualenv copied from the live one ($donor): pip adds only the new requirements"',
+        'fi'
+      ]
+    : []
   const canSeed = !o.venvOptions.some(v => v === '--without-pip' || v === '--upgrade-deps')
   const normal = `${words(o.python, '-m', 'venv', ...o.venvOptions, target)}`
   const build = canSeed
@@ -474,13 +521,18 @@ export function venv(l: Layout, release: string, o: VenvOptions): string {
     `  echo ${q(`reusing virtualenv ${o.key} (requirements unchanged)`)}`,
     'else',
     `  rm -rf ${q(target)}`,
-    ...build.map(line => `  ${line}`),
+    '  grown=""',
+    ...grow.map(line => `  ${line}`),
+    '  if [ -z "$grown" ]; then',
+    ...build.map(line => `    ${line}`),
+    '  fi',
     ...(o.hasRequirements
       ? [
           `  cd ${q(releaseDir(l, release))}`,
           `  ${words(`${target}/bin/python`, '-m', 'pip', 'install', '--disable-pip-version-check', ...o.pipArgs, '-r', 'requirements.txt')}`
         ]
       : []),
+    ...(o.deps ? [`  printf '%s\\n%s\\n' ${q(o.deps.basis)} "$deps" > ${q(`${target}/${DEPS_FILE}`)}`] : []),
     `  : > ${q(done)}`,
     'fi',
     `rm -rf ${q(releaseDir(l, release) + '/.venv')}`,
