@@ -1,8 +1,8 @@
 /**
  * Issue 8, items 2 and 5, end to end with the built action (dist/index.js) against the sandbox target (real
  * OpenSSH, Gunicorn, nginx, Django): hosts, port and user come from an Ansible inventory in the repository;
- * a requirements change builds its virtualenv from the live one's pip (no pip bootstrap) and serves the new
- * dependency under load; unchanged requirements run no pip.
+ * a requirements change that adds a pin grows a copy of the live virtualenv (pip installs only the new one;
+ * the live one is untouched) and serves the new dependency under load; unchanged requirements run no pip.
  */
 import { jest } from '@jest/globals'
 import { mkdirSync, readlinkSync } from 'node:fs'
@@ -88,7 +88,7 @@ test('a first deploy takes its host, port and user from the Ansible inventory; i
   expect((await get('/version/')).status).toBe(200)
 })
 
-test('changed requirements: the new virtualenv gets the live one’s pip (no bootstrap), the new dependency is served under load with 0 failed requests', async () => {
+test('changed requirements: a new pin grows a copy of the live virtualenv (pip installs only it), the new dependency is served under load with 0 failed requests', async () => {
   const wheel = buildWheel(
     join(repo.dir, 'vendor'),
     'loudly',
@@ -114,8 +114,10 @@ test('changed requirements: the new virtualenv gets the live one’s pip (no boo
   })
   const result = await load.stop()
   expectOk(r)
-  expect(r.log).toContain(`virtualenv seeded with pip from ${before} (no pip bootstrap)`)
-  expect(r.log).toMatch(/Successfully installed [^\n]*loudly-1\.0/)
+  expect(r.log).toContain(
+    `virtualenv copied from the live one (${before}): pip adds only the new requirements`
+  )
+  expect(r.log).toMatch(/Successfully installed loudly-1\.0$/m)
   expect(r.log).toMatch(/re-executed \(USR2\)/)
   expect({ non200: result.non200, errors: result.errors }).toEqual({ non200: 0, errors: 0 })
   expect(await get('/version/')).toEqual({ status: 200, body: 'V2!!' })
@@ -128,6 +130,11 @@ test('changed requirements: the new virtualenv gets the live one’s pip (no boo
   expect(pip.code).toBe(0)
   expect(pip.stdout).toContain(`from ${venv}/lib/`)
   expect(pip.stdout).toMatch(/^loudly\s+1\.0$/m)
+  // the previous release's virtualenv (the rollback target) did not get it
+  const old = await t.run(`${before}/bin/pip list`)
+  expect(old.code).toBe(0)
+  expect(old.stdout).toMatch(/^sitebanner\s/m)
+  expect(old.stdout).not.toMatch(/loudly/)
 })
 
 test('unchanged requirements run no pip at all', async () => {
