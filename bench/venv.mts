@@ -1,6 +1,6 @@
 /**
  * Dependency-change benchmark (issue 8, item 5): every round adds a new local wheel to requirements.txt and
- * deploys that commit with the built action (a new virtualenv seeded with the live one's pip, pip install, USR2)
+ * deploys that commit with the built action (a new virtualenv: a hard-linked copy of the live one that pip grows, USR2)
  * and with the hand-written baseline of bench/baseline.mts (`tar | ssh`, pip install into its one virtualenv,
  * migrate, collectstatic, restart), in one run, on two identical sandbox targets, under the same HTTP load.
  * In the same run it also times the virtualenv alone: a shell script over ssh that makes a plain virtualenv and
@@ -54,6 +54,8 @@ interface Sample {
   /** action: seconds of its virtualenv step, and whether pip came from the live virtualenv */
   venvStep?: number
   seeded?: boolean
+  /** Grown from a copy of the live virtualenv (new pins only). */
+  copied?: boolean
   steps?: string
 }
 
@@ -138,7 +140,8 @@ async function deploy(
       ok: r.code === 0 && r.outputs.deployed === 'true',
       wallMs,
       venvStep: venv ? Number(venv[1]) : undefined,
-      seeded: /virtualenv seeded with pip from/.test(r.log),
+      seeded: /virtualenv seeded with pip from|virtualenv copied from the live one/.test(r.log),
+      copied: /virtualenv copied from the live one/.test(r.log),
       steps: [...r.log.matchAll(/^✓ ([\w-]+) \(([\d.]+) s\)$/gm)].map(m => `${m[1]} ${m[2]}`).join(', ')
     }
   }
@@ -206,7 +209,9 @@ try {
       samples.push(s)
       console.error(
         `   ${round} ${v.padEnd(8)} ${secs(s.wallMs)} s  failed ${failed(s.load)}/${s.load.total}` +
-          (s.venvStep !== undefined ? `  virtualenv ${s.venvStep} s${s.seeded ? ' (seeded)' : ''}` : '')
+          (s.venvStep !== undefined
+            ? `  virtualenv ${s.venvStep} s${s.copied ? ' (copied)' : s.seeded ? ' (seeded)' : ''}`
+            : '')
       )
     }
     // The virtualenv alone, by hand over ssh on the action's target: a plain venv and pip install of this
@@ -253,7 +258,7 @@ try {
     const walls = ss.map(s => s.wallMs)
     const bad = ss.filter(s => !s.ok).length
     lines.push(
-      `| ${v === 'baseline' ? 'baseline: `tar \\| ssh`, pip install into its one venv, migrate, collectstatic, restart' : 'action (`checks: none`): new venv seeded with the live pip, pip install, USR2'} | ` +
+      `| ${v === 'baseline' ? 'baseline: `tar \\| ssh`, pip install into its one venv, migrate, collectstatic, restart' : 'action (`checks: none`): new venv (a hard-linked copy of the live one that pip grows, or one seeded with its pip), USR2'} | ` +
         `${ss.length}${bad ? ` (**${bad} failed**)` : ''} | ${secs(median(walls))} | ${secs(Math.min(...walls))} – ${secs(Math.max(...walls))} | ` +
         `${(median(walls) / base).toFixed(2)} | ${ss.reduce((a, s) => a + failed(s.load), 0)} / ${ss.reduce((a, s) => a + s.load.total, 0)} |`
     )
@@ -265,7 +270,7 @@ try {
     '| how | median (s) | each (s) |',
     '|---|---|---|',
     `| by hand over ssh: \`python3 -m venv --system-site-packages\` + \`pip install -r requirements.txt\` | ${secs(median(plain))} | ${plain.map(secs).join(', ')} |`,
-    `| the action's \`virtualenv\` step (${by('action').every(s => s.seeded) ? 'seeded every time' : '**not always seeded**'}) | ${median(venvSteps).toFixed(2)} | ${venvSteps.map(x => x.toFixed(1)).join(', ')} |`,
+    `| the action's \`virtualenv\` step (${by('action').every(s => s.copied) ? 'a copy of the live one every time' : by('action').every(s => s.seeded) ? 'copied or seeded every time' : '**not always copied or seeded**'}) | ${median(venvSteps).toFixed(2)} | ${venvSteps.map(x => x.toFixed(1)).join(', ')} |`,
     '',
     `Action / baseline, whole deploy: **${(act / base).toFixed(2)}×** (target ≤ 1.2×).`,
     '',

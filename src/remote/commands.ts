@@ -431,7 +431,7 @@ const SEED = [
  */
 /**
  * Rewrites a copied virtualenv's own path in its bin/ scripts (shebangs, activate) and pyvenv.cfg: argv donor,
- * target.
+ * target. Each file is written anew and renamed over the old name (the copy is made of hard links).
  * Only text files; links (bin/python) are left as they are.
  */
 const REPOINT_PY = [
@@ -447,9 +447,12 @@ const REPOINT_PY = [
   "    if donor not in data or b'\\0' in data[:4096]:",
   '        continue',
   '    mode = os.stat(p).st_mode',
-  "    with open(p, 'wb') as f:",
+  // A new file renamed over the old name: the copy's files are hard links to the live virtualenv's.
+  "    tmp = p + '.django-deploy-tmp'",
+  "    with open(tmp, 'wb') as f:",
   '        f.write(pattern.sub(target, data))',
-  '    os.chmod(p, mode)'
+  '    os.chmod(tmp, mode)',
+  '    os.replace(tmp, p)'
 ].join('\n')
 
 /** Where a virtualenv records what it was made of (`deps`: a basis line, then its lines). */
@@ -469,7 +472,10 @@ export function venv(l: Layout, release: string, o: VenvOptions): string {
         `  && tail -n +2 "$donor/${DEPS_FILE}" | { while IFS= read -r line; do printf '%s\\n' "$deps" | grep -Fxq -e "$line" || exit 1; done; } \\`,
         `  && ! ls "$donor"/lib/python*/site-packages 2>/dev/null | grep -v '^distutils-precedence\\.pth$' | grep -Eq '\\.pth$|\\.egg-link$|^__editable__' \\`,
         `  && ! grep -rlsF --exclude-dir=__pycache__ --exclude-dir=bin --exclude=pyvenv.cfg -e "$donor" "$donor" >/dev/null; then`,
-        `  cp -a "$donor" ${q(target)}`,
+        // Hard links (a copy of 25 MB of small files costs seconds of disk writes): pip only ever adds files,
+        // renames them away or replaces them whole, and what is rewritten here is replaced by a rename, so
+        // nothing writes into a file the live virtualenv shares.
+        `  cp -al "$donor" ${q(target)}`,
         `  rm -f ${q(done)} ${q(`${target}/${DEPS_FILE}`)}`,
         `  ${words(o.python, '-c', REPOINT_PY)} "$donor" ${q(target)}`,
         '  grown=yes',
