@@ -7,7 +7,7 @@
  * Run: `npm run bench:fleet` (bash bench/run.sh fleet; root). Env: BENCH_ROUNDS (default 3). Writes
  * bench/results-fleet.md and prints it.
  */
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { deployInputs, writeServerEnv } from '../sandbox/inputs.js'
@@ -25,9 +25,18 @@ chmodSync(db, 0o777)
 const config = (hosts: FleetHost[]): string =>
   `hosts:\n${hosts.map(h => `  - { host: "${h.host}:${h.sshPort}", user: ${h.user}, deploy-path: "${h.deployPath}" }`).join('\n')}\n`
 
+/** CPU time the whole machine spent busy so far (every process: the action, sshd, the hosts' Django), in s. */
+function busySeconds(): number {
+  const [, ...ticks] = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/)
+  const [user, nice, system, , , irq, softirq, steal] = ticks.map(Number)
+  return (user + nice + system + irq + softirq + steal) / 100 // USER_HZ is 100 on Linux
+}
+const cpu: Record<string, number> = {}
+
 async function deploy(hosts: FleetHost[], name: string): Promise<number> {
   repo!.write('deploy.yml', config(hosts)).write('VERSION', `${name}\n`).commit(name)
   const start = performance.now()
+  const busy = busySeconds()
   const r = await runAction(
     {
       ...deployInputs(hosts[0], { mode: 'deploy', checks: 'none', 'release-name': name }),
@@ -39,6 +48,7 @@ async function deploy(hosts: FleetHost[], name: string): Promise<number> {
     { workspace: repo!.dir, env: { GITHUB_REF: `refs/tags/${name}` }, timeoutMs: 600_000 }
   )
   const ms = performance.now() - start
+  cpu[name] = busySeconds() - busy
   if (r.code !== 0)
     throw new Error(`deploy ${name} to ${hosts.length} host(s) failed:\n${r.log.slice(-3000)}`)
   console.error(`   ${name}: ${hosts.length} host(s), ${(ms / 1000).toFixed(2)} s`)
@@ -65,6 +75,11 @@ try {
   }
   const m1 = median(times['1'])
   const m4 = median(times['4'])
+  const cores = os.cpus().length
+  const cpuOf = (n: '1' | '4'): number =>
+    median(Array.from({ length: ROUNDS }, (_, i) => cpu[`r${i + 1}-${n}`]))
+  const c1 = cpuOf('1')
+  const c4 = cpuOf('4')
   const load = os.loadavg()[0].toFixed(2)
   const text = [
     '# Fleet benchmark: 4 hosts vs 1 host',
@@ -73,11 +88,13 @@ try {
     '',
     'Each host is a network namespace with its own sshd and deploy root (sandbox/fleet.ts); the hosts share one SQLite database, so migrations run once, on the primary. A redeploy commits a new `VERSION` (requirements unchanged: no pip) and deploys it with `checks: none`, to the first host alone or to all 4, the order alternating each round.',
     '',
-    '| deploy | median wall (s) | all (s) | vs 1 host |',
-    '|---|--:|--:|--:|',
-    `| redeploy, 1 host | ${(m1 / 1000).toFixed(2)} | ${times['1'].map(t => (t / 1000).toFixed(2)).join(', ')} | 1.00 |`,
-    `| redeploy, 4 hosts | ${(m4 / 1000).toFixed(2)} | ${times['4'].map(t => (t / 1000).toFixed(2)).join(', ')} | ${(m4 / m1).toFixed(2)} |`,
-    `| first deploy, 4 hosts (4 virtualenvs at once) | ${(first / 1000).toFixed(2)} | — | — |`,
+    `CPU: the whole machine's busy time during each deploy (/proc/stat: the action, every sshd, every host's shell and Django processes), median. With ${cores} cores, a deploy cannot take less wall time than its CPU time / ${cores}.`,
+    '',
+    '| deploy | median wall (s) | all (s) | vs 1 host | median CPU (s) | CPU / cores (s) | that floor vs 1 host |',
+    '|---|--:|--:|--:|--:|--:|--:|',
+    `| redeploy, 1 host | ${(m1 / 1000).toFixed(2)} | ${times['1'].map(t => (t / 1000).toFixed(2)).join(', ')} | 1.00 | ${c1.toFixed(2)} | ${(c1 / cores).toFixed(2)} | — |`,
+    `| redeploy, 4 hosts | ${(m4 / 1000).toFixed(2)} | ${times['4'].map(t => (t / 1000).toFixed(2)).join(', ')} | ${(m4 / m1).toFixed(2)} | ${c4.toFixed(2)} | ${(c4 / cores).toFixed(2)} | ${(c4 / cores / (m1 / 1000)).toFixed(2)} |`,
+    `| first deploy, 4 hosts (4 virtualenvs at once) | ${(first / 1000).toFixed(2)} | — | — | ${cpu.first.toFixed(2)} | ${(cpu.first / cores).toFixed(2)} | — |`,
     ''
   ].join('\n')
   writeFileSync(RESULTS, text)
