@@ -59019,11 +59019,15 @@ function venv(l, release, o) {
             // Hard links (a copy of 25 MB of small files costs seconds of disk writes): pip only ever adds files,
             // renames them away or replaces them whole, and what is rewritten here is replaced by a rename, so
             // nothing writes into a file the live virtualenv shares.
-            `  cp -al "$donor" ${q(target)}`,
-            `  rm -f ${q(done)} ${q(`${target}/${DEPS_FILE}`)}`,
-            `  ${words(o.python, '-c', REPOINT_PY)} "$donor" ${q(target)}`,
-            '  grown=yes',
-            '  echo "virtualenv copied from the live one ($donor): pip adds only the new requirements"',
+            // A copy that fails (links refused: a file someone else owns, with fs.protected_hardlinks) is no error:
+            // the virtualenv is built as when there is nothing to copy.
+            `  if cp -al "$donor" ${q(target)} 2>/dev/null && rm -f ${q(done)} ${q(`${target}/${DEPS_FILE}`)} && ${words(o.python, '-c', REPOINT_PY)} "$donor" ${q(target)}; then`,
+            '    grown=yes',
+            '    echo "virtualenv copied from the live one ($donor): pip adds only the new requirements"',
+            '  else',
+            `    rm -rf ${q(target)}`,
+            '    echo "could not copy the live virtualenv ($donor): building a new one"',
+            '  fi',
             'fi'
         ]
         : [];

@@ -210,6 +210,36 @@ describe('requirements that only add lines to the live virtualenv’s', () => {
     expect(basis.out).not.toMatch(/copied/)
   })
 
+  it('builds a new virtualenv when the copy fails (hard links refused)', () => {
+    const { l, req } = grown(join(base, 'refused'))
+    const bin = join(base, 'refused-bin')
+    mkdirSync(bin)
+    // A cp that refuses -al, as the kernel does for a file someone else owns (fs.protected_hardlinks).
+    sh(
+      `printf '%s\\n' '#!/bin/sh' 'case "$1" in -al) echo "cp: cannot create hard link" >&2; exit 1;; esac' 'exec /bin/cp "$@"' > ${q(join(bin, 'cp'))}; chmod 755 ${q(join(bin, 'cp'))}`
+    )
+    req('r2', 'seeddep==1.0', 'growdep==1.0')
+    const script = cmd.venv(
+      l,
+      'r2',
+      opts('k2', { hasRequirements: true, deps: deps('seeddep==1.0', 'growdep==1.0') })
+    )
+    const r = spawnSync('/bin/sh', ['-c', script], {
+      cwd: base,
+      env: { ...process.env, PATH: `${bin}:${process.env.PATH}` }
+    })
+    expect(r.status).toBe(0)
+    expect(r.stdout.toString()).toContain(
+      `could not copy the live virtualenv (${l.venvs}/k1): building a new one`
+    )
+    expect(r.stdout.toString()).toContain('seeded with pip from')
+    const v = spawnSync(join(l.venvs, 'k2/bin/python'), [
+      '-c',
+      'import seeddep, growdep, sys; print(sys.prefix)'
+    ])
+    expect(v.stdout.toString()).toBe(`${l.venvs}/k2\n`)
+  })
+
   it('copies through q(): a hostile deploy path runs nothing', () => {
     const { l, req } = grown(join(base, `grow it's $(touch PWNED) \`touch PWNED\` "x"; touch PWNED`))
     req('r2', 'seeddep==1.0', 'growdep==1.0')
