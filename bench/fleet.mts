@@ -2,7 +2,8 @@
  * Fleet benchmark: a redeploy (code change, requirements unchanged) to 1 host and to 4 hosts, in one run, the
  * order alternating each round; plus the first deploy to 4 hosts (virtualenvs built everywhere at once: CPU-bound
  * on this machine, whose 2 cores the 4 hosts share). Hosts are network namespaces with their own sshd and deploy
- * root (sandbox/fleet.ts), sharing one SQLite database.
+ * root (sandbox/fleet.ts), sharing one SQLite database. Each deploy also reads the whole machine's busy CPU time
+ * (/proc/stat): with the hosts on this machine's cores, CPU time / cores is a floor for the wall time.
  *
  * Run: `npm run bench:fleet` (bash bench/run.sh fleet; root). Env: BENCH_ROUNDS (default 3). Writes
  * bench/results-fleet.md and prints it.

@@ -3,6 +3,7 @@
  * the runner sends these over SSH and the dry run prints them. Every variable part goes through `q`.
  */
 import { MANIFEST } from '../release/incremental.js'
+import type { Deps } from '../release/source.js'
 import { q, words } from './quote.js'
 
 /** Lines starting with this marker in a step's output become warnings in the job log. */
@@ -399,7 +400,7 @@ export interface VenvOptions {
   pipArgs: string[]
   hasRequirements: boolean
   /** What the virtualenv is made of (release/source.ts depsOf()); set, a copy of the live one may be grown. */
-  deps?: { basis: string; lines: string[] }
+  deps?: Deps
 }
 
 /**
@@ -416,19 +417,6 @@ const SEED = [
   'distutils-precedence.pth'
 ]
 
-/**
- * Makes (or reuses) the virtualenv for the release's dependencies under venvs/<key> and links it as
- * <release>/.venv. A virtualenv is built in place (its scripts carry absolute paths) and marked complete only
- * at the end, so a half-built one from a killed deploy is rebuilt, never used.
- *
- * Unchanged requirements (same key) run no pip at all. Changed ones make a new virtualenv without paying
- * ensurepip's bootstrap (≈ 4 s: it runs pip to install pip and setuptools from wheels and compiles them):
- * the venv is made `--without-pip` and seeded with the pip (and setuptools) of a complete virtualenv already
- * on the server (the live release's first), copied with their compiled files and mtimes, and the `pip*`
- * scripts re-pointed at the new interpreter. So the new virtualenv has a working pip of the same version, as
- * a normal one would. With no such donor for the same Python version (first deploy), or with `--without-pip`
- * or `--upgrade-deps` in venv-options, it is made the normal way.
- */
 /**
  * Rewrites a copied virtualenv's own path in its bin/ scripts (shebangs, activate) and pyvenv.cfg: argv donor,
  * target. Each file is written anew and renamed over the old name (the copy is made of hard links).
@@ -458,6 +446,21 @@ const REPOINT_PY = [
 /** Where a virtualenv records what it was made of (`deps`: a basis line, then its lines). */
 const DEPS_FILE = '.django-deploy-deps'
 
+/**
+ * Makes (or reuses) the virtualenv for the release's dependencies under venvs/<key> and links it as
+ * <release>/.venv. A virtualenv is built in place (its scripts carry absolute paths) and marked complete only
+ * at the end, so a half-built one from a killed deploy is rebuilt, never used.
+ *
+ * Unchanged requirements (same key) run no pip at all. Requirements that only add exact pins to the live
+ * virtualenv's (`deps`, recorded in it as DEPS_FILE) make the new one a hard-linked copy of it where pip installs
+ * only what is new (see README, Choices). Other changes make a new virtualenv without paying
+ * ensurepip's bootstrap (≈ 4 s: it runs pip to install pip and setuptools from wheels and compiles them):
+ * the venv is made `--without-pip` and seeded with the pip (and setuptools) of a complete virtualenv already
+ * on the server (the live release's first), copied with their compiled files and mtimes, and the `pip*`
+ * scripts re-pointed at the new interpreter. So the new virtualenv has a working pip of the same version, as
+ * a normal one would. With no such donor for the same Python version (first deploy), or with `--without-pip`
+ * or `--upgrade-deps` in venv-options, it is made the normal way.
+ */
 export function venv(l: Layout, release: string, o: VenvOptions): string {
   const target = `${l.venvs}/${o.key}`
   const done = `${target}/.django-deploy-complete`
@@ -472,9 +475,9 @@ export function venv(l: Layout, release: string, o: VenvOptions): string {
         `  && tail -n +2 "$donor/${DEPS_FILE}" | { while IFS= read -r line; do printf '%s\\n' "$deps" | grep -Fxq -e "$line" || exit 1; done; } \\`,
         `  && ! ls "$donor"/lib/python*/site-packages 2>/dev/null | grep -v '^distutils-precedence\\.pth$' | grep -Eq '\\.pth$|\\.egg-link$|^__editable__' \\`,
         `  && ! grep -rlsF --exclude-dir=__pycache__ --exclude-dir=bin --exclude=pyvenv.cfg -e "$donor" "$donor" >/dev/null; then`,
-        // Hard links (a copy of 25 MB of small files costs seconds of disk writes): pip only ever adds files,
-        // renames them away or replaces them whole, and what is rewritten here is replaced by a rename, so
-        // nothing writes into a file the live virtualenv shares.
+        // Hard links (a copy of 25 MB of small files costs seconds of disk writes): pip removes a file before it
+        // writes one, moves uninstalled ones away and compiles through a rename, and what is rewritten here is
+        // replaced by a rename, so nothing writes into a file the live virtualenv shares.
         // A copy that fails (links refused: a file someone else owns, with fs.protected_hardlinks) is no error:
         // the virtualenv is built as when there is nothing to copy.
         `  if cp -al "$donor" ${q(target)} 2>/dev/null && rm -f ${q(done)} ${q(`${target}/${DEPS_FILE}`)} && ${words(o.python, '-c', REPOINT_PY)} "$donor" ${q(target)}; then`,
