@@ -2,7 +2,7 @@
  * Settings: every input and the optional config file, validated once into one typed value.
  * Nothing below this module reads `core.getInput` or `process.env`.
  */
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, realpathSync } from 'node:fs'
 import { isAbsolute, relative, resolve } from 'node:path'
 import ssh2 from 'ssh2'
 import { parseDocument } from 'yaml'
@@ -16,6 +16,7 @@ import {
   pinMatches,
   type FingerprintPin
 } from './remote/hostkeys.js'
+import { withoutCredentials } from './github/redact.js'
 import { groupHosts, groupNames, InventoryError, parseInventory } from './inventory.js'
 import { splitWords, WordsError } from './shellwords.js'
 
@@ -117,7 +118,7 @@ export interface RunContext {
   sha: string
   owner: string
   repo: string
-  /** Pull request number for pull_request(_target) events. */
+  /** Pull request number for pull-request events (`PULL_REQUEST_EVENTS`), from the payload or the ref. */
   prNumber?: number
   /** Link to this workflow run, for reports. */
   runUrl?: string
@@ -330,8 +331,19 @@ export function resolveMode(requested: RequestedMode, ctx: Pick<RunContext, 'eve
   return 'check'
 }
 
+/**
+ * Events that run for a pull request. A review or review comment runs the workflow from the pull request's merge
+ * ref too, so its code is the pull request's: never deployed.
+ */
+export const PULL_REQUEST_EVENTS = [
+  'pull_request',
+  'pull_request_target',
+  'pull_request_review',
+  'pull_request_review_comment'
+] as const
+
 export function isPullRequestEvent(eventName: string): boolean {
-  return eventName === 'pull_request' || eventName === 'pull_request_target'
+  return (PULL_REQUEST_EVENTS as readonly string[]).includes(eventName)
 }
 
 /** Reads the run's context from the runner's environment (the variables GitHub sets for every step). */
@@ -389,7 +401,7 @@ class RawValues {
   /** The config file's hosts entry marked `primary: true`, as written. */
   primaryHost?: string
   /** Per-host user and deploy-path of the config file's hosts entries, by the entry's host as written. */
-  hostExtras = new Map<string, HostExtras>()
+  hostExtras: Array<[string, HostExtras]> = []
   /** `reload-command` given in the config file as a mapping of role to command: the roles other than web. */
   roleReloads?: { commands: Record<string, string>; where: string }
   configFile?: string
@@ -539,14 +551,16 @@ function rolesOf(value: unknown, whose: string): string[] | string {
 
 function hostEntries(
   items: unknown[]
-): { hosts: string[]; pins: string[]; primary?: string; extras: Map<string, HostExtras> } | string {
+): { hosts: string[]; pins: string[]; primary?: string; extras: Array<[string, HostExtras]> } | string {
   const hosts: string[] = []
   const pins: string[] = []
-  const extras = new Map<string, HostExtras>()
+  // One row per entry, in order, not a map by host: the same host twice with two deploy-paths is two deployments.
+  const extras: Array<[string, HostExtras]> = []
   let primary: string | undefined
   for (const item of items) {
     if (typeof item !== 'object' || item === null) {
       hosts.push(String(item))
+      extras.push([String(item), {}])
       continue
     }
     const {
@@ -585,12 +599,14 @@ function hostEntries(
     }
     const roles = rolesGiven === undefined ? undefined : rolesOf(rolesGiven, `host ${host}`)
     if (typeof roles === 'string') return roles
-    if (user !== undefined || deployPath !== undefined || roles)
-      extras.set(host, {
+    extras.push([
+      host,
+      {
         ...(user ? { user: user as string } : {}),
         ...(deployPath ? { deployPath: (deployPath as string).replace(/\/+$/, '') } : {}),
         ...(roles ? { roles } : {})
-      })
+      }
+    ])
     if (isPrimary === true) {
       if (primary) return `only one host can be primary (${primary} and ${host} are)`
       primary = host
@@ -740,16 +756,25 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
   })()
   const hostsRaw = raw.get('hosts')
   const hosts: Host[] = []
+  /** Each host as its source names it (the entry as written, the inventory name), for errors. */
+  const labels = new Map<Host, string>()
   for (const entry of splitList(hostsRaw.value)) {
     const h = parseHost(entry, port)
     if (typeof h === 'string') raw.fail(hostsRaw, h)
-    else hosts.push(h)
+    else {
+      hosts.push(h)
+      labels.set(h, entry)
+    }
   }
   if (hostsRaw.fromFile) {
+    const done = new Set<Host>()
     for (const [entry, extra] of raw.hostExtras) {
       const p = parseHost(entry, port)
-      const h = typeof p === 'string' ? undefined : hosts.find(x => x.host === p.host && x.port === p.port)
-      if (h) Object.assign(h, extra)
+      const same = (x: Host): boolean => typeof p !== 'string' && x.host === p.host && x.port === p.port
+      const h = hosts.find(x => same(x) && !done.has(x))
+      if (!h) continue
+      Object.assign(h, extra)
+      done.add(h)
     }
   }
   if (raw.primaryHost && hostsRaw.fromFile) {
@@ -821,6 +846,13 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
     const bad = deployPathProblem(pathRaw.value)
     if (bad) raw.fail(pathRaw, bad)
   }
+  refuseSameServer(
+    raw,
+    hosts,
+    h => labels.get(h) ?? h.name ?? h.host,
+    path,
+    inventoryRaw.value ? inventoryRaw : hostsRaw
+  )
   const sharedRaw = raw.get('shared-paths')
   const sharedPaths = splitList(sharedRaw.value).map(p => p.replace(/\/+$/, ''))
   for (const p of sharedPaths) {
@@ -865,7 +897,11 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
       const u = new URL(r.value)
       if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error()
     } catch {
-      raw.fail(r, `"${r.value}" is not an http(s) URL; expected e.g. http://127.0.0.1:8000/health/`)
+      // A password in it is a secret even when the URL is malformed: the error shows the URL without it.
+      raw.fail(
+        r,
+        `"${withoutCredentials(r.value)}" is not an http(s) URL; expected e.g. http://127.0.0.1:8000/health/`
+      )
     }
     return r.value
   }
@@ -980,6 +1016,46 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
 }
 
 /**
+ * Two hosts entries that are one server and one deploy-path would run every step twice on the same directory at
+ * once (two uploads, two switches racing): refused, naming both. "One server" is the same address and port after
+ * normalising how the address is written (case, a trailing dot, IPv4 and IPv6 notation); names are never resolved
+ * through DNS, so web1.example.com and its IP address count as two hosts. The SSH user does not tell hosts apart.
+ */
+function refuseSameServer(
+  raw: RawValues,
+  hosts: Host[],
+  label: (h: Host) => string,
+  path: string,
+  where: Raw
+): void {
+  const seen = new Map<string, Host>()
+  for (const h of hosts) {
+    const key = `${normalAddress(h.host)} ${h.port} ${h.deployPath ?? path}`
+    const first = seen.get(key)
+    if (!first) {
+      seen.set(key, h)
+      continue
+    }
+    raw.fail(
+      where,
+      `${label(first)} and ${label(h)} are the same server (address ${normalAddress(h.host)}, port ${h.port}, deploy-path ${h.deployPath ?? path}); expected each server once, or a deploy-path of its own for each`
+    )
+  }
+}
+
+/** An address as compared for sameness: lowercase, no trailing dot, IP addresses in their canonical notation. */
+function normalAddress(host: string): string {
+  const name = host.toLowerCase().replace(/\.$/, '')
+  try {
+    // The WHATWG URL parser normalises IPv4 (127.1, 0x7f.0.0.1) and IPv6 (::0001) notation, and nothing else.
+    const parsed = new URL(`http://${name.includes(':') ? `[${name}]` : name}/`).hostname
+    return parsed.replace(/^\[(.*)\]$/, '$1')
+  } catch {
+    return name
+  }
+}
+
+/**
  * Host key pins, bound to hosts: known-hosts is checked line by line as OpenSSH would read it, a bare
  * `host-fingerprint` binds to the only host (never to the jump host), pairs must name a host or the jump host,
  * and when deploying every host and the jump host must have a pin.
@@ -1049,6 +1125,19 @@ function readPins(
   return pins
 }
 
+function outside(rel: string): boolean {
+  return rel === '..' || rel.startsWith('../') || isAbsolute(rel)
+}
+
+/** The path with every symlink in it resolved; as given when it does not exist (reading it then says so). */
+function realOrSelf(path: string): string {
+  try {
+    return realpathSync(path)
+  } catch {
+    return path
+  }
+}
+
 /**
  * The hosts of `inventory-group` in the Ansible inventory file `inventory` (a path in the repository), with
  * their `ansible_host`, `ansible_port` (else the `port` input) and `ansible_user` (else the `user` input).
@@ -1071,12 +1160,12 @@ function inventoryHosts(
   }
   const file = invRaw.value
   const full = resolve(workspace, file)
-  // The file's lines can appear in errors: only a file of the repository, never one elsewhere on the runner.
-  const inside = relative(workspace, full)
-  if (inside === '..' || inside.startsWith('../') || isAbsolute(inside)) {
+  // The file's lines can appear in errors: only a file of the repository, never one elsewhere on the runner. A
+  // symlink is judged by where it leads (deploy/inventory.ini -> /etc/shadow is outside).
+  if (outside(relative(realOrSelf(workspace), realOrSelf(full)))) {
     raw.fail(
       invRaw,
-      `"${file}" is outside the repository; expected a path inside it, e.g. deploy/inventory.ini`
+      `"${file}" ${outside(relative(workspace, full)) ? 'is' : 'is a symlink that leads'} outside the repository; expected a path inside it, e.g. deploy/inventory.ini`
     )
     return []
   }

@@ -4,7 +4,7 @@
  * what is expected. What Ansible itself makes of real inventories is checked in e2e/inventory-ansible.test.ts.
  */
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expandRange, groupHosts, InventoryError, literalValue, parseInventory } from '../../src/inventory.js'
@@ -208,5 +208,35 @@ describe('the parser', () => {
     expect(parseError('all:\n  hosts: [a, b]\n', 'i.yml')).toBe('the "hosts" of group all must be a mapping')
     expect(parseError('- a\n', 'i.yaml')).toMatch(/a YAML inventory is a mapping of group names/)
     expect(parseError('all: {hosts: {a: }\n', 'i.yml')).toMatch(/^line \d+: invalid YAML/)
+  })
+})
+
+describe('issue 15: inventory', () => {
+  it('a symlink inside the repository that leads outside it is refused before it is read', () => {
+    const secret = mkdtempSync(join(tmpdir(), 'dd-outside-'))
+    try {
+      writeFileSync(join(secret, 'hosts.ini'), '[web]\ntop-secret-line\n')
+      symlinkSync(join(secret, 'hosts.ini'), join(dir, 'linked.ini'))
+      expect(problems({ inventory: 'linked.ini', user: 'u' })).toEqual([
+        `input 'inventory': "linked.ini" is a symlink that leads outside the repository; expected a path inside it, e.g. deploy/inventory.ini`
+      ])
+      // A link that stays inside is read.
+      write('real.ini', '[web]\nweb1\n')
+      symlinkSync('real.ini', join(dir, 'inside-link.ini'))
+      expect(load({ inventory: 'inside-link.ini', user: 'u' }).ssh.hosts).toEqual([
+        { host: 'web1', port: 22 }
+      ])
+    } finally {
+      rmSync(secret, { recursive: true, force: true })
+    }
+  })
+  it('two inventory names for one ansible_host and port are refused, naming both', () => {
+    write(
+      'aliases.ini',
+      '[web]\nweb1 ansible_host=10.0.0.5\nweb1-old ansible_host=10.0.0.5 ansible_port=22 ansible_user=other\nweb2 ansible_host=10.0.0.5 ansible_port=2222\n'
+    )
+    expect(problems({ inventory: 'aliases.ini', user: 'u' })).toEqual([
+      "input 'inventory': web1 and web1-old are the same server (address 10.0.0.5, port 22, deploy-path /srv/app); expected each server once, or a deploy-path of its own for each"
+    ])
   })
 })

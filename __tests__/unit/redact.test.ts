@@ -1,4 +1,4 @@
-import { Redactor, urlCredentials } from '../../src/github/redact.js'
+import { Redactor, urlCredentials, withoutCredentials } from '../../src/github/redact.js'
 
 const KEY = [
   '-----BEGIN OPENSSH PRIVATE KEY-----',
@@ -58,5 +58,20 @@ describe('urlCredentials', () => {
     [undefined, []]
   ])('%s', (url, expected) => {
     expect(urlCredentials(url)).toEqual(expected)
+  })
+})
+
+describe('credentials of a URL that does not parse', () => {
+  test.each([
+    ['http://admin:s3cret@web1:99999/health/', ['s3cret', 'admin:s3cret'], 'http://***@web1:99999/health/'],
+    ['http://admin:s3c ret@we b1/', ['s3c ret', 'admin:s3c ret'], 'http://***@we b1/'],
+    ['http://tok%zz3n@we b1/', ['tok%zz3n'], 'http://***@we b1/'],
+    ['http://admin:p@ss@web1:0x/', ['p@ss', 'admin:p@ss'], 'http://***@web1:0x/']
+  ])('%s', (url, parts, shown) => {
+    expect(urlCredentials(url)).toEqual(parts)
+    expect(withoutCredentials(url)).toBe(shown)
+  })
+  test('a URL without credentials is shown as it is', () => {
+    expect(withoutCredentials('http://web1:99999/health/')).toBe('http://web1:99999/health/')
   })
 })

@@ -601,3 +601,81 @@ describe('fleets', () => {
     }
   })
 })
+
+describe('issue 15: settings', () => {
+  it('a malformed health-check-url is refused without its credentials in the error', () => {
+    for (const url of [
+      'http://admin:s3cret-pass@web1.example.com:99999/health/',
+      'http://admin:s3cret pass@web 1/health/',
+      'ftp://admin:s3cret-pass@web1.example.com/'
+    ]) {
+      const p = problems({ ...deployInputs, 'health-check-url': url })
+      expect(p).toEqual([
+        expect.stringMatching(/^input 'health-check-url': "[a-z]+:\/\/\*\*\*@web.*" is not an http\(s\) URL/)
+      ])
+      expect(p.join()).not.toMatch(/s3cret|admin/)
+    }
+  })
+  it.each(['pull_request_review', 'pull_request_review_comment'])(
+    'a %s event is a pull request: auto checks, deploy is refused, the comment goes to its PR',
+    eventName => {
+      expect(resolveMode('auto', { eventName, ref: 'refs/pull/9/merge' })).toBe('check')
+      expect(
+        problems({ ...deployInputs }, { GITHUB_EVENT_NAME: eventName, GITHUB_REF: 'refs/pull/9/merge' })
+      ).toEqual([
+        expect.stringMatching(new RegExp(`^input 'mode': mode deploy is refused on a ${eventName} event`))
+      ])
+      // The PR number from the event's payload (both carry pull_request), not only from the ref.
+      const event = join(dir, `${eventName}.json`)
+      writeFileSync(event, JSON.stringify({ action: 'submitted', pull_request: { number: 42 } }))
+      const s = load(
+        {},
+        { GITHUB_EVENT_NAME: eventName, GITHUB_REF: 'refs/heads/feature', GITHUB_EVENT_PATH: event }
+      )
+      expect(s.context.prNumber).toBe(42)
+    }
+  )
+  describe('the same server twice is refused, naming both', () => {
+    it.each([
+      [
+        'web1.example.com web1.example.com:22',
+        'web1.example.com and web1.example.com:22',
+        'web1.example.com'
+      ],
+      ['WEB1.example.com. web1.example.com', 'WEB1.example.com. and web1.example.com', 'web1.example.com'],
+      ['127.0.0.1 127.1', '127.0.0.1 and 127.1', '127.0.0.1'],
+      ['[::1]:22 0:0:0:0:0:0:0:1', '[::1]:22 and 0:0:0:0:0:0:0:1', '::1']
+    ])('hosts %j', (hosts, both, address) => {
+      expect(
+        problems({ ...deployInputs, hosts, 'host-fingerprint': '', 'known-hosts': `* ${key.pub.trim()}` })
+      ).toEqual([
+        `input 'hosts': ${both} are the same server (address ${address}, port 22, deploy-path /srv/app); expected each server once, or a deploy-path of its own for each`
+      ])
+    })
+    it('names are not resolved: a name and its address, or two ports, are two hosts', () => {
+      const many = { ...deployInputs, 'host-fingerprint': '', 'known-hosts': `* ${key.pub.trim()}` }
+      expect(load({ ...many, hosts: 'localhost 127.0.0.1 127.0.0.1:2222' }).ssh.hosts).toHaveLength(3)
+    })
+    it('in deploy.yml, with users apart; a deploy-path of its own makes it another deployment', () => {
+      const config = join(dir, 'same-server.yml')
+      writeFileSync(
+        config,
+        'hosts:\n  - {host: web1.example.com, user: a}\n  - {host: web1.example.com, port: 22, user: b}\n'
+      )
+      const inputs = {
+        ...deployInputs,
+        hosts: '',
+        config: 'same-server.yml',
+        'host-fingerprint': `web1.example.com=${FP}`
+      }
+      expect(problems(inputs)).toEqual([
+        "same-server.yml: key 'hosts' (line 1): web1.example.com and web1.example.com:22 are the same server (address web1.example.com, port 22, deploy-path /srv/app); expected each server once, or a deploy-path of its own for each"
+      ])
+      writeFileSync(
+        config,
+        'hosts:\n  - {host: web1.example.com}\n  - {host: web1.example.com, deploy-path: /srv/other}\n'
+      )
+      expect(load(inputs).ssh.hosts.map(h => h.deployPath ?? '/srv/app')).toEqual(['/srv/app', '/srv/other'])
+    })
+  })
+})

@@ -47,16 +47,45 @@ export class Redactor {
 /** The parts of a URL's user-info that are secret: the password, or a lone user name (often a token). */
 export function urlCredentials(url: string | undefined): string[] {
   if (!url) return []
+  let user: string
+  let password: string
   try {
     const u = new URL(url)
-    const user = decodeURIComponent(u.username)
-    const password = decodeURIComponent(u.password)
-    const found: string[] = []
-    if (password) found.push(password, u.password)
-    else if (user) found.push(user, u.username)
-    if (u.username && u.password) found.push(`${u.username}:${u.password}`)
-    return [...new Set(found)]
+    ;[user, password] = [u.username, u.password]
   } catch {
-    return []
+    // A URL that does not parse (a bad port, a space in the host) still carries its credentials as written.
+    const info = userInfo(url)
+    if (info === undefined) return []
+    const colon = info.indexOf(':')
+    ;[user, password] = colon < 0 ? [info, ''] : [info.slice(0, colon), info.slice(colon + 1)]
+  }
+  const found: string[] = []
+  if (password) found.push(decoded(password), password)
+  else if (user) found.push(decoded(user), user)
+  if (user && password) found.push(`${user}:${password}`)
+  return [...new Set(found)]
+}
+
+/** The URL with its user-info (whatever is between `scheme://` and the last `@` of it) replaced by `***`. */
+export function withoutCredentials(url: string): string {
+  const info = userInfo(url)
+  return info === undefined ? url : url.replace(`${info}@`, '***@')
+}
+
+/**
+ * The user-info as written, without a URL parser: up to the last `@` before the path, or the last `@` at all
+ * when a malformed URL leaves no telling where its path starts (masking too much beats leaking a password).
+ */
+function userInfo(url: string): string | undefined {
+  const rest = /^\s*[A-Za-z][A-Za-z0-9+.-]*:\/\/(.*)$/s.exec(url)?.[1]
+  const at = rest?.lastIndexOf('@') ?? -1
+  return rest === undefined || at < 0 ? undefined : rest.slice(0, at)
+}
+
+function decoded(part: string): string {
+  try {
+    return decodeURIComponent(part)
+  } catch {
+    return part
   }
 }
