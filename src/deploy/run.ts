@@ -10,6 +10,7 @@ import { parseRanges, parseTree, pathsAt, treeRecords } from '../release/increme
 import { Readable } from 'node:stream'
 import { gzipSync } from 'node:zlib'
 import type { DeployResult, StepResult } from '../report.js'
+import { failureTail } from '../django/traceback.js'
 import * as cmd from '../remote/commands.js'
 import type { HostState, Layout } from '../remote/commands.js'
 import { Remote, type Held } from '../remote/ssh.js'
@@ -352,7 +353,7 @@ export class Runner {
           name,
           'failed',
           partStart,
-          `exit ${code}${why ? `, ${why}` : ''}\n${lines.slice(-TAIL).join('\n')}`
+          `exit ${code}${why ? `, ${why}` : ''}\n${failureTail(lines, TAIL)}`
         )
       }
       t.log.endGroup()
@@ -463,7 +464,7 @@ export class Runner {
     }
     finish(failed, r.code)
     const Err = r.code === cmd.LEASE_LOST && t.token ? LeaseLost : StepError
-    throw new Err(host, failed, r.code, lines.slice(-TAIL).join('\n'))
+    throw new Err(host, failed, r.code, failureTail(lines, TAIL))
   }
 
   /**

@@ -611,24 +611,36 @@ export function manageMany(
 }
 
 /**
+ * Deploy-check findings that stop the deploy under the default `deploy-check: warn` (README, "Django's deploy
+ * check"): security.W018, DEBUG on, shows every visitor tracebacks with code, settings and SQL. The others stay
+ * warnings: HSTS, SSL redirect and secure cookies depend on where TLS ends, and W009 (SECRET_KEY) is a length
+ * heuristic that also flags keys that are random and private.
+ */
+export const SERIOUS_DEPLOY_CHECKS = ['security.W018'] as const
+
+/**
  * Django's deployment checks (`check --deploy`) with the server's settings, run in the preflight's Django: each
  * warning becomes a WARN line (a warning annotation and a line in the summary). Errors always fail, as
- * `check --deploy` does; warnings fail only with `fail`. Silenced checks (SILENCED_SYSTEM_CHECKS) stay silent.
- * Arguments: warn | fail.
+ * `check --deploy` does; warnings fail with `fail`, and the serious ones (SERIOUS_DEPLOY_CHECKS) with `warn` too.
+ * Silenced checks (SILENCED_SYSTEM_CHECKS) stay silent. Argument: warn | fail.
  */
 export const DEPLOY_CHECK_PY = [
   'import sys',
   'from django.core import checks',
   'fail_on_warnings = sys.argv[1] == "fail"',
+  `serious_ids = {${SERIOUS_DEPLOY_CHECKS.map(id => JSON.stringify(id)).join(', ')}}`,
   'found = [m for m in checks.run_checks(include_deployment_checks=True)',
   '         if m.level >= checks.WARNING and not m.is_silenced()]',
   'for m in found:',
   '    text = " ".join(str(m).split())',
   `    print(f"${WARN} check --deploy: {text}", flush=True)`,
   'errors = [m for m in found if m.level >= checks.ERROR]',
+  'serious = [m for m in found if m.id in serious_ids]',
   'print(f"check --deploy with the server settings: {len(found)} issue(s), {len(errors)} error(s)")',
-  'if errors or (fail_on_warnings and found):',
-  '    why = "errors" if errors else "warnings, and deploy-check is fail"',
+  'for m in serious:',
+  '    print(f"check --deploy: {m.id} refuses the release under deploy-check warn and fail (only off skips it): {m.msg}", file=sys.stderr)',
+  'if errors or serious or (fail_on_warnings and found):',
+  '    why = "errors" if errors else "a serious warning" if serious else "warnings, and deploy-check is fail"',
   '    print(f"check --deploy found {why}: this release does not go live", file=sys.stderr)',
   '    sys.exit(1)'
 ].join('\n')
