@@ -139,7 +139,12 @@ async function pipeline(settings: Settings, report: Report): Promise<string | un
       `release ${source.name} from ${source.revision.slice(0, 12)} (virtualenv key ${source.venvKey})`
     )
   }
-  const deployment = await startGithubDeployment(settings)
+  // A rollback's deployment is made once the release it puts back (and so its commit) is known: GitHub then
+  // shows the commit that is live, not the workflow's.
+  let deployment = source ? await startGithubDeployment(settings) : undefined
+  const onTarget = async (release: string, revision: string | undefined): Promise<void> => {
+    deployment = await startGithubDeployment(settings, release, revision)
+  }
   const log = actionsLog()
   let r: NonNullable<Report['deploy']>
   const runner = new Runner(settings, log)
@@ -153,7 +158,7 @@ async function pipeline(settings: Settings, report: Report): Promise<string | un
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
   try {
-    r = source ? await runner.deploy(source) : await runner.rollback()
+    r = source ? await runner.deploy(source) : await runner.rollback(onTarget)
   } catch (e) {
     log.flush?.()
     await finishDeployment(deployment, 'failure', (e as Error).message)
@@ -199,7 +204,12 @@ async function finishDeployment(
   }
 }
 
-async function startGithubDeployment(settings: Settings): Promise<DeploymentHandle | undefined> {
+/** A GitHub deployment of `release` (default the release-name) built from `ref` (default the workflow's commit). */
+async function startGithubDeployment(
+  settings: Settings,
+  release = settings.deploy.releaseName,
+  ref?: string
+): Promise<DeploymentHandle | undefined> {
   const g = settings.github
   // With github-deployment: false the job's own `environment:` records the deployment: no second one.
   if (!g.token || !g.deployment || settings.deploy.dryRun || !settings.context.owner) return undefined
@@ -209,7 +219,8 @@ async function startGithubDeployment(settings: Settings): Promise<DeploymentHand
       ctx: settings.context,
       environment: g.environment,
       environmentUrl: g.environmentUrl,
-      description: redactor.text(`${settings.mode} ${settings.deploy.releaseName ?? ''}`.trim())
+      ref,
+      description: redactor.text(`${settings.mode} ${release ?? ''}`.trim())
     })
   } catch (e) {
     core.warning(`could not create a GitHub deployment: ${(e as Error).message}`)

@@ -730,7 +730,14 @@ export class Runner {
    * mode: rollback — makes `release-name`, else the release that was live before the live one, live again. A
    * `release-name` that never went live on a host passes the preflight there first.
    */
-  async rollback(): Promise<DeployResult> {
+  /**
+   * Puts a release that went live before back. `onTarget` hears the release chosen and the commit it was built
+   * from (its REVISION on the first host; undefined if unreadable) before anything changes, e.g. to record a
+   * GitHub deployment of that commit.
+   */
+  async rollback(
+    onTarget?: (release: string, revision: string | undefined) => Promise<void>
+  ): Promise<DeployResult> {
     const d = this.settings.deploy
     return this.session('', async (targets, result) => {
       for (const t of targets) {
@@ -753,6 +760,7 @@ export class Runner {
         result.release = to
         result.previousRelease = t.state.current
       }
+      if (onTarget && !d.dryRun) await onTarget(result.release, await revisionOf(targets[0], result.release))
       if (d.dryRun) {
         result.plan = Object.fromEntries(
           targets.map(t => [
@@ -784,4 +792,11 @@ export class Runner {
       result.rolledBack = true
     })
   }
+}
+
+/** The commit a release on the host was built from, or undefined when its REVISION cannot be read. */
+async function revisionOf(t: Target, release: string): Promise<string | undefined> {
+  const r = await t.remote.run(cmd.readRevision(t.layout, release), { signal: AbortSignal.timeout(30_000) })
+  const revision = r.stdout.trim()
+  return r.code === 0 && /^[0-9a-f]{7,64}$/.test(revision) ? revision : undefined
 }

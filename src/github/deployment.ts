@@ -16,6 +16,8 @@ export interface StartDeploymentOptions {
   environment: string
   environmentUrl?: string
   description?: string
+  /** The commit that goes live; default the workflow's. A rollback gives the commit of the release it puts back. */
+  ref?: string
 }
 
 export interface DeploymentHandle {
@@ -34,7 +36,7 @@ export async function startDeployment(opts: StartDeploymentOptions): Promise<Dep
   try {
     const res = await octokit.rest.repos.createDeployment({
       ...repo,
-      ref: ctx.sha || ctx.ref,
+      ref: opts.ref || ctx.sha || ctx.ref,
       environment,
       description: shorten(opts.description ?? `django-deploy to ${environment}`),
       auto_merge: false,

@@ -94,6 +94,11 @@ export function parseInspect(stdout: string): HostState {
   return state
 }
 
+/** Prints the commit a release was built from (its REVISION file, written at upload), changing nothing. */
+export function readRevision(l: Layout, release: string): string {
+  return script(`cat -- ${q(`${releaseDir(l, release)}/REVISION`)}`)
+}
+
 /** Appends to the history: `release` went live (a deploy) or was made live again (a rollback). */
 export function recordLive(l: Layout, release: string, event: HistoryEntry['event']): string {
   return script(
