@@ -25,9 +25,12 @@ DJANGO_PINS=(
   "6.1 experimental 3:6.1.1-1 48692d48955c5fb64d41b7febf7a441dc8f8c154c67246488bccd8336fb21f38"
 )
 # package  suite  Debian version  sha256: unpacked into every tree (bookworm's asgiref 3.6 is too old for 5.2+).
+# Debian's Django links the admin's vendored jQuery to ../../(…)/usr/share/javascript/jquery/ (libjs-jquery):
+# unpacked into the same tree, those links resolve there, and collectstatic works for a project with the admin.
 DEP_PINS=(
   "python3-asgiref sid 3.12.1-1 1363e8c6ff1291625036e8501be342238ac27452c140abb30a0c5225735021e2"
   "python3-sqlparse sid 0.5.5-2 5d4e32eca4e46a1a48a4e0f4f62f04ad8d899b5cdf91d1a87dc88f7e25dfd9fd"
+  "libjs-jquery sid 3.7.1+dfsg+~3.5.33-1 818d6383b5b8f33734f682076b02fe3e765af23251ff6bf2b47747a4484e19d3"
 )
 # Django 6 needs Python >= 3.12; bookworm has 3.11. The first of these that exists runs the 6.1 tree.
 PY312_CANDIDATES=(
@@ -55,10 +58,17 @@ python_for() {
   fail "Django $v needs Python >= 3.12 and none was found (tried: ${PY312_CANDIDATES[*]}); set DJANGO6_PYTHON"
 }
 
-# A tree counts as present when it was unpacked from exactly the pinned version and still imports as that version.
+# A symlink in the tree that leads nowhere (a file of a Debian package the tree lacks), if any.
+dangling() {
+  find "$1" -xtype l -print -quit
+}
+
+# A tree counts as present when it was unpacked from exactly the pinned version, has no dangling symlink (trees
+# made before libjs-jquery was unpacked into them are made again) and still imports as that version.
 have() {
   local v="$1" debver="$2" py dp="$dest/$1/usr/lib/python3/dist-packages"
   [ "$(cat "$dest/$v/.complete" 2>/dev/null)" = "$debver" ] || return 1
+  [ -z "$(dangling "$dest/$v")" ] || return 1
   py="$(cat "$dest/$v/python" 2>/dev/null)" || return 1
   [[ "$(PYTHONPATH="$dp" "$py" -m django --version 2>/dev/null)" == "$v".* ]]
 }
@@ -149,6 +159,8 @@ for pin in "${missing[@]}"; do
   rm -rf "$out"
   mkdir -p "$out"
   for deb in "$django_deb" "${dep_debs[@]}"; do dpkg-deb -x "$deb" "$out"; done
+  link="$(dangling "$out")"
+  [ -z "$link" ] || fail "Django $v: $link in $out leads nowhere ($(readlink "$link")); unpack the package it belongs to"
   have_ver="$(PYTHONPATH="$out/usr/lib/python3/dist-packages" "$py" -m django --version)" ||
     fail "Django $v: $py cannot import the unpacked tree in $out"
   if [[ "$have_ver" != "$v".* ]]; then

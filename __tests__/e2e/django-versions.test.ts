@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process'
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { REPO_ROOT } from '../helpers/django.js'
+import { REPO_ROOT, runnerDjangoVersions } from '../helpers/django.js'
 
 const base = mkdtempSync(join(tmpdir(), 'dd-djv-'))
 afterAll(() => rmSync(base, { recursive: true, force: true }))
@@ -56,3 +56,38 @@ test('a .deb whose sha256 differs from the pin is refused and not unpacked', () 
   expect(r.status).toBe(1)
   expect(existsSync(join(r.dir, '6.1/.complete'))).toBe(false)
 })
+
+// Debian's Django links the admin's vendored jQuery to libjs-jquery's files: the trees hold them, so a project
+// with django.contrib.admin collects its static files on every version, as it does on a server.
+test.each(runnerDjangoVersions().map(d => [d.version, d] as const))(
+  'collectstatic with django.contrib.admin works on Django %s',
+  (_, d) => {
+    const project = mkdtempSync(join(base, `admin-${d.version}-`))
+    writeFileSync(
+      join(project, 'adminsite.py'),
+      [
+        `SECRET_KEY = "${'k'.repeat(50)}"`,
+        'INSTALLED_APPS = ["django.contrib.admin", "django.contrib.auth", "django.contrib.contenttypes",',
+        '                  "django.contrib.sessions", "django.contrib.messages", "django.contrib.staticfiles"]',
+        'STATIC_URL = "/static/"',
+        `STATIC_ROOT = ${JSON.stringify(join(project, 'static'))}`,
+        ''
+      ].join('\n')
+    )
+    const r = spawnSync(d.python, ['-m', 'django', 'collectstatic', '--noinput'], {
+      cwd: project,
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        DJANGO_SETTINGS_MODULE: 'adminsite',
+        PYTHONPATH: [project, d.env.PYTHONPATH].filter(Boolean).join(':')
+      },
+      encoding: 'utf8',
+      timeout: 120_000
+    })
+    expect({ status: r.status, stderr: r.stderr.split('\n').slice(-3) }).toEqual({
+      status: 0,
+      stderr: expect.anything()
+    })
+    expect(readFileSync(join(project, 'static/admin/js/vendor/jquery/jquery.js'), 'utf8')).toMatch(/jQuery/)
+  }
+)
