@@ -11,7 +11,18 @@ import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_pr
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { request as httpRequest } from 'node:http'
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import {
+  chmodSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as cmd from '../../src/remote/commands.js'
@@ -338,6 +349,40 @@ print(plain.status_code, plain.get('Location'), proxied.status_code, post.status
     // 301 to https; 200 for the login page over "https"; the POST is checked (200: form error), not a 403 CSRF failure
     expect(out.trim()).toBe('301 https://mysite.example.com/admin/login/ 200 200')
   })
+
+  test('the health view from the guide reads the database, writes nothing, and fails when it cannot open it', () => {
+    writeFileSync(join(site, 'mysite/health.py'), block('# mysite/health.py'))
+    const urls = join(site, 'mysite/urls.py')
+    if (!readFileSync(urls, 'utf8').includes('health.health'))
+      writeFileSync(
+        urls,
+        `${readFileSync(urls, 'utf8')}\nfrom . import health\nurlpatterns.append(path("health/", health.health))\n`
+      )
+    const probe = `
+import django, os
+os.environ['DJANGO_SETTINGS_MODULE'] = 'mysite.settings'
+django.setup()
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+get = lambda: Client().get('/health/', HTTP_HOST='mysite.example.com', HTTP_X_FORWARDED_PROTO='https')
+with CaptureQueriesContext(connection) as queries:
+    ok = get()
+print(ok.status_code, ok.content.decode(), [q['sql'] for q in queries])
+connection.close()
+connection.settings_dict['NAME'] = '/nonexistent/dir/db.sqlite3'
+try:
+    print(get().status_code)
+except Exception as e:
+    print(type(e).__name__)
+`
+    const out = execFileSync(python, ['-c', probe], {
+      cwd: site,
+      env: { ...process.env, ...env },
+      encoding: 'utf8'
+    })
+    expect(out.trim().split('\n')).toEqual([`200 ok ['SELECT 1']`, 'OperationalError'])
+  })
 })
 
 describe('known-hosts, against a real sshd on a port other than 22', () => {
@@ -388,5 +433,88 @@ describe('known-hosts, against a real sshd on a port other than 22', () => {
     expect(plain.status).toBe(1)
     writeFileSync(file, line + '\n')
     expect(spawnSync('ssh-keygen', ['-F', `[${target.host}]:${target.sshPort}`, '-f', file]).status).toBe(0)
+  })
+})
+
+describe('Gunicorn from the system packages, started as the README writes it', () => {
+  const root = join(base, 'gunicorn')
+  const srv = join(root, 'srv/mysite')
+  const pidfile = join(root, 'gunicorn.pid')
+  const masters = (): number[] =>
+    [pidfile, `${pidfile}.2`]
+      .filter(f => existsSync(f))
+      .map(f => Number(readFileSync(f, 'utf8').trim()))
+      .filter(pid => existsSync(`/proc/${pid}`))
+  const release = (name: string): void => {
+    const dir = join(srv, 'releases', name)
+    cpSync(join(REPO_ROOT, 'example'), dir, {
+      recursive: true,
+      filter: f => !/db\.sqlite3$|__pycache__|\/\.env$|\/vendor$/.test(f)
+    })
+    writeFileSync(join(dir, 'VERSION'), `${name}\n`)
+    // As the action makes it with venv-options: --system-site-packages: Debian's Django and Gunicorn, no bin/gunicorn.
+    execFileSync('/usr/bin/python3', [
+      '-m',
+      'venv',
+      '--system-site-packages',
+      '--without-pip',
+      join(dir, '.venv')
+    ])
+    expect(existsSync(join(dir, '.venv/bin/gunicorn'))).toBe(false)
+  }
+  const point = (name: string): void => {
+    symlinkSync(`releases/${name}`, join(srv, 'current.tmp'))
+    renameSync(join(srv, 'current.tmp'), join(srv, 'current'))
+  }
+  const version = async (port: number): Promise<string | undefined> =>
+    fetch(`http://127.0.0.1:${port}/version/`).then(
+      r => r.text(),
+      () => undefined
+    )
+  const until = async (what: string, ok: () => Promise<boolean> | boolean, ms = 20_000): Promise<void> => {
+    for (const end = Date.now() + ms; Date.now() < end; await new Promise(r => setTimeout(r, 200)))
+      if (await ok()) return
+    throw new Error(
+      `${what} within ${ms} ms; gunicorn log: ${readFileSync(join(root, 'gunicorn.log'), 'utf8').slice(-2000)}`
+    )
+  }
+
+  afterAll(async () => {
+    for (const pid of masters()) process.kill(pid, 'SIGTERM')
+    await until('gunicorn stopped', () => masters().length === 0, 15_000).catch(() => undefined)
+  })
+
+  test('it serves from current, and a USR2 re-exec serves the next release', async () => {
+    const line = /^cd \/srv\/mysite\/current && \S+ \/usr\/bin\/gunicorn .*$/m.exec(README)?.[0]
+    expect(line).toBeDefined()
+    const [port] = await freePorts('127.0.0.1', 1)
+    const command = line!
+      .replaceAll('/srv/mysite', srv)
+      .replace('/run/mysite/gunicorn.pid', pidfile)
+      .replace('127.0.0.1:8000', `127.0.0.1:${port}`)
+      .replace(' --daemon', ` --daemon --workers 2 --log-file ${join(root, 'gunicorn.log')}`)
+    release('r1')
+    release('r2')
+    point('r1')
+    execFileSync('sh', ['-c', command], {
+      env: { PATH: '/usr/bin:/bin', ALLOWED_HOSTS: '127.0.0.1', DATABASE_PATH: join(root, 'db.sqlite3') }
+    })
+    await until('r1 answers', async () => (await version(port)) === 'r1')
+    const [old] = masters()
+    // The deploy's switch, then the re-exec it sends when the virtualenv changed: the new master must serve r2.
+    point('r2')
+    process.kill(old, 'SIGUSR2')
+    await until('a new master', () => masters().some(pid => pid !== old))
+    const fresh = masters().find(pid => pid !== old)!
+    await until('the new master has workers', () => {
+      const children = readFileSync(`/proc/${fresh}/task/${fresh}/children`, 'utf8').trim()
+      return children.split(/\s+/).filter(Boolean).length === 2
+    })
+    process.kill(old, 'SIGTERM')
+    await until('only r2 answers', async () => !existsSync(`/proc/${old}`) && (await version(port)) === 'r2')
+    for (let i = 0; i < 5; i++) expect(await version(port)).toBe('r2')
+    // The new master runs the release's virtualenv through current, and the system's Gunicorn.
+    const argv = readFileSync(`/proc/${fresh}/cmdline`, 'utf8').split('\0')
+    expect(argv.slice(0, 2)).toEqual([join(srv, 'current/.venv/bin/python'), '/usr/bin/gunicorn'])
   })
 })
