@@ -452,3 +452,16 @@ describe('the lock is a lease with fencing (real /bin/sh)', () => {
     await next.exited
   })
 })
+
+describe('readRevision (the commit a rollback records)', () => {
+  test("prints the release's REVISION; a hostile deploy path and release name stay inert", () => {
+    const root = join(base, "rev $(touch pwned) 'x'")
+    const release = 'r1;$(touch pwned2)'
+    mkdirSync(join(root, 'releases', release), { recursive: true })
+    writeFileSync(join(root, 'releases', release, 'REVISION'), `${'a'.repeat(40)}\n`)
+    const r = sh(cmd.readRevision(cmd.layout(root), release))
+    expect(r).toEqual({ code: 0, out: `${'a'.repeat(40)}\n`, err: '' })
+    expect(existsSync(join(base, 'pwned')) || existsSync(join(base, 'pwned2'))).toBe(false)
+    expect(sh(cmd.readRevision(cmd.layout(root), 'gone')).code).not.toBe(0)
+  })
+})
