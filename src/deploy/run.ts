@@ -728,12 +728,9 @@ export class Runner {
 
   /**
    * mode: rollback — makes `release-name`, else the release that was live before the live one, live again. A
-   * `release-name` that never went live on a host passes the preflight there first.
-   */
-  /**
-   * Puts a release that went live before back. `onTarget` hears the release chosen and the commit it was built
-   * from (its REVISION on the first host; undefined if unreadable) before anything changes, e.g. to record a
-   * GitHub deployment of that commit.
+   * `release-name` that never went live on a host passes the preflight there first. `onTarget` hears the release
+   * chosen and the commit it was built from (its REVISION on the first host; undefined if unreadable) before
+   * anything changes, e.g. to record a GitHub deployment of that commit.
    */
   async rollback(
     onTarget?: (release: string, revision: string | undefined) => Promise<void>
@@ -796,7 +793,10 @@ export class Runner {
 
 /** The commit a release on the host was built from, or undefined when its REVISION cannot be read. */
 async function revisionOf(t: Target, release: string): Promise<string | undefined> {
-  const r = await t.remote.run(cmd.readRevision(t.layout, release), { signal: AbortSignal.timeout(30_000) })
-  const revision = r.stdout.trim()
-  return r.code === 0 && /^[0-9a-f]{7,64}$/.test(revision) ? revision : undefined
+  // Only a record for GitHub: a host that cannot say leaves the workflow's commit there, it never stops the rollback.
+  const r = await t.remote
+    .run(cmd.readRevision(t.layout, release), { signal: AbortSignal.timeout(30_000) })
+    .catch(() => undefined)
+  const revision = r?.stdout.trim() ?? ''
+  return r?.code === 0 && /^[0-9a-f]{7,64}$/.test(revision) ? revision : undefined
 }
