@@ -142,6 +142,21 @@ describe.each(djangoVersions())('Django $version on the server', ({ version, env
     expect(fail.stderr).toMatch(/check --deploy found warnings, and deploy-check is fail/)
   })
 
+  it('stops at DEBUG = True (security.W018) under the default deploy-check: warn', () => {
+    const settings = join(release, 'mysite/settings.py')
+    const original = execFileSync('cat', [settings]).toString()
+    writeFileSync(settings, original + '\nDEBUG = True\n')
+    try {
+      const r = run(steps({ deployCheck: 'warn' }).script)
+      expect(r.status).toBe(1)
+      expect(marks(r.stdout)).toEqual(['MARK: preflight 0', 'MARK: deploy-check 1'])
+      expect(r.stderr).toMatch(/security\.W018 refuses the release under deploy-check warn and fail/)
+      expect(r.stderr).toMatch(/check --deploy found a serious warning: this release does not go live/)
+    } finally {
+      writeFileSync(settings, original)
+    }
+  })
+
   it('asks the health URL through Django before the switch: 200 passes with the Host header of the URL', () => {
     withHealthView(
       "def health(request):\n    return HttpResponse('host ' + request.get_host(), content_type='text/plain')",
