@@ -3,13 +3,14 @@
  * tar.gz, and a key for its virtualenv (equal keys mean the dependencies did not change).
  */
 import { execFile, spawn } from 'node:child_process'
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, posix } from 'node:path'
 import { Transform, type Readable } from 'node:stream'
 import { promisify } from 'node:util'
-import { MANIFEST } from './incremental.js'
+import { MANIFEST, parseTree } from './incremental.js'
+import { logicalLines, pathWords, requirementClosure, type RequirementClosure } from './requirements.js'
 
 const run = promisify(execFile)
 
@@ -29,15 +30,19 @@ export interface ReleaseSource {
   tree: string
   /** What the virtualenv is made of, line by line, for growing a copy of the live one: see depsOf(). */
   deps?: Deps
+  /** What the user should know about the release (shown as warnings). */
+  warnings?: string[]
 }
 
 /**
  * What a virtualenv was made from, so a later one can start as a copy of it and let pip add what is new:
- * `basis` hashes what must be equal (Python, venv-options, pip-args and the option lines of requirements.txt:
- * `--index-url`, `--find-links`, …); `lines` are what may only grow: `r <requirement>` for each requirement line
+ * `basis` hashes what must be equal (Python, venv-options, pip-args, the option lines of every requirements
+ * file: `--index-url`, `--find-links`, `-r`, …, and every constraints file); `lines` are what may only grow:
+ * `r <requirement>` for each requirement line of every requirements file the closure holds (nested ones too)
  * and `l <git ls-tree line>` for each tracked file the requirements name (a wheel added to vendor/ is a new
  * line; a changed one changes its line). None unless every requirement is an exact pin (`name==1.2`: a looser
- * line, a local path or an editable install would not come out of pip over a copy as out of a clean build).
+ * line, a local path or an editable install would not come out of pip over a copy as out of a clean build),
+ * and none when an include is out of the runner's sight (a URL, an absolute path).
  */
 export interface Deps {
   basis: string
@@ -49,31 +54,56 @@ const EXACT_PIN = /^[A-Za-z0-9][\w.-]*(\[[^\]]*\])?\s*===?\s*[\w.!+-]+\s*(;.*)?$
 
 export function depsOf(
   venv: { python: string; options: string[]; pipArgs: string[] },
-  requirements: string,
+  requirements: string | RequirementClosure,
   local: string
 ): Deps | undefined {
-  const all = requirements
-    .replace(/\\\r?\n/g, ' ')
-    .split('\n')
-    .map(line =>
-      line
-        .replace(/(^|\s)#.*$/, '')
-        .trim()
-        .replace(/\s+/g, ' ')
-    )
-    .filter(Boolean)
+  const closure =
+    typeof requirements === 'string'
+      ? { files: [{ path: 'requirements.txt', text: requirements, constraint: false }], external: [] }
+      : requirements
+  if (closure.external.length) return undefined
+  const all = closure.files.filter(f => !f.constraint).flatMap(f => logicalLines(f.text))
+  const constraints = closure.files.filter(f => f.constraint).map(f => [f.path, logicalLines(f.text)])
   const options = all.filter(line => line.startsWith('-'))
   const reqs = all.filter(line => !line.startsWith('-'))
   if (options.some(o => /^(-e|--editable)\b/.test(o))) return undefined
   // Exact pins only: pip leaves an installed version that still satisfies a looser line, where a clean
   // virtualenv would take the newest.
   if (!reqs.every(r => EXACT_PIN.test(r.replace(/\s+--hash[= ]\S+/g, '')))) return undefined
+  // A constraint that changes (even one that only narrows) changes what pip picks for an unpinned
+  // dependency of a pin: part of the basis, so a change builds the virtualenv anew.
   const basis = createHash('sha256')
-    .update(JSON.stringify([venv.python, venv.options, venv.pipArgs, options]))
+    .update(
+      JSON.stringify([
+        venv.python,
+        venv.options,
+        venv.pipArgs,
+        options,
+        ...(constraints.length ? [constraints] : [])
+      ])
+    )
     .digest('hex')
     .slice(0, 16)
   const files = local.split('\n').filter(Boolean)
   return { basis, lines: [...new Set([...reqs.map(r => `r ${r}`), ...files.map(f => `l ${f}`)])] }
+}
+
+/**
+ * Reads a file of the release from git (blob by blob, as tracked at HEAD); a symlink is followed inside the
+ * release, as pip on the server would. Undefined when the release has no such file.
+ */
+function reader(cwd: string, listing: string): (path: string) => Promise<string | undefined> {
+  const entries = new Map(parseTree(listing).map(e => [e.path, e]))
+  return async path => {
+    for (let hops = 0; hops < 10; hops++) {
+      const e = entries.get(path)
+      if (!e) return undefined
+      const text = await git(cwd, 'cat-file', 'blob', e.sha)
+      if (e.mode !== '120000') return text
+      path = posix.normalize(posix.join(posix.dirname(path), text))
+    }
+    return undefined
+  }
 }
 
 async function git(cwd: string, ...args: string[]): Promise<string> {
@@ -93,6 +123,69 @@ async function gitWith(cwd: string, env: Record<string, string>, ...args: string
   }
 }
 
+/**
+ * The virtualenv key and what the virtualenv is made of: requirements.txt and every file it includes, the
+ * tracked files they name, Python, venv-options and pip-args.
+ */
+async function dependencies(
+  cwd: string,
+  treeish: string,
+  files: string,
+  venv: { python: string; options: string[]; pipArgs: string[] }
+): Promise<Pick<ReleaseSource, 'venvKey' | 'hasRequirements' | 'deps'> & { warnings: string[] }> {
+  const tree = async (...paths: string[]): Promise<string> =>
+    paths.length ? git(cwd, 'ls-tree', '-r', '--full-tree', treeish, '--', ...paths) : ''
+  const hasRequirements = parseTree(files).some(e => e.path === 'requirements.txt')
+  const closure = hasRequirements
+    ? await requirementClosure(reader(cwd, files), 'requirements.txt', venv.pipArgs)
+    : { files: [], external: [] }
+  const requirements = closure.files[0]?.text ?? ''
+  // Local paths named by the requirements or pip-args (./vendor/pkg, wheels/, -r base.txt) are part of
+  // the dependencies: their tracked contents go into the key too. A nested file's paths are looked for
+  // beside it (pip's rule for --find-links) and in the release (where pip runs).
+  const candidates = [
+    ...pathWords(requirements),
+    ...pathWords(venv.pipArgs.join(' ')),
+    ...closure.files
+      .slice(1)
+      .flatMap(f => pathWords(f.text).flatMap(t => [t, posix.join(posix.dirname(f.path), t)]))
+  ]
+  const tokens = candidates
+    .map(t =>
+      t
+        .replace(/^file:(\/\/)?/, '')
+        .replace(/^\.\//, '')
+        .replace(/\/$/, '')
+    )
+    .filter(t => t && !t.startsWith('-') && !t.startsWith('/') && !t.includes('..') && /^[\w.@/+-]+$/.test(t))
+  const local = tokens.length ? await tree(...new Set(tokens.slice(0, 400))) : ''
+  const warnings: string[] = []
+  // Included files beyond requirements.txt go into the key (alone, it keeps the key it always had). What
+  // pip fetches from a URL or reads from an absolute path on the server cannot be known here: such a
+  // virtualenv is built anew at every deploy, never reused stale.
+  const nested = closure.files.slice(1).map(f => [f.path, f.constraint, f.text])
+  if (closure.external.length)
+    warnings.push(
+      `requirements include ${closure.external.join(', ')}: their content is not in the release, so the virtualenv is built anew at each deploy`
+    )
+  const venvKey = createHash('sha256')
+    .update(
+      JSON.stringify([
+        venv.python,
+        venv.options,
+        venv.pipArgs,
+        requirements,
+        local,
+        ...(nested.length ? [nested] : []),
+        ...(closure.external.length ? [randomBytes(16).toString('hex')] : [])
+      ])
+    )
+    .digest('hex')
+    .slice(0, 16)
+  const deps = hasRequirements ? depsOf(venv, closure, local) : undefined
+  return { venvKey, hasRequirements, deps, warnings }
+}
+
 /** Describes the release; fails clearly when working-directory is not a git checkout. */
 export async function describeRelease(
   workingDirectory: string,
@@ -110,31 +203,14 @@ export async function describeRelease(
   const prefix = (await git(workingDirectory, 'rev-parse', '--show-prefix')).trim().replace(/\/$/, '')
   const revision = (await git(workingDirectory, 'rev-parse', 'HEAD')).trim()
   const treeish = prefix ? `HEAD:${prefix}` : 'HEAD'
-  const tree = async (...paths: string[]): Promise<string> =>
-    paths.length ? git(workingDirectory, 'ls-tree', '-r', '--full-tree', treeish, '--', ...paths) : ''
-
-  const hasRequirements = (await tree('requirements.txt')).trim() !== ''
-  const requirements = hasRequirements
-    ? await git(workingDirectory, 'show', `HEAD:${prefix ? `${prefix}/` : ''}requirements.txt`)
-    : ''
-  // Local paths named by the requirements or pip-args (./vendor/pkg, wheels/, -r base.txt) are part of
-  // the dependencies: their tracked contents go into the key too.
-  const tokens = [...requirements.split(/\s+/), ...venv.pipArgs.flatMap(a => a.split('='))]
-    .map(t =>
-      t
-        .replace(/^file:(\/\/)?/, '')
-        .replace(/^\.\//, '')
-        .replace(/\/$/, '')
-    )
-    .filter(t => t && !t.startsWith('-') && !t.startsWith('/') && !t.includes('..') && /^[\w.@/+-]+$/.test(t))
-  const local = tokens.length ? await tree(...new Set(tokens.slice(0, 200))) : ''
-  const venvKey = createHash('sha256')
-    .update(JSON.stringify([venv.python, venv.options, venv.pipArgs, requirements, local]))
-    .digest('hex')
-    .slice(0, 16)
   const files = await git(workingDirectory, 'ls-tree', '-r', '-z', '--full-tree', treeish)
-  const deps = hasRequirements ? depsOf(venv, requirements, local) : undefined
-  return { name, revision, treeish, repoRoot, venvKey, hasRequirements, tree: files, deps }
+  const { venvKey, hasRequirements, deps, warnings } = await dependencies(
+    workingDirectory,
+    treeish,
+    files,
+    venv
+  )
+  return { name, revision, treeish, repoRoot, venvKey, hasRequirements, tree: files, deps, warnings }
 }
 
 /**
