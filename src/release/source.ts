@@ -3,13 +3,16 @@
  * tar.gz, and a key for its virtualenv (equal keys mean the dependencies did not change).
  */
 import { execFile, spawn } from 'node:child_process'
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash, randomBytes, type Hash } from 'node:crypto'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, posix } from 'node:path'
-import { Transform, type Readable } from 'node:stream'
+import { Transform, Writable, type Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { createGzip } from 'node:zlib'
 import { promisify } from 'node:util'
-import { MANIFEST, parseTree } from './incremental.js'
+import { MANIFEST, parseTree, treeRecords } from './incremental.js'
+import { tarEntries, type TarEntry } from './tar.js'
 import { logicalLines, pathWords, requirementClosure, type RequirementClosure } from './requirements.js'
 
 const run = promisify(execFile)
@@ -26,7 +29,10 @@ export interface ReleaseSource {
   /** Content hash of what the virtualenv is built from. */
   venvKey: string
   hasRequirements: boolean
-  /** `git ls-tree -r -z` of the release's tree: what it is made of, and its manifest on the server. */
+  /**
+   * The release's manifest (what it is made of, kept on the server): `git ls-tree -r -z` records of its tree,
+   * each file's hash taken over the bytes git archive writes for it; files git archive leaves out are left out.
+   */
   tree: string
   /** What the virtualenv is made of, line by line, for growing a copy of the live one: see depsOf(). */
   deps?: Deps
@@ -210,40 +216,19 @@ export async function describeRelease(
     files,
     venv
   )
-  return { name, revision, treeish, repoRoot, venvKey, hasRequirements, tree: files, deps, warnings }
+  const tree = await archivedManifest(repoRoot, treeish, files)
+  return { name, revision, treeish, repoRoot, venvKey, hasRequirements, tree, deps, warnings }
 }
 
-/**
- * Streams the release as tar.gz from `git archive`; `done` rejects if git fails. Without `reuse` the archive
- * holds every file and the release's manifest. With `reuse` (paths the host takes, unchanged, from its live
- * release; it already has the manifest) it holds every other file: it is made from a tree git writes from a
- * temporary index, the repository's own index and work tree untouched. `stop()` ends it early: the remote
- * command ended without reading it all (a refused release name), and git must not stay blocked on a full pipe.
- */
-export async function archive(
-  source: ReleaseSource,
-  reuse?: string[]
-): Promise<{ stream: Readable; done: Promise<void>; bytes(): number; stop(): void }> {
-  const work = await mkdtemp(join(tmpdir(), 'django-deploy-archive-'))
-  const extra: string[] = []
-  let tree = source.treeish
-  try {
-    if (!reuse) {
-      await writeFile(join(work, MANIFEST), source.tree)
-      extra.push(`--add-file=${join(work, MANIFEST)}`)
-    } else {
-      const env = { GIT_INDEX_FILE: join(work, 'index') }
-      await gitWith(source.repoRoot, env, 'read-tree', source.treeish)
-      await removeFromIndex(source.repoRoot, env, reuse)
-      tree = (await gitWith(source.repoRoot, env, 'write-tree')).trim()
+/** Runs `git archive --format=tar` of the release; `done` rejects with git's message if git fails. */
+function gitArchive(source: { repoRoot: string; treeish: string }, extra: string[] = [], format = 'tar') {
+  const child = spawn(
+    'git',
+    ['-C', source.repoRoot, 'archive', `--format=${format}`, ...extra, source.treeish],
+    {
+      stdio: ['ignore', 'pipe', 'pipe']
     }
-  } catch (e) {
-    await rm(work, { recursive: true, force: true })
-    throw e
-  }
-  const child = spawn('git', ['-C', source.repoRoot, 'archive', '--format=tar.gz', ...extra, tree], {
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
+  )
   let stderr = ''
   let stopped = false
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
@@ -254,7 +239,101 @@ export async function archive(
         ? resolve()
         : reject(new Error(`git archive failed (exit ${code}): ${stderr.trim()}`))
     )
-  }).finally(() => rm(work, { recursive: true, force: true }))
+  })
+  const stop = (): void => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    stopped = true
+    child.stdout.destroy()
+    child.kill('SIGKILL')
+  }
+  return { child, done, stop }
+}
+
+/**
+ * The manifest of the release as git archive writes it: each file of `listing` (`git ls-tree -r -z`) with the
+ * hash, as git hashes a blob, of the bytes the archive holds for it (export-subst expanded, eol converted,
+ * filters such as LFS applied), and without the files the archive leaves out (export-ignore). So the host
+ * reuses a file only when its live copy is what the archive would bring.
+ */
+export async function archivedManifest(repoRoot: string, treeish: string, listing: string): Promise<string> {
+  const algorithm = /^\S+ \S+ [0-9a-f]{64}\t/.test(listing) ? 'sha256' : 'sha1'
+  const hashes = new Map<string, string>()
+  const open = new Map<TarEntry, Hash>()
+  const blob = (e: TarEntry): Hash => {
+    let h = open.get(e)
+    if (!h) {
+      const size = e.type === '2' ? Buffer.byteLength(e.linkname) : e.size
+      h = createHash(algorithm).update(`blob ${size}\0`)
+      open.set(e, h)
+    }
+    return h
+  }
+  const entries = tarEntries({
+    keep: () => false,
+    onData: (e, chunk) => void blob(e).update(chunk),
+    onEntry: e => {
+      if (e.type !== '0' && e.type !== '2' && e.type !== '7') return
+      const h = blob(e)
+      if (e.type === '2') h.update(e.linkname)
+      hashes.set(e.path, h.digest('hex'))
+      open.delete(e)
+    }
+  })
+  const git = gitArchive({ repoRoot, treeish })
+  await Promise.all([
+    pipeline(git.child.stdout, entries, new Writable({ write: (_c, _e, cb) => cb() })),
+    git.done
+  ])
+  return treeRecords(listing)
+    .flatMap(record => {
+      const m = /^(\d+) blob [0-9a-f]+\t(.*)$/s.exec(record)
+      if (!m) return [record]
+      const hash = hashes.get(m[2])
+      return hash ? [`${m[1]} blob ${hash}\t${m[2]}`] : []
+    })
+    .map(r => `${r}\0`)
+    .join('')
+}
+
+/**
+ * Streams the release as tar.gz from `git archive`; `done` rejects if git fails. Without `reuse` the archive
+ * holds every file and the release's manifest. With `reuse` (paths the host takes, unchanged, from its live
+ * release; it already has the manifest) it holds every other file: git's own archive of the release with the
+ * reused entries left out, so every other file is the bytes a whole archive would hold (export-subst, eol,
+ * filters and export-ignore as in the manifest). `stop()` ends it early: the remote command ended without
+ * reading it all (a refused release name), and git must not stay blocked on a full pipe.
+ */
+export async function archive(
+  source: ReleaseSource,
+  reuse?: string[]
+): Promise<{ stream: Readable; done: Promise<void>; bytes(): number; stop(): void }> {
+  let work: string | undefined
+  let filtered: Promise<void> = Promise.resolve()
+  let stopping = false
+  let git: ReturnType<typeof gitArchive>
+  let out: Readable
+  if (!reuse) {
+    work = await mkdtemp(join(tmpdir(), 'django-deploy-archive-'))
+    await writeFile(join(work, MANIFEST), source.tree)
+    git = gitArchive(source, [`--add-file=${join(work, MANIFEST)}`], 'tar.gz')
+    out = git.child.stdout
+  } else {
+    const skip = new Set(reuse)
+    git = gitArchive(source)
+    const gzip = createGzip()
+    out = gzip
+    // Output that is not a tar git would write fails the upload as git failing would (the host sees its end).
+    filtered = pipeline(git.child.stdout, tarEntries({ keep: e => !skip.has(e.path) }), gzip).catch(
+      (e: Error) => {
+        if (stopping) return
+        counter.end()
+        throw new Error(`git archive output could not be read: ${e.message}`)
+      }
+    )
+  }
+  const done = Promise.all([git.done, filtered])
+    .then(() => undefined)
+    .finally(() => work && rm(work, { recursive: true, force: true }))
   // A child's stdout stops counting as readable once git exits, before anyone read it; a pass-through holds
   // the data (with back-pressure) until the SSH channel consumes it, counting what went by.
   let bytes = 0
@@ -264,34 +343,17 @@ export async function archive(
       callback(null, chunk)
     }
   })
-  const stream = child.stdout.pipe(counter)
+  const stream = out.pipe(counter)
   return {
     stream,
     done,
     bytes: () => bytes,
     stop: () => {
-      if (child.exitCode !== null || child.signalCode !== null) return
-      stopped = true
+      if (git.child.exitCode !== null || git.child.signalCode !== null) return
+      stopping = true
       stream.destroy()
-      child.stdout.destroy()
-      child.kill('SIGKILL')
+      out.destroy()
+      git.stop()
     }
   }
-}
-
-/** `git update-index --force-remove -z --stdin`: paths as data on stdin, never as pathspecs or arguments. */
-function removeFromIndex(cwd: string, env: Record<string, string>, paths: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('git', ['-C', cwd, 'update-index', '--force-remove', '-z', '--stdin'], {
-      env: { ...process.env, ...env },
-      stdio: ['pipe', 'ignore', 'pipe']
-    })
-    let stderr = ''
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
-    child.on('error', reject)
-    child.on('close', code =>
-      code === 0 ? resolve() : reject(new Error(`git update-index failed (exit ${code}): ${stderr.trim()}`))
-    )
-    child.stdin.end(paths.join('\0') + '\0')
-  })
 }
