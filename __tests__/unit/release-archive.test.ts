@@ -158,6 +158,14 @@ test("a failing filter (as a failing LFS fetch) rejects done with git's message"
     },
     ['plain.txt']
   )
-  await Promise.all([buffer(a.stream), expect(a.done).rejects.toThrow(/smudge filter upper failed/)])
+  const [bytes] = await Promise.all([
+    buffer(a.stream),
+    expect(a.done).rejects.toThrow(/smudge filter upper failed/)
+  ])
+  // what reached the host fails to unpack there, though the entries before the failure make a valid tar
+  mkdirSync(join(base, 'failed'))
+  expect(() =>
+    execFileSync('tar', ['-xzf', '-', '-C', join(base, 'failed')], { input: bytes, stdio: 'pipe' })
+  ).toThrow(/trailing garbage/)
   git('config', 'filter.upper.smudge', 'tr a-z A-Z')
 })

@@ -326,7 +326,7 @@ export async function archive(
     filtered = pipeline(git.child.stdout, tarEntries({ keep: e => !skip.has(e.path) }), gzip).catch(
       (e: Error) => {
         if (stopping) return
-        counter.end()
+        refuse()
         throw new Error(`git archive output could not be read: ${e.message}`)
       }
     )
@@ -343,7 +343,19 @@ export async function archive(
       callback(null, chunk)
     }
   })
-  const stream = out.pipe(counter)
+  // An archive cut short by a failing git (a missing object, a failing filter) can end on a tar entry boundary
+  // and still be a valid gzip stream, which tar on the host unpacks without complaint: bytes after the gzip
+  // stream make gunzip, and so the upload step, fail there and then.
+  const refuse = (): void => {
+    if (!counter.writableEnded && !counter.destroyed) counter.end(Buffer.from('\ngit archive failed\n'))
+  }
+  const stream = out.pipe(counter, { end: false })
+  out.on('end', () =>
+    done.then(
+      () => void (counter.writableEnded || counter.destroyed || counter.end()),
+      () => refuse()
+    )
+  )
   return {
     stream,
     done,
