@@ -59,6 +59,7 @@ function unpacked(archiveBytes: Buffer, name: string): Record<string, string> {
 }
 
 const long = `${'deep/'.repeat(25)}file with a long path.txt`
+const veryLong = `dir/${'n'.repeat(150)}.txt`
 beforeAll(() => {
   mkdirSync(repo)
   git('init', '-q', '-b', 'main')
@@ -75,6 +76,9 @@ beforeAll(() => {
   write('plain.txt', 'as is\n')
   write(long, 'pax header path\n')
   symlinkSync('plain.txt', join(repo, 'link'))
+  // a name too long for ustar's fields (git writes a pax header) and a link target too long for its field
+  write(veryLong, 'pax path\n')
+  symlinkSync(`${'../'.repeat(40)}target`, join(repo, 'long-link'))
   git('add', '-A')
   git('commit', '-q', '-m', 'v1')
 })
@@ -103,7 +107,9 @@ test('each manifest record carries the hash of the bytes git archive writes; exp
   const converted = manifest.filter(e => e.sha !== gitSha[e.path]).map(e => e.path)
   expect(converted.sort()).toEqual(['big.up', 'crlf.txt', 'version.txt'])
   expect(manifest.map(e => e.path)).not.toContain('secret.txt')
-  expect(manifest.map(e => e.path)).toEqual(expect.arrayContaining([long, 'link', 'plain.txt']))
+  expect(manifest.map(e => e.path)).toEqual(
+    expect.arrayContaining([long, veryLong, 'link', 'long-link', 'plain.txt'])
+  )
   expect(manifest.find(e => e.path === 'link')!.mode).toBe('120000')
   // describeRelease makes the same manifest
   expect((await describeRelease(repo, 'r', { python: 'p', options: [], pipArgs: [] })).tree).toBe(
@@ -126,7 +132,7 @@ test('the whole archive holds the manifest it describes; an incremental one hold
     hasRequirements: false,
     tree: manifest
   }
-  const reuse = ['plain.txt', long, 'link']
+  const reuse = ['plain.txt', long, 'link', veryLong]
   const a = await archive(source, reuse)
   const [bytes] = await Promise.all([buffer(a.stream), a.done])
   expect(a.bytes()).toBe(bytes.length)
