@@ -17,9 +17,11 @@ import {
 } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
+import { Readable } from 'node:stream'
 import { buffer } from 'node:stream/consumers'
 import { parseTree } from '../../src/release/incremental.js'
 import { archive, archivedManifest, describeRelease } from '../../src/release/source.js'
+import { tarEntries } from '../../src/release/tar.js'
 
 const base = mkdtempSync(join(tmpdir(), 'dd-archive-'))
 const repo = join(base, 'repo')
@@ -174,4 +176,29 @@ test("a failing filter (as a failing LFS fetch) rejects done with git's message"
     execFileSync('tar', ['-xzf', '-', '-C', join(base, 'failed')], { input: bytes, stdio: 'pipe' })
   ).toThrow(/trailing garbage/)
   git('config', 'filter.upper.smudge', 'tr a-z A-Z')
+})
+
+test('the tar reader passes git archive output through byte for byte, however it is cut into chunks', async () => {
+  const tar = execFileSync('git', ['-C', repo, 'archive', '--format=tar', 'HEAD'])
+  for (const max of [1, 7, 511, 513, 4096]) {
+    const chunks: Buffer[] = []
+    for (let at = 0; at < tar.length;) {
+      const n = 1 + Math.floor(Math.random() * max)
+      chunks.push(tar.subarray(at, at + n))
+      at += n
+    }
+    const seen: string[] = []
+    const all = await buffer(
+      Readable.from(chunks).pipe(tarEntries({ onEntry: e => void seen.push(`${e.type} ${e.path}`) }))
+    )
+    expect(all.equals(tar)).toBe(true)
+    expect(seen).toEqual(expect.arrayContaining(['0 plain.txt', `0 ${veryLong}`, '2 long-link', '5 deep/']))
+    const dropped = await buffer(
+      Readable.from(chunks).pipe(tarEntries({ keep: e => e.path !== veryLong && e.path !== 'long-link' }))
+    )
+    const listed = execFileSync('tar', ['-tf', '-'], { input: dropped }).toString().split('\n')
+    expect(listed).toEqual(expect.arrayContaining(['plain.txt', long, 'link']))
+    expect(listed).not.toContain(veryLong)
+    expect(listed).not.toContain('long-link')
+  }
 })
