@@ -64,6 +64,7 @@ beforeAll(async () => {
   // cookiecutter-django's layout: requirements.txt → requirements/production.txt → requirements/base.txt,
   // the pin two levels down; both versions of the wheel are in vendor/ from the start.
   for (const v of ['1.0', '2.0']) buildWheel(join(repo.dir, 'vendor'), 'nestpin', v, `VERSION = '${v}'\n`)
+  buildWheel(join(repo.dir, 'vendor'), 'nestadd', '1.0', '')
   mkdirSync(join(repo.dir, 'requirements'))
   repo.write('requirements.txt', '-r requirements/production.txt\n')
   repo.write('requirements/production.txt', '# production\n-rbase.txt\n')
@@ -88,7 +89,7 @@ afterAll(async () => {
   repo?.remove()
 }, 120_000)
 
-test('a pin bumped two includes down is installed and served', async () => {
+test('a pin bumped two includes down is installed and served; one only added there grows a copy', async () => {
   expectOk(await deploy('v1', true))
   await t.startGunicorn()
   expect(await get('/version/')).toEqual({ status: 200, body: 'v1 nestpin 1.0' })
@@ -102,6 +103,19 @@ test('a pin bumped two includes down is installed and served', async () => {
   expect(r.log).not.toMatch(/requirements unchanged/)
   expect(r.log).toMatch(/Successfully installed .*nestpin-2\.0/)
   expect(readlinkSync(join(release('v2'), '.venv'))).not.toBe(readlinkSync(join(release('v1'), '.venv')))
+  expect(await get('/version/')).toEqual({ status: 200, body: 'v1 nestpin 2.0' })
+  // A pin only added, two levels down: the live virtualenv's copy grows by it, as for requirements.txt.
+  const before = readlinkSync(join(release('v2'), '.venv'))
+  repo
+    .write('requirements/base.txt', `${repo.read('requirements/base.txt')}nestadd==1.0\n`)
+    .commit('add a pin')
+  const grown = await deploy('v2b')
+  expectOk(grown)
+  expect(grown.log).toContain(`virtualenv copied from the live one (${before})`)
+  expect(grown.log).toMatch(/^Successfully installed nestadd-1\.0$/m)
+  const pip = await t.run(`${t.deployPath}/current/.venv/bin/pip list`)
+  expect(pip.stdout).toMatch(/^nestadd\s+1\.0$/m)
+  expect(pip.stdout).toMatch(/^nestpin\s+2\.0$/m)
   expect(await get('/version/')).toEqual({ status: 200, body: 'v1 nestpin 2.0' })
 })
 

@@ -168,6 +168,10 @@ describe('the virtualenv key of a real checkout (cookiecutter-django layout)', (
     expect(d.lines.some(l => l.startsWith('l ') && l.endsWith('\twheels/pkg-1.0-py3-none-any.whl'))).toBe(
       true
     )
+    // the requirement files are represented by their lines, not by their blobs (adding a pin may grow a copy)
+    expect(d.lines.filter(l => l.startsWith('l ')).map(l => l.split('\t')[1])).toEqual([
+      'wheels/pkg-1.0-py3-none-any.whl'
+    ])
   })
 
   test('a symlinked requirements file is read where it points; a missing include fails naming it', async () => {

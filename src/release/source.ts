@@ -188,7 +188,14 @@ async function dependencies(
     )
     .digest('hex')
     .slice(0, 16)
-  const deps = hasRequirements ? depsOf(venv, closure, local) : undefined
+  // The requirement files themselves are in the key; for growing a copy, their lines speak for them (a pin added
+  // to requirements/base.txt may grow a copy as one added to requirements.txt does).
+  const own = new Set(closure.files.map(f => f.path))
+  const named = local
+    .split('\n')
+    .filter(line => !own.has(line.slice(line.indexOf('\t') + 1)))
+    .join('\n')
+  const deps = hasRequirements ? depsOf(venv, closure, named) : undefined
   return { venvKey, hasRequirements, deps, warnings }
 }
 
