@@ -197,3 +197,62 @@ describe('the virtualenv key of a real checkout (cookiecutter-django layout)', (
     expect(r.warnings).toEqual([expect.stringContaining('https://example.com/extra.txt')])
   })
 })
+
+describe('pip itself as the oracle', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dd-pipreq-'))
+  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+  beforeAll(() => {
+    execFileSync('/usr/bin/python3', ['-m', 'venv', join(dir, 'venv')])
+  }, 60_000)
+
+  /** The files pip's own parser reads, in order, and the requirement lines it yields (constraint or not). */
+  function pipReads(root: string): { files: string[]; lines: string[] } {
+    const py = [
+      'import json, os, sys',
+      'import pip._internal.req.req_file as rf',
+      'from pip._internal.network.session import PipSession',
+      'root = sys.argv[1]',
+      'seen = []',
+      'get = rf.get_file_content',
+      'def spy(url, session):',
+      '    seen.append(os.path.relpath(os.path.normpath(url), root))',
+      '    return get(url, session)',
+      'rf.get_file_content = spy',
+      'os.chdir(root)',
+      "reqs = rf.parse_requirements(os.path.join(root, 'requirements.txt'), session=PipSession())",
+      "lines = [('c ' if r.constraint else 'r ') + r.requirement for r in reqs]",
+      "print(json.dumps({'files': seen, 'lines': lines}))"
+    ].join('\n')
+    return JSON.parse(execFileSync(join(dir, 'venv/bin/python'), ['-c', py, root]).toString())
+  }
+
+  test('the same files in the same order, the same requirement and constraint lines', async () => {
+    const files: Record<string, string> = {
+      'requirements.txt': '-r requirements/production.txt\r\n--constraint=constraints.txt\r\n',
+      'requirements/production.txt':
+        '# production\n-rbase.txt  # shared\ngunicorn==23.0 \\\n  ; python_version > "3"\n',
+      'requirements/base.txt': '--requirement=../common/shared.txt\n--const ../c2.txt\nDjango==4.2.1\n',
+      'common/shared.txt': '--requirement more.txt\n',
+      'common/more.txt': 'pkg==1.0\n-c ../constraints.txt\n',
+      'constraints.txt': 'idna==3.4\n-r common/in-constraints.txt\n',
+      'common/in-constraints.txt': 'extra==2\n',
+      'c2.txt': 'x==1\n'
+    }
+    const root = join(dir, 'project')
+    for (const [p, text] of Object.entries(files)) {
+      mkdirSync(dirname(join(root, p)), { recursive: true })
+      writeFileSync(join(root, p), text)
+    }
+    const pip = pipReads(root)
+    const ours = await requirementClosure(reader(files), 'requirements.txt')
+    // pip reads a file each time it is named; the closure holds each (path, kind) once
+    expect(ours.files.map(f => f.path)).toEqual([...new Set(pip.files)])
+    const lines = ours.files.flatMap(f =>
+      logicalLines(f.text)
+        .filter(l => !l.startsWith('-'))
+        .map(l => `${f.constraint ? 'c' : 'r'} ${l}`)
+    )
+    const norm = (l: string): string => l.replace(/\s+/g, '').replace(/"/g, "'")
+    expect(new Set(lines.map(norm))).toEqual(new Set(pip.lines.map(norm)))
+  })
+})
