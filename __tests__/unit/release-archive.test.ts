@@ -4,7 +4,7 @@
  * the hash of its archived bytes, and an incremental archive holds exactly the bytes a whole one would.
  */
 import { execFileSync } from 'node:child_process'
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import {
   lstatSync,
   mkdirSync,
@@ -200,5 +200,35 @@ test('the tar reader passes git archive output through byte for byte, however it
     expect(listed).toEqual(expect.arrayContaining(['plain.txt', long, 'link']))
     expect(listed).not.toContain(veryLong)
     expect(listed).not.toContain('long-link')
+  }
+})
+
+test('an archive nobody reads (the host refused the release) settles once stopped', async () => {
+  const source = {
+    name: 'r',
+    revision: git('rev-parse', 'HEAD').trim(),
+    treeish: 'HEAD',
+    repoRoot: repo,
+    venvKey: 'k',
+    hasRequirements: false,
+    tree: ''
+  }
+  // more than the streams hold, less than they and the pipe hold together: git is done, the data is not
+  write('random.bin', randomBytes(120 * 1024))
+  git('add', '-A')
+  git('commit', '-q', '-m', 'random')
+  source.revision = git('rev-parse', 'HEAD').trim()
+  for (const reuse of [undefined, ['plain.txt']]) {
+    const a = await archive(source, reuse)
+    await new Promise(r => setTimeout(r, 500)) // git has written all it had into the pipes by now
+    a.stop()
+    const settled = await Promise.race([
+      a.done.then(
+        () => 'settled',
+        () => 'settled'
+      ),
+      new Promise(r => setTimeout(() => r('still pending after 3 s'), 3000))
+    ])
+    expect(settled).toBe('settled')
   }
 })

@@ -367,8 +367,8 @@ export async function archive(
     stream,
     done,
     bytes: () => bytes,
+    // Also when git is done: what it wrote may still sit in the streams, waiting for a reader that is gone.
     stop: () => {
-      if (git.child.exitCode !== null || git.child.signalCode !== null) return
       stopping = true
       stream.destroy()
       out.destroy()
