@@ -138,6 +138,7 @@ async function pipeline(settings: Settings, report: Report): Promise<string | un
     core.info(
       `release ${source.name} from ${source.revision.slice(0, 12)} (virtualenv key ${source.venvKey})`
     )
+    for (const w of source.warnings ?? []) core.warning(w)
   }
   // A rollback's deployment is made once the release it puts back (and so its commit) is known: GitHub then
   // shows the commit that is live, not the workflow's.

@@ -370,6 +370,11 @@ export class Runner {
     t.log.startGroup(`${host}: ${parts[0]}`)
     let upload: Awaited<ReturnType<typeof archive>> | undefined
     if (step.stdin === 'archive' && source) upload = await archive(source, t.reuse)
+    // git failing (a missing object, a failing LFS or other filter) fails the step; its message is kept.
+    const archiveFailed = upload?.done.then(
+      () => undefined,
+      (e: Error) => e.message
+    )
     // Each step gets command-timeout seconds (the clock restarts at each step of a batch). A timed-out or
     // cancelled step's process group is killed on the server, then its channel closed.
     const limit = this.settings.ssh.commandTimeout
@@ -430,9 +435,9 @@ export class Runner {
         // The command ended: an archive it did not read (a refused release) must not keep git blocked.
         upload?.stop()
       })
-    if (r.code === 0 && !stopped && !r.lost) {
+    const gitError = await archiveFailed
+    if (r.code === 0 && !stopped && !r.lost && !gitError) {
       if (upload) {
-        await upload.done
         t.sent = upload.bytes()
         const files = parseTree(source!.tree).length
         const reused = t.reuse?.length ?? 0
@@ -461,6 +466,11 @@ export class Runner {
       const why = `connection lost (${r.lost}): what the step did on the server is unknown`
       finish(failed, 255, why)
       throw new ConnectionLost(host, failed, 255, [...lines.slice(-TAIL), why].join('\n'))
+    }
+    if (gitError) {
+      for (const line of gitError.split('\n')) show(line)
+      finish(failed, r.code || 1, 'the release archive could not be made')
+      throw new StepError(host, failed, r.code || 1, lines.slice(-TAIL).join('\n'))
     }
     finish(failed, r.code)
     const Err = r.code === cmd.LEASE_LOST && t.token ? LeaseLost : StepError
