@@ -109,7 +109,6 @@ async function pipeline(settings: Settings, report: Report): Promise<string | un
       testCommand: settings.testCommand,
       repoRoot: settings.context.workspace,
       runnerEnv: process.env,
-      allowEnv: settings.checkEnv,
       timeoutSeconds: settings.checkTimeout
     })
     const omitted = annotate(redactor.value(report.checks))

@@ -40,11 +40,10 @@ afterAll(async () => {
   repo?.remove()
 })
 
-// DEBUG is the job's own variable: it reaches the project's checks only because check-env names it.
+// DEBUG is the job's own variable (the job's `env:`): it reaches the project's checks.
 const checkInputs = {
   python: '/usr/bin/python3',
-  'github-token': 'ghs_test_token_value_123',
-  'check-env': 'DEBUG'
+  'github-token': 'ghs_test_token_value_123'
 }
 
 test('check mode on a pull request: findings annotated, summary written, one PR comment updated in place', async () => {
