@@ -7,10 +7,10 @@ import { jest } from '@jest/globals'
 import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { deployInputs, liveInputs, writeServerEnv } from '../../sandbox/inputs.js'
 import { startTarget, type Target } from '../../sandbox/target.js'
-import { DIST, expectOk, inputEnv, Repo, runAction } from '../helpers/action.js'
+import { DIST, expectOk, inputEnv, node24, Repo, runAction } from '../helpers/action.js'
 import { startFakeGitHub, type FakeGitHub } from '../helpers/fake-github.js'
 import { readAsRunner } from '../helpers/runner-log.js'
 
@@ -174,6 +174,106 @@ describe('check mode on a pull request, every secret set', () => {
       expect(sent).not.toMatch(/@octocat/)
     }
   })
+
+  /** A Django test that reads the environ and cmdline of every process from itself up to PID 1. */
+  const WALKER = [
+    'import json',
+    'import os',
+    '',
+    'from django.test import SimpleTestCase',
+    '',
+    '',
+    'class ProcessTree(SimpleTestCase):',
+    '    def test_walk(self):',
+    '        seen = []',
+    '        pid = os.getpid()',
+    '        while pid > 1:',
+    "            entry = {'pid': pid}",
+    "            for name in ('environ', 'cmdline'):",
+    '                try:',
+    "                    with open(f'/proc/{pid}/{name}', 'rb') as f:",
+    "                        entry[name] = f.read().decode('utf-8', 'replace')",
+    '                except OSError as e:',
+    "                    entry[name + '_error'] = str(e)",
+    '            seen.append(entry)',
+    "            with open(f'/proc/{pid}/stat') as f:",
+    "                pid = int(f.read().rsplit(')', 1)[1].split()[1])",
+    "        with open(os.path.join(os.getcwd(), 'proc-walk.json'), 'w') as f:",
+    '            json.dump(seen, f)',
+    ''
+  ].join('\n')
+  interface Seen {
+    pid: number
+    environ?: string
+    cmdline?: string
+  }
+
+  async function walkTree(node: string): Promise<{ log: string; seen: Seen[]; action: Seen }> {
+    const walker = new Repo()
+    try {
+      walker.write('pages/test_proc.py', WALKER).commit('a test that reads every ancestor it can')
+      writeEvent(walker.dir)
+      const r = await runAction(
+        { ...inputs, checks: 'test' },
+        {
+          workspace: walker.dir,
+          node,
+          env: {
+            ...runnerTokens,
+            GITHUB_EVENT_NAME: 'pull_request',
+            GITHUB_REF: 'refs/pull/7/merge',
+            GITHUB_EVENT_PATH: join(walker.dir, '.event.json'),
+            GITHUB_API_URL: gh.url
+          }
+        }
+      )
+      expectOk(r)
+      const seen = JSON.parse(readFileSync(join(walker.dir, 'proc-walk.json'), 'utf8')) as Seen[]
+      // The walk really reached the action's own process and read its environment.
+      const action = seen.find(e => e.cmdline?.includes(DIST))
+      expect(action?.environ).toContain(`GITHUB_WORKSPACE=${walker.dir}`)
+      return { log: r.log, seen, action: action! }
+    } finally {
+      walker.remove()
+    }
+  }
+
+  test("under Node 24 no ancestor's /proc environ or cmdline holds an input or a runner token", async () => {
+    const { log, seen, action } = await walkTree(node24())
+    const secrets = [passphrase, token, ...keyLines, ...Object.values(runnerTokens)]
+    for (const e of seen) {
+      const text = `${e.environ ?? ''}\n${e.cmdline ?? ''}`
+      for (const s of secrets)
+        expect({ pid: e.pid, leaked: text.includes(s) }).toEqual({ pid: e.pid, leaked: false })
+      expect(text).not.toMatch(/(^|\0)(INPUT_|ACTIONS_|GITHUB_TOKEN=)/)
+    }
+    // The inputs crossed the exec in a file that was gone before the checks ran.
+    const handoff = /(?:^|\0)DJANGO_DEPLOY_INPUTS_FILE=([^\0]+)/.exec(action.environ ?? '')?.[1]
+    expect(handoff).toBeDefined()
+    expect(existsSync(handoff!)).toBe(false)
+    expect(existsSync(dirname(handoff!))).toBe(false)
+    // The inputs still worked (the key was parsed and masked) and a key in a PR job is called out.
+    for (const line of keyLines) expect(log).toContain(`::add-mask::${line}`)
+    expect(log).toContain(`::add-mask::${passphrase}`)
+    expect(log).toMatch(
+      /::warning title=django-deploy%3A deploy key in a pull-request job::ssh-key is set on a pull_request event/
+    )
+    expect(log).not.toContain('has no process.execve')
+  })
+
+  // The Node running the tests (20 here) has no process.execve; on one that has it there is nothing to show.
+  const withoutExecve = typeof (process as { execve?: unknown }).execve !== 'function' ? test : test.skip
+  withoutExecve(
+    'on a Node without process.execve the action still works and says the inputs stay readable',
+    async () => {
+      const { log, action } = await walkTree(process.execPath)
+      expect(log).toMatch(
+        /Node v\d+\.\d+\.\d+ has no process\.execve: the action's inputs stay in its start-up environment/
+      )
+      // What the Node 24 test guards against is real: here the walk finds the key in the action's environment.
+      expect(action.environ).toContain(keyLines[1])
+    }
+  )
 })
 
 test('a cancelled run (SIGTERM to the action) also ends the check and everything it started', async () => {
