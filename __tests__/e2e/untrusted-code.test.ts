@@ -326,6 +326,37 @@ test('a cancelled run (SIGTERM to the action) also ends the check and everything
   }
 })
 
+test('a check printing 1 GB finishes in bounded memory, and its end is in the report', async () => {
+  const repo = new Repo()
+  try {
+    const r = await runAction(
+      {
+        mode: 'check',
+        checks: 'test',
+        'test-command': 'yes | head -c 1G; echo the-end-of-1G >&2; exit 1'
+      },
+      {
+        workspace: repo.dir,
+        env: { GITHUB_EVENT_NAME: 'pull_request', GITHUB_REF: 'refs/pull/7/merge' },
+        maxLog: 1 << 20,
+        measureMemory: true,
+        readSlowly: true,
+        timeoutMs: 600_000
+      }
+    )
+    expect(r.code).toBe(1)
+    expect(r.outputs).toMatchObject({ mode: 'check', checks: 'failed' })
+    expect(r.log).toMatch(/^y\nthe-end-of-1G\n/m)
+    expect(r.summary).toContain('the-end-of-1G')
+    // Kept whole, 1 GB of output would not even fit in one string (V8 stops at 2^29 characters).
+    process.stdout.write(`peak RSS of the action while its check printed 1 GB: ${r.peakRssKb} KiB\n`)
+    expect(r.peakRssKb).toBeGreaterThan(0)
+    expect(r.peakRssKb).toBeLessThan(300 * 1024)
+  } finally {
+    repo.remove()
+  }
+})
+
 function writeEvent(dir: string): void {
   execFileSync('sh', ['-c', `printf '%s' '{"pull_request":{"number":7}}' > ${dir}/.event.json`])
 }

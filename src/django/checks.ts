@@ -98,7 +98,7 @@ function logData(message: string): void {
  * A check's output as kept in memory: the first HEAD_CHARS characters and a tail of TAIL_CHARS to 2 × TAIL_CHARS,
  * so a command printing gigabytes is parsed and reported from its start and its end in bounded memory.
  */
-class KeptOutput {
+export class KeptOutput {
   private head = ''
   private tail = ''
   private dropped = 0
@@ -179,10 +179,11 @@ async function spawnQuiet(
   const err = new StringDecoder('utf8')
   const combined = new KeptOutput()
   let endsWithNewLine = true
-  const echo = (text: string): void => {
-    if (!text) return
-    process.stdout.write(text)
+  // Returns false when the log is not keeping up: then the caller stops reading until it drains.
+  const echo = (text: string): boolean => {
+    if (!text) return true
     endsWithNewLine = text.endsWith('\n')
+    return process.stdout.write(text)
   }
   core.info(`::stop-commands::${token}`)
   try {
@@ -224,16 +225,23 @@ async function spawnQuiet(
         group('SIGTERM')
         killer = setTimeout(() => group('SIGKILL'), 5_000)
       }, timeoutMs)
-      child.stdout!.on('data', (c: Buffer) => {
-        const t = out.write(c)
+      // Backpressure: writes to a pipe the runner reads slower than the check prints would queue in memory
+      // without bound, so reading stops until the log has drained (the check then blocks on its own writes).
+      const streams = [child.stdout!, child.stderr!]
+      let waiting = false
+      const read = (decoder: StringDecoder) => (c: Buffer) => {
+        const t = decoder.write(c)
         combined.add(t)
-        echo(t)
-      })
-      child.stderr!.on('data', (c: Buffer) => {
-        const t = err.write(c)
-        combined.add(t)
-        echo(t)
-      })
+        if (echo(t) || waiting) return
+        waiting = true
+        for (const s of streams) s.pause()
+        process.stdout.once('drain', () => {
+          waiting = false
+          for (const s of streams) s.resume()
+        })
+      }
+      child.stdout!.on('data', read(out))
+      child.stderr!.on('data', read(err))
       // A process left behind holding the pipes would keep 'close' from ever firing: once the check's own
       // process has exited, what is left of its group goes too.
       child.on('exit', () => group('SIGKILL'))
