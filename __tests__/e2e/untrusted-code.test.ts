@@ -5,7 +5,16 @@
  */
 import { jest } from '@jest/globals'
 import { execFileSync, spawn } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync } from 'node:fs'
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { deployInputs, liveInputs, writeServerEnv } from '../../sandbox/inputs.js'
@@ -352,6 +361,42 @@ test('a check printing 1 GB finishes in bounded memory, and its end is in the re
     process.stdout.write(`peak RSS of the action while its check printed 1 GB: ${r.peakRssKb} KiB\n`)
     expect(r.peakRssKb).toBeGreaterThan(0)
     expect(r.peakRssKb).toBeLessThan(300 * 1024)
+  } finally {
+    repo.remove()
+  }
+})
+
+test('deploy.yml values the checks print (python, working-directory, test-command) are data in the log', async () => {
+  const repo = new Repo()
+  const injected = (from: string): string => `\\n::error::injected from ${from}\\n::add-mask::Greeting`
+  const cases = [
+    `python: "/nonexistent/python3${injected('python')}"\nchecks: check\n`,
+    // A directory with a line break in its name, committed by the pull request, without manage.py.
+    `working-directory: "sub${injected('working-directory')}"\nchecks: check\n`,
+    `test-command: "sleep 30${injected('test-command')}"\nchecks: test\ncheck-timeout: 1\n`
+  ]
+  mkdirSync(join(repo.dir, `sub\n::error::injected from working-directory\n::add-mask::Greeting`))
+  writeFileSync(
+    join(repo.dir, `sub\n::error::injected from working-directory\n::add-mask::Greeting`, 'x'),
+    ''
+  )
+  try {
+    for (const [i, config] of cases.entries()) {
+      repo.write('deploy.yml', config).commit(`hostile deploy.yml ${i}`)
+      const r = await runAction(
+        {},
+        { workspace: repo.dir, env: { GITHUB_EVENT_NAME: 'pull_request', GITHUB_REF: 'refs/pull/7/merge' } }
+      )
+      expect(r.code).toBe(1)
+      const view = readAsRunner(r.log)
+      const from = ['python', 'working-directory', 'test-command'][i]
+      // (Our own group title and annotation hold the value too, escaped: %0A, not a line break.)
+      const acted = view.commands.filter(c => c.message.startsWith('injected') || c.message === 'Greeting')
+      expect(acted).toEqual([])
+      // The value was printed (so this test would see it act), as text.
+      expect(view.visible).toContain(`::error::injected from ${from}`)
+      expect(view.visible).toContain('::add-mask::Greeting')
+    }
   } finally {
     repo.remove()
   }
