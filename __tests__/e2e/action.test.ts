@@ -128,3 +128,28 @@ test('deploy on a pull request event is refused', async () => {
   expect(r.code).toBe(1)
   expect(r.log).toMatch(/::error[^\n]*mode deploy is refused on a pull_request event/)
 })
+
+test("the job's env: reaches the checks: SECRET_KEY and DJANGO_SECURE set there make check --deploy pass", async () => {
+  const fresh = new Repo()
+  try {
+    const r = await runAction(
+      // (Not the tests: the example's tests do not expect DJANGO_SECURE's HTTPS redirect.)
+      { python: '/usr/bin/python3', checks: 'check, deploy, migrations' },
+      {
+        workspace: fresh.dir,
+        env: {
+          GITHUB_EVENT_NAME: 'pull_request',
+          GITHUB_REF: 'refs/pull/7/merge',
+          // What a workflow's `env:` gives every step of the job.
+          SECRET_KEY: 'job-env-Secret-key-7a0e4d1f9c2b8e6a5d3c1f0e9b8a7d6c5e4f3a2b1c0d9e8f',
+          DJANGO_SECURE: '1'
+        }
+      }
+    )
+    expect(r.log).not.toMatch(/security\.W0\d\d/)
+    expect(r.outputs).toMatchObject({ mode: 'check', checks: 'passed' })
+    expect(r.code).toBe(0)
+  } finally {
+    fresh.remove()
+  }
+})
