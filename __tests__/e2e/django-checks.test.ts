@@ -243,21 +243,20 @@ describe('without a Django project', () => {
       workingDirectory: repo,
       python: SYSTEM_PYTHON,
       checks: ['test'],
-      testCommand: 'env',
+      testCommand: 'env -0 > seen-env',
       repoRoot: repo,
       runnerEnv
     })
     expect(r.outcome).toBe('passed')
-    const seen = Object.fromEntries(
-      r.tail.split('\n').map(l => [l.split('=')[0], l.slice(l.indexOf('=') + 1)])
-    )
+    const dump = readFileSync(join(repo, 'seen-env'), 'utf8')
+    const seen = Object.fromEntries(dump.split('\0').map(l => [l.split('=')[0], l.slice(l.indexOf('=') + 1)]))
     expect(seen).toMatchObject({
       PATH: process.env.PATH,
       GITHUB_REPOSITORY: 'acme/shop',
       DATABASE_URL: 'sqlite:///x',
       DJANGO_SECRET_KEY: 'the-job-env-secret-key'
     })
-    expect(r.tail).not.toMatch(/leak-|INPUT_|ACTIONS_|GITHUB_TOKEN|GITHUB_ENV|GITHUB_OUTPUT/)
+    expect(dump).not.toMatch(/leak-|INPUT_|ACTIONS_|GITHUB_TOKEN|GITHUB_ENV|GITHUB_OUTPUT/)
   })
 
   test('check-timeout kills the check and every process it started', async () => {
