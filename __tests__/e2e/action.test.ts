@@ -58,6 +58,8 @@ test('check mode on a pull request: findings annotated, summary written, one PR 
   expect(first.log).toMatch(/::error [^\n]*file=pages\/tests\.py,line=\d+[^\n]*::AssertionError: 2 != 3/)
   expect(first.log).toMatch(/::warning title=deploy%3A security\.W018::You should not have DEBUG/)
   expect(first.log).toMatch(/::error::Django checks failed: deploy, test/)
+  // No ssh-key in this pull-request job: no advice about deploy keys.
+  expect(first.log).not.toContain('deploy key in a pull-request job')
   // the summary has the table of checks
   expect(first.summary).toMatch(/\| `test` \| ❌ failed \|/)
   expect(first.summary).toContain('security.W018')

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto'
 import { existsSync, statSync } from 'node:fs'
 import { constants } from 'node:os'
 import path from 'node:path'
+import type { Readable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
 import * as core from '@actions/core'
 import type { CheckResult, Finding } from '../report.js'
@@ -160,6 +161,41 @@ interface Ran {
 }
 
 /**
+ * Reads a check's two streams, chunk by chunk as they arrive, into a KeptOutput and echoes them to the log.
+ * Backpressure: writes to a pipe the runner reads slower than the check prints would queue in memory without
+ * bound, so reading stops until the log has drained (the check then blocks on its own writes).
+ */
+class Echo {
+  readonly kept = new KeptOutput()
+  endsWithNewLine = true
+  private readonly decoders = [new StringDecoder('utf8'), new StringDecoder('utf8')]
+  private waiting = false
+
+  constructor(private readonly streams: Readable[]) {
+    streams.forEach((s, i) => s.on('data', (c: Buffer) => this.take(this.decoders[i].write(c))))
+  }
+
+  private take(text: string): void {
+    if (!text) return
+    this.kept.add(text)
+    this.endsWithNewLine = text.endsWith('\n')
+    if (process.stdout.write(text) || this.waiting) return
+    this.waiting = true
+    for (const s of this.streams) s.pause()
+    process.stdout.once('drain', () => {
+      this.waiting = false
+      for (const s of this.streams) s.resume()
+    })
+  }
+
+  /** Takes what the decoders still hold (a cut multi-byte character); returns all that was kept. */
+  finish(): string {
+    this.take(this.decoders.map(d => d.end()).join(''))
+    return this.kept.text()
+  }
+}
+
+/**
  * Runs one command in its own process group, echoing its output to the log as data: between
  * `::stop-commands::<token>` and `::<token>::`, so a line the project prints (`::add-mask::`, `::error::`,
  * `::set-output …`) is never taken as a workflow command. The token is random per check, so the project cannot
@@ -175,16 +211,7 @@ async function spawnQuiet(
   timeoutMs: number
 ): Promise<Ran> {
   const token = randomBytes(16).toString('hex')
-  const out = new StringDecoder('utf8')
-  const err = new StringDecoder('utf8')
-  const combined = new KeptOutput()
-  let endsWithNewLine = true
-  // Returns false when the log is not keeping up: then the caller stops reading until it drains.
-  const echo = (text: string): boolean => {
-    if (!text) return true
-    endsWithNewLine = text.endsWith('\n')
-    return process.stdout.write(text)
-  }
+  let echo: Echo | undefined
   core.info(`::stop-commands::${token}`)
   try {
     return await new Promise<Ran>(resolve => {
@@ -225,23 +252,7 @@ async function spawnQuiet(
         group('SIGTERM')
         killer = setTimeout(() => group('SIGKILL'), 5_000)
       }, timeoutMs)
-      // Backpressure: writes to a pipe the runner reads slower than the check prints would queue in memory
-      // without bound, so reading stops until the log has drained (the check then blocks on its own writes).
-      const streams = [child.stdout!, child.stderr!]
-      let waiting = false
-      const read = (decoder: StringDecoder) => (c: Buffer) => {
-        const t = decoder.write(c)
-        combined.add(t)
-        if (echo(t) || waiting) return
-        waiting = true
-        for (const s of streams) s.pause()
-        process.stdout.once('drain', () => {
-          waiting = false
-          for (const s of streams) s.resume()
-        })
-      }
-      child.stdout!.on('data', read(out))
-      child.stderr!.on('data', read(err))
+      const output = (echo = new Echo([child.stdout!, child.stderr!]))
       // A process left behind holding the pipes would keep 'close' from ever firing: once the check's own
       // process has exited, what is left of its group goes too.
       child.on('exit', () => group('SIGKILL'))
@@ -249,21 +260,18 @@ async function spawnQuiet(
         stopForwarding()
         clearTimeout(timer)
         clearTimeout(killer)
-        resolve({ exitCode: -1, combined: combined.text(), timedOut: false, startError: e })
+        resolve({ exitCode: -1, combined: output.kept.text(), timedOut: false, startError: e })
       })
       child.on('close', (code, signal) => {
         stopForwarding()
         clearTimeout(timer)
         clearTimeout(killer)
-        const rest = out.end() + err.end()
-        combined.add(rest)
-        echo(rest)
         const exitCode = code ?? (signal ? 128 + (osSignals[signal] ?? 0) : 1)
-        resolve({ exitCode, combined: combined.text(), timedOut })
+        resolve({ exitCode, combined: output.finish(), timedOut })
       })
     })
   } finally {
-    if (!endsWithNewLine) process.stdout.write('\n')
+    if (echo && !echo.endsWithNewLine) process.stdout.write('\n')
     core.info(`::${token}::`)
   }
 }
