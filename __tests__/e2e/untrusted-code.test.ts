@@ -463,6 +463,29 @@ describe('deploys whose project prints workflow commands, on real OpenSSH', () =
     )
   })
 
+  test('on Node 24 the re-executed action still deploys with its inputs (key, token) taken back', async () => {
+    gh.reset()
+    const r = await runAction(
+      deployInputs(t, {
+        mode: 'deploy',
+        checks: 'none',
+        'release-name': 'v1n',
+        'github-token': 'ghs_deploy_token_0043'
+      }),
+      {
+        workspace: repo.dir,
+        env: { ...TAG('v1n'), ACTIONS_RUNTIME_TOKEN: 'fake-runtime-token-5e2a' },
+        node: node24()
+      }
+    )
+    expectOk(r)
+    expect(r.log).not.toContain('has no process.execve')
+    expect(r.outputs).toMatchObject({ deployed: 'true', release: 'v1n' })
+    expect(live()).toBe('releases/v1n')
+    // github-token came back too: the deployment was recorded with it.
+    expect(gh.deployments).toHaveLength(1)
+  })
+
   test('the password in health-check-url is a secret: sent, never printed, not in the summary', async () => {
     await t.startGunicorn()
     const password = 'hc-Pass-w0rd-3141'
