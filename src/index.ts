@@ -1,4 +1,5 @@
 import './shim.js'
+import './startup.js'
 import { run } from './main.js'
 
 await run()

@@ -53,6 +53,21 @@ function actionsLog(): Log {
   }
 }
 
+/**
+ * A job that runs a pull request's code should not hold a deploy key at all: the checks cannot read it, but the
+ * job's other steps (and anything they leave running) run that code as the same user (SECURITY.md).
+ */
+function adviseOnPullRequestSecrets(eventName: string): void {
+  if (!eventName.startsWith('pull_request') || !core.getInput('ssh-key')) return
+  core.warning(
+    `ssh-key is set on a ${eventName} event, in a job that runs the pull request's code. The action keeps the key ` +
+      `from the checks' processes, but every step of this job runs that code as the same user: keep deploy ` +
+      `secrets out of such jobs. Deploy from a separate job (on push or release) with a GitHub environment that ` +
+      `has protection rules, and store the key as that environment's secret.`,
+    { title: 'django-deploy: deploy key in a pull-request job' }
+  )
+}
+
 export async function run(): Promise<void> {
   for (const [name, spec] of Object.entries(INPUTS)) {
     if ('secret' in spec && spec.secret) mask(core.getInput(name))
@@ -82,6 +97,7 @@ export async function run(): Promise<void> {
     )
   }
   if (settings.configFile) core.info(`config file: ${settings.configFile}`)
+  adviseOnPullRequestSecrets(settings.context.eventName)
   // A health URL from the config file is known only now.
   for (const part of urlCredentials(settings.deploy.healthCheckUrl)) mask(part)
 
@@ -109,7 +125,6 @@ async function pipeline(settings: Settings, report: Report): Promise<string | un
       testCommand: settings.testCommand,
       repoRoot: settings.context.workspace,
       runnerEnv: process.env,
-      allowEnv: settings.checkEnv,
       timeoutSeconds: settings.checkTimeout
     })
     const omitted = annotate(redactor.value(report.checks))

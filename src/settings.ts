@@ -6,7 +6,6 @@ import { existsSync, readFileSync, realpathSync } from 'node:fs'
 import { isAbsolute, relative, resolve } from 'node:path'
 import ssh2 from 'ssh2'
 import { parseDocument } from 'yaml'
-import { refusedName } from './django/env.js'
 import {
   hasPin,
   KnownHostsError,
@@ -150,8 +149,6 @@ export interface Settings {
   python: string
   checks: CheckName[]
   testCommand?: string
-  /** Runner variables (names, or prefixes ending in `*`) passed to the checks on top of the allow-list. */
-  checkEnv: string[]
   /** Seconds one check may run before its process group is killed. */
   checkTimeout: number
   ssh: SshSettings
@@ -173,7 +170,6 @@ export const INPUTS = {
   python: { default: 'python3' },
   checks: { default: 'check, migrations, test' },
   'test-command': { default: '' },
-  'check-env': { default: '' },
   'check-timeout': { default: '1800' },
   hosts: { default: '' },
   inventory: { default: '' },
@@ -935,12 +931,6 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
       return []
     }
   }
-  const checkEnvRaw = raw.get('check-env')
-  const checkEnv = splitList(checkEnvRaw.value)
-  for (const entry of checkEnv) {
-    const why = refusedName(entry)
-    if (why) raw.fail(checkEnvRaw, why)
-  }
   const nginxTest = raw.get('nginx-test-command')
   const nginxReload = raw.get('nginx-reload-command')
   // Given as an input or in the config file (not the default). nginx commands turn nginx on wherever they are
@@ -962,7 +952,6 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
     python: raw.get('python').value,
     checks,
     testCommand: text('test-command'),
-    checkEnv,
     checkTimeout: int('check-timeout', 1, 'seconds'),
     ssh: {
       hosts,

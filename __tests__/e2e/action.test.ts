@@ -40,11 +40,10 @@ afterAll(async () => {
   repo?.remove()
 })
 
-// DEBUG is the job's own variable: it reaches the project's checks only because check-env names it.
+// DEBUG is the job's own variable (the job's `env:`): it reaches the project's checks.
 const checkInputs = {
   python: '/usr/bin/python3',
-  'github-token': 'ghs_test_token_value_123',
-  'check-env': 'DEBUG'
+  'github-token': 'ghs_test_token_value_123'
 }
 
 test('check mode on a pull request: findings annotated, summary written, one PR comment updated in place', async () => {
@@ -59,6 +58,8 @@ test('check mode on a pull request: findings annotated, summary written, one PR 
   expect(first.log).toMatch(/::error [^\n]*file=pages\/tests\.py,line=\d+[^\n]*::AssertionError: 2 != 3/)
   expect(first.log).toMatch(/::warning title=deploy%3A security\.W018::You should not have DEBUG/)
   expect(first.log).toMatch(/::error::Django checks failed: deploy, test/)
+  // No ssh-key in this pull-request job: no advice about deploy keys.
+  expect(first.log).not.toContain('deploy key in a pull-request job')
   // the summary has the table of checks
   expect(first.summary).toMatch(/\| `test` \| ❌ failed \|/)
   expect(first.summary).toContain('security.W018')
@@ -128,4 +129,29 @@ test('deploy on a pull request event is refused', async () => {
   const r = await runAction({ mode: 'deploy' }, { workspace: repo.dir, env: prEnv })
   expect(r.code).toBe(1)
   expect(r.log).toMatch(/::error[^\n]*mode deploy is refused on a pull_request event/)
+})
+
+test("the job's env: reaches the checks: SECRET_KEY and DJANGO_SECURE set there make check --deploy pass", async () => {
+  const fresh = new Repo()
+  try {
+    const r = await runAction(
+      // (Not the tests: the example's tests do not expect DJANGO_SECURE's HTTPS redirect.)
+      { python: '/usr/bin/python3', checks: 'check, deploy, migrations' },
+      {
+        workspace: fresh.dir,
+        env: {
+          GITHUB_EVENT_NAME: 'pull_request',
+          GITHUB_REF: 'refs/pull/7/merge',
+          // What a workflow's `env:` gives every step of the job.
+          SECRET_KEY: 'job-env-Secret-key-7a0e4d1f9c2b8e6a5d3c1f0e9b8a7d6c5e4f3a2b1c0d9e8f',
+          DJANGO_SECURE: '1'
+        }
+      }
+    )
+    expect(r.log).not.toMatch(/security\.W0\d\d/)
+    expect(r.outputs).toMatchObject({ mode: 'check', checks: 'passed' })
+    expect(r.code).toBe(0)
+  } finally {
+    fresh.remove()
+  }
 })

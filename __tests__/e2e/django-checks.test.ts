@@ -223,7 +223,7 @@ describe('without a Django project', () => {
     })
   })
 
-  test('the checks see the allow-listed environment and check-env, never inputs or runner tokens', async () => {
+  test("the checks see the job's environment, never the action's inputs, runner tokens or command files", async () => {
     const repo = tempRepo()
     const runnerEnv = {
       ...process.env,
@@ -234,33 +234,29 @@ describe('without a Django project', () => {
       ACTIONS_ID_TOKEN_REQUEST_TOKEN: 'leak-oidc-5',
       GITHUB_TOKEN: 'leak-gh-6',
       GITHUB_ENV: join(repo, 'github-env'),
+      GITHUB_OUTPUT: join(repo, 'github-output'),
       GITHUB_REPOSITORY: 'acme/shop',
       DATABASE_URL: 'sqlite:///x',
-      EXTRA_ONE: 'one',
-      EXTRA_TWO: 'two',
-      OTHER: 'not passed'
+      DJANGO_SECRET_KEY: 'the-job-env-secret-key'
     }
     const [r] = await runChecks({
       workingDirectory: repo,
       python: SYSTEM_PYTHON,
       checks: ['test'],
-      testCommand: 'env',
+      testCommand: 'env -0 > seen-env',
       repoRoot: repo,
-      runnerEnv,
-      allowEnv: ['DATABASE_URL', 'EXTRA_*']
+      runnerEnv
     })
     expect(r.outcome).toBe('passed')
-    const seen = Object.fromEntries(
-      r.tail.split('\n').map(l => [l.split('=')[0], l.slice(l.indexOf('=') + 1)])
-    )
+    const dump = readFileSync(join(repo, 'seen-env'), 'utf8')
+    const seen = Object.fromEntries(dump.split('\0').map(l => [l.split('=')[0], l.slice(l.indexOf('=') + 1)]))
     expect(seen).toMatchObject({
       PATH: process.env.PATH,
       GITHUB_REPOSITORY: 'acme/shop',
       DATABASE_URL: 'sqlite:///x',
-      EXTRA_ONE: 'one',
-      EXTRA_TWO: 'two'
+      DJANGO_SECRET_KEY: 'the-job-env-secret-key'
     })
-    expect(r.tail).not.toMatch(/leak-|INPUT_|ACTIONS_|GITHUB_TOKEN|GITHUB_ENV|OTHER=/)
+    expect(dump).not.toMatch(/leak-|INPUT_|ACTIONS_|GITHUB_TOKEN|GITHUB_ENV|GITHUB_OUTPUT/)
   })
 
   test('check-timeout kills the check and every process it started', async () => {

@@ -5,12 +5,21 @@
  */
 import { jest } from '@jest/globals'
 import { execFileSync, spawn } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync } from 'node:fs'
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync
+} from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { deployInputs, liveInputs, writeServerEnv } from '../../sandbox/inputs.js'
 import { startTarget, type Target } from '../../sandbox/target.js'
-import { DIST, expectOk, inputEnv, Repo, runAction } from '../helpers/action.js'
+import { DIST, expectOk, inputEnv, node24, Repo, runAction } from '../helpers/action.js'
 import { startFakeGitHub, type FakeGitHub } from '../helpers/fake-github.js'
 import { readAsRunner } from '../helpers/runner-log.js'
 
@@ -174,6 +183,106 @@ describe('check mode on a pull request, every secret set', () => {
       expect(sent).not.toMatch(/@octocat/)
     }
   })
+
+  /** A Django test that reads the environ and cmdline of every process from itself up to PID 1. */
+  const WALKER = [
+    'import json',
+    'import os',
+    '',
+    'from django.test import SimpleTestCase',
+    '',
+    '',
+    'class ProcessTree(SimpleTestCase):',
+    '    def test_walk(self):',
+    '        seen = []',
+    '        pid = os.getpid()',
+    '        while pid > 1:',
+    "            entry = {'pid': pid}",
+    "            for name in ('environ', 'cmdline'):",
+    '                try:',
+    "                    with open(f'/proc/{pid}/{name}', 'rb') as f:",
+    "                        entry[name] = f.read().decode('utf-8', 'replace')",
+    '                except OSError as e:',
+    "                    entry[name + '_error'] = str(e)",
+    '            seen.append(entry)',
+    "            with open(f'/proc/{pid}/stat') as f:",
+    "                pid = int(f.read().rsplit(')', 1)[1].split()[1])",
+    "        with open(os.path.join(os.getcwd(), 'proc-walk.json'), 'w') as f:",
+    '            json.dump(seen, f)',
+    ''
+  ].join('\n')
+  interface Seen {
+    pid: number
+    environ?: string
+    cmdline?: string
+  }
+
+  async function walkTree(node: string): Promise<{ log: string; seen: Seen[]; action: Seen }> {
+    const walker = new Repo()
+    try {
+      walker.write('pages/test_proc.py', WALKER).commit('a test that reads every ancestor it can')
+      writeEvent(walker.dir)
+      const r = await runAction(
+        { ...inputs, checks: 'test' },
+        {
+          workspace: walker.dir,
+          node,
+          env: {
+            ...runnerTokens,
+            GITHUB_EVENT_NAME: 'pull_request',
+            GITHUB_REF: 'refs/pull/7/merge',
+            GITHUB_EVENT_PATH: join(walker.dir, '.event.json'),
+            GITHUB_API_URL: gh.url
+          }
+        }
+      )
+      expectOk(r)
+      const seen = JSON.parse(readFileSync(join(walker.dir, 'proc-walk.json'), 'utf8')) as Seen[]
+      // The walk really reached the action's own process and read its environment.
+      const action = seen.find(e => e.cmdline?.includes(DIST))
+      expect(action?.environ).toContain(`GITHUB_WORKSPACE=${walker.dir}`)
+      return { log: r.log, seen, action: action! }
+    } finally {
+      walker.remove()
+    }
+  }
+
+  test("under Node 24 no ancestor's /proc environ or cmdline holds an input or a runner token", async () => {
+    const { log, seen, action } = await walkTree(node24())
+    const secrets = [passphrase, token, ...keyLines, ...Object.values(runnerTokens)]
+    for (const e of seen) {
+      const text = `${e.environ ?? ''}\n${e.cmdline ?? ''}`
+      for (const s of secrets)
+        expect({ pid: e.pid, leaked: text.includes(s) }).toEqual({ pid: e.pid, leaked: false })
+      expect(text).not.toMatch(/(^|\0)(INPUT_|ACTIONS_|GITHUB_TOKEN=)/)
+    }
+    // The inputs crossed the exec in a file that was gone before the checks ran.
+    const handoff = /(?:^|\0)DJANGO_DEPLOY_INPUTS_FILE=([^\0]+)/.exec(action.environ ?? '')?.[1]
+    expect(handoff).toBeDefined()
+    expect(existsSync(handoff!)).toBe(false)
+    expect(existsSync(dirname(handoff!))).toBe(false)
+    // The inputs still worked (the key was parsed and masked) and a key in a PR job is called out.
+    for (const line of keyLines) expect(log).toContain(`::add-mask::${line}`)
+    expect(log).toContain(`::add-mask::${passphrase}`)
+    expect(log).toMatch(
+      /::warning title=django-deploy%3A deploy key in a pull-request job::ssh-key is set on a pull_request event/
+    )
+    expect(log).not.toContain('has no process.execve')
+  })
+
+  // The Node running the tests (20 here) has no process.execve; on one that has it there is nothing to show.
+  const withoutExecve = typeof (process as { execve?: unknown }).execve !== 'function' ? test : test.skip
+  withoutExecve(
+    'on a Node without process.execve the action still works and says the inputs stay readable',
+    async () => {
+      const { log, action } = await walkTree(process.execPath)
+      expect(log).toMatch(
+        /Node v\d+\.\d+\.\d+ has no process\.execve: the action's inputs stay in its start-up environment/
+      )
+      // What the Node 24 test guards against is real: here the walk finds the key in the action's environment.
+      expect(action.environ).toContain(keyLines[1])
+    }
+  )
 })
 
 test('a cancelled run (SIGTERM to the action) also ends the check and everything it started', async () => {
@@ -221,6 +330,73 @@ test('a cancelled run (SIGTERM to the action) also ends the check and everything
     }
     for (let i = 0; i < 100 && list.some(alive); i++) await new Promise(res => setTimeout(res, 100))
     expect(list.filter(alive)).toEqual([])
+  } finally {
+    repo.remove()
+  }
+})
+
+test('a check printing 1 GB finishes in bounded memory, and its end is in the report', async () => {
+  const repo = new Repo()
+  try {
+    const r = await runAction(
+      {
+        mode: 'check',
+        checks: 'test',
+        'test-command': 'yes | head -c 1G; echo the-end-of-1G >&2; exit 1'
+      },
+      {
+        workspace: repo.dir,
+        env: { GITHUB_EVENT_NAME: 'pull_request', GITHUB_REF: 'refs/pull/7/merge' },
+        maxLog: 1 << 20,
+        measureMemory: true,
+        readSlowly: true,
+        timeoutMs: 600_000
+      }
+    )
+    expect(r.code).toBe(1)
+    expect(r.outputs).toMatchObject({ mode: 'check', checks: 'failed' })
+    expect(r.log).toMatch(/^y\nthe-end-of-1G\n/m)
+    expect(r.summary).toContain('the-end-of-1G')
+    // Kept whole, 1 GB of output would not even fit in one string (V8 stops at 2^29 characters).
+    process.stdout.write(`peak RSS of the action while its check printed 1 GB: ${r.peakRssKb} KiB\n`)
+    expect(r.peakRssKb).toBeGreaterThan(0)
+    expect(r.peakRssKb).toBeLessThan(300 * 1024)
+  } finally {
+    repo.remove()
+  }
+})
+
+test('deploy.yml values the checks print (python, working-directory, test-command) are data in the log', async () => {
+  const repo = new Repo()
+  const injected = (from: string): string => `\\n::error::injected from ${from}\\n::add-mask::Greeting`
+  const cases = [
+    `python: "/nonexistent/python3${injected('python')}"\nchecks: check\n`,
+    // A directory with a line break in its name, committed by the pull request, without manage.py.
+    `working-directory: "sub${injected('working-directory')}"\nchecks: check\n`,
+    `test-command: "sleep 30${injected('test-command')}"\nchecks: test\ncheck-timeout: 1\n`
+  ]
+  mkdirSync(join(repo.dir, `sub\n::error::injected from working-directory\n::add-mask::Greeting`))
+  writeFileSync(
+    join(repo.dir, `sub\n::error::injected from working-directory\n::add-mask::Greeting`, 'x'),
+    ''
+  )
+  try {
+    for (const [i, config] of cases.entries()) {
+      repo.write('deploy.yml', config).commit(`hostile deploy.yml ${i}`)
+      const r = await runAction(
+        {},
+        { workspace: repo.dir, env: { GITHUB_EVENT_NAME: 'pull_request', GITHUB_REF: 'refs/pull/7/merge' } }
+      )
+      expect(r.code).toBe(1)
+      const view = readAsRunner(r.log)
+      const from = ['python', 'working-directory', 'test-command'][i]
+      // (Our own group title and annotation hold the value too, escaped: %0A, not a line break.)
+      const acted = view.commands.filter(c => c.message.startsWith('injected') || c.message === 'Greeting')
+      expect(acted).toEqual([])
+      // The value was printed (so this test would see it act), as text.
+      expect(view.visible).toContain(`::error::injected from ${from}`)
+      expect(view.visible).toContain('::add-mask::Greeting')
+    }
   } finally {
     repo.remove()
   }
@@ -285,6 +461,29 @@ describe('deploys whose project prints workflow commands, on real OpenSSH', () =
     expect(r.log).toMatch(
       /::warning::could not set the GitHub deployment's final status \(success\); the deploy's result stands/
     )
+  })
+
+  test('on Node 24 the re-executed action still deploys with its inputs (key, token) taken back', async () => {
+    gh.reset()
+    const r = await runAction(
+      deployInputs(t, {
+        mode: 'deploy',
+        checks: 'none',
+        'release-name': 'v1n',
+        'github-token': 'ghs_deploy_token_0043'
+      }),
+      {
+        workspace: repo.dir,
+        env: { ...TAG('v1n'), ACTIONS_RUNTIME_TOKEN: 'fake-runtime-token-5e2a' },
+        node: node24()
+      }
+    )
+    expectOk(r)
+    expect(r.log).not.toContain('has no process.execve')
+    expect(r.outputs).toMatchObject({ deployed: 'true', release: 'v1n' })
+    expect(live()).toBe('releases/v1n')
+    // github-token came back too: the deployment was recorded with it.
+    expect(gh.deployments).toHaveLength(1)
   })
 
   test('the password in health-check-url is a secret: sent, never printed, not in the summary', async () => {

@@ -17,6 +17,8 @@ export interface ActionRun {
   log: string
   outputs: Record<string, string>
   summary: string
+  /** The action's peak resident memory (VmHWM) in KiB, when `measureMemory` asked for it. */
+  peakRssKb?: number
 }
 
 export interface ActionOptions {
@@ -31,6 +33,22 @@ export interface ActionOptions {
   node?: string
   /** The bundle to run (default: dist/index.js; the benchmark runs an older one beside it). */
   dist?: string
+  /** Keep only the last this many characters of the log (for actions that print gigabytes). */
+  maxLog?: number
+  /** Sample the action's peak resident memory while it runs (`peakRssKb`). */
+  measureMemory?: boolean
+  /** Read the action's stdout slower than it can print (1 ms pause per chunk), as a busy runner might. */
+  readSlowly?: boolean
+}
+
+/** The peak resident set (VmHWM, KiB) of a running process, or undefined once it is gone. */
+function peakRss(pid: number | undefined): number | undefined {
+  try {
+    const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m ? Number(m[1]) : undefined
+  } catch {
+    return undefined
+  }
 }
 
 let node24Path: string | undefined
@@ -87,8 +105,13 @@ export async function runAction(inputs: Record<string, string>, o: ActionOptions
   })
   let log = ''
   let killed = false
+  let peakRssKb: number | undefined
+  const sampler = o.measureMemory
+    ? setInterval(() => (peakRssKb = Math.max(peakRssKb ?? 0, peakRss(child.pid) ?? 0)), 50)
+    : undefined
   const grow = (c: Buffer): void => {
     log += c.toString()
+    if (o.maxLog !== undefined && log.length > 2 * o.maxLog) log = log.slice(-o.maxLog)
     if (!killed && o.killWhen?.(log)) {
       killed = true
       child.kill('SIGKILL')
@@ -96,11 +119,19 @@ export async function runAction(inputs: Record<string, string>, o: ActionOptions
     o.watch?.(log, child)
   }
   child.stdout!.on('data', grow)
+  if (o.readSlowly) {
+    child.stdout!.on('data', () => {
+      child.stdout!.pause()
+      setTimeout(() => child.stdout!.resume(), 1)
+    })
+  }
   child.stderr!.on('data', grow)
   const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 180_000)
   const code = await new Promise<number>(r => child.on('close', (c, sig) => r(c ?? (sig ? 137 : 1))))
   clearTimeout(timer)
+  clearInterval(sampler)
   const result = {
+    peakRssKb,
     code,
     log,
     outputs: parseOutputs(readFileSync(outputFile, 'utf8')),

@@ -1,4 +1,4 @@
-import { checkCommand, lastLines } from '../../src/django/checks.js'
+import { checkCommand, KeptOutput, lastLines } from '../../src/django/checks.js'
 
 describe('checkCommand', () => {
   test.each([
@@ -43,5 +43,47 @@ describe('lastLines', () => {
     expect(lastLines(text, 3)).toBe('l38\nl39\nl40')
     expect(lastLines(text).split('\n')).toHaveLength(30)
     expect(lastLines('one')).toBe('one')
+  })
+})
+
+describe('KeptOutput', () => {
+  test('keeps all of a short output', () => {
+    const k = new KeptOutput()
+    for (const part of ['System check identified no issues.\n', 'Ran 3 tests\n', 'OK\n']) k.add(part)
+    expect(k.text()).toBe('System check identified no issues.\nRan 3 tests\nOK\n')
+  })
+
+  test('of a huge output keeps its start and its end, in bounded memory, cut at line breaks', () => {
+    const k = new KeptOutput()
+    const first = 'first line: system check errors come here\n'
+    const last = 'FAIL: test_last (pages.tests.T)\nlast line'
+    k.add(first)
+    const line = `${'x'.repeat(99)}\n`
+    const chunk = line.repeat(650) // 65 000 characters
+    for (let i = 0; i < 200; i++) k.add(chunk) // 13 MB
+    k.add(last)
+    const text = k.text()
+    expect(text.length).toBeLessThan(64 * 1024 + 2 * 1024 * 1024 + 100)
+    expect(text.startsWith(first)).toBe(true)
+    expect(text.endsWith(last)).toBe(true)
+    const marker = /\n\[… (\d+) characters of output left out …\]\n/.exec(text)
+    expect(marker).not.toBeNull()
+    // What is left out plus what is kept is what came in (the marker's first line break ends a kept line).
+    const total = first.length + 200 * chunk.length + last.length
+    expect(Number(marker![1]) + text.length - marker![0].length + 1).toBe(total)
+    // Every kept line is whole.
+    const body = text.split(marker![0])
+    expect(
+      body[0]
+        .split('\n')
+        .slice(1)
+        .every(l => l === '' || l === 'x'.repeat(99))
+    ).toBe(true)
+    expect(
+      body[1]
+        .split('\n')
+        .slice(0, -2)
+        .every(l => l === 'x'.repeat(99))
+    ).toBe(true)
   })
 })

@@ -21,10 +21,31 @@ describe('Redactor', () => {
 
   test('@mentions are defused with a zero-width space; a lone @ stays', () => {
     expect(r.text('cc @octocat and @acme/team, (@dev) mail a@b, http://***@h/, x @ y')).toBe(
-      'cc @\u200boctocat and @\u200bacme/team, (@\u200bdev) mail a@b, http://***@h/, x @ y'
+      'cc @\u200boctocat and @\u200bacme/team, (@\u200bdev) mail a@b, http://***@\u200bh/, x @ y'
     )
     expect(r.text('@lead at the start')).toBe('@\u200blead at the start')
   })
+
+  test.each([
+    '**@octocat**',
+    '*@octocat*',
+    'see /@octocat',
+    'a+@octocat',
+    'x-@octocat',
+    'end.@octocat',
+    '@@octocat'
+  ])('@mentions after punctuation are defused too: %j', value => {
+    const out = r.text(value)
+    expect(out).toBe(value.replace(/@octocat/, '@\u200boctocat'))
+    expect(out).not.toMatch(/(^|[^A-Za-z0-9_])@[A-Za-z0-9]/)
+  })
+
+  test.each(['first.last@example.com', 'a_b@c', 'git@github.com:acme/shop'])(
+    'an e-mail address stays: %j',
+    value => {
+      expect(r.text(value)).toBe(value)
+    }
+  )
 
   test('value() applies to every string of a nested report, keeping its shape and keys', () => {
     const report = {

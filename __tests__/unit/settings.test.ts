@@ -317,18 +317,6 @@ describe('checks environment, timeout and word lists', () => {
       expect.stringMatching(/^input 'venv-options': \$ \(an expansion\) at position 10/)
     ])
   })
-  test('check-env takes names and prefixes and refuses inputs and tokens', () => {
-    expect(load({ mode: 'check', 'check-env': 'DATABASE_URL, DJANGO_*' }).checkEnv).toEqual([
-      'DATABASE_URL',
-      'DJANGO_*'
-    ])
-    expect(
-      problems({ mode: 'check', 'check-env': 'DATABASE_URL INPUT_SSH_KEY ACTIONS_RUNTIME_TOKEN' })
-    ).toEqual([
-      expect.stringMatching(/^input 'check-env': "INPUT_SSH_KEY" is refused/),
-      expect.stringMatching(/^input 'check-env': "ACTIONS_RUNTIME_TOKEN" is refused/)
-    ])
-  })
   test('check-timeout is whole seconds ≥ 1, 1800 by default', () => {
     expect(load({ mode: 'check' }).checkTimeout).toBe(1800)
     expect(load({ mode: 'check', 'check-timeout': '60' }).checkTimeout).toBe(60)

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto'
 import { existsSync, statSync } from 'node:fs'
 import { constants } from 'node:os'
 import path from 'node:path'
+import type { Readable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
 import * as core from '@actions/core'
 import type { CheckResult, Finding } from '../report.js'
@@ -26,11 +27,9 @@ export interface RunChecksOptions {
   testCommand?: string
   /** Repository root: finding paths are relative to it. */
   repoRoot: string
-  /** The runner's environment; only its allow-listed variables (see env.ts) reach the commands. */
+  /** The job's environment; all of it but the step's own variables (see env.ts) reaches the commands. */
   runnerEnv: Record<string, string | undefined>
-  /** More runner variables to pass (names, or prefixes ending in `*`): the `check-env` input. */
-  allowEnv?: string[]
-  /** Extra environment for the commands, on top of what passed the allow-list. */
+  /** Extra environment for the commands, on top of the job's. */
   env?: Record<string, string>
   /** Seconds one check may run before its process group is killed (default 1800). */
   timeoutSeconds?: number
@@ -47,6 +46,9 @@ export interface CheckCommand {
 }
 
 const TAIL_LINES = 30
+/** Output kept from a check: its start (where Django reports system-check errors) and its end. */
+const HEAD_CHARS = 64 * 1024
+const TAIL_CHARS = 1024 * 1024
 
 function shellQuote(word: string): string {
   return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`
@@ -79,8 +81,59 @@ export function lastLines(text: string, n = TAIL_LINES): string {
   return all.slice(-n).join('\n')
 }
 
+/**
+ * Logs a message that holds values from the repository (`python`, `working-directory` and `test-command` may come
+ * from a pull request's deploy.yml) as data: `core.info` prints raw lines, so a value with a line break followed
+ * by `::add-mask::…` or `::set-output …` would otherwise be taken as a workflow command.
+ */
+function logData(message: string): void {
+  if (!/[\r\n]/.test(message) && !/^\s*::/.test(message)) {
+    core.info(message)
+    return
+  }
+  const token = randomBytes(16).toString('hex')
+  core.info(`::stop-commands::${token}\n${message}\n::${token}::`)
+}
+
+/**
+ * A check's output as kept in memory: the first HEAD_CHARS characters and a tail of TAIL_CHARS to 2 × TAIL_CHARS,
+ * so a command printing gigabytes is parsed and reported from its start and its end in bounded memory.
+ */
+export class KeptOutput {
+  private head = ''
+  private tail = ''
+  private dropped = 0
+
+  add(text: string): void {
+    let rest = text
+    if (this.head.length < HEAD_CHARS) {
+      const take = rest.slice(0, HEAD_CHARS - this.head.length)
+      this.head += take
+      rest = rest.slice(take.length)
+    }
+    if (rest === '') return
+    this.tail += rest
+    if (this.tail.length > 2 * TAIL_CHARS) {
+      const cut = this.tail.length - TAIL_CHARS
+      this.dropped += cut
+      this.tail = this.tail.slice(cut)
+    }
+  }
+
+  /** All of it, or its start and end (each cut at a line break) around a line saying how much was left out. */
+  text(): string {
+    if (this.dropped === 0) return this.head + this.tail
+    const headEnd = this.head.lastIndexOf('\n') + 1
+    const tailStart = this.tail.indexOf('\n') + 1
+    const head = headEnd > 0 ? this.head.slice(0, headEnd) : `${this.head}\n`
+    const tail = tailStart > 0 && tailStart < this.tail.length ? this.tail.slice(tailStart) : this.tail
+    const left = this.dropped + (this.head.length - head.length) + (this.tail.length - tail.length)
+    return `${head}[… ${left} characters of output left out …]\n${tail}`
+  }
+}
+
 function failed(name: CheckName, command: string, durationMs: number, message: string): CheckResult {
-  core.info(message)
+  logData(message)
   const finding: Finding = { level: 'error', title: `${name} could not run`, message }
   return { name, command, outcome: 'failed', durationMs, findings: [finding], tail: message }
 }
@@ -108,6 +161,41 @@ interface Ran {
 }
 
 /**
+ * Reads a check's two streams, chunk by chunk as they arrive, into a KeptOutput and echoes them to the log.
+ * Backpressure: writes to a pipe the runner reads slower than the check prints would queue in memory without
+ * bound, so reading stops until the log has drained (the check then blocks on its own writes).
+ */
+class Echo {
+  readonly kept = new KeptOutput()
+  endsWithNewLine = true
+  private readonly decoders = [new StringDecoder('utf8'), new StringDecoder('utf8')]
+  private waiting = false
+
+  constructor(private readonly streams: Readable[]) {
+    streams.forEach((s, i) => s.on('data', (c: Buffer) => this.take(this.decoders[i].write(c))))
+  }
+
+  private take(text: string): void {
+    if (!text) return
+    this.kept.add(text)
+    this.endsWithNewLine = text.endsWith('\n')
+    if (process.stdout.write(text) || this.waiting) return
+    this.waiting = true
+    for (const s of this.streams) s.pause()
+    process.stdout.once('drain', () => {
+      this.waiting = false
+      for (const s of this.streams) s.resume()
+    })
+  }
+
+  /** Takes what the decoders still hold (a cut multi-byte character); returns all that was kept. */
+  finish(): string {
+    this.take(this.decoders.map(d => d.end()).join(''))
+    return this.kept.text()
+  }
+}
+
+/**
  * Runs one command in its own process group, echoing its output to the log as data: between
  * `::stop-commands::<token>` and `::<token>::`, so a line the project prints (`::add-mask::`, `::error::`,
  * `::set-output …`) is never taken as a workflow command. The token is random per check, so the project cannot
@@ -123,15 +211,7 @@ async function spawnQuiet(
   timeoutMs: number
 ): Promise<Ran> {
   const token = randomBytes(16).toString('hex')
-  const out = new StringDecoder('utf8')
-  const err = new StringDecoder('utf8')
-  let combined = ''
-  let endsWithNewLine = true
-  const echo = (text: string): void => {
-    if (!text) return
-    process.stdout.write(text)
-    endsWithNewLine = text.endsWith('\n')
-  }
+  let echo: Echo | undefined
   core.info(`::stop-commands::${token}`)
   try {
     return await new Promise<Ran>(resolve => {
@@ -172,16 +252,7 @@ async function spawnQuiet(
         group('SIGTERM')
         killer = setTimeout(() => group('SIGKILL'), 5_000)
       }, timeoutMs)
-      child.stdout!.on('data', (c: Buffer) => {
-        const t = out.write(c)
-        combined += t
-        echo(t)
-      })
-      child.stderr!.on('data', (c: Buffer) => {
-        const t = err.write(c)
-        combined += t
-        echo(t)
-      })
+      const output = (echo = new Echo([child.stdout!, child.stderr!]))
       // A process left behind holding the pipes would keep 'close' from ever firing: once the check's own
       // process has exited, what is left of its group goes too.
       child.on('exit', () => group('SIGKILL'))
@@ -189,20 +260,18 @@ async function spawnQuiet(
         stopForwarding()
         clearTimeout(timer)
         clearTimeout(killer)
-        resolve({ exitCode: -1, combined, timedOut: false, startError: e })
+        resolve({ exitCode: -1, combined: output.kept.text(), timedOut: false, startError: e })
       })
       child.on('close', (code, signal) => {
         stopForwarding()
         clearTimeout(timer)
         clearTimeout(killer)
-        const rest = out.end() + err.end()
-        combined += rest
-        echo(rest)
-        resolve({ exitCode: code ?? (signal ? 128 + (osSignals[signal] ?? 0) : 1), combined, timedOut })
+        const exitCode = code ?? (signal ? 128 + (osSignals[signal] ?? 0) : 1)
+        resolve({ exitCode, combined: output.finish(), timedOut })
       })
     })
   } finally {
-    if (!endsWithNewLine) process.stdout.write('\n')
+    if (echo && !echo.endsWithNewLine) process.stdout.write('\n')
     core.info(`::${token}::`)
   }
 }
@@ -214,7 +283,7 @@ async function runOne(name: CheckName, opts: RunChecksOptions): Promise<CheckRes
   if (problem) return failed(name, cmd.display, 0, problem)
 
   const env = {
-    ...checkEnvironment(opts.runnerEnv, opts.allowEnv),
+    ...checkEnvironment(opts.runnerEnv),
     // Unbuffered, so the two streams interleave as they would in a terminal.
     PYTHONUNBUFFERED: '1',
     ...opts.env
@@ -234,7 +303,7 @@ async function runOne(name: CheckName, opts: RunChecksOptions): Promise<CheckRes
   const durationMs = Date.now() - started
   if (ran.timedOut) {
     const message = `${cmd.display} was still running after ${timeoutSeconds} s (check-timeout) and was killed with every process it started.`
-    core.info(message)
+    logData(message)
     return {
       name,
       command: cmd.display,

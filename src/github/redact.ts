@@ -29,8 +29,9 @@ export class Redactor {
     let out = value
     // Longest first, so a whole key goes before the lines it is made of.
     for (const s of [...this.secrets].sort((a, b) => b.length - a.length)) out = out.split(s).join('***')
-    // GitHub links a mention only after a start, a blank or punctuation: `a@b.c` and `***@host` stay as they are.
-    return out.replace(/(^|[^A-Za-z0-9_.*/@+-])@(?=[A-Za-z0-9])/g, `$1@${ZWSP}`)
+    // GitHub links a mention after anything but a letter, a digit or `_` (`**@a**`, `/@a`, `+@a`, `-@a`, `.@a`,
+    // `***@a` included): only `a@b.c`, an e-mail address, stays as it is.
+    return out.replace(/(^|[^A-Za-z0-9_])@(?=[A-Za-z0-9])/g, `$1@${ZWSP}`)
   }
 
   /** A deep copy with `text` applied to every string in it (keys stay as they are). */
