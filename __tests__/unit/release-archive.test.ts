@@ -232,3 +232,24 @@ test('an archive nobody reads (the host refused the release) settles once stoppe
     expect(settled).toBe('settled')
   }
 })
+
+test("git's children (filters, LFS) never see the action's inputs or the runner's tokens", async () => {
+  const seen = join(base, 'filter-env.txt')
+  git('config', 'filter.upper.smudge', `env > ${seen}; tr a-z A-Z`)
+  git('config', 'filter.upper.required', 'true')
+  const before = { ...process.env }
+  process.env['INPUT_SSH-KEY'] = 'key-in-the-action-memory'
+  process.env.ACTIONS_RUNTIME_TOKEN = 'runner-token'
+  process.env.DJANGO_SECRET_KEY = 'job-env-is-fine'
+  try {
+    const listing = git('ls-tree', '-r', '-z', '--full-tree', 'HEAD')
+    await archivedManifest(repo, 'HEAD', listing)
+  } finally {
+    for (const k of Object.keys(process.env)) if (!(k in before)) delete process.env[k]
+    git('config', 'filter.upper.smudge', 'tr a-z A-Z')
+  }
+  const env = readFileSync(seen, 'utf8')
+  expect(env).toContain('DJANGO_SECRET_KEY=job-env-is-fine')
+  expect(env).not.toContain('key-in-the-action-memory')
+  expect(env).not.toContain('runner-token')
+})

@@ -14,6 +14,7 @@ import { promisify } from 'node:util'
 import { MANIFEST, parseTree, treeRecords } from './incremental.js'
 import { tarEntries, type TarEntry } from './tar.js'
 import { logicalLines, pathWords, requirementClosure, type RequirementClosure } from './requirements.js'
+import { checkEnvironment } from '../django/env.js'
 
 const run = promisify(execFile)
 
@@ -112,6 +113,14 @@ function reader(cwd: string, listing: string): (path: string) => Promise<string 
   }
 }
 
+/**
+ * Git runs filters the runner's git config names (LFS, smudge): it gets the environment the checks get, never the
+ * action's inputs (which the action keeps in its own memory after its start-up re-exec).
+ */
+function gitEnvironment(): Record<string, string> {
+  return checkEnvironment(process.env)
+}
+
 async function git(cwd: string, ...args: string[]): Promise<string> {
   return gitWith(cwd, {}, ...args)
 }
@@ -120,7 +129,7 @@ async function gitWith(cwd: string, env: Record<string, string>, ...args: string
   try {
     const { stdout } = await run('git', ['-C', cwd, ...args], {
       maxBuffer: 256 * 1024 * 1024,
-      env: { ...process.env, ...env }
+      env: { ...gitEnvironment(), ...env }
     })
     return stdout
   } catch (e) {
@@ -233,7 +242,8 @@ function gitArchive(source: { repoRoot: string; treeish: string }, extra: string
     'git',
     ['-C', source.repoRoot, 'archive', `--format=${format}`, ...extra, source.treeish],
     {
-      stdio: ['ignore', 'pipe', 'pipe']
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: gitEnvironment()
     }
   )
   let stderr = ''
