@@ -386,9 +386,8 @@ export function unpack(
     `chmod -R a+rX ${q(dir)}`,
     `printf '%s\\n' ${q(revision)} > ${q(dir + '/REVISION')}`,
     // Release files are read-only (directories stay writable: Python's caches, collectstatic): files reused by
-    // the next release are hard links to these, so nothing may write one in place. Files already read-only
-    // (the reused ones) are not touched.
-    `find ${q(dir)} -type f -perm /222 -exec chmod a-w {} +`
+    // the next release are hard links to these, so nothing may write one in place.
+    `find ${q(dir)} -type f -exec chmod a-w {} +`
   )
 }
 
