@@ -1,9 +1,11 @@
 import {
+  buildDir,
   forRoles,
   historyOf,
   liveStack,
   publishSteps,
   releasesToRemove,
+  renderStep,
   revertSteps,
   rollbackTarget,
   updateSteps,
@@ -94,6 +96,60 @@ describe('steps', () => {
       'revert-health'
     ])
     expect(steps[1].script).toContain('ln -s /srv/app/releases/v1 /srv/app/current.tmp-v1')
+  })
+})
+
+describe('a release name deployed again (issue 15)', () => {
+  const l = layout(d.path)
+  const state = parseInspect('current=v3\ncurrent-link=releases/v3\nrelease=v2\nrelease=v3\n')
+  it('a new name is built in its own directory, with no extra step', () => {
+    expect(buildDir(state, 'v4')).toBe('v4')
+    expect(publishSteps(d, l, 'v4', 'v3', 'live', undefined, 'v4').map(s => s.name)[0]).toBe('gunicorn-probe')
+  })
+  it('a name on the server is built beside it, and takes its place only at publish, before the switch', () => {
+    const build = buildDir(state, 'v2')
+    expect(build).toBe('.build-v2')
+    const update = updateSteps(d, l, source, 'v3', 'with-gate', build)
+    // every step before the switch works in the build directory, never in releases/v2
+    for (const s of update) {
+      expect(s.script).not.toMatch(/releases\/v2(\/|\s|'|$)/m)
+      if (s.manage) expect(s.manage.release).toBe('.build-v2')
+    }
+    expect(update[0].script).toContain('rm -rf /srv/app/releases/.build-v2\n')
+    expect(update[0].script).toContain('= v2 ]')
+    const publish = publishSteps(d, l, 'v2', 'v3', 'live', undefined, build)
+    expect(publish.map(s => s.name).slice(0, 3)).toEqual(['place', 'gunicorn-probe', 'switch'])
+    expect(publish[0].script).toContain('mv -T .build-v2 v2')
+    const revert = revertSteps(d, l, 'v2', 'v3', 'releases/v3', build)
+    expect(revert.map(s => s.name).slice(-2)).toEqual(['revert-health', 'revert-restore'])
+    expect(revertSteps(d, l, 'v2', 'v3', 'releases/v3').map(s => s.name)).not.toContain('revert-restore')
+  })
+})
+
+describe('health-check credentials (issue 15)', () => {
+  const secret = "p@ss w'rd%"
+  const url = `https://watch:${encodeURIComponent(secret)}@example.com/health/`
+  const withCreds = { ...d, healthCheckUrl: url }
+  it('reach no script, in no escaping: the health step gets them on stdin, the step before the switch not at all', () => {
+    const l = layout(d.path)
+    const steps = [...updateSteps(withCreds, l, source), ...publishSteps(withCreds, l, 'v2', 'v1')]
+    const text = steps.map(renderStep).join('\n')
+    for (const form of [
+      secret,
+      encodeURIComponent(secret),
+      'p%40ss',
+      "w'\\''rd",
+      'watch:',
+      Buffer.from(`watch:${secret}`).toString('base64')
+    ])
+      expect(text).not.toContain(form)
+    expect(text).toContain('# health (credentials on stdin, not shown)')
+    const health = steps.find(s => s.name === 'health')!
+    expect(health.input).toBe(`Basic ${Buffer.from(`watch:${secret}`).toString('base64')}\n`)
+    expect(steps.find(s => s.name === 'health-before-switch')?.manage?.args[0]).toBe(
+      'https://example.com/health/'
+    )
+    expect(publishSteps(d, l, 'v2', 'v1').find(s => s.name === 'health')?.input).toBeUndefined()
   })
 })
 

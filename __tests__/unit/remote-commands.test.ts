@@ -3,7 +3,9 @@
  * asserted on the file system, and hostile values must stay inert.
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
-import { createServer, type Server } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import { connect, createServer as createNetServer, type Server as NetServer } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import {
   existsSync,
@@ -11,6 +13,7 @@ import {
   mkdirSync,
   mkdtempSync,
   readFileSync,
+  readdirSync,
   readlinkSync,
   rmSync,
   writeFileSync
@@ -234,11 +237,14 @@ describe('the health check', () => {
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/health/`
   })
   afterAll(() => new Promise(r => server.close(r)))
-  const check = (timeout: number, path?: string, at = url) =>
+  // The credentials come on stdin, as the runner sends a step's input.
+  const check = (timeout: number, path?: string, at = url, env: Record<string, string> = {}) =>
     new Promise<{ code: number | null; out: string }>(resolve => {
       const child = spawn('/bin/sh', ['-c', cmd.healthCheck(l, 'h1', at, timeout)], {
-        env: path ? { PATH: path } : process.env
+        env: { ...(path ? { PATH: path } : process.env), ...env }
       })
+      const auth = cmd.healthTarget(at).authorization
+      child.stdin.end(auth ? `${auth}\n` : '')
       let out = ''
       child.stdout.on('data', c => (out += c))
       child.stderr.on('data', c => (out += c))
@@ -310,6 +316,215 @@ describe('the health check', () => {
     const r = await check(1, path, wrong)
     expect(r.code).toBe(1)
     expect(r.out).toBe(`${shown} not healthy after 1 s: HTTP 401: who are you?\n`)
+  })
+})
+
+describe('a release name deployed again is built beside the old one (issue 15)', () => {
+  const l = cmd.layout(join(base, `again $(touch PWNED) it's`))
+  const tarball = (files: Record<string, string>): Buffer => {
+    const src = mkdtempSync(join(base, 'src-'))
+    for (const [name, content] of Object.entries(files)) {
+      mkdirSync(join(src, name, '..'), { recursive: true })
+      writeFileSync(join(src, name), content)
+    }
+    return execFileSync('tar', ['-czf', '-', '-C', src, '.'])
+  }
+  const build = cmd.buildName('v1')
+  const file = (release: string, name = 'manage.py'): string =>
+    readFileSync(join(l.releases, release, name), 'utf8')
+
+  it('builds in a directory no inspect lists; the old release stays whole until place', () => {
+    for (const r of ['v1', 'v2']) {
+      expect(sh(cmd.prepare(l, r)).code).toBe(0)
+      expect(sh(cmd.unpack(l, r, r), tarball({ 'manage.py': `${r} old` })).code).toBe(0)
+    }
+    expect(sh(cmd.switchTo(l, 'v2')).code).toBe(0)
+    expect(sh(cmd.prepare(l, 'v1', build)).code).toBe(0)
+    expect(sh(cmd.unpack(l, 'v1', 'new', undefined, build), tarball({ 'manage.py': 'v1 new' })).code).toBe(0)
+    expect(file('v1')).toBe('v1 old')
+    expect(file(build)).toBe('v1 new')
+    expect(cmd.parseInspect(sh(cmd.inspect(l)).out).releases).toEqual(['v1', 'v2'])
+
+    const placed = sh(cmd.place(l, 'v1'))
+    expect(placed.code).toBe(0)
+    expect(file('v1')).toBe('v1 new')
+    expect(file('v1', 'REVISION')).toBe('new\n')
+    expect(existsSync(join(l.releases, build))).toBe(false)
+    expect(readlinkSync(l.current)).toBe('releases/v2')
+    expect(existsSync(join(base, 'PWNED'))).toBe(false)
+  })
+
+  it('a failed publish puts the old one back; never under a live link', () => {
+    expect(sh(cmd.switchTo(l, 'v1')).code).toBe(0)
+    expect(sh(cmd.restoreReplaced(l, 'v1')).code).toBe(0)
+    expect(file('v1')).toBe('v1 new')
+    expect(sh(cmd.switchTo(l, 'v2')).code).toBe(0)
+    expect(sh(cmd.restoreReplaced(l, 'v1')).code).toBe(0)
+    expect(file('v1')).toBe('v1 old')
+    expect(cmd.parseInspect(sh(cmd.inspect(l)).out).releases).toEqual(['v1', 'v2'])
+  })
+
+  it('the cleanup removes what builds and replacements left', () => {
+    expect(sh(cmd.prepare(l, 'v1', build)).code).toBe(0)
+    expect(sh(cmd.unpack(l, 'v1', 'new', undefined, build), tarball({ 'manage.py': 'v1 new' })).code).toBe(0)
+    expect(sh(cmd.place(l, 'v1')).code).toBe(0)
+    mkdirSync(join(l.releases, cmd.buildName('v9')))
+    expect(sh(cmd.cleanup(l, ['v1', 'v2'], [])).code).toBe(0)
+    expect(readdirSync(l.releases).sort()).toEqual(['v1', 'v2'])
+  })
+
+  it('release files are read-only; a shared .env copied from the release is 0600, another file writable', () => {
+    expect(sh(cmd.prepare(l, 'v3')).code).toBe(0)
+    const files = { 'manage.py': 'x', '.env': 'SECRET=1\n', 'conf/site.json': '{}', 'run.sh': 'echo' }
+    expect(sh(cmd.unpack(l, 'v3', 'abc'), tarball(files)).code).toBe(0)
+    for (const f of ['manage.py', '.env', 'conf/site.json', 'REVISION'])
+      expect(lstatSync(join(l.releases, 'v3', f)).mode & 0o777).toBe(0o444)
+    expect(lstatSync(join(l.releases, 'v3', 'conf')).mode & 0o777).toBe(0o755)
+    expect(sh(cmd.linkShared(l, 'v3', ['.env', 'conf/site.json'])).code).toBe(0)
+    const env = lstatSync(join(l.shared, '.env'))
+    expect([env.mode & 0o777, env.uid]).toEqual([0o600, process.getuid?.()])
+    expect(readFileSync(join(l.shared, '.env'), 'utf8')).toBe('SECRET=1\n')
+    expect(lstatSync(join(l.shared, 'conf/site.json')).mode & 0o777).toBe(0o644)
+  })
+})
+
+describe('a step with input', () => {
+  const l = cmd.layout(join(base, 'batch-input'))
+  it('gets stdin; the others of its batch do not', () => {
+    const b = batch(
+      [
+        { name: 'first', script: 'cat' },
+        { name: 'health', script: 'cat', input: 'SECRET\n' }
+      ],
+      l,
+      'MK:'
+    )
+    expect(b.input).toBe('SECRET\n')
+    expect(b.script).not.toContain('SECRET')
+    expect(sh(b.script, b.input).out).toBe('MK: first 0\nSECRET\nMK: health 0\n')
+  })
+  it('refuses two readers of stdin in one batch', () => {
+    const steps: Step[] = [
+      { name: 'upload', script: 'cat', stdin: 'archive' },
+      { name: 'health', script: 'cat', input: 'x' }
+    ]
+    expect(() => batch(steps, l, 'MK:')).toThrow(/more than one reads stdin/)
+  })
+})
+
+describe('health-check credentials (issue 15)', () => {
+  const l = cmd.layout(join(base, 'health-creds'))
+  const secret = 'pa ss:w@rd%/é'
+  const auth = `Basic ${Buffer.from(`watch:${secret}`).toString('base64')}`
+  const cred = `watch:${encodeURIComponent(secret)}@`
+  const seen: Record<string, string | undefined> = {}
+  const servers: { close: (cb: () => void) => unknown }[] = []
+  let cert = ''
+  let port = 0
+  let other = 0
+  let otherHost = 0
+  const listen = (srv: Server | NetServer, host: string): Promise<number> =>
+    new Promise(r => srv.listen(0, host, () => r((srv.address() as AddressInfo).port)))
+  beforeAll(async () => {
+    mkdirSync(join(l.releases, 'h1/.venv/bin'), { recursive: true })
+    execFileSync('ln', ['-s', '/usr/bin/python3', join(l.releases, 'h1/.venv/bin/python')])
+    const dir = mkdtempSync(join(base, 'tls-'))
+    execFileSync(
+      'openssl',
+      [
+        ...['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1'],
+        ...['-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(dir, 'k'), '-out', join(dir, 'c')]
+      ],
+      { stdio: 'ignore' }
+    )
+    cert = join(dir, 'c')
+    // Where redirects land: what Authorization header each one got.
+    const landing = (name: string): Server =>
+      createServer((req, res) => {
+        seen[`${name} ${req.url}`] = req.headers.authorization
+        res.writeHead(200).end('ok')
+      })
+    const main = (req: IncomingMessage, res: ServerResponse): void => {
+      const tls = (req.socket as { encrypted?: boolean }).encrypted === true
+      const to: Record<string, string> = {
+        '/to-other-host/': `http://127.0.0.2:${otherHost}/landing/`,
+        '/to-other-port/': `http://127.0.0.1:${other}/landing/`,
+        '/downgrade/': `http://127.0.0.1:${port}/landing/`
+      }
+      if (req.url === '/landing/') {
+        seen[`${tls ? 'https' : 'http'} same port ${req.url}`] = req.headers.authorization
+        return void res.writeHead(200).end('ok')
+      }
+      if (req.headers.authorization !== auth) return void res.writeHead(401).end()
+      if (req.url === '/private/') return void res.writeHead(200).end('ok')
+      res.writeHead(302, { location: to[req.url ?? ''] ?? '/private/' }).end()
+    }
+    // http and https on ONE port (the first byte tells TLS apart, each passed on to its server): https to http
+    // on the same host and port.
+    const plain = createServer(main)
+    const secure = createHttpsServer({ key: readFileSync(join(dir, 'k')), cert: readFileSync(cert) }, main)
+    const a = landing('other-port')
+    const b = landing('other-host')
+    const [plainPort, securePort] = [await listen(plain, '127.0.0.1'), await listen(secure, '127.0.0.1')]
+    const both = createNetServer(sock =>
+      sock.once('data', first => {
+        const up = connect(first[0] === 0x16 ? securePort : plainPort, '127.0.0.1')
+        up.write(first)
+        sock.pipe(up).pipe(sock)
+        up.on('error', () => sock.destroy())
+        sock.on('error', () => up.destroy())
+      })
+    )
+    servers.push(a, b, plain, secure, both)
+    other = await listen(a, '127.0.0.1')
+    otherHost = await listen(b, '127.0.0.2')
+    port = await listen(both, '127.0.0.1')
+  })
+  afterAll(async () => {
+    for (const s of servers) await new Promise<void>(r => s.close(() => r()))
+  })
+  const run = (at: string, path?: string): Promise<{ code: number | null; out: string }> =>
+    new Promise(resolve => {
+      const child = spawn('/bin/sh', ['-c', cmd.healthCheck(l, 'h1', at, 3)], {
+        env: { PATH: path ?? process.env.PATH ?? '/usr/bin:/bin', CURL_CA_BUNDLE: cert, SSL_CERT_FILE: cert }
+      })
+      child.stdin.end(`${cmd.healthTarget(at).authorization}\n`)
+      let out = ''
+      child.stdout.on('data', c => (out += c))
+      child.stderr.on('data', c => (out += c))
+      child.on('close', code => resolve({ code, out }))
+    })
+  const ways = [
+    ['curl', undefined],
+    ['Python', '/nonexistent']
+  ] as const
+
+  it.each(ways)('%s: keeps them on a redirect within the same origin', async (_how, path) => {
+    expect(await run(`http://${cred}127.0.0.1:${port}/same/`, path)).toMatchObject({ code: 0 })
+    expect(await run(`https://${cred}127.0.0.1:${port}/same/`, path)).toMatchObject({ code: 0 })
+  })
+  it.each(ways)('%s: never forwards them to another host or port', async (_how, path) => {
+    for (const key of Object.keys(seen)) delete seen[key]
+    expect(await run(`http://${cred}127.0.0.1:${port}/to-other-host/`, path)).toMatchObject({ code: 0 })
+    expect(await run(`http://${cred}127.0.0.1:${port}/to-other-port/`, path)).toMatchObject({ code: 0 })
+    expect(seen).toEqual({ 'other-host /landing/': undefined, 'other-port /landing/': undefined })
+  })
+  it.each(ways)('%s: never forwards them from https to http', async (_how, path) => {
+    for (const key of Object.keys(seen)) delete seen[key]
+    expect(await run(`https://${cred}127.0.0.1:${port}/downgrade/`, path)).toMatchObject({ code: 0 })
+    expect(seen).toEqual({ 'http same port /landing/': undefined })
+  })
+  it('are in no command line: not in the script, in no escaping', () => {
+    const url = `https://${cred}127.0.0.1/health/`
+    const script = cmd.healthCheck(l, 'h1', url, 3)
+    for (const form of [secret, encodeURIComponent(secret), q(secret), auth.slice(6), 'pa%20ss', 'w%40rd'])
+      expect(script).not.toContain(form)
+    expect(script).toContain('https://***@127.0.0.1/health/')
+    expect(cmd.healthTarget(url)).toEqual({
+      bare: 'https://127.0.0.1/health/',
+      shown: 'https://***@127.0.0.1/health/',
+      authorization: auth
+    })
   })
 })
 

@@ -12,6 +12,8 @@ export interface Step {
   script: string
   /** The step reads the release archive on stdin. */
   stdin?: 'archive'
+  /** Sent on the step's stdin (a secret: never in its script, never printed). Not with `stdin`. */
+  input?: string
   /** A manage.py command of this release: consecutive ones share one Python process when batched. */
   manage?: { release: string; args: string[]; python?: string }
   /** Set on a batch: the steps it runs, each reported by a `<mark> <name> <code>` line as it ends. */
@@ -40,22 +42,32 @@ export function forRoles(d: DeploySettings, roles: readonly string[] = ['web']):
 }
 
 /**
+ * Where a host builds `release`: in its own directory, or, when a release of that name is on the host already
+ * (a re-deploy of an older name, maybe the rollback target), in `cmd.buildName(release)`, put in its place
+ * only just before the switch (`place`), so a failure before then leaves the old one whole.
+ */
+export function buildDir(state: HostState, release: string): string {
+  return state.releases.includes(release) ? cmd.buildName(release) : release
+}
+
+/**
  * Steps that make the release ready without touching what is live: a failure here changes nothing live.
  * With `reuseFrom` (the host's live release, once the manifest step found files to reuse) the upload takes
- * the unchanged files from it.
+ * the unchanged files from it. `build` is the directory under releases/ they work in (see `buildDir`).
  */
 export function updateSteps(
   d: DeploySettings,
   l: Layout,
   source: ReleaseSource,
   reuseFrom?: string,
-  gated: 'with-gate' | 'without-gate' = 'with-gate'
+  gated: 'with-gate' | 'without-gate' = 'with-gate',
+  build = source.name
 ): Step[] {
-  const r = source.name
+  const r = build
   const reuse = reuseFrom ? { release: reuseFrom, python: d.remotePython } : undefined
   const steps: Step[] = [
-    { name: 'prepare', script: cmd.prepare(l, r) },
-    { name: 'upload', script: cmd.unpack(l, r, source.revision, reuse), stdin: 'archive' },
+    { name: 'prepare', script: cmd.prepare(l, source.name, r) },
+    { name: 'upload', script: cmd.unpack(l, source.name, source.revision, reuse, r), stdin: 'archive' },
     { name: 'shared', script: cmd.linkShared(l, r, d.sharedPaths) },
     {
       name: 'virtualenv',
@@ -108,8 +120,9 @@ export function gateSteps(d: DeploySettings, l: Layout, release: string, migrate
   }
   if (d.healthCheckUrl) {
     steps.push(
+      // Django's test client needs no credentials: the URL goes without them (a command line is public).
       python(l, release, 'health-before-switch', cmd.HEALTH_BEFORE_SWITCH_PY, [
-        d.healthCheckUrl,
+        cmd.healthTarget(d.healthCheckUrl).bare,
         String(d.healthCheckTimeout)
       ])
     )
@@ -162,7 +175,8 @@ function python(l: Layout, release: string, name: string, code: string, args: st
 /**
  * Makes `release` live: switch, reload, nginx, health, and then records it in the history as live (`record`:
  * a deploy's `live`, a rollback's `rollback`; none when putting back what was live). `previous` is what was
- * live (for the reload choice); `link` the exact link text to put back.
+ * live (for the reload choice); `link` the exact link text to put back. `build`: where the release was built
+ * (`buildDir`); built beside a release of the same name, it takes that one's place first.
  */
 export function publishSteps(
   d: DeploySettings,
@@ -170,9 +184,11 @@ export function publishSteps(
   release: string,
   previous?: string,
   record: HistoryEntry['event'] | null = 'live',
-  link?: string
+  link?: string,
+  build = release
 ): Step[] {
   const steps: Step[] = []
+  if (build !== release) steps.push({ name: 'place', script: cmd.place(l, release) })
   // Which virtualenv the running master runs must be read before `current` moves (see probeGunicorn).
   if (d.gunicornPidfile || d.gunicornService) {
     const master = d.gunicornPidfile ? { pidfile: d.gunicornPidfile } : { service: d.gunicornService! }
@@ -192,10 +208,11 @@ export function publishSteps(
     })
   }
   if (d.healthCheckUrl) {
+    const { authorization } = cmd.healthTarget(d.healthCheckUrl)
     steps.push({
       name: 'health',
-
-      script: cmd.healthCheck(l, release, d.healthCheckUrl, d.healthCheckTimeout)
+      script: cmd.healthCheck(l, release, d.healthCheckUrl, d.healthCheckTimeout),
+      input: authorization && `${authorization}\n`
     })
   }
   if (record) steps.push({ name: 'record', script: cmd.recordLive(l, release, record) })
@@ -217,20 +234,22 @@ function reloadStep(d: DeploySettings, l: Layout, release: string, previous?: st
 
 /**
  * Puts `previous` back after a failed publish, at its exact old link (or takes `current` away when there was
- * none). It was live already: the history does not change.
+ * none). It was live already: the history does not change. A `failed` release that replaced one of the same
+ * name (`build` is not `failed`) gives that one its place back.
  */
 export function revertSteps(
   d: DeploySettings,
   l: Layout,
   failed: string,
   previous?: string,
-  previousLink?: string
+  previousLink?: string,
+  build = failed
 ): Step[] {
-  if (!previous) return [{ name: 'revert', script: cmd.removeCurrent(l) }]
-  return publishSteps(d, l, previous, failed, null, previousLink).map(s => ({
-    ...s,
-    name: `revert-${s.name}`
-  }))
+  const steps: Step[] = previous
+    ? publishSteps(d, l, previous, failed, null, previousLink).map(s => ({ ...s, name: `revert-${s.name}` }))
+    : [{ name: 'revert', script: cmd.removeCurrent(l) }]
+  if (build !== failed) steps.push({ name: 'revert-restore', script: cmd.restoreReplaced(l, failed) })
+  return steps
 }
 
 /**
@@ -300,7 +319,8 @@ export function cleanupStep(state: HostState, keep: number, live: string, l: Lay
 
 /** A step as the dry run prints it. */
 export function renderStep(s: Step): string {
-  return `# ${s.name}${s.stdin ? ' (release archive on stdin)' : ''}\n${s.script}`
+  const stdin = s.stdin ? ' (release archive on stdin)' : s.input ? ' (credentials on stdin, not shown)' : ''
+  return `# ${s.name}${stdin}\n${s.script}`
 }
 
 /**
@@ -318,15 +338,20 @@ export function batch(steps: Step[], l: Layout, mark: string): Step {
       lines.push(`( ${cmd.manageMany(l, s.manage.release, mark, commands)}\n) </dev/null || exit $?`)
     } else {
       lines.push(
-        `( ${s.script}\n) ${s.stdin ? '' : '</dev/null'}`,
+        `( ${s.script}\n) ${s.stdin || s.input ? '' : '</dev/null'}`,
         `rc=$?; echo "${mark} ${s.name} $rc"; [ $rc -eq 0 ] || exit $rc`
       )
     }
   }
+  const input = steps.filter(s => s.input)
+  // One stdin per command: it carries the archive or one step's input.
+  if (input.length > 1 || (input.length && steps.some(s => s.stdin)))
+    throw new Error(`steps ${steps.map(s => s.name).join(', ')}: more than one reads stdin`)
   return {
     name: steps.map(s => s.name).join(', '),
     script: lines.join('\n'),
     stdin: steps.some(s => s.stdin) ? 'archive' : undefined,
+    input: input[0]?.input,
     parts: steps.map(s => s.name)
   }
 }

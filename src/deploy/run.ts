@@ -17,6 +17,7 @@ import { Remote, type Held } from '../remote/ssh.js'
 import type { DeploySettings, Host, Settings } from '../settings.js'
 import {
   batch,
+  buildDir,
   cleanupStep,
   forRoles,
   preflightSteps,
@@ -72,6 +73,8 @@ interface Target {
   renewal?: NodeJS.Timeout
   /** Files of the release this host has, unchanged, in its live release: not uploaded again. */
   reuse?: string[]
+  /** Where the release is built on this host, under releases/ (plan.ts `buildDir`); a deploy sets it. */
+  build?: string
   /** Where this host's lines go: the job log itself, or (hosts worked on at once) a buffer of its own. */
   log: HostLog
   /** This host's deploy-path (its own, or the input's). */
@@ -403,7 +406,7 @@ export class Runner {
     const script = t.token ? cmd.fenced(t.layout, t.token, step.script) : step.script
     const r = await t.remote
       .run(script, {
-        stdin: upload?.stream,
+        stdin: upload?.stream ?? step.input,
         signal: abort.signal,
         onLine: raw => {
           // A step's output without a final new line runs into the marker that follows it.
@@ -548,13 +551,14 @@ export class Runner {
     const d = this.settings.deploy
     return this.session(source.name, async (targets, result) => {
       result.previousRelease = targets[0]?.state.current
+      for (const t of targets) t.build = buildDir(t.state, source.name)
       if (d.dryRun) {
         result.plan = Object.fromEntries(
           targets.map(t => [
             t.remote.name,
             [
-              ...updateSteps(t.d, t.layout, source),
-              ...publishSteps(t.d, t.layout, source.name, t.state.current),
+              ...updateSteps(t.d, t.layout, source, undefined, 'with-gate', t.build),
+              ...publishSteps(t.d, t.layout, source.name, t.state.current, 'live', undefined, t.build),
               cleanupStep(t.state, d.keepReleases, source.name, t.layout)
             ].map(renderStep)
           ])
@@ -576,21 +580,25 @@ export class Runner {
         await this.findReusable(t, source)
         await this.exec(
           t,
-          batch(updateSteps(t.d, t.layout, source, t.reuse && t.state.current, gated), t.layout, this.mark),
+          batch(
+            updateSteps(t.d, t.layout, source, t.reuse && t.state.current, gated, t.build),
+            t.layout,
+            this.mark
+          ),
           source
         )
       })
       if (gated === 'without-gate') {
         const primary = targets.find(t => t.host.primary) ?? targets[0]
         const gate = (t: Target, migrate: boolean): Promise<string> =>
-          this.exec(t, batch(gateSteps(t.d, t.layout, source.name, migrate), t.layout, this.mark))
+          this.exec(t, batch(gateSteps(t.d, t.layout, t.build!, migrate), t.layout, this.mark))
         if (once) {
           this.log.info(`${primary.remote.name}: the primary host runs the migrations, once for the fleet`)
           await this.everyHost([primary], async t => void (await gate(t, true)))
         }
         // A host with nothing to check here (a worker, when the primary migrated) has no gate round trip.
         const rest = (once ? targets.filter(t => t !== primary) : targets).filter(
-          t => gateSteps(t.d, t.layout, source.name, !once).length > 0
+          t => gateSteps(t.d, t.layout, t.build!, !once).length > 0
         )
         if (rest.length) await this.everyHost(rest, async t => void (await gate(t, !once)))
       }
@@ -663,7 +671,11 @@ export class Runner {
           touched.push(t)
           await this.exec(
             t,
-            batch(publishSteps(t.d, t.layout, release, t.state.current, record), t.layout, this.mark)
+            batch(
+              publishSteps(t.d, t.layout, release, t.state.current, record, undefined, t.build ?? release),
+              t.layout,
+              this.mark
+            )
           )
         })
       }
@@ -721,7 +733,7 @@ export class Runner {
         await this.exec(
           t,
           batch(
-            revertSteps(t.d, t.layout, failed, t.state.current, t.state.currentLink),
+            revertSteps(t.d, t.layout, failed, t.state.current, t.state.currentLink, t.build ?? failed),
             t.layout,
             this.mark
           ),

@@ -208,9 +208,25 @@ export function killSteps(l: Layout, token: string): string {
   return [KILL_STEPS, `kill_steps ${q(`${l.leases}/${token}`)}`].join('\n')
 }
 
-/** Makes the directories and clears a half-made release left by an earlier failed attempt (never the live one). */
-export function prepare(l: Layout, release: string): string {
-  const dir = releaseDir(l, release)
+/**
+ * Where a release whose name is already on the server (a re-deploy of an older name) is built: beside it in
+ * releases/ (one file system, so `place` is a rename), under a name no release can have (release names start
+ * with a letter or digit) and that `inspect` never lists. The old release stays whole until `place`.
+ */
+export function buildName(release: string): string {
+  return `.build-${release}`
+}
+
+/** Where `place` keeps the release it replaced until the deploy succeeded (a revert puts it back). */
+const replacedName = (release: string): string => `.replaced-${release}`
+
+/**
+ * Makes the directories and clears what an earlier failed attempt left in the build directory (`build`: the
+ * release's own directory for a new name, `buildName(release)` for a name already on the server; never the live
+ * release).
+ */
+export function prepare(l: Layout, release: string, build = release): string {
+  const dir = releaseDir(l, build)
   return script(
     `mkdir -p ${words(l.releases, l.shared, l.venvs)}`,
     `if [ -L ${q(l.current)} ] && [ "$(basename "$(readlink ${q(l.current)})")" = ${q(release)} ]; then`,
@@ -219,6 +235,34 @@ export function prepare(l: Layout, release: string): string {
     'fi',
     `rm -rf ${q(dir)}`,
     `mkdir -p ${q(dir)}`
+  )
+}
+
+/**
+ * Puts a release built in `buildName(release)` in place of the release of the same name, once every step
+ * before the switch passed: two renames in releases/, while `current` points at another release (`prepare`
+ * refused the live name). The old one is kept as `.replaced-<release>` until the cleanup, so a failed publish
+ * puts it back (`restoreReplaced`).
+ */
+export function place(l: Layout, release: string): string {
+  const [build, replaced] = [buildName(release), replacedName(release)]
+  return script(
+    `cd ${q(l.releases)}`,
+    `rm -rf ${q(replaced)}`,
+    `if [ -e ${q(release)} ] || [ -L ${q(release)} ]; then mv -T ${words(release, replaced)}; fi`,
+    `mv -T ${words(build, release)}`,
+    `echo ${q(`release ${release} rebuilt and put in place of the one of the same name (kept as ${replaced} until the deploy succeeds)`)}`
+  )
+}
+
+/** After a failed publish of a release put in place by `place` (and `current` back elsewhere): the old one again. */
+export function restoreReplaced(l: Layout, release: string): string {
+  const replaced = replacedName(release)
+  return script(
+    `cd ${q(l.releases)}`,
+    // Never under a live link: the revert's switch must have moved `current` away first.
+    `[ "$(basename "$(readlink ${q(l.current)} 2>/dev/null)")" != ${q(release)} ] || exit 0`,
+    `if [ -d ${q(replaced)} ]; then rm -rf ${q(release)}; mv -T ${words(replaced, release)}; echo ${q(`release ${release} as it was before this deploy is back in place`)}; fi`
   )
 }
 
@@ -299,12 +343,15 @@ export function reusableFiles(l: Layout, release: string, live: string, python: 
 
 /**
  * Links the paths listed (NUL-separated) in a file from the live release into the new one: a hard link (a copy
- * where the file system refuses one), a symlink made anew. Arguments: new release dir, live release dir, list.
+ * where the file system refuses one), a symlink made anew. A hard link is the live file itself: release files
+ * are read-only (see `unpack`), so a step that writes one in place fails (EACCES) instead of changing what is
+ * live; root ignores modes, so as root the files are copied. Arguments: new release dir, live release dir, list.
  */
 export const REUSE_PY = [
   'import os, shutil, sys',
   'new, live, listing = (os.fsencode(a) for a in sys.argv[1:4])',
   'paths = [p for p in open(listing, "rb").read().split(b"\\0") if p]',
+  'root = os.geteuid() == 0',
   'for p in paths:',
   '    src, dst = os.path.join(live, p), os.path.join(new, p)',
   '    os.makedirs(os.path.dirname(dst), exist_ok=True)',
@@ -312,6 +359,7 @@ export const REUSE_PY = [
   '        os.symlink(os.readlink(src), dst)',
   '    else:',
   '        try:',
+  '            if root: raise OSError("root ignores read-only modes: a copy")',
   '            os.link(src, dst)',
   '        except OSError:',
   '            shutil.copy2(src, dst)',
@@ -322,15 +370,17 @@ export const REUSE_PY = [
 /**
  * Unpacks the release archive read from stdin and records the commit it came from. With `reuseFrom` (the
  * live release, after the manifest step), the archive holds only the files that changed: the others are
- * linked from the live release, and the manifest is the one the manifest step kept.
+ * linked from the live release, and the manifest is the one the manifest step kept. Release files end read-only.
+ * `build`: the directory it goes to under releases/ (plan.ts `buildDir`), `release` names the manifest kept.
  */
 export function unpack(
   l: Layout,
   release: string,
   revision: string,
-  reuseFrom?: { release: string; python: string }
+  reuseFrom?: { release: string; python: string },
+  build = release
 ): string {
-  const dir = releaseDir(l, release)
+  const dir = releaseDir(l, build)
   const keep = incoming(l, release)
   return script(
     ...(reuseFrom ? [`mv -f ${words(keep.manifest, `${dir}/${MANIFEST}`)}`] : []),
@@ -339,9 +389,15 @@ export function unpack(
       ? [words(reuseFrom.python, '-c', REUSE_PY, dir, releaseDir(l, reuseFrom.release), keep.reuse)]
       : []),
     `chmod -R a+rX ${q(dir)}`,
-    `printf '%s\\n' ${q(revision)} > ${q(dir + '/REVISION')}`
+    `printf '%s\\n' ${q(revision)} > ${q(dir + '/REVISION')}`,
+    // Release files are read-only (directories stay writable: Python's caches, collectstatic): files reused by
+    // the next release are hard links to these, so nothing may write one in place.
+    `find ${q(dir)} -type f -exec chmod a-w {} +`
   )
 }
+
+/** A shared file that holds secrets by convention: `.env`, `.env.production`, `production.env`. */
+const isEnvFile = (path: string): boolean => /(^|\/)(\.env(\.[^/]*)?|[^/]*\.env)$/.test(path)
 
 /** A shared path that looks like a file (has a dot) is a file, else a directory. */
 export function sharedKind(path: string): 'file' | 'dir' {
@@ -377,10 +433,16 @@ export function linkShared(l: Layout, release: string, paths: string[]): string 
     const relParent = inRelease.slice(0, inRelease.lastIndexOf('/'))
     lines.push(`mkdir -p ${words(parent, relParent)}`)
     if (sharedKind(p) === 'file') {
+      // A `.env` copied from the release is made under umask 077 (never readable by others, not for a moment) and
+      // is 0600, owned by the deploy user; another file keeps the release's read bits and gets its owner's write
+      // bit back (release files are read-only).
+      const copy = isEnvFile(p)
+        ? `(umask 077; cp ${words(inRelease, shared)}); chmod 600 ${q(shared)}`
+        : `cp ${words(inRelease, shared)}; chmod u+w ${q(shared)}`
       lines.push(
         `if [ ! -e ${q(shared)} ]; then`,
-        `  if [ -f ${q(inRelease)} ] && [ ! -L ${q(inRelease)} ]; then cp ${words(inRelease, shared)}; else`,
-        `    : > ${q(shared)}; chmod 600 ${q(shared)}`,
+        `  if [ -f ${q(inRelease)} ] && [ ! -L ${q(inRelease)} ]; then ${copy}; else`,
+        `    (umask 077; : > ${q(shared)})`,
         `    echo ${q(`${WARN} ${shared} did not exist; created it empty. Put the server's settings there.`)}`,
         '  fi',
         'fi'
@@ -388,7 +450,7 @@ export function linkShared(l: Layout, release: string, paths: string[]): string 
     } else {
       lines.push(
         `if [ ! -e ${q(shared)} ]; then`,
-        `  if [ -d ${q(inRelease)} ] && [ ! -L ${q(inRelease)} ]; then cp -R ${words(inRelease, shared)}; else mkdir -p ${q(shared)}; fi`,
+        `  if [ -d ${q(inRelease)} ] && [ ! -L ${q(inRelease)} ]; then cp -R ${words(inRelease, shared)}; chmod -R u+w ${q(shared)}; else mkdir -p ${q(shared)}; fi`,
         'fi'
       )
     }
@@ -563,6 +625,10 @@ export function manage(l: Layout, release: string, args: string[]): string {
   return script(`cd ${q(releaseDir(l, release))}`, words('.venv/bin/python', 'manage.py', ...args))
 }
 
+/** Printed when a step fails on a write it may not do: a release file written in place. */
+const READ_ONLY_HINT =
+  'release files are read-only: files unchanged since the live release are the live files themselves (hard links), so a step that writes one in place would change what is live. Write new files (STATIC_ROOT, a shared path) or replace a file by renaming a new one over it.'
+
 /**
  * Runs several manage.py commands in ONE interpreter (Django is set up once, not once per command), printing
  * `<mark> <name> <exit code>` after each and stopping at the first that fails. A command with `python` runs
@@ -599,9 +665,11 @@ export function manageMany(
     "            exec(compile(code, name, 'exec'), {'__name__': '__django_deploy__'})",
     '    except SystemExit as e:',
     '        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)',
-    '    except BaseException:',
+    '    except BaseException as e:',
     '        traceback.print_exc()',
     '        status = 1',
+    '        if isinstance(e, PermissionError) or "readonly database" in str(e):',
+    `            print(${JSON.stringify(READ_ONLY_HINT)}, file=sys.stderr)`,
     '    sys.stdout.flush()',
     '    sys.stderr.flush()',
     "    print(f'{mark} {name} {status}', flush=True)",
@@ -870,24 +938,67 @@ export function releasePath(l: Layout, release: string): string {
 export const HEALTH_FAST_FAIL = 3
 
 /**
+ * A health-check URL split for the server: the URL without its user-info (`bare`), what logs show (`shown`:
+ * `***@` for the user-info) and, with credentials, the `Authorization` header's value (sent on the step's
+ * stdin, never in a command line: see `healthCheck`).
+ */
+export function healthTarget(url: string): { bare: string; shown: string; authorization?: string } {
+  const u = new URL(url)
+  if (!u.username && !u.password) return { bare: url, shown: url }
+  // As Python's unquote: a `%` that starts no escape stays as it is.
+  const decode = (s: string): string =>
+    s.replace(/(%[0-9A-Fa-f]{2})+/g, m => {
+      try {
+        return decodeURIComponent(m)
+      } catch {
+        return m
+      }
+    })
+  const cred = `${decode(u.username)}:${decode(u.password)}`
+  u.username = ''
+  u.password = ''
+  return {
+    bare: u.href,
+    shown: u.href.replace('://', '://***@'),
+    authorization: `Basic ${Buffer.from(cred).toString('base64')}`
+  }
+}
+
+/**
+ * urllib's redirect handling forwards every header to wherever a redirect points: `Authorization` is kept only
+ * on the same host with the same scheme and port, or on an upgrade from http to https on the same host.
+ */
+const SAME_ORIGIN_REDIRECTS_PY = [
+  'class Redirects(urllib.request.HTTPRedirectHandler):',
+  '    def redirect_request(self, req, fp, code, msg, hdrs, newurl):',
+  '        new = super().redirect_request(req, fp, code, msg, hdrs, newurl)',
+  '        if new is not None:',
+  '            a, b = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(new.full_url)',
+  "            if a.hostname != b.hostname or not ((a.scheme, a.port) == (b.scheme, b.port) or (a.scheme, b.scheme) == ('http', 'https')):",
+  "                new.remove_header('Authorization')",
+  '        return new'
+]
+
+/**
  * Fetches the health-check URL from the server (so it reaches what only the server can see) until it answers
  * 2xx or the timeout passes. Uses the release's Python: curl is not on every server. An application that
  * answers 500 several times in a row is not starting up, it is broken: that fails at once instead of serving
  * errors until the timeout. A proxy's 502/503/504 (the app not listening yet) keeps the wait going.
+ * Credentials in the URL (basic auth) come on stdin (`healthTarget(url).authorization`, one line): a command
+ * line is readable by every user of the server in /proc, so they reach neither sh's nor curl's nor Python's;
+ * curl reads them from a 0600 config file, Python from its stdin.
  */
 export function healthCheck(l: Layout, release: string, url: string, timeoutSeconds: number): string {
   // Both paths follow the same rules: up to 10 redirects, 2xx is healthy, anything else is reported with its
-  // status and the first 300 bytes of the body; credentials in the URL are sent (basic auth), never printed.
-  const shown = url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/?#@]*@/, '$1***@')
+  // status and the first 300 bytes of the body; credentials are sent (basic auth) to the URL's own origin only.
+  const { bare, shown, authorization } = healthTarget(url)
   const py = [
-    'import base64, sys, time, urllib.error, urllib.parse, urllib.request',
+    'import sys, time, urllib.error, urllib.parse, urllib.request',
     'url, shown, limit, fast = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])',
-    'parts = urllib.parse.urlsplit(url)',
-    'headers = {}',
-    'if parts.username is not None:',
-    "    cred = urllib.parse.unquote(parts.username) + ':' + urllib.parse.unquote(parts.password or '')",
-    "    headers['Authorization'] = 'Basic ' + base64.b64encode(cred.encode()).decode()",
-    "    url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit('@', 1)[1]))",
+    'auth = sys.stdin.readline().strip() if len(sys.argv) > 5 else ""',
+    "headers = {'Authorization': auth} if auth else {}",
+    ...SAME_ORIGIN_REDIRECTS_PY,
+    'opener = urllib.request.build_opener(Redirects)',
     'def first(body):',
     "    return ' '.join(body[:300].decode('utf-8', 'replace').split())",
     'deadline = time.time() + limit',
@@ -895,7 +1006,7 @@ export function healthCheck(l: Layout, release: string, url: string, timeoutSeco
     'bad = 0',
     'while True:',
     '    try:',
-    '        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:',
+    '        with opener.open(urllib.request.Request(url, headers=headers), timeout=5) as r:',
     '            if 200 <= r.status < 300:',
     "                print(f'{shown} answered {r.status}')",
     '                sys.exit(0)',
@@ -915,13 +1026,16 @@ export function healthCheck(l: Layout, release: string, url: string, timeoutSeco
     '        sys.exit(1)',
     '    time.sleep(0.5)'
   ].join('\n')
-  // curl answers in milliseconds where Python needs a few hundred to start; not every server has it.
+  // curl answers in milliseconds where Python needs a few hundred to start; not every server has it. curl
+  // before 7.83 sends credentials on a redirect to another port or scheme of the same host: Python then.
   // `date +%s` counts whole seconds: one more keeps the wait at least the timeout.
   const curl = [
-    `url=${q(url)}; shown=${q(shown)}; deadline=$(( $(date +%s) + ${Math.ceil(timeoutSeconds)} + 1 )); bad=0`,
-    'body=$(mktemp); trap \'rm -f "$body"\' EXIT',
+    `url=${q(bare)}; shown=${q(shown)}; deadline=$(( $(date +%s) + ${Math.ceil(timeoutSeconds)} + 1 )); bad=0`,
+    'body=$(mktemp); cfg=$(mktemp); trap \'rm -f "$body" "$cfg"\' EXIT',
+    // printf is the shell's own: the header goes to the 0600 file, through no command line.
+    `[ -z "$auth" ] || printf 'header = "Authorization: %s"\\n' "$auth" > "$cfg"`,
     'while :; do',
-    `  out=$(curl -sS -L --max-redirs 10 -o "$body" -w '\\n%{http_code}' --max-time 5 "$url" 2>&1) || true`,
+    `  out=$(curl -K "$cfg" -sS -L --max-redirs 10 -o "$body" -w '\\n%{http_code}' --max-time 5 "$url" 2>&1) || true`,
     '  code=$(printf "%s" "$out" | tail -n 1); last=$(printf "%s" "$out" | head -n 1)',
     '  case "$code" in',
     '    2??) echo "$shown answered $code"; exit 0 ;;',
@@ -935,21 +1049,33 @@ export function healthCheck(l: Layout, release: string, url: string, timeoutSeco
     '  sleep 0.5',
     'done'
   ]
+  const run = words(
+    '.venv/bin/python',
+    '-c',
+    py,
+    bare,
+    shown,
+    String(timeoutSeconds),
+    String(HEALTH_FAST_FAIL)
+  )
   return script(
     `cd ${q(releaseDir(l, release))}`,
-    'if command -v curl >/dev/null 2>&1; then',
+    authorization ? 'IFS= read -r auth || true' : 'auth=""',
+    `if command -v curl >/dev/null 2>&1 && { [ -z "$auth" ] || curl --version | awk 'NR == 1 { split($2, v, "."); exit !(v[1] > 7 || (v[1] == 7 && v[2] >= 83)) }'; }; then`,
     ...curl.map(line => `  ${line}`),
     'fi',
-    words('.venv/bin/python', '-c', py, url, shown, String(timeoutSeconds), String(HEALTH_FAST_FAIL))
+    authorization ? `printf '%s\\n' "$auth" | ${run} stdin` : run
   )
 }
 
 /**
- * Removes old releases beyond `keep`, never the live or the previous one, then the virtualenvs no kept
- * release links to.
+ * Removes old releases beyond `keep`, never the live or the previous one, what builds and replacements left
+ * (see `place`), then the virtualenvs no kept release links to.
  */
 export function cleanup(l: Layout, keep: string[], remove: string[]): string {
   const lines = remove.map(r => `rm -rf ${q(releaseDir(l, r))}`)
+  // What a replaced release left (its old copy) and builds a killed deploy left: no deploy is building now.
+  lines.push(`rm -rf ${q(l.releases)}/${buildName('')}* ${q(l.releases)}/${replacedName('')}*`)
   const kept = keep.map(r => q(`${releaseDir(l, r)}/.venv`)).join(' ')
   lines.push(
     `if [ -d ${q(l.venvs)} ]; then`,
