@@ -90,7 +90,11 @@ export function updateSteps(
   // on the primary host, the health URL everywhere) once every host is ready.
   const gate = gated === 'with-gate' ? gateSteps(d, l, r, d.migrate) : []
   steps.push(...gate.filter(s => s.name === 'migrate'))
-  if (d.collectstatic) steps.push(manage('collectstatic', ['collectstatic', '--noinput']))
+  if (d.collectstatic) {
+    steps.push(manage('collectstatic', ['collectstatic', '--noinput']))
+    // The release's files join the shared static directory before the switch: its pages find them at once.
+    steps.push(python(l, r, 'static', cmd.STATIC_PY, [l.static]))
+  }
   steps.push(...gate.filter(s => s.name !== 'migrate'))
   return steps
 }
@@ -179,6 +183,7 @@ export function publishSteps(
     steps.push({ name: 'gunicorn-probe', script: cmd.probeGunicorn(l, master) })
   }
   steps.push({ name: 'switch', script: cmd.switchTo(l, release, link) })
+  if (d.collectstatic) steps.push({ name: 'static-live', script: cmd.liveStatic(l, release) })
   const reload = reloadStep(d, l, release, previous)
   if (reload) steps.push(reload)
   // The host's other roles (a worker, a scheduler): their own command, in `current`, after the switch.
@@ -295,7 +300,8 @@ export function releasesToRemove(state: HostState, keep: number, live: string): 
 export function cleanupStep(state: HostState, keep: number, live: string, l: Layout): Step {
   const remove = releasesToRemove(state, keep, live)
   const kept = [...state.releases, live].filter(r => !remove.includes(r))
-  return { name: 'cleanup', script: cmd.cleanup(l, [...new Set(kept)], remove) }
+  const script = `${cmd.cleanup(l, [...new Set(kept)], remove)}\n( ${cmd.pruneStatic(l, live, [...new Set(kept)])}\n)`
+  return { name: 'cleanup', script }
 }
 
 /** A step as the dry run prints it. */

@@ -23,6 +23,11 @@ export interface Layout {
   leases: string
   /** One line per release that went live (after its health check): `<time> live|rollback <release>`. */
   history: string
+  /**
+   * The static files of every kept release, at the same URLs (hard links into each release's STATIC_ROOT):
+   * what nginx should serve as /static/, so a page of the previous release still finds its hashed files.
+   */
+  static: string
 }
 
 export function layout(root: string): Layout {
@@ -35,7 +40,8 @@ export function layout(root: string): Layout {
     lock: `${root}/.deploy.lock`,
     lease: `${root}/.deploy.lock.lease`,
     leases: `${root}/.deploy.lock.d`,
-    history: `${root}/.deploy-history`
+    history: `${root}/.deploy-history`,
+    static: `${root}/static`
   }
 }
 
@@ -924,6 +930,110 @@ export function healthCheck(l: Layout, release: string, url: string, timeoutSeco
     ...curl.map(line => `  ${line}`),
     'fi',
     words('.venv/bin/python', '-c', py, url, shown, String(timeoutSeconds), String(HEALTH_FAST_FAIL))
+  )
+}
+
+/** The file in a release recording its STATIC_ROOT (relative to the release), once its files were linked. */
+const STATIC_RECORD = '.django-deploy-static'
+
+/**
+ * Keeps static files reachable after their release stops being live: the files of a release's STATIC_ROOT are
+ * hard-linked (copied across file systems) into `<deploy-path>/static`, each by an atomic rename. Three uses:
+ * - run in the release's Django after collectstatic (argument: the shared directory): records STATIC_ROOT and
+ *   links the files whose names are not there yet, so a failed deploy leaves only extra names behind;
+ * - `live SHARED` in the release just made live: its files replace those of the same name (unhashed names follow
+ *   the live release; hashed ones are the same content anyway);
+ * - `prune SHARED RELEASE...`: removes every file no kept release has under the same name, then empty folders.
+ */
+export const STATIC_PY = [
+  'import os, shutil, sys',
+  `RECORD = "${STATIC_RECORD}"`,
+  'def files(root):',
+  '    for d, _, names in os.walk(root):',
+  '        for n in names:',
+  '            yield os.path.relpath(os.path.join(d, n), root)',
+  'def link(root, shared, replace):',
+  '    count = 0',
+  '    for rel in files(root):',
+  '        src, dst = os.path.join(root, rel), os.path.join(shared, rel)',
+  '        if os.path.lexists(dst) and (not replace or os.path.samefile(src, dst)):',
+  '            continue',
+  '        os.makedirs(os.path.dirname(dst), exist_ok=True)',
+  '        tmp = dst + ".django-deploy-tmp"',
+  '        if os.path.lexists(tmp):',
+  '            os.unlink(tmp)',
+  '        try:',
+  '            os.link(src, tmp)',
+  '        except OSError:',
+  '            shutil.copy2(src, tmp)',
+  '        os.replace(tmp, dst)',
+  '        count += 1',
+  '    return count',
+  'def recorded(release):',
+  '    try:',
+  '        with open(os.path.join(release, RECORD)) as f:',
+  '            return os.path.join(release, f.read().strip())',
+  '    except FileNotFoundError:',
+  '        return None',
+  'def collected():',
+  '    from django.conf import settings',
+  '    shared, here = sys.argv[1], os.path.realpath(".")',
+  '    if not settings.STATIC_ROOT:',
+  '        print("STATIC_ROOT is not set: no static files to keep")',
+  '        return',
+  '    root = os.path.realpath(str(settings.STATIC_ROOT))',
+  '    if not root.startswith(here + os.sep):',
+  '        print(f"STATIC_ROOT {root} is outside the release: its files outlive the release already")',
+  '        return',
+  '    if not os.path.isdir(root):',
+  '        print(f"STATIC_ROOT {root} does not exist (no collectstatic?): no static files to keep")',
+  '        return',
+  '    with open(RECORD, "w") as f:',
+  '        f.write(os.path.relpath(root, here))',
+  '    n = link(root, shared, False)',
+  '    print(f"{n} static file(s) new to {shared} linked there from {root}")',
+  'def prune(shared, releases):',
+  '    roots = [r for r in map(recorded, releases) if r]',
+  '    gone = 0',
+  '    for rel in list(files(shared)):',
+  '        if not any(os.path.isfile(os.path.join(r, rel)) for r in roots):',
+  '            os.unlink(os.path.join(shared, rel))',
+  '            gone += 1',
+  '    for d, subdirs, names in os.walk(shared, topdown=False):',
+  '        if d != shared and not os.listdir(d):',
+  '            os.rmdir(d)',
+  '    print(f"{gone} static file(s) no kept release has removed from {shared}")',
+  'if __name__ == "__django_deploy__":',
+  '    collected()',
+  'elif sys.argv[1] == "live":',
+  '    root = recorded(".")',
+  '    n = link(root, sys.argv[2], True) if root else 0',
+  '    print(f"{n} static file(s) of the live release linked into {sys.argv[2]}")',
+  'elif sys.argv[1] == "prune":',
+  '    prune(sys.argv[2], sys.argv[3:])'
+].join('\n')
+
+/** After the switch: the live release's static files take over their names in the shared static directory. */
+export function liveStatic(l: Layout, release: string): string {
+  return script(
+    `cd ${q(releaseDir(l, release))}`,
+    `[ -f ${STATIC_RECORD} ] || exit 0`,
+    words('.venv/bin/python', '-c', STATIC_PY, 'live', l.static)
+  )
+}
+
+/** Removes the shared static files that none of the `keep` releases has (with the live release's Python). */
+export function pruneStatic(l: Layout, live: string, keep: string[]): string {
+  return script(
+    `[ -d ${q(l.static)} ] || exit 0`,
+    words(
+      `${releaseDir(l, live)}/.venv/bin/python`,
+      '-c',
+      STATIC_PY,
+      'prune',
+      l.static,
+      ...keep.map(r => releaseDir(l, r))
+    )
   )
 }
 
