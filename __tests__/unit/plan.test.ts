@@ -81,6 +81,17 @@ describe('steps', () => {
     expect(publish.slice(0, 3)).toEqual(['gunicorn-probe', 'switch', 'static-live'])
     expect(revertSteps(c, layout(d.path), 'v2', 'v1').map(s => s.name)).toContain('revert-static-live')
   })
+  it('an https site gets the TLS proxy check after the deploy check, with its URL but never its credentials', () => {
+    const https = { ...d, healthCheckUrl: 'https://ops:s3cret@shop.example.com:8443/health/?x=1' }
+    const steps = updateSteps(https, layout(d.path), source)
+    expect(steps.map(s => s.name).slice(5, 8)).toEqual(['preflight', 'deploy-check', 'proxy-check'])
+    const proxy = steps.find(s => s.name === 'proxy-check')!
+    expect(proxy.manage?.args).toEqual(['https://shop.example.com:8443/health/', 'warn'])
+    expect(proxy.script).not.toContain('s3cret')
+    expect(updateSteps(d, layout(d.path), source).map(s => s.name)).not.toContain('proxy-check')
+    const off = updateSteps({ ...https, deployCheck: 'off' }, layout(d.path), source)
+    expect(off.map(s => s.name)).not.toContain('proxy-check')
+  })
   it('deploy-check: off leaves only manage.py check; fail passes its mode to the check', () => {
     const off = updateSteps({ ...d, deployCheck: 'off', healthCheckUrl: undefined }, layout(d.path), source)
     expect(off.map(s => s.name)).not.toContain('deploy-check')

@@ -85,7 +85,7 @@ export function updateSteps(
     manage: { release: r, args }
   })
   // A release whose settings do not import, or whose checks fail on the server, never goes live.
-  steps.push(...preflightSteps(l, r, d.deployCheck))
+  steps.push(...preflightSteps(l, r, d.deployCheck, d.healthCheckUrl))
   // Migrations before collectstatic, as Django's docs order them; on a fleet the runner runs the gate (migrate
   // on the primary host, the health URL everywhere) once every host is ready.
   const gate = gated === 'with-gate' ? gateSteps(d, l, r, d.migrate) : []
@@ -138,14 +138,25 @@ export function rollingBatches<T>(hosts: T[], rolling: DeploySettings['rolling']
 export function preflightSteps(
   l: Layout,
   release: string,
-  deployCheck: DeploySettings['deployCheck']
+  deployCheck: DeploySettings['deployCheck'],
+  siteUrl?: string
 ): Step[] {
   const steps: Step[] = [
     { name: 'preflight', script: cmd.manage(l, release, ['check']), manage: { release, args: ['check'] } }
   ]
   if (deployCheck !== 'off')
     steps.push(python(l, release, 'deploy-check', cmd.DEPLOY_CHECK_PY, [deployCheck]))
+  const https = httpsSite(siteUrl)
+  if (deployCheck !== 'off' && https)
+    steps.push(python(l, release, 'proxy-check', cmd.PROXY_CHECK_PY, [https, deployCheck]))
   return steps
+}
+
+/** The site's URL without credentials, when it is served over https (nginx ending TLS in front of Django). */
+function httpsSite(url?: string): string | undefined {
+  if (!url) return undefined
+  const u = new URL(url)
+  return u.protocol === 'https:' ? `${u.origin}${u.pathname}` : undefined
 }
 
 /**

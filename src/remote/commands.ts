@@ -640,6 +640,71 @@ export const DEPLOY_CHECK_PY = [
 ].join('\n')
 
 /**
+ * What breaks behind nginx ending TLS, said before it breaks (run after the deploy check, in its Django, when the
+ * site is https). Django is asked itself: a form POST as a browser sends it to the site (Host, Origin and Referer
+ * of the site's URL; the SECURE_PROXY_SSL_HEADER header as the proxy sets it) goes through the project's own
+ * CsrfViewMiddleware, and a refusal by the Origin or Referer check (Django >= 4.0 checks Origin against the
+ * scheme Django sees) is reported with the setting that fixes it. GETs, and so the health check, pass either way.
+ * SECURE_SSL_REDIRECT without the header redirects every request to itself. Without the setting only the WSGI
+ * server can mark a request https (Gunicorn does for X-Forwarded-Proto from its forwarded_allow_ips, 127.0.0.1 by
+ * default): the warning says so. Arguments: url (no credentials), warn | fail.
+ */
+export const PROXY_CHECK_PY = [
+  'import sys',
+  'from urllib.parse import urlsplit',
+  'from django.conf import settings',
+  'from django.middleware.csrf import CsrfViewMiddleware',
+  'from django.test import RequestFactory',
+  'from django.utils.module_loading import import_string',
+  'url, mode = sys.argv[1], sys.argv[2]',
+  'u = urlsplit(url)',
+  'host = u.hostname + (f":{u.port}" if u.port else "")',
+  'origin = f"https://{host}"',
+  'header = settings.SECURE_PROXY_SSL_HEADER',
+  `fix = ("SECURE_PROXY_SSL_HEADER = ('HTTP_X_FORWARDED_PROTO', 'https') in the server settings, with "`,
+  '       "`proxy_set_header X-Forwarded-Proto $scheme;` in nginx")',
+  'unless = ("unless the WSGI server marks requests https itself (Gunicorn trusts X-Forwarded-Proto only from its "',
+  '          "forwarded_allow_ips, by default 127.0.0.1)")',
+  'def csrf_refusal():',
+  '    classes = [import_string(m) for m in settings.MIDDLEWARE]',
+  '    csrf = next((c for c in classes if isinstance(c, type) and issubclass(c, CsrfViewMiddleware)), None)',
+  '    if csrf is None:',
+  '        return None',
+  '    meta = {"HTTP_HOST": host, "HTTP_ORIGIN": origin, "HTTP_REFERER": url}',
+  '    if header:',
+  '        meta[header[0]] = header[1]',
+  '    request = RequestFactory().post(u.path or "/", **meta)',
+  '    request.session = {}',
+  '    middleware = csrf(lambda r: None)',
+  '    middleware._reject = lambda request, reason: reason',
+  '    try:',
+  '        why = middleware.process_view(request, lambda r: None, (), {})',
+  '    except Exception:',
+  '        return None',
+  '    return why if isinstance(why, str) and why.startswith(("Origin checking", "Referer checking")) else None',
+  'found = []',
+  'if header is None and settings.SECURE_SSL_REDIRECT:',
+  '    found.append(f"SECURE_SSL_REDIRECT is on but SECURE_PROXY_SSL_HEADER is not set: behind nginx ending TLS, "',
+  '                 f"Django sees http and redirects every request to {origin} to itself, {unless}. Fix: {fix}.")',
+  'why = csrf_refusal()',
+  'if why and header is None:',
+  '    found.append(f"every form POST to {origin} fails with 403 (CSRF: {why}) while GETs and the health check "',
+  '                 f"pass: SECURE_PROXY_SSL_HEADER is not set, so behind nginx ending TLS Django sees http, {unless}. "',
+  '                 f"Fix: {fix} "',
+  `                 f"(or add '{origin}' to CSRF_TRUSTED_ORIGINS).")`,
+  'elif why:',
+  '    found.append(f"every form POST to {origin} fails with 403 (CSRF: {why}) while GETs and the health check "',
+  `                 f"pass. Fix: add '{origin}' to CSRF_TRUSTED_ORIGINS in the server settings (and have nginx pass "`,
+  '                 "the Host of the site: `proxy_set_header Host $host;`).")',
+  'for text in found:',
+  `    print(f"${WARN} behind a TLS proxy: {text}", flush=True)`,
+  'print(f"behind a TLS proxy ({origin}): {len(found)} issue(s)")',
+  'if found and mode == "fail":',
+  '    print("the TLS proxy check found warnings, and deploy-check is fail: this release does not go live", file=sys.stderr)',
+  '    sys.exit(1)'
+].join('\n')
+
+/**
  * The health-check URL's path requested through Django's full stack (middleware, URL routing, views, the
  * server's settings and database) of the release that is not live yet, with the URL's Host header. A 5xx, an
  * exception or no answer within the timeout stops the deploy before the switch: nothing live has changed.
