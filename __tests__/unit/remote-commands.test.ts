@@ -491,6 +491,22 @@ describe('static files outlive their release (real /bin/sh and python3)', () => 
     expect(existsSync(join(base, 'PWNED'))).toBe(false)
   })
 
+  it('a static folder someone else filled (STATIC_ROOT outside the releases) is never written to nor pruned', () => {
+    const other = cmd.layout(join(base, 'static-foreign'))
+    mkdirSync(other.static, { recursive: true })
+    writeFileSync(join(other.static, 'theirs.css'), 'theirs')
+    const dir = join(other.releases, 'r1')
+    mkdirSync(join(dir, '.venv/bin'), { recursive: true })
+    mkdirSync(join(dir, 'staticfiles'))
+    execFileSync('ln', ['-sf', '/usr/bin/python3', join(dir, '.venv/bin/python')])
+    writeFileSync(join(dir, '.django-deploy-static'), 'staticfiles')
+    writeFileSync(join(dir, 'staticfiles/ours.css'), 'ours')
+    const linked = sh(cmd.liveStatic(other, 'r1'))
+    expect(linked.code).toBe(0)
+    expect(linked.out).toContain(`${cmd.WARN} ${other.static} holds files this action did not put there`)
+    expect(sh(cmd.pruneStatic(other, 'r1', ['r1'])).code).toBe(0)
+    expect(execFileSync('ls', ['-A', other.static]).toString()).toBe('theirs.css\n')
+  })
   it('a release without a record (deployed before) links nothing; no shared folder: pruning does nothing', () => {
     const other = cmd.layout(join(base, 'static-none'))
     mkdirSync(join(other.releases, 'old'), { recursive: true })
