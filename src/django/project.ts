@@ -49,18 +49,18 @@ export const PROBE_PY = [
 
 /**
  * Runs manage.py with STATIC_ROOT set to its first argument (the rest are manage.py's): the project's settings
- * are otherwise used as they are. Arguments: static root, then the manage.py command.
+ * are otherwise used as they are. Set where Django loads the settings module, so it holds however manage.py
+ * starts Django. Arguments: static root, then the manage.py command.
  */
 export const WITH_STATIC_ROOT_PY = [
   'import runpy, sys',
-  'import django.core.management as management',
+  'import django.conf',
   'root = sys.argv.pop(1)',
-  'real = management.execute_from_command_line',
-  'def run(argv=None):',
-  '    from django.conf import settings',
-  '    settings.STATIC_ROOT = root',
-  '    real(argv)',
-  'management.execute_from_command_line = run',
+  'load = django.conf.Settings.__init__',
+  'def settings_with_root(self, *args, **kwargs):',
+  '    load(self, *args, **kwargs)',
+  '    self.STATIC_ROOT = root',
+  'django.conf.Settings.__init__ = settings_with_root',
   'sys.argv[0] = "manage.py"',
   'runpy.run_path("manage.py", run_name="__main__")'
 ].join('\n')
