@@ -281,3 +281,22 @@ test('an https site without SECURE_PROXY_SSL_HEADER: the deploy warns, and form 
   const ordered = await order(ca, site)
   expect(ordered).toEqual({ status: 200, body: expect.stringMatching(/^ordered \(\d+\)$/), cookies: [] })
 })
+
+test("mode rollback puts the previous release's unhashed static names back, and its hashed ones are still there", async () => {
+  if (!existsSync(join(t.deployPath, 'current'))) {
+    await firstDeploy() // when run on its own
+    await t.startGunicorn()
+  }
+  await deploy('r1')
+  const r1css = await stylesheet()
+  await deploy('r2')
+  expect((await get('/static/css/styles.css')).body).toContain('/* r2 */')
+  const back = await runAction(liveInputs(t, { mode: 'rollback', 'health-check-timeout': '10' }), {
+    workspace: repo.dir
+  })
+  expectOk(back)
+  expect(back.outputs.release).toBe('r1')
+  expect((await get('/static/css/styles.css')).body).toContain('/* r1 */')
+  expect(await stylesheet()).toBe(r1css)
+  expect((await get(r1css)).status).toBe(200)
+})
