@@ -3,7 +3,7 @@
  * them) against real Django 3.2, 4.2 and 5.2, run by /bin/sh on a release laid out as the deploy lays it out.
  */
 import { execFileSync, spawnSync } from 'node:child_process'
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { batch, updateSteps } from '../../src/deploy/plan.js'
@@ -85,14 +85,23 @@ describe.each(djangoVersions())('Django $version on the server', ({ version, env
 
   it('runs preflight, migrate and collectstatic in one process, each reported', () => {
     const b = steps()
-    expect(b.parts).toEqual(['preflight', 'migrate', 'collectstatic'])
+    expect(b.parts).toEqual(['preflight', 'migrate', 'collectstatic', 'static'])
     const r = run(b.script)
     expect(r.stderr).toBe('')
     expect(r.status).toBe(0)
     const markers = r.stdout.split('\n').filter(line => line.startsWith('MARK:'))
-    expect(markers).toEqual(['MARK: preflight 0', 'MARK: migrate 0', 'MARK: collectstatic 0'])
+    expect(markers).toEqual([
+      'MARK: preflight 0',
+      'MARK: migrate 0',
+      'MARK: collectstatic 0',
+      'MARK: static 0'
+    ])
     expect(r.stdout).toMatch(/Applying pages\.0002_first_greeting\.\.\. OK/)
     expect(existsSync(join(release, 'static/pages/site.css'))).toBe(true)
+    // and is linked into the shared static directory, where it outlives the release
+    expect(statSync(join(l.static, 'pages/site.css')).ino).toBe(
+      statSync(join(release, 'static/pages/site.css')).ino
+    )
     // the Django that ran is the one under test
     const ran = spawnSync(
       join(release, '.venv/bin/python'),
@@ -127,7 +136,8 @@ describe.each(djangoVersions())('Django $version on the server', ({ version, env
       'MARK: preflight 0',
       'MARK: deploy-check 0',
       'MARK: migrate 0',
-      'MARK: collectstatic 0'
+      'MARK: collectstatic 0',
+      'MARK: static 0'
     ])
     const warnings = warn.stdout
       .split('\n')
@@ -166,6 +176,7 @@ describe.each(djangoVersions())('Django $version on the server', ({ version, env
           'MARK: preflight 0',
           'MARK: migrate 0',
           'MARK: collectstatic 0',
+          'MARK: static 0',
           'MARK: health-before-switch 0'
         ])
         expect(r.stdout).toMatch(/\/health\/ \(Host: 127\.0\.0\.1:8000\) in the new release.*: HTTP 200/)
@@ -197,6 +208,7 @@ describe.each(djangoVersions())('Django $version on the server', ({ version, env
         'MARK: preflight 0',
         'MARK: migrate 0',
         'MARK: collectstatic 0',
+        'MARK: static 0',
         'MARK: health-before-switch 1'
       ])
       expect(r.stderr).toMatch(why)

@@ -90,9 +90,9 @@ describe('nginx server block', () => {
   }
 
   beforeAll(() => {
-    mkdirSync(join(dir, 'srv/mysite/current/static'), { recursive: true })
+    mkdirSync(join(dir, 'srv/mysite/static'), { recursive: true })
     mkdirSync(join(dir, 'srv/mysite/shared/media'), { recursive: true })
-    writeFileSync(join(dir, 'srv/mysite/current/static/app.css'), 'body { color: green }\n')
+    writeFileSync(join(dir, 'srv/mysite/static/app.css'), 'body { color: green }\n')
     writeFileSync(join(dir, 'srv/mysite/shared/media/upload.txt'), 'uploaded\n')
     execFileSync(
       'openssl',
@@ -131,7 +131,7 @@ describe('nginx server block', () => {
     expect(site).toMatch(/listen 443 ssl;/)
     expect(site).toMatch(/return 301 https:\/\/\$host\$request_uri;/)
     expect(site).toMatch(/ssl_certificate \/etc\/letsencrypt\/live\/mysite\.example\.com\/fullchain\.pem;/)
-    expect(site).toMatch(/location \/static\/ \{\s*alias \/srv\/mysite\/current\/static\/;/)
+    expect(site).toMatch(/location \/static\/ \{\s*alias \/srv\/mysite\/static\/;/)
     expect(site).toMatch(/location \/media\/ \{\s*alias \/srv\/mysite\/shared\/media\/;/)
     expect(site).toMatch(/proxy_set_header X-Forwarded-Proto \$scheme;/)
     expect(site).toMatch(/proxy_set_header Host \$host;/)

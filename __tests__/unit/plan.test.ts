@@ -1,5 +1,6 @@
 import {
   buildDir,
+  cleanupStep,
   forRoles,
   historyOf,
   liveStack,
@@ -69,6 +70,29 @@ describe('steps', () => {
       'health',
       'record'
     ])
+  })
+  it('with collectstatic, the static files join <deploy-path>/static before the switch and take over after it', () => {
+    const c = { ...d, collectstatic: true }
+    const steps = updateSteps(c, layout(d.path), source)
+    expect(steps.map(s => s.name).slice(-3)).toEqual(['collectstatic', 'static', 'health-before-switch'])
+    expect(steps.find(s => s.name === 'static')?.manage).toMatchObject({
+      release: 'v2',
+      args: ['/srv/app/static']
+    })
+    const publish = publishSteps(c, layout(d.path), 'v2', 'v1').map(s => s.name)
+    expect(publish.slice(0, 3)).toEqual(['gunicorn-probe', 'switch', 'static-live'])
+    expect(revertSteps(c, layout(d.path), 'v2', 'v1').map(s => s.name)).toContain('revert-static-live')
+  })
+  it('an https site gets the TLS proxy check after the deploy check, with its URL but never its credentials', () => {
+    const https = { ...d, healthCheckUrl: 'https://ops:s3cret@shop.example.com:8443/health/?x=1' }
+    const steps = updateSteps(https, layout(d.path), source)
+    expect(steps.map(s => s.name).slice(5, 8)).toEqual(['preflight', 'deploy-check', 'proxy-check'])
+    const proxy = steps.find(s => s.name === 'proxy-check')!
+    expect(proxy.manage?.args).toEqual(['https://shop.example.com:8443/health/', 'warn'])
+    expect(proxy.script).not.toContain('s3cret')
+    expect(updateSteps(d, layout(d.path), source).map(s => s.name)).not.toContain('proxy-check')
+    const off = updateSteps({ ...https, deployCheck: 'off' }, layout(d.path), source)
+    expect(off.map(s => s.name)).not.toContain('proxy-check')
   })
   it('deploy-check: off leaves only manage.py check; fail passes its mode to the check', () => {
     const off = updateSteps({ ...d, deployCheck: 'off', healthCheckUrl: undefined }, layout(d.path), source)
@@ -257,6 +281,14 @@ describe('cleanup', () => {
     }
     expect(releasesToRemove(state, 3, 'v4')).toEqual(['v0', 'v3-refused'])
     expect(releasesToRemove(state, 1, 'v4')).toEqual(['v0', 'v1', 'v3-refused'])
+  })
+  it("prunes the shared static files by the kept releases, with the live release's Python", () => {
+    const state = { current: 'v2', releases: ['v1', 'v2'], history: live('v1', 'v2') }
+    const script = cleanupStep(state, 2, 'v3', layout('/srv/app')).script
+    expect(script).toContain('rm -rf /srv/app/releases/v1\n')
+    expect(script).toMatch(
+      /\/srv\/app\/releases\/v3\/\.venv\/bin\/python -c '[^']*' prune \/srv\/app\/static \/srv\/app\/releases\/v2 \/srv\/app\/releases\/v3\n/
+    )
   })
   it('never removes the live one nor the one to roll back to, even with keep 1', () => {
     const state = { current: 'v3', releases: ['v1', 'v2', 'v3', 'v4'] }

@@ -680,3 +680,66 @@ describe('readRevision (the commit a rollback records)', () => {
     expect(sh(cmd.readRevision(cmd.layout(root), 'gone')).code).not.toBe(0)
   })
 })
+
+describe('static files outlive their release (real /bin/sh and python3)', () => {
+  // A hostile deploy path and file names: nothing may reach the shell unquoted.
+  const l = cmd.layout(join(mkdtempSync(join(base, 'static-')), `app $(touch PWNED) it's`))
+  /** A release whose STATIC_ROOT (`staticfiles`, as recorded by the step after collectstatic) holds `files`. */
+  function release(name: string, files: Record<string, string>): void {
+    const dir = join(l.releases, name)
+    mkdirSync(join(dir, '.venv/bin'), { recursive: true })
+    execFileSync('ln', ['-sf', '/usr/bin/python3', join(dir, '.venv/bin/python')])
+    writeFileSync(join(dir, '.django-deploy-static'), 'staticfiles')
+    for (const [path, text] of Object.entries(files)) {
+      mkdirSync(join(dir, 'staticfiles', path, '..'), { recursive: true })
+      writeFileSync(join(dir, 'staticfiles', path), text)
+    }
+  }
+  const read = (path: string): string | undefined =>
+    existsSync(join(l.static, path)) ? readFileSync(join(l.static, path), 'utf8') : undefined
+
+  it('the live release takes over the unhashed names; pruning keeps a file while any kept release has it', () => {
+    release('r1', { 'css/styles.css': 'r1', 'css/styles.aaa.css': 'r1', 'only-r1/$(touch PWNED).js': 'r1' })
+    release('r2', { 'css/styles.css': 'r2', 'css/styles.bbb.css': 'r2', "it's.css": 'r2' })
+    release('r3', { 'css/styles.css': 'r3', 'css/styles.aaa.css': 'r1' })
+    for (const r of ['r1', 'r2', 'r3']) expect(sh(cmd.liveStatic(l, r))).toMatchObject({ code: 0, err: '' })
+    expect(read('css/styles.css')).toBe('r3')
+    expect(read('css/styles.bbb.css')).toBe('r2')
+    expect(read('only-r1/$(touch PWNED).js')).toBe('r1')
+    // r1 removed: its hashed CSS stays (r3 has it too); what only r1 had goes, with its empty folder.
+    const pruned = sh(cmd.pruneStatic(l, 'r3', ['r2', 'r3']))
+    expect(pruned).toMatchObject({ code: 0, err: '' })
+    expect(pruned.out).toContain('1 static file(s) no kept release has removed')
+    expect(read('css/styles.aaa.css')).toBe('r1')
+    expect(existsSync(join(l.static, 'only-r1'))).toBe(false)
+    expect(read("it's.css")).toBe('r2')
+    sh(cmd.pruneStatic(l, 'r3', ['r3']))
+    expect(read('css/styles.bbb.css')).toBeUndefined()
+    expect(read('css/styles.css')).toBe('r3')
+    expect(existsSync(join(base, 'PWNED'))).toBe(false)
+  })
+
+  it('a static folder someone else filled (STATIC_ROOT outside the releases) is never written to nor pruned', () => {
+    const other = cmd.layout(join(base, 'static-foreign'))
+    mkdirSync(other.static, { recursive: true })
+    writeFileSync(join(other.static, 'theirs.css'), 'theirs')
+    const dir = join(other.releases, 'r1')
+    mkdirSync(join(dir, '.venv/bin'), { recursive: true })
+    mkdirSync(join(dir, 'staticfiles'))
+    execFileSync('ln', ['-sf', '/usr/bin/python3', join(dir, '.venv/bin/python')])
+    writeFileSync(join(dir, '.django-deploy-static'), 'staticfiles')
+    writeFileSync(join(dir, 'staticfiles/ours.css'), 'ours')
+    const linked = sh(cmd.liveStatic(other, 'r1'))
+    expect(linked.code).toBe(0)
+    expect(linked.out).toContain(`${cmd.WARN} ${other.static} holds files this action did not put there`)
+    expect(sh(cmd.pruneStatic(other, 'r1', ['r1'])).code).toBe(0)
+    expect(execFileSync('ls', ['-A', other.static]).toString()).toBe('theirs.css\n')
+  })
+  it('a release without a record (deployed before) links nothing; no shared folder: pruning does nothing', () => {
+    const other = cmd.layout(join(base, 'static-none'))
+    mkdirSync(join(other.releases, 'old'), { recursive: true })
+    expect(sh(cmd.liveStatic(other, 'old'))).toMatchObject({ code: 0, out: '', err: '' })
+    expect(sh(cmd.pruneStatic(other, 'old', ['old']))).toMatchObject({ code: 0, out: '', err: '' })
+    expect(existsSync(other.static)).toBe(false)
+  })
+})

@@ -97,12 +97,16 @@ export function updateSteps(
     manage: { release: r, args }
   })
   // A release whose settings do not import, or whose checks fail on the server, never goes live.
-  steps.push(...preflightSteps(l, r, d.deployCheck))
+  steps.push(...preflightSteps(l, r, d.deployCheck, d.healthCheckUrl))
   // Migrations before collectstatic, as Django's docs order them; on a fleet the runner runs the gate (migrate
   // on the primary host, the health URL everywhere) once every host is ready.
   const gate = gated === 'with-gate' ? gateSteps(d, l, r, d.migrate) : []
   steps.push(...gate.filter(s => s.name === 'migrate'))
-  if (d.collectstatic) steps.push(manage('collectstatic', ['collectstatic', '--noinput']))
+  if (d.collectstatic) {
+    steps.push(manage('collectstatic', ['collectstatic', '--noinput']))
+    // The release's files join the shared static directory before the switch: its pages find them at once.
+    steps.push(python(l, r, 'static', cmd.STATIC_PY, [l.static]))
+  }
   steps.push(...gate.filter(s => s.name !== 'migrate'))
   return steps
 }
@@ -147,14 +151,25 @@ export function rollingBatches<T>(hosts: T[], rolling: DeploySettings['rolling']
 export function preflightSteps(
   l: Layout,
   release: string,
-  deployCheck: DeploySettings['deployCheck']
+  deployCheck: DeploySettings['deployCheck'],
+  siteUrl?: string
 ): Step[] {
   const steps: Step[] = [
     { name: 'preflight', script: cmd.manage(l, release, ['check']), manage: { release, args: ['check'] } }
   ]
   if (deployCheck !== 'off')
     steps.push(python(l, release, 'deploy-check', cmd.DEPLOY_CHECK_PY, [deployCheck]))
+  const https = httpsSite(siteUrl)
+  if (deployCheck !== 'off' && https)
+    steps.push(python(l, release, 'proxy-check', cmd.PROXY_CHECK_PY, [https, deployCheck]))
   return steps
+}
+
+/** The site's URL without credentials, when it is served over https (nginx ending TLS in front of Django). */
+function httpsSite(url?: string): string | undefined {
+  if (!url) return undefined
+  const u = new URL(url)
+  return u.protocol === 'https:' ? `${u.origin}${u.pathname}` : undefined
 }
 
 /**
@@ -195,6 +210,7 @@ export function publishSteps(
     steps.push({ name: 'gunicorn-probe', script: cmd.probeGunicorn(l, master) })
   }
   steps.push({ name: 'switch', script: cmd.switchTo(l, release, link) })
+  if (d.collectstatic) steps.push({ name: 'static-live', script: cmd.liveStatic(l, release) })
   const reload = reloadStep(d, l, release, previous)
   if (reload) steps.push(reload)
   // The host's other roles (a worker, a scheduler): their own command, in `current`, after the switch.
@@ -314,7 +330,8 @@ export function releasesToRemove(state: HostState, keep: number, live: string): 
 export function cleanupStep(state: HostState, keep: number, live: string, l: Layout): Step {
   const remove = releasesToRemove(state, keep, live)
   const kept = [...state.releases, live].filter(r => !remove.includes(r))
-  return { name: 'cleanup', script: cmd.cleanup(l, [...new Set(kept)], remove) }
+  const script = `${cmd.cleanup(l, [...new Set(kept)], remove)}\n( ${cmd.pruneStatic(l, live, [...new Set(kept)])}\n)`
+  return { name: 'cleanup', script }
 }
 
 /** A step as the dry run prints it. */

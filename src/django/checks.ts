@@ -4,8 +4,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync, statSync } from 'node:fs'
-import { constants } from 'node:os'
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs'
+import { constants, tmpdir } from 'node:os'
 import path from 'node:path'
 import type { Readable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
@@ -14,6 +14,7 @@ import type { CheckResult, Finding } from '../report.js'
 import type { CheckName } from '../settings.js'
 import { checkEnvironment } from './env.js'
 import { parseCheckOutput } from './parse.js'
+import { manifestTestCommand, probeProject, removeMadeFiles, type ProjectFacts } from './project.js'
 
 const osSignals = constants.signals as Record<string, number>
 const DEFAULT_TIMEOUT_SECONDS = 1800
@@ -276,20 +277,53 @@ async function spawnQuiet(
   }
 }
 
-async function runOne(name: CheckName, opts: RunChecksOptions): Promise<CheckResult> {
+function commandEnv(opts: RunChecksOptions): Record<string, string> {
+  return {
+    ...checkEnvironment(opts.runnerEnv),
+    // Unbuffered, so the two streams interleave as they would in a terminal.
+    PYTHONUNBUFFERED: '1',
+    // No __pycache__ of the checks' making in the checkout.
+    PYTHONDONTWRITEBYTECODE: '1',
+    ...opts.env
+  }
+}
+
+/**
+ * Runs the check's command; `manage.py test` with a manifest storage after `collectstatic` into a temporary
+ * STATIC_ROOT (removed afterwards), as the storage has no manifest before that.
+ */
+async function runCommand(
+  name: CheckName,
+  cmd: CheckCommand,
+  opts: RunChecksOptions,
+  facts?: ProjectFacts
+): Promise<Ran> {
+  const env = commandEnv(opts)
+  const timeoutMs = (opts.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS) * 1000
+  if (name !== 'test' || !cmd.usesManagePy || !facts?.manifestStorage) {
+    return spawnQuiet(cmd.tool, cmd.args, opts.workingDirectory, env, timeoutMs)
+  }
+  const root = mkdtempSync(path.join(tmpdir(), 'django-deploy-static-'))
+  core.info(
+    `${facts.manifestStorage} keeps a manifest that only collectstatic makes: collectstatic into a ` +
+      `temporary STATIC_ROOT (${root}) first, and the tests use it.`
+  )
+  try {
+    const run = manifestTestCommand(opts.python, root, cmd.display)
+    return await spawnQuiet(run.tool, run.args, opts.workingDirectory, env, timeoutMs)
+  } finally {
+    rmSync(root, { recursive: true, force: true })
+  }
+}
+
+async function runOne(name: CheckName, opts: RunChecksOptions, facts?: ProjectFacts): Promise<CheckResult> {
   const cmd = checkCommand(name, opts.python, opts.testCommand)
   const started = Date.now()
   const problem = precondition(cmd, opts.workingDirectory)
   if (problem) return failed(name, cmd.display, 0, problem)
 
-  const env = {
-    ...checkEnvironment(opts.runnerEnv),
-    // Unbuffered, so the two streams interleave as they would in a terminal.
-    PYTHONUNBUFFERED: '1',
-    ...opts.env
-  }
   const timeoutSeconds = opts.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS
-  const ran = await spawnQuiet(cmd.tool, cmd.args, opts.workingDirectory, env, timeoutSeconds * 1000)
+  const ran = await runCommand(name, cmd, opts, facts)
   if (ran.startError) {
     const reason = ran.startError.message.replace(/\.+$/, '')
     const hint = cmd.usesManagePy ? ` Is the python input (${opts.python}) right?` : ''
@@ -330,15 +364,27 @@ async function runOne(name: CheckName, opts: RunChecksOptions): Promise<CheckRes
 /** Runs the selected checks one after another, in the order given (duplicates once). */
 export async function runChecks(opts: RunChecksOptions): Promise<CheckResult[]> {
   const results: CheckResult[] = []
+  const facts = await readProject(opts)
+  const before = new Set(facts?.sqliteFiles.filter(f => existsSync(f)))
   for (const name of [...new Set(opts.checks)]) {
     const display = checkCommand(name, opts.python, opts.testCommand).display
     const result = await core.group(`${name}: ${display}`, async () => {
-      const r = await runOne(name, opts)
+      const r = await runOne(name, opts, facts)
       const seconds = (r.durationMs / 1000).toFixed(1)
       core.info(`${name} ${r.outcome} in ${seconds}s with ${r.findings.length} finding(s)`)
       return r
     })
     results.push(result)
   }
+  // A check that connects (makemigrations --check) creates the settings' SQLite file: not the checks' to leave.
+  for (const f of removeMadeFiles(facts?.sqliteFiles ?? [], before))
+    core.info(`Removed ${path.relative(opts.workingDirectory, f) || f}, which the checks created.`)
   return results
+}
+
+/** The project's facts, when a check runs manage.py and the settings load (else the checks say what is wrong). */
+async function readProject(opts: RunChecksOptions): Promise<ProjectFacts | undefined> {
+  const managePy = opts.checks.some(n => checkCommand(n, opts.python, opts.testCommand).usesManagePy)
+  if (!managePy || !existsSync(path.join(opts.workingDirectory, 'manage.py'))) return undefined
+  return probeProject(opts.python, opts.workingDirectory, commandEnv(opts))
 }

@@ -23,6 +23,11 @@ export interface Layout {
   leases: string
   /** One line per release that went live (after its health check): `<time> live|rollback <release>`. */
   history: string
+  /**
+   * The static files of every kept release, at the same URLs (hard links into each release's STATIC_ROOT):
+   * what nginx should serve as /static/, so a page of the previous release still finds its hashed files.
+   */
+  static: string
 }
 
 export function layout(root: string): Layout {
@@ -35,7 +40,8 @@ export function layout(root: string): Layout {
     lock: `${root}/.deploy.lock`,
     lease: `${root}/.deploy.lock.lease`,
     leases: `${root}/.deploy.lock.d`,
-    history: `${root}/.deploy-history`
+    history: `${root}/.deploy-history`,
+    static: `${root}/static`
   }
 }
 
@@ -719,6 +725,71 @@ export const DEPLOY_CHECK_PY = [
 ].join('\n')
 
 /**
+ * What breaks behind nginx ending TLS, said before it breaks (run after the deploy check, in its Django, when the
+ * site is https). Django is asked itself: a form POST as a browser sends it to the site (Host, Origin and Referer
+ * of the site's URL; the SECURE_PROXY_SSL_HEADER header as the proxy sets it) goes through the project's own
+ * CsrfViewMiddleware, and a refusal by the Origin or Referer check (Django >= 4.0 checks Origin against the
+ * scheme Django sees) is reported with the setting that fixes it. GETs, and so the health check, pass either way.
+ * SECURE_SSL_REDIRECT without the header redirects every request to itself. Without the setting only the WSGI
+ * server can mark a request https (Gunicorn does for X-Forwarded-Proto from its forwarded_allow_ips, 127.0.0.1 by
+ * default): the warning says so. Arguments: url (no credentials), warn | fail.
+ */
+export const PROXY_CHECK_PY = [
+  'import sys',
+  'from urllib.parse import urlsplit',
+  'from django.conf import settings',
+  'from django.middleware.csrf import CsrfViewMiddleware',
+  'from django.test import RequestFactory',
+  'from django.utils.module_loading import import_string',
+  'url, mode = sys.argv[1], sys.argv[2]',
+  'u = urlsplit(url)',
+  'host = u.hostname + (f":{u.port}" if u.port else "")',
+  'origin = f"https://{host}"',
+  'header = settings.SECURE_PROXY_SSL_HEADER',
+  `fix = ("SECURE_PROXY_SSL_HEADER = ('HTTP_X_FORWARDED_PROTO', 'https') in the server settings, with "`,
+  '       "`proxy_set_header X-Forwarded-Proto $scheme;` in nginx")',
+  'unless = ("unless the WSGI server marks requests https itself (Gunicorn trusts X-Forwarded-Proto only from its "',
+  '          "forwarded_allow_ips, by default 127.0.0.1)")',
+  'def csrf_refusal():',
+  '    classes = [import_string(m) for m in settings.MIDDLEWARE]',
+  '    csrf = next((c for c in classes if isinstance(c, type) and issubclass(c, CsrfViewMiddleware)), None)',
+  '    if csrf is None:',
+  '        return None',
+  '    meta = {"HTTP_HOST": host, "HTTP_ORIGIN": origin, "HTTP_REFERER": url}',
+  '    if header:',
+  '        meta[header[0]] = header[1]',
+  '    request = RequestFactory().post(u.path or "/", **meta)',
+  '    request.session = {}',
+  '    middleware = csrf(lambda r: None)',
+  '    middleware._reject = lambda request, reason: reason',
+  '    try:',
+  '        why = middleware.process_view(request, lambda r: None, (), {})',
+  '    except Exception:',
+  '        return None',
+  '    return why if isinstance(why, str) and why.startswith(("Origin checking", "Referer checking")) else None',
+  'found = []',
+  'if header is None and settings.SECURE_SSL_REDIRECT:',
+  '    found.append(f"SECURE_SSL_REDIRECT is on but SECURE_PROXY_SSL_HEADER is not set: behind nginx ending TLS, "',
+  '                 f"Django sees http and redirects every request to {origin} to itself, {unless}. Fix: {fix}.")',
+  'why = csrf_refusal()',
+  'if why and header is None:',
+  '    found.append(f"every form POST to {origin} fails with 403 (CSRF: {why}) while GETs and the health check "',
+  '                 f"pass: SECURE_PROXY_SSL_HEADER is not set, so behind nginx ending TLS Django sees http, {unless}. "',
+  '                 f"Fix: {fix} "',
+  `                 f"(or add '{origin}' to CSRF_TRUSTED_ORIGINS).")`,
+  'elif why:',
+  '    found.append(f"every form POST to {origin} fails with 403 (CSRF: {why}) while GETs and the health check "',
+  `                 f"pass. Fix: add '{origin}' to CSRF_TRUSTED_ORIGINS in the server settings (and have nginx pass "`,
+  '                 "the Host of the site: `proxy_set_header Host $host;`).")',
+  'for text in found:',
+  `    print(f"${WARN} behind a TLS proxy: {text}", flush=True)`,
+  'print(f"behind a TLS proxy ({origin}): {len(found)} issue(s)")',
+  'if found and mode == "fail":',
+  '    print("the TLS proxy check found warnings, and deploy-check is fail: this release does not go live", file=sys.stderr)',
+  '    sys.exit(1)'
+].join('\n')
+
+/**
  * The health-check URL's path requested through Django's full stack (middleware, URL routing, views, the
  * server's settings and database) of the release that is not live yet, with the URL's Host header. A 5xx, an
  * exception or no answer within the timeout stops the deploy before the switch: nothing live has changed.
@@ -1065,6 +1136,125 @@ export function healthCheck(l: Layout, release: string, url: string, timeoutSeco
     ...curl.map(line => `  ${line}`),
     'fi',
     authorization ? `printf '%s\\n' "$auth" | ${run} stdin` : run
+  )
+}
+
+/** The file in a release recording its STATIC_ROOT (relative to the release), once its files were linked. */
+const STATIC_RECORD = '.django-deploy-static'
+
+/**
+ * Keeps static files reachable after their release stops being live: the files of a release's STATIC_ROOT are
+ * hard-linked (copied across file systems) into `<deploy-path>/static`, each by an atomic rename. Three uses:
+ * - run in the release's Django after collectstatic (argument: the shared directory): records STATIC_ROOT and
+ *   links the files whose names are not there yet, so a failed deploy leaves only extra names behind;
+ * - `live SHARED` in the release just made live: its files replace those of the same name (unhashed names follow
+ *   the live release; hashed ones are the same content anyway);
+ * - `prune SHARED RELEASE...`: removes every file no kept release has under the same name, then empty folders.
+ */
+export const STATIC_PY = [
+  'import os, shutil, sys',
+  `RECORD = "${STATIC_RECORD}"`,
+  'def files(root):',
+  '    for d, _, names in os.walk(root):',
+  '        for n in names:',
+  '            yield os.path.relpath(os.path.join(d, n), root)',
+  '# The shared folder belongs to the action once it holds this mark: one someone else filled is never touched.',
+  'MARK = ".django-deploy"',
+  'def ours(shared):',
+  '    if os.path.isfile(os.path.join(shared, MARK)):',
+  '        return True',
+  '    if os.path.isdir(shared) and os.listdir(shared):',
+  `        print(f"${WARN} {shared} holds files this action did not put there: static files of old releases are not kept there (move it away to have them kept)", flush=True)`,
+  '        return False',
+  '    os.makedirs(shared, exist_ok=True)',
+  '    open(os.path.join(shared, MARK), "w").close()',
+  '    return True',
+  'def link(root, shared, replace):',
+  '    if not ours(shared):',
+  '        return 0',
+  '    count = 0',
+  '    for rel in files(root):',
+  '        src, dst = os.path.join(root, rel), os.path.join(shared, rel)',
+  '        if os.path.lexists(dst) and (not replace or os.path.samefile(src, dst)):',
+  '            continue',
+  '        os.makedirs(os.path.dirname(dst), exist_ok=True)',
+  '        tmp = dst + ".django-deploy-tmp"',
+  '        if os.path.lexists(tmp):',
+  '            os.unlink(tmp)',
+  '        try:',
+  '            os.link(src, tmp)',
+  '        except OSError:',
+  '            shutil.copy2(src, tmp)',
+  '        os.replace(tmp, dst)',
+  '        count += 1',
+  '    return count',
+  'def recorded(release):',
+  '    try:',
+  '        with open(os.path.join(release, RECORD)) as f:',
+  '            return os.path.join(release, f.read().strip())',
+  '    except FileNotFoundError:',
+  '        return None',
+  'def collected():',
+  '    from django.conf import settings',
+  '    shared, here = sys.argv[1], os.path.realpath(".")',
+  '    if not settings.STATIC_ROOT:',
+  '        print("STATIC_ROOT is not set: no static files to keep")',
+  '        return',
+  '    root = os.path.realpath(str(settings.STATIC_ROOT))',
+  '    if not root.startswith(here + os.sep):',
+  '        print(f"STATIC_ROOT {root} is outside the release: its files outlive the release already")',
+  '        return',
+  '    if not os.path.isdir(root):',
+  '        print(f"STATIC_ROOT {root} does not exist (no collectstatic?): no static files to keep")',
+  '        return',
+  '    with open(RECORD, "w") as f:',
+  '        f.write(os.path.relpath(root, here))',
+  '    n = link(root, shared, False)',
+  '    print(f"{n} static file(s) new to {shared} linked there from {root}")',
+  'def prune(shared, releases):',
+  '    if not os.path.isfile(os.path.join(shared, MARK)):',
+  '        return',
+  '    roots = [r for r in map(recorded, releases) if r]',
+  '    gone = 0',
+  '    for rel in list(files(shared)):',
+  '        if rel != MARK and not any(os.path.isfile(os.path.join(r, rel)) for r in roots):',
+  '            os.unlink(os.path.join(shared, rel))',
+  '            gone += 1',
+  '    for d, subdirs, names in os.walk(shared, topdown=False):',
+  '        if d != shared and not os.listdir(d):',
+  '            os.rmdir(d)',
+  '    print(f"{gone} static file(s) no kept release has removed from {shared}")',
+  'if __name__ == "__django_deploy__":',
+  '    collected()',
+  'elif sys.argv[1] == "live":',
+  '    root = recorded(".")',
+  '    n = link(root, sys.argv[2], True) if root else 0',
+  '    print(f"{n} static file(s) of the live release linked into {sys.argv[2]}")',
+  'elif sys.argv[1] == "prune":',
+  '    prune(sys.argv[2], sys.argv[3:])'
+].join('\n')
+
+/** After the switch: the live release's static files take over their names in the shared static directory. */
+export function liveStatic(l: Layout, release: string): string {
+  return script(
+    `cd ${q(releaseDir(l, release))}`,
+    `[ -f ${STATIC_RECORD} ] || exit 0`,
+    words('.venv/bin/python', '-c', STATIC_PY, 'live', l.static)
+  )
+}
+
+/** Removes the shared static files that none of the `keep` releases has (with the live release's Python). */
+export function pruneStatic(l: Layout, live: string, keep: string[]): string {
+  return script(
+    `[ -d ${q(l.static)} ] || exit 0`,
+    words(
+      `${releaseDir(l, live)}/.venv/bin/python`,
+      '-c',
+      STATIC_PY,
+      'prune',
+      l.static,
+      ...keep.map(r => releaseDir(l, r))
+    )
   )
 }
 
