@@ -54829,17 +54829,19 @@ module.exports = {
 
 __nccwpck_require__.a(module, async (__webpack_handle_async_dependencies__, __webpack_async_result__) => { try {
 /* harmony import */ var _shim_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(2710);
-/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(2478);
+/* harmony import */ var _startup_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(1190);
+/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_2__ = __nccwpck_require__(3679);
 
 
-await (0,_main_js__WEBPACK_IMPORTED_MODULE_1__/* .run */ .e)();
+
+await (0,_main_js__WEBPACK_IMPORTED_MODULE_2__/* .run */ .e)();
 
 __webpack_async_result__();
 } catch(e) { __webpack_async_result__(e); } }, 1);
 
 /***/ }),
 
-/***/ 2478:
+/***/ 3679:
 /***/ ((__unused_webpack_module, __webpack_exports__, __nccwpck_require__) => {
 
 
@@ -57845,10 +57847,10 @@ function getIDToken(aud) {
 //# sourceMappingURL=core.js.map
 ;// CONCATENATED MODULE: external "node:child_process"
 const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
-;// CONCATENATED MODULE: external "node:fs"
-const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
-;// CONCATENATED MODULE: external "node:os"
-const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
+// EXTERNAL MODULE: external "node:fs"
+var external_node_fs_ = __nccwpck_require__(3024);
+// EXTERNAL MODULE: external "node:os"
+var external_node_os_ = __nccwpck_require__(8161);
 // EXTERNAL MODULE: external "node:path"
 var external_node_path_ = __nccwpck_require__(6760);
 var external_node_path_default = /*#__PURE__*/__nccwpck_require__.n(external_node_path_);
@@ -57856,111 +57858,29 @@ var external_node_path_default = /*#__PURE__*/__nccwpck_require__.n(external_nod
 const external_node_string_decoder_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:string_decoder");
 ;// CONCATENATED MODULE: ./src/django/env.ts
 /**
- * The environment the project's own code (manage.py, test-command) runs with on the runner. An allow-list,
- * not a deny-list: a pull request's tests must never see the action's inputs (INPUT_SSH-KEY, …), the runner's
- * tokens (ACTIONS_RUNTIME_TOKEN, ACTIONS_ID_TOKEN_REQUEST_TOKEN, …) or the workflow-command files
- * (GITHUB_ENV, GITHUB_OUTPUT, …) through which it could change later steps. Anything else a project needs is
- * named in the `check-env` input.
+ * The environment the project's own code (manage.py, test-command) runs with on the runner: the job's
+ * environment, minus what only this step has. Every `run:` step of the job sees the job's `env:` (and
+ * `pip install` runs project code), so withholding it from the checks would protect nothing and break the
+ * common setup (`DJANGO_SECRET_KEY`, `DATABASE_URL` in the job's `env:`). What is withheld is what the runner
+ * gives this step alone: the action's inputs (`INPUT_*`: ssh-key, its passphrase, github-token), the runner's
+ * tokens (`ACTIONS_*`, `GITHUB_TOKEN`) and the runner's command files, through which a step changes later ones.
  */
-/** Passed when set: what Python, Django, a shell and common test tools need, and GitHub's non-secret context. */
-const PASSED_NAMES = [
-    'PATH',
-    'HOME',
-    'USER',
-    'LOGNAME',
-    'SHELL',
-    'TERM',
-    'LANG',
-    'LANGUAGE',
-    'TZ',
-    'TMPDIR',
-    'TEMP',
-    'TMP',
-    'CI',
-    'VIRTUAL_ENV',
-    'CONDA_PREFIX',
-    'PYENV_ROOT',
-    'PYENV_VERSION',
-    'pythonLocation',
-    'Python_ROOT_DIR',
-    'Python2_ROOT_DIR',
-    'Python3_ROOT_DIR',
-    'PKG_CONFIG_PATH',
-    'LD_LIBRARY_PATH',
-    'DJANGO_SETTINGS_MODULE',
-    'GITHUB_ACTIONS',
-    'GITHUB_ACTOR',
-    'GITHUB_ACTOR_ID',
-    'GITHUB_API_URL',
-    'GITHUB_BASE_REF',
-    'GITHUB_EVENT_NAME',
-    'GITHUB_EVENT_PATH',
-    'GITHUB_GRAPHQL_URL',
-    'GITHUB_HEAD_REF',
-    'GITHUB_JOB',
-    'GITHUB_REF',
-    'GITHUB_REF_NAME',
-    'GITHUB_REF_PROTECTED',
-    'GITHUB_REF_TYPE',
-    'GITHUB_REPOSITORY',
-    'GITHUB_REPOSITORY_ID',
-    'GITHUB_REPOSITORY_OWNER',
-    'GITHUB_REPOSITORY_OWNER_ID',
-    'GITHUB_RETENTION_DAYS',
-    'GITHUB_RUN_ATTEMPT',
-    'GITHUB_RUN_ID',
-    'GITHUB_RUN_NUMBER',
-    'GITHUB_SERVER_URL',
-    'GITHUB_SHA',
-    'GITHUB_TRIGGERING_ACTOR',
-    'GITHUB_WORKFLOW',
-    'GITHUB_WORKFLOW_REF',
-    'GITHUB_WORKFLOW_SHA',
-    'GITHUB_WORKSPACE',
-    'RUNNER_ARCH',
-    'RUNNER_DEBUG',
-    'RUNNER_ENVIRONMENT',
-    'RUNNER_NAME',
-    'RUNNER_OS',
-    'RUNNER_TEMP',
-    'RUNNER_TOOL_CACHE'
-];
-/** Passed when set, by prefix: locale settings and Python's own variables (PYTHONPATH, PYTHONHASHSEED, …). */
-const PASSED_PREFIXES = ['LC_', 'PYTHON'];
-/**
- * Never passed, not even when `check-env` names them: a secret of the action or the runner, or a file through
- * which a step changes the workflow. Checked by `refusedName` so the input is refused with a clear error.
- */
-const REFUSED = [
+/** Variables of this step only: never passed to the checks. */
+const WITHHELD = [
     /^INPUT_/i,
     /^ACTIONS_/i,
     /^GITHUB_TOKEN$/i,
-    /^GITHUB_(ENV|OUTPUT|PATH|STATE|STEP_SUMMARY)$/i,
-    /^RUNNER_TRACKING_ID$/i
+    /^GITHUB_(ENV|OUTPUT|PATH|STATE|STEP_SUMMARY)$/i
 ];
-/** Why a `check-env` entry cannot be passed, or undefined when it can. */
-function refusedName(entry) {
-    if (entry === '*')
-        return `"*" would pass everything; name the variables (or prefixes) the checks need`;
-    if (!/^[A-Za-z_][A-Za-z0-9_]*\*?$/.test(entry)) {
-        return `"${entry}" is not a variable name; expected names like DATABASE_URL, or a prefix ending in * (DJANGO_*)`;
-    }
-    const name = entry.replace(/\*$/, '');
-    if (REFUSED.some(re => re.test(name)) || (entry.endsWith('*') && 'INPUT_'.startsWith(name.toUpperCase())))
-        return `"${entry}" is refused: the action's inputs, the runner's tokens and its command files never reach the project's code`;
-    return undefined;
+/** Whether `name` is one of the step's own variables (an input, a runner token or a command file). */
+function withheld(name) {
+    return WITHHELD.some(re => re.test(name));
 }
-/** The variables of `runner` the checks see: the allow-list plus the names (or `PREFIX*`) the user added. */
-function checkEnvironment(runner, extra = []) {
-    const names = new Set([...PASSED_NAMES, ...extra.filter(e => !e.endsWith('*'))]);
-    const prefixes = [...PASSED_PREFIXES, ...extra.filter(e => e.endsWith('*')).map(e => e.slice(0, -1))];
+/** The variables of `runner` the checks see: all of them but the step's own. */
+function checkEnvironment(runner) {
     const env = {};
     for (const [name, value] of Object.entries(runner)) {
-        if (value === undefined)
-            continue;
-        if (REFUSED.some(re => re.test(name)))
-            continue;
-        if (names.has(name) || prefixes.some(p => name.startsWith(p)))
+        if (value !== undefined && !withheld(name))
             env[name] = value;
     }
     return env;
@@ -58222,6 +58142,114 @@ function parseCheckOutput(name, output, exitCode, ctx) {
     return findings;
 }
 
+;// CONCATENATED MODULE: ./src/django/project.ts
+/**
+ * What the checks need to know about the project before they run, read from its own settings: whether its
+ * static files storage keeps a manifest (hashed names that exist only after `collectstatic`), and which SQLite
+ * files a check may create in the checkout. With these the `test` check makes the manifest first (in a temporary
+ * STATIC_ROOT, outside the checkout) and the checks leave no file of their own behind.
+ */
+
+
+
+const MARK = 'django-deploy-project:';
+/**
+ * Sets Django up the way manage.py does (its DJANGO_SETTINGS_MODULE, its sys.path), then prints the facts as
+ * JSON on a marked line, connecting to no database and writing nothing.
+ */
+const PROBE_PY = [
+    'import json, runpy, sys',
+    'import django.core.management as management',
+    'def probe(argv=None):',
+    '    import django',
+    '    from django.conf import settings',
+    '    django.setup()',
+    '    from django.contrib.staticfiles.storage import ManifestFilesMixin',
+    '    from django.utils.module_loading import import_string',
+    '    storages = getattr(settings, "STORAGES", None) or {}',
+    '    backend = storages.get("staticfiles", {}).get("BACKEND") if "staticfiles" in storages else getattr(settings, "STATICFILES_STORAGE", None)',
+    '    try:',
+    '        manifest = bool(backend) and issubclass(import_string(backend), ManifestFilesMixin)',
+    '    except Exception:',
+    '        manifest = False',
+    '    sqlite = [str(d.get("NAME")) for d in settings.DATABASES.values()',
+    '              if str(d.get("ENGINE", "")).endswith("sqlite3") and d.get("NAME")]',
+    '    sqlite = [n for n in sqlite if n != ":memory:" and not n.startswith("file:")]',
+    `    print("${MARK}" + json.dumps({"manifestStorage": backend if manifest else None, "sqliteFiles": sqlite}), flush=True)`,
+    '    sys.exit(0)',
+    'management.execute_from_command_line = probe',
+    'sys.argv = ["manage.py"]',
+    'runpy.run_path("manage.py", run_name="__main__")'
+].join('\n');
+/**
+ * Runs manage.py with STATIC_ROOT set to its first argument (the rest are manage.py's): the project's settings
+ * are otherwise used as they are. Set where Django loads the settings module, so it holds however manage.py
+ * starts Django. Arguments: static root, then the manage.py command.
+ */
+const WITH_STATIC_ROOT_PY = [
+    'import runpy, sys',
+    'import django.conf',
+    'root = sys.argv.pop(1)',
+    'load = django.conf.Settings.__init__',
+    'def settings_with_root(self, *args, **kwargs):',
+    '    load(self, *args, **kwargs)',
+    '    self.STATIC_ROOT = root',
+    'django.conf.Settings.__init__ = settings_with_root',
+    'sys.argv[0] = "manage.py"',
+    'runpy.run_path("manage.py", run_name="__main__")'
+].join('\n');
+/** Reads the facts; undefined when the settings do not load (the checks themselves then say why). */
+async function probeProject(python, cwd, env) {
+    const stdout = await new Promise(resolve => {
+        (0,external_node_child_process_namespaceObject.execFile)(python, ['-c', PROBE_PY], { cwd, env, timeout: 120_000, maxBuffer: 4 << 20 }, (_e, out) => resolve(String(out ?? '')));
+    });
+    const line = stdout.split('\n').find(l => l.startsWith(MARK));
+    if (!line)
+        return undefined;
+    try {
+        const raw = JSON.parse(line.slice(MARK.length));
+        return {
+            manifestStorage: raw.manifestStorage ?? undefined,
+            sqliteFiles: raw.sqliteFiles.map(f => external_node_path_default().resolve(cwd, f))
+        };
+    }
+    catch {
+        return undefined;
+    }
+}
+/**
+ * `manage.py test` after `collectstatic` into `staticRoot`, both with STATIC_ROOT set to it: the manifest the
+ * storage needs exists, and nothing is written into the checkout.
+ */
+function manifestTestCommand(python, staticRoot, display) {
+    const script = [
+        '"$0" -c "$1" "$2" collectstatic --noinput -v 0 ||',
+        '{ echo "collectstatic (into a temporary STATIC_ROOT, to make the manifest the tests need) failed" >&2; exit 1; }',
+        'exec "$0" -c "$1" "$2" test --noinput'
+    ].join('\n');
+    return {
+        tool: 'bash',
+        args: ['-c', script, python, WITH_STATIC_ROOT_PY, staticRoot],
+        display,
+        usesManagePy: true
+    };
+}
+/** Removes the SQLite files (and their journals) that were not there before the checks; returns them. */
+function removeMadeFiles(files, before) {
+    const removed = [];
+    for (const f of files) {
+        if (before.has(f))
+            continue;
+        for (const p of [f, `${f}-journal`, `${f}-wal`, `${f}-shm`]) {
+            if (!(0,external_node_fs_.existsSync)(p))
+                continue;
+            (0,external_node_fs_.rmSync)(p, { force: true });
+            removed.push(p);
+        }
+    }
+    return removed;
+}
+
 ;// CONCATENATED MODULE: ./src/django/checks.ts
 /**
  * Runs the selected Django checks on the runner and turns each into a CheckResult. Reporting to GitHub
@@ -58236,9 +58264,13 @@ function parseCheckOutput(name, output, exitCode, ctx) {
 
 
 
-const osSignals = external_node_os_namespaceObject.constants.signals;
+
+const osSignals = external_node_os_.constants.signals;
 const DEFAULT_TIMEOUT_SECONDS = 1800;
 const TAIL_LINES = 30;
+/** Output kept from a check: its start (where Django reports system-check errors) and its end. */
+const HEAD_CHARS = 64 * 1024;
+const TAIL_CHARS = 1024 * 1024;
 function shellQuote(word) {
     return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }
@@ -58267,21 +58299,107 @@ function lastLines(text, n = TAIL_LINES) {
     const all = text.replace(/\r\n?/g, '\n').replace(/\n+$/, '').split('\n');
     return all.slice(-n).join('\n');
 }
+/**
+ * Logs a message that holds values from the repository (`python`, `working-directory` and `test-command` may come
+ * from a pull request's deploy.yml) as data: `core.info` prints raw lines, so a value with a line break followed
+ * by `::add-mask::…` or `::set-output …` would otherwise be taken as a workflow command.
+ */
+function logData(message) {
+    if (!/[\r\n]/.test(message) && !/^\s*::/.test(message)) {
+        info(message);
+        return;
+    }
+    const token = (0,external_node_crypto_.randomBytes)(16).toString('hex');
+    info(`::stop-commands::${token}\n${message}\n::${token}::`);
+}
+/**
+ * A check's output as kept in memory: the first HEAD_CHARS characters and a tail of TAIL_CHARS to 2 × TAIL_CHARS,
+ * so a command printing gigabytes is parsed and reported from its start and its end in bounded memory.
+ */
+class KeptOutput {
+    head = '';
+    tail = '';
+    dropped = 0;
+    add(text) {
+        let rest = text;
+        if (this.head.length < HEAD_CHARS) {
+            const take = rest.slice(0, HEAD_CHARS - this.head.length);
+            this.head += take;
+            rest = rest.slice(take.length);
+        }
+        if (rest === '')
+            return;
+        this.tail += rest;
+        if (this.tail.length > 2 * TAIL_CHARS) {
+            const cut = this.tail.length - TAIL_CHARS;
+            this.dropped += cut;
+            this.tail = this.tail.slice(cut);
+        }
+    }
+    /** All of it, or its start and end (each cut at a line break) around a line saying how much was left out. */
+    text() {
+        if (this.dropped === 0)
+            return this.head + this.tail;
+        const headEnd = this.head.lastIndexOf('\n') + 1;
+        const tailStart = this.tail.indexOf('\n') + 1;
+        const head = headEnd > 0 ? this.head.slice(0, headEnd) : `${this.head}\n`;
+        const tail = tailStart > 0 && tailStart < this.tail.length ? this.tail.slice(tailStart) : this.tail;
+        const left = this.dropped + (this.head.length - head.length) + (this.tail.length - tail.length);
+        return `${head}[… ${left} characters of output left out …]\n${tail}`;
+    }
+}
 function failed(name, command, durationMs, message) {
-    info(message);
+    logData(message);
     const finding = { level: 'error', title: `${name} could not run`, message };
     return { name, command, outcome: 'failed', durationMs, findings: [finding], tail: message };
 }
 /** Why the check cannot start, if it cannot. */
 function precondition(cmd, workingDirectory) {
-    if (!(0,external_node_fs_namespaceObject.existsSync)(workingDirectory) || !(0,external_node_fs_namespaceObject.statSync)(workingDirectory).isDirectory()) {
+    if (!(0,external_node_fs_.existsSync)(workingDirectory) || !(0,external_node_fs_.statSync)(workingDirectory).isDirectory()) {
         return `working-directory ${workingDirectory} does not exist.`;
     }
-    if (cmd.usesManagePy && !(0,external_node_fs_namespaceObject.existsSync)(external_node_path_default().join(workingDirectory, 'manage.py'))) {
+    if (cmd.usesManagePy && !(0,external_node_fs_.existsSync)(external_node_path_default().join(workingDirectory, 'manage.py'))) {
         return (`No manage.py in ${workingDirectory}. Set working-directory to the folder of your Django project ` +
             `that holds manage.py.`);
     }
     return undefined;
+}
+/**
+ * Reads a check's two streams, chunk by chunk as they arrive, into a KeptOutput and echoes them to the log.
+ * Backpressure: writes to a pipe the runner reads slower than the check prints would queue in memory without
+ * bound, so reading stops until the log has drained (the check then blocks on its own writes).
+ */
+class Echo {
+    streams;
+    kept = new KeptOutput();
+    endsWithNewLine = true;
+    decoders = [new external_node_string_decoder_namespaceObject.StringDecoder('utf8'), new external_node_string_decoder_namespaceObject.StringDecoder('utf8')];
+    waiting = false;
+    constructor(streams) {
+        this.streams = streams;
+        streams.forEach((s, i) => s.on('data', (c) => this.take(this.decoders[i].write(c))));
+    }
+    take(text) {
+        if (!text)
+            return;
+        this.kept.add(text);
+        this.endsWithNewLine = text.endsWith('\n');
+        if (process.stdout.write(text) || this.waiting)
+            return;
+        this.waiting = true;
+        for (const s of this.streams)
+            s.pause();
+        process.stdout.once('drain', () => {
+            this.waiting = false;
+            for (const s of this.streams)
+                s.resume();
+        });
+    }
+    /** Takes what the decoders still hold (a cut multi-byte character); returns all that was kept. */
+    finish() {
+        this.take(this.decoders.map(d => d.end()).join(''));
+        return this.kept.text();
+    }
 }
 /**
  * Runs one command in its own process group, echoing its output to the log as data: between
@@ -58293,16 +58411,7 @@ function precondition(cmd, workingDirectory) {
  */
 async function spawnQuiet(tool, args, cwd, env, timeoutMs) {
     const token = (0,external_node_crypto_.randomBytes)(16).toString('hex');
-    const out = new external_node_string_decoder_namespaceObject.StringDecoder('utf8');
-    const err = new external_node_string_decoder_namespaceObject.StringDecoder('utf8');
-    let combined = '';
-    let endsWithNewLine = true;
-    const echo = (text) => {
-        if (!text)
-            return;
-        process.stdout.write(text);
-        endsWithNewLine = text.endsWith('\n');
-    };
+    let echo;
     info(`::stop-commands::${token}`);
     try {
         return await new Promise(resolve => {
@@ -58346,16 +58455,7 @@ async function spawnQuiet(tool, args, cwd, env, timeoutMs) {
                 group('SIGTERM');
                 killer = setTimeout(() => group('SIGKILL'), 5_000);
             }, timeoutMs);
-            child.stdout.on('data', (c) => {
-                const t = out.write(c);
-                combined += t;
-                echo(t);
-            });
-            child.stderr.on('data', (c) => {
-                const t = err.write(c);
-                combined += t;
-                echo(t);
-            });
+            const output = (echo = new Echo([child.stdout, child.stderr]));
             // A process left behind holding the pipes would keep 'close' from ever firing: once the check's own
             // process has exited, what is left of its group goes too.
             child.on('exit', () => group('SIGKILL'));
@@ -58363,39 +58463,62 @@ async function spawnQuiet(tool, args, cwd, env, timeoutMs) {
                 stopForwarding();
                 clearTimeout(timer);
                 clearTimeout(killer);
-                resolve({ exitCode: -1, combined, timedOut: false, startError: e });
+                resolve({ exitCode: -1, combined: output.kept.text(), timedOut: false, startError: e });
             });
             child.on('close', (code, signal) => {
                 stopForwarding();
                 clearTimeout(timer);
                 clearTimeout(killer);
-                const rest = out.end() + err.end();
-                combined += rest;
-                echo(rest);
-                resolve({ exitCode: code ?? (signal ? 128 + (osSignals[signal] ?? 0) : 1), combined, timedOut });
+                const exitCode = code ?? (signal ? 128 + (osSignals[signal] ?? 0) : 1);
+                resolve({ exitCode, combined: output.finish(), timedOut });
             });
         });
     }
     finally {
-        if (!endsWithNewLine)
+        if (echo && !echo.endsWithNewLine)
             process.stdout.write('\n');
         info(`::${token}::`);
     }
 }
-async function runOne(name, opts) {
+function commandEnv(opts) {
+    return {
+        ...checkEnvironment(opts.runnerEnv),
+        // Unbuffered, so the two streams interleave as they would in a terminal.
+        PYTHONUNBUFFERED: '1',
+        // No __pycache__ of the checks' making in the checkout.
+        PYTHONDONTWRITEBYTECODE: '1',
+        ...opts.env
+    };
+}
+/**
+ * Runs the check's command; `manage.py test` with a manifest storage after `collectstatic` into a temporary
+ * STATIC_ROOT (removed afterwards), as the storage has no manifest before that.
+ */
+async function runCommand(name, cmd, opts, facts) {
+    const env = commandEnv(opts);
+    const timeoutMs = (opts.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS) * 1000;
+    if (name !== 'test' || !cmd.usesManagePy || !facts?.manifestStorage) {
+        return spawnQuiet(cmd.tool, cmd.args, opts.workingDirectory, env, timeoutMs);
+    }
+    const root = (0,external_node_fs_.mkdtempSync)(external_node_path_default().join((0,external_node_os_.tmpdir)(), 'django-deploy-static-'));
+    info(`${facts.manifestStorage} keeps a manifest that only collectstatic makes: collectstatic into a ` +
+        `temporary STATIC_ROOT (${root}) first, and the tests use it.`);
+    try {
+        const run = manifestTestCommand(opts.python, root, cmd.display);
+        return await spawnQuiet(run.tool, run.args, opts.workingDirectory, env, timeoutMs);
+    }
+    finally {
+        (0,external_node_fs_.rmSync)(root, { recursive: true, force: true });
+    }
+}
+async function runOne(name, opts, facts) {
     const cmd = checkCommand(name, opts.python, opts.testCommand);
     const started = Date.now();
     const problem = precondition(cmd, opts.workingDirectory);
     if (problem)
         return failed(name, cmd.display, 0, problem);
-    const env = {
-        ...checkEnvironment(opts.runnerEnv, opts.allowEnv),
-        // Unbuffered, so the two streams interleave as they would in a terminal.
-        PYTHONUNBUFFERED: '1',
-        ...opts.env
-    };
     const timeoutSeconds = opts.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS;
-    const ran = await spawnQuiet(cmd.tool, cmd.args, opts.workingDirectory, env, timeoutSeconds * 1000);
+    const ran = await runCommand(name, cmd, opts, facts);
     if (ran.startError) {
         const reason = ran.startError.message.replace(/\.+$/, '');
         const hint = cmd.usesManagePy ? ` Is the python input (${opts.python}) right?` : '';
@@ -58404,7 +58527,7 @@ async function runOne(name, opts) {
     const durationMs = Date.now() - started;
     if (ran.timedOut) {
         const message = `${cmd.display} was still running after ${timeoutSeconds} s (check-timeout) and was killed with every process it started.`;
-        info(message);
+        logData(message);
         return {
             name,
             command: cmd.display,
@@ -58430,23 +58553,39 @@ async function runOne(name, opts) {
 /** Runs the selected checks one after another, in the order given (duplicates once). */
 async function runChecks(opts) {
     const results = [];
+    const facts = await readProject(opts);
+    const before = new Set(facts?.sqliteFiles.filter(f => (0,external_node_fs_.existsSync)(f)));
     for (const name of [...new Set(opts.checks)]) {
         const display = checkCommand(name, opts.python, opts.testCommand).display;
         const result = await group(`${name}: ${display}`, async () => {
-            const r = await runOne(name, opts);
+            const r = await runOne(name, opts, facts);
             const seconds = (r.durationMs / 1000).toFixed(1);
             info(`${name} ${r.outcome} in ${seconds}s with ${r.findings.length} finding(s)`);
             return r;
         });
         results.push(result);
     }
+    // A check that connects (makemigrations --check) creates the settings' SQLite file: not the checks' to leave.
+    for (const f of removeMadeFiles(facts?.sqliteFiles ?? [], before))
+        info(`Removed ${external_node_path_default().relative(opts.workingDirectory, f) || f}, which the checks created.`);
     return results;
+}
+/** The project's facts, when a check runs manage.py and the settings load (else the checks say what is wrong). */
+async function readProject(opts) {
+    const managePy = opts.checks.some(n => checkCommand(n, opts.python, opts.testCommand).usesManagePy);
+    if (!managePy || !(0,external_node_fs_.existsSync)(external_node_path_default().join(opts.workingDirectory, 'manage.py')))
+        return undefined;
+    return probeProject(opts.python, opts.workingDirectory, commandEnv(opts));
 }
 
 ;// CONCATENATED MODULE: external "node:fs/promises"
 const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
 // EXTERNAL MODULE: external "node:stream"
 var external_node_stream_ = __nccwpck_require__(7075);
+;// CONCATENATED MODULE: external "node:stream/promises"
+const external_node_stream_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:stream/promises");
+// EXTERNAL MODULE: external "node:zlib"
+var external_node_zlib_ = __nccwpck_require__(8522);
 // EXTERNAL MODULE: external "node:util"
 var external_node_util_ = __nccwpck_require__(7975);
 ;// CONCATENATED MODULE: ./src/release/incremental.ts
@@ -58496,6 +58635,298 @@ function pathsAt(text, indexes) {
     return indexes.map(i => records[i].slice(records[i].indexOf('\t') + 1));
 }
 
+;// CONCATENATED MODULE: ./src/release/tar.ts
+/**
+ * Reads the tar stream `git archive --format=tar` writes, entry by entry, without buffering file data: to hash
+ * the bytes of each file as git archive writes them (after export-subst, eol conversion, filters such as
+ * LFS, without export-ignored files) and to pass on only some entries. Understands what git writes: ustar
+ * headers, pax extended headers (`x`, for long paths and link targets) and the pax global header (`g`).
+ */
+
+const BLOCK = 512;
+function field(h, from, length) {
+    const b = h.subarray(from, from + length);
+    const end = b.indexOf(0);
+    return b.subarray(0, end < 0 ? length : end).toString('utf8');
+}
+/** `length keyword=value\n` records of a pax header. */
+function paxRecords(data) {
+    const out = {};
+    let at = 0;
+    while (at < data.length) {
+        const space = data.indexOf(0x20, at);
+        const length = Number(data.subarray(at, space).toString());
+        if (space < 0 || !Number.isInteger(length) || length <= 0)
+            throw new Error('bad pax header in git archive output');
+        const record = data.subarray(space + 1, at + length - 1).toString('utf8');
+        const eq = record.indexOf('=');
+        out[record.slice(0, eq)] = record.slice(eq + 1);
+        at += length;
+    }
+    return out;
+}
+/** A pass-through of a tar stream that sees every entry and can leave some out. */
+function tarEntries(o = {}) {
+    let buffer = Buffer.alloc(0);
+    let entry;
+    let remaining = 0; // data bytes of the current entry still to come
+    let padding = 0;
+    let emit = true;
+    let pax;
+    let pending = []; // a pax header waiting for the entry it describes
+    let overrides = {};
+    let ended = false;
+    const header = (h, push) => {
+        if (h.every(b => b === 0)) {
+            ended = true;
+            push(Buffer.concat([...pending, h]));
+            pending = [];
+            return;
+        }
+        const size = parseInt(field(h, 124, 12).trim() || '0', 8);
+        const type = field(h, 156, 1) || '0';
+        if (type === 'x' || type === 'g') {
+            pax = { header: h, data: [], size };
+            remaining = size;
+            padding = (BLOCK - (size % BLOCK)) % BLOCK;
+            return;
+        }
+        const prefix = field(h, 345, 155);
+        const name = field(h, 0, 100);
+        entry = {
+            path: overrides.path ?? (prefix ? `${prefix}/${name}` : name),
+            type,
+            size,
+            linkname: overrides.linkpath ?? field(h, 157, 100)
+        };
+        overrides = {};
+        emit = o.keep?.(entry) ?? true;
+        if (emit)
+            push(Buffer.concat([...pending, h]));
+        pending = [];
+        remaining = size;
+        padding = (BLOCK - (size % BLOCK)) % BLOCK;
+        if (remaining === 0)
+            o.onEntry?.(entry);
+    };
+    // A pax header read whole: an `x` one waits for its entry (its path may be the one to leave out).
+    const paxDone = (push) => {
+        const all = Buffer.concat(pax.data);
+        if (field(pax.header, 156, 1) === 'x') {
+            overrides = paxRecords(all.subarray(0, pax.size));
+            pending.push(pax.header, all);
+        }
+        else
+            push(Buffer.concat([pax.header, all]));
+        pax = undefined;
+    };
+    return new external_node_stream_.Transform({
+        transform(chunk, _encoding, callback) {
+            try {
+                const out = [];
+                const push = (b) => void out.push(b);
+                buffer = buffer.length ? Buffer.concat([buffer, chunk]) : chunk;
+                while (buffer.length) {
+                    if (ended) {
+                        push(buffer);
+                        buffer = Buffer.alloc(0);
+                    }
+                    else if (remaining > 0) {
+                        const part = buffer.subarray(0, remaining);
+                        buffer = buffer.subarray(part.length);
+                        remaining -= part.length;
+                        if (pax)
+                            pax.data.push(part);
+                        else {
+                            o.onData?.(entry, part);
+                            if (emit)
+                                push(part);
+                            if (remaining === 0)
+                                o.onEntry?.(entry);
+                        }
+                        if (remaining === 0 && pax && padding === 0)
+                            paxDone(push);
+                    }
+                    else if (padding > 0) {
+                        const part = buffer.subarray(0, padding);
+                        buffer = buffer.subarray(part.length);
+                        padding -= part.length;
+                        if (pax)
+                            pax.data.push(part);
+                        else if (emit)
+                            push(part);
+                        if (padding === 0 && pax)
+                            paxDone(push);
+                    }
+                    else if (buffer.length >= BLOCK) {
+                        const h = buffer.subarray(0, BLOCK);
+                        buffer = buffer.subarray(BLOCK);
+                        header(h, push);
+                        if (pax && pax.size === 0)
+                            paxDone(push);
+                    }
+                    else
+                        break;
+                }
+                callback(null, out.length ? Buffer.concat(out) : undefined);
+            }
+            catch (e) {
+                callback(e);
+            }
+        }
+    });
+}
+
+;// CONCATENATED MODULE: ./src/release/requirements.ts
+/**
+ * What pip reads when it installs `-r requirements.txt`: the file and every requirement and constraint file it
+ * includes (`-r`, `-c`, `--requirement`, `--constraint`, at any depth), resolved as pip does, so the
+ * virtualenv key changes when any of them does. Pure functions over a reader of the release's files.
+ */
+
+/**
+ * The logical lines of a requirements file as pip's preprocess() makes them: continued lines joined, comments
+ * (a `#` at the start or after whitespace) removed, blank lines dropped, whitespace runs made one space.
+ */
+function logicalLines(text) {
+    const joined = [];
+    let held = [];
+    for (let raw of text.split(/\r?\n/)) {
+        const comment = /^\s*#/.test(raw);
+        if (raw.endsWith('\\') && !comment) {
+            held.push(raw.replace(/^\\+|\\+$/g, ''));
+            continue;
+        }
+        if (comment)
+            raw = ` ${raw}`;
+        joined.push([...held, raw].join(''));
+        held = [];
+    }
+    if (held.length)
+        joined.push(held.join(''));
+    return joined
+        .map(l => l
+        .replace(/(^|\s+)#.*$/, '')
+        .trim()
+        .replace(/\s+/g, ' '))
+        .filter(Boolean);
+}
+/** pip's long options in a requirements file; optparse takes any unambiguous prefix of them. */
+const LONG = [
+    'index-url',
+    'extra-index-url',
+    'no-index',
+    'constraint',
+    'requirement',
+    'editable',
+    'find-links',
+    'no-binary',
+    'only-binary',
+    'prefer-binary',
+    'require-hashes',
+    'pre',
+    'trusted-host',
+    'use-feature',
+    'install-option',
+    'global-option',
+    'hash'
+];
+function longOption(word) {
+    if (LONG.includes(word))
+        return word;
+    const matches = LONG.filter(o => o.startsWith(word));
+    return matches.length === 1 ? matches[0] : undefined;
+}
+/** The files a logical line includes: `-r x`, `-rx`, `--requirement x`, `--requirement=x`, `-c` alike. */
+function includesOf(line) {
+    const words = line.split(' ');
+    const out = [];
+    for (let i = 0; i < words.length; i++) {
+        const w = words[i];
+        let kind;
+        let value;
+        const short = /^-([rc])(.*)$/.exec(w);
+        const long = /^--([\w-]+)(?:=(.*))?$/.exec(w);
+        if (short) {
+            kind = short[1] === 'r' ? 'requirement' : 'constraint';
+            value = short[2] || undefined;
+        }
+        else if (long) {
+            kind = longOption(long[1]);
+            value = long[2];
+        }
+        if (kind !== 'requirement' && kind !== 'constraint')
+            continue;
+        if (value === undefined)
+            value = words[++i];
+        if (value)
+            out.push({ path: value, constraint: kind === 'constraint' });
+    }
+    return out;
+}
+const SCHEME = /^[A-Za-z][\w+.-]*:/;
+/**
+ * Follows every include from `root` (paths relative to the release), each relative to the directory of the
+ * file that names it (pip's rule); `args` are pip-args, whose `-r`/`-c` are relative to the release. `read`
+ * returns a file's text, or undefined when the release has no such file. Throws, naming the file, on a
+ * missing file, an include that leaves the release, or a cycle (pip would recurse without end).
+ */
+async function requirementClosure(read, root, args = []) {
+    const files = [];
+    const external = [];
+    const seen = new Set();
+    const visit = async (path, constraint, chain) => {
+        if (chain.includes(path))
+            throw new Error(`requirements include themselves: ${[...chain, path].join(' → ')} (pip would recurse without end); remove one of these -r/-c lines`);
+        const key = `${constraint ? 'c' : 'r'} ${path}`;
+        if (seen.has(key))
+            return;
+        seen.add(key);
+        const text = await read(path);
+        if (text === undefined) {
+            const by = chain.length ? `${chain[chain.length - 1]} includes ${path}` : `${path} is named by pip-args`;
+            throw new Error(`${by}, which is not a file git tracks in the release: pip on the server would fail; commit it or fix the -r/-c line`);
+        }
+        files.push({ path, text, constraint });
+        for (const line of logicalLines(text))
+            for (const inc of includesOf(line))
+                await follow(inc, external_node_path_.posix.dirname(path), [...chain, path]);
+    };
+    const follow = async (inc, dir, chain) => {
+        if (SCHEME.test(inc.path) || inc.path.startsWith('/')) {
+            external.push(inc.path);
+            return;
+        }
+        const path = external_node_path_.posix.normalize(external_node_path_.posix.join(dir, inc.path));
+        if (path === '..' || path.startsWith('../'))
+            throw new Error(`${chain[chain.length - 1] ?? 'pip-args'} includes ${inc.path}, which is outside the release (working-directory): pip on the server would not find it`);
+        await visit(path, inc.constraint, chain);
+    };
+    await visit(root, false, []);
+    for (const inc of includesOf(args.join(' ')))
+        await follow(inc, '.', []);
+    return { files, external };
+}
+/**
+ * The words of a requirements file that may name a path (a wheel, a --find-links directory, an editable
+ * project): each requirement word and each option's value (`--find-links=x`, `-fx`, `-e ./pkg`).
+ */
+function pathWords(text) {
+    const out = [];
+    for (const line of logicalLines(text))
+        for (const w of line.split(' ')) {
+            const long = /^--[\w-]+=(.+)$/.exec(w);
+            const short = /^-[a-zA-Z](.+)$/.exec(w);
+            if (long)
+                out.push(long[1]);
+            else if (short && !w.startsWith('--'))
+                out.push(short[1]);
+            else if (!w.startsWith('-'))
+                out.push(w);
+        }
+    return out;
+}
+
 ;// CONCATENATED MODULE: ./src/release/source.ts
 /**
  * The release as it leaves the runner: the files git tracks in working-directory at HEAD, streamed as a
@@ -58509,18 +58940,22 @@ function pathsAt(text, indexes) {
 
 
 
+
+
+
+
+
 const run = (0,external_node_util_.promisify)(external_node_child_process_namespaceObject.execFile);
 /** `name[extras]==version` (or `===`), with environment markers. */
 const EXACT_PIN = /^[A-Za-z0-9][\w.-]*(\[[^\]]*\])?\s*===?\s*[\w.!+-]+\s*(;.*)?$/;
 function depsOf(venv, requirements, local) {
-    const all = requirements
-        .replace(/\\\r?\n/g, ' ')
-        .split('\n')
-        .map(line => line
-        .replace(/(^|\s)#.*$/, '')
-        .trim()
-        .replace(/\s+/g, ' '))
-        .filter(Boolean);
+    const closure = typeof requirements === 'string'
+        ? { files: [{ path: 'requirements.txt', text: requirements, constraint: false }], external: [] }
+        : requirements;
+    if (closure.external.length)
+        return undefined;
+    const all = closure.files.filter(f => !f.constraint).flatMap(f => logicalLines(f.text));
+    const constraints = closure.files.filter(f => f.constraint).map(f => [f.path, logicalLines(f.text)]);
     const options = all.filter(line => line.startsWith('-'));
     const reqs = all.filter(line => !line.startsWith('-'));
     if (options.some(o => /^(-e|--editable)\b/.test(o)))
@@ -58529,12 +58964,46 @@ function depsOf(venv, requirements, local) {
     // virtualenv would take the newest.
     if (!reqs.every(r => EXACT_PIN.test(r.replace(/\s+--hash[= ]\S+/g, ''))))
         return undefined;
+    // A constraint that changes (even one that only narrows) changes what pip picks for an unpinned
+    // dependency of a pin: part of the basis, so a change builds the virtualenv anew.
     const basis = (0,external_node_crypto_.createHash)('sha256')
-        .update(JSON.stringify([venv.python, venv.options, venv.pipArgs, options]))
+        .update(JSON.stringify([
+        venv.python,
+        venv.options,
+        venv.pipArgs,
+        options,
+        ...(constraints.length ? [constraints] : [])
+    ]))
         .digest('hex')
         .slice(0, 16);
     const files = local.split('\n').filter(Boolean);
     return { basis, lines: [...new Set([...reqs.map(r => `r ${r}`), ...files.map(f => `l ${f}`)])] };
+}
+/**
+ * Reads a file of the release from git (blob by blob, as tracked at HEAD); a symlink is followed inside the
+ * release, as pip on the server would. Undefined when the release has no such file.
+ */
+function reader(cwd, listing) {
+    const entries = new Map(parseTree(listing).map(e => [e.path, e]));
+    return async (path) => {
+        for (let hops = 0; hops < 10; hops++) {
+            const e = entries.get(path);
+            if (!e)
+                return undefined;
+            const text = await git(cwd, 'cat-file', 'blob', e.sha);
+            if (e.mode !== '120000')
+                return text;
+            path = external_node_path_.posix.normalize(external_node_path_.posix.join(external_node_path_.posix.dirname(path), text));
+        }
+        return undefined;
+    };
+}
+/**
+ * Git runs filters the runner's git config names (LFS, smudge): it gets the environment the checks get, never the
+ * action's inputs (which the action keeps in its own memory after its start-up re-exec).
+ */
+function gitEnvironment() {
+    return checkEnvironment(process.env);
 }
 async function git(cwd, ...args) {
     return gitWith(cwd, {}, ...args);
@@ -58543,7 +59012,7 @@ async function gitWith(cwd, env, ...args) {
     try {
         const { stdout } = await run('git', ['-C', cwd, ...args], {
             maxBuffer: 256 * 1024 * 1024,
-            env: { ...process.env, ...env }
+            env: { ...gitEnvironment(), ...env }
         });
         return stdout;
     }
@@ -58551,6 +59020,63 @@ async function gitWith(cwd, env, ...args) {
         const err = e;
         throw new Error(`git ${args[0]} failed in ${cwd}: ${(err.stderr || err.message).trim()}`);
     }
+}
+/**
+ * The virtualenv key and what the virtualenv is made of: requirements.txt and every file it includes, the
+ * tracked files they name, Python, venv-options and pip-args.
+ */
+async function dependencies(cwd, treeish, files, venv) {
+    const tree = async (...paths) => paths.length ? git(cwd, 'ls-tree', '-r', '--full-tree', treeish, '--', ...paths) : '';
+    const hasRequirements = parseTree(files).some(e => e.path === 'requirements.txt');
+    const closure = hasRequirements
+        ? await requirementClosure(reader(cwd, files), 'requirements.txt', venv.pipArgs)
+        : { files: [], external: [] };
+    const requirements = closure.files[0]?.text ?? '';
+    // Local paths named by the requirements or pip-args (./vendor/pkg, wheels/, -r base.txt) are part of
+    // the dependencies: their tracked contents go into the key too. A nested file's paths are looked for
+    // beside it (pip's rule for --find-links) and in the release (where pip runs).
+    const candidates = [
+        ...pathWords(requirements),
+        ...pathWords(venv.pipArgs.join(' ')),
+        ...closure.files
+            .slice(1)
+            .flatMap(f => pathWords(f.text).flatMap(t => [t, external_node_path_.posix.join(external_node_path_.posix.dirname(f.path), t)]))
+    ];
+    const tokens = candidates
+        .map(t => t
+        .replace(/^file:(\/\/)?/, '')
+        .replace(/^\.\//, '')
+        .replace(/\/$/, ''))
+        .filter(t => t && !t.startsWith('-') && !t.startsWith('/') && !t.includes('..') && /^[\w.@/+-]+$/.test(t));
+    const local = tokens.length ? await tree(...new Set(tokens.slice(0, 400))) : '';
+    const warnings = [];
+    // Included files beyond requirements.txt go into the key (alone, it keeps the key it always had). What
+    // pip fetches from a URL or reads from an absolute path on the server cannot be known here: such a
+    // virtualenv is built anew at every deploy, never reused stale.
+    const nested = closure.files.slice(1).map(f => [f.path, f.constraint, f.text]);
+    if (closure.external.length)
+        warnings.push(`requirements include ${closure.external.join(', ')}: their content is not in the release, so the virtualenv is built anew at each deploy`);
+    const venvKey = (0,external_node_crypto_.createHash)('sha256')
+        .update(JSON.stringify([
+        venv.python,
+        venv.options,
+        venv.pipArgs,
+        requirements,
+        local,
+        ...(nested.length ? [nested] : []),
+        ...(closure.external.length ? [(0,external_node_crypto_.randomBytes)(16).toString('hex')] : [])
+    ]))
+        .digest('hex')
+        .slice(0, 16);
+    // The requirement files themselves are in the key; for growing a copy, their lines speak for them (a pin added
+    // to requirements/base.txt may grow a copy as one added to requirements.txt does).
+    const own = new Set(closure.files.map(f => f.path));
+    const named = local
+        .split('\n')
+        .filter(line => !own.has(line.slice(line.indexOf('\t') + 1)))
+        .join('\n');
+    const deps = hasRequirements ? depsOf(venv, closure, named) : undefined;
+    return { venvKey, hasRequirements, deps, warnings };
 }
 /** Describes the release; fails clearly when working-directory is not a git checkout. */
 async function describeRelease(workingDirectory, name, venv) {
@@ -58564,57 +59090,16 @@ async function describeRelease(workingDirectory, name, venv) {
     const prefix = (await git(workingDirectory, 'rev-parse', '--show-prefix')).trim().replace(/\/$/, '');
     const revision = (await git(workingDirectory, 'rev-parse', 'HEAD')).trim();
     const treeish = prefix ? `HEAD:${prefix}` : 'HEAD';
-    const tree = async (...paths) => paths.length ? git(workingDirectory, 'ls-tree', '-r', '--full-tree', treeish, '--', ...paths) : '';
-    const hasRequirements = (await tree('requirements.txt')).trim() !== '';
-    const requirements = hasRequirements
-        ? await git(workingDirectory, 'show', `HEAD:${prefix ? `${prefix}/` : ''}requirements.txt`)
-        : '';
-    // Local paths named by the requirements or pip-args (./vendor/pkg, wheels/, -r base.txt) are part of
-    // the dependencies: their tracked contents go into the key too.
-    const tokens = [...requirements.split(/\s+/), ...venv.pipArgs.flatMap(a => a.split('='))]
-        .map(t => t
-        .replace(/^file:(\/\/)?/, '')
-        .replace(/^\.\//, '')
-        .replace(/\/$/, ''))
-        .filter(t => t && !t.startsWith('-') && !t.startsWith('/') && !t.includes('..') && /^[\w.@/+-]+$/.test(t));
-    const local = tokens.length ? await tree(...new Set(tokens.slice(0, 200))) : '';
-    const venvKey = (0,external_node_crypto_.createHash)('sha256')
-        .update(JSON.stringify([venv.python, venv.options, venv.pipArgs, requirements, local]))
-        .digest('hex')
-        .slice(0, 16);
     const files = await git(workingDirectory, 'ls-tree', '-r', '-z', '--full-tree', treeish);
-    const deps = hasRequirements ? depsOf(venv, requirements, local) : undefined;
-    return { name, revision, treeish, repoRoot, venvKey, hasRequirements, tree: files, deps };
+    const { venvKey, hasRequirements, deps, warnings } = await dependencies(workingDirectory, treeish, files, venv);
+    const tree = await archivedManifest(repoRoot, treeish, files);
+    return { name, revision, treeish, repoRoot, venvKey, hasRequirements, tree, deps, warnings };
 }
-/**
- * Streams the release as tar.gz from `git archive`; `done` rejects if git fails. Without `reuse` the archive
- * holds every file and the release's manifest. With `reuse` (paths the host takes, unchanged, from its live
- * release; it already has the manifest) it holds every other file: it is made from a tree git writes from a
- * temporary index, the repository's own index and work tree untouched. `stop()` ends it early: the remote
- * command ended without reading it all (a refused release name), and git must not stay blocked on a full pipe.
- */
-async function archive(source, reuse) {
-    const work = await (0,promises_namespaceObject.mkdtemp)((0,external_node_path_.join)((0,external_node_os_namespaceObject.tmpdir)(), 'django-deploy-archive-'));
-    const extra = [];
-    let tree = source.treeish;
-    try {
-        if (!reuse) {
-            await (0,promises_namespaceObject.writeFile)((0,external_node_path_.join)(work, MANIFEST), source.tree);
-            extra.push(`--add-file=${(0,external_node_path_.join)(work, MANIFEST)}`);
-        }
-        else {
-            const env = { GIT_INDEX_FILE: (0,external_node_path_.join)(work, 'index') };
-            await gitWith(source.repoRoot, env, 'read-tree', source.treeish);
-            await removeFromIndex(source.repoRoot, env, reuse);
-            tree = (await gitWith(source.repoRoot, env, 'write-tree')).trim();
-        }
-    }
-    catch (e) {
-        await (0,promises_namespaceObject.rm)(work, { recursive: true, force: true });
-        throw e;
-    }
-    const child = (0,external_node_child_process_namespaceObject.spawn)('git', ['-C', source.repoRoot, 'archive', '--format=tar.gz', ...extra, tree], {
-        stdio: ['ignore', 'pipe', 'pipe']
+/** Runs `git archive --format=tar` of the release; `done` rejects with git's message if git fails. */
+function gitArchive(source, extra = [], format = 'tar') {
+    const child = (0,external_node_child_process_namespaceObject.spawn)('git', ['-C', source.repoRoot, 'archive', `--format=${format}`, ...extra, source.treeish], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: gitEnvironment()
     });
     let stderr = '';
     let stopped = false;
@@ -58624,7 +59109,100 @@ async function archive(source, reuse) {
         child.on('close', code => code === 0 || stopped
             ? resolve()
             : reject(new Error(`git archive failed (exit ${code}): ${stderr.trim()}`)));
-    }).finally(() => (0,promises_namespaceObject.rm)(work, { recursive: true, force: true }));
+    });
+    const stop = () => {
+        if (child.exitCode !== null || child.signalCode !== null)
+            return;
+        stopped = true;
+        child.stdout.destroy();
+        child.kill('SIGKILL');
+    };
+    return { child, done, stop };
+}
+/**
+ * The manifest of the release as git archive writes it: each file of `listing` (`git ls-tree -r -z`) with the
+ * hash, as git hashes a blob, of the bytes the archive holds for it (export-subst expanded, eol converted,
+ * filters such as LFS applied), and without the files the archive leaves out (export-ignore). So the host
+ * reuses a file only when its live copy is what the archive would bring.
+ */
+async function archivedManifest(repoRoot, treeish, listing) {
+    const algorithm = /^\S+ \S+ [0-9a-f]{64}\t/.test(listing) ? 'sha256' : 'sha1';
+    const hashes = new Map();
+    const open = new Map();
+    const blob = (e) => {
+        let h = open.get(e);
+        if (!h) {
+            const size = e.type === '2' ? Buffer.byteLength(e.linkname) : e.size;
+            h = (0,external_node_crypto_.createHash)(algorithm).update(`blob ${size}\0`);
+            open.set(e, h);
+        }
+        return h;
+    };
+    const entries = tarEntries({
+        keep: () => false,
+        onData: (e, chunk) => void blob(e).update(chunk),
+        onEntry: e => {
+            if (e.type !== '0' && e.type !== '2' && e.type !== '7')
+                return;
+            const h = blob(e);
+            if (e.type === '2')
+                h.update(e.linkname);
+            hashes.set(e.path, h.digest('hex'));
+            open.delete(e);
+        }
+    });
+    const git = gitArchive({ repoRoot, treeish });
+    await Promise.all([
+        (0,external_node_stream_promises_namespaceObject.pipeline)(git.child.stdout, entries, new external_node_stream_.Writable({ write: (_c, _e, cb) => cb() })),
+        git.done
+    ]);
+    return treeRecords(listing)
+        .flatMap(record => {
+        const m = /^(\d+) blob [0-9a-f]+\t(.*)$/s.exec(record);
+        if (!m)
+            return [record];
+        const hash = hashes.get(m[2]);
+        return hash ? [`${m[1]} blob ${hash}\t${m[2]}`] : [];
+    })
+        .map(r => `${r}\0`)
+        .join('');
+}
+/**
+ * Streams the release as tar.gz from `git archive`; `done` rejects if git fails. Without `reuse` the archive
+ * holds every file and the release's manifest. With `reuse` (paths the host takes, unchanged, from its live
+ * release; it already has the manifest) it holds every other file: git's own archive of the release with the
+ * reused entries left out, so every other file is the bytes a whole archive would hold (export-subst, eol,
+ * filters and export-ignore as in the manifest). `stop()` ends it early: the remote command ended without
+ * reading it all (a refused release name), and git must not stay blocked on a full pipe.
+ */
+async function archive(source, reuse) {
+    let work;
+    let filtered = Promise.resolve();
+    let stopping = false;
+    let git;
+    let out;
+    if (!reuse) {
+        work = await (0,promises_namespaceObject.mkdtemp)((0,external_node_path_.join)((0,external_node_os_.tmpdir)(), 'django-deploy-archive-'));
+        await (0,promises_namespaceObject.writeFile)((0,external_node_path_.join)(work, MANIFEST), source.tree);
+        git = gitArchive(source, [`--add-file=${(0,external_node_path_.join)(work, MANIFEST)}`], 'tar.gz');
+        out = git.child.stdout;
+    }
+    else {
+        const skip = new Set(reuse);
+        git = gitArchive(source);
+        const gzip = (0,external_node_zlib_.createGzip)();
+        out = gzip;
+        // Output that is not a tar git would write fails the upload as git failing would (the host sees its end).
+        filtered = (0,external_node_stream_promises_namespaceObject.pipeline)(git.child.stdout, tarEntries({ keep: e => !skip.has(e.path) }), gzip).catch((e) => {
+            if (stopping)
+                return;
+            refuse();
+            throw new Error(`git archive output could not be read: ${e.message}`);
+        });
+    }
+    const done = Promise.all([git.done, filtered])
+        .then(() => undefined)
+        .finally(() => work && (0,promises_namespaceObject.rm)(work, { recursive: true, force: true }));
     // A child's stdout stops counting as readable once git exits, before anyone read it; a pass-through holds
     // the data (with back-pressure) until the SSH channel consumes it, counting what went by.
     let bytes = 0;
@@ -58634,38 +59212,75 @@ async function archive(source, reuse) {
             callback(null, chunk);
         }
     });
-    const stream = child.stdout.pipe(counter);
+    // An archive cut short by a failing git (a missing object, a failing filter) can end on a tar entry boundary
+    // and still be a valid gzip stream, which tar on the host unpacks without complaint: bytes after the gzip
+    // stream make gunzip, and so the upload step, fail there and then.
+    const refuse = () => {
+        if (!counter.writableEnded && !counter.destroyed)
+            counter.end(Buffer.from('\ngit archive failed\n'));
+    };
+    const stream = out.pipe(counter, { end: false });
+    out.on('end', () => done.then(() => void (counter.writableEnded || counter.destroyed || counter.end()), () => refuse()));
     return {
         stream,
         done,
         bytes: () => bytes,
+        // Also when git is done: what it wrote may still sit in the streams, waiting for a reader that is gone.
         stop: () => {
-            if (child.exitCode !== null || child.signalCode !== null)
-                return;
-            stopped = true;
+            stopping = true;
             stream.destroy();
-            child.stdout.destroy();
-            child.kill('SIGKILL');
+            out.destroy();
+            git.stop();
         }
     };
 }
-/** `git update-index --force-remove -z --stdin`: paths as data on stdin, never as pathspecs or arguments. */
-function removeFromIndex(cwd, env, paths) {
-    return new Promise((resolve, reject) => {
-        const child = (0,external_node_child_process_namespaceObject.spawn)('git', ['-C', cwd, 'update-index', '--force-remove', '-z', '--stdin'], {
-            env: { ...process.env, ...env },
-            stdio: ['pipe', 'ignore', 'pipe']
-        });
-        let stderr = '';
-        child.stderr.on('data', (c) => (stderr += c.toString()));
-        child.on('error', reject);
-        child.on('close', code => code === 0 ? resolve() : reject(new Error(`git update-index failed (exit ${code}): ${stderr.trim()}`)));
-        child.stdin.end(paths.join('\0') + '\0');
-    });
+
+;// CONCATENATED MODULE: ./src/django/traceback.ts
+/**
+ * A failed step's last lines, led by the cause when they end in a Python traceback: the exception's type and
+ * message and the project's own file:line first, then the tail without the frames nobody can act on (Python's
+ * frozen importlib frames, the ^^^^ markers under a line). Pure: used for the step's error and its summary.
+ */
+const TRACEBACK = 'Traceback (most recent call last):';
+const traceback_FRAME = /^\s+File "(.+)", line (\d+)/;
+// A frame in Python's own frozen modules, and the carets Python 3.11+ draws under the failing expression.
+const NOISE = /^\s+File "<frozen [^>]*>"|^\s*[~^]+\s*$/;
+/** `exception: message (at path:line)` for the last traceback in the lines, or undefined when there is none. */
+function causeOf(lines) {
+    const start = lines.map(l => l.trim()).lastIndexOf(TRACEBACK);
+    if (start < 0)
+        return undefined;
+    const frames = [];
+    let cause;
+    for (const line of lines.slice(start + 1)) {
+        const frame = traceback_FRAME.exec(line);
+        if (frame)
+            frames.push({ file: frame[1], line: frame[2] });
+        else if (line.trim() && !/^\s/.test(line)) {
+            cause = line.trim();
+            break;
+        }
+    }
+    if (!cause)
+        return undefined;
+    const own = frames
+        .reverse()
+        .map(f => ({ ...f, rel: projectPath(f.file) }))
+        .find(f => f.rel);
+    return own ? `${cause} (at ${own.rel}:${own.line})` : cause;
+}
+/** The path inside the release (`releases/<name>/…`), unless it is the release's virtualenv. */
+function projectPath(file) {
+    const rel = /\/releases\/[^/]+\/(.+)$/.exec(file)?.[1];
+    return rel && !rel.startsWith('.venv/') ? rel : undefined;
+}
+/** The step's last `tail` lines without Python's noise, with the cause (if any) on the first line. */
+function failureTail(lines, tail) {
+    const cause = causeOf(lines);
+    const rest = (cause ? lines.filter(l => !NOISE.test(l)) : lines).slice(-tail);
+    return (cause ? [cause, ...rest] : rest).join('\n');
 }
 
-// EXTERNAL MODULE: external "node:zlib"
-var external_node_zlib_ = __nccwpck_require__(8522);
 ;// CONCATENATED MODULE: ./src/remote/quote.ts
 /**
  * The one place where values become shell words. Every value a user, the repository or the event controls
@@ -58708,7 +59323,8 @@ function layout(root) {
         lock: `${root}/.deploy.lock`,
         lease: `${root}/.deploy.lock.lease`,
         leases: `${root}/.deploy.lock.d`,
-        history: `${root}/.deploy-history`
+        history: `${root}/.deploy-history`,
+        static: `${root}/static`
     };
 }
 const releaseDir = (l, release) => `${l.releases}/${release}`;
@@ -58746,6 +59362,10 @@ function parseInspect(stdout) {
         }
     }
     return state;
+}
+/** Prints the commit a release was built from (its REVISION file, written at upload), changing nothing. */
+function readRevision(l, release) {
+    return script(`cat -- ${q(`${releaseDir(l, release)}/REVISION`)}`);
 }
 /** Appends to the history: `release` went live (a deploy) or was made live again (a rollback). */
 function recordLive(l, release, event) {
@@ -58805,10 +59425,41 @@ function fenced(l, token, body) {
 function killSteps(l, token) {
     return [KILL_STEPS, `kill_steps ${q(`${l.leases}/${token}`)}`].join('\n');
 }
-/** Makes the directories and clears a half-made release left by an earlier failed attempt (never the live one). */
-function prepare(l, release) {
-    const dir = releaseDir(l, release);
+/**
+ * Where a release whose name is already on the server (a re-deploy of an older name) is built: beside it in
+ * releases/ (one file system, so `place` is a rename), under a name no release can have (release names start
+ * with a letter or digit) and that `inspect` never lists. The old release stays whole until `place`.
+ */
+function buildName(release) {
+    return `.build-${release}`;
+}
+/** Where `place` keeps the release it replaced until the deploy succeeded (a revert puts it back). */
+const replacedName = (release) => `.replaced-${release}`;
+/**
+ * Makes the directories and clears what an earlier failed attempt left in the build directory (`build`: the
+ * release's own directory for a new name, `buildName(release)` for a name already on the server; never the live
+ * release).
+ */
+function prepare(l, release, build = release) {
+    const dir = releaseDir(l, build);
     return script(`mkdir -p ${words(l.releases, l.shared, l.venvs)}`, `if [ -L ${q(l.current)} ] && [ "$(basename "$(readlink ${q(l.current)})")" = ${q(release)} ]; then`, `  echo ${q(`release ${release} is the live release; deploy another release name (or use mode: rollback)`)} >&2`, '  exit 65', 'fi', `rm -rf ${q(dir)}`, `mkdir -p ${q(dir)}`);
+}
+/**
+ * Puts a release built in `buildName(release)` in place of the release of the same name, once every step
+ * before the switch passed: two renames in releases/, while `current` points at another release (`prepare`
+ * refused the live name). The old one is kept as `.replaced-<release>` until the cleanup, so a failed publish
+ * puts it back (`restoreReplaced`).
+ */
+function place(l, release) {
+    const [build, replaced] = [buildName(release), replacedName(release)];
+    return script(`cd ${q(l.releases)}`, `rm -rf ${q(replaced)}`, `if [ -e ${q(release)} ] || [ -L ${q(release)} ]; then mv -T ${words(release, replaced)}; fi`, `mv -T ${words(build, release)}`, `echo ${q(`release ${release} rebuilt and put in place of the one of the same name (kept as ${replaced} until the deploy succeeds)`)}`);
+}
+/** After a failed publish of a release put in place by `place` (and `current` back elsewhere): the old one again. */
+function restoreReplaced(l, release) {
+    const replaced = replacedName(release);
+    return script(`cd ${q(l.releases)}`, 
+    // Never under a live link: the revert's switch must have moved `current` away first.
+    `[ "$(basename "$(readlink ${q(l.current)} 2>/dev/null)")" != ${q(release)} ] || exit 0`, `if [ -d ${q(replaced)} ]; then rm -rf ${q(release)}; mv -T ${words(replaced, release)}; echo ${q(`release ${release} as it was before this deploy is back in place`)}; fi`);
 }
 /**
  * Reads the new release's manifest (gzip) on stdin and compares it with the live release's: a record with
@@ -58881,12 +59532,15 @@ function reusableFiles(l, release, live, python) {
 }
 /**
  * Links the paths listed (NUL-separated) in a file from the live release into the new one: a hard link (a copy
- * where the file system refuses one), a symlink made anew. Arguments: new release dir, live release dir, list.
+ * where the file system refuses one), a symlink made anew. A hard link is the live file itself: release files
+ * are read-only (see `unpack`), so a step that writes one in place fails (EACCES) instead of changing what is
+ * live; root ignores modes, so as root the files are copied. Arguments: new release dir, live release dir, list.
  */
 const REUSE_PY = [
     'import os, shutil, sys',
     'new, live, listing = (os.fsencode(a) for a in sys.argv[1:4])',
     'paths = [p for p in open(listing, "rb").read().split(b"\\0") if p]',
+    'root = os.geteuid() == 0',
     'for p in paths:',
     '    src, dst = os.path.join(live, p), os.path.join(new, p)',
     '    os.makedirs(os.path.dirname(dst), exist_ok=True)',
@@ -58894,6 +59548,7 @@ const REUSE_PY = [
     '        os.symlink(os.readlink(src), dst)',
     '    else:',
     '        try:',
+    '            if root: raise OSError("root ignores read-only modes: a copy")',
     '            os.link(src, dst)',
     '        except OSError:',
     '            shutil.copy2(src, dst)',
@@ -58903,15 +59558,21 @@ const REUSE_PY = [
 /**
  * Unpacks the release archive read from stdin and records the commit it came from. With `reuseFrom` (the
  * live release, after the manifest step), the archive holds only the files that changed: the others are
- * linked from the live release, and the manifest is the one the manifest step kept.
+ * linked from the live release, and the manifest is the one the manifest step kept. Release files end read-only.
+ * `build`: the directory it goes to under releases/ (plan.ts `buildDir`), `release` names the manifest kept.
  */
-function unpack(l, release, revision, reuseFrom) {
-    const dir = releaseDir(l, release);
+function unpack(l, release, revision, reuseFrom, build = release) {
+    const dir = releaseDir(l, build);
     const keep = incoming(l, release);
     return script(...(reuseFrom ? [`mv -f ${words(keep.manifest, `${dir}/${MANIFEST}`)}`] : []), `tar -xzf - -C ${q(dir)} --no-same-owner --no-same-permissions`, ...(reuseFrom
         ? [words(reuseFrom.python, '-c', REUSE_PY, dir, releaseDir(l, reuseFrom.release), keep.reuse)]
-        : []), `chmod -R a+rX ${q(dir)}`, `printf '%s\\n' ${q(revision)} > ${q(dir + '/REVISION')}`);
+        : []), `chmod -R a+rX ${q(dir)}`, `printf '%s\\n' ${q(revision)} > ${q(dir + '/REVISION')}`, 
+    // Release files are read-only (directories stay writable: Python's caches, collectstatic): files reused by
+    // the next release are hard links to these, so nothing may write one in place.
+    `find ${q(dir)} -type f -exec chmod a-w {} +`);
 }
+/** A shared file that holds secrets by convention: `.env`, `.env.production`, `production.env`. */
+const isEnvFile = (path) => /(^|\/)(\.env(\.[^/]*)?|[^/]*\.env)$/.test(path);
 /** A shared path that looks like a file (has a dot) is a file, else a directory. */
 function sharedKind(path) {
     const base = path.split('/').pop() ?? path;
@@ -58940,10 +59601,16 @@ function linkShared(l, release, paths) {
         const relParent = inRelease.slice(0, inRelease.lastIndexOf('/'));
         lines.push(`mkdir -p ${words(parent, relParent)}`);
         if (sharedKind(p) === 'file') {
-            lines.push(`if [ ! -e ${q(shared)} ]; then`, `  if [ -f ${q(inRelease)} ] && [ ! -L ${q(inRelease)} ]; then cp ${words(inRelease, shared)}; else`, `    : > ${q(shared)}; chmod 600 ${q(shared)}`, `    echo ${q(`${WARN} ${shared} did not exist; created it empty. Put the server's settings there.`)}`, '  fi', 'fi');
+            // A `.env` copied from the release is made under umask 077 (never readable by others, not for a moment) and
+            // is 0600, owned by the deploy user; another file keeps the release's read bits and gets its owner's write
+            // bit back (release files are read-only).
+            const copy = isEnvFile(p)
+                ? `(umask 077; cp ${words(inRelease, shared)}); chmod 600 ${q(shared)}`
+                : `cp ${words(inRelease, shared)}; chmod u+w ${q(shared)}`;
+            lines.push(`if [ ! -e ${q(shared)} ]; then`, `  if [ -f ${q(inRelease)} ] && [ ! -L ${q(inRelease)} ]; then ${copy}; else`, `    (umask 077; : > ${q(shared)})`, `    echo ${q(`${WARN} ${shared} did not exist; created it empty. Put the server's settings there.`)}`, '  fi', 'fi');
         }
         else {
-            lines.push(`if [ ! -e ${q(shared)} ]; then`, `  if [ -d ${q(inRelease)} ] && [ ! -L ${q(inRelease)} ]; then cp -R ${words(inRelease, shared)}; else mkdir -p ${q(shared)}; fi`, 'fi');
+            lines.push(`if [ ! -e ${q(shared)} ]; then`, `  if [ -d ${q(inRelease)} ] && [ ! -L ${q(inRelease)} ]; then cp -R ${words(inRelease, shared)}; chmod -R u+w ${q(shared)}; else mkdir -p ${q(shared)}; fi`, 'fi');
         }
         lines.push(`rm -rf ${q(inRelease)}`, `ln -s ${words(shared, inRelease)}`);
     }
@@ -59083,6 +59750,8 @@ function venv(l, release, o) {
 function commands_manage(l, release, args) {
     return script(`cd ${q(releaseDir(l, release))}`, words('.venv/bin/python', 'manage.py', ...args));
 }
+/** Printed when a step fails on a write it may not do: a release file written in place. */
+const READ_ONLY_HINT = 'release files are read-only: files unchanged since the live release are the live files themselves (hard links), so a step that writes one in place would change what is live. Write new files (STATIC_ROOT, a shared path) or replace a file by renaming a new one over it.';
 /**
  * Runs several manage.py commands in ONE interpreter (Django is set up once, not once per command), printing
  * `<mark> <name> <exit code>` after each and stopping at the first that fails. A command with `python` runs
@@ -59114,9 +59783,11 @@ function manageMany(l, release, mark, commands) {
         "            exec(compile(code, name, 'exec'), {'__name__': '__django_deploy__'})",
         '    except SystemExit as e:',
         '        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)',
-        '    except BaseException:',
+        '    except BaseException as e:',
         '        traceback.print_exc()',
         '        status = 1',
+        '        if isinstance(e, PermissionError) or "readonly database" in str(e):',
+        `            print(${JSON.stringify(READ_ONLY_HINT)}, file=sys.stderr)`,
         '    sys.stdout.flush()',
         '    sys.stderr.flush()',
         "    print(f'{mark} {name} {status}', flush=True)",
@@ -59127,25 +59798,100 @@ function manageMany(l, release, mark, commands) {
     return script(`cd ${q(releaseDir(l, release))}`, `PYTHONUNBUFFERED=1 ${words('.venv/bin/python', '-c', py, mark, JSON.stringify(list))}`);
 }
 /**
+ * Deploy-check findings that stop the deploy under the default `deploy-check: warn` (README, "Django's deploy
+ * check"): security.W018, DEBUG on, shows every visitor tracebacks with code, settings and SQL. The others stay
+ * warnings: HSTS, SSL redirect and secure cookies depend on where TLS ends, and W009 (SECRET_KEY) is a length
+ * heuristic that also flags keys that are random and private.
+ */
+const SERIOUS_DEPLOY_CHECKS = ['security.W018'];
+/**
  * Django's deployment checks (`check --deploy`) with the server's settings, run in the preflight's Django: each
  * warning becomes a WARN line (a warning annotation and a line in the summary). Errors always fail, as
- * `check --deploy` does; warnings fail only with `fail`. Silenced checks (SILENCED_SYSTEM_CHECKS) stay silent.
- * Arguments: warn | fail.
+ * `check --deploy` does; warnings fail with `fail`, and the serious ones (SERIOUS_DEPLOY_CHECKS) with `warn` too.
+ * Silenced checks (SILENCED_SYSTEM_CHECKS) stay silent. Argument: warn | fail.
  */
 const DEPLOY_CHECK_PY = [
     'import sys',
     'from django.core import checks',
     'fail_on_warnings = sys.argv[1] == "fail"',
+    `serious_ids = {${SERIOUS_DEPLOY_CHECKS.map(id => JSON.stringify(id)).join(', ')}}`,
     'found = [m for m in checks.run_checks(include_deployment_checks=True)',
     '         if m.level >= checks.WARNING and not m.is_silenced()]',
     'for m in found:',
     '    text = " ".join(str(m).split())',
     `    print(f"${WARN} check --deploy: {text}", flush=True)`,
     'errors = [m for m in found if m.level >= checks.ERROR]',
+    'serious = [m for m in found if m.id in serious_ids]',
     'print(f"check --deploy with the server settings: {len(found)} issue(s), {len(errors)} error(s)")',
-    'if errors or (fail_on_warnings and found):',
-    '    why = "errors" if errors else "warnings, and deploy-check is fail"',
+    'for m in serious:',
+    '    print(f"check --deploy: {m.id} refuses the release under deploy-check warn and fail (only off skips it): {m.msg}", file=sys.stderr)',
+    'if errors or serious or (fail_on_warnings and found):',
+    '    why = "errors" if errors else "a serious warning" if serious else "warnings, and deploy-check is fail"',
     '    print(f"check --deploy found {why}: this release does not go live", file=sys.stderr)',
+    '    sys.exit(1)'
+].join('\n');
+/**
+ * What breaks behind nginx ending TLS, said before it breaks (run after the deploy check, in its Django, when the
+ * site is https). Django is asked itself: a form POST as a browser sends it to the site (Host, Origin and Referer
+ * of the site's URL; the SECURE_PROXY_SSL_HEADER header as the proxy sets it) goes through the project's own
+ * CsrfViewMiddleware, and a refusal by the Origin or Referer check (Django >= 4.0 checks Origin against the
+ * scheme Django sees) is reported with the setting that fixes it. GETs, and so the health check, pass either way.
+ * SECURE_SSL_REDIRECT without the header redirects every request to itself. Without the setting only the WSGI
+ * server can mark a request https (Gunicorn does for X-Forwarded-Proto from its forwarded_allow_ips, 127.0.0.1 by
+ * default): the warning says so. Arguments: url (no credentials), warn | fail.
+ */
+const PROXY_CHECK_PY = [
+    'import sys',
+    'from urllib.parse import urlsplit',
+    'from django.conf import settings',
+    'from django.middleware.csrf import CsrfViewMiddleware',
+    'from django.test import RequestFactory',
+    'from django.utils.module_loading import import_string',
+    'url, mode = sys.argv[1], sys.argv[2]',
+    'u = urlsplit(url)',
+    'host = u.hostname + (f":{u.port}" if u.port else "")',
+    'origin = f"https://{host}"',
+    'header = settings.SECURE_PROXY_SSL_HEADER',
+    `fix = ("SECURE_PROXY_SSL_HEADER = ('HTTP_X_FORWARDED_PROTO', 'https') in the server settings, with "`,
+    '       "`proxy_set_header X-Forwarded-Proto $scheme;` in nginx")',
+    'unless = ("unless the WSGI server marks requests https itself (Gunicorn trusts X-Forwarded-Proto only from its "',
+    '          "forwarded_allow_ips, by default 127.0.0.1)")',
+    'def csrf_refusal():',
+    '    classes = [import_string(m) for m in settings.MIDDLEWARE]',
+    '    csrf = next((c for c in classes if isinstance(c, type) and issubclass(c, CsrfViewMiddleware)), None)',
+    '    if csrf is None:',
+    '        return None',
+    '    meta = {"HTTP_HOST": host, "HTTP_ORIGIN": origin, "HTTP_REFERER": url}',
+    '    if header:',
+    '        meta[header[0]] = header[1]',
+    '    request = RequestFactory().post(u.path or "/", **meta)',
+    '    request.session = {}',
+    '    middleware = csrf(lambda r: None)',
+    '    middleware._reject = lambda request, reason: reason',
+    '    try:',
+    '        why = middleware.process_view(request, lambda r: None, (), {})',
+    '    except Exception:',
+    '        return None',
+    '    return why if isinstance(why, str) and why.startswith(("Origin checking", "Referer checking")) else None',
+    'found = []',
+    'if header is None and settings.SECURE_SSL_REDIRECT:',
+    '    found.append(f"SECURE_SSL_REDIRECT is on but SECURE_PROXY_SSL_HEADER is not set: behind nginx ending TLS, "',
+    '                 f"Django sees http and redirects every request to {origin} to itself, {unless}. Fix: {fix}.")',
+    'why = csrf_refusal()',
+    'if why and header is None:',
+    '    found.append(f"every form POST to {origin} fails with 403 (CSRF: {why}) while GETs and the health check "',
+    '                 f"pass: SECURE_PROXY_SSL_HEADER is not set, so behind nginx ending TLS Django sees http, {unless}. "',
+    '                 f"Fix: {fix} "',
+    `                 f"(or add '{origin}' to CSRF_TRUSTED_ORIGINS).")`,
+    'elif why:',
+    '    found.append(f"every form POST to {origin} fails with 403 (CSRF: {why}) while GETs and the health check "',
+    `                 f"pass. Fix: add '{origin}' to CSRF_TRUSTED_ORIGINS in the server settings (and have nginx pass "`,
+    '                 "the Host of the site: `proxy_set_header Host $host;`).")',
+    'for text in found:',
+    `    print(f"${WARN} behind a TLS proxy: {text}", flush=True)`,
+    'print(f"behind a TLS proxy ({origin}): {len(found)} issue(s)")',
+    'if found and mode == "fail":',
+    '    print("the TLS proxy check found warnings, and deploy-check is fail: this release does not go live", file=sys.stderr)',
     '    sys.exit(1)'
 ].join('\n');
 /**
@@ -59277,24 +60023,66 @@ function releasePath(l, release) {
 /** Answers in a row with an application error (5xx but a proxy's 502/503/504) that end the wait early. */
 const HEALTH_FAST_FAIL = 3;
 /**
+ * A health-check URL split for the server: the URL without its user-info (`bare`), what logs show (`shown`:
+ * `***@` for the user-info) and, with credentials, the `Authorization` header's value (sent on the step's
+ * stdin, never in a command line: see `healthCheck`).
+ */
+function healthTarget(url) {
+    const u = new URL(url);
+    if (!u.username && !u.password)
+        return { bare: url, shown: url };
+    // As Python's unquote: a `%` that starts no escape stays as it is.
+    const decode = (s) => s.replace(/(%[0-9A-Fa-f]{2})+/g, m => {
+        try {
+            return decodeURIComponent(m);
+        }
+        catch {
+            return m;
+        }
+    });
+    const cred = `${decode(u.username)}:${decode(u.password)}`;
+    u.username = '';
+    u.password = '';
+    return {
+        bare: u.href,
+        shown: u.href.replace('://', '://***@'),
+        authorization: `Basic ${Buffer.from(cred).toString('base64')}`
+    };
+}
+/**
+ * urllib's redirect handling forwards every header to wherever a redirect points: `Authorization` is kept only
+ * on the same host with the same scheme and port, or on an upgrade from http to https on the same host.
+ */
+const SAME_ORIGIN_REDIRECTS_PY = [
+    'class Redirects(urllib.request.HTTPRedirectHandler):',
+    '    def redirect_request(self, req, fp, code, msg, hdrs, newurl):',
+    '        new = super().redirect_request(req, fp, code, msg, hdrs, newurl)',
+    '        if new is not None:',
+    '            a, b = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(new.full_url)',
+    "            if a.hostname != b.hostname or not ((a.scheme, a.port) == (b.scheme, b.port) or (a.scheme, b.scheme) == ('http', 'https')):",
+    "                new.remove_header('Authorization')",
+    '        return new'
+];
+/**
  * Fetches the health-check URL from the server (so it reaches what only the server can see) until it answers
  * 2xx or the timeout passes. Uses the release's Python: curl is not on every server. An application that
  * answers 500 several times in a row is not starting up, it is broken: that fails at once instead of serving
  * errors until the timeout. A proxy's 502/503/504 (the app not listening yet) keeps the wait going.
+ * Credentials in the URL (basic auth) come on stdin (`healthTarget(url).authorization`, one line): a command
+ * line is readable by every user of the server in /proc, so they reach neither sh's nor curl's nor Python's;
+ * curl reads them from a 0600 config file, Python from its stdin.
  */
 function healthCheck(l, release, url, timeoutSeconds) {
     // Both paths follow the same rules: up to 10 redirects, 2xx is healthy, anything else is reported with its
-    // status and the first 300 bytes of the body; credentials in the URL are sent (basic auth), never printed.
-    const shown = url.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/?#@]*@/, '$1***@');
+    // status and the first 300 bytes of the body; credentials are sent (basic auth) to the URL's own origin only.
+    const { bare, shown, authorization } = healthTarget(url);
     const py = [
-        'import base64, sys, time, urllib.error, urllib.parse, urllib.request',
+        'import sys, time, urllib.error, urllib.parse, urllib.request',
         'url, shown, limit, fast = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])',
-        'parts = urllib.parse.urlsplit(url)',
-        'headers = {}',
-        'if parts.username is not None:',
-        "    cred = urllib.parse.unquote(parts.username) + ':' + urllib.parse.unquote(parts.password or '')",
-        "    headers['Authorization'] = 'Basic ' + base64.b64encode(cred.encode()).decode()",
-        "    url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit('@', 1)[1]))",
+        'auth = sys.stdin.readline().strip() if len(sys.argv) > 5 else ""',
+        "headers = {'Authorization': auth} if auth else {}",
+        ...SAME_ORIGIN_REDIRECTS_PY,
+        'opener = urllib.request.build_opener(Redirects)',
         'def first(body):',
         "    return ' '.join(body[:300].decode('utf-8', 'replace').split())",
         'deadline = time.time() + limit',
@@ -59302,7 +60090,7 @@ function healthCheck(l, release, url, timeoutSeconds) {
         'bad = 0',
         'while True:',
         '    try:',
-        '        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:',
+        '        with opener.open(urllib.request.Request(url, headers=headers), timeout=5) as r:',
         '            if 200 <= r.status < 300:',
         "                print(f'{shown} answered {r.status}')",
         '                sys.exit(0)',
@@ -59322,13 +60110,16 @@ function healthCheck(l, release, url, timeoutSeconds) {
         '        sys.exit(1)',
         '    time.sleep(0.5)'
     ].join('\n');
-    // curl answers in milliseconds where Python needs a few hundred to start; not every server has it.
+    // curl answers in milliseconds where Python needs a few hundred to start; not every server has it. curl
+    // before 7.83 sends credentials on a redirect to another port or scheme of the same host: Python then.
     // `date +%s` counts whole seconds: one more keeps the wait at least the timeout.
     const curl = [
-        `url=${q(url)}; shown=${q(shown)}; deadline=$(( $(date +%s) + ${Math.ceil(timeoutSeconds)} + 1 )); bad=0`,
-        'body=$(mktemp); trap \'rm -f "$body"\' EXIT',
+        `url=${q(bare)}; shown=${q(shown)}; deadline=$(( $(date +%s) + ${Math.ceil(timeoutSeconds)} + 1 )); bad=0`,
+        'body=$(mktemp); cfg=$(mktemp); trap \'rm -f "$body" "$cfg"\' EXIT',
+        // printf is the shell's own: the header goes to the 0600 file, through no command line.
+        `[ -z "$auth" ] || printf 'header = "Authorization: %s"\\n' "$auth" > "$cfg"`,
         'while :; do',
-        `  out=$(curl -sS -L --max-redirs 10 -o "$body" -w '\\n%{http_code}' --max-time 5 "$url" 2>&1) || true`,
+        `  out=$(curl -K "$cfg" -sS -L --max-redirs 10 -o "$body" -w '\\n%{http_code}' --max-time 5 "$url" 2>&1) || true`,
         '  code=$(printf "%s" "$out" | tail -n 1); last=$(printf "%s" "$out" | head -n 1)',
         '  case "$code" in',
         '    2??) echo "$shown answered $code"; exit 0 ;;',
@@ -59342,14 +60133,118 @@ function healthCheck(l, release, url, timeoutSeconds) {
         '  sleep 0.5',
         'done'
     ];
-    return script(`cd ${q(releaseDir(l, release))}`, 'if command -v curl >/dev/null 2>&1; then', ...curl.map(line => `  ${line}`), 'fi', words('.venv/bin/python', '-c', py, url, shown, String(timeoutSeconds), String(HEALTH_FAST_FAIL)));
+    const run = words('.venv/bin/python', '-c', py, bare, shown, String(timeoutSeconds), String(HEALTH_FAST_FAIL));
+    return script(`cd ${q(releaseDir(l, release))}`, authorization ? 'IFS= read -r auth || true' : 'auth=""', `if command -v curl >/dev/null 2>&1 && { [ -z "$auth" ] || curl --version | awk 'NR == 1 { split($2, v, "."); exit !(v[1] > 7 || (v[1] == 7 && v[2] >= 83)) }'; }; then`, ...curl.map(line => `  ${line}`), 'fi', authorization ? `printf '%s\\n' "$auth" | ${run} stdin` : run);
+}
+/** The file in a release recording its STATIC_ROOT (relative to the release), once its files were linked. */
+const STATIC_RECORD = '.django-deploy-static';
+/**
+ * Keeps static files reachable after their release stops being live: the files of a release's STATIC_ROOT are
+ * hard-linked (copied across file systems) into `<deploy-path>/static`, each by an atomic rename. Three uses:
+ * - run in the release's Django after collectstatic (argument: the shared directory): records STATIC_ROOT and
+ *   links the files whose names are not there yet, so a failed deploy leaves only extra names behind;
+ * - `live SHARED` in the release just made live: its files replace those of the same name (unhashed names follow
+ *   the live release; hashed ones are the same content anyway);
+ * - `prune SHARED RELEASE...`: removes every file no kept release has under the same name, then empty folders.
+ */
+const STATIC_PY = [
+    'import os, shutil, sys',
+    `RECORD = "${STATIC_RECORD}"`,
+    'def files(root):',
+    '    for d, _, names in os.walk(root):',
+    '        for n in names:',
+    '            yield os.path.relpath(os.path.join(d, n), root)',
+    '# The shared folder belongs to the action once it holds this mark: one someone else filled is never touched.',
+    'MARK = ".django-deploy"',
+    'def ours(shared):',
+    '    if os.path.isfile(os.path.join(shared, MARK)):',
+    '        return True',
+    '    if os.path.isdir(shared) and os.listdir(shared):',
+    `        print(f"${WARN} {shared} holds files this action did not put there: static files of old releases are not kept there (move it away to have them kept)", flush=True)`,
+    '        return False',
+    '    os.makedirs(shared, exist_ok=True)',
+    '    open(os.path.join(shared, MARK), "w").close()',
+    '    return True',
+    'def link(root, shared, replace):',
+    '    if not ours(shared):',
+    '        return 0',
+    '    count = 0',
+    '    for rel in files(root):',
+    '        src, dst = os.path.join(root, rel), os.path.join(shared, rel)',
+    '        if os.path.lexists(dst) and (not replace or os.path.samefile(src, dst)):',
+    '            continue',
+    '        os.makedirs(os.path.dirname(dst), exist_ok=True)',
+    '        tmp = dst + ".django-deploy-tmp"',
+    '        if os.path.lexists(tmp):',
+    '            os.unlink(tmp)',
+    '        try:',
+    '            os.link(src, tmp)',
+    '        except OSError:',
+    '            shutil.copy2(src, tmp)',
+    '        os.replace(tmp, dst)',
+    '        count += 1',
+    '    return count',
+    'def recorded(release):',
+    '    try:',
+    '        with open(os.path.join(release, RECORD)) as f:',
+    '            return os.path.join(release, f.read().strip())',
+    '    except FileNotFoundError:',
+    '        return None',
+    'def collected():',
+    '    from django.conf import settings',
+    '    shared, here = sys.argv[1], os.path.realpath(".")',
+    '    if not settings.STATIC_ROOT:',
+    '        print("STATIC_ROOT is not set: no static files to keep")',
+    '        return',
+    '    root = os.path.realpath(str(settings.STATIC_ROOT))',
+    '    if not root.startswith(here + os.sep):',
+    '        print(f"STATIC_ROOT {root} is outside the release: its files outlive the release already")',
+    '        return',
+    '    if not os.path.isdir(root):',
+    '        print(f"STATIC_ROOT {root} does not exist (no collectstatic?): no static files to keep")',
+    '        return',
+    '    with open(RECORD, "w") as f:',
+    '        f.write(os.path.relpath(root, here))',
+    '    n = link(root, shared, False)',
+    '    print(f"{n} static file(s) new to {shared} linked there from {root}")',
+    'def prune(shared, releases):',
+    '    if not os.path.isfile(os.path.join(shared, MARK)):',
+    '        return',
+    '    roots = [r for r in map(recorded, releases) if r]',
+    '    gone = 0',
+    '    for rel in list(files(shared)):',
+    '        if rel != MARK and not any(os.path.isfile(os.path.join(r, rel)) for r in roots):',
+    '            os.unlink(os.path.join(shared, rel))',
+    '            gone += 1',
+    '    for d, subdirs, names in os.walk(shared, topdown=False):',
+    '        if d != shared and not os.listdir(d):',
+    '            os.rmdir(d)',
+    '    print(f"{gone} static file(s) no kept release has removed from {shared}")',
+    'if __name__ == "__django_deploy__":',
+    '    collected()',
+    'elif sys.argv[1] == "live":',
+    '    root = recorded(".")',
+    '    n = link(root, sys.argv[2], True) if root else 0',
+    '    print(f"{n} static file(s) of the live release linked into {sys.argv[2]}")',
+    'elif sys.argv[1] == "prune":',
+    '    prune(sys.argv[2], sys.argv[3:])'
+].join('\n');
+/** After the switch: the live release's static files take over their names in the shared static directory. */
+function liveStatic(l, release) {
+    return script(`cd ${q(releaseDir(l, release))}`, `[ -f ${STATIC_RECORD} ] || exit 0`, words('.venv/bin/python', '-c', STATIC_PY, 'live', l.static));
+}
+/** Removes the shared static files that none of the `keep` releases has (with the live release's Python). */
+function pruneStatic(l, live, keep) {
+    return script(`[ -d ${q(l.static)} ] || exit 0`, words(`${releaseDir(l, live)}/.venv/bin/python`, '-c', STATIC_PY, 'prune', l.static, ...keep.map(r => releaseDir(l, r))));
 }
 /**
- * Removes old releases beyond `keep`, never the live or the previous one, then the virtualenvs no kept
- * release links to.
+ * Removes old releases beyond `keep`, never the live or the previous one, what builds and replacements left
+ * (see `place`), then the virtualenvs no kept release links to.
  */
 function cleanup(l, keep, remove) {
     const lines = remove.map(r => `rm -rf ${q(releaseDir(l, r))}`);
+    // What a replaced release left (its old copy) and builds a killed deploy left: no deploy is building now.
+    lines.push(`rm -rf ${q(l.releases)}/${buildName('')}* ${q(l.releases)}/${replacedName('')}*`);
     const kept = keep.map(r => q(`${releaseDir(l, r)}/.venv`)).join(' ');
     lines.push(`if [ -d ${q(l.venvs)} ]; then`, `  used=$(for v in ${kept || '/nonexistent'}; do readlink -f "$v" 2>/dev/null || true; done)`, `  for v in ${q(l.venvs)}/*; do`, '    [ -e "$v" ] || continue', '    echo "$used" | grep -qxF "$(readlink -f "$v")" || rm -rf "$v"', '  done', 'fi');
     return script(...lines);
@@ -60851,16 +61746,24 @@ function forRoles(d, roles = ['web']) {
     };
 }
 /**
+ * Where a host builds `release`: in its own directory, or, when a release of that name is on the host already
+ * (a re-deploy of an older name, maybe the rollback target), in `cmd.buildName(release)`, put in its place
+ * only just before the switch (`place`), so a failure before then leaves the old one whole.
+ */
+function buildDir(state, release) {
+    return state.releases.includes(release) ? buildName(release) : release;
+}
+/**
  * Steps that make the release ready without touching what is live: a failure here changes nothing live.
  * With `reuseFrom` (the host's live release, once the manifest step found files to reuse) the upload takes
- * the unchanged files from it.
+ * the unchanged files from it. `build` is the directory under releases/ they work in (see `buildDir`).
  */
-function updateSteps(d, l, source, reuseFrom, gated = 'with-gate') {
-    const r = source.name;
+function updateSteps(d, l, source, reuseFrom, gated = 'with-gate', build = source.name) {
+    const r = build;
     const reuse = reuseFrom ? { release: reuseFrom, python: d.remotePython } : undefined;
     const steps = [
-        { name: 'prepare', script: prepare(l, r) },
-        { name: 'upload', script: unpack(l, r, source.revision, reuse), stdin: 'archive' },
+        { name: 'prepare', script: prepare(l, source.name, r) },
+        { name: 'upload', script: unpack(l, source.name, source.revision, reuse, r), stdin: 'archive' },
         { name: 'shared', script: linkShared(l, r, d.sharedPaths) },
         {
             name: 'virtualenv',
@@ -60887,13 +61790,16 @@ function updateSteps(d, l, source, reuseFrom, gated = 'with-gate') {
         manage: { release: r, args }
     });
     // A release whose settings do not import, or whose checks fail on the server, never goes live.
-    steps.push(...preflightSteps(l, r, d.deployCheck));
+    steps.push(...preflightSteps(l, r, d.deployCheck, d.healthCheckUrl));
     // Migrations before collectstatic, as Django's docs order them; on a fleet the runner runs the gate (migrate
     // on the primary host, the health URL everywhere) once every host is ready.
     const gate = gated === 'with-gate' ? gateSteps(d, l, r, d.migrate) : [];
     steps.push(...gate.filter(s => s.name === 'migrate'));
-    if (d.collectstatic)
+    if (d.collectstatic) {
         steps.push(manage('collectstatic', ['collectstatic', '--noinput']));
+        // The release's files join the shared static directory before the switch: its pages find them at once.
+        steps.push(python(l, r, 'static', STATIC_PY, [l.static]));
+    }
     steps.push(...gate.filter(s => s.name !== 'migrate'));
     return steps;
 }
@@ -60909,8 +61815,10 @@ function gateSteps(d, l, release, migrate) {
         steps.push({ name: 'migrate', script: commands_manage(l, release, args), manage: { release, args } });
     }
     if (d.healthCheckUrl) {
-        steps.push(python(l, release, 'health-before-switch', HEALTH_BEFORE_SWITCH_PY, [
-            d.healthCheckUrl,
+        steps.push(
+        // Django's test client needs no credentials: the URL goes without them (a command line is public).
+        python(l, release, 'health-before-switch', HEALTH_BEFORE_SWITCH_PY, [
+            healthTarget(d.healthCheckUrl).bare,
             String(d.healthCheckTimeout)
         ]));
     }
@@ -60930,13 +61838,23 @@ function rollingBatches(hosts, rolling) {
  * `manage.py check` of the release and Django's deployment checks, with the server's settings: a release that
  * fails them never goes live.
  */
-function preflightSteps(l, release, deployCheck) {
+function preflightSteps(l, release, deployCheck, siteUrl) {
     const steps = [
         { name: 'preflight', script: commands_manage(l, release, ['check']), manage: { release, args: ['check'] } }
     ];
     if (deployCheck !== 'off')
         steps.push(python(l, release, 'deploy-check', DEPLOY_CHECK_PY, [deployCheck]));
+    const https = httpsSite(siteUrl);
+    if (deployCheck !== 'off' && https)
+        steps.push(python(l, release, 'proxy-check', PROXY_CHECK_PY, [https, deployCheck]));
     return steps;
+}
+/** The site's URL without credentials, when it is served over https (nginx ending TLS in front of Django). */
+function httpsSite(url) {
+    if (!url)
+        return undefined;
+    const u = new URL(url);
+    return u.protocol === 'https:' ? `${u.origin}${u.pathname}` : undefined;
 }
 /**
  * Python run in the Django the preflight set up (one process with the manage.py steps around it). On its own
@@ -60955,16 +61873,21 @@ function python(l, release, name, code, args) {
 /**
  * Makes `release` live: switch, reload, nginx, health, and then records it in the history as live (`record`:
  * a deploy's `live`, a rollback's `rollback`; none when putting back what was live). `previous` is what was
- * live (for the reload choice); `link` the exact link text to put back.
+ * live (for the reload choice); `link` the exact link text to put back. `build`: where the release was built
+ * (`buildDir`); built beside a release of the same name, it takes that one's place first.
  */
-function publishSteps(d, l, release, previous, record = 'live', link) {
+function publishSteps(d, l, release, previous, record = 'live', link, build = release) {
     const steps = [];
+    if (build !== release)
+        steps.push({ name: 'place', script: place(l, release) });
     // Which virtualenv the running master runs must be read before `current` moves (see probeGunicorn).
     if (d.gunicornPidfile || d.gunicornService) {
         const master = d.gunicornPidfile ? { pidfile: d.gunicornPidfile } : { service: d.gunicornService };
         steps.push({ name: 'gunicorn-probe', script: probeGunicorn(l, master) });
     }
     steps.push({ name: 'switch', script: switchTo(l, release, link) });
+    if (d.collectstatic)
+        steps.push({ name: 'static-live', script: liveStatic(l, release) });
     const reload = reloadStep(d, l, release, previous);
     if (reload)
         steps.push(reload);
@@ -60978,9 +61901,11 @@ function publishSteps(d, l, release, previous, record = 'live', link) {
         });
     }
     if (d.healthCheckUrl) {
+        const { authorization } = healthTarget(d.healthCheckUrl);
         steps.push({
             name: 'health',
-            script: healthCheck(l, release, d.healthCheckUrl, d.healthCheckTimeout)
+            script: healthCheck(l, release, d.healthCheckUrl, d.healthCheckTimeout),
+            input: authorization && `${authorization}\n`
         });
     }
     if (record)
@@ -61002,15 +61927,16 @@ function reloadStep(d, l, release, previous) {
 }
 /**
  * Puts `previous` back after a failed publish, at its exact old link (or takes `current` away when there was
- * none). It was live already: the history does not change.
+ * none). It was live already: the history does not change. A `failed` release that replaced one of the same
+ * name (`build` is not `failed`) gives that one its place back.
  */
-function revertSteps(d, l, failed, previous, previousLink) {
-    if (!previous)
-        return [{ name: 'revert', script: removeCurrent(l) }];
-    return publishSteps(d, l, previous, failed, null, previousLink).map(s => ({
-        ...s,
-        name: `revert-${s.name}`
-    }));
+function revertSteps(d, l, failed, previous, previousLink, build = failed) {
+    const steps = previous
+        ? publishSteps(d, l, previous, failed, null, previousLink).map(s => ({ ...s, name: `revert-${s.name}` }))
+        : [{ name: 'revert', script: removeCurrent(l) }];
+    if (build !== failed)
+        steps.push({ name: 'revert-restore', script: restoreReplaced(l, failed) });
+    return steps;
 }
 /**
  * What went live on the host, oldest first. A server deployed before the history was kept: the releases
@@ -61076,11 +62002,13 @@ function releasesToRemove(state, keep, live) {
 function cleanupStep(state, keep, live, l) {
     const remove = releasesToRemove(state, keep, live);
     const kept = [...state.releases, live].filter(r => !remove.includes(r));
-    return { name: 'cleanup', script: cleanup(l, [...new Set(kept)], remove) };
+    const script = `${cleanup(l, [...new Set(kept)], remove)}\n( ${pruneStatic(l, live, [...new Set(kept)])}\n)`;
+    return { name: 'cleanup', script };
 }
 /** A step as the dry run prints it. */
 function renderStep(s) {
-    return `# ${s.name}${s.stdin ? ' (release archive on stdin)' : ''}\n${s.script}`;
+    const stdin = s.stdin ? ' (release archive on stdin)' : s.input ? ' (credentials on stdin, not shown)' : '';
+    return `# ${s.name}${stdin}\n${s.script}`;
 }
 /**
  * Joins steps into one remote command (one round trip instead of one per step; consecutive manage.py commands
@@ -61098,13 +62026,18 @@ function batch(steps, l, mark) {
             lines.push(`( ${manageMany(l, s.manage.release, mark, commands)}\n) </dev/null || exit $?`);
         }
         else {
-            lines.push(`( ${s.script}\n) ${s.stdin ? '' : '</dev/null'}`, `rc=$?; echo "${mark} ${s.name} $rc"; [ $rc -eq 0 ] || exit $rc`);
+            lines.push(`( ${s.script}\n) ${s.stdin || s.input ? '' : '</dev/null'}`, `rc=$?; echo "${mark} ${s.name} $rc"; [ $rc -eq 0 ] || exit $rc`);
         }
     }
+    const input = steps.filter(s => s.input);
+    // One stdin per command: it carries the archive or one step's input.
+    if (input.length > 1 || (input.length && steps.some(s => s.stdin)))
+        throw new Error(`steps ${steps.map(s => s.name).join(', ')}: more than one reads stdin`);
     return {
         name: steps.map(s => s.name).join(', '),
         script: lines.join('\n'),
         stdin: steps.some(s => s.stdin) ? 'archive' : undefined,
+        input: input[0]?.input,
         parts: steps.map(s => s.name)
     };
 }
@@ -61114,6 +62047,7 @@ function batch(steps, l, mark) {
  * The runner: executes plans across hosts over SSH, holds the deploy lock, and rolls back. Phases run across
  * all hosts before the next begins, so no host goes live until every host has its release ready.
  */
+
 
 
 
@@ -61283,7 +62217,7 @@ class Runner {
     }
     async lock(t) {
         const s = this.settings;
-        const holder = `${s.context.runUrl ?? `run on ${(0,external_node_os_namespaceObject.hostname)()}`} (release ${s.deploy.releaseName ?? '?'}, since ${new Date().toISOString()})`;
+        const holder = `${s.context.runUrl ?? `run on ${(0,external_node_os_.hostname)()}`} (release ${s.deploy.releaseName ?? '?'}, since ${new Date().toISOString()})`;
         const token = (0,external_node_crypto_.randomBytes)(12).toString('hex');
         const t0 = Date.now();
         t.log.startGroup(`${t.remote.name}: lock`);
@@ -61390,7 +62324,7 @@ class Runner {
             }
             else {
                 t.log.info(`✗ ${name} failed after ${seconds} s (exit ${code})${why ? ` ${why}` : ''}`);
-                this.record(host, name, 'failed', partStart, `exit ${code}${why ? `, ${why}` : ''}\n${lines.slice(-TAIL).join('\n')}`);
+                this.record(host, name, 'failed', partStart, `exit ${code}${why ? `, ${why}` : ''}\n${failureTail(lines, TAIL)}`);
             }
             t.log.endGroup();
         };
@@ -61410,6 +62344,8 @@ class Runner {
         let upload;
         if (step.stdin === 'archive' && source)
             upload = await archive(source, t.reuse);
+        // git failing (a missing object, a failing LFS or other filter) fails the step; its message is kept.
+        const archiveFailed = upload?.done.then(() => undefined, (e) => e.message);
         // Each step gets command-timeout seconds (the clock restarts at each step of a batch). A timed-out or
         // cancelled step's process group is killed on the server, then its channel closed.
         const limit = this.settings.ssh.commandTimeout;
@@ -61439,7 +62375,7 @@ class Runner {
         const script = t.token ? fenced(t.layout, t.token, step.script) : step.script;
         const r = await t.remote
             .run(script, {
-            stdin: upload?.stream,
+            stdin: upload?.stream ?? step.input,
             signal: abort.signal,
             onLine: raw => {
                 // A step's output without a final new line runs into the marker that follows it.
@@ -61474,9 +62410,9 @@ class Runner {
             // The command ended: an archive it did not read (a refused release) must not keep git blocked.
             upload?.stop();
         });
-        if (r.code === 0 && !stopped && !r.lost) {
+        const gitError = await archiveFailed;
+        if (r.code === 0 && !stopped && !r.lost && !gitError) {
             if (upload) {
-                await upload.done;
                 t.sent = upload.bytes();
                 const files = parseTree(source.tree).length;
                 const reused = t.reuse?.length ?? 0;
@@ -61504,9 +62440,15 @@ class Runner {
             finish(failed, 255, why);
             throw new ConnectionLost(host, failed, 255, [...lines.slice(-TAIL), why].join('\n'));
         }
+        if (gitError) {
+            for (const line of gitError.split('\n'))
+                show(line);
+            finish(failed, r.code || 1, 'the release archive could not be made');
+            throw new StepError(host, failed, r.code || 1, lines.slice(-TAIL).join('\n'));
+        }
         finish(failed, r.code);
         const Err = r.code === LEASE_LOST && t.token ? LeaseLost : StepError;
-        throw new Err(host, failed, r.code, lines.slice(-TAIL).join('\n'));
+        throw new Err(host, failed, r.code, failureTail(lines, TAIL));
     }
     /**
      * Finds the files of the release that the host's live release holds unchanged (verified there), so the
@@ -61579,12 +62521,14 @@ class Runner {
         const d = this.settings.deploy;
         return this.session(source.name, async (targets, result) => {
             result.previousRelease = targets[0]?.state.current;
+            for (const t of targets)
+                t.build = buildDir(t.state, source.name);
             if (d.dryRun) {
                 result.plan = Object.fromEntries(targets.map(t => [
                     t.remote.name,
                     [
-                        ...updateSteps(t.d, t.layout, source),
-                        ...publishSteps(t.d, t.layout, source.name, t.state.current),
+                        ...updateSteps(t.d, t.layout, source, undefined, 'with-gate', t.build),
+                        ...publishSteps(t.d, t.layout, source.name, t.state.current, 'live', undefined, t.build),
                         cleanupStep(t.state, d.keepReleases, source.name, t.layout)
                     ].map(renderStep)
                 ]));
@@ -61601,17 +62545,17 @@ class Runner {
             const gated = targets.length > 1 ? 'without-gate' : 'with-gate';
             await this.everyHost(targets, async (t) => {
                 await this.findReusable(t, source);
-                await this.exec(t, batch(updateSteps(t.d, t.layout, source, t.reuse && t.state.current, gated), t.layout, this.mark), source);
+                await this.exec(t, batch(updateSteps(t.d, t.layout, source, t.reuse && t.state.current, gated, t.build), t.layout, this.mark), source);
             });
             if (gated === 'without-gate') {
                 const primary = targets.find(t => t.host.primary) ?? targets[0];
-                const gate = (t, migrate) => this.exec(t, batch(gateSteps(t.d, t.layout, source.name, migrate), t.layout, this.mark));
+                const gate = (t, migrate) => this.exec(t, batch(gateSteps(t.d, t.layout, t.build, migrate), t.layout, this.mark));
                 if (once) {
                     this.log.info(`${primary.remote.name}: the primary host runs the migrations, once for the fleet`);
                     await this.everyHost([primary], async (t) => void (await gate(t, true)));
                 }
                 // A host with nothing to check here (a worker, when the primary migrated) has no gate round trip.
-                const rest = (once ? targets.filter(t => t !== primary) : targets).filter(t => gateSteps(t.d, t.layout, source.name, !once).length > 0);
+                const rest = (once ? targets.filter(t => t !== primary) : targets).filter(t => gateSteps(t.d, t.layout, t.build, !once).length > 0);
                 if (rest.length)
                     await this.everyHost(rest, async (t) => void (await gate(t, !once)));
             }
@@ -61671,7 +62615,7 @@ class Runner {
                     this.log.info(`switch, batch ${i + 1} of ${batches.length}: ${hosts.map(t => t.remote.name).join(', ')}`);
                 await this.everyHost(hosts, async (t) => {
                     touched.push(t);
-                    await this.exec(t, batch(publishSteps(t.d, t.layout, release, t.state.current, record), t.layout, this.mark));
+                    await this.exec(t, batch(publishSteps(t.d, t.layout, release, t.state.current, record, undefined, t.build ?? release), t.layout, this.mark));
                 });
             }
             return undefined;
@@ -61725,7 +62669,7 @@ class Runner {
                     }
                 }
                 t.log.warning(`${t.remote.name}: rolling back to ${t.state.current ?? 'no release (first deploy)'}`);
-                await this.exec(t, batch(revertSteps(t.d, t.layout, failed, t.state.current, t.state.currentLink), t.layout, this.mark), undefined, true);
+                await this.exec(t, batch(revertSteps(t.d, t.layout, failed, t.state.current, t.state.currentLink, t.build ?? failed), t.layout, this.mark), undefined, true);
             }
             catch (e) {
                 ok = false;
@@ -61736,9 +62680,11 @@ class Runner {
     }
     /**
      * mode: rollback — makes `release-name`, else the release that was live before the live one, live again. A
-     * `release-name` that never went live on a host passes the preflight there first.
+     * `release-name` that never went live on a host passes the preflight there first. `onTarget` hears the release
+     * chosen and the commit it was built from (its REVISION on the first host; undefined if unreadable) before
+     * anything changes, e.g. to record a GitHub deployment of that commit.
      */
-    async rollback() {
+    async rollback(onTarget) {
         const d = this.settings.deploy;
         return this.session('', async (targets, result) => {
             for (const t of targets) {
@@ -61755,6 +62701,8 @@ class Runner {
                 result.release = to;
                 result.previousRelease = t.state.current;
             }
+            if (onTarget && !d.dryRun)
+                await onTarget(result.release, await revisionOf(targets[0], result.release));
             if (d.dryRun) {
                 result.plan = Object.fromEntries(targets.map(t => [
                     t.remote.name,
@@ -61778,6 +62726,15 @@ class Runner {
             result.rolledBack = true;
         });
     }
+}
+/** The commit a release on the host was built from, or undefined when its REVISION cannot be read. */
+async function revisionOf(t, release) {
+    // Only a record for GitHub: a host that cannot say leaves the workflow's commit there, it never stops the rollback.
+    const r = await t.remote
+        .run(readRevision(t.layout, release), { signal: AbortSignal.timeout(30_000) })
+        .catch(() => undefined);
+    const revision = r?.stdout.trim() ?? '';
+    return r?.code === 0 && /^[0-9a-f]{7,64}$/.test(revision) ? revision : undefined;
 }
 
 ;// CONCATENATED MODULE: ./src/github/annotate.ts
@@ -66977,7 +67934,7 @@ async function startDeployment(opts) {
     try {
         const res = await octokit.rest.repos.createDeployment({
             ...repo,
-            ref: ctx.sha || ctx.ref,
+            ref: opts.ref || ctx.sha || ctx.ref,
             environment,
             description: shorten(opts.description ?? `django-deploy to ${environment}`),
             auto_merge: false,
@@ -67069,8 +68026,9 @@ class Redactor {
         // Longest first, so a whole key goes before the lines it is made of.
         for (const s of [...this.secrets].sort((a, b) => b.length - a.length))
             out = out.split(s).join('***');
-        // GitHub links a mention only after a start, a blank or punctuation: `a@b.c` and `***@host` stay as they are.
-        return out.replace(/(^|[^A-Za-z0-9_.*/@+-])@(?=[A-Za-z0-9])/g, `$1@${ZWSP}`);
+        // GitHub links a mention after anything but a letter, a digit or `_` (`**@a**`, `/@a`, `+@a`, `-@a`, `.@a`,
+        // `***@a` included): only `a@b.c`, an e-mail address, stays as it is.
+        return out.replace(/(^|[^A-Za-z0-9_])@(?=[A-Za-z0-9])/g, `$1@${ZWSP}`);
     }
     /** A deep copy with `text` applied to every string in it (keys stay as they are). */
     value(v) {
@@ -67088,21 +68046,49 @@ class Redactor {
 function urlCredentials(url) {
     if (!url)
         return [];
+    let user;
+    let password;
     try {
         const u = new URL(url);
-        const user = decodeURIComponent(u.username);
-        const password = decodeURIComponent(u.password);
-        const found = [];
-        if (password)
-            found.push(password, u.password);
-        else if (user)
-            found.push(user, u.username);
-        if (u.username && u.password)
-            found.push(`${u.username}:${u.password}`);
-        return [...new Set(found)];
+        [user, password] = [u.username, u.password];
     }
     catch {
-        return [];
+        // A URL that does not parse (a bad port, a space in the host) still carries its credentials as written.
+        const info = userInfo(url);
+        if (info === undefined)
+            return [];
+        const colon = info.indexOf(':');
+        [user, password] = colon < 0 ? [info, ''] : [info.slice(0, colon), info.slice(colon + 1)];
+    }
+    const found = [];
+    if (password)
+        found.push(decoded(password), password);
+    else if (user)
+        found.push(decoded(user), user);
+    if (user && password)
+        found.push(`${user}:${password}`);
+    return [...new Set(found)];
+}
+/** The URL with its user-info (whatever is between `scheme://` and the last `@` of it) replaced by `***`. */
+function withoutCredentials(url) {
+    const info = userInfo(url);
+    return info === undefined ? url : url.replace(`${info}@`, '***@');
+}
+/**
+ * The user-info as written, without a URL parser: up to the last `@` before the path, or the last `@` at all
+ * when a malformed URL leaves no telling where its path starts (masking too much beats leaking a password).
+ */
+function userInfo(url) {
+    const rest = /^\s*[A-Za-z][A-Za-z0-9+.-]*:\/\/(.*)$/s.exec(url)?.[1];
+    const at = rest?.lastIndexOf('@') ?? -1;
+    return rest === undefined || at < 0 ? undefined : rest.slice(0, at);
+}
+function decoded(part) {
+    try {
+        return decodeURIComponent(part);
+    }
+    catch {
+        return part;
     }
 }
 
@@ -67210,7 +68196,7 @@ const MAX_TITLE = 100;
 const MAX_NAME = 200;
 const MAX_LINE = 300;
 const summary_TAIL_LINES = 30;
-const TAIL_CHARS = 1_500;
+const summary_TAIL_CHARS = 1_500;
 const MAX_STEP_DETAILS = 3;
 const PLAN_LINES_PER_HOST = 150;
 const LEVEL_ORDER = { error: 0, warning: 1, notice: 2 };
@@ -67290,7 +68276,7 @@ function renderChecks(checks, maxFindings) {
     for (const c of checks) {
         if (c.outcome !== 'failed' || c.tail.trim() === '')
             continue;
-        out.push(details(`Output of <code>${html(clip(c.command, MAX_NAME))}</code>`, codeBlock(tailOf(c.tail, summary_TAIL_LINES, TAIL_CHARS))));
+        out.push(details(`Output of <code>${html(clip(c.command, MAX_NAME))}</code>`, codeBlock(tailOf(c.tail, summary_TAIL_LINES, summary_TAIL_CHARS))));
     }
     const all = checks.flatMap(c => c.findings.map(f => ({ check: c.name, f })));
     if (all.length > 0) {
@@ -67366,7 +68352,7 @@ function renderDeploy(d, mode) {
         const failed = d.steps.filter(s => s.outcome === 'failed' && s.detail);
         for (const s of failed.slice(0, MAX_STEP_DETAILS)) {
             const summary = `Failed step ${html(clip(s.step, MAX_NAME))} on <code>${html(clip(s.host, MAX_NAME))}</code>`;
-            out.push(details(summary, codeBlock(tailOf(s.detail ?? '', summary_TAIL_LINES, TAIL_CHARS))));
+            out.push(details(summary, codeBlock(tailOf(s.detail ?? '', summary_TAIL_LINES, summary_TAIL_CHARS))));
         }
     }
     const warnings = d.warnings ?? [];
@@ -68048,7 +69034,6 @@ const INPUTS = {
     python: { default: 'python3' },
     checks: { default: 'check, migrations, test' },
     'test-command': { default: '' },
-    'check-env': { default: '' },
     'check-timeout': { default: '1800' },
     hosts: { default: '' },
     inventory: { default: '' },
@@ -68188,8 +69173,18 @@ function resolveMode(requested, ctx) {
         return 'deploy';
     return 'check';
 }
+/**
+ * Events that run for a pull request. A review or review comment runs the workflow from the pull request's merge
+ * ref too, so its code is the pull request's: never deployed.
+ */
+const PULL_REQUEST_EVENTS = [
+    'pull_request',
+    'pull_request_target',
+    'pull_request_review',
+    'pull_request_review_comment'
+];
 function isPullRequestEvent(eventName) {
-    return eventName === 'pull_request' || eventName === 'pull_request_target';
+    return PULL_REQUEST_EVENTS.includes(eventName);
 }
 /** Reads the run's context from the runner's environment (the variables GitHub sets for every step). */
 function readRunContext(env, readFile, workspace) {
@@ -68241,7 +69236,7 @@ class RawValues {
     /** The config file's hosts entry marked `primary: true`, as written. */
     primaryHost;
     /** Per-host user and deploy-path of the config file's hosts entries, by the entry's host as written. */
-    hostExtras = new Map();
+    hostExtras = [];
     /** `reload-command` given in the config file as a mapping of role to command: the roles other than web. */
     roleReloads;
     configFile;
@@ -68251,7 +69246,7 @@ class RawValues {
     loadConfig(workspace, readFile) {
         const given = this.sources.input('config').trim();
         const path = (0,external_node_path_.resolve)(workspace, given || 'deploy.yml');
-        if (!given && !(0,external_node_fs_namespaceObject.existsSync)(path))
+        if (!given && !(0,external_node_fs_.existsSync)(path))
             return;
         let text;
         try {
@@ -68388,11 +69383,13 @@ function rolesOf(value, whose) {
 function hostEntries(items) {
     const hosts = [];
     const pins = [];
-    const extras = new Map();
+    // One row per entry, in order, not a map by host: the same host twice with two deploy-paths is two deployments.
+    const extras = [];
     let primary;
     for (const item of items) {
         if (typeof item !== 'object' || item === null) {
             hosts.push(String(item));
+            extras.push([String(item), {}]);
             continue;
         }
         const { host: given, port: portGiven, fingerprint, primary: isPrimary, user, 'deploy-path': deployPath, roles: rolesGiven, ...rest } = item;
@@ -68422,12 +69419,14 @@ function hostEntries(items) {
         const roles = rolesGiven === undefined ? undefined : rolesOf(rolesGiven, `host ${host}`);
         if (typeof roles === 'string')
             return roles;
-        if (user !== undefined || deployPath !== undefined || roles)
-            extras.set(host, {
+        extras.push([
+            host,
+            {
                 ...(user ? { user: user } : {}),
                 ...(deployPath ? { deployPath: deployPath.replace(/\/+$/, '') } : {}),
                 ...(roles ? { roles } : {})
-            });
+            }
+        ]);
         if (isPrimary === true) {
             if (primary)
                 return `only one host can be primary (${primary} and ${host} are)`;
@@ -68454,7 +69453,7 @@ function lineOf(text, offset) {
 }
 /** Parses and validates everything once. Throws SettingsError listing every problem found. */
 function loadSettings(sources, now = new Date()) {
-    const readFile = sources.readFile ?? ((p) => (0,external_node_fs_namespaceObject.readFileSync)(p, 'utf8'));
+    const readFile = sources.readFile ?? ((p) => (0,external_node_fs_.readFileSync)(p, 'utf8'));
     const env = sources.env;
     const workspace = env.GITHUB_WORKSPACE || process.cwd();
     const raw = new RawValues(sources);
@@ -68529,7 +69528,7 @@ function loadSettings(sources, now = new Date()) {
     // working directory and checks
     const wdRaw = raw.get('working-directory');
     const workingDirectory = (0,external_node_path_.resolve)(workspace, wdRaw.value);
-    if (!(0,external_node_fs_namespaceObject.existsSync)(workingDirectory))
+    if (!(0,external_node_fs_.existsSync)(workingDirectory))
         raw.fail(wdRaw, `"${wdRaw.value}" does not exist in the workspace; expected the folder that holds manage.py`);
     const checksRaw = raw.get('checks');
     const checkWords = splitList(checksRaw.value.toLowerCase());
@@ -68561,19 +69560,27 @@ function loadSettings(sources, now = new Date()) {
     })();
     const hostsRaw = raw.get('hosts');
     const hosts = [];
+    /** Each host as its source names it (the entry as written, the inventory name), for errors. */
+    const labels = new Map();
     for (const entry of splitList(hostsRaw.value)) {
         const h = parseHost(entry, port);
         if (typeof h === 'string')
             raw.fail(hostsRaw, h);
-        else
+        else {
             hosts.push(h);
+            labels.set(h, entry);
+        }
     }
     if (hostsRaw.fromFile) {
+        const done = new Set();
         for (const [entry, extra] of raw.hostExtras) {
             const p = parseHost(entry, port);
-            const h = typeof p === 'string' ? undefined : hosts.find(x => x.host === p.host && x.port === p.port);
-            if (h)
-                Object.assign(h, extra);
+            const same = (x) => typeof p !== 'string' && x.host === p.host && x.port === p.port;
+            const h = hosts.find(x => same(x) && !done.has(x));
+            if (!h)
+                continue;
+            Object.assign(h, extra);
+            done.add(h);
         }
     }
     if (raw.primaryHost && hostsRaw.fromFile) {
@@ -68641,6 +69648,7 @@ function loadSettings(sources, now = new Date()) {
         if (bad)
             raw.fail(pathRaw, bad);
     }
+    refuseSameServer(raw, hosts, h => labels.get(h) ?? h.name ?? h.host, path, inventoryRaw.value ? inventoryRaw : hostsRaw);
     const sharedRaw = raw.get('shared-paths');
     const sharedPaths = splitList(sharedRaw.value).map(p => p.replace(/\/+$/, ''));
     for (const p of sharedPaths) {
@@ -68679,7 +69687,8 @@ function loadSettings(sources, now = new Date()) {
                 throw new Error();
         }
         catch {
-            raw.fail(r, `"${r.value}" is not an http(s) URL; expected e.g. http://127.0.0.1:8000/health/`);
+            // A password in it is a secret even when the URL is malformed: the error shows the URL without it.
+            raw.fail(r, `"${withoutCredentials(r.value)}" is not an http(s) URL; expected e.g. http://127.0.0.1:8000/health/`);
         }
         return r.value;
     };
@@ -68706,13 +69715,6 @@ function loadSettings(sources, now = new Date()) {
             return [];
         }
     };
-    const checkEnvRaw = raw.get('check-env');
-    const checkEnv = splitList(checkEnvRaw.value);
-    for (const entry of checkEnv) {
-        const why = refusedName(entry);
-        if (why)
-            raw.fail(checkEnvRaw, why);
-    }
     const nginxTest = raw.get('nginx-test-command');
     const nginxReload = raw.get('nginx-reload-command');
     // Given as an input or in the config file (not the default). nginx commands turn nginx on wherever they are
@@ -68730,7 +69732,6 @@ function loadSettings(sources, now = new Date()) {
         python: raw.get('python').value,
         checks,
         testCommand: text('test-command'),
-        checkEnv,
         checkTimeout: int('check-timeout', 1, 'seconds'),
         ssh: {
             hosts,
@@ -68782,6 +69783,36 @@ function loadSettings(sources, now = new Date()) {
     if (raw.problems.length)
         throw new SettingsError(raw.problems);
     return settings;
+}
+/**
+ * Two hosts entries that are one server and one deploy-path would run every step twice on the same directory at
+ * once (two uploads, two switches racing): refused, naming both. "One server" is the same address and port after
+ * normalising how the address is written (case, a trailing dot, IPv4 and IPv6 notation); names are never resolved
+ * through DNS, so web1.example.com and its IP address count as two hosts. The SSH user does not tell hosts apart.
+ */
+function refuseSameServer(raw, hosts, label, path, where) {
+    const seen = new Map();
+    for (const h of hosts) {
+        const key = `${normalAddress(h.host)} ${h.port} ${h.deployPath ?? path}`;
+        const first = seen.get(key);
+        if (!first) {
+            seen.set(key, h);
+            continue;
+        }
+        raw.fail(where, `${label(first)} and ${label(h)} are the same server (address ${normalAddress(h.host)}, port ${h.port}, deploy-path ${h.deployPath ?? path}); expected each server once, or a deploy-path of its own for each`);
+    }
+}
+/** An address as compared for sameness: lowercase, no trailing dot, IP addresses in their canonical notation. */
+function normalAddress(host) {
+    const name = host.toLowerCase().replace(/\.$/, '');
+    try {
+        // The WHATWG URL parser normalises IPv4 (127.1, 0x7f.0.0.1) and IPv6 (::0001) notation, and nothing else.
+        const parsed = new URL(`http://${name.includes(':') ? `[${name}]` : name}/`).hostname;
+        return parsed.replace(/^\[(.*)\]$/, '$1');
+    }
+    catch {
+        return name;
+    }
 }
 /**
  * Host key pins, bound to hosts: known-hosts is checked line by line as OpenSSH would read it, a bare
@@ -68841,6 +69872,18 @@ function readPins(raw, hosts, jump, deploying) {
     }
     return pins;
 }
+function outside(rel) {
+    return rel === '..' || rel.startsWith('../') || (0,external_node_path_.isAbsolute)(rel);
+}
+/** The path with every symlink in it resolved; as given when it does not exist (reading it then says so). */
+function realOrSelf(path) {
+    try {
+        return (0,external_node_fs_.realpathSync)(path);
+    }
+    catch {
+        return path;
+    }
+}
 /**
  * The hosts of `inventory-group` in the Ansible inventory file `inventory` (a path in the repository), with
  * their `ansible_host`, `ansible_port` (else the `port` input) and `ansible_user` (else the `user` input).
@@ -68854,10 +69897,10 @@ function inventoryHosts(raw, hostsRaw, defaultPort, workspace, readFile) {
     }
     const file = invRaw.value;
     const full = (0,external_node_path_.resolve)(workspace, file);
-    // The file's lines can appear in errors: only a file of the repository, never one elsewhere on the runner.
-    const inside = (0,external_node_path_.relative)(workspace, full);
-    if (inside === '..' || inside.startsWith('../') || (0,external_node_path_.isAbsolute)(inside)) {
-        raw.fail(invRaw, `"${file}" is outside the repository; expected a path inside it, e.g. deploy/inventory.ini`);
+    // The file's lines can appear in errors: only a file of the repository, never one elsewhere on the runner. A
+    // symlink is judged by where it leads (deploy/inventory.ini -> /etc/shadow is outside).
+    if (outside((0,external_node_path_.relative)(realOrSelf(workspace), realOrSelf(full)))) {
+        raw.fail(invRaw, `"${file}" ${outside((0,external_node_path_.relative)(workspace, full)) ? 'is' : 'is a symlink that leads'} outside the repository; expected a path inside it, e.g. deploy/inventory.ini`);
         return [];
     }
     let text;
@@ -68982,6 +70025,18 @@ function actionsLog() {
         flush: resume
     };
 }
+/**
+ * A job that runs a pull request's code should not hold a deploy key at all: the checks cannot read it, but the
+ * job's other steps (and anything they leave running) run that code as the same user (SECURITY.md).
+ */
+function adviseOnPullRequestSecrets(eventName) {
+    if (!eventName.startsWith('pull_request') || !getInput('ssh-key'))
+        return;
+    warning(`ssh-key is set on a ${eventName} event, in a job that runs the pull request's code. The action keeps the key ` +
+        `from the checks' processes, but every step of this job runs that code as the same user: keep deploy ` +
+        `secrets out of such jobs. Deploy from a separate job (on push or release) with a GitHub environment that ` +
+        `has protection rules, and store the key as that environment's secret.`, { title: 'django-deploy: deploy key in a pull-request job' });
+}
 async function main_run() {
     for (const [name, spec] of Object.entries(INPUTS)) {
         if ('secret' in spec && spec.secret)
@@ -69009,6 +70064,7 @@ async function main_run() {
     }
     if (settings.configFile)
         info(`config file: ${settings.configFile}`);
+    adviseOnPullRequestSecrets(settings.context.eventName);
     // A health URL from the config file is known only now.
     for (const part of urlCredentials(settings.deploy.healthCheckUrl))
         mask(part);
@@ -69037,7 +70093,6 @@ async function pipeline(settings, report) {
             testCommand: settings.testCommand,
             repoRoot: settings.context.workspace,
             runnerEnv: process.env,
-            allowEnv: settings.checkEnv,
             timeoutSeconds: settings.checkTimeout
         });
         const omitted = annotate(redactor.value(report.checks));
@@ -69063,8 +70118,15 @@ async function pipeline(settings, report) {
         : undefined;
     if (source) {
         info(`release ${source.name} from ${source.revision.slice(0, 12)} (virtualenv key ${source.venvKey})`);
+        for (const w of source.warnings ?? [])
+            warning(w);
     }
-    const deployment = await startGithubDeployment(settings);
+    // A rollback's deployment is made once the release it puts back (and so its commit) is known: GitHub then
+    // shows the commit that is live, not the workflow's.
+    let deployment = source ? await startGithubDeployment(settings) : undefined;
+    const onTarget = async (release, revision) => {
+        deployment = await startGithubDeployment(settings, release, revision);
+    };
     const log = actionsLog();
     let r;
     const runner = new Runner(settings, log);
@@ -69079,7 +70141,7 @@ async function pipeline(settings, report) {
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
     try {
-        r = source ? await runner.deploy(source) : await runner.rollback();
+        r = source ? await runner.deploy(source) : await runner.rollback(onTarget);
     }
     catch (e) {
         log.flush?.();
@@ -69115,7 +70177,8 @@ async function finishDeployment(deployment, state, description) {
         warning(`could not set the GitHub deployment's final status (${state}); the deploy's result stands: ${redactor.text(e.message)}`);
     }
 }
-async function startGithubDeployment(settings) {
+/** A GitHub deployment of `release` (default the release-name) built from `ref` (default the workflow's commit). */
+async function startGithubDeployment(settings, release = settings.deploy.releaseName, ref) {
     const g = settings.github;
     // With github-deployment: false the job's own `environment:` records the deployment: no second one.
     if (!g.token || !g.deployment || settings.deploy.dryRun || !settings.context.owner)
@@ -69126,7 +70189,8 @@ async function startGithubDeployment(settings) {
             ctx: settings.context,
             environment: g.environment,
             environmentUrl: g.environmentUrl,
-            description: redactor.text(`${settings.mode} ${settings.deploy.releaseName ?? ''}`.trim())
+            ref,
+            description: redactor.text(`${settings.mode} ${release ?? ''}`.trim())
         });
     }
     catch (e) {
@@ -69186,6 +70250,134 @@ async function publishReport(settings, unredacted, failed) {
 
 const g = globalThis;
 g.__dirname ??= (0,node_path__WEBPACK_IMPORTED_MODULE_0__.dirname)((0,node_url__WEBPACK_IMPORTED_MODULE_1__.fileURLToPath)(import.meta.url));
+
+
+/***/ }),
+
+/***/ 1190:
+/***/ ((__unused_webpack_module, __unused_webpack___webpack_exports__, __nccwpck_require__) => {
+
+
+// EXTERNAL MODULE: external "node:fs"
+var external_node_fs_ = __nccwpck_require__(3024);
+// EXTERNAL MODULE: external "node:os"
+var external_node_os_ = __nccwpck_require__(8161);
+// EXTERNAL MODULE: external "node:path"
+var external_node_path_ = __nccwpck_require__(6760);
+var external_node_path_default = /*#__PURE__*/__nccwpck_require__.n(external_node_path_);
+;// CONCATENATED MODULE: ./src/reexec.ts
+/**
+ * Start-up, before the rest of the action runs: the action re-executes itself (same PID, `process.execve`) with
+ * an environment that holds none of the step's secrets. The project's code runs as the same user, so it can read
+ * `/proc/<pid>/environ` of every ancestor, and that file shows the environment a process was *started* with:
+ * the runner starts the action with its inputs (`INPUT_SSH-KEY`, …) and tokens (`ACTIONS_*`, `GITHUB_TOKEN`)
+ * there. The inputs cross the exec in a 0600 file in a fresh 0700 directory (in memory, /dev/shm, when there is
+ * one) that the new image reads and deletes before anything else runs; the runner's tokens are dropped (the action
+ * reads its token from the `github-token` input). Then the inputs go back into `process.env`, in memory only,
+ * so `core.getInput` works as before.
+ */
+
+
+
+/** Names the file that carries the inputs across the exec; set only in the re-executed image. */
+const HANDOFF_VARIABLE = 'DJANGO_DEPLOY_INPUTS_FILE';
+/** The environment to exec with, and the inputs that go through the file. */
+function splitEnvironment(env) {
+    const clean = {};
+    const inputs = {};
+    for (const [name, value] of Object.entries(env)) {
+        if (value === undefined)
+            continue;
+        if (/^INPUT_/i.test(name))
+            inputs[name] = value;
+        else if (!/^ACTIONS_/i.test(name) && !/^GITHUB_TOKEN$/i.test(name))
+            clean[name] = value;
+    }
+    return { clean, inputs };
+}
+/** Whether the environment holds anything the re-exec would take out. */
+function holdsSecrets(env) {
+    return Object.keys(env).some(n => /^(INPUT_|ACTIONS_)/i.test(n) || /^GITHUB_TOKEN$/i.test(n));
+}
+/** Writes the inputs to a 0600 file in a new 0700 directory (in memory when /dev/shm is there); returns its path. */
+function writeHandoff(inputs, bases = ['/dev/shm', (0,external_node_os_.tmpdir)()]) {
+    for (const [i, base] of bases.entries()) {
+        let dir;
+        try {
+            dir = (0,external_node_fs_.mkdtempSync)(external_node_path_default().join(base, 'django-deploy-'));
+        }
+        catch (e) {
+            if (i < bases.length - 1)
+                continue;
+            throw e;
+        }
+        const file = external_node_path_default().join(dir, 'inputs.json');
+        (0,external_node_fs_.writeFileSync)(file, JSON.stringify(inputs), { mode: 0o600, flag: 'wx' });
+        return file;
+    }
+    throw new Error('no directory for the inputs');
+}
+/** Reads the inputs back and deletes the file and its directory. */
+function takeHandoff(file) {
+    try {
+        return JSON.parse((0,external_node_fs_.readFileSync)(file, 'utf8'));
+    }
+    finally {
+        (0,external_node_fs_.rmSync)(external_node_path_default().dirname(file), { recursive: true, force: true });
+    }
+}
+/**
+ * Runs at start-up: in the first image, re-executes without the secrets (never returns when it can); in the
+ * re-executed one, takes the inputs back into `process.env`. Returns what it logs, if anything.
+ */
+function reexecWithoutSecrets() {
+    const handoff = process.env[HANDOFF_VARIABLE];
+    if (handoff !== undefined) {
+        delete process.env[HANDOFF_VARIABLE];
+        Object.assign(process.env, takeHandoff(handoff));
+        return undefined;
+    }
+    if (!holdsSecrets(process.env))
+        return undefined;
+    const execve = process.execve;
+    if (typeof execve !== 'function') {
+        return (`Node ${process.version} has no process.execve: the action's inputs stay in its start-up environment, ` +
+            `which the checks' code can read in /proc/${process.pid}/environ (GitHub runs this action on Node 24, ` +
+            `which re-executes it without them).`);
+    }
+    const { clean, inputs } = splitEnvironment(process.env);
+    const file = writeHandoff(inputs);
+    try {
+        execve.call(process, process.execPath, [process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+            ...clean,
+            [HANDOFF_VARIABLE]: file
+        });
+    }
+    catch (e) {
+        (0,external_node_fs_.rmSync)(external_node_path_default().dirname(file), { recursive: true, force: true });
+        return `could not re-execute the action without its secrets (${e.message}); its inputs stay in /proc/${process.pid}/environ`;
+    }
+    return undefined;
+}
+
+;// CONCATENATED MODULE: ./src/startup.ts
+/**
+ * The entry's second import (after shim.ts): runs before any other module of the action is evaluated, so the
+ * action re-executes itself without its secrets in its environment first (see reexec.ts). It logs without
+ * @actions/core, whose HTTP client would otherwise be loaded twice, once by each image.
+ */
+
+try {
+    const note = reexecWithoutSecrets();
+    if (note)
+        process.stdout.write(`${note}\n`);
+}
+catch (e) {
+    // What core.setFailed prints, with its escaping of the message.
+    const message = `could not start: the action's inputs did not survive its re-execution (${e.message})`;
+    process.stdout.write(`::error::${message.replace(/%/g, '%25').replace(/\r/g, '%0D').replace(/\n/g, '%0A')}\n`);
+    process.exit(1);
+}
 
 
 /***/ }),
@@ -69332,6 +70524,13 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:events"
 
 /***/ }),
 
+/***/ 3024:
+/***/ ((module) => {
+
+module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+
+/***/ }),
+
 /***/ 7067:
 /***/ ((module) => {
 
@@ -69350,6 +70549,13 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:http2")
 /***/ ((module) => {
 
 module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:net");
+
+/***/ }),
+
+/***/ 8161:
+/***/ ((module) => {
+
+module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
 
 /***/ }),
 
