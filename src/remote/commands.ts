@@ -108,6 +108,9 @@ export const RENEW_SECONDS = 5
 /** Exit code of a step refused because its deploy no longer holds the lease. */
 export const LEASE_LOST = 76
 
+/** Starts the lines `holdLock` prints as it goes, so a lock that hangs can say where. */
+export const LOCK_STAGE = 'django-deploy-lock-stage:'
+
 /** Kills the process group of every step file in directory `$1` (a zombie-only group is harmless). */
 const KILL_STEPS = `kill_steps() { for s in "$1"/step-*; do [ -f "$s" ] || continue; kill -9 -"\${s##*/step-}" 2>/dev/null || true; rm -f "$s"; done; }`
 
@@ -129,12 +132,16 @@ export function holdLock(
   const dir = `${l.leases}/${token}`
   return script(
     KILL_STEPS,
+    `echo ${LOCK_STAGE}mkdir`,
     `mkdir -p ${q(l.root)}`,
+    `echo ${LOCK_STAGE}open`,
     `exec 9>>${q(l.lock)}`,
+    `echo ${LOCK_STAGE}flock`,
     `if ! flock -w ${Math.floor(timeoutSeconds)} 9; then`,
     `  echo ${q(`deploy lock on ${l.root} still held after ${timeoutSeconds} s by:`)} "$(cat ${q(l.lock + '.holder')} 2>/dev/null || echo unknown)" >&2`,
     '  exit 75',
     'fi',
+    `echo ${LOCK_STAGE}take`,
     `printf '%s\\n' ${q(holder)} > ${q(l.lock + '.holder')}`,
     // The old lease is withdrawn before its steps are killed: a step of it registering meanwhile sees it gone.
     `rm -f ${q(l.lease)}`,
