@@ -184,10 +184,61 @@ export class Runner {
   private cancelled?: string
   private readonly stopRunning = new Set<(why: 'cancel') => void>()
 
+  /** Set by `fail()`: an internal error elsewhere in the action; whatever this deploy switched is put back. */
+  private fatal?: string
+  /** The hosts of the running session, and those whose `current` this deploy may have moved (not put back). */
+  private targets: Target[] = []
+  private readonly switched = new Set<Target>()
+
   constructor(
     private readonly settings: Settings,
-    private readonly log: Log
+    private readonly log: Log,
+    /** For tests only: called after a host's switch, to inject a fault there. */
+    private readonly faults: { afterSwitch?: () => Promise<void> | void } = {}
   ) {}
+
+  /**
+   * The last resort (an uncaught exception or unhandled rejection anywhere in the action): stops the deploy
+   * as a cancel does; when the deploy's flow ends, every host it switched is put back (see `session`).
+   */
+  fail(why: string): void {
+    this.fatal ??= why
+    this.cancel(why)
+  }
+
+  /**
+   * When the deploy's own flow does not end after `fail()`: puts back every host this deploy switched, lets
+   * the locks go and returns what is known, for the report.
+   */
+  async rescue(release: string): Promise<DeployResult> {
+    const result = this.emptyResult(release)
+    const targets = this.targets
+    await this.putBack(result)
+    await this.close(targets)
+    return result
+  }
+
+  /** After `fail()`: every host still switched goes back to what it served; the result says so. */
+  private async putBack(result: DeployResult): Promise<void> {
+    const hosts = [...this.switched]
+    result.error = `${this.fatal}${result.error ? ` (${result.error})` : ''}`
+    result.deployed = false
+    if (!hosts.length) return
+    this.log.warning(`${this.fatal}: putting back what this deploy switched`)
+    const reverted = await this.revert(hosts, result.release)
+    result.rolledBack = reverted.ok
+    result.hosts = this.targets.map(t => ({
+      host: t.remote.name,
+      previous: t.state.current,
+      live: this.switched.has(t) ? undefined : t.state.current,
+      bytesSent: t.sent
+    }))
+  }
+
+  private emptyResult(release: string): DeployResult {
+    const dryRun = this.settings.deploy.dryRun
+    return { release, deployed: false, rolledBack: false, dryRun, steps: this.steps, warnings: this.warnings }
+  }
 
   /**
    * Connects to every host (host keys verified, at most max-parallel at once), takes the locks unless only
@@ -586,22 +637,15 @@ export class Runner {
     release: string,
     body: (targets: Target[], result: DeployResult) => Promise<void>
   ): Promise<DeployResult> {
-    const dryRun = this.settings.deploy.dryRun
-    const result: DeployResult = {
-      release,
-      deployed: false,
-      rolledBack: false,
-      dryRun,
-      steps: this.steps,
-      warnings: this.warnings
-    }
+    const result = this.emptyResult(release)
     let targets: Target[] = []
     try {
-      targets = await this.open(!dryRun)
+      targets = this.targets = await this.open(!result.dryRun)
       await body(targets, result)
     } catch (e) {
       result.error ??= (e as Error).message
     } finally {
+      if (this.fatal) await this.putBack(result)
       await this.close(targets)
     }
     return result
@@ -731,13 +775,18 @@ export class Runner {
           )
         await this.everyHost(hosts, async t => {
           touched.push(t)
+          this.switched.add(t)
           await this.exec(
             t,
             batch(publishSteps(t.d, t.layout, release, t.state.current, record), t.layout, this.mark)
           ).catch(e => {
-            if (e instanceof LeaseLost) refused.add(t)
+            if (e instanceof LeaseLost) {
+              refused.add(t)
+              this.switched.delete(t)
+            }
             throw e
           })
+          await this.faults.afterSwitch?.()
         })
       }
       return undefined
@@ -790,20 +839,18 @@ export class Runner {
             t.log.info(
               `${t.remote.name}: ${failed} did not go live here (live: ${live ?? 'none'}): nothing to put back`
             )
+            this.switched.delete(t)
             return
           }
         }
         t.log.warning(`${t.remote.name}: rolling back to ${t.state.current ?? 'no release (first deploy)'}`)
-        await this.exec(
-          t,
-          batch(
-            revertSteps(t.d, t.layout, failed, t.state.current, t.state.currentLink),
-            t.layout,
-            this.mark
-          ),
-          undefined,
-          true
+        // Cancelled, the job is killed within seconds: the release goes back and Gunicorn is signalled at once;
+        // the slower health check is left out (that release served until just now).
+        const steps = revertSteps(t.d, t.layout, failed, t.state.current, t.state.currentLink).filter(
+          s => !(this.cancelled && s.name === 'revert-health')
         )
+        await this.exec(t, batch(steps, t.layout, this.mark), undefined, true)
+        this.switched.delete(t)
       } catch (e) {
         ok = false
         t.log.warning(`${t.remote.name}: rollback failed: ${(e as Error).message}`)

@@ -85,7 +85,8 @@ export function renderSummary(report: Report, ctx: SummaryContext = {}): string 
 /** Writes the summary to the job's summary page. A missing summary file (local runs) only warns. */
 export async function writeSummary(report: Report, ctx: SummaryContext = {}): Promise<void> {
   try {
-    await core.summary.addRaw(renderSummary(report, ctx), true).write()
+    // Overwrite: a report written early (a cancel, an internal error) is replaced by the final one.
+    await core.summary.addRaw(renderSummary(report, ctx), true).write({ overwrite: true })
   } catch (err) {
     core.summary.emptyBuffer()
     core.warning(`Could not write the job summary: ${err instanceof Error ? err.message : String(err)}`)
