@@ -6,6 +6,8 @@
  */
 import { jest } from '@jest/globals'
 import type { ChildProcess } from 'node:child_process'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -178,6 +180,12 @@ test("cancelled after the switch, with GitHub's intervals, under load: the old r
   const output = join(files, 'output')
   writeFileSync(summary, '')
   writeFileSync(output, '')
+  // The health URL answers at once until the cancel, then not at all: a health check after the cancel would
+  // take its whole timeout (15 s), past SIGTERM.
+  let slow = false
+  const health = createServer((_, res) => (slow ? undefined : res.end('ok')))
+  await new Promise<void>(r => health.listen(0, '127.0.0.1', r))
+  const healthUrl = `http://127.0.0.1:${(health.address() as AddressInfo).port}/`
   const load = startLoad(`${t.url}/`, { concurrency: 4, maxSeconds: 120, marker: versionMarker })
   await sleep(500)
   let action: ChildProcess | undefined
@@ -188,6 +196,7 @@ test("cancelled after the switch, with GitHub's intervals, under load: the old r
   const watcher = setInterval(() => {
     if (sigint || !action || live() === before) return
     sigint = Date.now()
+    slow = true
     action.kill('SIGINT')
     timers.push(
       setTimeout(() => {
@@ -197,7 +206,7 @@ test("cancelled after the switch, with GitHub's intervals, under load: the old r
       setTimeout(() => action?.kill('SIGKILL'), 10_000)
     )
   }, 5)
-  const r = await runAction(full({ 'release-name': 'r-cancel' }), {
+  const r = await runAction(full({ 'release-name': 'r-cancel', 'health-check-url': healthUrl }), {
     workspace: repo.dir,
     env: { GITHUB_STEP_SUMMARY: summary, GITHUB_OUTPUT: output },
     watch: (_, c) => (action = c),
@@ -207,6 +216,8 @@ test("cancelled after the switch, with GitHub's intervals, under load: the old r
   await sleep(Math.max(1000, sigint + 10_500 - Date.now()))
   const result = await load.stop()
   for (const timer of timers) clearTimeout(timer)
+  health.closeAllConnections()
+  health.close()
   console.log(
     `cancel after the switch: the action ended ${((ended - sigint) / 1000).toFixed(1)} s after SIGINT (exit ${r.code}); load ${result.total} requests, ${result.non200} non-200, ${result.errors} errors; by body ${JSON.stringify(result.bodies)}`
   )
