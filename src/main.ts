@@ -182,9 +182,13 @@ async function rescue(job: Job): Promise<void> {
  */
 function cancelled(job: Job, signal: NodeJS.Signals): void {
   job.signals += 1
-  if (job.signals === 1) {
-    if (job.runner) job.runner.cancel(`cancelled (${signal})`)
-    else job.fatal ??= `cancelled (${signal}) before the deploy began: nothing was changed on any server`
+  if (job.signals === 1 && job.runner) return job.runner.cancel(`cancelled (${signal})`)
+  if (!job.runner) {
+    // Before the deploy began (checks, the release being described): nothing to put back; report and end.
+    const why = `cancelled (${signal}) before the deploy began: nothing was changed on any server`
+    job.report.error ??= why
+    job.final = { state: 'failure', description: why }
+    void finish(job, why).finally(() => process.exit(130))
     return
   }
   if (job.signals > 2) process.exit(130)

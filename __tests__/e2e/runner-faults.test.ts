@@ -233,3 +233,29 @@ test("cancelled after the switch, with GitHub's intervals, under load: the old r
   expect(result.non200 + result.errors).toBe(0)
   expect(await lockFree()).toBe(true)
 })
+
+test('cancelled during the checks (before any deploy): the report is written and the action ends at once', async () => {
+  let action: ChildProcess | undefined
+  let sentAt = 0
+  const r = await runAction(
+    { mode: 'check', checks: 'test', 'test-command': 'sleep 60', python: '/usr/bin/python3' },
+    {
+      workspace: repo.dir,
+      watch: (log, c) => {
+        action = c
+        if (!sentAt && /mode: check/.test(log)) {
+          sentAt = Date.now()
+          setTimeout(() => action?.kill('SIGINT'), 1000)
+        }
+      },
+      timeoutMs: 90_000
+    }
+  )
+  const seconds = (Date.now() - sentAt) / 1000 - 1
+  console.log(
+    `cancelled during the checks: the action ended ${seconds.toFixed(1)} s after SIGINT (exit ${r.code})`
+  )
+  expect(r.code).toBe(130)
+  expect(seconds).toBeLessThan(5)
+  expect(r.summary).toMatch(/cancelled \(SIGINT\) before the deploy began/)
+})
