@@ -169,7 +169,9 @@ const TAIL = 15
 const LOCK_MARGIN = 15
 
 type LockError = Error & { code?: number; output?: string; timedOut?: boolean }
-/** Characters of one step's output written to the job log; beyond them only the last TAIL lines are kept. */
+/** A step's last lines kept for its error (a Python traceback's start among them), whatever it prints. */
+const KEPT_LINES = 200
+/** Characters of one step's output written to the job log; beyond them only the last KEPT_LINES are kept. */
 const LOGGED_PER_STEP = 2 * 1024 * 1024
 
 export class Runner {
@@ -479,7 +481,7 @@ export class Runner {
     }
     const show = (line: string): void => {
       lines.push(line)
-      if (lines.length > TAIL) lines.shift()
+      if (lines.length > KEPT_LINES) lines.shift()
       if (logged >= LOGGED_PER_STEP) unlogged++
       else if (line.startsWith(cmd.WARN)) {
         const warning = `${host}: ${line.slice(cmd.WARN.length).trim()}`
