@@ -171,6 +171,8 @@ const LOCK_MARGIN = 15
 type LockError = Error & { code?: number; output?: string; timedOut?: boolean }
 /** A step's last lines kept for its error (a Python traceback's start among them), whatever it prints. */
 const KEPT_LINES = 200
+/** Characters kept of each of those lines. */
+const KEPT_LINE = 2000
 /** Characters of one step's output written to the job log; beyond them only the last KEPT_LINES are kept. */
 const LOGGED_PER_STEP = 2 * 1024 * 1024
 
@@ -480,7 +482,8 @@ export class Runner {
       t.log.endGroup()
     }
     const show = (line: string): void => {
-      lines.push(line)
+      // A copy of at most KEPT_LINE characters: a piece of a huge line must not keep the whole of it alive.
+      lines.push(line.length > KEPT_LINE ? Buffer.from(`${line.slice(0, KEPT_LINE)}…`).toString() : line)
       if (lines.length > KEPT_LINES) lines.shift()
       if (logged >= LOGGED_PER_STEP) unlogged++
       else if (line.startsWith(cmd.WARN)) {
