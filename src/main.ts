@@ -102,21 +102,123 @@ export async function run(): Promise<void> {
   for (const part of urlCredentials(settings.deploy.healthCheckUrl)) mask(part)
 
   const report: Report = { mode: settings.mode, checks: [] }
-  let failure: string | undefined
+  const job: Job = { settings, report, signals: 0 }
+  // The last resort: a bug anywhere (an uncaught exception, an unhandled rejection) puts back what the deploy
+  // switched and still writes the report, instead of ending the action half-way.
+  const onFatal = (e: unknown): void => fatal(job, e)
+  const onSignal = (signal: NodeJS.Signals): void => cancelled(job, signal)
+  process.on('uncaughtException', onFatal)
+  process.on('unhandledRejection', onFatal)
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
   try {
-    failure = await pipeline(settings, report)
-  } catch (e) {
-    failure = e instanceof Error ? e.message : String(e)
-    report.error = failure
+    let failure: string | undefined
+    try {
+      failure = await pipeline(job)
+    } catch (e) {
+      failure = report.error = e instanceof Error ? e.message : String(e)
+    }
+    await finish(job, failure)
+  } finally {
+    clearTimeout(job.watchdog)
+    process.removeListener('uncaughtException', onFatal)
+    process.removeListener('unhandledRejection', onFatal)
+    process.removeListener('SIGINT', onSignal)
+    process.removeListener('SIGTERM', onSignal)
   }
-  publishOutputs(report)
-  await publishReport(settings, report, failure !== undefined)
+}
+
+/** One run of the action: what the last-resort handlers need to finish it. */
+interface Job {
+  settings: Settings
+  report: Report
+  /** The deploy's runner, once it exists; `release` is what it deploys. */
+  runner?: Runner
+  release?: string
+  deployment?: DeploymentHandle
+  /** The GitHub deployment's final status, once known. */
+  final?: { state: 'success' | 'failure'; description: string }
+  /** An internal error (uncaught), if one happened. */
+  fatal?: string
+  signals: number
+  /** Outputs and summary were written (the final ones, or early ones a later write replaces). */
+  written?: boolean
+  finished?: boolean
+  watchdog?: NodeJS.Timeout
+}
+
+/** Writes outputs and summary first (files, at once), then what needs the GitHub API, then the job's outcome. */
+async function finish(job: Job, failed: string | undefined): Promise<void> {
+  if (job.finished) return
+  job.finished = true
+  const failure = job.fatal && !failed ? job.fatal : failed
+  if (failure) job.report.error ??= failure
+  await writeReport(job)
+  const final = job.final ?? { state: 'failure' as const, description: failure ?? 'failed' }
+  await finishDeployment(job.deployment, final.state, final.description)
+  await publishComment(job.settings, job.report, failure !== undefined)
   // setFailed is an annotation too: published text.
   if (failure) core.setFailed(redactor.text(failure))
 }
 
+async function writeReport(job: Job): Promise<void> {
+  publishOutputs(job.report)
+  await publishSummary(job.settings, job.report)
+  job.written = true
+}
+
+/** Seconds the deploy's flow gets, after an internal error, to put things back by itself. */
+const RESCUE_AFTER_SECONDS = 30
+
+function fatal(job: Job, e: unknown): void {
+  const message = e instanceof Error ? e.message : String(e)
+  core.error(`internal error: ${redactor.text(e instanceof Error ? (e.stack ?? message) : message)}`)
+  if (job.fatal) return
+  job.fatal = `internal error (${message}): the run was stopped`
+  job.runner?.fail(job.fatal)
+  // The flow may never end (the error broke it): then what was switched is put back from here.
+  job.watchdog = setTimeout(() => void rescue(job), RESCUE_AFTER_SECONDS * 1000)
+}
+
+async function rescue(job: Job): Promise<void> {
+  if (job.finished) return
+  core.warning(
+    `the run did not end ${RESCUE_AFTER_SECONDS} s after an internal error: putting things back now`
+  )
+  if (job.runner) job.report.deploy = await job.runner.rescue(job.release ?? '')
+  job.final = { state: 'failure', description: job.fatal ?? 'internal error' }
+  await finish(job, job.report.deploy?.error ?? job.fatal)
+  process.exit(1)
+}
+
+/**
+ * A cancelled job: GitHub sends SIGINT, SIGTERM 7.5 s later and SIGKILL 2.5 s after that. The first signal
+ * stops the deploy (the running step is killed on the server, what was switched is put back); the second
+ * writes the report now if it is not written yet, and the put-back goes on until it ends or the job is killed.
+ */
+function cancelled(job: Job, signal: NodeJS.Signals): void {
+  job.signals += 1
+  if (job.signals === 1 && job.runner) return job.runner.cancel(`cancelled (${signal})`)
+  if (!job.runner) {
+    // Before the deploy began (checks, the release being described): nothing to put back; report and end.
+    const why = `cancelled (${signal}) before the deploy began: nothing was changed on any server`
+    job.report.error ??= why
+    job.final = { state: 'failure', description: why }
+    void finish(job, why).finally(() => process.exit(130))
+    return
+  }
+  if (job.signals > 2) process.exit(130)
+  core.warning(
+    `${signal} again: ${job.written ? 'the report is written' : 'writing the report now'}; still putting back`
+  )
+  if (job.written) return
+  job.report.error ??= `cancelled (${signal}) while putting back what was switched: what is live is unknown`
+  void writeReport(job)
+}
+
 /** Runs what the mode asks for and fills the report; returns why the run failed, if it did. */
-async function pipeline(settings: Settings, report: Report): Promise<string | undefined> {
+async function pipeline(job: Job): Promise<string | undefined> {
+  const { settings, report } = job
   if (settings.mode !== 'rollback' && settings.checks.length > 0) {
     report.checks = await runChecks({
       workingDirectory: settings.workingDirectory,
@@ -157,32 +259,22 @@ async function pipeline(settings: Settings, report: Report): Promise<string | un
   }
   // A rollback's deployment is made once the release it puts back (and so its commit) is known: GitHub then
   // shows the commit that is live, not the workflow's.
-  let deployment = source ? await startGithubDeployment(settings) : undefined
+  if (source) job.deployment = await startGithubDeployment(settings)
   const onTarget = async (release: string, revision: string | undefined): Promise<void> => {
-    deployment = await startGithubDeployment(settings, release, revision)
+    job.deployment = await startGithubDeployment(settings, release, revision)
   }
   const log = actionsLog()
+  const runner = (job.runner = new Runner(settings, log, testFaults()))
+  job.release = source?.name
+  // Cancelled before the runner existed: it starts stopped.
+  if (job.signals > 0) runner.cancel('cancelled')
+  if (job.fatal) runner.fail(job.fatal)
   let r: NonNullable<Report['deploy']>
-  const runner = new Runner(settings, log)
-  // A cancelled job (GitHub sends SIGINT, then SIGTERM): the running step is killed on the server, what was
-  // live is put back, the lock is freed and the report is written. A second signal ends the action at once.
-  let signals = 0
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (++signals > 1) process.exit(130)
-    runner.cancel(`cancelled (${signal})`)
-  }
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', onSignal)
   try {
     r = source ? await runner.deploy(source) : await runner.rollback(onTarget)
-  } catch (e) {
+  } finally {
     log.flush?.()
-    await finishDeployment(deployment, 'failure', (e as Error).message)
-    throw e
   }
-  process.removeListener('SIGINT', onSignal)
-  process.removeListener('SIGTERM', onSignal)
-  log.flush?.()
   report.deploy = r
   if (r.dryRun) {
     for (const [host, lines] of Object.entries(r.plan ?? {})) {
@@ -192,17 +284,36 @@ async function pipeline(settings: Settings, report: Report): Promise<string | un
       })
     }
   }
-  await finishDeployment(
-    deployment,
-    r.error ? 'failure' : 'success',
-    r.error ? (r.rolledBack ? `rolled back: ${r.error}` : r.error) : `${r.release} is live`
-  )
+  job.final = r.error
+    ? { state: 'failure', description: r.rolledBack ? `rolled back: ${r.error}` : r.error }
+    : { state: 'success', description: `${r.release} is live` }
   if (r.error) {
     return r.rolledBack
       ? `${r.error}\nRolled back: ${r.previousRelease ?? 'no release (first deploy)'} is live again.`
       : r.error
   }
   return undefined
+}
+
+/**
+ * For the end-to-end tests only: DJANGO_DEPLOY_TEST_FAULT makes a bug happen after a host's switch, to show
+ * that the last-resort handlers put back what was switched. `rejection`: an unhandled rejection; `exception`:
+ * an uncaught exception; `stuck`: an unhandled rejection and a deploy flow that never ends.
+ */
+function testFaults(): ConstructorParameters<typeof Runner>[2] {
+  const fault = process.env.DJANGO_DEPLOY_TEST_FAULT
+  if (!fault) return {}
+  return {
+    afterSwitch: () => {
+      const e = new Error(`injected fault (${fault})`)
+      if (fault === 'exception')
+        setImmediate(() => {
+          throw e
+        })
+      else void Promise.reject(e)
+      return fault === 'stuck' ? new Promise<void>(() => undefined) : undefined
+    }
+  }
 }
 
 /** Posts the deployment's final status; an API failure only warns, it never changes the deploy's result. */
@@ -252,14 +363,17 @@ function publishOutputs(report: Report): void {
   core.setOutput('rolled-back', String(report.deploy?.rolledBack ?? false))
 }
 
-async function publishReport(settings: Settings, unredacted: Report, failed: boolean): Promise<void> {
-  const ctx = { runUrl: settings.context.runUrl }
-  const report = redactor.value(unredacted)
+async function publishSummary(settings: Settings, unredacted: Report): Promise<void> {
   try {
-    await writeSummary(report, ctx)
+    await writeSummary(redactor.value(unredacted), { runUrl: settings.context.runUrl })
   } catch (e) {
     core.warning(`could not write the job summary: ${(e as Error).message}`)
   }
+}
+
+async function publishComment(settings: Settings, unredacted: Report, failed: boolean): Promise<void> {
+  const ctx = { runUrl: settings.context.runUrl }
+  const report = redactor.value(unredacted)
   const g = settings.github
   if (g.token && settings.context.prNumber !== undefined && g.comment !== 'never') {
     try {

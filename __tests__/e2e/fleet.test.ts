@@ -6,7 +6,16 @@
 import { jest } from '@jest/globals'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs'
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { deployInputs, writeServerEnv } from '../../sandbox/inputs.js'
@@ -184,5 +193,68 @@ test('roles: only web hosts run nginx and the health checks; each role runs its 
     for (const x of h)
       for (const f of ['web-reloads', 'worker-reloads', 'nginx-tested', 'nginx-reloaded'])
         rmSync(join(x.deployPath, f), { force: true })
+  }
+})
+
+test('a host that loses its lease after others switched: every host this deploy switched is put back', async () => {
+  // Rolling, one host per batch. While the first host reloads, the third host's lock is taken over (its lease
+  // file names another deploy now, as when a stale lock is cleared by hand and another run starts): when its
+  // batch comes, the server refuses. The hosts already switched go back.
+  const h = fleet.hosts
+  const names = h.map(x => `${x.host}:${x.sshPort}`)
+  const signal = mkdtempSync(join(tmpdir(), 'dd-fleet-lease-'))
+  chmodSync(signal, 0o777)
+  writeConfig(`reload-command: 'mkdir ${signal}/first 2>/dev/null && sleep 4 || true'\n`)
+  repo.commit('fleet lease')
+  const before = h.map(live)
+  const watcher = setInterval(() => {
+    if (existsSync(join(signal, 'first')) && !existsSync(join(signal, 'taken'))) {
+      writeFileSync(join(h[2].deployPath, '.deploy.lock.lease'), 'another-deploy\n')
+      mkdirSync(join(signal, 'taken'))
+    }
+  }, 20)
+  try {
+    const r = await deploy('v-lease', { rolling: '1' })
+    expect(existsSync(join(signal, 'taken'))).toBe(true)
+    expect(r.code).not.toBe(0)
+    expect(r.outputs.deployed).toBe('false')
+    expect(r.log).toMatch(new RegExp(`host ${names[2]}: step switch failed \\(exit 76\\)`))
+    expect(r.log).toContain('this deploy no longer holds the deploy lock')
+
+    expect(groups(r.log, 'revert-switch').sort()).toEqual([names[0], names[1]].sort())
+    expect(h.map(live)).toEqual(before)
+  } finally {
+    clearInterval(watcher)
+    rmSync(signal, { recursive: true, force: true })
+  }
+})
+
+test('hosts with a database each: a non-primary gate that finds no tables says `migrate: every-host`', async () => {
+  // Each host its own SQLite file; only the primary host migrates (migrate: true); the health URL is the index
+  // page, which reads a table: the other hosts' gates fail on "no such table".
+  const h = fleet.hosts
+  const own = mkdtempSync(join(tmpdir(), 'dd-fleet-own-'))
+  chmodSync(own, 0o777)
+  try {
+    for (const [i, x] of h.entries())
+      await writeServerEnv(x, { database: `${own}/db${i}.sqlite3`, allowedHosts: '*' })
+    writeConfig('health-check-url: http://127.0.0.1/\nhealth-check-timeout: 5\n')
+    repo.commit('fleet own databases')
+    const before = h.map(live)
+    const r = await deploy('v-own-db')
+    expect(r.code).not.toBe(0)
+    expect(r.log).toMatch(/no such table/)
+    expect(r.log).toMatch(/each host may have its own database[^\n]*`migrate: every-host`/)
+    expect(h.map(live)).toEqual(before)
+    // With every-host, each host migrates its own database and its gate passes (the health check after the
+    // switch has no server listening on these hosts' port 80: that part fails and is put back).
+    const again = await deploy('v-own-db2', { migrate: 'every-host' })
+    expect(groups(again.log, 'migrate').sort()).toEqual(h.map(x => `${x.host}:${x.sshPort}`).sort())
+    expect(again.log).not.toMatch(/no such table/)
+    expect(again.log.match(/✓ health-before-switch/g)?.length).toBe(3)
+    expect(h.map(live)).toEqual(before)
+  } finally {
+    for (const x of h) await writeEnv(x)
+    rmSync(own, { recursive: true, force: true })
   }
 })

@@ -370,6 +370,16 @@ describe('writeSummary', () => {
     await writeSummary(report)
     expect(readFileSync(file, 'utf8')).toBe(`before\n${renderSummary(report)}\n`)
   })
+
+  it('written again (an early report, then the final one), replaces only what it wrote', async () => {
+    const file = join(dir, 'summary.md')
+    writeFileSync(file, 'before\n')
+    process.env.GITHUB_STEP_SUMMARY = file
+    await writeSummary({ mode: 'check', checks: [], error: 'cancelled (SIGINT): early' })
+    const report: Report = { mode: 'check', checks: [check()] }
+    await writeSummary(report)
+    expect(readFileSync(file, 'utf8')).toBe(`before\n${renderSummary(report)}\n`)
+  })
 })
 
 describe('findings left out of the annotations', () => {

@@ -167,7 +167,10 @@ describe('release layout on a hostile deploy path', () => {
     // once the first holder's stdin closed, the lock is free again
     const again = sh(cmd.holdLock(l, 1, 'run 3', 't3'), '')
     expect(again.code).toBe(0)
-    expect(again.out).toBe('locked\n')
+    // Only `locked`, after the stages it went through (they name what hung, should one hang).
+    expect(again.out).toBe(
+      ['mkdir', 'open', 'flock', 'take'].map(x => cmd.LOCK_STAGE + x).join('\n') + '\nlocked\n'
+    )
   })
 })
 
@@ -529,6 +532,7 @@ describe('health-check credentials (issue 15)', () => {
 })
 
 describe('the lock is a lease with fencing (real /bin/sh)', () => {
+  const MARK = 'django-deploy-lease-test-mark'
   const root = mkdtempSync(join(base, 'lease-'))
   // A hostile deploy path: every command below would create PWNED in `base` if it reached the shell unquoted.
   const l = cmd.layout(join(root, `app $(touch PWNED) it's`))
@@ -570,7 +574,7 @@ describe('the lock is a lease with fencing (real /bin/sh)', () => {
   }
   /** A fenced step that starts a sleep in its group and waits: returns the sleep's PID and the step's exit. */
   async function sleeper(token: string) {
-    const step = spawn('/bin/sh', ['-c', cmd.fenced(l, token, 'sleep 60 & echo "$! $$"; wait')], {
+    const step = spawn('/bin/sh', ['-c', cmd.fenced(l, token, 'sleep 60 & echo "$! $$"; wait', MARK)], {
       cwd: base
     })
     started.push(step)
@@ -583,16 +587,20 @@ describe('the lock is a lease with fencing (real /bin/sh)', () => {
 
   it('runs a step only while its deploy holds the lease, in a process group of its own', async () => {
     const h = await holder('t1', 30)
-    const own = sh(cmd.fenced(l, 't1', `echo "$$ $(cut -d' ' -f5 /proc/$$/stat)"; cat`), 'stdin reaches it')
+    const own = sh(
+      cmd.fenced(l, 't1', `echo "$$ $(cut -d' ' -f5 /proc/$$/stat)"; cat`, MARK),
+      'stdin reaches it'
+    )
     expect(own.code).toBe(0)
     const [pid, pgid, ...rest] = own.out.trim().split(/\s+/)
     expect(pgid).toBe(pid)
     expect(rest.join(' ')).toBe('stdin reaches it')
     // A deploy whose lease was taken over: its directory may still be there, the lease file names another token.
     mkdirSync(join(l.leases, 'someone-else'), { recursive: true })
-    const refused = sh(cmd.fenced(l, 'someone-else', `touch ${q(join(root, 'CHANGED'))}`))
+    const refused = sh(cmd.fenced(l, 'someone-else', `touch ${q(join(root, 'CHANGED'))}`, MARK))
     expect(refused.code).toBe(cmd.LEASE_LOST)
     expect(refused.err).toContain('this deploy no longer holds the deploy lock')
+    expect(refused.err.split('\n')).toContain(MARK)
     expect(existsSync(join(root, 'CHANGED'))).toBe(false)
     h.child.stdin!.end('release\n')
     expect(await h.exited).toBe(0)
@@ -637,7 +645,7 @@ describe('the lock is a lease with fencing (real /bin/sh)', () => {
     expect(h.stderr()).toContain('deploy lease ended (no renewal for 5 s)')
     expect(await until(() => !alive(s.sleep), 3000)).toBe(true)
     expect(existsSync(l.lease)).toBe(false)
-    expect(sh(cmd.fenced(l, 't3', 'true')).code).toBe(cmd.LEASE_LOST)
+    expect(sh(cmd.fenced(l, 't3', 'true', MARK)).code).toBe(cmd.LEASE_LOST)
     const next = await holder('t4', 30)
     next.child.stdin!.end('release\n')
     await next.exited
@@ -654,6 +662,72 @@ describe('the lock is a lease with fencing (real /bin/sh)', () => {
     expect(h.stderr()).toContain('deploy lease ended (connection closed)')
     expect(await until(() => !alive(s.sleep), 3000)).toBe(true)
   })
+
+  it.each([
+    ['withdrawing its token', '-f', () => l.lease],
+    ['removing its lease directory (its steps killed)', '-rf', () => join(l.leases, 't10')]
+  ])(
+    'a step registering while the holder is %s is killed or refuses: never runs unfenced',
+    async (_, flag, path) => {
+      // Real /bin/sh, with `touch` (the step registering) and `rm` (the holder withdrawing its token) made to wait
+      // for the test, so the two interleave exactly: the step passed its lease check and is about to register
+      // while the holder ends the lease.
+      const gate = mkdtempSync(join(base, 'gate-'))
+      const bin = join(gate, 'bin')
+      mkdirSync(bin)
+      const wait = (name: string) =>
+        `: > "$GATE/${name}-waiting"; while [ ! -e "$GATE/${name}-go" ]; do sleep 0.05; done`
+      writeFileSync(
+        join(bin, 'touch'),
+        `#!/bin/sh\ncase "$1" in */step-*) ${wait('touch')};; esac\nexec /usr/bin/touch "$@"\n`,
+        { mode: 0o755 }
+      )
+      writeFileSync(
+        join(bin, 'rm'),
+        `#!/bin/sh\nif [ -e "$GATE/arm" ] && [ "$1" = "$RM_FLAG" ] && [ "$2" = "$RM_PATH" ]; then ${wait('rm')}; fi\nexec /bin/rm "$@"\n`,
+        { mode: 0o755 }
+      )
+      const env = {
+        ...process.env,
+        PATH: `${bin}:${process.env.PATH}`,
+        GATE: gate,
+        RM_FLAG: flag,
+        RM_PATH: path()
+      }
+      const seen = (name: string) => until(() => existsSync(join(gate, name)), 5000)
+      const h = spawn('/bin/sh', ['-c', cmd.holdLock(l, 5, 'holder t10', 't10')], { cwd: base, env })
+      started.push(h)
+      const hExited = new Promise<number>(r => h.on('close', c => r(c ?? -1)))
+      await new Promise<void>(r =>
+        h.stdout!.on('data', (c: Buffer) => c.toString().includes('locked') && r())
+      )
+      writeFileSync(join(gate, 'arm'), '')
+      const ran = join(gate, 'ran')
+      const step = spawn('/bin/sh', ['-c', cmd.fenced(l, 't10', `sleep 2; echo ran > ${q(ran)}`, MARK)], {
+        cwd: base,
+        env
+      })
+      started.push(step)
+      let stepErr = ''
+      step.stderr!.on('data', (c: Buffer) => (stepErr += c.toString()))
+      const stepExited = new Promise<number>(r => step.on('close', c => r(c ?? -1)))
+      expect(await seen('touch-waiting')).toBe(true) // the lease check passed; not registered yet
+      h.stdin!.end() // the connection drops: the lease ends
+      expect(await seen('rm-waiting')).toBe(true) // the holder is ending the lease
+      writeFileSync(join(gate, 'touch-go'), '') // the step registers now
+      await new Promise(r => setTimeout(r, 400))
+      writeFileSync(join(gate, 'rm-go'), '')
+      expect(await hExited).toBe(0)
+      const code = await stepExited
+      await new Promise(r => setTimeout(r, 2500))
+      expect({ code: code === 0 ? 0 : 'stopped', ran: existsSync(ran) }).toEqual({
+        code: 'stopped',
+        ran: false
+      })
+      if (code === cmd.LEASE_LOST) expect(stepErr.split('\n')).toContain(MARK)
+    },
+    20_000
+  )
 
   it('a new holder kills steps a killed holder left behind', async () => {
     const h = await holder('t6', 30)

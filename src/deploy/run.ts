@@ -59,7 +59,10 @@ export class StepError extends Error {
 /** The connection to the host went while a step ran: the step's outcome on the server is unknown. */
 export class ConnectionLost extends StepError {}
 
-/** The deploy no longer holds the lock's lease: the server refused the step, nothing was changed. */
+/**
+ * The deploy no longer holds the lock's lease: the server refused the step, nothing was changed. Known by the
+ * deploy's lease marker on the step's output, never by its exit code (a project command may exit with any).
+ */
 export class LeaseLost extends StepError {}
 
 interface Target {
@@ -139,10 +142,43 @@ async function eachAtMost<T>(items: T[], limit: number, f: (item: T) => Promise<
   if (failures.length) throw failures[0]
 }
 
+/** Database errors that say the tables are not there (SQLite, PostgreSQL, MySQL). */
+const MISSING_TABLES = /no such table|relation "[^"]+" does not exist|Table '[^']+' doesn't exist/i
+
+/**
+ * A host's gate that fails because tables are missing, after only the primary host migrated: that host likely
+ * has a database of its own. The error says so and names the setting that migrates every host.
+ */
+function hintOwnDatabase(e: unknown, migratedOnce: boolean): never {
+  if (
+    migratedOnce &&
+    e instanceof StepError &&
+    !(e instanceof ConnectionLost) &&
+    MISSING_TABLES.test(e.lastLines)
+  )
+    throw new StepError(
+      e.host,
+      e.step,
+      e.code,
+      `${e.lastLines}\nThe database has tables missing on this host, but only the primary host ran the migrations: each host may have its own database (SQLite, or another DATABASES setting per host). \`migrate: every-host\` in deploy.yml migrates each one.`
+    )
+  throw e
+}
+
 /** Tries to reach a host again after a lost connection, host key verified each time. */
 const RECONNECT_TRIES = 3
 
 const TAIL = 15
+/** Seconds the lock command may take beyond lock-timeout (its own wait) before the runner gives up on it. */
+const LOCK_MARGIN = 15
+
+type LockError = Error & { code?: number; output?: string; timedOut?: boolean }
+/** A step's last lines kept for its error (a Python traceback's start among them), whatever it prints. */
+const KEPT_LINES = 200
+/** Characters kept of each of those lines. */
+const KEPT_LINE = 2000
+/** Characters of one step's output written to the job log; beyond them only the last KEPT_LINES are kept. */
+const LOGGED_PER_STEP = 2 * 1024 * 1024
 
 export class Runner {
   readonly steps: StepResult[] = []
@@ -150,14 +186,67 @@ export class Runner {
   readonly warnings: string[] = []
   /** Ends each step's output in a batch; unguessable, so no output of the project can fake a step's end. */
   private readonly mark = `django-deploy-step-${randomBytes(6).toString('hex')}:`
+  /** Printed by the server when it refuses a step of this deploy (lease lost); an exit code would not do. */
+  private readonly leaseMark = `django-deploy-lease-lost-${randomBytes(9).toString('hex')}`
   /** Set by `cancel()`: why the deploy stops (no new step starts, the running one is killed). */
   private cancelled?: string
   private readonly stopRunning = new Set<(why: 'cancel') => void>()
 
+  /** Set by `fail()`: an internal error elsewhere in the action; whatever this deploy switched is put back. */
+  private fatal?: string
+  /** The hosts of the running session, and those whose `current` this deploy may have moved (not put back). */
+  private targets: Target[] = []
+  private readonly switched = new Set<Target>()
+
   constructor(
     private readonly settings: Settings,
-    private readonly log: Log
+    private readonly log: Log,
+    /** For tests only: called after a host's switch, to inject a fault there. */
+    private readonly faults: { afterSwitch?: () => Promise<void> | void } = {}
   ) {}
+
+  /**
+   * The last resort (an uncaught exception or unhandled rejection anywhere in the action): stops the deploy
+   * as a cancel does; when the deploy's flow ends, every host it switched is put back (see `session`).
+   */
+  fail(why: string): void {
+    this.fatal ??= why
+    this.cancel(why)
+  }
+
+  /**
+   * When the deploy's own flow does not end after `fail()`: puts back every host this deploy switched, lets
+   * the locks go and returns what is known, for the report.
+   */
+  async rescue(release: string): Promise<DeployResult> {
+    const result = this.emptyResult(release)
+    const targets = this.targets
+    await this.putBack(result)
+    await this.close(targets)
+    return result
+  }
+
+  /** After `fail()`: every host still switched goes back to what it served; the result says so. */
+  private async putBack(result: DeployResult): Promise<void> {
+    const hosts = [...this.switched]
+    result.error = `${this.fatal}${result.error ? ` (${result.error})` : ''}`
+    result.deployed = false
+    if (!hosts.length) return
+    this.log.warning(`${this.fatal}: putting back what this deploy switched`)
+    const reverted = await this.revert(hosts, result.release)
+    result.rolledBack = reverted.ok
+    result.hosts = this.targets.map(t => ({
+      host: t.remote.name,
+      previous: t.state.current,
+      live: this.switched.has(t) ? undefined : t.state.current,
+      bytesSent: t.sent
+    }))
+  }
+
+  private emptyResult(release: string): DeployResult {
+    const dryRun = this.settings.deploy.dryRun
+    return { release, deployed: false, rolledBack: false, dryRun, steps: this.steps, warnings: this.warnings }
+  }
 
   /**
    * Connects to every host (host keys verified, at most max-parallel at once), takes the locks unless only
@@ -233,7 +322,11 @@ export class Runner {
     t.log.startGroup(`${t.remote.name}: lock`)
     try {
       t.log.info(`waiting up to ${s.deploy.lockTimeout} s for the deploy lock on ${t.layout.root}`)
-      t.lock = await t.remote.hold(cmd.holdLock(t.layout, s.deploy.lockTimeout, holder, token), 'locked')
+      t.lock = await t.remote.hold(
+        cmd.holdLock(t.layout, s.deploy.lockTimeout, holder, token),
+        'locked',
+        (s.deploy.lockTimeout + LOCK_MARGIN) * 1000
+      )
       t.token = token
       // The lease ends on the server when these stop for LEASE_SECONDS (a frozen or vanished runner).
       const lock = t.lock
@@ -243,14 +336,41 @@ export class Runner {
         `lock taken (a lease: renewed every ${cmd.RENEW_SECONDS} s, ended by the server after ${cmd.LEASE_SECONDS} s without renewal)`
       )
     } catch (e) {
-      const err = e as Error & { code?: number; output?: string }
-      this.record(t.remote.name, 'lock', 'failed', t0, err.message)
-      throw new StepError(t.remote.name, 'lock', err.code ?? 1, err.message)
+      const { code, text } = this.lockFailure(t, e as LockError)
+      this.record(t.remote.name, 'lock', 'failed', t0, text)
+      throw new StepError(t.remote.name, 'lock', code, text)
     } finally {
       t.log.endGroup()
       t.log.flush()
     }
     this.record(t.remote.name, 'lock', 'ok', t0)
+  }
+
+  /** Why the lock was not taken: the holder's own words, or (it did not answer) the stage that hung. */
+  private lockFailure(t: Target, err: LockError): { code: number; text: string } {
+    const lines = (err.output ?? '').split('\n')
+    const text = lines
+      .filter(l => !l.startsWith(cmd.LOCK_STAGE))
+      .join('\n')
+      .trim()
+    if (!err.timedOut) return { code: err.code ?? 1, text: text || err.message }
+    const stage = lines
+      .filter(l => l.startsWith(cmd.LOCK_STAGE))
+      .pop()
+      ?.slice(cmd.LOCK_STAGE.length)
+    const l = t.layout
+    const what =
+      stage === 'mkdir'
+        ? `\`mkdir -p ${l.root}\` hung (a hung file system under the deploy path, e.g. NFS?)`
+        : stage === 'open'
+          ? `opening the lock file ${l.lock} hung (a FIFO, or a hung file system?)`
+          : stage === 'flock'
+            ? `flock on ${l.lock} did not give up after lock-timeout (a hung file system?)`
+            : stage === 'take'
+              ? `taking over the lock (killing an earlier deploy's steps) hung`
+              : `the lock command never started: the login shell (or a file it reads, like ~/.bashrc) did not return`
+    const seconds = this.settings.deploy.lockTimeout + LOCK_MARGIN
+    return { code: 124, text: `no lock after ${seconds} s (lock-timeout + ${LOCK_MARGIN} s): ${what}` }
   }
 
   /** Lets the lock go (or just forgets it when the connection is gone: the server ends the lease). */
@@ -343,9 +463,13 @@ export class Runner {
     let part = 0
     let partStart = Date.now()
     let lines: string[] = []
+    let logged = 0
+    let unlogged = 0
     let failedCode: number | undefined
     const finish = (name: string, code: number, why = ''): void => {
       const seconds = ((Date.now() - partStart) / 1000).toFixed(1)
+      if (unlogged)
+        t.log.info(`(${unlogged} more lines of output not shown: ${LOGGED_PER_STEP} characters are)`)
       if (code === 0) {
         t.log.info(`✓ ${name} (${seconds} s)`)
         if (name !== 'inspect') this.record(host, name, 'ok', partStart)
@@ -362,13 +486,17 @@ export class Runner {
       t.log.endGroup()
     }
     const show = (line: string): void => {
-      lines.push(line)
-      if (line.startsWith(cmd.WARN)) {
+      // A copy of at most KEPT_LINE characters: a piece of a huge line must not keep the whole of it alive.
+      lines.push(line.length > KEPT_LINE ? Buffer.from(`${line.slice(0, KEPT_LINE)}…`).toString() : line)
+      if (lines.length > KEPT_LINES) lines.shift()
+      if (logged >= LOGGED_PER_STEP) unlogged++
+      else if (line.startsWith(cmd.WARN)) {
         const warning = `${host}: ${line.slice(cmd.WARN.length).trim()}`
         this.warnings.push(warning)
         t.log.warning(warning)
       } else if (t.log.output) t.log.output(line)
       else t.log.info(line)
+      logged += line.length
     }
     t.log.startGroup(`${host}: ${parts[0]}`)
     let upload: Awaited<ReturnType<typeof archive>> | undefined
@@ -403,12 +531,14 @@ export class Runner {
     }
     arm()
     this.stopRunning.add(stop)
-    const script = t.token ? cmd.fenced(t.layout, t.token, step.script) : step.script
+    const script = t.token ? cmd.fenced(t.layout, t.token, step.script, this.leaseMark) : step.script
+    let refused = false
     const r = await t.remote
       .run(script, {
         stdin: upload?.stream ?? step.input,
         signal: abort.signal,
         onLine: raw => {
+          if (raw === this.leaseMark) return void (refused = true)
           // A step's output without a final new line runs into the marker that follows it.
           const at = raw.indexOf(`${this.mark} `)
           const line = at >= 0 ? raw.slice(0, at) : raw
@@ -425,6 +555,7 @@ export class Runner {
             part += 1
             partStart = Date.now()
             lines = []
+            logged = unlogged = 0
             arm()
             if (part < parts.length) t.log.startGroup(`${host}: ${parts[part]}`)
             return
@@ -476,7 +607,7 @@ export class Runner {
       throw new StepError(host, failed, r.code || 1, lines.slice(-TAIL).join('\n'))
     }
     finish(failed, r.code)
-    const Err = r.code === cmd.LEASE_LOST && t.token ? LeaseLost : StepError
+    const Err = refused ? LeaseLost : StepError
     throw new Err(host, failed, r.code, failureTail(lines, TAIL))
   }
 
@@ -493,7 +624,7 @@ export class Runner {
     const d = this.settings.deploy
     let answer = ''
     const script = cmd.reusableFiles(t.layout, source.name, live, d.remotePython)
-    const r = await t.remote.run(t.token ? cmd.fenced(t.layout, t.token, script) : script, {
+    const r = await t.remote.run(t.token ? cmd.fenced(t.layout, t.token, script, this.leaseMark) : script, {
       stdin: Readable.from([gzipSync(source.tree)]),
       signal: AbortSignal.timeout(this.settings.ssh.commandTimeout * 1000),
       onLine: line => {
@@ -525,22 +656,15 @@ export class Runner {
     release: string,
     body: (targets: Target[], result: DeployResult) => Promise<void>
   ): Promise<DeployResult> {
-    const dryRun = this.settings.deploy.dryRun
-    const result: DeployResult = {
-      release,
-      deployed: false,
-      rolledBack: false,
-      dryRun,
-      steps: this.steps,
-      warnings: this.warnings
-    }
+    const result = this.emptyResult(release)
     let targets: Target[] = []
     try {
-      targets = await this.open(!dryRun)
+      targets = this.targets = await this.open(!result.dryRun)
       await body(targets, result)
     } catch (e) {
       result.error ??= (e as Error).message
     } finally {
+      if (this.fatal) await this.putBack(result)
       await this.close(targets)
     }
     return result
@@ -600,7 +724,11 @@ export class Runner {
         const rest = (once ? targets.filter(t => t !== primary) : targets).filter(
           t => gateSteps(t.d, t.layout, t.build!, !once).length > 0
         )
-        if (rest.length) await this.everyHost(rest, async t => void (await gate(t, !once)))
+        if (rest.length)
+          await this.everyHost(
+            rest,
+            async t => void (await gate(t, !once).catch(e => hintOwnDatabase(e, once)))
+          )
       }
       const failure = await this.publish(targets, source.name)
       this.describeHosts(result, targets, source.name, failure)
@@ -660,6 +788,8 @@ export class Runner {
     record: 'live' | 'rollback' = 'live'
   ): Promise<{ error: string; revertedOk: boolean; live?: (string | undefined)[] } | undefined> {
     const touched: Target[] = []
+    /** Hosts that refused (another deploy holds their lock now): nothing changed there, nothing to put back. */
+    const refused = new Set<Target>()
     const batches = rollingBatches(targets, this.settings.deploy.rolling)
     try {
       for (const [i, hosts] of batches.entries()) {
@@ -669,6 +799,7 @@ export class Runner {
           )
         await this.everyHost(hosts, async t => {
           touched.push(t)
+          this.switched.add(t)
           await this.exec(
             t,
             batch(
@@ -676,16 +807,26 @@ export class Runner {
               t.layout,
               this.mark
             )
-          )
+          ).catch(e => {
+            if (e instanceof LeaseLost) {
+              refused.add(t)
+              this.switched.delete(t)
+            }
+            throw e
+          })
+          await this.faults.afterSwitch?.()
         })
       }
       return undefined
     } catch (e) {
       const error = (e as Error).message
-      // Refused by the server: another deploy holds the lock now; this one must change nothing more.
-      if (e instanceof LeaseLost) return { error, revertedOk: false }
-      const reverted = await this.revert(touched, release)
-      const uncertain = e instanceof ConnectionLost || !reverted.ok
+      // A host that refused (its lease lost: another deploy may hold its lock now) is left alone; every other
+      // host this deploy switched is put back.
+      const reverted = await this.revert(
+        touched.filter(t => !refused.has(t)),
+        release
+      )
+      const uncertain = e instanceof ConnectionLost || refused.size > 0 || !reverted.ok
       return {
         error,
         revertedOk: reverted.ok,
@@ -726,20 +867,29 @@ export class Runner {
             t.log.info(
               `${t.remote.name}: ${failed} did not go live here (live: ${live ?? 'none'}): nothing to put back`
             )
+            // Built beside a release of the same name and put in its place before the connection went: that
+            // one goes back (a no-op when `place` never ran).
+            if (t.build && t.build !== failed) {
+              const restore = { name: 'revert-restore', script: cmd.restoreReplaced(t.layout, failed) }
+              await this.exec(t, restore, undefined, true)
+            }
+            this.switched.delete(t)
             return
           }
         }
         t.log.warning(`${t.remote.name}: rolling back to ${t.state.current ?? 'no release (first deploy)'}`)
-        await this.exec(
-          t,
-          batch(
-            revertSteps(t.d, t.layout, failed, t.state.current, t.state.currentLink, t.build ?? failed),
-            t.layout,
-            this.mark
-          ),
-          undefined,
-          true
-        )
+        // Cancelled, the job is killed within seconds: the release goes back and Gunicorn is signalled at once;
+        // the slower health check is left out (that release served until just now).
+        const steps = revertSteps(
+          t.d,
+          t.layout,
+          failed,
+          t.state.current,
+          t.state.currentLink,
+          t.build ?? failed
+        ).filter(s => !(this.cancelled && s.name === 'revert-health'))
+        await this.exec(t, batch(steps, t.layout, this.mark), undefined, true)
+        this.switched.delete(t)
       } catch (e) {
         ok = false
         t.log.warning(`${t.remote.name}: rollback failed: ${(e as Error).message}`)

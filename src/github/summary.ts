@@ -3,6 +3,8 @@
  * same text can go to the job summary and to the PR comment, and be tested without a runner.
  */
 import * as core from '@actions/core'
+import { appendFileSync, statSync, truncateSync } from 'node:fs'
+import { EOL } from 'node:os'
 import { checksOutcome, type CheckResult, type DeployResult, type Finding, type Report } from '../report.js'
 import { clip, code, codeBlock, html, multiline, tailOf } from './markdown.js'
 
@@ -82,12 +84,22 @@ export function renderSummary(report: Report, ctx: SummaryContext = {}): string 
   return `${parts.join('\n\n')}\n`
 }
 
-/** Writes the summary to the job's summary page. A missing summary file (local runs) only warns. */
+/** Size of the summary file before this run first wrote to it (what a later write of the report keeps). */
+let summaryStart: { file: string; size: number } | undefined
+
+/**
+ * Appends the summary to the job's summary page. Written again (a report written early on a cancel or an
+ * internal error, then the final one), it replaces what this run wrote before. A missing summary file (local
+ * runs) only warns.
+ */
 export async function writeSummary(report: Report, ctx: SummaryContext = {}): Promise<void> {
   try {
-    await core.summary.addRaw(renderSummary(report, ctx), true).write()
+    const file = process.env.GITHUB_STEP_SUMMARY
+    if (!file) throw new Error('GITHUB_STEP_SUMMARY is not set: this runner has no job summary')
+    if (summaryStart?.file !== file) summaryStart = { file, size: statSync(file).size }
+    else truncateSync(file, summaryStart.size)
+    appendFileSync(file, `${renderSummary(report, ctx)}${EOL}`)
   } catch (err) {
-    core.summary.emptyBuffer()
     core.warning(`Could not write the job summary: ${err instanceof Error ? err.message : String(err)}`)
   }
 }

@@ -119,6 +119,9 @@ export const RENEW_SECONDS = 5
 /** Exit code of a step refused because its deploy no longer holds the lease. */
 export const LEASE_LOST = 76
 
+/** Starts the lines `holdLock` prints as it goes, so a lock that hangs can say where. */
+export const LOCK_STAGE = 'django-deploy-lock-stage:'
+
 /** Kills the process group of every step file in directory `$1` (a zombie-only group is harmless). */
 const KILL_STEPS = `kill_steps() { for s in "$1"/step-*; do [ -f "$s" ] || continue; kill -9 -"\${s##*/step-}" 2>/dev/null || true; rm -f "$s"; done; }`
 
@@ -140,13 +143,19 @@ export function holdLock(
   const dir = `${l.leases}/${token}`
   return script(
     KILL_STEPS,
+    `echo ${LOCK_STAGE}mkdir`,
     `mkdir -p ${q(l.root)}`,
+    `echo ${LOCK_STAGE}open`,
     `exec 9>>${q(l.lock)}`,
+    `echo ${LOCK_STAGE}flock`,
     `if ! flock -w ${Math.floor(timeoutSeconds)} 9; then`,
     `  echo ${q(`deploy lock on ${l.root} still held after ${timeoutSeconds} s by:`)} "$(cat ${q(l.lock + '.holder')} 2>/dev/null || echo unknown)" >&2`,
     '  exit 75',
     'fi',
+    `echo ${LOCK_STAGE}take`,
     `printf '%s\\n' ${q(holder)} > ${q(l.lock + '.holder')}`,
+    // The old lease is withdrawn before its steps are killed: a step of it registering meanwhile sees it gone.
+    `rm -f ${q(l.lease)}`,
     `if [ -d ${q(l.leases)} ]; then for old in ${q(l.leases)}/*; do kill_steps "$old"; done; rm -rf ${q(l.leases)}; fi`,
     `dir=${q(dir)}`,
     'mkdir -p "$dir"',
@@ -174,35 +183,38 @@ export function holdLock(
     '  last=$(cat "$dir/renewed" 2>/dev/null)',
     `  [ $(( $(date +%s) - \${last:-0} )) -lt ${Math.floor(leaseSeconds)} ] || why="no renewal for ${Math.floor(leaseSeconds)} s"`,
     'done',
+    // The token is withdrawn before the steps are killed: a step registering meanwhile either is seen by
+    // kill_steps or sees the token gone when it checks again (see `fenced`), never neither.
+    `[ "$(cat ${q(l.lease)} 2>/dev/null)" != ${q(token)} ] || rm -f ${q(l.lease)}`,
     'if [ "$why" != released ]; then',
     '  kill -9 "$reader" 2>/dev/null',
     '  kill_steps "$dir"',
     `  echo "deploy lease ended ($why): killed the deploy's steps, lock freed" >&2`,
     'fi',
-    `[ "$(cat ${q(l.lease)} 2>/dev/null)" != ${q(token)} ] || rm -f ${q(l.lease)}`,
     'rm -rf "$dir"',
     'exit 0'
   )
 }
 
 /**
- * Runs one step command under the lease: refused (exit LEASE_LOST) unless `token` still holds it, and run in
- * its own session and process group (setsid), registered under the lease so a timeout, a cancel or the end of
- * the lease kills the whole group (pip, migrate and whatever they started).
+ * Runs one step command under the lease: refused unless `token` still holds it, and run in its own session and
+ * process group (setsid), registered under the lease so a timeout, a cancel or the end of the lease kills the
+ * whole group (pip, migrate and whatever they started). A refusal prints `mark` (a line only the runner knows,
+ * per deploy) on stderr: the runner tells a lost lease by it, never by an exit code a project command may use.
  */
-export function fenced(l: Layout, token: string, body: string): string {
+export function fenced(l: Layout, token: string, body: string, mark: string): string {
   const dir = `${l.leases}/${token}`
+  const refuse = `{ echo ${q(`this deploy no longer holds the deploy lock on ${l.root} (its lease ended or another deploy took it): refusing to change anything`)} >&2; echo ${q(mark)} >&2; exit ${LEASE_LOST}; }`
+  // The step registers itself, in its own group, then checks the lease again before its body runs: the holder
+  // withdraws the token before it kills the registered steps, so a step registering just as the lease ends
+  // either is killed or refuses.
+  const start = `touch "$1/step-$$" 2>/dev/null && [ "$(cat "$2" 2>/dev/null)" = "$3" ] || { rm -f "$1/step-$$"; ${refuse} }; exec /bin/sh -c "$4"`
   return [
-    `if [ "$(cat ${q(l.lease)} 2>/dev/null)" != ${q(token)} ] || [ ! -d ${q(dir)} ]; then`,
-    `  echo ${q(`this deploy no longer holds the deploy lock on ${l.root} (its lease ended or another deploy took it): refusing to change anything`)} >&2`,
-    `  exit ${LEASE_LOST}`,
-    'fi',
+    `if [ "$(cat ${q(l.lease)} 2>/dev/null)" != ${q(token)} ] || [ ! -d ${q(dir)} ]; then ${refuse}; fi`,
     'exec 3<&0',
-    `setsid /bin/sh -c ${q(body)} <&3 3<&- &`,
+    `setsid /bin/sh -c ${q(start)} fenced ${words(dir, l.lease, token, body)} <&3 3<&- &`,
     'pid=$!',
     'exec 3<&-',
-    // The lease ended between the check and here: the step must not run unregistered.
-    `touch ${q(dir)}/step-$pid 2>/dev/null || { kill -9 -"$pid" 2>/dev/null; echo ${q(`this deploy no longer holds the deploy lock on ${l.root}: refusing to change anything`)} >&2; exit ${LEASE_LOST}; }`,
     'wait "$pid"; rc=$?',
     `rm -f ${q(dir)}/step-$pid`,
     'exit $rc'

@@ -4,6 +4,7 @@
  */
 import { NodeSSH } from 'node-ssh'
 import type { Readable } from 'node:stream'
+import { StringDecoder } from 'node:string_decoder'
 import type { ClientChannel } from 'ssh2'
 import type { Host, SshSettings } from '../settings.js'
 import { connectHost } from './connect.js'
@@ -41,18 +42,51 @@ export interface Held {
   ended: Promise<string>
 }
 
+/** The longest line passed on whole: a longer one (a command printing without new lines) comes in pieces. */
+export const MAX_LINE = 64 * 1024
+/** What `run` keeps of a command's stdout and stderr: their last characters (a command may print gigabytes). */
+export const KEPT_OUTPUT = 1024 * 1024
+
 function lineSplitter(onLine: (line: string) => void): { push(chunk: Buffer): void; flush(): void } {
+  const decoder = new StringDecoder('utf8')
   let rest = ''
   return {
     push(chunk) {
-      const parts = (rest + chunk.toString('utf8')).split('\n')
+      const parts = (rest + decoder.write(chunk)).split('\n')
       rest = parts.pop() ?? ''
       parts.forEach(onLine)
+      while (rest.length > MAX_LINE) {
+        onLine(rest.slice(0, MAX_LINE))
+        rest = rest.slice(MAX_LINE)
+      }
     },
     flush() {
+      rest += decoder.end()
       if (rest) onLine(rest)
       rest = ''
     }
+  }
+}
+
+/** A string that keeps only the last `max` characters of what is appended (memory stays bounded). */
+class Tail {
+  private parts: string[] = []
+  private size = 0
+  constructor(private readonly max: number) {}
+  add(s: string): void {
+    this.parts.push(s)
+    this.size += s.length
+    if (this.size > 2 * this.max) this.trim()
+  }
+  private trim(): void {
+    const all = this.parts.join('')
+    const kept = all.length > this.max ? all.slice(-this.max) : all
+    this.parts = [kept]
+    this.size = kept.length
+  }
+  toString(): string {
+    this.trim()
+    return this.parts[0] ?? ''
   }
 }
 
@@ -102,13 +136,13 @@ export class Remote {
     const stream = typeof o.stdin === 'string' ? undefined : o.stdin
     const out = lineSplitter(l => o.onLine?.(l, 'stdout'))
     const err = lineSplitter(l => o.onLine?.(l, 'stderr'))
-    let stdout = ''
-    let stderr = ''
+    const stdout = new Tail(KEPT_OUTPUT)
+    const stderr = new Tail(KEPT_OUTPUT)
     const client = this.ssh.connection
     if (this.lostError || !client) {
       stream?.destroy()
       const why = this.lostError?.message ?? 'not connected'
-      return { code: 255, stdout, stderr: why, timedOut: false, lost: why }
+      return { code: 255, stdout: '', stderr: why, timedOut: false, lost: why }
     }
     return new Promise<ExecResult>(resolve => {
       let channel: ClientChannel | undefined
@@ -125,7 +159,13 @@ export class Remote {
         }
         out.flush()
         err.flush()
-        resolve({ code: exit ?? 255, stdout, stderr, timedOut: false, ...r })
+        resolve({
+          code: exit ?? 255,
+          stdout: stdout.toString(),
+          stderr: stderr.toString(),
+          timedOut: false,
+          ...r
+        })
       }
       const onLost = (e: Error): void => finish({ code: 255, lost: e.message })
       const onAbort = (): void => {
@@ -145,11 +185,11 @@ export class Remote {
           channel = ch
           if (settled) return void ch.close()
           ch.on('data', (c: Buffer) => {
-            stdout += c.toString('utf8')
+            stdout.add(c.toString('utf8'))
             out.push(c)
           })
           ch.stderr.on('data', (c: Buffer) => {
-            stderr += c.toString('utf8')
+            stderr.add(c.toString('utf8'))
             err.push(c)
           })
           ch.on('exit', (code: number | null, signal?: string) => {
@@ -178,73 +218,105 @@ export class Remote {
 
   /**
    * Starts a script that keeps running (and holding whatever it took) until released or the connection ends.
-   * Resolves once the script prints `ready`; rejects with its output if it exits (or the connection goes) first.
+   * Resolves once the script prints `ready`; rejects with its output if it exits (or the connection goes) first,
+   * or (`timedOut`, its channel closed) when `ready` has not come within `timeoutMs`.
    */
-  async hold(script: string, ready: string): Promise<Held> {
+  async hold(script: string, ready: string, timeoutMs: number): Promise<Held> {
     const client = this.ssh.connection
     if (!client || this.lostError)
       throw new Error(`host ${this.name}: not connected (${this.lost ?? 'closed'})`)
-    return new Promise((resolve, reject) => {
-      client.exec(shellLine(script), (e, channel) => {
-        if (e) return reject(e)
-        let output = ''
-        let held = false
-        let open = true
-        let endWhy = 'ended'
-        const ended = new Promise<string>(r => {
-          const onLost = (err: Error): void => {
-            open = false
-            r(`connection lost: ${err.message}`)
-          }
-          this.lostListeners.add(onLost)
-          channel.on('close', () => {
-            open = false
-            this.lostListeners.delete(onLost)
-            r(endWhy)
-          })
-        })
-        void ended.then(why => {
-          if (!held) reject(Object.assign(new Error(output.trim() || why), { code: 255, output }))
-        })
-        const seen = (chunk: Buffer): void => {
-          output += chunk.toString('utf8')
-          if (!held && output.split('\n').includes(ready)) {
-            held = true
-            resolve({
-              send: line => {
-                if (!open) return false
-                try {
-                  return channel.write(`${line}\n`) || true
-                } catch {
-                  return false
-                }
-              },
-              release: async last => {
-                if (open) {
-                  try {
-                    channel.end(last === undefined ? undefined : `${last}\n`)
-                  } catch {
-                    // gone already
-                  }
-                }
-                // Wait for the lock to be let go, but never hold the process open once it has been.
-                let timer: NodeJS.Timeout | undefined
-                await Promise.race([ended, new Promise(r => (timer = setTimeout(r, 5000)))])
-                clearTimeout(timer)
-              },
-              ended
-            })
-          }
+    let output = ''
+    let held = false
+    let channel: ClientChannel | undefined
+    let timer: NodeJS.Timeout | undefined
+    return new Promise<Held>((resolve, reject) => {
+      // A hung file system (NFS) or a login shell that never returns must not hang the job.
+      timer = setTimeout(() => {
+        if (held) return
+        reject(Object.assign(new Error(`no answer within ${timeoutMs / 1000} s`), { timedOut: true, output }))
+        try {
+          channel?.close()
+        } catch {
+          // gone already
         }
-        channel.on('data', seen)
-        channel.stderr.on('data', seen)
-        channel.on('error', () => undefined)
-        channel.on('exit', (code: number | null) => {
-          endWhy = `exit ${code}${output.trim() ? `: ${output.trim().split('\n').slice(-3).join(' ')}` : ''}`
-          if (!held)
-            reject(Object.assign(new Error(output.trim() || `exit ${code}`), { code: code ?? 255, output }))
+      }, timeoutMs)
+      client.exec(shellLine(script), (e, ch) => {
+        if (e) return reject(e)
+        channel = ch
+        this.holding(ch, ready, resolve, reject, {
+          add: chunk => (output = (output + chunk).slice(-64 * 1024)),
+          get: () => output,
+          held: () => (held = true)
         })
       })
+    }).finally(() => clearTimeout(timer))
+  }
+
+  /** The channel of `hold`: resolves with the Held once `ready` is printed, rejects if it ends before. */
+  private holding(
+    channel: ClientChannel,
+    ready: string,
+    resolve: (h: Held) => void,
+    reject: (e: Error) => void,
+    out: { add(chunk: string): void; get(): string; held(): void }
+  ): void {
+    let held = false
+    let open = true
+    let endWhy = 'ended'
+    const ended = new Promise<string>(r => {
+      const onLost = (err: Error): void => {
+        open = false
+        r(`connection lost: ${err.message}`)
+      }
+      this.lostListeners.add(onLost)
+      channel.on('close', () => {
+        open = false
+        this.lostListeners.delete(onLost)
+        r(endWhy)
+      })
+    })
+    const fail = (message: string, code: number): void =>
+      reject(Object.assign(new Error(message), { code, output: out.get() }))
+    void ended.then(why => {
+      if (!held) fail(out.get().trim() || why, 255)
+    })
+    const seen = (chunk: Buffer): void => {
+      out.add(chunk.toString('utf8'))
+      if (held || !out.get().split('\n').includes(ready)) return
+      held = true
+      out.held()
+      resolve({
+        send: line => {
+          if (!open) return false
+          try {
+            return channel.write(`${line}\n`) || true
+          } catch {
+            return false
+          }
+        },
+        release: async last => {
+          if (open) {
+            try {
+              channel.end(last === undefined ? undefined : `${last}\n`)
+            } catch {
+              // gone already
+            }
+          }
+          // Wait for the lock to be let go, but never hold the process open once it has been.
+          let timer: NodeJS.Timeout | undefined
+          await Promise.race([ended, new Promise(r => (timer = setTimeout(r, 5000)))])
+          clearTimeout(timer)
+        },
+        ended
+      })
+    }
+    channel.on('data', seen)
+    channel.stderr.on('data', seen)
+    channel.on('error', () => undefined)
+    channel.on('exit', (code: number | null) => {
+      const text = out.get().trim()
+      endWhy = `exit ${code}${text ? `: ${text.split('\n').slice(-3).join(' ')}` : ''}`
+      if (!held) fail(text || `exit ${code}`, code ?? 255)
     })
   }
 
