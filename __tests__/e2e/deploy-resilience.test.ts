@@ -298,3 +298,38 @@ test('a runner frozen while it holds the lock loses it within the lease; resumed
   expect(await served()).toBe('v1')
   expect(await lockFree()).toBe(true)
 })
+
+test('re-deploying an older release name: a connection cut after it took the old one’s place, before the switch, puts the old one back', async () => {
+  repo.write('VERSION', 'v-old\n').commit('v-old')
+  expectOk(await runAction(inputs({ 'release-name': 'r-old' }), { workspace: repo.dir }))
+  repo.write('VERSION', 'v-newer\n').commit('v-newer')
+  expectOk(await runAction(inputs({ 'release-name': 'r-newer' }), { workspace: repo.dir }))
+  const oldVersion = join(t.deployPath, 'releases/r-old/VERSION')
+  expect(readFileSync(oldVersion, 'utf8')).toBe('v-old\n')
+  // The Gunicorn probe between `place` and the switch reads this FIFO: it waits there until the cut.
+  const fifo = `${t.deployPath}/gunicorn.fifo`
+  expect((await t.run(`mkfifo ${fifo}`)).code).toBe(0)
+  const replaced = join(t.deployPath, 'releases/.replaced-r-old')
+  repo.write('VERSION', 'v-rebuilt\n').commit('v-rebuilt')
+  let killed: number[] = []
+  const watcher = setInterval(() => {
+    if (killed.length || !existsSync(replaced)) return
+    killed = sshdSessions()
+    for (const pid of killed) process.kill(pid, 'SIGKILL')
+  }, 20)
+  const r = await runAction(inputs({ 'release-name': 'r-old', 'gunicorn-pidfile': fifo }), {
+    workspace: repo.dir,
+    timeoutMs: 150_000
+  }).finally(() => clearInterval(watcher))
+  await t.run(`rm -f ${fifo}`)
+  expect(killed.length).toBeGreaterThan(0)
+  expect(r.code).toBe(1)
+  expect(r.outputs.deployed).toBe('false')
+  expect(r.log).toMatch(/connection lost/)
+  expect(r.log).toMatch(/r-old did not go live here/)
+  // The old r-old, the rollback target, is back in its place; nothing of the rebuild is left beside it.
+  expect(live()).toBe('releases/r-newer')
+  expect(readFileSync(oldVersion, 'utf8')).toBe('v-old\n')
+  expect(releases().filter(n => n.startsWith('.'))).toEqual([])
+  expect(await lockFree()).toBe(true)
+})
