@@ -8,7 +8,7 @@
  * reads its token from the `github-token` input). Then the inputs go back into `process.env`, in memory only,
  * so `core.getInput` works as before.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { lstatSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 
@@ -52,8 +52,24 @@ export function writeHandoff(inputs: Record<string, string>, bases = ['/dev/shm'
   throw new Error('no directory for the inputs')
 }
 
-/** Reads the inputs back and deletes the file and its directory. */
+/**
+ * Reads the inputs back and deletes the file and its directory. Only a file `writeHandoff` could have made is
+ * taken: `inputs.json`, 0600, in a `django-deploy-XXXXXX` directory, 0700, both this user's; anything else (a
+ * variable an earlier step set through GITHUB_ENV) is refused, and nothing of it is read or deleted.
+ */
 export function takeHandoff(file: string): Record<string, string> {
+  const dir = path.dirname(file)
+  const [f, d] = [lstatSync(file, { throwIfNoEntry: false }), lstatSync(dir, { throwIfNoEntry: false })]
+  const uid = process.getuid?.()
+  const ours =
+    path.isAbsolute(file) &&
+    path.basename(file) === 'inputs.json' &&
+    /^django-deploy-[A-Za-z0-9]{6}$/.test(path.basename(dir)) &&
+    d?.isDirectory() &&
+    (d.mode & 0o777) === 0o700 &&
+    (f === undefined || (f.isFile() && (f.mode & 0o777) === 0o600)) &&
+    [f?.uid, d.uid].every(u => u === undefined || uid === undefined || u === uid)
+  if (!ours) throw new Error(`${HANDOFF_VARIABLE} names no file this action made: ${file}`)
   try {
     return JSON.parse(readFileSync(file, 'utf8')) as Record<string, string>
   } finally {
@@ -71,8 +87,12 @@ export function reexecWithoutSecrets(): string | undefined {
   const handoff = process.env[HANDOFF_VARIABLE]
   if (handoff !== undefined) {
     delete process.env[HANDOFF_VARIABLE]
-    Object.assign(process.env, takeHandoff(handoff))
-    return undefined
+    // Only the re-executed image has it, and never beside an input: in the first image it was set by someone
+    // else (an earlier step's GITHUB_ENV) and is ignored.
+    if (!holdsSecrets(process.env)) {
+      Object.assign(process.env, takeHandoff(handoff))
+      return undefined
+    }
   }
   if (!holdsSecrets(process.env)) return undefined
   const execve = (process as unknown as { execve?: Execve }).execve

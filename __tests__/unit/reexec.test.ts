@@ -1,7 +1,14 @@
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import { holdsSecrets, splitEnvironment, takeHandoff, writeHandoff } from '../../src/reexec.js'
+import {
+  HANDOFF_VARIABLE,
+  holdsSecrets,
+  reexecWithoutSecrets,
+  splitEnvironment,
+  takeHandoff,
+  writeHandoff
+} from '../../src/reexec.js'
 
 const env = {
   PATH: '/usr/bin',
@@ -65,5 +72,41 @@ describe('the handoff file', () => {
     rmSync(file)
     expect(() => takeHandoff(file)).toThrow(/ENOENT/)
     expect(existsSync(dirname(file))).toBe(false)
+  })
+})
+
+describe('a handoff variable set by someone else (an earlier step through GITHUB_ENV)', () => {
+  const base = mkdtempSync(join(tmpdir(), 'dd-handoff-foreign-'))
+  afterAll(() => rmSync(base, { recursive: true, force: true }))
+
+  test('names a file the action did not make: refused, nothing read or deleted', () => {
+    const dir = join(base, 'workspace')
+    mkdirSync(dir, { mode: 0o700 })
+    const file = join(dir, 'inputs.json')
+    writeFileSync(file, JSON.stringify({ INPUT_HOST: 'evil.example' }), { mode: 0o600 })
+    expect(() => takeHandoff(file)).toThrow(/names no file this action made/)
+    expect(existsSync(file)).toBe(true)
+    // The right shape but open to others: refused too.
+    const loose = mkdtempSync(join(base, 'django-deploy-'))
+    chmodSync(loose, 0o755)
+    writeFileSync(join(loose, 'inputs.json'), '{}', { mode: 0o600 })
+    expect(() => takeHandoff(join(loose, 'inputs.json'))).toThrow(/names no file this action made/)
+    expect(existsSync(join(loose, 'inputs.json'))).toBe(true)
+  })
+
+  test('beside the inputs (the first image): ignored, the file untouched, the inputs as the runner set them', () => {
+    const file = writeHandoff({ INPUT_HOST: 'evil.example' }, [base])
+    const saved = { ...process.env }
+    process.env.INPUT_HOST = 'web1.example'
+    process.env[HANDOFF_VARIABLE] = file
+    try {
+      reexecWithoutSecrets()
+      expect(process.env.INPUT_HOST).toBe('web1.example')
+      expect(process.env[HANDOFF_VARIABLE]).toBeUndefined()
+      expect(existsSync(file)).toBe(true)
+    } finally {
+      for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k]
+      Object.assign(process.env, saved)
+    }
   })
 })
