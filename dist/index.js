@@ -70639,8 +70639,24 @@ function writeHandoff(inputs, bases = ['/dev/shm', (0,external_node_os_.tmpdir)(
     }
     throw new Error('no directory for the inputs');
 }
-/** Reads the inputs back and deletes the file and its directory. */
+/**
+ * Reads the inputs back and deletes the file and its directory. Only a file `writeHandoff` could have made is
+ * taken: `inputs.json`, 0600, in a `django-deploy-XXXXXX` directory, 0700, both this user's; anything else (a
+ * variable an earlier step set through GITHUB_ENV) is refused, and nothing of it is read or deleted.
+ */
 function takeHandoff(file) {
+    const dir = external_node_path_default().dirname(file);
+    const [f, d] = [(0,external_node_fs_.lstatSync)(file, { throwIfNoEntry: false }), (0,external_node_fs_.lstatSync)(dir, { throwIfNoEntry: false })];
+    const uid = process.getuid?.();
+    const ours = external_node_path_default().isAbsolute(file) &&
+        external_node_path_default().basename(file) === 'inputs.json' &&
+        /^django-deploy-[A-Za-z0-9]{6}$/.test(external_node_path_default().basename(dir)) &&
+        d?.isDirectory() &&
+        (d.mode & 0o777) === 0o700 &&
+        (f === undefined || (f.isFile() && (f.mode & 0o777) === 0o600)) &&
+        [f?.uid, d.uid].every(u => u === undefined || uid === undefined || u === uid);
+    if (!ours)
+        throw new Error(`${HANDOFF_VARIABLE} names no file this action made: ${file}`);
     try {
         return JSON.parse((0,external_node_fs_.readFileSync)(file, 'utf8'));
     }
@@ -70656,8 +70672,12 @@ function reexecWithoutSecrets() {
     const handoff = process.env[HANDOFF_VARIABLE];
     if (handoff !== undefined) {
         delete process.env[HANDOFF_VARIABLE];
-        Object.assign(process.env, takeHandoff(handoff));
-        return undefined;
+        // Only the re-executed image has it, and never beside an input: in the first image it was set by someone
+        // else (an earlier step's GITHUB_ENV) and is ignored.
+        if (!holdsSecrets(process.env)) {
+            Object.assign(process.env, takeHandoff(handoff));
+            return undefined;
+        }
     }
     if (!holdsSecrets(process.env))
         return undefined;
