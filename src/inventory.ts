@@ -6,10 +6,12 @@
  * own variables over its groups', and among groups the deeper (a child) over the shallower (its parent, `all`
  * last), then `ansible_group_priority`, then the group name, as Ansible's sort_groups orders them.
  *
- * Pure: text in, hosts out. What is read from each host is `ansible_host`, `ansible_port` and `ansible_user`.
+ * Pure: text in, hosts out. What is read from each host is `ansible_host`, `ansible_port`, `ansible_user` and
+ * `deploy_roles`, into the same typed `Host` the other sources of hosts give (`deployHosts`).
  * Not read: group_vars/ and host_vars/ directories, vault-encrypted values, dynamic inventory scripts or plugins.
  */
 import { parseDocument } from 'yaml'
+import { isAddress, parsePort, rolesOf, USERNAME, type Host } from './settings/hosts.js'
 
 export class InventoryError extends Error {}
 
@@ -490,4 +492,49 @@ function hostVars(inv: Inventory, host: string, depth: Map<string, number>): Var
 /** Group names, for "did you mean" and error messages. */
 export function groupNames(inv: Inventory): string[] {
   return [...inv.groups.keys()]
+}
+
+/**
+ * The hosts of a group as deploy targets: their `ansible_host` (else the name), `ansible_port` (else
+ * `defaultPort`), `ansible_user` and `deploy_roles`; a host whose variables cannot be used is a problem instead.
+ */
+export function deployHosts(
+  found: InventoryHost[],
+  defaultPort: number
+): { hosts: Host[]; problems: Array<{ name: string; message: string }> } {
+  const hosts: Host[] = []
+  const problems: Array<{ name: string; message: string }> = []
+  for (const { name, vars } of found) {
+    const bad = (message: string): void => void problems.push({ name, message })
+    const address = vars.ansible_host ?? name
+    const user = vars.ansible_user
+    if (typeof address !== 'string' || !isAddress(address)) {
+      bad(
+        `ansible_host "${String(address)}" is not a host name or address; expected e.g. web1.example.com or 10.0.0.5`
+      )
+      continue
+    }
+    const port = parsePort(String(vars.ansible_port ?? defaultPort))
+    if (typeof port === 'string') {
+      bad(`ansible_port: ${port}`)
+      continue
+    }
+    if (user !== undefined && (typeof user !== 'string' || !USERNAME.test(user))) {
+      bad(`ansible_user "${String(user)}" is not a valid user name`)
+      continue
+    }
+    const roles = vars.deploy_roles === undefined ? undefined : rolesOf(vars.deploy_roles, 'deploy_roles')
+    if (typeof roles === 'string') {
+      bad(roles)
+      continue
+    }
+    hosts.push({
+      host: address,
+      port,
+      ...(user ? { user } : {}),
+      ...(address !== name ? { name } : {}),
+      ...(roles ? { roles } : {})
+    })
+  }
+  return { hosts, problems }
 }
