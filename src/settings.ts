@@ -25,7 +25,7 @@ export { CHECK_NAMES, type CheckName } from './settings/checks.js'
 export { defaultReleaseName, resolveMode, type Mode, type RunContext } from './settings/context.js'
 export { isSafeReleaseName, type DeploySettings } from './settings/deploy.js'
 export { parseHost, type Host } from './settings/hosts.js'
-export { INPUTS, SettingsError, type InputName, type SettingsSources } from './settings/sources.js'
+export { INPUTS, SettingsError, type InputName } from './settings/sources.js'
 export type { SshSettings } from './settings/ssh.js'
 
 export interface Settings extends ChecksSettings {
