@@ -6,201 +6,29 @@
  * own variables over its groups', and among groups the deeper (a child) over the shallower (its parent, `all`
  * last), then `ansible_group_priority`, then the group name, as Ansible's sort_groups orders them.
  *
- * Pure: text in, hosts out. What is read from each host is `ansible_host`, `ansible_port` and `ansible_user`.
+ * Pure: text in, hosts out. What is read from each host is `ansible_host`, `ansible_port`, `ansible_user` and
+ * `deploy_roles`, into the same typed `Host` the other sources of hosts give (`deployHosts`).
  * Not read: group_vars/ and host_vars/ directories, vault-encrypted values, dynamic inventory scripts or plugins.
  */
 import { parseDocument } from 'yaml'
+import {
+  addChild,
+  addGroup,
+  addHost,
+  ancestors,
+  hostPattern,
+  InventoryError,
+  newInventory,
+  reconcile,
+  setGroupVar,
+  type Inventory,
+  type InventoryHost,
+  type Value,
+  type Vars
+} from './inventory/model.js'
+import { isAddress, parsePort, rolesOf, USERNAME, type Host } from './settings/hosts.js'
 
-export class InventoryError extends Error {}
-
-export type Value = string | number | boolean | null | unknown[] | Record<string, unknown>
-export type Vars = Record<string, Value>
-
-interface Group {
-  name: string
-  vars: Vars
-  /** Direct hosts in the order they were added. */
-  hosts: string[]
-  children: string[]
-  parents: string[]
-  /** `ansible_group_priority`: kept apart from the variables, as Ansible does. */
-  priority: number
-}
-
-export interface Inventory {
-  groups: Map<string, Group>
-  /** Host name → its own variables (from the host line, `host:port`, YAML host entries). */
-  hostVars: Map<string, Vars>
-}
-
-export interface InventoryHost {
-  /** The inventory name of the host. */
-  name: string
-  /** Its variables after Ansible's precedence (what `ansible-inventory --list` prints in _meta.hostvars). */
-  vars: Vars
-}
-
-function newInventory(): Inventory {
-  const inv: Inventory = { groups: new Map(), hostVars: new Map() }
-  addGroup(inv, 'all')
-  addGroup(inv, 'ungrouped')
-  addChild(inv, 'all', 'ungrouped')
-  return inv
-}
-
-function addGroup(inv: Inventory, name: string): Group {
-  let g = inv.groups.get(name)
-  if (!g) {
-    g = { name, vars: {}, hosts: [], children: [], parents: [], priority: 1 }
-    inv.groups.set(name, g)
-  }
-  return g
-}
-
-function setGroupVar(g: Group, key: string, value: Value): void {
-  if (key !== 'ansible_group_priority') {
-    g.vars[key] = value
-    return
-  }
-  const n = typeof value === 'number' ? value : Number(String(value).trim())
-  if (!Number.isInteger(n))
-    throw new InventoryError(
-      `group ${g.name}: ansible_group_priority "${String(value)}" is not a whole number`
-    )
-  g.priority = n
-}
-
-function ancestors(inv: Inventory, name: string): Set<string> {
-  const seen = new Set<string>()
-  const walk = (n: string): void => {
-    for (const p of inv.groups.get(n)?.parents ?? []) {
-      if (!seen.has(p)) {
-        seen.add(p)
-        walk(p)
-      }
-    }
-  }
-  walk(name)
-  return seen
-}
-
-function addChild(inv: Inventory, parent: string, child: string): void {
-  if (parent === child) throw new InventoryError(`group ${child} cannot be a child of itself`)
-  const p = addGroup(inv, parent)
-  const c = addGroup(inv, child)
-  if (p.children.includes(child)) return
-  if (ancestors(inv, parent).has(child)) {
-    throw new InventoryError(
-      `adding group ${child} as a child of ${parent} makes a loop (${child} is already above ${parent})`
-    )
-  }
-  p.children.push(child)
-  if (!c.parents.includes(parent)) c.parents.push(parent)
-}
-
-function addHost(inv: Inventory, group: string, host: string, port: number | undefined, vars: Vars): void {
-  const g = addGroup(inv, group)
-  if (!g.hosts.includes(host)) g.hosts.push(host)
-  const own = inv.hostVars.get(host) ?? {}
-  if (port !== undefined) own.ansible_port = port
-  Object.assign(own, vars)
-  inv.hostVars.set(host, own)
-}
-
-/**
- * What Ansible's reconcile_inventory does: every group without a parent goes under `all`; a host in no group
- * but `all` is in `ungrouped`, and a host in another group is not.
- */
-function reconcile(inv: Inventory): void {
-  for (const g of inv.groups.values()) {
-    if (g.name !== 'all' && g.parents.length === 0) addChild(inv, 'all', g.name)
-  }
-  const ungrouped = inv.groups.get('ungrouped')!
-  for (const host of inv.hostVars.keys()) {
-    const mine = [...inv.groups.values()].filter(g => g.hosts.includes(host)).map(g => g.name)
-    if (mine.includes('ungrouped')) {
-      if (mine.some(g => g !== 'all' && g !== 'ungrouped'))
-        ungrouped.hosts = ungrouped.hosts.filter(h => h !== host)
-    } else if (mine.every(g => g === 'all')) ungrouped.hosts.push(host)
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Host patterns: `name`, `name:port`, `[v6]:port`, ranges.
-
-/** Splits a host pattern into the pattern and the port it ends with, as Ansible's parse_address does. */
-function splitPort(pattern: string): { pattern: string; port?: number } {
-  const v6 = /^\[([0-9A-Fa-f:.]+)\]:(\d+)$/.exec(pattern)
-  if (v6 && v6[1].includes(':')) return { pattern: v6[1], port: Number(v6[2]) }
-  // A colon outside brackets ends the name: `web[01:03]:2222`. More than one (IPv6 without brackets): no port.
-  let depth = 0
-  const colons: number[] = []
-  for (let i = 0; i < pattern.length; i++) {
-    const ch = pattern[i]
-    if (ch === '[') depth++
-    else if (ch === ']') depth--
-    else if (ch === ':' && depth === 0) colons.push(i)
-  }
-  if (colons.length === 1) {
-    const port = pattern.slice(colons[0] + 1)
-    const name = pattern.slice(0, colons[0])
-    if (/^\d+$/.test(port) && name) return { pattern: name, port: Number(port) }
-    if (port === '')
-      throw new InventoryError(
-        `host pattern "${pattern}" ends in ':'; that character is reserved for a port (name:2222)`
-      )
-  }
-  return { pattern }
-}
-
-const LETTERS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'
-
-/** Expands `[beg:end(:step)]` ranges, numeric (zero-padded when begin is) or single letters, as Ansible does. */
-export function expandRange(pattern: string): string[] {
-  const open = pattern.indexOf('[')
-  if (open < 0) return [pattern]
-  const close = pattern.indexOf(']', open)
-  if (close < 0) throw new InventoryError(`host range in "${pattern}" has no closing ]`)
-  const head = pattern.slice(0, open)
-  const tail = pattern.slice(close + 1)
-  const bounds = pattern.slice(open + 1, close).split(':')
-  const bad = (why: string): never => {
-    throw new InventoryError(`host range in "${pattern}": ${why}`)
-  }
-  if (bounds.length !== 2 && bounds.length !== 3) bad('expected [begin:end] or [begin:end:step]')
-  const beg = bounds[0] || '0'
-  const end = bounds[1]
-  const stepText = bounds.length === 3 ? bounds[2] : '1'
-  if (!end) bad('the end is missing')
-  if (!/^\d+$/.test(stepText) || Number(stepText) < 1)
-    bad(`step "${stepText}" is not a positive whole number`)
-  const step = Number(stepText)
-  const pad = beg.length > 1 && beg[0] === '0'
-  if (pad && beg.length !== end.length) bad('begin and end must have the same length when zero-padded')
-  let seq: string[] = []
-  const ib = beg.length === 1 ? LETTERS.indexOf(beg) : -1
-  const ie = end.length === 1 ? LETTERS.indexOf(end) : -1
-  if (ib >= 0 && ie >= 0) {
-    if (ib > ie) bad('begin must not come after end')
-    for (let i = ib; i <= ie; i += step) seq.push(LETTERS[i])
-  } else {
-    if (!/^\d+$/.test(beg) || !/^\d+$/.test(end))
-      bad(`"${beg}:${end}" is neither a number nor a letter range`)
-    const b = Number(beg)
-    const e = Number(end)
-    if (e - b > 10_000 * step) bad('more than 10000 hosts')
-    for (let i = b; i <= e; i += step) seq.push(pad ? String(i).padStart(beg.length, '0') : String(i))
-  }
-  seq = seq.map(s => `${head}${s}${tail}`)
-  return seq.flatMap(expandRange)
-}
-
-function hostPattern(pattern: string): { hosts: string[]; port?: number } {
-  const { pattern: p, port } = splitPort(pattern.trim())
-  if (p.trim() === '---')
-    throw new InventoryError(`host "---" is a sign of a YAML file; name it .yml or .yaml`)
-  return { hosts: p.includes('[') ? expandRange(p) : [p], port }
-}
+export { expandRange, InventoryError, type Inventory, type InventoryHost } from './inventory/model.js'
 
 // ---------------------------------------------------------------------------------------------------------
 // INI
@@ -266,6 +94,30 @@ export function literalValue(text: string): Value {
 const SECTION = /^\[([^:\]\s]+)(?::(\w+))?\]\s*(?:#.*)?$/
 const GROUP_NAME = /^([^:\]\s]+)\s*(?:#.*)?$/
 
+/** A host line of an INI inventory: a host pattern and its `key=value` variables. */
+function iniHostLine(inv: Inventory, group: string, line: string, fail: (message: string) => never): void {
+  let tokens: string[]
+  try {
+    tokens = shlexSplit(line)
+  } catch (e) {
+    return fail(`cannot split the host line "${line}": ${(e as Error).message}`)
+  }
+  if (tokens.length === 0) return
+  let parsed: { hosts: string[]; port?: number }
+  try {
+    parsed = hostPattern(tokens[0])
+  } catch (e) {
+    return fail((e as Error).message)
+  }
+  const vars: Vars = {}
+  for (const t of tokens.slice(1)) {
+    const eq = t.indexOf('=')
+    if (eq < 0) fail(`"${t}" is not a key=value host variable`)
+    vars[t.slice(0, eq)] = literalValue(t.slice(eq + 1))
+  }
+  for (const h of parsed.hosts) addHost(inv, group, h, parsed.port, vars)
+}
+
 export function parseIni(text: string): Inventory {
   const inv = newInventory()
   // Groups named in [x:children] or [x:vars] before their own section, as Ansible keeps them.
@@ -309,26 +161,7 @@ export function parseIni(text: string): Inventory {
     if (line.startsWith('[') && line.endsWith(']'))
       fail(`invalid section "${line}"; expected [group], [group:children] or [group:vars] without spaces`)
     if (state === 'hosts') {
-      let tokens: string[]
-      try {
-        tokens = shlexSplit(line)
-      } catch (e) {
-        return fail(`cannot split the host line "${line}": ${(e as Error).message}`)
-      }
-      if (tokens.length === 0) return
-      let parsed: { hosts: string[]; port?: number }
-      try {
-        parsed = hostPattern(tokens[0])
-      } catch (e) {
-        return fail((e as Error).message)
-      }
-      const vars: Vars = {}
-      for (const t of tokens.slice(1)) {
-        const eq = t.indexOf('=')
-        if (eq < 0) fail(`"${t}" is not a key=value host variable`)
-        vars[t.slice(0, eq)] = literalValue(t.slice(eq + 1))
-      }
-      for (const h of parsed.hosts) addHost(inv, group, h, parsed.port, vars)
+      iniHostLine(inv, group, line, fail)
     } else if (state === 'vars') {
       const eq = line.indexOf('=')
       if (eq < 0) fail(`expected key=value in [${group}:vars], got "${line}"`)
@@ -490,4 +323,49 @@ function hostVars(inv: Inventory, host: string, depth: Map<string, number>): Var
 /** Group names, for "did you mean" and error messages. */
 export function groupNames(inv: Inventory): string[] {
   return [...inv.groups.keys()]
+}
+
+/**
+ * The hosts of a group as deploy targets: their `ansible_host` (else the name), `ansible_port` (else
+ * `defaultPort`), `ansible_user` and `deploy_roles`; a host whose variables cannot be used is a problem instead.
+ */
+export function deployHosts(
+  found: InventoryHost[],
+  defaultPort: number
+): { hosts: Host[]; problems: Array<{ name: string; message: string }> } {
+  const hosts: Host[] = []
+  const problems: Array<{ name: string; message: string }> = []
+  for (const { name, vars } of found) {
+    const bad = (message: string): void => void problems.push({ name, message })
+    const address = vars.ansible_host ?? name
+    const user = vars.ansible_user
+    if (typeof address !== 'string' || !isAddress(address)) {
+      bad(
+        `ansible_host "${String(address)}" is not a host name or address; expected e.g. web1.example.com or 10.0.0.5`
+      )
+      continue
+    }
+    const port = parsePort(String(vars.ansible_port ?? defaultPort))
+    if (typeof port === 'string') {
+      bad(`ansible_port: ${port}`)
+      continue
+    }
+    if (user !== undefined && (typeof user !== 'string' || !USERNAME.test(user))) {
+      bad(`ansible_user "${String(user)}" is not a valid user name`)
+      continue
+    }
+    const roles = vars.deploy_roles === undefined ? undefined : rolesOf(vars.deploy_roles, 'deploy_roles')
+    if (typeof roles === 'string') {
+      bad(roles)
+      continue
+    }
+    hosts.push({
+      host: address,
+      port,
+      ...(user ? { user } : {}),
+      ...(address !== name ? { name } : {}),
+      ...(roles ? { roles } : {})
+    })
+  }
+  return { hosts, problems }
 }

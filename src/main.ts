@@ -1,14 +1,14 @@
 /**
  * run(): settings → mode → checks → release → deploy/rollback → report. The one place that calls setFailed.
  */
-import { randomBytes } from 'node:crypto'
 import * as core from '@actions/core'
 import { runChecks } from './django/checks.js'
-import { Runner, type Log } from './deploy/run.js'
+import { Runner } from './deploy/run.js'
 import { annotate } from './github/annotate.js'
 import { markerFor, upsertPullRequestComment } from './github/comment.js'
 import { startDeployment, type DeploymentHandle } from './github/deployment.js'
-import { Redactor, urlCredentials } from './github/redact.js'
+import { actionsLog as logEdge, asData, type ActionsLog } from './github/log.js'
+import { Redactor, secretParts, urlCredentials } from './github/redact.js'
 import { renderSummary, writeSummary } from './github/summary.js'
 import { describeRelease } from './release/source.js'
 import { checksOutcome, type Report } from './report.js'
@@ -21,36 +21,13 @@ const redactor = new Redactor()
 function mask(secret: string | undefined): void {
   if (!secret) return
   core.setSecret(secret)
-  for (const line of secret.split('\n')) if (line.trim().length >= 8) core.setSecret(line.trim())
+  for (const part of secretParts(secret)) core.setSecret(part)
   redactor.add(secret)
 }
 
-/**
- * The job log for the runner. Remote output (`output`) is data: consecutive lines of it sit between
- * `::stop-commands::<token>` and `::<token>::`, so nothing a server or the project prints acts as a workflow
- * command; the quiet part ends before any line of our own (groups, warnings) so those still work.
- */
-function actionsLog(): Log {
-  let quiet: string | undefined
-  const resume = (): void => {
-    if (quiet) core.info(`::${quiet}::`)
-    quiet = undefined
-  }
-  return {
-    startGroup: title => (resume(), core.startGroup(title)),
-    endGroup: () => (resume(), core.endGroup()),
-    info: m => (resume(), core.info(m)),
-    // A warning is an annotation: published text.
-    warning: m => (resume(), core.warning(redactor.text(m))),
-    output: line => {
-      if (!quiet) {
-        quiet = randomBytes(16).toString('hex')
-        core.info(`::stop-commands::${quiet}`)
-      }
-      core.info(line)
-    },
-    flush: resume
-  }
+/** The job log (runner and checks); a warning is an annotation, published text: redacted. */
+function actionsLog(): ActionsLog {
+  return logEdge(text => redactor.text(text))
 }
 
 /**
@@ -227,7 +204,8 @@ async function pipeline(job: Job): Promise<string | undefined> {
       testCommand: settings.testCommand,
       repoRoot: settings.context.workspace,
       runnerEnv: process.env,
-      timeoutSeconds: settings.checkTimeout
+      timeoutSeconds: settings.checkTimeout,
+      log: actionsLog()
     })
     const omitted = annotate(redactor.value(report.checks))
     if (omitted > 0) report.annotationsOmitted = omitted
@@ -279,8 +257,7 @@ async function pipeline(job: Job): Promise<string | undefined> {
   if (r.dryRun) {
     for (const [host, lines] of Object.entries(r.plan ?? {})) {
       await core.group(`plan for ${host}`, async () => {
-        const quiet = randomBytes(16).toString('hex')
-        core.info(`::stop-commands::${quiet}\n${lines.join('\n\n')}\n::${quiet}::`)
+        core.info(asData(lines.join('\n\n')))
       })
     }
   }

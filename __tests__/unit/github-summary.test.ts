@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { formatDuration, overallResult, renderSummary, writeSummary } from '../../src/github/summary.js'
+import { ANNOTATION_LIMITS, planAnnotations } from '../../src/github/annotate.js'
 import { code, codeBlock } from '../../src/github/markdown.js'
 import type { CheckResult, DeployResult, Finding, Report } from '../../src/report.js'
 
@@ -393,5 +394,13 @@ describe('findings left out of the annotations', () => {
     )
     expect(md.indexOf('not annotated')).toBeGreaterThan(md.indexOf('#### Findings (12)'))
     expect(renderSummary({ ...report, annotationsOmitted: 1 })).toContain('_1 finding was not annotated')
+  })
+  it('states the limits the annotations are planned with (one source for the limits of GitHub)', () => {
+    const findings: Finding[] = Array.from({ length: 40 }, (_, i) => ({ level: 'error', message: `e${i}` }))
+    const checks = [check({ outcome: 'passed', findings })]
+    const fit = planAnnotations(checks).annotate.length
+    expect(fit).toBe(ANNOTATION_LIMITS.perLevelPerStep)
+    const md = renderSummary({ mode: 'check', checks, annotationsOmitted: 40 - fit })
+    expect(md).toContain(`GitHub shows at most ${fit} errors, ${fit} warnings and ${fit} notices per step`)
   })
 })

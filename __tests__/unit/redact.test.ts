@@ -1,4 +1,4 @@
-import { Redactor, urlCredentials, withoutCredentials } from '../../src/github/redact.js'
+import { Redactor, secretParts, urlCredentials, withoutCredentials } from '../../src/github/redact.js'
 
 const KEY = [
   '-----BEGIN OPENSSH PRIVATE KEY-----',
@@ -6,6 +6,13 @@ const KEY = [
   'QyNTUxOQAAACBq2Yx0fakefakefakefakefakefakefakefakefakefakeAAAAJgAAAAA',
   '-----END OPENSSH PRIVATE KEY-----'
 ].join('\n')
+
+test('secretParts: the whole secret and each line long enough, CRLF or LF (what the runner masks and Redactor holds)', () => {
+  const crlf = KEY.replace(/\n/g, '\r\n')
+  expect(secretParts(crlf)).toEqual([crlf.trim(), ...KEY.split('\n')])
+  expect(secretParts('  short\nab\n')).toEqual(['short\nab'])
+  expect(secretParts(undefined)).toEqual([])
+})
 
 describe('Redactor', () => {
   const r = new Redactor()

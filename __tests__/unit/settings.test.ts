@@ -13,6 +13,7 @@ import {
   SettingsError,
   type InputName
 } from '../../src/settings.js'
+import type { InputSpec } from '../../src/settings/sources.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'dd-settings-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -78,6 +79,19 @@ describe('action.yml', () => {
       ['checks', 'deployed', 'mode', 'previous-release', 'release', 'rolled-back'].sort()
     )
     expect(action.runs).toEqual({ using: 'node24', main: 'dist/index.js' })
+  })
+  it('describes what the schema of each simple input accepts: every choice; defaults the schema can read', () => {
+    for (const [name, spec] of Object.entries(INPUTS) as [string, InputSpec][]) {
+      const text = action.inputs[name].description
+      if (spec.kind === 'choice')
+        for (const c of spec.choices) expect([name, text]).toEqual([name, expect.stringContaining(c)])
+      if (spec.kind === 'bool')
+        expect([name, spec.default]).toEqual([name, expect.stringMatching(/^(true|false)$/)])
+      if (spec.kind === 'int') {
+        expect([name, Number.isInteger(Number(spec.default))]).toEqual([name, true])
+        expect([name, Number(spec.default) >= spec.min]).toEqual([name, true])
+      }
+    }
   })
   it('states every non-empty default in the description', () => {
     for (const [name, spec] of Object.entries(INPUTS)) {
@@ -484,6 +498,31 @@ describe('fleets', () => {
         GITHUB_SHA: 'a'.repeat(40)
       }
     })
+  test('each deploy.yml hosts entry keeps its own extras, also when one server is listed twice', () => {
+    // Typed entries end to end: the primary mark and the deploy-path stay with the entry that has them, not with the
+    // first entry whose address matches (matching back by parsing again marked web1 /srv/a primary).
+    const dir = mkdtempSync(join(tmpdir(), 'dd-fleet-settings-'))
+    try {
+      fleetFile(
+        dir,
+        [
+          'hosts:',
+          '  - { host: web1, deploy-path: /srv/a }',
+          '  - { host: web1, deploy-path: /srv/b, primary: true, roles: worker }',
+          '  - "web2, web3"',
+          ''
+        ].join('\n')
+      )
+      expect(fleetSettings(dir).ssh.hosts).toEqual([
+        { host: 'web1', port: 22, deployPath: '/srv/a' },
+        { host: 'web1', port: 22, deployPath: '/srv/b', primary: true, roles: ['worker'] },
+        { host: 'web2', port: 22 },
+        { host: 'web3', port: 22 }
+      ])
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
   test('roles: hosts entries and inventory hosts carry roles; reload-command may be a mapping of role to command', () => {
     const dir = mkdtempSync(join(tmpdir(), 'dd-fleet-settings-'))
     try {

@@ -3,21 +3,25 @@
  * (annotations, summary) happens elsewhere: this module only logs the commands' output in groups.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs'
 import { constants, tmpdir } from 'node:os'
 import path from 'node:path'
 import type { Readable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
-import * as core from '@actions/core'
+import { actionsLog, type ActionsLog } from '../github/log.js'
+import { q } from '../remote/quote.js'
 import type { CheckResult, Finding } from '../report.js'
-import type { CheckName } from '../settings.js'
+import { INPUTS, type CheckName } from '../settings.js'
 import { checkEnvironment } from './env.js'
 import { parseCheckOutput } from './parse.js'
 import { manifestTestCommand, probeProject, removeMadeFiles, type ProjectFacts } from './project.js'
 
 const osSignals = constants.signals as Record<string, number>
-const DEFAULT_TIMEOUT_SECONDS = 1800
+/** The `check-timeout` input's default, for callers that give none. */
+const DEFAULT_TIMEOUT_SECONDS = Number(INPUTS['check-timeout'].default)
+
+/** What the checks write to the job log (the action's log edge, or a test's). */
+export type ChecksLog = Pick<ActionsLog, 'startGroup' | 'endGroup' | 'info' | 'data' | 'quiet'>
 
 export interface RunChecksOptions {
   /** Directory holding manage.py; the commands run there. */
@@ -32,8 +36,10 @@ export interface RunChecksOptions {
   runnerEnv: Record<string, string | undefined>
   /** Extra environment for the commands, on top of the job's. */
   env?: Record<string, string>
-  /** Seconds one check may run before its process group is killed (default 1800). */
+  /** Seconds one check may run before its process group is killed (default: the check-timeout input's). */
   timeoutSeconds?: number
+  /** The job log (default: the action's). */
+  log?: ChecksLog
 }
 
 export interface CheckCommand {
@@ -50,10 +56,6 @@ const TAIL_LINES = 30
 /** Output kept from a check: its start (where Django reports system-check errors) and its end. */
 const HEAD_CHARS = 64 * 1024
 const TAIL_CHARS = 1024 * 1024
-
-function shellQuote(word: string): string {
-  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`
-}
 
 /** The command line for one check. */
 export function checkCommand(name: CheckName, python: string, testCommand?: string): CheckCommand {
@@ -72,7 +74,7 @@ export function checkCommand(name: CheckName, python: string, testCommand?: stri
   return {
     tool: python,
     args: args[name],
-    display: [python, ...args[name]].map(shellQuote).join(' '),
+    display: [python, ...args[name]].map(q).join(' '),
     usesManagePy: true
   }
 }
@@ -80,20 +82,6 @@ export function checkCommand(name: CheckName, python: string, testCommand?: stri
 export function lastLines(text: string, n = TAIL_LINES): string {
   const all = text.replace(/\r\n?/g, '\n').replace(/\n+$/, '').split('\n')
   return all.slice(-n).join('\n')
-}
-
-/**
- * Logs a message that holds values from the repository (`python`, `working-directory` and `test-command` may come
- * from a pull request's deploy.yml) as data: `core.info` prints raw lines, so a value with a line break followed
- * by `::add-mask::…` or `::set-output …` would otherwise be taken as a workflow command.
- */
-function logData(message: string): void {
-  if (!/[\r\n]/.test(message) && !/^\s*::/.test(message)) {
-    core.info(message)
-    return
-  }
-  const token = randomBytes(16).toString('hex')
-  core.info(`::stop-commands::${token}\n${message}\n::${token}::`)
 }
 
 /**
@@ -133,8 +121,15 @@ export class KeptOutput {
   }
 }
 
-function failed(name: CheckName, command: string, durationMs: number, message: string): CheckResult {
-  logData(message)
+function failed(
+  log: ChecksLog,
+  name: CheckName,
+  command: string,
+  durationMs: number,
+  message: string
+): CheckResult {
+  // python, working-directory and test-command may come from a pull request's deploy.yml: data, not commands.
+  log.data(message)
   const finding: Finding = { level: 'error', title: `${name} could not run`, message }
   return { name, command, outcome: 'failed', durationMs, findings: [finding], tail: message }
 }
@@ -205,15 +200,15 @@ class Echo {
  * runner's children or a background server do not outlive the check either.
  */
 async function spawnQuiet(
+  log: ChecksLog,
   tool: string,
   args: string[],
   cwd: string,
   env: Record<string, string>,
   timeoutMs: number
 ): Promise<Ran> {
-  const token = randomBytes(16).toString('hex')
   let echo: Echo | undefined
-  core.info(`::stop-commands::${token}`)
+  const endQuiet = log.quiet()
   try {
     return await new Promise<Ran>(resolve => {
       let child: ChildProcess | undefined
@@ -273,7 +268,7 @@ async function spawnQuiet(
     })
   } finally {
     if (echo && !echo.endsWithNewLine) process.stdout.write('\n')
-    core.info(`::${token}::`)
+    endQuiet()
   }
 }
 
@@ -296,38 +291,45 @@ async function runCommand(
   name: CheckName,
   cmd: CheckCommand,
   opts: RunChecksOptions,
+  log: ChecksLog,
   facts?: ProjectFacts
 ): Promise<Ran> {
   const env = commandEnv(opts)
   const timeoutMs = (opts.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS) * 1000
   if (name !== 'test' || !cmd.usesManagePy || !facts?.manifestStorage) {
-    return spawnQuiet(cmd.tool, cmd.args, opts.workingDirectory, env, timeoutMs)
+    return spawnQuiet(log, cmd.tool, cmd.args, opts.workingDirectory, env, timeoutMs)
   }
   const root = mkdtempSync(path.join(tmpdir(), 'django-deploy-static-'))
-  core.info(
+  log.info(
     `${facts.manifestStorage} keeps a manifest that only collectstatic makes: collectstatic into a ` +
       `temporary STATIC_ROOT (${root}) first, and the tests use it.`
   )
   try {
     const run = manifestTestCommand(opts.python, root, cmd.display)
-    return await spawnQuiet(run.tool, run.args, opts.workingDirectory, env, timeoutMs)
+    return await spawnQuiet(log, run.tool, run.args, opts.workingDirectory, env, timeoutMs)
   } finally {
     rmSync(root, { recursive: true, force: true })
   }
 }
 
-async function runOne(name: CheckName, opts: RunChecksOptions, facts?: ProjectFacts): Promise<CheckResult> {
+async function runOne(
+  name: CheckName,
+  opts: RunChecksOptions,
+  log: ChecksLog,
+  facts?: ProjectFacts
+): Promise<CheckResult> {
   const cmd = checkCommand(name, opts.python, opts.testCommand)
   const started = Date.now()
   const problem = precondition(cmd, opts.workingDirectory)
-  if (problem) return failed(name, cmd.display, 0, problem)
+  if (problem) return failed(log, name, cmd.display, 0, problem)
 
   const timeoutSeconds = opts.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS
-  const ran = await runCommand(name, cmd, opts, facts)
+  const ran = await runCommand(name, cmd, opts, log, facts)
   if (ran.startError) {
     const reason = ran.startError.message.replace(/\.+$/, '')
     const hint = cmd.usesManagePy ? ` Is the python input (${opts.python}) right?` : ''
     return failed(
+      log,
       name,
       cmd.display,
       Date.now() - started,
@@ -337,7 +339,7 @@ async function runOne(name: CheckName, opts: RunChecksOptions, facts?: ProjectFa
   const durationMs = Date.now() - started
   if (ran.timedOut) {
     const message = `${cmd.display} was still running after ${timeoutSeconds} s (check-timeout) and was killed with every process it started.`
-    logData(message)
+    log.data(message)
     return {
       name,
       command: cmd.display,
@@ -364,21 +366,24 @@ async function runOne(name: CheckName, opts: RunChecksOptions, facts?: ProjectFa
 /** Runs the selected checks one after another, in the order given (duplicates once). */
 export async function runChecks(opts: RunChecksOptions): Promise<CheckResult[]> {
   const results: CheckResult[] = []
+  const log = opts.log ?? actionsLog()
   const facts = await readProject(opts)
   const before = new Set(facts?.sqliteFiles.filter(f => existsSync(f)))
   for (const name of [...new Set(opts.checks)]) {
     const display = checkCommand(name, opts.python, opts.testCommand).display
-    const result = await core.group(`${name}: ${display}`, async () => {
-      const r = await runOne(name, opts, facts)
+    log.startGroup(`${name}: ${display}`)
+    try {
+      const r = await runOne(name, opts, log, facts)
       const seconds = (r.durationMs / 1000).toFixed(1)
-      core.info(`${name} ${r.outcome} in ${seconds}s with ${r.findings.length} finding(s)`)
-      return r
-    })
-    results.push(result)
+      log.info(`${name} ${r.outcome} in ${seconds}s with ${r.findings.length} finding(s)`)
+      results.push(r)
+    } finally {
+      log.endGroup()
+    }
   }
   // A check that connects (makemigrations --check) creates the settings' SQLite file: not the checks' to leave.
   for (const f of removeMadeFiles(facts?.sqliteFiles ?? [], before))
-    core.info(`Removed ${path.relative(opts.workingDirectory, f) || f}, which the checks created.`)
+    log.info(`Removed ${path.relative(opts.workingDirectory, f) || f}, which the checks created.`)
   return results
 }
 

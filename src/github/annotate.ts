@@ -12,6 +12,9 @@ import type { CheckResult, Finding } from '../report.js'
  */
 export const ANNOTATION_LIMITS = { perLevelPerStep: 10 } as const
 
+/** The limit as the summary states it. */
+export const ANNOTATION_LIMITS_TEXT = `GitHub shows at most ${ANNOTATION_LIMITS.perLevelPerStep} errors, ${ANNOTATION_LIMITS.perLevelPerStep} warnings and ${ANNOTATION_LIMITS.perLevelPerStep} notices per step`
+
 export interface AnnotationPlan {
   /** The findings to annotate, with the check each belongs to, in order. */
   annotate: { check: CheckResult['name']; finding: Finding }[]

@@ -10,18 +10,25 @@ const ZWSP = '\u200b'
 // Lines shorter than this (a PEM's last line `-----END…` aside) are too common to mask without mangling text.
 const MIN_LINE = 8
 
+/** What to mask of a secret: all of it and, for a multi-line one, each of its lines long enough to be one. */
+export function secretParts(secret: string | undefined): string[] {
+  if (!secret) return []
+  const parts = new Set<string>()
+  const trimmed = secret.trim()
+  if (trimmed.length >= 1) parts.add(trimmed)
+  for (const line of secret.split(/\r?\n/)) {
+    const t = line.trim()
+    if (t.length >= MIN_LINE) parts.add(t)
+  }
+  return [...parts]
+}
+
 export class Redactor {
   private readonly secrets = new Set<string>()
 
   /** Registers a secret and, for a multi-line one, each of its lines. */
   add(secret: string | undefined): void {
-    if (!secret) return
-    const trimmed = secret.trim()
-    if (trimmed.length >= 1) this.secrets.add(trimmed)
-    for (const line of secret.split(/\r?\n/)) {
-      const t = line.trim()
-      if (t.length >= MIN_LINE) this.secrets.add(t)
-    }
+    for (const part of secretParts(secret)) this.secrets.add(part)
   }
 
   /** Text with every known secret replaced by `***` and every @mention defused. */

@@ -6,6 +6,7 @@ import * as core from '@actions/core'
 import { appendFileSync, statSync, truncateSync } from 'node:fs'
 import { EOL } from 'node:os'
 import { checksOutcome, type CheckResult, type DeployResult, type Finding, type Report } from '../report.js'
+import { ANNOTATION_LIMITS_TEXT } from './annotate.js'
 import { clip, code, codeBlock, html, multiline, tailOf } from './markdown.js'
 
 export interface SummaryContext {
@@ -72,7 +73,7 @@ export function renderSummary(report: Report, ctx: SummaryContext = {}): string 
   if (report.annotationsOmitted) {
     const n = report.annotationsOmitted
     parts.push(
-      `_${n} ${n === 1 ? 'finding was' : 'findings were'} not annotated on the code: GitHub shows at most 10 errors, 10 warnings and 10 notices per step. The findings above list them._`
+      `_${n} ${n === 1 ? 'finding was' : 'findings were'} not annotated on the code: ${ANNOTATION_LIMITS_TEXT}. The findings above list them._`
     )
   } else if (report.mode === 'check') parts.push('No checks were selected.')
 
