@@ -13,8 +13,12 @@ u = urlsplit(url)
 host = u.hostname + (f":{u.port}" if u.port else "")
 path = (u.path or "/") + (f"?{u.query}" if u.query else "")
 where = f"{path} (Host: {host}) in the new release, with the server settings and database, before the switch"
+
+
 def out_of_time(*_):
     raise TimeoutError(f"no answer within {limit:g} s")
+
+
 signal.signal(signal.SIGALRM, out_of_time)
 signal.setitimer(signal.ITIMER_REAL, limit)
 try:

@@ -26,8 +26,12 @@ class Redirects(urllib.request.HTTPRedirectHandler):
 
 
 opener = urllib.request.build_opener(Redirects)
+
+
 def first(body):
     return ' '.join(body[:300].decode('utf-8', 'replace').split())
+
+
 deadline = time.time() + limit
 last = 'no answer'
 bad = 0

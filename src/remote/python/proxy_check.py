@@ -19,6 +19,8 @@ fix = ("SECURE_PROXY_SSL_HEADER = ('HTTP_X_FORWARDED_PROTO', 'https') in the ser
        "`proxy_set_header X-Forwarded-Proto $scheme;` in nginx")
 unless = ("unless the WSGI server marks requests https itself (Gunicorn trusts X-Forwarded-Proto only from its "
           "forwarded_allow_ips, by default 127.0.0.1)")
+
+
 def csrf_refusal():
     classes = [import_string(m) for m in settings.MIDDLEWARE]
     csrf = next((c for c in classes if isinstance(c, type) and issubclass(c, CsrfViewMiddleware)), None)
@@ -36,6 +38,8 @@ def csrf_refusal():
     except Exception:
         return None
     return why if isinstance(why, str) and why.startswith(("Origin checking", "Referer checking")) else None
+
+
 found = []
 if header is None and settings.SECURE_SSL_REDIRECT:
     found.append(f"SECURE_SSL_REDIRECT is on but SECURE_PROXY_SSL_HEADER is not set: behind nginx ending TLS, "

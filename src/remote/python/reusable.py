@@ -42,9 +42,13 @@ for i, record in enumerate(r for r in new.split(b"\0") if r):
         indexes.append(i)
     else:
         changed.append(path.decode("utf-8", "replace"))
+
+
 def keep(name, data):
     with open(name + b".tmp", "wb") as f: f.write(data)
     os.replace(name + b".tmp", name)
+
+
 keep(keep_manifest, new)
 keep(keep_reuse, b"".join(p + b"\0" for p in reuse))
 if changed:

@@ -17,8 +17,12 @@ def files(root):
     for d, _, names in os.walk(root):
         for n in names:
             yield os.path.relpath(os.path.join(d, n), root)
+
+
 # The shared folder belongs to the action once it holds this mark: one someone else filled is never touched.
 MARK = ".django-deploy"
+
+
 def ours(shared):
     if os.path.isfile(os.path.join(shared, MARK)):
         return True
@@ -28,6 +32,8 @@ def ours(shared):
     os.makedirs(shared, exist_ok=True)
     open(os.path.join(shared, MARK), "w").close()
     return True
+
+
 def link(root, shared, replace):
     if not ours(shared):
         return 0
@@ -47,12 +53,16 @@ def link(root, shared, replace):
         os.replace(tmp, dst)
         count += 1
     return count
+
+
 def recorded(release):
     try:
         with open(os.path.join(release, RECORD)) as f:
             return os.path.join(release, f.read().strip())
     except FileNotFoundError:
         return None
+
+
 def collected():
     from django.conf import settings
     shared, here = args[0], os.path.realpath(".")
@@ -70,6 +80,8 @@ def collected():
         f.write(os.path.relpath(root, here))
     n = link(root, shared, False)
     print(f"{n} static file(s) new to {shared} linked there from {root}")
+
+
 def prune(shared, releases):
     if not os.path.isfile(os.path.join(shared, MARK)):
         return
