@@ -10,6 +10,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out="${1:-dist}"
 
+# The remote Python programs (src/remote/python/*.py) go into the bundle as strings of a generated module.
+node scripts/embed-python.mjs
 npx ncc build src/index.ts -o "$out" --license licenses.txt >/dev/null
 rm -f "$out/pagent.exe"
 # Nothing else should appear beside the bundle: a new asset means a dependency started shipping files.

@@ -27,6 +27,9 @@ if ! grep -q "^Checking ${#workflows[@]} workflow file" <<<"$lint_out"; then
   exit 1
 fi
 
+echo "== embedded Python is fresh"
+node scripts/embed-python.mjs --check
+
 echo "== dist/ is fresh"
 fresh="$(mktemp -d)"
 trap 'rm -rf "$fresh"' EXIT

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { MANIFEST, parseRanges, parseTree, pathsAt, treeRecords } from '../../src/release/incremental.js'
-import { REUSABLE_PY } from '../../src/remote/commands.js'
+import { REUSABLE_PY, WARN } from '../../src/remote/commands.js'
 
 const sha = (c: string): string => c.repeat(40)
 const rec = (mode: string, s: string, path: string): string => `${mode} blob ${s}\t${path}\0`
@@ -83,11 +83,13 @@ describe('REUSABLE_PY, run by the server Python on a live release', () => {
       rec('100644', blob('x'), 'brand-new.py')
     const out = execFileSync(
       'python3',
-      ['-c', REUSABLE_PY, live, join(dir, 'keep.manifest'), join(dir, 'keep.reuse')],
+      ['-c', REUSABLE_PY, WARN, MANIFEST, live, join(dir, 'keep.manifest'), join(dir, 'keep.reuse')],
       { input: gzipSync(next) }
     ).toString()
     // was-exec.sh lost its executable bit on the server: sent again, like edited.py.
-    expect(out).toMatch(/2 file\(s\) of the live release differ .*: edited\.py, was-exec\.sh/)
+    expect(out).toMatch(
+      /^django-deploy-warning: 2 file\(s\) of the live release differ .*: edited\.py, was-exec\.sh/m
+    )
     expect(out).toMatch(/^reuse=0,3,5-6$/m)
     expect(pathsAt(next, parseRanges('0,3,5-6', treeRecords(next).length))).toEqual([
       'same.py',
@@ -104,7 +106,7 @@ describe('REUSABLE_PY, run by the server Python on a live release', () => {
     writeFileSync(join(dir, 'live', 'a.py'), 'a\n')
     const out = execFileSync(
       'python3',
-      ['-c', REUSABLE_PY, join(dir, 'live'), join(dir, 'm'), join(dir, 'r')],
+      ['-c', REUSABLE_PY, WARN, MANIFEST, join(dir, 'live'), join(dir, 'm'), join(dir, 'r')],
       { input: gzipSync(rec('100644', blob('a\n'), 'a.py')) }
     ).toString()
     expect(out.trim()).toBe('reuse=')

@@ -13,7 +13,7 @@ import {
   rollingBatches,
   wentLive
 } from '../../src/deploy/plan.js'
-import { layout, parseInspect, type HistoryEntry } from '../../src/remote/commands.js'
+import { WARN, layout, parseInspect, type HistoryEntry } from '../../src/remote/commands.js'
 import type { DeploySettings } from '../../src/settings.js'
 
 const d: DeploySettings = {
@@ -77,7 +77,8 @@ describe('steps', () => {
     expect(steps.map(s => s.name).slice(-3)).toEqual(['collectstatic', 'static', 'health-before-switch'])
     expect(steps.find(s => s.name === 'static')?.manage).toMatchObject({
       release: 'v2',
-      args: ['/srv/app/static']
+      // The program's constants come first (static_files.py: warning marker, the release's static record).
+      args: [WARN, '.django-deploy-static', '/srv/app/static']
     })
     const publish = publishSteps(c, layout(d.path), 'v2', 'v1').map(s => s.name)
     expect(publish.slice(0, 3)).toEqual(['gunicorn-probe', 'switch', 'static-live'])
@@ -88,7 +89,7 @@ describe('steps', () => {
     const steps = updateSteps(https, layout(d.path), source)
     expect(steps.map(s => s.name).slice(5, 8)).toEqual(['preflight', 'deploy-check', 'proxy-check'])
     const proxy = steps.find(s => s.name === 'proxy-check')!
-    expect(proxy.manage?.args).toEqual(['https://shop.example.com:8443/health/', 'warn'])
+    expect(proxy.manage?.args).toEqual([WARN, 'https://shop.example.com:8443/health/', 'warn'])
     expect(proxy.script).not.toContain('s3cret')
     expect(updateSteps(d, layout(d.path), source).map(s => s.name)).not.toContain('proxy-check')
     const off = updateSteps({ ...https, deployCheck: 'off' }, layout(d.path), source)
@@ -98,7 +99,7 @@ describe('steps', () => {
     const off = updateSteps({ ...d, deployCheck: 'off', healthCheckUrl: undefined }, layout(d.path), source)
     expect(off.map(s => s.name)).not.toContain('deploy-check')
     const fail = updateSteps({ ...d, deployCheck: 'fail' }, layout(d.path), source)
-    expect(fail.find(s => s.name === 'deploy-check')?.manage?.args).toEqual(['fail'])
+    expect(fail.find(s => s.name === 'deploy-check')?.manage?.args).toEqual([WARN, 'security.W018', 'fail'])
   })
   it('the pre-switch health step asks the URL with the health timeout, in the preflight Python process', () => {
     const steps = updateSteps(d, layout(d.path), source)
@@ -287,7 +288,7 @@ describe('cleanup', () => {
     const script = cleanupStep(state, 2, 'v3', layout('/srv/app')).script
     expect(script).toContain('rm -rf /srv/app/releases/v1\n')
     expect(script).toMatch(
-      /\/srv\/app\/releases\/v3\/\.venv\/bin\/python -c '[^']*' prune \/srv\/app\/static \/srv\/app\/releases\/v2 \/srv\/app\/releases\/v3\n/
+      /\/srv\/app\/releases\/v3\/\.venv\/bin\/python -c '[^']*' django-deploy-warning: \.django-deploy-static prune \/srv\/app\/static \/srv\/app\/releases\/v2 \/srv\/app\/releases\/v3\n/
     )
   })
   it('never removes the live one nor the one to roll back to, even with keep 1', () => {

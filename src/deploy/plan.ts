@@ -4,8 +4,12 @@
  */
 import * as cmd from '../remote/commands.js'
 import type { HistoryEntry, HostState, Layout } from '../remote/commands.js'
+import { releasesToRemove } from '../remote/history.js'
 import type { ReleaseSource } from '../release/source.js'
 import type { DeploySettings } from '../settings.js'
+
+// The release history's rules live with the history (remote/history.ts); these names stay importable from here.
+export { historyOf, liveStack, releasesToRemove, rollbackTarget, wentLive } from '../remote/history.js'
 
 export interface Step {
   name: string
@@ -87,7 +91,7 @@ export function updateSteps(
     steps.push({
       name: 'nginx-test',
 
-      script: cmd.userCommand(cmd.releasePath(l, r), d.nginxTestCommand)
+      script: cmd.userCommand(cmd.releaseDir(l, r), d.nginxTestCommand)
     })
   }
   const manage = (name: string, args: string[]): Step => ({
@@ -105,7 +109,7 @@ export function updateSteps(
   if (d.collectstatic) {
     steps.push(manage('collectstatic', ['collectstatic', '--noinput']))
     // The release's files join the shared static directory before the switch: its pages find them at once.
-    steps.push(python(l, r, 'static', cmd.STATIC_PY, [l.static]))
+    steps.push(python(l, r, 'static', cmd.STATIC_PY, cmd.staticArgs(l.static)))
   }
   steps.push(...gate.filter(s => s.name !== 'migrate'))
   return steps
@@ -158,10 +162,10 @@ export function preflightSteps(
     { name: 'preflight', script: cmd.manage(l, release, ['check']), manage: { release, args: ['check'] } }
   ]
   if (deployCheck !== 'off')
-    steps.push(python(l, release, 'deploy-check', cmd.DEPLOY_CHECK_PY, [deployCheck]))
+    steps.push(python(l, release, 'deploy-check', cmd.DEPLOY_CHECK_PY, cmd.deployCheckArgs(deployCheck)))
   const https = httpsSite(siteUrl)
   if (deployCheck !== 'off' && https)
-    steps.push(python(l, release, 'proxy-check', cmd.PROXY_CHECK_PY, [https, deployCheck]))
+    steps.push(python(l, release, 'proxy-check', cmd.PROXY_CHECK_PY, cmd.proxyCheckArgs(https, deployCheck)))
   return steps
 }
 
@@ -266,65 +270,6 @@ export function revertSteps(
     : [{ name: 'revert', script: cmd.removeCurrent(l) }]
   if (build !== failed) steps.push({ name: 'revert-restore', script: cmd.restoreReplaced(l, failed) })
   return steps
-}
-
-/**
- * What went live on the host, oldest first. A server deployed before the history was kept: the releases
- * uploaded up to the live one, as they were read then.
- */
-export function historyOf(state: HostState): HistoryEntry[] {
-  if (state.history) return state.history
-  const upTo = state.current ? state.releases.indexOf(state.current) : -1
-  return state.releases.slice(0, upTo + 1).map(release => ({ event: 'live', release }))
-}
-
-/**
- * The releases that were live, as a stack whose top is the live one: a deploy pushes, a rollback pops back
- * to its target, so rolling back twice goes two releases back, never forward to the one just rolled away from.
- */
-export function liveStack(history: HistoryEntry[], current?: string): string[] {
-  const stack: string[] = []
-  for (const { event, release } of history) {
-    if (event === 'rollback' && stack.includes(release)) {
-      while (stack[stack.length - 1] !== release) stack.pop()
-    } else {
-      const at = stack.indexOf(release)
-      if (at >= 0) stack.splice(at, 1)
-      stack.push(release)
-    }
-  }
-  // `current` moved by hand (or a deploy cut off before it recorded itself): what is live is the top.
-  if (current && stack[stack.length - 1] !== current) {
-    const at = stack.indexOf(current)
-    if (at >= 0) stack.splice(at, 1)
-    stack.push(current)
-  }
-  return stack
-}
-
-/** What `mode: rollback` goes back to: the release live before the live one, still on the server. */
-export function rollbackTarget(state: HostState): string | undefined {
-  const stack = liveStack(historyOf(state), state.current)
-  for (let i = stack.length - 2; i >= 0; i--) if (state.releases.includes(stack[i])) return stack[i]
-  return undefined
-}
-
-/** True when `release` went live on this host at some point (a rollback target that needs no preflight). */
-export function wentLive(state: HostState, release: string): boolean {
-  return historyOf(state).some(h => h.release === release) || state.current === release
-}
-
-/**
- * Releases to delete once `live` went live: all but the `keep` that went live most recently (`live` among
- * them) and the one to roll back to. A release that never went live (refused before the switch) counts for
- * nothing and goes; it stays on the server for debugging only until the next release goes live.
- */
-export function releasesToRemove(state: HostState, keep: number, live: string): string[] {
-  const history: HistoryEntry[] = [...historyOf(state), { event: 'live', release: live }]
-  const stack = liveStack(history)
-  const byLastLive = [...new Set([...history].reverse().map(h => h.release))].reverse()
-  const keepSet = new Set([...byLastLive.slice(-keep), live, stack[stack.length - 2], state.current])
-  return state.releases.filter(r => !keepSet.has(r))
 }
 
 export function cleanupStep(state: HostState, keep: number, live: string, l: Layout): Step {

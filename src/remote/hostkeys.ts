@@ -117,7 +117,7 @@ function globMatch(pattern: string, name: string): boolean {
   return re.test(name)
 }
 
-export function entryMatches(entry: KnownHost, host: string, port: number): boolean {
+function entryMatches(entry: KnownHost, host: string, port: number): boolean {
   const name = knownHostsName(host, port)
   if (entry.hashed) {
     const digest = createHmac('sha1', entry.hashed.salt).update(name).digest()

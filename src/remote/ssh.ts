@@ -30,8 +30,6 @@ export interface RunOptions {
   onLine?: (line: string, stream: 'stdout' | 'stderr') => void
 }
 
-export { ConnectError } from './connect.js'
-
 /** A command that holds something on the server (the lock's lease) while it runs. */
 export interface Held {
   /** Sends one line to the command's stdin (a renewal); false once the command or the connection is gone. */

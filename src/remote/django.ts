@@ -1,0 +1,70 @@
+/**
+ * The release's Django: manage.py commands (several in one interpreter), and the Python programs run in the
+ * Django they set up: the deploy check, the TLS proxy check, the health URL before the switch.
+ */
+import { IN_RELEASE, type Layout, releaseDir } from './layout.js'
+import {
+  DEPLOY_CHECK_PY,
+  HEALTH_BEFORE_SWITCH_PY,
+  MANAGE_MANY_PY,
+  PROXY_CHECK_PY
+} from './python/programs.js'
+import { q, words } from './quote.js'
+import { WARN, script } from './shell.js'
+
+export { DEPLOY_CHECK_PY, HEALTH_BEFORE_SWITCH_PY, PROXY_CHECK_PY }
+
+/** Runs manage.py of the release with its virtualenv. */
+export function manage(l: Layout, release: string, args: string[]): string {
+  return script(
+    `cd ${q(releaseDir(l, release))}`,
+    words(`${IN_RELEASE.venv}/bin/python`, 'manage.py', ...args)
+  )
+}
+
+/** Printed when a step fails on a write it may not do: a release file written in place. */
+const READ_ONLY_HINT =
+  'release files are read-only: files unchanged since the live release are the live files themselves (hard links), so a step that writes one in place would change what is live. Write new files (STATIC_ROOT, a shared path) or replace a file by renaming a new one over it.'
+
+/**
+ * Runs several manage.py commands in ONE interpreter (manage_many.py: Django is set up once, not once per
+ * command), printing `<mark> <name> <exit code>` after each and stopping at the first that fails. A command with
+ * `python` runs that code instead of manage.py, with `args` as its sys.argv[1:], in the Django the commands
+ * before it set up.
+ */
+export function manageMany(
+  l: Layout,
+  release: string,
+  mark: string,
+  commands: { name: string; args: string[]; python?: string }[]
+): string {
+  const list = commands.map(c => [c.name, c.args, c.python ?? null])
+  return script(
+    `cd ${q(releaseDir(l, release))}`,
+    `PYTHONUNBUFFERED=1 ${words(`${IN_RELEASE.venv}/bin/python`, '-c', MANAGE_MANY_PY, mark, READ_ONLY_HINT, JSON.stringify(list))}`
+  )
+}
+
+/**
+ * Deploy-check findings that stop the deploy under the default `deploy-check: warn` (README, "Django's deploy
+ * check"): security.W018, DEBUG on, shows every visitor tracebacks with code, settings and SQL. The others stay
+ * warnings: HSTS, SSL redirect and secure cookies depend on where TLS ends, and W009 (SECRET_KEY) is a length
+ * heuristic that also flags keys that are random and private.
+ */
+const SERIOUS_DEPLOY_CHECKS = ['security.W018'] as const
+
+/**
+ * The arguments of deploy_check.py (Django's `check --deploy` with the server's settings, each warning a WARN
+ * line; errors and SERIOUS_DEPLOY_CHECKS fail, other warnings fail with `fail`), run in the preflight's Django.
+ */
+export function deployCheckArgs(mode: 'warn' | 'fail'): string[] {
+  return [WARN, SERIOUS_DEPLOY_CHECKS.join(','), mode]
+}
+
+/**
+ * The arguments of proxy_check.py: what breaks behind nginx ending TLS, said before it breaks (run after the
+ * deploy check, in its Django, when the site is https). `url`: the site's URL without credentials.
+ */
+export function proxyCheckArgs(url: string, mode: 'warn' | 'fail'): string[] {
+  return [WARN, url, mode]
+}
