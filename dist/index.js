@@ -54830,7 +54830,7 @@ module.exports = {
 __nccwpck_require__.a(module, async (__webpack_handle_async_dependencies__, __webpack_async_result__) => { try {
 /* harmony import */ var _shim_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(2710);
 /* harmony import */ var _startup_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(1190);
-/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_2__ = __nccwpck_require__(3679);
+/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_2__ = __nccwpck_require__(1133);
 
 
 
@@ -54841,7 +54841,7 @@ __webpack_async_result__();
 
 /***/ }),
 
-/***/ 3679:
+/***/ 1133:
 /***/ ((__unused_webpack_module, __webpack_exports__, __nccwpck_require__) => {
 
 
@@ -54896,8 +54896,6 @@ __nccwpck_require__.d(core_namespaceObject, {
   warning: () => (warning)
 });
 
-// EXTERNAL MODULE: external "node:crypto"
-var external_node_crypto_ = __nccwpck_require__(7598);
 ;// CONCATENATED MODULE: external "os"
 const external_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("os");
 ;// CONCATENATED MODULE: ./node_modules/@actions/core/lib/utils.js
@@ -57856,6 +57854,2110 @@ var external_node_path_ = __nccwpck_require__(6760);
 var external_node_path_default = /*#__PURE__*/__nccwpck_require__.n(external_node_path_);
 ;// CONCATENATED MODULE: external "node:string_decoder"
 const external_node_string_decoder_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:string_decoder");
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(7598);
+;// CONCATENATED MODULE: ./src/github/log.ts
+/**
+ * The job log: the one edge where text becomes workflow log lines. Text a server or the project prints is data:
+ * it is written between `::stop-commands::<token>` and `::<token>::`, so a line such as `::add-mask::` or
+ * `::error::` in it is never taken as a workflow command. The token is random per quiet part, so the data cannot
+ * print it to end the quiet part early.
+ */
+
+
+/** A quiet part's start and end lines around `text`. */
+function asData(text) {
+    const token = (0,external_node_crypto_.randomBytes)(16).toString('hex');
+    return `::stop-commands::${token}\n${text}\n::${token}::`;
+}
+/**
+ * The job log for the runner and the checks. Remote output (`output`) is data: consecutive lines of it share one
+ * quiet part, which ends before any line of our own (groups, warnings) so those still work. `published` filters
+ * what becomes an annotation (a warning is published text).
+ */
+function actionsLog(published = t => t) {
+    let quiet;
+    const resume = () => {
+        if (quiet)
+            info(`::${quiet}::`);
+        quiet = undefined;
+    };
+    const open = () => {
+        const token = (0,external_node_crypto_.randomBytes)(16).toString('hex');
+        info(`::stop-commands::${token}`);
+        return token;
+    };
+    return {
+        startGroup: title => (resume(), startGroup(title)),
+        endGroup: () => (resume(), endGroup()),
+        info: m => (resume(), info(m)),
+        warning: m => (resume(), warning(published(m))),
+        output: line => {
+            quiet ??= open();
+            info(line);
+        },
+        flush: resume,
+        data: message => {
+            resume();
+            info(/[\r\n]/.test(message) || /^\s*::/.test(message) ? asData(message) : message);
+        },
+        quiet: () => {
+            resume();
+            const token = open();
+            return () => info(`::${token}::`);
+        }
+    };
+}
+
+;// CONCATENATED MODULE: ./src/remote/quote.ts
+/**
+ * The one place where values become shell words. Every value a user, the repository or the event controls
+ * (release names, paths, URLs, hosts) reaches a remote shell only through `q`.
+ */
+/** POSIX single-quoting: safe for any byte string but NUL. */
+function q(value) {
+    if (value.includes('\0'))
+        throw new Error('a shell word cannot contain a NUL byte');
+    // `NAME=value` as the first word of a command is a variable assignment, not a word: always quote it.
+    if (/^[A-Za-z0-9_./=:@%+,-]+$/.test(value) && !/^[A-Za-z_][A-Za-z0-9_]*=/.test(value))
+        return value;
+    return `'${value.replace(/'/g, `'\\''`)}'`;
+}
+/** Quotes each word and joins them into one command line. */
+function words(...parts) {
+    return parts.map(q).join(' ');
+}
+/** The line actually sent over SSH: the script run by /bin/sh, whatever the login shell is. */
+function shellLine(script) {
+    return `/bin/sh -c ${q(script)}`;
+}
+
+// EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
+var dist = __nccwpck_require__(8815);
+;// CONCATENATED MODULE: ./src/github/redact.ts
+/**
+ * The last filter before text leaves the run for GitHub (job summary, PR comment, annotations, deployment
+ * descriptions). The runner masks secrets in the log only; what goes through the API or the summary file is
+ * published as given. So every secret the action knows is replaced by `***` here, each line of a multi-line
+ * key on its own too, and `@name` gets a zero-width space after the `@` so a test name or a tool's message
+ * cannot notify a person or a team.
+ */
+const ZWSP = '\u200b';
+// Lines shorter than this (a PEM's last line `-----END…` aside) are too common to mask without mangling text.
+const MIN_LINE = 8;
+/** What to mask of a secret: all of it and, for a multi-line one, each of its lines long enough to be one. */
+function secretParts(secret) {
+    if (!secret)
+        return [];
+    const parts = new Set();
+    const trimmed = secret.trim();
+    if (trimmed.length >= 1)
+        parts.add(trimmed);
+    for (const line of secret.split(/\r?\n/)) {
+        const t = line.trim();
+        if (t.length >= MIN_LINE)
+            parts.add(t);
+    }
+    return [...parts];
+}
+class Redactor {
+    secrets = new Set();
+    /** Registers a secret and, for a multi-line one, each of its lines. */
+    add(secret) {
+        for (const part of secretParts(secret))
+            this.secrets.add(part);
+    }
+    /** Text with every known secret replaced by `***` and every @mention defused. */
+    text(value) {
+        let out = value;
+        // Longest first, so a whole key goes before the lines it is made of.
+        for (const s of [...this.secrets].sort((a, b) => b.length - a.length))
+            out = out.split(s).join('***');
+        // GitHub links a mention after anything but a letter, a digit or `_` (`**@a**`, `/@a`, `+@a`, `-@a`, `.@a`,
+        // `***@a` included): only `a@b.c`, an e-mail address, stays as it is.
+        return out.replace(/(^|[^A-Za-z0-9_])@(?=[A-Za-z0-9])/g, `$1@${ZWSP}`);
+    }
+    /** A deep copy with `text` applied to every string in it (keys stay as they are). */
+    value(v) {
+        if (typeof v === 'string')
+            return this.text(v);
+        if (Array.isArray(v))
+            return v.map(x => this.value(x));
+        if (v && typeof v === 'object') {
+            return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, this.value(x)]));
+        }
+        return v;
+    }
+}
+/** The parts of a URL's user-info that are secret: the password, or a lone user name (often a token). */
+function urlCredentials(url) {
+    if (!url)
+        return [];
+    let user;
+    let password;
+    try {
+        const u = new URL(url);
+        [user, password] = [u.username, u.password];
+    }
+    catch {
+        // A URL that does not parse (a bad port, a space in the host) still carries its credentials as written.
+        const info = userInfo(url);
+        if (info === undefined)
+            return [];
+        const colon = info.indexOf(':');
+        [user, password] = colon < 0 ? [info, ''] : [info.slice(0, colon), info.slice(colon + 1)];
+    }
+    const found = [];
+    if (password)
+        found.push(decoded(password), password);
+    else if (user)
+        found.push(decoded(user), user);
+    if (user && password)
+        found.push(`${user}:${password}`);
+    return [...new Set(found)];
+}
+/** The URL with its user-info (whatever is between `scheme://` and the last `@` of it) replaced by `***`. */
+function withoutCredentials(url) {
+    const info = userInfo(url);
+    return info === undefined ? url : url.replace(`${info}@`, '***@');
+}
+/**
+ * The user-info as written, without a URL parser: up to the last `@` before the path, or the last `@` at all
+ * when a malformed URL leaves no telling where its path starts (masking too much beats leaking a password).
+ */
+function userInfo(url) {
+    const rest = /^\s*[A-Za-z][A-Za-z0-9+.-]*:\/\/(.*)$/s.exec(url)?.[1];
+    const at = rest?.lastIndexOf('@') ?? -1;
+    return rest === undefined || at < 0 ? undefined : rest.slice(0, at);
+}
+function decoded(part) {
+    try {
+        return decodeURIComponent(part);
+    }
+    catch {
+        return part;
+    }
+}
+
+;// CONCATENATED MODULE: ./src/shellwords.ts
+/**
+ * Splits an input such as `pip-args` into words the way a POSIX shell does, without running anything:
+ * blanks separate words, '…' keeps everything literally, "…" keeps everything but \" \\ \$ \`, and a backslash
+ * outside quotes escapes the next character. So `--no-binary a,b` stays one value and `"wheels dir"` one word.
+ * Expansions and operators ($VAR, `cmd`, ;, |, &, <, >, (, )) are refused rather than passed on literally: the
+ * words reach the server quoted, so what looks like an expansion would silently not be one.
+ */
+class WordsError extends Error {
+}
+const OPERATORS = new Set([';', '|', '&', '<', '>', '(', ')']);
+function splitWords(text) {
+    const out = [];
+    let word = '';
+    let inWord = false;
+    let i = 0;
+    const refuse = (what) => {
+        throw new WordsError(`${what} at position ${i + 1} is not supported; write the value itself, or quote it ('…') to keep it literally`);
+    };
+    while (i < text.length) {
+        const ch = text[i];
+        if (ch === ' ' || ch === '\t' || ch === '\n' || ch === '\r') {
+            if (inWord)
+                out.push(word);
+            word = '';
+            inWord = false;
+            i++;
+        }
+        else if (ch === "'") {
+            const end = text.indexOf("'", i + 1);
+            if (end < 0)
+                throw new WordsError(`unterminated ' starting at position ${i + 1}`);
+            word += text.slice(i + 1, end);
+            inWord = true;
+            i = end + 1;
+        }
+        else if (ch === '"') {
+            const start = i;
+            i++;
+            for (;;) {
+                if (i >= text.length)
+                    throw new WordsError(`unterminated " starting at position ${start + 1}`);
+                const c = text[i];
+                if (c === '"')
+                    break;
+                if (c === '\\' && i + 1 < text.length && '"\\$`\n'.includes(text[i + 1])) {
+                    if (text[i + 1] !== '\n')
+                        word += text[i + 1];
+                    i += 2;
+                    continue;
+                }
+                if (c === '$' || c === '`')
+                    refuse(`${c} (an expansion)`);
+                word += c;
+                i++;
+            }
+            inWord = true;
+            i++;
+        }
+        else if (ch === '\\') {
+            if (i + 1 >= text.length)
+                throw new WordsError('a \\ at the end escapes nothing');
+            if (text[i + 1] !== '\n') {
+                word += text[i + 1];
+                inWord = true;
+            }
+            i += 2;
+        }
+        else if (ch === '$' || ch === '`') {
+            refuse(`${ch} (an expansion)`);
+        }
+        else if (OPERATORS.has(ch)) {
+            refuse(`${ch} (a shell operator)`);
+        }
+        else {
+            word += ch;
+            inWord = true;
+            i++;
+        }
+    }
+    if (inWord)
+        out.push(word);
+    return out;
+}
+
+;// CONCATENATED MODULE: ./src/remote/hostkeys.ts
+/**
+ * Host key pinning, read the way OpenSSH reads it: the presented key must match a known_hosts entry for that
+ * host and port, or a SHA256 fingerprint pinned for that host. Pure functions; the SSH transport calls
+ * `verifyHostKey` during key exchange, before authenticating.
+ */
+
+/** A known-hosts line that cannot be trusted to mean what it says; refused before any connection. */
+class KnownHostsError extends Error {
+    line;
+    constructor(line, text, message) {
+        super(`line ${line} ("${text.length > 60 ? text.slice(0, 57) + '…' : text}"): ${message}`);
+        this.line = line;
+        this.name = 'KnownHostsError';
+    }
+}
+const MARKERS = ['@revoked', '@cert-authority'];
+/**
+ * Parses known_hosts text. Throws KnownHostsError for a line that OpenSSH would skip or treat differently
+ * than it looks: an unknown `@marker` (OpenSSH ignores such a line, so a typo of `@revoked` would silently
+ * un-revoke a key), a `@cert-authority` line (host certificates are not supported by the transport), or a
+ * line that is not `hosts keytype base64-key` (a broken `@revoked` line must not be dropped quietly).
+ */
+function parseKnownHosts(text) {
+    const out = [];
+    text.split(/\r?\n/).forEach((raw, i) => {
+        const lineNo = i + 1;
+        const line = raw.trim();
+        if (!line || line.startsWith('#'))
+            return;
+        const fields = line.split(/\s+/);
+        let revoked = false;
+        if (fields[0].startsWith('@')) {
+            const marker = fields.shift();
+            if (marker === '@cert-authority') {
+                throw new KnownHostsError(lineNo, line, '@cert-authority lines are not supported: OpenSSH host certificates cannot be verified by this action yet; pin the host key itself (ssh-keyscan -p PORT HOST, checked by hand)');
+            }
+            if (!MARKERS.includes(marker)) {
+                throw new KnownHostsError(lineNo, line, `unknown marker "${marker.slice(0, 40)}"; expected @revoked (or no marker). OpenSSH ignores such a line, so it is refused rather than guessed at`);
+            }
+            revoked = marker === '@revoked';
+        }
+        const [hosts, keyType, keyB64] = fields;
+        const key = keyB64 && /^[A-Za-z0-9+/]+={0,2}$/.test(keyB64) ? Buffer.from(keyB64, 'base64') : Buffer.alloc(0);
+        if (!hosts || !keyType || key.length === 0 || keyTypeOf(key) !== keyType) {
+            throw new KnownHostsError(lineNo, line, 'is not a known_hosts entry; expected `[@revoked] host[,host…] keytype base64-key`, as ssh-keyscan prints');
+        }
+        const h = /^\|1\|([^|]+)\|(.+)$/.exec(hosts);
+        out.push({
+            patterns: h ? [] : hosts.toLowerCase().split(','),
+            hashed: h ? { salt: Buffer.from(h[1], 'base64'), hash: Buffer.from(h[2], 'base64') } : undefined,
+            keyType,
+            key,
+            revoked,
+            line: lineNo
+        });
+    });
+    return out;
+}
+/** The name known_hosts uses for a host: `host` on port 22, `[host]:port` otherwise; lowercased, as OpenSSH does. */
+function knownHostsName(host, port) {
+    const h = host.toLowerCase();
+    return port === 22 ? h : `[${h}]:${port}`;
+}
+function globMatch(pattern, name) {
+    const re = new RegExp('^' +
+        pattern
+            .split('')
+            .map(c => (c === '*' ? '.*' : c === '?' ? '.' : c.replace(/[.+^${}()|[\]\\]/g, '\\$&')))
+            .join('') +
+        '$');
+    return re.test(name);
+}
+function entryMatches(entry, host, port) {
+    const name = knownHostsName(host, port);
+    if (entry.hashed) {
+        const digest = (0,external_node_crypto_.createHmac)('sha1', entry.hashed.salt).update(name).digest();
+        return digest.equals(entry.hashed.hash);
+    }
+    let matched = false;
+    for (const p of entry.patterns) {
+        if (p.startsWith('!')) {
+            if (globMatch(p.slice(1), name))
+                return false;
+        }
+        else if (globMatch(p, name))
+            matched = true;
+    }
+    return matched;
+}
+function pinMatches(pin, host, port) {
+    return pin.host === host.toLowerCase() && (pin.port === undefined || pin.port === port);
+}
+/** Whether anything (a known-hosts entry or a fingerprint) pins a key for this host. */
+function hasPin(pins, host, port) {
+    return (pins.fingerprints.some(p => pinMatches(p, host, port)) ||
+        pins.knownHosts.some(e => !e.revoked && entryMatches(e, host, port)));
+}
+const FINGERPRINT = /^SHA256:[A-Za-z0-9+/]{43}=?$/;
+/**
+ * Parses `host-fingerprint`: `SHA256:…` (bare, bound later to the only host) or `host=SHA256:…` /
+ * `host:port=SHA256:…` / `[v6addr]:port=SHA256:…` pairs, separated by spaces, commas or newlines.
+ * Returns the pins and, for each bad word, a message.
+ */
+function parseFingerprintPins(text) {
+    const bare = [];
+    const bound = [];
+    const problems = [];
+    for (const word of text.split(/[\s,]+/).filter(Boolean)) {
+        const pair = /^([^=]+)=(SHA256:.*)$/.exec(word);
+        const [spec, fp] = pair ? [pair[1], pair[2]] : ['', word];
+        if (!FINGERPRINT.test(fp)) {
+            problems.push(`"${word.slice(0, 80)}" is not a SHA256 fingerprint; expected the form ssh-keygen -lf prints, e.g. SHA256:abc…(43 characters), or host=SHA256:…`);
+            continue;
+        }
+        if (!spec) {
+            bare.push(fp);
+            continue;
+        }
+        const m = /^\[([^\]]+)\]:(\d+)$/.exec(spec) ?? /^([^:[\]]+):(\d+)$/.exec(spec);
+        const host = (m ? m[1] : spec).toLowerCase();
+        const port = m ? Number(m[2]) : undefined;
+        if (!/^[a-z0-9._:-]+$/.test(host) || (port !== undefined && (port < 1 || port > 65535))) {
+            problems.push(`"${spec.slice(0, 80)}" in "${word.slice(0, 80)}" is not a host; expected host=SHA256:… or host:port=SHA256:…`);
+            continue;
+        }
+        bound.push({ host, port, fingerprint: fp });
+    }
+    return { bare, bound, problems };
+}
+function fingerprint(key) {
+    return 'SHA256:' + (0,external_node_crypto_.createHash)('sha256').update(key).digest('base64').replace(/=+$/, '');
+}
+/** The key type inside an SSH public key blob (its first string). */
+function keyTypeOf(key) {
+    if (key.length < 4)
+        return 'unknown';
+    const n = key.readUInt32BE(0);
+    if (n > key.length - 4)
+        return 'unknown';
+    return key.subarray(4, 4 + n).toString('latin1');
+}
+function verifyHostKey(key, host, port, pins) {
+    const fp = fingerprint(key);
+    const type = keyTypeOf(key);
+    const entries = pins.knownHosts.filter(e => entryMatches(e, host, port));
+    const fps = pins.fingerprints.filter(p => pinMatches(p, host, port));
+    if (entries.some(e => e.revoked && e.key.equals(key))) {
+        return { ok: false, retry: false, reason: `host key ${fp} is marked @revoked in known-hosts` };
+    }
+    const pinned = entries.filter(e => !e.revoked);
+    if (pinned.some(e => e.key.equals(key)))
+        return { ok: true, how: `known-hosts (${fp})` };
+    if (fps.some(p => p.fingerprint === fp))
+        return { ok: true, how: `host-fingerprint (${fp})` };
+    const name = knownHostsName(host, port);
+    // A known-hosts key of the same type that differs is a changed key (OpenSSH's "REMOTE HOST IDENTIFICATION
+    // HAS CHANGED"): never look for another key then.
+    const sameType = pinned.some(e => e.keyType === type);
+    const retry = !sameType && (fps.length > 0 || pinned.length > 0);
+    const reason = pinned.length > 0 || fps.length > 0
+        ? `host key ${fp} (${type}) does NOT match the key pinned for ${name} in ${pinned.length ? 'known-hosts' : 'host-fingerprint'}: it changed, or someone is in the middle. Refusing to connect. If the server's key changed on purpose, update ${pinned.length ? 'known-hosts' : 'host-fingerprint'}`
+        : `host key ${fp} (${type}) is not pinned: no known-hosts entry and no host-fingerprint for ${name}. Refusing to connect (no trust on first use). Add the output of \`ssh-keyscan -p ${port} ${host}\` to known-hosts after checking it, or ${host}=SHA256:… to host-fingerprint`;
+    return { ok: false, reason, retry };
+}
+/**
+ * Host key algorithms the client offers, best first, as OpenSSH 9's default minus the SHA-1 `ssh-rsa`
+ * signature (disabled by OpenSSH since 8.8).
+ */
+const HOST_KEY_ALGORITHMS = [
+    'ssh-ed25519',
+    'ecdsa-sha2-nistp256',
+    'ecdsa-sha2-nistp384',
+    'ecdsa-sha2-nistp521',
+    'rsa-sha2-512',
+    'rsa-sha2-256'
+];
+/** The key type (as in a public key blob) an algorithm signs with. */
+function keyTypeOfAlgorithm(alg) {
+    return alg.startsWith('rsa-sha2-') ? 'ssh-rsa' : alg;
+}
+/**
+ * Host key algorithms to ask for first, so a server with several keys presents the one that was pinned. Types
+ * the transport cannot verify (ssh-dss, sk-…@openssh.com) are left out: ssh2 refuses an unknown name in the
+ * list, and such a key can never be presented anyway.
+ */
+function pinnedKeyTypes(knownHosts, host, port) {
+    const out = new Set();
+    for (const e of knownHosts) {
+        if (e.revoked || !entryMatches(e, host, port))
+            continue;
+        if (e.keyType === 'ssh-rsa')
+            ['rsa-sha2-512', 'rsa-sha2-256'].forEach(x => out.add(x));
+        else if (HOST_KEY_ALGORITHMS.includes(e.keyType))
+            out.add(e.keyType);
+    }
+    return [...out];
+}
+/** The exact, ordered algorithm list of the first try: the types known-hosts pins for the host, then the rest. */
+function firstAlgorithms(pins, host, port) {
+    const first = pinnedKeyTypes(pins.knownHosts, host, port);
+    return [...new Set([...first, ...HOST_KEY_ALGORITHMS])];
+}
+/** The list of the next try after the server presented a key of `refusedType` that nothing pins. */
+function nextAlgorithms(tried, refusedType) {
+    return tried.filter(a => keyTypeOfAlgorithm(a) !== refusedType);
+}
+
+;// CONCATENATED MODULE: ./src/settings/hosts.ts
+/**
+ * Hosts and roles: the typed host every source produces (the hosts input, deploy.yml `hosts:` entries, an Ansible
+ * inventory), how an address and a port are written, roles, and when two entries are one server.
+ */
+
+/** A role's name: `web` (Gunicorn behind nginx) or any other, e.g. `worker`, `scheduler`. */
+const ROLE = /^[a-z][a-z0-9_-]{0,31}$/;
+const HOSTNAME = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+const IPV6 = /^[0-9A-Fa-f:.]+$/;
+const USERNAME = /^[a-z_][a-z0-9_.-]{0,31}\$?$/i;
+/** Splits "host[:port]", "[v6]:port" and "v6" entries. */
+function parseHost(entry, defaultPort) {
+    let host = entry;
+    let port = defaultPort;
+    const bracket = /^\[([^\]]+)\](?::(.*))?$/.exec(entry);
+    if (bracket) {
+        host = bracket[1];
+        if (bracket[2] !== undefined) {
+            const p = parsePort(bracket[2]);
+            if (typeof p === 'string')
+                return p;
+            port = p;
+        }
+        if (!IPV6.test(host))
+            return `"${entry}" is not a valid host; expected a name, an IPv4 address or [IPv6]:port`;
+        return { host, port };
+    }
+    const colons = entry.split(':').length - 1;
+    if (colons === 1) {
+        ;
+        [host] = entry.split(':');
+        const p = parsePort(entry.slice(host.length + 1));
+        if (typeof p === 'string')
+            return `"${entry}": ${p}`;
+        port = p;
+    }
+    else if (colons > 1) {
+        if (!IPV6.test(entry))
+            return `"${entry}" is not a valid host; expected a name, an IPv4 address or [IPv6]:port`;
+        return { host: entry, port };
+    }
+    if (!HOSTNAME.test(host)) {
+        return `"${entry}" is not a valid host; expected a host name or address, optionally with :port (e.g. web1.example.com:2222)`;
+    }
+    return { host, port };
+}
+function parsePort(text) {
+    if (!/^\d+$/.test(text.trim()))
+        return `port "${text}" is not a whole number; expected 1–65535`;
+    const n = Number(text);
+    if (n < 1 || n > 65535)
+        return `port ${n} is out of range; expected 1–65535`;
+    return n;
+}
+/** A bare address (no port): a host name, an IPv4 address or an IPv6 address without brackets. */
+function isAddress(address) {
+    return HOSTNAME.test(address) || (address.split(':').length > 2 && IPV6.test(address));
+}
+/** A hosts entry's or inventory host's roles (a list, or one name, or names separated by commas). */
+function rolesOf(value, whose) {
+    const items = Array.isArray(value) ? value : typeof value === 'string' ? value.split(',') : undefined;
+    if (!items || items.length === 0 || !items.every(r => typeof r === 'string'))
+        return `roles of ${whose} must be a role name or a list of them, e.g. [web, worker]`;
+    const roles = [...new Set(items.map(r => r.trim()))];
+    const bad = roles.find(r => !ROLE.test(r));
+    if (bad !== undefined)
+        return `role "${bad}" of ${whose} is not a role name; expected lowercase letters, digits, - and _ (e.g. web, worker)`;
+    return roles;
+}
+/** The config file's `reload-command` as a mapping: `{ web: command, worker: command, … }`. */
+function roleCommands(map) {
+    const out = {};
+    for (const [role, command] of Object.entries(map)) {
+        if (!ROLE.test(role))
+            return `"${role}" is not a role name; expected a mapping of roles (web, worker, …: lowercase letters, digits, - and _) to commands`;
+        if (typeof command !== 'string' || !command.trim())
+            return `the command of role ${role} must be a non-empty string, e.g. ${role}: sudo -n systemctl restart celery`;
+        out[role] = command.trim();
+    }
+    return out;
+}
+/** What is wrong with a deploy path, if anything. */
+function deployPathProblem(value) {
+    const path = value.replace(/\/+$/, '');
+    if (!path.startsWith('/'))
+        return `"${value}" is relative; expected an absolute path on the server, e.g. /srv/myapp`;
+    if (path.split('/').some(s => s === '..' || s === '.'))
+        return `"${value}" contains . or ..; expected a plain absolute path`;
+    if (path === '' || /[\0\n\r]/.test(path))
+        return `"${value}" cannot be used; expected a directory below /, e.g. /srv/myapp`;
+    return undefined;
+}
+const SHAPE = 'an entry that is a mapping must be { host: name[:port], port: number, fingerprint: SHA256:… or a list of them, user: name, deploy-path: /abs/path, primary: true or false, roles: [web, worker, …] }';
+/** The config file's `hosts` list as typed entries, or what is wrong with it. */
+function hostEntries(items) {
+    // One row per entry, in order, not a map by host: the same host twice with two deploy-paths is two deployments.
+    const entries = [];
+    let primary;
+    for (const item of items) {
+        if (typeof item !== 'object' || item === null) {
+            entries.push(...splitWordsOf(String(item)).map(label => ({ label, extras: {}, pins: [], pinProblems: [] })));
+            continue;
+        }
+        const entry = mappingEntry(item);
+        if (typeof entry === 'string')
+            return entry;
+        if (entry.extras.primary) {
+            if (primary)
+                return `only one host can be primary (${primary} and ${entry.label} are)`;
+            primary = entry.label;
+        }
+        entries.push(entry);
+    }
+    return entries;
+}
+/** A plain entry may hold several hosts separated by commas or spaces, as the hosts input does. */
+function splitWordsOf(text) {
+    return text.split(/[\s,]+/).filter(Boolean);
+}
+function mappingEntry(item) {
+    const { host: given, port: portGiven, fingerprint, primary: isPrimary, user, 'deploy-path': deployPath, roles: rolesGiven, ...rest } = item;
+    const fps = Array.isArray(fingerprint) ? fingerprint : fingerprint === undefined ? [] : [fingerprint];
+    if (Object.keys(rest).length ||
+        typeof given !== 'string' ||
+        (portGiven !== undefined && typeof portGiven !== 'number' && typeof portGiven !== 'string') ||
+        !fps.every(f => typeof f === 'string') ||
+        (isPrimary !== undefined && typeof isPrimary !== 'boolean') ||
+        (user !== undefined && typeof user !== 'string') ||
+        (deployPath !== undefined && typeof deployPath !== 'string'))
+        return SHAPE;
+    // `port:` is the same as `host: name:port` (an IPv6 address gets its brackets).
+    let label = given;
+    if (portGiven !== undefined) {
+        if (/^\[.*\]:|^[^:]*:[^:]*$/.test(given))
+            return `host ${given} has a port in its name and a port: ${String(portGiven)}; expected one of them`;
+        label = `${given.includes(':') && !given.startsWith('[') ? `[${given}]` : given}:${String(portGiven)}`;
+    }
+    if (typeof user === 'string' && !USERNAME.test(user))
+        return `user "${user}" of host ${label} is not a valid user name`;
+    if (typeof deployPath === 'string') {
+        const bad = deployPathProblem(deployPath);
+        if (bad)
+            return `deploy-path of host ${label}: ${bad}`;
+    }
+    const roles = rolesGiven === undefined ? undefined : rolesOf(rolesGiven, `host ${label}`);
+    if (typeof roles === 'string')
+        return roles;
+    // The pins are checked as host-fingerprint pairs (`label=SHA256:…`) are, for the same messages.
+    const parsed = fps.map(f => parseFingerprintPins(`${label}=${f}`));
+    return {
+        label,
+        extras: {
+            ...(user ? { user: user } : {}),
+            ...(deployPath ? { deployPath: deployPath.replace(/\/+$/, '') } : {}),
+            ...(roles ? { roles } : {}),
+            ...(isPrimary === true ? { primary: true } : {})
+        },
+        pins: parsed.flatMap(p => p.bound),
+        pinProblems: parsed.flatMap(p => p.problems)
+    };
+}
+/** The entry's host: its address and port (else `defaultPort`), with what the entry gives beside them. */
+function entryHost(entry, defaultPort) {
+    const h = parseHost(entry.label, defaultPort);
+    return typeof h === 'string' ? h : { ...h, ...entry.extras };
+}
+/**
+ * Two hosts entries that are one server and one deploy-path would run every step twice on the same directory at
+ * once (two uploads, two switches racing): refused, naming both. "One server" is the same address and port after
+ * normalising how the address is written (case, a trailing dot, IPv4 and IPv6 notation); names are never resolved
+ * through DNS, so web1.example.com and its IP address count as two hosts. The SSH user does not tell hosts apart.
+ */
+function sameServerProblems(hosts, label, path) {
+    const seen = new Map();
+    const problems = [];
+    for (const h of hosts) {
+        const key = `${normalAddress(h.host)} ${h.port} ${h.deployPath ?? path}`;
+        const first = seen.get(key);
+        if (!first) {
+            seen.set(key, h);
+            continue;
+        }
+        problems.push(`${label(first)} and ${label(h)} are the same server (address ${normalAddress(h.host)}, port ${h.port}, deploy-path ${h.deployPath ?? path}); expected each server once, or a deploy-path of its own for each`);
+    }
+    return problems;
+}
+/** An address as compared for sameness: lowercase, no trailing dot, IP addresses in their canonical notation. */
+function normalAddress(host) {
+    const name = host.toLowerCase().replace(/\.$/, '');
+    try {
+        // The WHATWG URL parser normalises IPv4 (127.1, 0x7f.0.0.1) and IPv6 (::0001) notation, and nothing else.
+        const parsed = new URL(`http://${name.includes(':') ? `[${name}]` : name}/`).hostname;
+        return parsed.replace(/^\[(.*)\]$/, '$1');
+    }
+    catch {
+        return name;
+    }
+}
+
+;// CONCATENATED MODULE: ./src/settings/sources.ts
+/**
+ * Sources and defaults: every input described once (kind, default, bounds, secret), the config file (deploy.yml)
+ * read into raw values, and the readers of the simple kinds. Which value wins: the input if given, else the config
+ * file, else the default.
+ */
+
+
+
+
+
+
+const DEPLOY_CHECK_MODES = ['warn', 'fail', 'off'];
+/** When the PR comment is posted: on every run, only when the run failed (then kept up to date), or never. */
+const COMMENT_MODES = ['always', 'on-failure', 'never'];
+/**
+ * Every input of the action with its default. action.yml declares no `default:` for the ones a config file may
+ * set, because GitHub passes a declared default as if the user had typed it, and inputs override the file.
+ * `secret` inputs are never accepted from the config file (it is committed) and never echoed in errors.
+ */
+const INPUTS = {
+    mode: { kind: 'code', default: 'auto' },
+    'working-directory': { kind: 'code', default: '.' },
+    python: { kind: 'text', default: 'python3' },
+    checks: { kind: 'code', default: 'check, migrations, test' },
+    'test-command': { kind: 'text', default: '' },
+    'check-timeout': { kind: 'int', default: '1800', min: 1, unit: 'seconds' },
+    hosts: { kind: 'code', default: '' },
+    inventory: { kind: 'code', default: '' },
+    'inventory-group': { kind: 'code', default: 'all' },
+    user: { kind: 'code', default: '' },
+    port: { kind: 'code', default: '22' },
+    'ssh-key': { kind: 'code', default: '', secret: true },
+    'ssh-key-passphrase': { kind: 'code', default: '', secret: true },
+    'known-hosts': { kind: 'code', default: '' },
+    'host-fingerprint': { kind: 'code', default: '' },
+    'jump-host': { kind: 'code', default: '' },
+    'deploy-path': { kind: 'code', default: '' },
+    'shared-paths': { kind: 'code', default: '.env, media' },
+    'remote-python': { kind: 'text', default: 'python3' },
+    'venv-options': { kind: 'words', default: '' },
+    'pip-args': { kind: 'words', default: '' },
+    migrate: { kind: 'code', default: 'true' },
+    'max-parallel': { kind: 'int', default: '10', min: 1, unit: 'hosts' },
+    rolling: { kind: 'code', default: '' },
+    collectstatic: { kind: 'bool', default: 'true' },
+    'gunicorn-pidfile': { kind: 'code', default: '' },
+    'gunicorn-service': { kind: 'code', default: '' },
+    'reload-command': { kind: 'code', default: '' },
+    nginx: { kind: 'code', default: 'false' },
+    'nginx-test-command': { kind: 'text', default: 'sudo -n nginx -t' },
+    'nginx-reload-command': { kind: 'text', default: 'sudo -n nginx -s reload' },
+    'health-check-url': { kind: 'url', default: '' },
+    'health-check-timeout': { kind: 'int', default: '30', min: 1, unit: 'seconds' },
+    'deploy-check': { kind: 'choice', default: 'warn', choices: DEPLOY_CHECK_MODES },
+    'keep-releases': { kind: 'int', default: '5', min: 1, unit: 'a count' },
+    'release-name': { kind: 'code', default: '' },
+    'lock-timeout': { kind: 'int', default: '300', min: 0, unit: 'seconds' },
+    'command-timeout': { kind: 'int', default: '900', min: 1, unit: 'seconds' },
+    config: { kind: 'code', default: '' },
+    'dry-run': { kind: 'bool', default: 'false' },
+    'github-token': { kind: 'text', default: '', secret: true },
+    environment: { kind: 'text', default: 'production' },
+    'environment-url': { kind: 'url', default: '' },
+    'github-deployment': { kind: 'bool', default: 'true' },
+    comment: { kind: 'choice', default: 'always', choices: COMMENT_MODES },
+    'comment-key': { kind: 'code', default: '' }
+};
+class SettingsError extends Error {
+    problems;
+    constructor(problems) {
+        super(problems.map(p => `${p.where}: ${p.message}`).join('\n'));
+        this.problems = problems;
+        this.name = 'SettingsError';
+    }
+}
+/** Levenshtein distance, for "did you mean". */
+function distance(a, b) {
+    const d = Array.from({ length: b.length + 1 }, (_, i) => i);
+    for (let i = 1; i <= a.length; i++) {
+        let prev = d[0];
+        d[0] = i;
+        for (let j = 1; j <= b.length; j++) {
+            const cur = d[j];
+            d[j] = Math.min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+            prev = cur;
+        }
+    }
+    return d[b.length];
+}
+function didYouMean(word, choices) {
+    const best = choices.map(c => ({ c, d: distance(word.toLowerCase(), c) })).sort((x, y) => x.d - y.d)[0];
+    return best && best.d <= Math.max(2, Math.floor(word.length / 3)) ? ` (did you mean '${best.c}'?)` : '';
+}
+/** Splits a list given as commas, spaces or new lines (or a YAML sequence already joined). */
+function splitList(value) {
+    return value
+        .split(/[\s,]+/)
+        .map(s => s.trim())
+        .filter(Boolean);
+}
+function lineOf(text, offset) {
+    return text.slice(0, offset).split('\n').length;
+}
+const TRUE = ['true', 'yes', 'on', '1'];
+const FALSE = ['false', 'no', 'off', '0'];
+/** Collects the raw values (input if given, else config file, else default) and the problems found. */
+class RawValues {
+    sources;
+    problems = [];
+    file = new Map();
+    /** The config file's `hosts` entries, typed (each with its own port, user, deploy-path, roles, pins). */
+    fileHosts;
+    /** `reload-command` given in the config file as a mapping of role to command: the roles other than web. */
+    roleReloads;
+    configFile;
+    constructor(sources) {
+        this.sources = sources;
+    }
+    loadConfig(workspace, readFile) {
+        const given = this.sources.input('config').trim();
+        const path = (0,external_node_path_.resolve)(workspace, given || 'deploy.yml');
+        if (!given && !(0,external_node_fs_.existsSync)(path))
+            return;
+        let text;
+        try {
+            text = readFile(path);
+        }
+        catch {
+            this.fail("input 'config'", `cannot read "${given}"; expected a YAML file in the repository`);
+            return;
+        }
+        this.configFile = given || 'deploy.yml';
+        const doc = (0,dist/* parseDocument */.Tp)(text, { prettyErrors: true, uniqueKeys: true });
+        if (doc.errors.length) {
+            const e = doc.errors[0];
+            const line = e.linePos?.[0]?.line;
+            this.fail(`${this.configFile}${line ? ` line ${line}` : ''}`, `invalid YAML: ${e.message.split('\n')[0]}`);
+            return;
+        }
+        const root = doc.contents;
+        if (root === null || root === undefined)
+            return;
+        if (!('items' in root) || !Array.isArray(root.items) || root.constructor.name !== 'YAMLMap') {
+            this.fail(this.configFile, 'expected a mapping of input names to values');
+            return;
+        }
+        for (const pair of root.items) {
+            const key = String(pair.key?.value ?? pair.key);
+            const line = pair.key?.range ? lineOf(text, pair.key.range[0]) : undefined;
+            const where = `${this.configFile}: key '${key}'${line ? ` (line ${line})` : ''}`;
+            const value = this.fileValue(key, where, pair.value?.toJSON?.() ?? null);
+            if (value !== undefined)
+                this.file.set(key, { value, line });
+        }
+    }
+    /** One key of the config file as its raw text, or undefined (a problem recorded) when it cannot be taken. */
+    fileValue(key, where, json) {
+        const names = Object.keys(INPUTS);
+        if (!names.includes(key)) {
+            this.fail(where, `unknown key${didYouMean(key, names)}; expected one of the action's inputs`);
+            return undefined;
+        }
+        const spec = INPUTS[key];
+        if (key === 'config')
+            return this.fail(where, 'the config file cannot name another config file');
+        if ('secret' in spec && spec.secret)
+            return this.fail(where, 'secrets do not belong in a committed file; pass it as an input from `secrets.*`');
+        if (key === 'hosts' && Array.isArray(json)) {
+            const entries = hostEntries(json);
+            if (typeof entries === 'string')
+                return this.fail(where, entries);
+            this.fileHosts = { entries, where };
+            // The hosts as written, for "given or not" and the messages that name the source; never parsed again.
+            return entries.map(e => e.label).join('\n');
+        }
+        if (key === 'reload-command' && typeof json === 'object' && json !== null && !Array.isArray(json)) {
+            const byRole = roleCommands(json);
+            if (typeof byRole === 'string')
+                return this.fail(where, byRole);
+            const { web, ...others } = byRole;
+            this.roleReloads = { commands: others, where };
+            return web ?? '';
+        }
+        if (Array.isArray(json))
+            return json.map(String).join('\n');
+        if (json === null)
+            return '';
+        if (typeof json === 'object')
+            return this.fail(where, 'expected a single value or a list, not a mapping');
+        return String(json);
+    }
+    get(name) {
+        const given = this.sources.input(name);
+        if (given.trim() !== '')
+            return { value: given.trim(), where: `input '${name}'`, fromFile: false };
+        const f = this.file.get(name);
+        if (f && f.value.trim() !== '') {
+            return {
+                value: f.value.trim(),
+                where: `${this.configFile}: key '${name}'${f.line ? ` (line ${f.line})` : ''}`,
+                fromFile: true
+            };
+        }
+        return { value: INPUTS[name].default, where: `input '${name}'`, fromFile: false };
+    }
+    /** Given as an input or in the config file (not the default). */
+    given(name) {
+        return this.sources.input(name).trim() !== '' || this.get(name).fromFile;
+    }
+    fail(raw, message) {
+        this.problems.push({ where: typeof raw === 'string' ? raw : raw.where, message });
+        return undefined;
+    }
+    /** The value, or undefined when empty. */
+    text(name) {
+        return this.get(name).value || undefined;
+    }
+    bool(name) {
+        const r = this.get(name);
+        const v = r.value.toLowerCase();
+        if (TRUE.includes(v))
+            return true;
+        if (FALSE.includes(v))
+            return false;
+        this.fail(r, `"${r.value}" is not a boolean; expected true or false`);
+        return false;
+    }
+    /** A boolean word (true, yes, on, 1, false, …). */
+    static isBool(value) {
+        return TRUE.includes(value) || FALSE.includes(value);
+    }
+    int(name) {
+        const r = this.get(name);
+        const { min, unit } = INPUTS[name];
+        if (!/^-?\d+$/.test(r.value)) {
+            this.fail(r, `"${r.value}" is not a whole number; expected ${unit} ≥ ${min}`);
+            return Number(INPUTS[name].default);
+        }
+        const n = Number(r.value);
+        if (n < min)
+            this.fail(r, `${n} is ${n < 0 ? 'negative' : 'too small'}; expected ${unit} ≥ ${min}`);
+        return n;
+    }
+    choice(name) {
+        const r = this.get(name);
+        const choices = INPUTS[name].choices;
+        const v = r.value.toLowerCase();
+        if (choices.includes(v))
+            return v;
+        this.fail(r, `"${r.value}" is not a valid value${didYouMean(v, choices)}; expected one of ${choices.join(', ')}`);
+        return INPUTS[name].default;
+    }
+    words(name) {
+        const r = this.get(name);
+        try {
+            return splitWords(r.value);
+        }
+        catch (e) {
+            if (!(e instanceof WordsError))
+                throw e;
+            this.fail(r, `${e.message}; expected words as a shell splits them, e.g. --no-binary "a,b" --find-links wheels`);
+            return [];
+        }
+    }
+    url(name) {
+        const r = this.get(name);
+        if (!r.value)
+            return undefined;
+        try {
+            const u = new URL(r.value);
+            if (u.protocol !== 'http:' && u.protocol !== 'https:')
+                throw new Error();
+        }
+        catch {
+            // A password in it is a secret even when the URL is malformed: the error shows the URL without it.
+            this.fail(r, `"${withoutCredentials(r.value)}" is not an http(s) URL; expected e.g. http://127.0.0.1:8000/health/`);
+        }
+        return r.value;
+    }
+}
+
+;// CONCATENATED MODULE: ./src/settings/checks.ts
+/** Checks: the Django project on the runner and which checks run on it. */
+
+
+
+const CHECK_NAMES = ['check', 'deploy', 'migrations', 'test'];
+function readChecks(raw, workspace) {
+    const wdRaw = raw.get('working-directory');
+    const workingDirectory = (0,external_node_path_.resolve)(workspace, wdRaw.value);
+    if (!(0,external_node_fs_.existsSync)(workingDirectory))
+        raw.fail(wdRaw, `"${wdRaw.value}" does not exist in the workspace; expected the folder that holds manage.py`);
+    return {
+        workingDirectory,
+        python: raw.get('python').value,
+        checks: checkList(raw),
+        testCommand: raw.text('test-command'),
+        checkTimeout: raw.int('check-timeout')
+    };
+}
+function checkList(raw) {
+    const checksRaw = raw.get('checks');
+    const words = splitList(checksRaw.value.toLowerCase());
+    if (words.length === 1 && words[0] === 'none')
+        return [];
+    if (words.length === 1 && words[0] === 'all')
+        return [...CHECK_NAMES];
+    const checks = [];
+    for (const w of words) {
+        if (CHECK_NAMES.includes(w)) {
+            if (!checks.includes(w))
+                checks.push(w);
+        }
+        else {
+            raw.fail(checksRaw, `unknown check "${w}"${didYouMean(w, CHECK_NAMES)}; expected any of ${CHECK_NAMES.join(', ')}, all or none`);
+        }
+    }
+    return checks;
+}
+
+;// CONCATENATED MODULE: ./src/settings/context.ts
+/** Resolves `auto` against the event that started the workflow. */
+function resolveMode(requested, ctx) {
+    if (requested !== 'auto')
+        return requested;
+    if (isPullRequestEvent(ctx.eventName))
+        return 'check';
+    // A manual run deploys only when the workflow says so (mode: deploy, e.g. from a `type: choice` input): a
+    // workflow_dispatch trigger added to re-run the checks by hand must not ship to production.
+    if (ctx.eventName === 'push' && ctx.ref.startsWith('refs/tags/'))
+        return 'deploy';
+    return 'check';
+}
+/**
+ * Events that run for a pull request. A review or review comment runs the workflow from the pull request's merge
+ * ref too, so its code is the pull request's: never deployed.
+ */
+const PULL_REQUEST_EVENTS = [
+    'pull_request',
+    'pull_request_target',
+    'pull_request_review',
+    'pull_request_review_comment'
+];
+function isPullRequestEvent(eventName) {
+    return PULL_REQUEST_EVENTS.includes(eventName);
+}
+/** Reads the run's context from the runner's environment (the variables GitHub sets for every step). */
+function readRunContext(env, readFile, workspace) {
+    const [owner = '', repo = ''] = (env.GITHUB_REPOSITORY ?? '').split('/');
+    let prNumber;
+    if (isPullRequestEvent(env.GITHUB_EVENT_NAME ?? '') && env.GITHUB_EVENT_PATH) {
+        try {
+            const payload = JSON.parse(readFile(env.GITHUB_EVENT_PATH));
+            prNumber = payload.pull_request?.number;
+        }
+        catch {
+            prNumber = undefined;
+        }
+    }
+    if (prNumber === undefined) {
+        const m = /^refs\/pull\/(\d+)\//.exec(env.GITHUB_REF ?? '');
+        if (m)
+            prNumber = Number(m[1]);
+    }
+    const server = env.GITHUB_SERVER_URL ?? 'https://github.com';
+    return {
+        eventName: env.GITHUB_EVENT_NAME ?? '',
+        ref: env.GITHUB_REF ?? '',
+        sha: env.GITHUB_SHA ?? '',
+        owner,
+        repo,
+        prNumber,
+        runUrl: env.GITHUB_RUN_ID && owner ? `${server}/${owner}/${repo}/actions/runs/${env.GITHUB_RUN_ID}` : undefined,
+        workspace
+    };
+}
+/** Default release name: the tag, else the short SHA and the UTC time. */
+function defaultReleaseName(ctx, now) {
+    if (ctx.ref.startsWith('refs/tags/'))
+        return ctx.ref.slice('refs/tags/'.length);
+    const stamp = now
+        .toISOString()
+        .replace(/[-:]/g, '')
+        .replace(/\.\d+Z$/, 'Z');
+    return `${(ctx.sha || 'local').slice(0, 7)}-${stamp}`;
+}
+
+;// CONCATENATED MODULE: ./src/settings/deploy.ts
+/**
+ * Deploy: where releases go on the server and what a deploy runs there (virtualenv, migrations, static files,
+ * the reload, nginx, the health check), and the release's name.
+ */
+
+
+
+
+const SAFE_RELEASE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$/;
+/** A release name the remote side can trust: refused, never rewritten, when it has anything else. */
+function isSafeReleaseName(name) {
+    return SAFE_RELEASE.test(name) && name !== '.' && name !== '..' && !name.includes('..');
+}
+/** The `deploy-path` input, checked when given; whether it must be given depends on the hosts (the composer). */
+function readDeployPath(raw) {
+    const pathRaw = raw.get('deploy-path');
+    if (pathRaw.value) {
+        const bad = deployPathProblem(pathRaw.value);
+        if (bad)
+            raw.fail(pathRaw, bad);
+    }
+    return pathRaw.value.replace(/\/+$/, '');
+}
+/** Everything of the deploy section but the path and the roles' reload commands (the composer's). */
+function readDeploy(raw, mode, context, now) {
+    const sharedPaths = readSharedPaths(raw);
+    const reloaders = ['gunicorn-pidfile', 'gunicorn-service', 'reload-command'].filter(n => raw.get(n).value);
+    if (reloaders.length > 1) {
+        raw.fail(`input '${reloaders[1]}'`, `is set together with ${reloaders[0]}; expected one way to reload Gunicorn`);
+    }
+    const pidRaw = raw.get('gunicorn-pidfile');
+    if (pidRaw.value && !pidRaw.value.startsWith('/'))
+        raw.fail(pidRaw, `"${pidRaw.value}" is relative; expected an absolute path on the server`);
+    const serviceRaw = raw.get('gunicorn-service');
+    if (serviceRaw.value && !/^[A-Za-z0-9@._:-]+$/.test(serviceRaw.value))
+        raw.fail(serviceRaw, `"${serviceRaw.value}" is not a systemd unit name`);
+    const healthCheckUrl = raw.url('health-check-url');
+    const releaseName = readReleaseName(raw, mode, context, now);
+    // nginx commands turn nginx on wherever they are given (input or config file, not the default); an explicit
+    // `nginx` decides, so `nginx: false` wins over both.
+    const nginx = raw.given('nginx')
+        ? raw.bool('nginx')
+        : raw.given('nginx-test-command') || raw.given('nginx-reload-command');
+    return {
+        sharedPaths,
+        remotePython: raw.get('remote-python').value,
+        venvOptions: raw.words('venv-options'),
+        pipArgs: raw.words('pip-args'),
+        ...migrateMode(raw),
+        maxParallel: raw.int('max-parallel'),
+        rolling: readRolling(raw),
+        collectstatic: raw.bool('collectstatic'),
+        gunicornPidfile: raw.text('gunicorn-pidfile'),
+        gunicornService: raw.text('gunicorn-service'),
+        reloadCommand: raw.text('reload-command'),
+        nginx,
+        nginxTestCommand: raw.get('nginx-test-command').value,
+        nginxReloadCommand: raw.get('nginx-reload-command').value,
+        healthCheckUrl,
+        healthCheckTimeout: raw.int('health-check-timeout'),
+        deployCheck: raw.choice('deploy-check'),
+        keepReleases: raw.int('keep-releases'),
+        releaseName,
+        lockTimeout: raw.int('lock-timeout'),
+        dryRun: raw.bool('dry-run')
+    };
+}
+function readSharedPaths(raw) {
+    const sharedRaw = raw.get('shared-paths');
+    const sharedPaths = splitList(sharedRaw.value).map(p => p.replace(/\/+$/, ''));
+    for (const p of sharedPaths) {
+        if ((0,external_node_path_.isAbsolute)(p) || p.split('/').some(s => s === '..' || s === '.' || s === '') || /[\0\n\r]/.test(p)) {
+            raw.fail(sharedRaw, `"${p}" must be a plain path inside the release (like .env or media/uploads), without / at the start or ..`);
+        }
+        else if (p === '.venv' || p.startsWith('.venv/')) {
+            raw.fail(sharedRaw, `"${p}" is the release's virtualenv; it cannot be shared`);
+        }
+    }
+    return sharedPaths;
+}
+function readReleaseName(raw, mode, context, now) {
+    const releaseRaw = raw.get('release-name');
+    if (releaseRaw.value && !isSafeReleaseName(releaseRaw.value)) {
+        raw.fail(releaseRaw, `"${releaseRaw.value}" is not a safe release name; expected letters, digits, . _ + - (at most 100, no ..)`);
+    }
+    if (releaseRaw.value || mode !== 'deploy')
+        return releaseRaw.value || undefined;
+    const releaseName = defaultReleaseName(context, now);
+    if (!isSafeReleaseName(releaseName)) {
+        raw.fail("input 'release-name'", `the tag "${releaseName}" is not a safe release name (letters, digits, . _ + -); set release-name explicitly`);
+    }
+    return releaseName;
+}
+function migrateMode(raw) {
+    const r = raw.get('migrate');
+    const v = r.value.toLowerCase();
+    if (v === 'every-host')
+        return { migrate: true, migrateEveryHost: true };
+    if (RawValues.isBool(v))
+        return { migrate: raw.bool('migrate'), migrateEveryHost: false };
+    raw.fail(r, `"${r.value}" is not a migrate mode; expected true (once, on the primary host), every-host (each host has its own database) or false`);
+    return { migrate: false, migrateEveryHost: false };
+}
+function readRolling(raw) {
+    const r = raw.get('rolling');
+    if (!r.value)
+        return undefined;
+    const m = /^(\d+)(%?)$/.exec(r.value);
+    const n = Number(m?.[1]);
+    if (!m || n < 1 || (m[2] && n > 100)) {
+        raw.fail(r, `"${r.value}" is not a batch size; expected a count of hosts (e.g. 2) or a percentage (e.g. 25%)`);
+        return undefined;
+    }
+    return m[2] ? { percent: n } : { count: n };
+}
+
+;// CONCATENATED MODULE: ./src/settings/github.ts
+function readGithub(raw) {
+    const commentKeyRaw = raw.get('comment-key');
+    if (commentKeyRaw.value && !/^[A-Za-z0-9._-]{1,64}$/.test(commentKeyRaw.value)) {
+        raw.fail(commentKeyRaw, `"${commentKeyRaw.value}" cannot be used; expected 1–64 letters, digits, . _ - (e.g. \${{ matrix.python }}-\${{ matrix.django }})`);
+    }
+    return {
+        token: raw.text('github-token'),
+        environment: raw.get('environment').value,
+        environmentUrl: raw.url('environment-url'),
+        deployment: raw.bool('github-deployment'),
+        comment: raw.choice('comment'),
+        commentKey: commentKeyRaw.value || undefined
+    };
+}
+
+;// CONCATENATED MODULE: ./src/inventory/model.ts
+/**
+ * An Ansible inventory as Ansible's inventory manager holds it: groups with their variables, children and
+ * parents, hosts with their own variables, and host patterns (`name:port`, ranges) as its parse_address reads them.
+ */
+class InventoryError extends Error {
+}
+function newInventory() {
+    const inv = { groups: new Map(), hostVars: new Map() };
+    addGroup(inv, 'all');
+    addGroup(inv, 'ungrouped');
+    addChild(inv, 'all', 'ungrouped');
+    return inv;
+}
+function addGroup(inv, name) {
+    let g = inv.groups.get(name);
+    if (!g) {
+        g = { name, vars: {}, hosts: [], children: [], parents: [], priority: 1 };
+        inv.groups.set(name, g);
+    }
+    return g;
+}
+function setGroupVar(g, key, value) {
+    if (key !== 'ansible_group_priority') {
+        g.vars[key] = value;
+        return;
+    }
+    const n = typeof value === 'number' ? value : Number(String(value).trim());
+    if (!Number.isInteger(n))
+        throw new InventoryError(`group ${g.name}: ansible_group_priority "${String(value)}" is not a whole number`);
+    g.priority = n;
+}
+function ancestors(inv, name) {
+    const seen = new Set();
+    const walk = (n) => {
+        for (const p of inv.groups.get(n)?.parents ?? []) {
+            if (!seen.has(p)) {
+                seen.add(p);
+                walk(p);
+            }
+        }
+    };
+    walk(name);
+    return seen;
+}
+function addChild(inv, parent, child) {
+    if (parent === child)
+        throw new InventoryError(`group ${child} cannot be a child of itself`);
+    const p = addGroup(inv, parent);
+    const c = addGroup(inv, child);
+    if (p.children.includes(child))
+        return;
+    if (ancestors(inv, parent).has(child)) {
+        throw new InventoryError(`adding group ${child} as a child of ${parent} makes a loop (${child} is already above ${parent})`);
+    }
+    p.children.push(child);
+    if (!c.parents.includes(parent))
+        c.parents.push(parent);
+}
+function addHost(inv, group, host, port, vars) {
+    const g = addGroup(inv, group);
+    if (!g.hosts.includes(host))
+        g.hosts.push(host);
+    const own = inv.hostVars.get(host) ?? {};
+    if (port !== undefined)
+        own.ansible_port = port;
+    Object.assign(own, vars);
+    inv.hostVars.set(host, own);
+}
+/**
+ * What Ansible's reconcile_inventory does: every group without a parent goes under `all`; a host in no group
+ * but `all` is in `ungrouped`, and a host in another group is not.
+ */
+function reconcile(inv) {
+    for (const g of inv.groups.values()) {
+        if (g.name !== 'all' && g.parents.length === 0)
+            addChild(inv, 'all', g.name);
+    }
+    const ungrouped = inv.groups.get('ungrouped');
+    for (const host of inv.hostVars.keys()) {
+        const mine = [...inv.groups.values()].filter(g => g.hosts.includes(host)).map(g => g.name);
+        if (mine.includes('ungrouped')) {
+            if (mine.some(g => g !== 'all' && g !== 'ungrouped'))
+                ungrouped.hosts = ungrouped.hosts.filter(h => h !== host);
+        }
+        else if (mine.every(g => g === 'all'))
+            ungrouped.hosts.push(host);
+    }
+}
+// ---------------------------------------------------------------------------------------------------------
+// Host patterns: `name`, `name:port`, `[v6]:port`, ranges.
+/** Splits a host pattern into the pattern and the port it ends with, as Ansible's parse_address does. */
+function splitPort(pattern) {
+    const v6 = /^\[([0-9A-Fa-f:.]+)\]:(\d+)$/.exec(pattern);
+    if (v6 && v6[1].includes(':'))
+        return { pattern: v6[1], port: Number(v6[2]) };
+    // A colon outside brackets ends the name: `web[01:03]:2222`. More than one (IPv6 without brackets): no port.
+    let depth = 0;
+    const colons = [];
+    for (let i = 0; i < pattern.length; i++) {
+        const ch = pattern[i];
+        if (ch === '[')
+            depth++;
+        else if (ch === ']')
+            depth--;
+        else if (ch === ':' && depth === 0)
+            colons.push(i);
+    }
+    if (colons.length === 1) {
+        const port = pattern.slice(colons[0] + 1);
+        const name = pattern.slice(0, colons[0]);
+        if (/^\d+$/.test(port) && name)
+            return { pattern: name, port: Number(port) };
+        if (port === '')
+            throw new InventoryError(`host pattern "${pattern}" ends in ':'; that character is reserved for a port (name:2222)`);
+    }
+    return { pattern };
+}
+const LETTERS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
+/** Expands `[beg:end(:step)]` ranges, numeric (zero-padded when begin is) or single letters, as Ansible does. */
+function expandRange(pattern) {
+    const open = pattern.indexOf('[');
+    if (open < 0)
+        return [pattern];
+    const close = pattern.indexOf(']', open);
+    if (close < 0)
+        throw new InventoryError(`host range in "${pattern}" has no closing ]`);
+    const head = pattern.slice(0, open);
+    const tail = pattern.slice(close + 1);
+    const bounds = pattern.slice(open + 1, close).split(':');
+    const bad = (why) => {
+        throw new InventoryError(`host range in "${pattern}": ${why}`);
+    };
+    if (bounds.length !== 2 && bounds.length !== 3)
+        bad('expected [begin:end] or [begin:end:step]');
+    const beg = bounds[0] || '0';
+    const end = bounds[1];
+    const stepText = bounds.length === 3 ? bounds[2] : '1';
+    if (!end)
+        bad('the end is missing');
+    if (!/^\d+$/.test(stepText) || Number(stepText) < 1)
+        bad(`step "${stepText}" is not a positive whole number`);
+    const step = Number(stepText);
+    const pad = beg.length > 1 && beg[0] === '0';
+    if (pad && beg.length !== end.length)
+        bad('begin and end must have the same length when zero-padded');
+    let seq = [];
+    const ib = beg.length === 1 ? LETTERS.indexOf(beg) : -1;
+    const ie = end.length === 1 ? LETTERS.indexOf(end) : -1;
+    if (ib >= 0 && ie >= 0) {
+        if (ib > ie)
+            bad('begin must not come after end');
+        for (let i = ib; i <= ie; i += step)
+            seq.push(LETTERS[i]);
+    }
+    else {
+        if (!/^\d+$/.test(beg) || !/^\d+$/.test(end))
+            bad(`"${beg}:${end}" is neither a number nor a letter range`);
+        const b = Number(beg);
+        const e = Number(end);
+        if (e - b > 10_000 * step)
+            bad('more than 10000 hosts');
+        for (let i = b; i <= e; i += step)
+            seq.push(pad ? String(i).padStart(beg.length, '0') : String(i));
+    }
+    seq = seq.map(s => `${head}${s}${tail}`);
+    return seq.flatMap(expandRange);
+}
+function hostPattern(pattern) {
+    const { pattern: p, port } = splitPort(pattern.trim());
+    if (p.trim() === '---')
+        throw new InventoryError(`host "---" is a sign of a YAML file; name it .yml or .yaml`);
+    return { hosts: p.includes('[') ? expandRange(p) : [p], port };
+}
+
+;// CONCATENATED MODULE: ./src/inventory.ts
+/**
+ * Hosts from an Ansible inventory file (INI or YAML), read the way Ansible 2.14's `ini` and `yaml` inventory
+ * plugins and its inventory manager read them: groups, `[group:children]`, `[group:vars]`, host variables on
+ * the host line, `host:port`, host ranges (`web[01:03]`, `db-[a:c]`, with a step), the YAML form
+ * (`all: children: …: hosts: …: vars:`), groups without a parent under `all`, and variable precedence: the host's
+ * own variables over its groups', and among groups the deeper (a child) over the shallower (its parent, `all`
+ * last), then `ansible_group_priority`, then the group name, as Ansible's sort_groups orders them.
+ *
+ * Pure: text in, hosts out. What is read from each host is `ansible_host`, `ansible_port`, `ansible_user` and
+ * `deploy_roles`, into the same typed `Host` the other sources of hosts give (`deployHosts`).
+ * Not read: group_vars/ and host_vars/ directories, vault-encrypted values, dynamic inventory scripts or plugins.
+ */
+
+
+
+
+// ---------------------------------------------------------------------------------------------------------
+// INI
+/** Python's `shlex.split(line, comments=True)`: POSIX quoting, `#` outside quotes starts a comment. */
+function shlexSplit(line) {
+    const out = [];
+    let word = '';
+    let inWord = false;
+    for (let i = 0; i < line.length; i++) {
+        const ch = line[i];
+        if (ch === ' ' || ch === '\t' || ch === '\r' || ch === '\n') {
+            if (inWord)
+                out.push(word);
+            word = '';
+            inWord = false;
+        }
+        else if (ch === '#') {
+            break;
+        }
+        else if (ch === "'") {
+            const end = line.indexOf("'", i + 1);
+            if (end < 0)
+                throw new InventoryError('no closing quotation');
+            word += line.slice(i + 1, end);
+            inWord = true;
+            i = end;
+        }
+        else if (ch === '"') {
+            inWord = true;
+            for (i++;; i++) {
+                if (i >= line.length)
+                    throw new InventoryError('no closing quotation');
+                const c = line[i];
+                if (c === '"')
+                    break;
+                if (c === '\\' && (line[i + 1] === '"' || line[i + 1] === '\\'))
+                    word += line[++i];
+                else
+                    word += c;
+            }
+        }
+        else if (ch === '\\') {
+            if (i + 1 >= line.length)
+                throw new InventoryError('no escaped character');
+            word += line[++i];
+            inWord = true;
+        }
+        else {
+            word += ch;
+            inWord = true;
+        }
+    }
+    if (inWord)
+        out.push(word);
+    return out;
+}
+/**
+ * Python's `ast.literal_eval` for what inventory values hold: whole numbers, decimals, quoted strings,
+ * True/False/None; anything else stays the text (lists and mappings included: none of the values read here
+ * is one).
+ */
+function literalValue(text) {
+    const t = text.trim();
+    if (/^[-+]?\d+$/.test(t))
+        return Number(t);
+    if (/^[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?$/.test(t))
+        return Number(t);
+    if (t === 'True')
+        return true;
+    if (t === 'False')
+        return false;
+    if (t === 'None')
+        return null;
+    const m = /^'([^'\\]*)'$|^"([^"\\]*)"$/.exec(t);
+    if (m)
+        return m[1] ?? m[2];
+    return text;
+}
+const SECTION = /^\[([^:\]\s]+)(?::(\w+))?\]\s*(?:#.*)?$/;
+const GROUP_NAME = /^([^:\]\s]+)\s*(?:#.*)?$/;
+/** A host line of an INI inventory: a host pattern and its `key=value` variables. */
+function iniHostLine(inv, group, line, fail) {
+    let tokens;
+    try {
+        tokens = shlexSplit(line);
+    }
+    catch (e) {
+        return fail(`cannot split the host line "${line}": ${e.message}`);
+    }
+    if (tokens.length === 0)
+        return;
+    let parsed;
+    try {
+        parsed = hostPattern(tokens[0]);
+    }
+    catch (e) {
+        return fail(e.message);
+    }
+    const vars = {};
+    for (const t of tokens.slice(1)) {
+        const eq = t.indexOf('=');
+        if (eq < 0)
+            fail(`"${t}" is not a key=value host variable`);
+        vars[t.slice(0, eq)] = literalValue(t.slice(eq + 1));
+    }
+    for (const h of parsed.hosts)
+        addHost(inv, group, h, parsed.port, vars);
+}
+function parseIni(text) {
+    const inv = newInventory();
+    // Groups named in [x:children] or [x:vars] before their own section, as Ansible keeps them.
+    const pending = new Map();
+    let group = 'ungrouped';
+    let state = 'hosts';
+    const lines = text.split(/\r?\n/);
+    const addPendingChildren = (g) => {
+        const decl = pending.get(g);
+        if (!decl)
+            return;
+        for (const parent of decl.parents) {
+            addChild(inv, parent, g);
+            if (pending.get(parent)?.state === 'children')
+                addPendingChildren(parent);
+        }
+        pending.delete(g);
+    };
+    lines.forEach((raw, index) => {
+        const lineno = index + 1;
+        const line = raw.trim();
+        const fail = (message) => {
+            throw new InventoryError(`line ${lineno}: ${message}`);
+        };
+        if (!line || line[0] === '#' || line[0] === ';')
+            return;
+        const section = SECTION.exec(line);
+        if (section) {
+            group = section[1];
+            state = section[2] ?? 'hosts';
+            if (!['hosts', 'children', 'vars'].includes(state))
+                fail(`section [${group}:${state}] has an unknown type "${state}"; expected hosts, children or vars`);
+            if (!inv.groups.has(group)) {
+                if (state === 'vars' && !pending.has(group))
+                    pending.set(group, { line: lineno, state, parents: [] });
+                addGroup(inv, group);
+            }
+            const decl = pending.get(group);
+            if (decl && state !== 'vars') {
+                if (decl.state === 'children')
+                    addPendingChildren(group);
+                else
+                    pending.delete(group);
+            }
+            return;
+        }
+        if (line.startsWith('[') && line.endsWith(']'))
+            fail(`invalid section "${line}"; expected [group], [group:children] or [group:vars] without spaces`);
+        if (state === 'hosts') {
+            iniHostLine(inv, group, line, fail);
+        }
+        else if (state === 'vars') {
+            const eq = line.indexOf('=');
+            if (eq < 0)
+                fail(`expected key=value in [${group}:vars], got "${line}"`);
+            try {
+                setGroupVar(addGroup(inv, group), line.slice(0, eq).trim(), literalValue(line.slice(eq + 1).trim()));
+            }
+            catch (e) {
+                fail(e.message);
+            }
+        }
+        else {
+            const m = GROUP_NAME.exec(line);
+            if (!m)
+                return fail(`expected a group name in [${group}:children], got "${line}"`);
+            const child = m[1];
+            if (!inv.groups.has(child)) {
+                const decl = pending.get(child);
+                if (decl)
+                    decl.parents.push(group);
+                else
+                    pending.set(child, { line: lineno, state: 'children', parents: [group] });
+            }
+            else {
+                try {
+                    addChild(inv, group, child);
+                }
+                catch (e) {
+                    fail(e.message);
+                }
+            }
+        }
+    });
+    for (const [name, decl] of pending) {
+        if (decl.state === 'vars')
+            throw new InventoryError(`line ${decl.line}: section [${name}:vars] is for a group that is never defined`);
+        throw new InventoryError(`line ${decl.line}: section [${decl.parents[decl.parents.length - 1]}:children] names group ${name}, which is never defined`);
+    }
+    reconcile(inv);
+    return inv;
+}
+// ---------------------------------------------------------------------------------------------------------
+// YAML
+const isMap = (v) => typeof v === 'object' && v !== null && !Array.isArray(v);
+function parseYaml(text) {
+    const doc = (0,dist/* parseDocument */.Tp)(text, { uniqueKeys: false });
+    if (doc.errors.length) {
+        const e = doc.errors[0];
+        const line = e.linePos?.[0]?.line;
+        throw new InventoryError(`${line ? `line ${line}: ` : ''}invalid YAML: ${e.message.split('\n')[0]}`);
+    }
+    const data = doc.toJS();
+    if (data === null || data === undefined || data === '')
+        throw new InventoryError('the YAML file is empty');
+    if (!isMap(data))
+        throw new InventoryError('a YAML inventory is a mapping of group names (all: hosts: …, children: …, vars: …)');
+    if (data.plugin)
+        throw new InventoryError('this is an inventory plugin configuration, not a YAML inventory');
+    const inv = newInventory();
+    const parseGroup = (name, body) => {
+        if (!isMap(body) && body !== null && body !== undefined)
+            return undefined; // Ansible skips it, with a warning
+        addGroup(inv, name);
+        if (!isMap(body))
+            return name;
+        for (const key of ['vars', 'children', 'hosts']) {
+            const section = typeof body[key] === 'string' ? { [body[key]]: null } : body[key];
+            if (section !== undefined && section !== null && !isMap(section))
+                throw new InventoryError(`the "${key}" of group ${name} must be a mapping`);
+            if (!isMap(section))
+                continue;
+            if (key === 'vars') {
+                for (const [k, v] of Object.entries(section))
+                    setGroupVar(addGroup(inv, name), k, v);
+            }
+            else if (key === 'children') {
+                for (const [child, childBody] of Object.entries(section)) {
+                    const c = parseGroup(child, childBody);
+                    if (c)
+                        addChild(inv, name, c);
+                }
+            }
+            else {
+                for (const [pattern, hostBody] of Object.entries(section)) {
+                    const { hosts, port } = hostPattern(pattern);
+                    const vars = hostBody ?? {};
+                    if (!isMap(vars))
+                        throw new InventoryError(`host ${pattern} in group ${name}: its variables must be a mapping`);
+                    for (const h of hosts)
+                        addHost(inv, name, h, port, vars);
+                }
+            }
+        }
+        return name;
+    };
+    for (const [name, body] of Object.entries(data))
+        parseGroup(name, body);
+    reconcile(inv);
+    return inv;
+}
+// ---------------------------------------------------------------------------------------------------------
+/**
+ * Reads an inventory: `.yml`, `.yaml` and `.json` files as YAML; a file without one of those extensions as YAML
+ * when it parses to a mapping, else as INI (the order Ansible's plugins try them in).
+ */
+function parseInventory(text, fileName) {
+    const ext = /\.([^./]+)$/.exec(fileName)?.[1]?.toLowerCase();
+    if (ext === 'yml' || ext === 'yaml' || ext === 'json')
+        return parseYaml(text);
+    if (ext === undefined) {
+        try {
+            return parseYaml(text);
+        }
+        catch {
+            // not a YAML inventory: INI
+        }
+    }
+    return parseIni(text);
+}
+/** Longest path from `all`, as Ansible's group depth. */
+function depths(inv) {
+    const depth = new Map();
+    const visit = (name, d) => {
+        if ((depth.get(name) ?? -1) >= d)
+            return;
+        depth.set(name, d);
+        for (const c of inv.groups.get(name)?.children ?? [])
+            visit(c, d + 1);
+    };
+    visit('all', 0);
+    return depth;
+}
+/** The hosts of a group and of its descendants, in Ansible's order (the group's own, then breadth first). */
+function groupHosts(inv, group) {
+    const g = inv.groups.get(group);
+    if (!g)
+        throw new InventoryError(`no group named ${group}`);
+    const order = [group];
+    const seen = new Set(order);
+    for (let i = 0; i < order.length; i++) {
+        for (const c of inv.groups.get(order[i])?.children ?? []) {
+            if (!seen.has(c)) {
+                seen.add(c);
+                order.push(c);
+            }
+        }
+    }
+    const names = [];
+    for (const n of order)
+        for (const h of inv.groups.get(n).hosts)
+            if (!names.includes(h))
+                names.push(h);
+    const depth = depths(inv);
+    return names.map(name => ({ name, vars: hostVars(inv, name, depth) }));
+}
+function hostVars(inv, host, depth) {
+    const direct = [...inv.groups.values()].filter(g => g.hosts.includes(host)).map(g => g.name);
+    const all = new Set(direct);
+    for (const d of direct)
+        for (const a of ancestors(inv, d))
+            all.add(a);
+    const priority = (name) => inv.groups.get(name).priority;
+    const sorted = [...all].sort((a, b) => (depth.get(a) ?? 0) - (depth.get(b) ?? 0) || priority(a) - priority(b) || (a < b ? -1 : a > b ? 1 : 0));
+    const vars = {};
+    for (const g of sorted)
+        Object.assign(vars, inv.groups.get(g).vars);
+    Object.assign(vars, inv.hostVars.get(host) ?? {});
+    return vars;
+}
+/** Group names, for "did you mean" and error messages. */
+function groupNames(inv) {
+    return [...inv.groups.keys()];
+}
+/**
+ * The hosts of a group as deploy targets: their `ansible_host` (else the name), `ansible_port` (else
+ * `defaultPort`), `ansible_user` and `deploy_roles`; a host whose variables cannot be used is a problem instead.
+ */
+function deployHosts(found, defaultPort) {
+    const hosts = [];
+    const problems = [];
+    for (const { name, vars } of found) {
+        const bad = (message) => void problems.push({ name, message });
+        const address = vars.ansible_host ?? name;
+        const user = vars.ansible_user;
+        if (typeof address !== 'string' || !isAddress(address)) {
+            bad(`ansible_host "${String(address)}" is not a host name or address; expected e.g. web1.example.com or 10.0.0.5`);
+            continue;
+        }
+        const port = parsePort(String(vars.ansible_port ?? defaultPort));
+        if (typeof port === 'string') {
+            bad(`ansible_port: ${port}`);
+            continue;
+        }
+        if (user !== undefined && (typeof user !== 'string' || !USERNAME.test(user))) {
+            bad(`ansible_user "${String(user)}" is not a valid user name`);
+            continue;
+        }
+        const roles = vars.deploy_roles === undefined ? undefined : rolesOf(vars.deploy_roles, 'deploy_roles');
+        if (typeof roles === 'string') {
+            bad(roles);
+            continue;
+        }
+        hosts.push({
+            host: address,
+            port,
+            ...(user ? { user } : {}),
+            ...(address !== name ? { name } : {}),
+            ...(roles ? { roles } : {})
+        });
+    }
+    return { hosts, problems };
+}
+
+;// CONCATENATED MODULE: ./src/settings/host-sources.ts
+/**
+ * Where the hosts come from: the `hosts` input (words), the config file's typed `hosts:` entries, or the group of
+ * an Ansible inventory in the repository. Each source gives typed hosts; nothing is joined into text and parsed
+ * again.
+ */
+
+
+
+
+
+function readHosts(raw, workspace, readFile) {
+    const portRaw = raw.get('port');
+    let port = 22;
+    const p = parsePort(portRaw.value);
+    if (typeof p === 'string')
+        raw.fail(portRaw, p);
+    else
+        port = p;
+    const hostsRaw = raw.get('hosts');
+    const hosts = [];
+    const labels = new Map();
+    const entries = hostsRaw.fromFile
+        ? (raw.fileHosts?.entries ?? []).map(e => [e.label, entryHost(e, port)])
+        : splitList(hostsRaw.value).map(entry => [entry, parseHost(entry, port)]);
+    for (const [label, h] of entries) {
+        if (typeof h === 'string')
+            raw.fail(hostsRaw, h);
+        else {
+            hosts.push(h);
+            labels.set(h, label);
+        }
+    }
+    const inventoryRaw = raw.get('inventory');
+    const groupRaw = raw.get('inventory-group');
+    if (inventoryRaw.value)
+        hosts.push(...inventoryHosts(raw, hostsRaw, port, workspace, readFile));
+    else if (groupRaw.value !== INPUTS['inventory-group'].default)
+        raw.fail(groupRaw, 'is set but inventory is empty; expected the inventory file it is a group of');
+    return { hosts, labels, port, where: inventoryRaw.value ? inventoryRaw : hostsRaw };
+}
+function outside(rel) {
+    return rel === '..' || rel.startsWith('../') || (0,external_node_path_.isAbsolute)(rel);
+}
+/** The path with every symlink in it resolved; as given when it does not exist (reading it then says so). */
+function realOrSelf(path) {
+    try {
+        return (0,external_node_fs_.realpathSync)(path);
+    }
+    catch {
+        return path;
+    }
+}
+/**
+ * The hosts of `inventory-group` in the Ansible inventory file `inventory` (a path in the repository), with
+ * their `ansible_host`, `ansible_port` (else the `port` input) and `ansible_user` (else the `user` input).
+ */
+function inventoryHosts(raw, hostsRaw, defaultPort, workspace, readFile) {
+    const invRaw = raw.get('inventory');
+    const groupRaw = raw.get('inventory-group');
+    if (hostsRaw.value) {
+        raw.fail(invRaw, `is set together with hosts (${hostsRaw.where}); expected one source of hosts: hosts, or inventory with inventory-group`);
+        return [];
+    }
+    const file = invRaw.value;
+    const inv = readInventory(raw, invRaw, (0,external_node_path_.resolve)(workspace, file), workspace, readFile);
+    if (!inv)
+        return [];
+    const group = groupRaw.value;
+    const names = groupNames(inv);
+    if (!names.includes(group)) {
+        raw.fail(groupRaw, `"${group}" is not a group in ${file}${didYouMean(group, names)}; expected one of ${names.join(', ')}`);
+        return [];
+    }
+    const found = groupHosts(inv, group);
+    if (found.length === 0) {
+        raw.fail(groupRaw, `group ${group} in ${file} has no hosts; expected a group with at least one host`);
+        return [];
+    }
+    const { hosts, problems } = deployHosts(found, defaultPort);
+    for (const { name, message } of problems)
+        raw.fail(invRaw, `host ${name} of group ${group} in ${file}: ${message}`);
+    return hosts;
+}
+function readInventory(raw, invRaw, full, workspace, readFile) {
+    const file = invRaw.value;
+    // The file's lines can appear in errors: only a file of the repository, never one elsewhere on the runner. A
+    // symlink is judged by where it leads (deploy/inventory.ini -> /etc/shadow is outside).
+    if (outside((0,external_node_path_.relative)(realOrSelf(workspace), realOrSelf(full)))) {
+        raw.fail(invRaw, `"${file}" ${outside((0,external_node_path_.relative)(workspace, full)) ? 'is' : 'is a symlink that leads'} outside the repository; expected a path inside it, e.g. deploy/inventory.ini`);
+        return undefined;
+    }
+    let text;
+    try {
+        text = readFile(full);
+    }
+    catch (e) {
+        const why = e.code === 'ENOENT' ? 'no such file' : e.message;
+        raw.fail(invRaw, `cannot read "${file}" (${why}); expected the path of an Ansible inventory file (INI or YAML) in the repository`);
+        return undefined;
+    }
+    try {
+        return parseInventory(text, file);
+    }
+    catch (e) {
+        if (!(e instanceof InventoryError))
+            throw e;
+        raw.fail(invRaw, `"${file}" is not an inventory Ansible reads: ${e.message}`);
+        return undefined;
+    }
+}
+
+// EXTERNAL MODULE: ./node_modules/ssh2/lib/index.js
+var lib = __nccwpck_require__(5472);
+var lib_default = /*#__PURE__*/__nccwpck_require__.n(lib);
+;// CONCATENATED MODULE: ./src/settings/ssh.ts
+/**
+ * SSH and pins: the deploy key, the jump host, and the host key pins bound to the hosts (no trust on first use).
+ */
+
+
+
+/** The private key (and its passphrase), checked to be a private key that the passphrase decrypts. */
+function readKey(raw, deploying) {
+    const privateKey = raw.get('ssh-key').value.replace(/\r\n/g, '\n');
+    const passphrase = raw.get('ssh-key-passphrase').value || undefined;
+    if (deploying && !privateKey)
+        raw.fail("input 'ssh-key'", 'is empty; expected the private key text, e.g. ${{ secrets.DEPLOY_KEY }}');
+    else if (privateKey) {
+        const parsed = lib_default().utils.parseKey(privateKey, passphrase);
+        if (parsed instanceof Error) {
+            const encrypted = /encrypted|passphrase/i.test(parsed.message);
+            raw.fail(encrypted ? "input 'ssh-key-passphrase'" : "input 'ssh-key'", encrypted
+                ? passphrase
+                    ? 'does not decrypt ssh-key; expected the passphrase of that key'
+                    : 'is empty but ssh-key is encrypted; expected its passphrase'
+                : 'is not a private key; expected the text of an OpenSSH or PEM private key (BEGIN … PRIVATE KEY), not a public key or a file path');
+        }
+        else if (!parsed || (Array.isArray(parsed) && parsed.length === 0)) {
+            raw.fail("input 'ssh-key'", 'is not a private key');
+        }
+        else {
+            const key = Array.isArray(parsed) ? parsed[0] : parsed;
+            if (!key.isPrivateKey())
+                raw.fail("input 'ssh-key'", 'is a public key; expected the private key');
+        }
+    }
+    return { privateKey, passphrase };
+}
+function readJumpHost(raw) {
+    const jumpRaw = raw.get('jump-host');
+    if (!jumpRaw.value)
+        return undefined;
+    const m = /^([^@\s]+)@(.+)$/.exec(jumpRaw.value);
+    const h = m ? parseHost(m[2], 22) : 'expected user@host[:port]';
+    if (!m || typeof h === 'string' || !USERNAME.test(m[1])) {
+        raw.fail(jumpRaw, `"${jumpRaw.value}" is not user@host[:port]`);
+        return undefined;
+    }
+    return { user: m[1], host: h.host, port: h.port };
+}
+/**
+ * Host key pins, bound to hosts: known-hosts is checked line by line as OpenSSH would read it, a bare
+ * `host-fingerprint` binds to the only host (never to the jump host), pairs must name a host or the jump host,
+ * and when deploying every host and the jump host must have a pin.
+ */
+function readPins(raw, hosts, jump, deploying) {
+    const before = raw.problems.length;
+    const khRaw = raw.get('known-hosts');
+    let knownHosts = [];
+    try {
+        knownHosts = parseKnownHosts(khRaw.value);
+    }
+    catch (e) {
+        if (!(e instanceof KnownHostsError))
+            throw e;
+        raw.fail(khRaw, `${e.message}. Nothing was connected to`);
+        return [];
+    }
+    const fpRaw = raw.get('host-fingerprint');
+    const targets = jump ? [...hosts, jump] : hosts;
+    const label = (h) => knownHostsName(h.host, h.port).replace(/^\[(.*)\]:(\d+)$/, '$1:$2');
+    const pins = inputPins(raw, hosts, targets, label);
+    // A config file's hosts entry carries its own pins: when the hosts input replaces the file's hosts, the pins of
+    // hosts no longer deployed to are simply unused.
+    const entries = raw.fileHosts?.entries.filter(e => e.pins.length || e.pinProblems.length) ?? [];
+    for (const e of entries)
+        e.pinProblems.forEach(p => raw.fail(raw.fileHosts.where, p));
+    for (const e of entries)
+        pins.push(...e.pins.filter(pin => targets.some(h => pinMatches(pin, h.host, h.port))));
+    // With no valid host, the hosts error says what is wrong; pins cannot be checked against nothing.
+    if (!deploying || raw.problems.length > before || hosts.length === 0)
+        return pins;
+    if (!khRaw.value && !fpRaw.value && entries.length === 0) {
+        raw.fail("input 'known-hosts'", "and host-fingerprint are both empty; the server's host key must be pinned (no trust on first use). Expected known_hosts lines (ssh-keyscan -p PORT HOST, checked by hand) or SHA256:… fingerprints");
+        return pins;
+    }
+    for (const h of targets) {
+        if (hasPin({ knownHosts, fingerprints: pins }, h.host, h.port))
+            continue;
+        raw.fail(fpRaw, `nothing pins the host key of ${h === jump ? 'the jump host ' : ''}${label(h)}: known-hosts has no entry for ${knownHostsName(h.host, h.port)} and host-fingerprint no ${label(h)}=SHA256:… pair; expected one of them (no trust on first use)`);
+    }
+    return pins;
+}
+/** The `host-fingerprint` input: `host=SHA256:…` pairs for a host or the jump host, or one bare fingerprint. */
+function inputPins(raw, hosts, targets, label) {
+    const fpRaw = raw.get('host-fingerprint');
+    const pins = [];
+    const { bare, bound, problems } = parseFingerprintPins(fpRaw.value);
+    problems.forEach(p => raw.fail(fpRaw, p));
+    for (const pin of bound) {
+        if (targets.some(h => pinMatches(pin, h.host, h.port)))
+            pins.push(pin);
+        else {
+            const name = pin.port === undefined ? pin.host : `${pin.host}:${pin.port}`;
+            raw.fail(fpRaw, `${name}=${pin.fingerprint} names a host that is neither in hosts nor the jump-host; expected one of ${targets.map(label).join(', ') || '(no hosts given)'}`);
+        }
+    }
+    if (bare.length && hosts.length > 1) {
+        raw.fail(fpRaw, `${bare[0]} is not bound to a host, and there are ${hosts.length} hosts; a bare fingerprint is accepted only with one host. Expected host=SHA256:… pairs, e.g. ${label(hosts[0])}=${bare[0]}`);
+    }
+    else if (bare.length && hosts.length === 1) {
+        pins.push(...bare.map(fingerprint => ({ host: hosts[0].host.toLowerCase(), port: hosts[0].port, fingerprint })));
+    }
+    return pins;
+}
+
+;// CONCATENATED MODULE: ./src/settings.ts
+/**
+ * Settings: every input and the optional config file, validated once into one typed value. The sections live in
+ * src/settings/ (sources and defaults, context, hosts and roles, ssh and pins, deploy, checks, github); this module
+ * composes them and holds the rules that cross sections (what a deploy needs, which host needs which input).
+ * Nothing below this module reads `core.getInput` or `process.env`.
+ */
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+const MODES = ['auto', 'check', 'deploy', 'rollback'];
+/** Parses and validates everything once. Throws SettingsError listing every problem found. */
+function loadSettings(sources, now = new Date()) {
+    const readFile = sources.readFile ?? ((p) => (0,external_node_fs_.readFileSync)(p, 'utf8'));
+    const workspace = sources.env.GITHUB_WORKSPACE || process.cwd();
+    const raw = new RawValues(sources);
+    raw.loadConfig(workspace, readFile);
+    const context = readRunContext(sources.env, readFile, workspace);
+    const { mode, requestedMode } = readMode(raw, context);
+    const deploying = mode !== 'check';
+    const checks = readChecks(raw, workspace);
+    const hostsRead = readHosts(raw, workspace, readFile);
+    const ssh = readSshSection(raw, hostsRead, mode);
+    const path = readDeployPath(raw);
+    const { hosts, labels } = hostsRead;
+    if (deploying && !path && (hosts.length === 0 || hosts.some(h => !h.deployPath)))
+        raw.fail(raw.get('deploy-path'), 'is empty; expected an absolute path on the server, e.g. /srv/myapp');
+    const label = (h) => labels.get(h) ?? h.name ?? h.host;
+    for (const p of sameServerProblems(hosts, label, path))
+        raw.fail(hostsRead.where, p);
+    const deploy = {
+        path,
+        ...readDeploy(raw, mode, context, now),
+        roleReloadCommands: roleReloads(raw, hosts)
+    };
+    const settings = {
+        mode,
+        requestedMode,
+        ...checks,
+        ssh,
+        deploy,
+        github: readGithub(raw),
+        context,
+        configFile: raw.configFile
+    };
+    if (raw.problems.length)
+        throw new SettingsError(raw.problems);
+    return settings;
+}
+/** The mode asked for and what it resolves to; deploy and rollback are refused on a pull request's events. */
+function readMode(raw, context) {
+    const modeRaw = raw.get('mode');
+    if (!MODES.includes(modeRaw.value)) {
+        raw.fail(modeRaw, `unknown mode "${modeRaw.value}"${didYouMean(modeRaw.value, MODES)}; expected one of ${MODES.join(', ')}`);
+        // An unknown mode is reported alone: guessing one would bury it under that mode's requirements.
+        return { mode: 'check', requestedMode: 'auto' };
+    }
+    const requestedMode = modeRaw.value;
+    const mode = resolveMode(requestedMode, context);
+    if (mode !== 'check' && isPullRequestEvent(context.eventName)) {
+        raw.fail(modeRaw, `mode ${mode} is refused on a ${context.eventName} event: a pull request's code must never reach deploy credentials; deploy from a tag push or workflow_dispatch`);
+    }
+    return { mode, requestedMode };
+}
+/** SSH with the rules across hosts: a deploy needs hosts, and a user for each host that has none of its own. */
+function readSshSection(raw, read, mode) {
+    const deploying = mode !== 'check';
+    const { hosts } = read;
+    const hostsRaw = raw.get('hosts');
+    const inventoryRaw = raw.get('inventory');
+    if (deploying && hosts.length === 0 && !hostsRaw.value.trim() && !inventoryRaw.value) {
+        raw.fail(hostsRaw, `is empty; ${mode} needs at least one server, e.g. hosts: web1.example.com`);
+    }
+    const userRaw = raw.get('user');
+    const withoutUser = hosts.filter(h => !h.user);
+    if (deploying && !userRaw.value && (hosts.length === 0 || withoutUser.length > 0))
+        raw.fail(userRaw, `is empty; ${mode} needs the SSH user that owns deploy-path${inventoryRaw.value ? ` (the inventory gives no ansible_user for ${withoutUser.map(h => h.name ?? h.host).join(', ')})` : ''}`);
+    else if (userRaw.value && !USERNAME.test(userRaw.value))
+        raw.fail(userRaw, `"${userRaw.value}" is not a valid user name`);
+    const key = readKey(raw, deploying);
+    const jumpHost = readJumpHost(raw);
+    return {
+        hosts,
+        user: userRaw.value,
+        ...key,
+        knownHosts: raw.text('known-hosts'),
+        fingerprints: readPins(raw, hosts, jumpHost, deploying),
+        jumpHost,
+        connectTimeout: 20,
+        commandTimeout: raw.int('command-timeout')
+    };
+}
+/** Each role's reload-command must be some host's role: a typo would otherwise leave workers on old code. */
+function roleReloads(raw, hosts) {
+    const commands = raw.roleReloads?.commands ?? {};
+    const held = new Set(hosts.flatMap(h => h.roles ?? ['web']));
+    for (const role of Object.keys(commands)) {
+        if (held.has(role) || hosts.length === 0)
+            continue;
+        raw.fail(raw.roleReloads.where, `role ${role} is no host's role${didYouMean(role, [...held])}; expected the roles the hosts have (${[...held].join(', ')}), set by roles: in deploy.yml hosts entries or deploy_roles in the inventory`);
+    }
+    return commands;
+}
+
 ;// CONCATENATED MODULE: ./src/django/env.ts
 /**
  * The environment the project's own code (manage.py, test-command) runs with on the runner: the job's
@@ -58265,15 +60367,14 @@ function removeMadeFiles(files, before) {
 
 
 
+
 const osSignals = external_node_os_.constants.signals;
-const DEFAULT_TIMEOUT_SECONDS = 1800;
+/** The `check-timeout` input's default, for callers that give none. */
+const DEFAULT_TIMEOUT_SECONDS = Number(INPUTS['check-timeout'].default);
 const TAIL_LINES = 30;
 /** Output kept from a check: its start (where Django reports system-check errors) and its end. */
 const HEAD_CHARS = 64 * 1024;
 const TAIL_CHARS = 1024 * 1024;
-function shellQuote(word) {
-    return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
-}
 /** The command line for one check. */
 function checkCommand(name, python, testCommand) {
     if (name === 'test' && testCommand !== undefined && testCommand.trim() !== '') {
@@ -58291,26 +60392,13 @@ function checkCommand(name, python, testCommand) {
     return {
         tool: python,
         args: args[name],
-        display: [python, ...args[name]].map(shellQuote).join(' '),
+        display: [python, ...args[name]].map(q).join(' '),
         usesManagePy: true
     };
 }
 function lastLines(text, n = TAIL_LINES) {
     const all = text.replace(/\r\n?/g, '\n').replace(/\n+$/, '').split('\n');
     return all.slice(-n).join('\n');
-}
-/**
- * Logs a message that holds values from the repository (`python`, `working-directory` and `test-command` may come
- * from a pull request's deploy.yml) as data: `core.info` prints raw lines, so a value with a line break followed
- * by `::add-mask::…` or `::set-output …` would otherwise be taken as a workflow command.
- */
-function logData(message) {
-    if (!/[\r\n]/.test(message) && !/^\s*::/.test(message)) {
-        info(message);
-        return;
-    }
-    const token = (0,external_node_crypto_.randomBytes)(16).toString('hex');
-    info(`::stop-commands::${token}\n${message}\n::${token}::`);
 }
 /**
  * A check's output as kept in memory: the first HEAD_CHARS characters and a tail of TAIL_CHARS to 2 × TAIL_CHARS,
@@ -58348,8 +60436,9 @@ class KeptOutput {
         return `${head}[… ${left} characters of output left out …]\n${tail}`;
     }
 }
-function failed(name, command, durationMs, message) {
-    logData(message);
+function failed(log, name, command, durationMs, message) {
+    // python, working-directory and test-command may come from a pull request's deploy.yml: data, not commands.
+    log.data(message);
     const finding = { level: 'error', title: `${name} could not run`, message };
     return { name, command, outcome: 'failed', durationMs, findings: [finding], tail: message };
 }
@@ -58409,10 +60498,9 @@ class Echo {
  * is no pipe to write to, so an early exit cannot cause EPIPE). On timeout the whole group is killed, so a test
  * runner's children or a background server do not outlive the check either.
  */
-async function spawnQuiet(tool, args, cwd, env, timeoutMs) {
-    const token = (0,external_node_crypto_.randomBytes)(16).toString('hex');
+async function spawnQuiet(log, tool, args, cwd, env, timeoutMs) {
     let echo;
-    info(`::stop-commands::${token}`);
+    const endQuiet = log.quiet();
     try {
         return await new Promise(resolve => {
             let child;
@@ -58477,7 +60565,7 @@ async function spawnQuiet(tool, args, cwd, env, timeoutMs) {
     finally {
         if (echo && !echo.endsWithNewLine)
             process.stdout.write('\n');
-        info(`::${token}::`);
+        endQuiet();
     }
 }
 function commandEnv(opts) {
@@ -58494,40 +60582,40 @@ function commandEnv(opts) {
  * Runs the check's command; `manage.py test` with a manifest storage after `collectstatic` into a temporary
  * STATIC_ROOT (removed afterwards), as the storage has no manifest before that.
  */
-async function runCommand(name, cmd, opts, facts) {
+async function runCommand(name, cmd, opts, log, facts) {
     const env = commandEnv(opts);
     const timeoutMs = (opts.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS) * 1000;
     if (name !== 'test' || !cmd.usesManagePy || !facts?.manifestStorage) {
-        return spawnQuiet(cmd.tool, cmd.args, opts.workingDirectory, env, timeoutMs);
+        return spawnQuiet(log, cmd.tool, cmd.args, opts.workingDirectory, env, timeoutMs);
     }
     const root = (0,external_node_fs_.mkdtempSync)(external_node_path_default().join((0,external_node_os_.tmpdir)(), 'django-deploy-static-'));
-    info(`${facts.manifestStorage} keeps a manifest that only collectstatic makes: collectstatic into a ` +
+    log.info(`${facts.manifestStorage} keeps a manifest that only collectstatic makes: collectstatic into a ` +
         `temporary STATIC_ROOT (${root}) first, and the tests use it.`);
     try {
         const run = manifestTestCommand(opts.python, root, cmd.display);
-        return await spawnQuiet(run.tool, run.args, opts.workingDirectory, env, timeoutMs);
+        return await spawnQuiet(log, run.tool, run.args, opts.workingDirectory, env, timeoutMs);
     }
     finally {
         (0,external_node_fs_.rmSync)(root, { recursive: true, force: true });
     }
 }
-async function runOne(name, opts, facts) {
+async function runOne(name, opts, log, facts) {
     const cmd = checkCommand(name, opts.python, opts.testCommand);
     const started = Date.now();
     const problem = precondition(cmd, opts.workingDirectory);
     if (problem)
-        return failed(name, cmd.display, 0, problem);
+        return failed(log, name, cmd.display, 0, problem);
     const timeoutSeconds = opts.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS;
-    const ran = await runCommand(name, cmd, opts, facts);
+    const ran = await runCommand(name, cmd, opts, log, facts);
     if (ran.startError) {
         const reason = ran.startError.message.replace(/\.+$/, '');
         const hint = cmd.usesManagePy ? ` Is the python input (${opts.python}) right?` : '';
-        return failed(name, cmd.display, Date.now() - started, `Could not start ${cmd.display}: ${reason}.${hint}`);
+        return failed(log, name, cmd.display, Date.now() - started, `Could not start ${cmd.display}: ${reason}.${hint}`);
     }
     const durationMs = Date.now() - started;
     if (ran.timedOut) {
         const message = `${cmd.display} was still running after ${timeoutSeconds} s (check-timeout) and was killed with every process it started.`;
-        logData(message);
+        log.data(message);
         return {
             name,
             command: cmd.display,
@@ -58553,21 +60641,25 @@ async function runOne(name, opts, facts) {
 /** Runs the selected checks one after another, in the order given (duplicates once). */
 async function runChecks(opts) {
     const results = [];
+    const log = opts.log ?? actionsLog();
     const facts = await readProject(opts);
     const before = new Set(facts?.sqliteFiles.filter(f => (0,external_node_fs_.existsSync)(f)));
     for (const name of [...new Set(opts.checks)]) {
         const display = checkCommand(name, opts.python, opts.testCommand).display;
-        const result = await group(`${name}: ${display}`, async () => {
-            const r = await runOne(name, opts, facts);
+        log.startGroup(`${name}: ${display}`);
+        try {
+            const r = await runOne(name, opts, log, facts);
             const seconds = (r.durationMs / 1000).toFixed(1);
-            info(`${name} ${r.outcome} in ${seconds}s with ${r.findings.length} finding(s)`);
-            return r;
-        });
-        results.push(result);
+            log.info(`${name} ${r.outcome} in ${seconds}s with ${r.findings.length} finding(s)`);
+            results.push(r);
+        }
+        finally {
+            log.endGroup();
+        }
     }
     // A check that connects (makemigrations --check) creates the settings' SQLite file: not the checks' to leave.
     for (const f of removeMadeFiles(facts?.sqliteFiles ?? [], before))
-        info(`Removed ${external_node_path_default().relative(opts.workingDirectory, f) || f}, which the checks created.`);
+        log.info(`Removed ${external_node_path_default().relative(opts.workingDirectory, f) || f}, which the checks created.`);
     return results;
 }
 /** The project's facts, when a check runs manage.py and the settings load (else the checks say what is wrong). */
@@ -59281,38 +61373,23 @@ function failureTail(lines, tail) {
     return (cause ? [cause, ...rest] : rest).join('\n');
 }
 
-;// CONCATENATED MODULE: ./src/remote/quote.ts
+;// CONCATENATED MODULE: ./src/remote/shell.ts
 /**
- * The one place where values become shell words. Every value a user, the repository or the event controls
- * (release names, paths, URLs, hosts) reaches a remote shell only through `q`.
+ * What every remote script shares: its preamble and the warning marker. Values reach a script only through
+ * `q`/`words` (quote.ts).
  */
-/** POSIX single-quoting: safe for any byte string but NUL. */
-function q(value) {
-    if (value.includes('\0'))
-        throw new Error('a shell word cannot contain a NUL byte');
-    // `NAME=value` as the first word of a command is a variable assignment, not a word: always quote it.
-    if (/^[A-Za-z0-9_./=:@%+,-]+$/.test(value) && !/^[A-Za-z_][A-Za-z0-9_]*=/.test(value))
-        return value;
-    return `'${value.replace(/'/g, `'\\''`)}'`;
-}
-/** Quotes each word and joins them into one command line. */
-function words(...parts) {
-    return parts.map(q).join(' ');
-}
-/** The line actually sent over SSH: the script run by /bin/sh, whatever the login shell is. */
-function shellLine(script) {
-    return `/bin/sh -c ${q(script)}`;
-}
-
-;// CONCATENATED MODULE: ./src/remote/commands.ts
-/**
- * Remote commands as data: small pure functions returning POSIX sh scripts. Nothing here runs anything;
- * the runner sends these over SSH and the dry run prints them. Every variable part goes through `q`.
- */
-
-
 /** Lines starting with this marker in a step's output become warnings in the job log. */
 const WARN = 'django-deploy-warning:';
+/** Strict mode and a umask that keeps release files world-readable, so nginx can serve static files. */
+function script(...lines) {
+    return ['set -eu', 'umask 022', ...lines].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/remote/layout.ts
+/**
+ * Where things live on the server: every path under deploy-path, and every name inside a release or a
+ * virtualenv the remote scripts agree on, is made here.
+ */
 function layout(root) {
     return {
         root,
@@ -59321,24 +61398,67 @@ function layout(root) {
         current: `${root}/current`,
         venvs: `${root}/venvs`,
         lock: `${root}/.deploy.lock`,
+        holder: `${root}/.deploy.lock.holder`,
         lease: `${root}/.deploy.lock.lease`,
         leases: `${root}/.deploy.lock.d`,
         history: `${root}/.deploy-history`,
-        static: `${root}/static`
+        static: `${root}/static`,
+        incoming: `${root}/.deploy-incoming`,
+        gunicornMaster: `${root}/.gunicorn-master`
     };
 }
+/** Files inside a release directory. */
+const IN_RELEASE = {
+    /** The commit the release was built from, written once at upload (`inspect` lists releases by it). */
+    revision: 'REVISION',
+    /** The link to the release's virtualenv. */
+    venv: '.venv',
+    /** The release's STATIC_ROOT (relative to the release), recorded once its files were linked. */
+    staticRecord: '.django-deploy-static'
+};
+/** Files inside a virtualenv under venvs/. */
+const IN_VENV = {
+    /** Made last: a virtualenv without it is half-built (a killed deploy) and rebuilt, never used. */
+    complete: '.django-deploy-complete',
+    /** What it was made of (`deps`: a basis line, then its lines). */
+    deps: '.django-deploy-deps'
+};
 const releaseDir = (l, release) => `${l.releases}/${release}`;
-/** Strict mode and a umask that keeps release files world-readable, so nginx can serve static files. */
-function script(...lines) {
-    return ['set -eu', 'umask 022', ...lines].join('\n');
+/** The directory of a lease token: its renewal time and its running steps. */
+const leaseDir = (l, token) => `${l.leases}/${token}`;
+/**
+ * Where a release whose name is already on the server (a re-deploy of an older name) is built: beside it in
+ * releases/ (one file system, so `place` is a rename), under a name no release can have (release names start
+ * with a letter or digit) and that `inspect` never lists. The old release stays whole until `place`.
+ */
+function buildName(release) {
+    return `.build-${release}`;
 }
+/** Where `place` keeps the release it replaced until the deploy succeeded (a revert puts it back). */
+const replacedName = (release) => `.replaced-${release}`;
+/** The new `current` link, made beside it and renamed over it (see switchTo). */
+const nextCurrent = (l, release) => `${l.current}.tmp-${release}`;
+/** The manifest and the reusable paths the manifest step keeps for the upload of `release`. */
+function incomingFiles(l, release) {
+    return { manifest: `${l.incoming}/${release}.manifest`, reuse: `${l.incoming}/${release}.reuse` };
+}
+
+;// CONCATENATED MODULE: ./src/remote/history.ts
+/**
+ * Release history: what a host holds (its live release, the releases uploaded, the history of releases that went
+ * live), read in one command, recorded as releases go live, and the pure rules built on it (what a rollback goes
+ * back to, which releases a cleanup removes).
+ */
+
+
+
 /**
  * Reads what the deploy needs to know, changing nothing: the live release and its exact link, the releases
  * present in the order they were uploaded (their REVISION file is written once, at upload), and the history
  * of releases that went live (its last 500 lines).
  */
 function inspect(l) {
-    return script(`for tool in tar flock; do command -v "$tool" >/dev/null 2>&1 || { echo "the server has no $tool; install it (apt-get install $tool)" >&2; exit 127; }; done`, `if [ -L ${q(l.current)} ]; then echo "current=$(basename "$(readlink ${q(l.current)})")"; echo "current-link=$(readlink ${q(l.current)})"; fi`, `if [ -d ${q(l.releases)} ]; then cd ${q(l.releases)} && ls -1tr -- */REVISION 2>/dev/null | sed 's|/REVISION$||; s/^/release=/'; fi`, `if [ -f ${q(l.history)} ]; then echo history-file=yes; tail -n 500 ${q(l.history)} | sed 's/^/history=/'; fi`);
+    return script(`for tool in tar flock; do command -v "$tool" >/dev/null 2>&1 || { echo "the server has no $tool; install it (apt-get install $tool)" >&2; exit 127; }; done`, `if [ -L ${q(l.current)} ]; then echo "current=$(basename "$(readlink ${q(l.current)})")"; echo "current-link=$(readlink ${q(l.current)})"; fi`, `if [ -d ${q(l.releases)} ]; then cd ${q(l.releases)} && ls -1tr -- */${IN_RELEASE.revision} 2>/dev/null | sed 's|/${IN_RELEASE.revision}$||; s/^/release=/'; fi`, `if [ -f ${q(l.history)} ]; then echo history-file=yes; tail -n 500 ${q(l.history)} | sed 's/^/history=/'; fi`);
 }
 function parseInspect(stdout) {
     const state = { releases: [] };
@@ -59365,12 +61485,82 @@ function parseInspect(stdout) {
 }
 /** Prints the commit a release was built from (its REVISION file, written at upload), changing nothing. */
 function readRevision(l, release) {
-    return script(`cat -- ${q(`${releaseDir(l, release)}/REVISION`)}`);
+    return script(`cat -- ${q(`${releaseDir(l, release)}/${IN_RELEASE.revision}`)}`);
 }
 /** Appends to the history: `release` went live (a deploy) or was made live again (a rollback). */
 function recordLive(l, release, event) {
     return script(`printf '%s %s %s\\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" ${words(event, release)} >> ${q(l.history)}`);
 }
+/**
+ * What went live on the host, oldest first. A server deployed before the history was kept: the releases
+ * uploaded up to the live one, as they were read then.
+ */
+function historyOf(state) {
+    if (state.history)
+        return state.history;
+    const upTo = state.current ? state.releases.indexOf(state.current) : -1;
+    return state.releases.slice(0, upTo + 1).map(release => ({ event: 'live', release }));
+}
+/**
+ * The releases that were live, as a stack whose top is the live one: a deploy pushes, a rollback pops back
+ * to its target, so rolling back twice goes two releases back, never forward to the one just rolled away from.
+ */
+function liveStack(history, current) {
+    const stack = [];
+    for (const { event, release } of history) {
+        if (event === 'rollback' && stack.includes(release)) {
+            while (stack[stack.length - 1] !== release)
+                stack.pop();
+        }
+        else {
+            const at = stack.indexOf(release);
+            if (at >= 0)
+                stack.splice(at, 1);
+            stack.push(release);
+        }
+    }
+    // `current` moved by hand (or a deploy cut off before it recorded itself): what is live is the top.
+    if (current && stack[stack.length - 1] !== current) {
+        const at = stack.indexOf(current);
+        if (at >= 0)
+            stack.splice(at, 1);
+        stack.push(current);
+    }
+    return stack;
+}
+/** What `mode: rollback` goes back to: the release live before the live one, still on the server. */
+function rollbackTarget(state) {
+    const stack = liveStack(historyOf(state), state.current);
+    for (let i = stack.length - 2; i >= 0; i--)
+        if (state.releases.includes(stack[i]))
+            return stack[i];
+    return undefined;
+}
+/** True when `release` went live on this host at some point (a rollback target that needs no preflight). */
+function wentLive(state, release) {
+    return historyOf(state).some(h => h.release === release) || state.current === release;
+}
+/**
+ * Releases to delete once `live` went live: all but the `keep` that went live most recently (`live` among
+ * them) and the one to roll back to. A release that never went live (refused before the switch) counts for
+ * nothing and goes; it stays on the server for debugging only until the next release goes live.
+ */
+function releasesToRemove(state, keep, live) {
+    const history = [...historyOf(state), { event: 'live', release: live }];
+    const stack = liveStack(history);
+    const byLastLive = [...new Set([...history].reverse().map(h => h.release))].reverse();
+    const keepSet = new Set([...byLastLive.slice(-keep), live, stack[stack.length - 2], state.current]);
+    return state.releases.filter(r => !keepSet.has(r));
+}
+
+;// CONCATENATED MODULE: ./src/remote/lease.ts
+/**
+ * The deploy lock and its lease: one deploy at a time per deploy-path, and no step of a deploy that lost its
+ * lease ever runs (fencing).
+ */
+
+
+
 /** Seconds without a renewal after which the lease ends: the holder kills the deploy's steps and frees the lock. */
 const LEASE_SECONDS = 30;
 /** Seconds between renewals the runner sends (a line on the holder's stdin). */
@@ -59390,8 +61580,8 @@ const KILL_STEPS = `kill_steps() { for s in "$1"/step-*; do [ -f "$s" ] || conti
  * lock. Steps left by a holder that was itself killed are killed by the next holder before it starts.
  */
 function holdLock(l, timeoutSeconds, holder, token, leaseSeconds = LEASE_SECONDS) {
-    const dir = `${l.leases}/${token}`;
-    return script(KILL_STEPS, `echo ${LOCK_STAGE}mkdir`, `mkdir -p ${q(l.root)}`, `echo ${LOCK_STAGE}open`, `exec 9>>${q(l.lock)}`, `echo ${LOCK_STAGE}flock`, `if ! flock -w ${Math.floor(timeoutSeconds)} 9; then`, `  echo ${q(`deploy lock on ${l.root} still held after ${timeoutSeconds} s by:`)} "$(cat ${q(l.lock + '.holder')} 2>/dev/null || echo unknown)" >&2`, '  exit 75', 'fi', `echo ${LOCK_STAGE}take`, `printf '%s\\n' ${q(holder)} > ${q(l.lock + '.holder')}`, 
+    const dir = leaseDir(l, token);
+    return script(KILL_STEPS, `echo ${LOCK_STAGE}mkdir`, `mkdir -p ${q(l.root)}`, `echo ${LOCK_STAGE}open`, `exec 9>>${q(l.lock)}`, `echo ${LOCK_STAGE}flock`, `if ! flock -w ${Math.floor(timeoutSeconds)} 9; then`, `  echo ${q(`deploy lock on ${l.root} still held after ${timeoutSeconds} s by:`)} "$(cat ${q(l.holder)} 2>/dev/null || echo unknown)" >&2`, '  exit 75', 'fi', `echo ${LOCK_STAGE}take`, `printf '%s\\n' ${q(holder)} > ${q(l.holder)}`, 
     // The old lease is withdrawn before its steps are killed: a step of it registering meanwhile sees it gone.
     `rm -f ${q(l.lease)}`, `if [ -d ${q(l.leases)} ]; then for old in ${q(l.leases)}/*; do kill_steps "$old"; done; rm -rf ${q(l.leases)}; fi`, `dir=${q(dir)}`, 'mkdir -p "$dir"', 'date +%s > "$dir/renewed"', `printf '%s\\n' ${q(token)} > ${q(l.lease + '.tmp')}`, `mv -f ${q(l.lease + '.tmp')} ${q(l.lease)}`, 
     // From here on nothing may end the holder early: a closed stdout (the session is gone) must not kill it.
@@ -59412,7 +61602,7 @@ function holdLock(l, timeoutSeconds, holder, token, leaseSeconds = LEASE_SECONDS
  * per deploy) on stderr: the runner tells a lost lease by it, never by an exit code a project command may use.
  */
 function fenced(l, token, body, mark) {
-    const dir = `${l.leases}/${token}`;
+    const dir = leaseDir(l, token);
     const refuse = `{ echo ${q(`this deploy no longer holds the deploy lock on ${l.root} (its lease ended or another deploy took it): refusing to change anything`)} >&2; echo ${q(mark)} >&2; exit ${LEASE_LOST}; }`;
     // The step registers itself, in its own group, then checks the lease again before its body runs: the holder
     // withdraws the token before it kills the registered steps, so a step registering just as the lease ends
@@ -59431,18 +61621,41 @@ function fenced(l, token, body, mark) {
 }
 /** Kills the process groups of the deploy's running steps (a timed-out or cancelled step). */
 function killSteps(l, token) {
-    return [KILL_STEPS, `kill_steps ${q(`${l.leases}/${token}`)}`].join('\n');
+    return [KILL_STEPS, `kill_steps ${q(leaseDir(l, token))}`].join('\n');
 }
+
+;// CONCATENATED MODULE: ./src/remote/python/programs.ts
+// Generated by scripts/embed-python.mjs from the .py files beside it: edit those, then run the script.
+/** deploy_check.py */
+const DEPLOY_CHECK_PY = "import sys\nfrom django.core import checks\nwarn, serious_ids, fail_on_warnings = sys.argv[1], set(sys.argv[2].split(\",\")), sys.argv[3] == \"fail\"\nfound = [m for m in checks.run_checks(include_deployment_checks=True)\n         if m.level >= checks.WARNING and not m.is_silenced()]\nfor m in found:\n    text = \" \".join(str(m).split())\n    print(f\"{warn} check --deploy: {text}\", flush=True)\nerrors = [m for m in found if m.level >= checks.ERROR]\nserious = [m for m in found if m.id in serious_ids]\nprint(f\"check --deploy with the server settings: {len(found)} issue(s), {len(errors)} error(s)\")\nfor m in serious:\n    print(f\"check --deploy: {m.id} refuses the release under deploy-check warn and fail (only off skips it): {m.msg}\", file=sys.stderr)\nif errors or serious or (fail_on_warnings and found):\n    why = \"errors\" if errors else \"a serious warning\" if serious else \"warnings, and deploy-check is fail\"\n    print(f\"check --deploy found {why}: this release does not go live\", file=sys.stderr)\n    sys.exit(1)";
+/** health_before_switch.py */
+const HEALTH_BEFORE_SWITCH_PY = "import signal\nimport sys\nimport traceback\nfrom urllib.parse import urlsplit\nfrom django.test import Client\nurl, limit = sys.argv[1], float(sys.argv[2])\nu = urlsplit(url)\nhost = u.hostname + (f\":{u.port}\" if u.port else \"\")\npath = (u.path or \"/\") + (f\"?{u.query}\" if u.query else \"\")\nwhere = f\"{path} (Host: {host}) in the new release, with the server settings and database, before the switch\"\ndef out_of_time(*_):\n    raise TimeoutError(f\"no answer within {limit:g} s\")\nsignal.signal(signal.SIGALRM, out_of_time)\nsignal.setitimer(signal.ITIMER_REAL, limit)\ntry:\n    r = Client(raise_request_exception=True).get(path, follow=True, secure=u.scheme == \"https\", HTTP_HOST=host)\nexcept BaseException:\n    signal.setitimer(signal.ITIMER_REAL, 0)\n    print(f\"{where}: raised\", file=sys.stderr)\n    traceback.print_exc()\n    sys.exit(1)\nsignal.setitimer(signal.ITIMER_REAL, 0)\nif r.status_code < 500:\n    print(f\"{where}: HTTP {r.status_code}\")\n    sys.exit(0)\nbody = r.content[:4000].decode(\"utf-8\", \"replace\").strip().splitlines()[:20]\nprint(f\"{where}: HTTP {r.status_code}\", *body, sep=\"\\n\", file=sys.stderr)\nsys.exit(1)";
+/** health_check.py */
+const HEALTH_CHECK_PY = "import sys\nimport time\nimport urllib.error\nimport urllib.parse\nimport urllib.request\nurl, shown, limit, fast = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])\nauth = sys.stdin.readline().strip() if len(sys.argv) > 5 else \"\"\nheaders = {'Authorization': auth} if auth else {}\nclass Redirects(urllib.request.HTTPRedirectHandler):\n    def redirect_request(self, req, fp, code, msg, hdrs, newurl):\n        new = super().redirect_request(req, fp, code, msg, hdrs, newurl)\n        if new is not None:\n            a, b = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(new.full_url)\n            if a.hostname != b.hostname or not ((a.scheme, a.port) == (b.scheme, b.port) or (a.scheme, b.scheme) == ('http', 'https')):\n                new.remove_header('Authorization')\n        return new\nopener = urllib.request.build_opener(Redirects)\ndef first(body):\n    return ' '.join(body[:300].decode('utf-8', 'replace').split())\ndeadline = time.time() + limit\nlast = 'no answer'\nbad = 0\nwhile True:\n    try:\n        with opener.open(urllib.request.Request(url, headers=headers), timeout=5) as r:\n            if 200 <= r.status < 300:\n                print(f'{shown} answered {r.status}')\n                sys.exit(0)\n            last = f'HTTP {r.status}: ' + first(r.read(300))\n            bad = 0\n    except urllib.error.HTTPError as e:\n        last = f'HTTP {e.code}: ' + first(e.read(300))\n        bad = bad + 1 if e.code >= 500 and e.code not in (502, 503, 504) else 0\n        if bad >= fast:\n            print(f'{shown} answered {last} ({bad} times in a row): the release is broken', file=sys.stderr)\n            sys.exit(1)\n    except Exception as e:\n        last = str(getattr(e, 'reason', e))\n        bad = 0\n    if time.time() >= deadline:\n        print(f'{shown} not healthy after {limit:g} s: {last}', file=sys.stderr)\n        sys.exit(1)\n    time.sleep(0.5)";
+/** manage_many.py */
+const MANAGE_MANY_PY = "import json\nimport runpy\nimport sys\nimport traceback\nmark, read_only_hint, commands = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])\nfor name, args, code in commands:\n    sys.argv = ['manage.py', *args]\n    status = 0\n    try:\n        if code is None:\n            runpy.run_path('manage.py', run_name='__main__')\n        else:\n            from django.apps import apps\n            if not apps.ready:\n                import contextlib, os\n                with open(os.devnull, \"w\") as null, contextlib.redirect_stdout(null):\n                    sys.argv = [\"manage.py\", \"version\"]\n                    try:\n                        runpy.run_path(\"manage.py\", run_name=\"__main__\")\n                    except SystemExit:\n                        pass\n                sys.argv = [\"manage.py\", *args]\n            exec(compile(code, name, 'exec'), {'__name__': '__django_deploy__'})\n    except SystemExit as e:\n        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)\n    except BaseException as e:\n        traceback.print_exc()\n        status = 1\n        if isinstance(e, PermissionError) or \"readonly database\" in str(e):\n            print(read_only_hint, file=sys.stderr)\n    sys.stdout.flush()\n    sys.stderr.flush()\n    print(f'{mark} {name} {status}', flush=True)\n    if status:\n        sys.exit(status)";
+/** proxy_check.py */
+const PROXY_CHECK_PY = "import sys\nfrom urllib.parse import urlsplit\nfrom django.conf import settings\nfrom django.middleware.csrf import CsrfViewMiddleware\nfrom django.test import RequestFactory\nfrom django.utils.module_loading import import_string\nwarn, url, mode = sys.argv[1], sys.argv[2], sys.argv[3]\nu = urlsplit(url)\nhost = u.hostname + (f\":{u.port}\" if u.port else \"\")\norigin = f\"https://{host}\"\nheader = settings.SECURE_PROXY_SSL_HEADER\nfix = (\"SECURE_PROXY_SSL_HEADER = ('HTTP_X_FORWARDED_PROTO', 'https') in the server settings, with \"\n       \"`proxy_set_header X-Forwarded-Proto $scheme;` in nginx\")\nunless = (\"unless the WSGI server marks requests https itself (Gunicorn trusts X-Forwarded-Proto only from its \"\n          \"forwarded_allow_ips, by default 127.0.0.1)\")\ndef csrf_refusal():\n    classes = [import_string(m) for m in settings.MIDDLEWARE]\n    csrf = next((c for c in classes if isinstance(c, type) and issubclass(c, CsrfViewMiddleware)), None)\n    if csrf is None:\n        return None\n    meta = {\"HTTP_HOST\": host, \"HTTP_ORIGIN\": origin, \"HTTP_REFERER\": url}\n    if header:\n        meta[header[0]] = header[1]\n    request = RequestFactory().post(u.path or \"/\", **meta)\n    request.session = {}\n    middleware = csrf(lambda r: None)\n    middleware._reject = lambda request, reason: reason\n    try:\n        why = middleware.process_view(request, lambda r: None, (), {})\n    except Exception:\n        return None\n    return why if isinstance(why, str) and why.startswith((\"Origin checking\", \"Referer checking\")) else None\nfound = []\nif header is None and settings.SECURE_SSL_REDIRECT:\n    found.append(f\"SECURE_SSL_REDIRECT is on but SECURE_PROXY_SSL_HEADER is not set: behind nginx ending TLS, \"\n                 f\"Django sees http and redirects every request to {origin} to itself, {unless}. Fix: {fix}.\")\nwhy = csrf_refusal()\nif why and header is None:\n    found.append(f\"every form POST to {origin} fails with 403 (CSRF: {why}) while GETs and the health check \"\n                 f\"pass: SECURE_PROXY_SSL_HEADER is not set, so behind nginx ending TLS Django sees http, {unless}. \"\n                 f\"Fix: {fix} \"\n                 f\"(or add '{origin}' to CSRF_TRUSTED_ORIGINS).\")\nelif why:\n    found.append(f\"every form POST to {origin} fails with 403 (CSRF: {why}) while GETs and the health check \"\n                 f\"pass. Fix: add '{origin}' to CSRF_TRUSTED_ORIGINS in the server settings (and have nginx pass \"\n                 \"the Host of the site: `proxy_set_header Host $host;`).\")\nfor text in found:\n    print(f\"{warn} behind a TLS proxy: {text}\", flush=True)\nprint(f\"behind a TLS proxy ({origin}): {len(found)} issue(s)\")\nif found and mode == \"fail\":\n    print(\"the TLS proxy check found warnings, and deploy-check is fail: this release does not go live\", file=sys.stderr)\n    sys.exit(1)";
+/** repoint.py */
+const REPOINT_PY = "import os\nimport re\nimport sys\ndonor, target = sys.argv[1].encode(), sys.argv[2].encode()\npattern = re.compile(re.escape(donor) + rb'(?![\\w.-])')\nbindir = os.path.join(sys.argv[2], 'bin')\nfor p in [os.path.join(bindir, n) for n in os.listdir(bindir)] + [os.path.join(sys.argv[2], 'pyvenv.cfg')]:\n    if os.path.islink(p) or not os.path.isfile(p):\n        continue\n    with open(p, 'rb') as f:\n        data = f.read()\n    if donor not in data or b'\\0' in data[:4096]:\n        continue\n    mode = os.stat(p).st_mode\n    tmp = p + '.django-deploy-tmp'\n    with open(tmp, 'wb') as f:\n        f.write(pattern.sub(target, data))\n    os.chmod(tmp, mode)\n    os.replace(tmp, p)";
+/** reusable.py */
+const REUSABLE_PY = "import hashlib\nimport os\nimport sys\nimport zlib\nwarn, manifest = sys.argv[1], os.fsencode(sys.argv[2])\nlive, keep_manifest, keep_reuse = (os.fsencode(a) for a in sys.argv[3:6])\nnew = zlib.decompress(sys.stdin.buffer.read(), 31)\ntry:\n    old = open(os.path.join(live, manifest), \"rb\").read()\nexcept FileNotFoundError:\n    old = b\"\"\nhave = {}\nfor record in old.split(b\"\\0\"):\n    head, sep, path = record.partition(b\"\\t\")\n    if sep: have[path] = head\nreuse, indexes, changed = [], [], []\nfor i, record in enumerate(r for r in new.split(b\"\\0\") if r):\n    head, sep, path = record.partition(b\"\\t\")\n    if not sep or have.get(path) != head or b\"\\xef\\xbf\\xbd\" in path: continue\n    mode, kind, sha = head.split(b\" \")\n    if kind != b\"blob\": continue\n    full = os.path.join(live, path)\n    try:\n        if mode == b\"120000\":\n            data = os.readlink(full) if os.path.islink(full) else None\n        elif os.path.islink(full) or not os.path.isfile(full) or (os.stat(full).st_mode & 0o100 != 0) != (mode == b\"100755\"):\n            data = None\n        else:\n            data = open(full, \"rb\").read()\n    except OSError:\n        data = None\n    h = None if data is None else hashlib.new(\"sha1\" if len(sha) == 40 else \"sha256\", b\"blob %d\\0\" % len(data) + data).hexdigest().encode()\n    if h == sha:\n        reuse.append(path)\n        indexes.append(i)\n    else:\n        changed.append(path.decode(\"utf-8\", \"replace\"))\ndef keep(name, data):\n    with open(name + b\".tmp\", \"wb\") as f: f.write(data)\n    os.replace(name + b\".tmp\", name)\nkeep(keep_manifest, new)\nkeep(keep_reuse, b\"\".join(p + b\"\\0\" for p in reuse))\nif changed:\n    print(f\"{warn} {len(changed)} file(s) of the live release differ from what was deployed (changed on the server?), sent again: \" + \", \".join(changed[:5]) + (\" …\" if len(changed) > 5 else \"\"), flush=True)\nranges, start = [], None\nfor n, i in enumerate(indexes):\n    if start is None: start = i\n    if n + 1 == len(indexes) or indexes[n + 1] != i + 1:\n        ranges.append(str(start) if start == i else f\"{start}-{i}\")\n        start = None\nprint(\"reuse=\" + \",\".join(ranges))";
+/** reuse.py */
+const REUSE_PY = "import os\nimport shutil\nimport sys\nnew, live, listing = (os.fsencode(a) for a in sys.argv[1:4])\npaths = [p for p in open(listing, \"rb\").read().split(b\"\\0\") if p]\nroot = os.geteuid() == 0\nfor p in paths:\n    src, dst = os.path.join(live, p), os.path.join(new, p)\n    os.makedirs(os.path.dirname(dst), exist_ok=True)\n    if os.path.islink(src):\n        os.symlink(os.readlink(src), dst)\n    else:\n        try:\n            if root: raise OSError(\"root ignores read-only modes: a copy\")\n            os.link(src, dst)\n        except OSError:\n            shutil.copy2(src, dst)\nos.remove(listing)\nprint(f\"{len(paths)} unchanged file(s) taken from the live release\")";
+/** static_files.py */
+const STATIC_FILES_PY = "import os\nimport shutil\nimport sys\nwarn, RECORD = sys.argv[1], sys.argv[2]\nargs = sys.argv[3:]\ndef files(root):\n    for d, _, names in os.walk(root):\n        for n in names:\n            yield os.path.relpath(os.path.join(d, n), root)\nMARK = \".django-deploy\"\ndef ours(shared):\n    if os.path.isfile(os.path.join(shared, MARK)):\n        return True\n    if os.path.isdir(shared) and os.listdir(shared):\n        print(f\"{warn} {shared} holds files this action did not put there: static files of old releases are not kept there (move it away to have them kept)\", flush=True)\n        return False\n    os.makedirs(shared, exist_ok=True)\n    open(os.path.join(shared, MARK), \"w\").close()\n    return True\ndef link(root, shared, replace):\n    if not ours(shared):\n        return 0\n    count = 0\n    for rel in files(root):\n        src, dst = os.path.join(root, rel), os.path.join(shared, rel)\n        if os.path.lexists(dst) and (not replace or os.path.samefile(src, dst)):\n            continue\n        os.makedirs(os.path.dirname(dst), exist_ok=True)\n        tmp = dst + \".django-deploy-tmp\"\n        if os.path.lexists(tmp):\n            os.unlink(tmp)\n        try:\n            os.link(src, tmp)\n        except OSError:\n            shutil.copy2(src, tmp)\n        os.replace(tmp, dst)\n        count += 1\n    return count\ndef recorded(release):\n    try:\n        with open(os.path.join(release, RECORD)) as f:\n            return os.path.join(release, f.read().strip())\n    except FileNotFoundError:\n        return None\ndef collected():\n    from django.conf import settings\n    shared, here = args[0], os.path.realpath(\".\")\n    if not settings.STATIC_ROOT:\n        print(\"STATIC_ROOT is not set: no static files to keep\")\n        return\n    root = os.path.realpath(str(settings.STATIC_ROOT))\n    if not root.startswith(here + os.sep):\n        print(f\"STATIC_ROOT {root} is outside the release: its files outlive the release already\")\n        return\n    if not os.path.isdir(root):\n        print(f\"STATIC_ROOT {root} does not exist (no collectstatic?): no static files to keep\")\n        return\n    with open(RECORD, \"w\") as f:\n        f.write(os.path.relpath(root, here))\n    n = link(root, shared, False)\n    print(f\"{n} static file(s) new to {shared} linked there from {root}\")\ndef prune(shared, releases):\n    if not os.path.isfile(os.path.join(shared, MARK)):\n        return\n    roots = [r for r in map(recorded, releases) if r]\n    gone = 0\n    for rel in list(files(shared)):\n        if rel != MARK and not any(os.path.isfile(os.path.join(r, rel)) for r in roots):\n            os.unlink(os.path.join(shared, rel))\n            gone += 1\n    for d, subdirs, names in os.walk(shared, topdown=False):\n        if d != shared and not os.listdir(d):\n            os.rmdir(d)\n    print(f\"{gone} static file(s) no kept release has removed from {shared}\")\nif __name__ == \"__django_deploy__\":\n    collected()\nelif args[0] == \"live\":\n    root = recorded(\".\")\n    n = link(root, args[1], True) if root else 0\n    print(f\"{n} static file(s) of the live release linked into {args[1]}\")\nelif args[0] == \"prune\":\n    prune(args[1], args[2:])";
+
+;// CONCATENATED MODULE: ./src/remote/release.ts
 /**
- * Where a release whose name is already on the server (a re-deploy of an older name) is built: beside it in
- * releases/ (one file system, so `place` is a rename), under a name no release can have (release names start
- * with a letter or digit) and that `inspect` never lists. The old release stays whole until `place`.
+ * Release files: a release's directory made, unpacked (taking unchanged files from the live one), linked to the
+ * shared paths, put in place of one of the same name, made live by one rename of `current`, and the old ones
+ * removed.
  */
-function buildName(release) {
-    return `.build-${release}`;
-}
-/** Where `place` keeps the release it replaced until the deploy succeeded (a revert puts it back). */
-const replacedName = (release) => `.replaced-${release}`;
+
+
+
+
+
 /**
  * Makes the directories and clears what an earlier failed attempt left in the build directory (`build`: the
  * release's own directory for a new name, `buildName(release)` for a name already on the server; never the live
@@ -59470,99 +61683,13 @@ function restoreReplaced(l, release) {
     `[ "$(basename "$(readlink ${q(l.current)} 2>/dev/null)")" != ${q(release)} ] || exit 0`, `if [ -d ${q(replaced)} ]; then rm -rf ${q(release)}; mv -T ${words(replaced, release)}; echo ${q(`release ${release} as it was before this deploy is back in place`)}; fi`);
 }
 /**
- * Reads the new release's manifest (gzip) on stdin and compares it with the live release's: a record with
- * the same mode, hash and path whose live file still is what was deployed (content hashed as git hashes a
- * blob, the executable bit, a symlink's target) can be reused. Keeps the new manifest and the reusable paths
- * (NUL-separated) for the upload step, and prints `reuse=<index ranges>` of the reusable records. Live files
- * that changed on the server since are named in a warning (they are sent again). Changes nothing live.
- * Arguments: live release dir, file for the new manifest, file for the reusable paths.
+ * Which files of `release` the host has unchanged in its live release (reusable.py; the manifest on stdin).
+ * `python`: the server's Python (the live release's virtualenv may be any).
  */
-const REUSABLE_PY = [
-    'import hashlib, os, sys, zlib',
-    'live, keep_manifest, keep_reuse = (os.fsencode(a) for a in sys.argv[1:4])',
-    'new = zlib.decompress(sys.stdin.buffer.read(), 31)',
-    'try:',
-    `    old = open(os.path.join(live, b${JSON.stringify(MANIFEST)}), "rb").read()`,
-    'except FileNotFoundError:',
-    '    old = b""',
-    'have = {}',
-    'for record in old.split(b"\\0"):',
-    '    head, sep, path = record.partition(b"\\t")',
-    '    if sep: have[path] = head',
-    'reuse, indexes, changed = [], [], []',
-    'for i, record in enumerate(r for r in new.split(b"\\0") if r):',
-    '    head, sep, path = record.partition(b"\\t")',
-    '    if not sep or have.get(path) != head or b"\\xef\\xbf\\xbd" in path: continue',
-    '    mode, kind, sha = head.split(b" ")',
-    '    if kind != b"blob": continue',
-    '    full = os.path.join(live, path)',
-    '    try:',
-    '        if mode == b"120000":',
-    '            data = os.readlink(full) if os.path.islink(full) else None',
-    '        elif os.path.islink(full) or not os.path.isfile(full) or (os.stat(full).st_mode & 0o100 != 0) != (mode == b"100755"):',
-    '            data = None',
-    '        else:',
-    '            data = open(full, "rb").read()',
-    '    except OSError:',
-    '        data = None',
-    '    h = None if data is None else hashlib.new("sha1" if len(sha) == 40 else "sha256", b"blob %d\\0" % len(data) + data).hexdigest().encode()',
-    '    if h == sha:',
-    '        reuse.append(path)',
-    '        indexes.append(i)',
-    '    else:',
-    '        changed.append(path.decode("utf-8", "replace"))',
-    'def keep(name, data):',
-    '    with open(name + b".tmp", "wb") as f: f.write(data)',
-    '    os.replace(name + b".tmp", name)',
-    'keep(keep_manifest, new)',
-    'keep(keep_reuse, b"".join(p + b"\\0" for p in reuse))',
-    'if changed:',
-    `    print("${WARN} " + str(len(changed)) + " file(s) of the live release differ from what was deployed (changed on the server?), sent again: " + ", ".join(changed[:5]) + (" …" if len(changed) > 5 else ""), flush=True)`,
-    'ranges, start = [], None',
-    'for n, i in enumerate(indexes):',
-    '    if start is None: start = i',
-    '    if n + 1 == len(indexes) or indexes[n + 1] != i + 1:',
-    '        ranges.append(str(start) if start == i else f"{start}-{i}")',
-    '        start = None',
-    'print("reuse=" + ",".join(ranges))'
-].join('\n');
-/** Where the manifest step leaves the new release's manifest and reusable paths for its upload. */
-function incoming(l, release) {
-    return {
-        manifest: `${l.root}/.deploy-incoming/${release}.manifest`,
-        reuse: `${l.root}/.deploy-incoming/${release}.reuse`
-    };
-}
-/** Which files of `release` the host has unchanged in its live release (REUSABLE_PY; the manifest on stdin). */
 function reusableFiles(l, release, live, python) {
-    const keep = incoming(l, release);
-    return script(`mkdir -p ${q(`${l.root}/.deploy-incoming`)}`, words(python, '-c', REUSABLE_PY, releaseDir(l, live), keep.manifest, keep.reuse));
+    const keep = incomingFiles(l, release);
+    return script(`mkdir -p ${q(l.incoming)}`, words(python, '-c', REUSABLE_PY, WARN, MANIFEST, releaseDir(l, live), keep.manifest, keep.reuse));
 }
-/**
- * Links the paths listed (NUL-separated) in a file from the live release into the new one: a hard link (a copy
- * where the file system refuses one), a symlink made anew. A hard link is the live file itself: release files
- * are read-only (see `unpack`), so a step that writes one in place fails (EACCES) instead of changing what is
- * live; root ignores modes, so as root the files are copied. Arguments: new release dir, live release dir, list.
- */
-const REUSE_PY = [
-    'import os, shutil, sys',
-    'new, live, listing = (os.fsencode(a) for a in sys.argv[1:4])',
-    'paths = [p for p in open(listing, "rb").read().split(b"\\0") if p]',
-    'root = os.geteuid() == 0',
-    'for p in paths:',
-    '    src, dst = os.path.join(live, p), os.path.join(new, p)',
-    '    os.makedirs(os.path.dirname(dst), exist_ok=True)',
-    '    if os.path.islink(src):',
-    '        os.symlink(os.readlink(src), dst)',
-    '    else:',
-    '        try:',
-    '            if root: raise OSError("root ignores read-only modes: a copy")',
-    '            os.link(src, dst)',
-    '        except OSError:',
-    '            shutil.copy2(src, dst)',
-    'os.remove(listing)',
-    'print(f"{len(paths)} unchanged file(s) taken from the live release")'
-].join('\n');
 /**
  * Unpacks the release archive read from stdin and records the commit it came from. With `reuseFrom` (the
  * live release, after the manifest step), the archive holds only the files that changed: the others are
@@ -59571,10 +61698,10 @@ const REUSE_PY = [
  */
 function unpack(l, release, revision, reuseFrom, build = release) {
     const dir = releaseDir(l, build);
-    const keep = incoming(l, release);
+    const keep = incomingFiles(l, release);
     return script(...(reuseFrom ? [`mv -f ${words(keep.manifest, `${dir}/${MANIFEST}`)}`] : []), `tar -xzf - -C ${q(dir)} --no-same-owner --no-same-permissions`, ...(reuseFrom
         ? [words(reuseFrom.python, '-c', REUSE_PY, dir, releaseDir(l, reuseFrom.release), keep.reuse)]
-        : []), `chmod -R a+rX ${q(dir)}`, `printf '%s\\n' ${q(revision)} > ${q(dir + '/REVISION')}`, 
+        : []), `chmod -R a+rX ${q(dir)}`, `printf '%s\\n' ${q(revision)} > ${q(`${dir}/${IN_RELEASE.revision}`)}`, 
     // Release files are read-only (directories stay writable: Python's caches, collectstatic): files reused by
     // the next release are hard links to these, so nothing may write one in place.
     `find ${q(dir)} -type f -exec chmod a-w {} +`);
@@ -59625,6 +61752,65 @@ function linkShared(l, release, paths) {
     return script(...lines);
 }
 /**
+ * Points `current` at a release with one rename(2): there is no moment without a `current`. `link` is the
+ * link's exact text when putting back what was there (default `releases/<release>`).
+ */
+function switchTo(l, release, link = `releases/${release}`) {
+    const tmp = nextCurrent(l, release);
+    return script(`rm -f ${q(tmp)}`, `ln -s ${words(link, tmp)}`, `mv -T ${words(tmp, l.current)}`);
+}
+/** Puts the server back to having no live release (undo of a failed first deploy). */
+function removeCurrent(l) {
+    return script(`rm -f ${q(l.current)}`);
+}
+/** The user's own command line, run as written (it is theirs to quote) in `dir`. */
+function userCommand(dir, command) {
+    return script(`cd ${q(dir)}`, command);
+}
+/**
+ * Removes old releases beyond `keep`, never the live or the previous one, what builds and replacements left
+ * (see `place`), then the virtualenvs no kept release links to.
+ */
+function cleanup(l, keep, remove) {
+    const lines = remove.map(r => `rm -rf ${q(releaseDir(l, r))}`);
+    // What a replaced release left (its old copy) and builds a killed deploy left: no deploy is building now.
+    lines.push(`rm -rf ${q(l.releases)}/${buildName('')}* ${q(l.releases)}/${replacedName('')}*`);
+    const kept = keep.map(r => q(`${releaseDir(l, r)}/.venv`)).join(' ');
+    lines.push(`if [ -d ${q(l.venvs)} ]; then`, `  used=$(for v in ${kept || '/nonexistent'}; do readlink -f "$v" 2>/dev/null || true; done)`, `  for v in ${q(l.venvs)}/*; do`, '    [ -e "$v" ] || continue', '    echo "$used" | grep -qxF "$(readlink -f "$v")" || rm -rf "$v"', '  done', 'fi');
+    return script(...lines);
+}
+
+;// CONCATENATED MODULE: ./src/remote/static.ts
+/**
+ * Static files outlive their release: the files of each kept release's STATIC_ROOT stay reachable at the same
+ * URLs in `<deploy-path>/static` (static_files.py: linked after collectstatic, taken over by the live release,
+ * pruned with the releases).
+ */
+
+
+
+
+/** static_files.py; its first arguments are `staticArgs()`. */
+const STATIC_PY = STATIC_FILES_PY;
+/** The arguments static_files.py starts with, then its own (see the program). */
+function staticArgs(...rest) {
+    return [WARN, IN_RELEASE.staticRecord, ...rest];
+}
+/** After the switch: the live release's static files take over their names in the shared static directory. */
+function liveStatic(l, release) {
+    return script(`cd ${q(releaseDir(l, release))}`, `[ -f ${q(IN_RELEASE.staticRecord)} ] || exit 0`, words(`${IN_RELEASE.venv}/bin/python`, '-c', STATIC_PY, ...staticArgs('live', l.static)));
+}
+/** Removes the shared static files that none of the `keep` releases has (with the live release's Python). */
+function pruneStatic(l, live, keep) {
+    return script(`[ -d ${q(l.static)} ] || exit 0`, words(`${releaseDir(l, live)}/${IN_RELEASE.venv}/bin/python`, '-c', STATIC_PY, ...staticArgs('prune', l.static, ...keep.map(r => releaseDir(l, r)))));
+}
+
+;// CONCATENATED MODULE: ./src/remote/venv.ts
+
+
+
+
+/**
  * What `python -m venv` puts in site-packages through ensurepip (pip; setuptools with it up to Python 3.11),
  * as names in the donor's site-packages. Seeding copies exactly these.
  */
@@ -59638,39 +61824,84 @@ const SEED = [
     'distutils-precedence.pth'
 ];
 /**
- * Rewrites a copied virtualenv's own path in its bin/ scripts (shebangs, activate) and pyvenv.cfg: argv donor,
- * target. Each file is written anew and renamed over the old name (the copy is made of hard links).
- * Only text files; links (bin/python) are left as they are.
+ * Requirements that only add lines to the live virtualenv's: a copy of it, where pip installs only what is new
+ * (the live one is not touched). Not when anything in it names a path outside bin/ that pip would not redo
+ * (editable installs, .pth files, a path of the donor outside its scripts). Sets `grown` when it made one.
  */
-const REPOINT_PY = [
-    'import os, re, sys',
-    'donor, target = sys.argv[1].encode(), sys.argv[2].encode()',
-    "pattern = re.compile(re.escape(donor) + rb'(?![\\w.-])')",
-    "bindir = os.path.join(sys.argv[2], 'bin')",
-    "for p in [os.path.join(bindir, n) for n in os.listdir(bindir)] + [os.path.join(sys.argv[2], 'pyvenv.cfg')]:",
-    '    if os.path.islink(p) or not os.path.isfile(p):',
-    '        continue',
-    "    with open(p, 'rb') as f:",
-    '        data = f.read()',
-    "    if donor not in data or b'\\0' in data[:4096]:",
-    '        continue',
-    '    mode = os.stat(p).st_mode',
-    // A new file renamed over the old name: the copy's files are hard links to the live virtualenv's.
-    "    tmp = p + '.django-deploy-tmp'",
-    "    with open(tmp, 'wb') as f:",
-    '        f.write(pattern.sub(target, data))',
-    '    os.chmod(tmp, mode)',
-    '    os.replace(tmp, p)'
-].join('\n');
-/** Where a virtualenv records what it was made of (`deps`: a basis line, then its lines). */
-const DEPS_FILE = '.django-deploy-deps';
+function growLines(l, o, target, done) {
+    return [
+        `deps=${q(o.deps.lines.join('\n'))}`,
+        `donor=$(readlink -f ${q(`${l.current}/${IN_RELEASE.venv}`)} 2>/dev/null || true)`,
+        `if [ -n "$donor" ] && [ -f "$donor/${IN_VENV.complete}" ] && [ "$(head -n 1 "$donor/${IN_VENV.deps}" 2>/dev/null)" = ${q(o.deps.basis)} ] \\`,
+        `  && tail -n +2 "$donor/${IN_VENV.deps}" | { while IFS= read -r line; do printf '%s\\n' "$deps" | grep -Fxq -e "$line" || exit 1; done; } \\`,
+        `  && ! ls "$donor"/lib/python*/site-packages 2>/dev/null | grep -v '^distutils-precedence\\.pth$' | grep -Eq '\\.pth$|\\.egg-link$|^__editable__' \\`,
+        `  && ! grep -rlsF --exclude-dir=__pycache__ --exclude-dir=bin --exclude=pyvenv.cfg -e "$donor" "$donor" >/dev/null; then`,
+        // Hard links (a copy of 25 MB of small files costs seconds of disk writes): pip removes a file before it
+        // writes one, moves uninstalled ones away and compiles through a rename, and what is rewritten here is
+        // replaced by a rename, so nothing writes into a file the live virtualenv shares.
+        // A copy that fails (links refused: a file someone else owns, with fs.protected_hardlinks) is no error:
+        // the virtualenv is built as when there is nothing to copy.
+        `  if cp -al "$donor" ${q(target)} 2>/dev/null && rm -f ${q(done)} ${q(`${target}/${IN_VENV.deps}`)} && ${words(o.python, '-c', REPOINT_PY)} "$donor" ${q(target)}; then`,
+        '    grown=yes',
+        '    echo "virtualenv copied from the live one ($donor): pip adds only the new requirements"',
+        '  else',
+        `    rm -rf ${q(target)}`,
+        '    echo "could not copy the live virtualenv ($donor): building a new one"',
+        '  fi',
+        'fi'
+    ];
+}
+/**
+ * A new virtualenv, seeded with the pip of a complete one already on the server when it can be (see `venv`),
+ * else made the normal way.
+ */
+function buildLines(l, o, target) {
+    const normal = `${words(o.python, '-m', 'venv', ...o.venvOptions, target)}`;
+    if (o.venvOptions.some(v => v === '--without-pip' || v === '--upgrade-deps'))
+        return [normal];
+    return [
+        // A donor: a complete virtualenv, the live release's first (its pip is the one that last worked).
+        'donor=""',
+        `for v in ${q(`${l.current}/${IN_RELEASE.venv}`)} ${q(l.venvs)}/*; do`,
+        '  d=$(readlink -f "$v" 2>/dev/null) || continue',
+        `  if [ -f "$d/${IN_VENV.complete}" ] && [ -d "$d/lib" ]; then donor=$d; break; fi`,
+        'done',
+        'seeded=""',
+        'if [ -n "$donor" ]; then',
+        `  ${words(o.python, '-m', 'venv', '--without-pip', ...o.venvOptions, target)}`,
+        // Same Python version only: site-packages is lib/pythonX.Y/site-packages in both.
+        `  sp=$(cd ${q(target)} && ls -d lib/python*/site-packages | head -n 1)`,
+        '  if [ -n "$sp" ] && [ -f "$donor/$sp/pip/__init__.py" ]; then',
+        `    for e in ${SEED.join(' ')}; do`,
+        `      for f in "$donor/$sp"/$e; do [ ! -e "$f" ] || cp -pR "$f" ${q(target)}/"$sp"/; done`,
+        '    done',
+        // pip's scripts start with `#!<donor>/bin/python…`; a long path gets a /bin/sh launcher instead, which
+        // names the donor further down: those are left out (`python -m pip` works all the same).
+        '    for f in "$donor"/bin/pip*; do',
+        '      [ -f "$f" ] || continue',
+        '      first=$(head -n 1 "$f")',
+        '      case "$first" in',
+        '        "#!$donor/bin/python"*)',
+        `          { printf '#!%s%s\\n' ${q(target)} "\${first#"#!$donor"}"; tail -n +2 "$f"; } > ${q(target)}/bin/"\${f##*/}"`,
+        `          chmod 755 ${q(target)}/bin/"\${f##*/}" ;;`,
+        '      esac',
+        '    done',
+        '    seeded=yes',
+        '    echo "virtualenv seeded with pip from $donor (no pip bootstrap)"',
+        '  else',
+        `    rm -rf ${q(target)}`,
+        '  fi',
+        'fi',
+        `[ -n "$seeded" ] || ${normal}`
+    ];
+}
 /**
  * Makes (or reuses) the virtualenv for the release's dependencies under venvs/<key> and links it as
  * <release>/.venv. A virtualenv is built in place (its scripts carry absolute paths) and marked complete only
  * at the end, so a half-built one from a killed deploy is rebuilt, never used.
  *
  * Unchanged requirements (same key) run no pip at all. Requirements that only add exact pins to the live
- * virtualenv's (`deps`, recorded in it as DEPS_FILE) make the new one a hard-linked copy of it where pip installs
+ * virtualenv's (`deps`, recorded in it as IN_VENV.deps) make the new one a hard-linked copy of it where pip installs
  * only what is new (see README, Choices). Other changes make a new virtualenv without paying
  * ensurepip's bootstrap (≈ 4 s: it runs pip to install pip and setuptools from wheels and compiles them):
  * the venv is made `--without-pip` and seeded with the pip (and setuptools) of a complete virtualenv already
@@ -59681,129 +61912,44 @@ const DEPS_FILE = '.django-deploy-deps';
  */
 function venv(l, release, o) {
     const target = `${l.venvs}/${o.key}`;
-    const done = `${target}/.django-deploy-complete`;
-    // Requirements that only add lines to the live virtualenv's: a copy of it, where pip installs only what is new
-    // (the live one is not touched). Not when anything in it names a path outside bin/ that pip would not redo
-    // (editable installs, .pth files, a path of the donor outside its scripts).
-    const grow = o.deps
-        ? [
-            `deps=${q(o.deps.lines.join('\n'))}`,
-            `donor=$(readlink -f ${q(`${l.current}/.venv`)} 2>/dev/null || true)`,
-            `if [ -n "$donor" ] && [ -f "$donor/.django-deploy-complete" ] && [ "$(head -n 1 "$donor/${DEPS_FILE}" 2>/dev/null)" = ${q(o.deps.basis)} ] \\`,
-            `  && tail -n +2 "$donor/${DEPS_FILE}" | { while IFS= read -r line; do printf '%s\\n' "$deps" | grep -Fxq -e "$line" || exit 1; done; } \\`,
-            `  && ! ls "$donor"/lib/python*/site-packages 2>/dev/null | grep -v '^distutils-precedence\\.pth$' | grep -Eq '\\.pth$|\\.egg-link$|^__editable__' \\`,
-            `  && ! grep -rlsF --exclude-dir=__pycache__ --exclude-dir=bin --exclude=pyvenv.cfg -e "$donor" "$donor" >/dev/null; then`,
-            // Hard links (a copy of 25 MB of small files costs seconds of disk writes): pip removes a file before it
-            // writes one, moves uninstalled ones away and compiles through a rename, and what is rewritten here is
-            // replaced by a rename, so nothing writes into a file the live virtualenv shares.
-            // A copy that fails (links refused: a file someone else owns, with fs.protected_hardlinks) is no error:
-            // the virtualenv is built as when there is nothing to copy.
-            `  if cp -al "$donor" ${q(target)} 2>/dev/null && rm -f ${q(done)} ${q(`${target}/${DEPS_FILE}`)} && ${words(o.python, '-c', REPOINT_PY)} "$donor" ${q(target)}; then`,
-            '    grown=yes',
-            '    echo "virtualenv copied from the live one ($donor): pip adds only the new requirements"',
-            '  else',
-            `    rm -rf ${q(target)}`,
-            '    echo "could not copy the live virtualenv ($donor): building a new one"',
-            '  fi',
-            'fi'
-        ]
-        : [];
-    const canSeed = !o.venvOptions.some(v => v === '--without-pip' || v === '--upgrade-deps');
-    const normal = `${words(o.python, '-m', 'venv', ...o.venvOptions, target)}`;
-    const build = canSeed
-        ? [
-            // A donor: a complete virtualenv, the live release's first (its pip is the one that last worked).
-            'donor=""',
-            `for v in ${q(`${l.current}/.venv`)} ${q(l.venvs)}/*; do`,
-            '  d=$(readlink -f "$v" 2>/dev/null) || continue',
-            `  if [ -f "$d/.django-deploy-complete" ] && [ -d "$d/lib" ]; then donor=$d; break; fi`,
-            'done',
-            'seeded=""',
-            'if [ -n "$donor" ]; then',
-            `  ${words(o.python, '-m', 'venv', '--without-pip', ...o.venvOptions, target)}`,
-            // Same Python version only: site-packages is lib/pythonX.Y/site-packages in both.
-            `  sp=$(cd ${q(target)} && ls -d lib/python*/site-packages | head -n 1)`,
-            '  if [ -n "$sp" ] && [ -f "$donor/$sp/pip/__init__.py" ]; then',
-            `    for e in ${SEED.join(' ')}; do`,
-            `      for f in "$donor/$sp"/$e; do [ ! -e "$f" ] || cp -pR "$f" ${q(target)}/"$sp"/; done`,
-            '    done',
-            // pip's scripts start with `#!<donor>/bin/python…`; a long path gets a /bin/sh launcher instead, which
-            // names the donor further down: those are left out (`python -m pip` works all the same).
-            '    for f in "$donor"/bin/pip*; do',
-            '      [ -f "$f" ] || continue',
-            '      first=$(head -n 1 "$f")',
-            '      case "$first" in',
-            '        "#!$donor/bin/python"*)',
-            `          { printf '#!%s%s\\n' ${q(target)} "\${first#"#!$donor"}"; tail -n +2 "$f"; } > ${q(target)}/bin/"\${f##*/}"`,
-            `          chmod 755 ${q(target)}/bin/"\${f##*/}" ;;`,
-            '      esac',
-            '    done',
-            '    seeded=yes',
-            '    echo "virtualenv seeded with pip from $donor (no pip bootstrap)"',
-            '  else',
-            `    rm -rf ${q(target)}`,
-            '  fi',
-            'fi',
-            `[ -n "$seeded" ] || ${normal}`
-        ]
-        : [normal];
+    const done = `${target}/${IN_VENV.complete}`;
+    const grow = o.deps ? growLines(l, { ...o, deps: o.deps }, target, done) : [];
+    const build = buildLines(l, o, target);
     return script(`if [ -f ${q(done)} ]; then`, `  echo ${q(`reusing virtualenv ${o.key} (requirements unchanged)`)}`, 'else', `  rm -rf ${q(target)}`, '  grown=""', ...grow.map(line => `  ${line}`), '  if [ -z "$grown" ]; then', ...build.map(line => `    ${line}`), '  fi', ...(o.hasRequirements
         ? [
             `  cd ${q(releaseDir(l, release))}`,
             `  ${words(`${target}/bin/python`, '-m', 'pip', 'install', '--disable-pip-version-check', ...o.pipArgs, '-r', 'requirements.txt')}`
         ]
-        : []), ...(o.deps ? [`  printf '%s\\n%s\\n' ${q(o.deps.basis)} "$deps" > ${q(`${target}/${DEPS_FILE}`)}`] : []), `  : > ${q(done)}`, 'fi', `rm -rf ${q(releaseDir(l, release) + '/.venv')}`, `ln -s ${words(target, releaseDir(l, release) + '/.venv')}`);
+        : []), ...(o.deps
+        ? [`  printf '%s\\n%s\\n' ${q(o.deps.basis)} "$deps" > ${q(`${target}/${IN_VENV.deps}`)}`]
+        : []), `  : > ${q(done)}`, 'fi', `rm -rf ${q(`${releaseDir(l, release)}/${IN_RELEASE.venv}`)}`, `ln -s ${words(target, `${releaseDir(l, release)}/${IN_RELEASE.venv}`)}`);
 }
+
+;// CONCATENATED MODULE: ./src/remote/django.ts
+/**
+ * The release's Django: manage.py commands (several in one interpreter), and the Python programs run in the
+ * Django they set up: the deploy check, the TLS proxy check, the health URL before the switch.
+ */
+
+
+
+
+
 /** Runs manage.py of the release with its virtualenv. */
-function commands_manage(l, release, args) {
-    return script(`cd ${q(releaseDir(l, release))}`, words('.venv/bin/python', 'manage.py', ...args));
+function django_manage(l, release, args) {
+    return script(`cd ${q(releaseDir(l, release))}`, words(`${IN_RELEASE.venv}/bin/python`, 'manage.py', ...args));
 }
 /** Printed when a step fails on a write it may not do: a release file written in place. */
 const READ_ONLY_HINT = 'release files are read-only: files unchanged since the live release are the live files themselves (hard links), so a step that writes one in place would change what is live. Write new files (STATIC_ROOT, a shared path) or replace a file by renaming a new one over it.';
 /**
- * Runs several manage.py commands in ONE interpreter (Django is set up once, not once per command), printing
- * `<mark> <name> <exit code>` after each and stopping at the first that fails. A command with `python` runs
- * that code instead of manage.py, with `args` as its sys.argv[1:], in the Django the commands before it set up.
+ * Runs several manage.py commands in ONE interpreter (manage_many.py: Django is set up once, not once per
+ * command), printing `<mark> <name> <exit code>` after each and stopping at the first that fails. A command with
+ * `python` runs that code instead of manage.py, with `args` as its sys.argv[1:], in the Django the commands
+ * before it set up.
  */
 function manageMany(l, release, mark, commands) {
-    const py = [
-        'import json, runpy, sys, traceback',
-        'mark, commands = sys.argv[1], json.loads(sys.argv[2])',
-        'for name, args, code in commands:',
-        "    sys.argv = ['manage.py', *args]",
-        '    status = 0',
-        '    try:',
-        '        if code is None:',
-        "            runpy.run_path('manage.py', run_name='__main__')",
-        '        else:',
-        // Code run first in its process (a fleet's health check after the primary host migrated) sets Django up
-        // the way manage.py does, quietly.
-        '            from django.apps import apps',
-        '            if not apps.ready:',
-        '                import contextlib, os',
-        '                with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):',
-        '                    sys.argv = ["manage.py", "version"]',
-        '                    try:',
-        '                        runpy.run_path("manage.py", run_name="__main__")',
-        '                    except SystemExit:',
-        '                        pass',
-        '                sys.argv = ["manage.py", *args]',
-        "            exec(compile(code, name, 'exec'), {'__name__': '__django_deploy__'})",
-        '    except SystemExit as e:',
-        '        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)',
-        '    except BaseException as e:',
-        '        traceback.print_exc()',
-        '        status = 1',
-        '        if isinstance(e, PermissionError) or "readonly database" in str(e):',
-        `            print(${JSON.stringify(READ_ONLY_HINT)}, file=sys.stderr)`,
-        '    sys.stdout.flush()',
-        '    sys.stderr.flush()',
-        "    print(f'{mark} {name} {status}', flush=True)",
-        '    if status:',
-        '        sys.exit(status)'
-    ].join('\n');
     const list = commands.map(c => [c.name, c.args, c.python ?? null]);
-    return script(`cd ${q(releaseDir(l, release))}`, `PYTHONUNBUFFERED=1 ${words('.venv/bin/python', '-c', py, mark, JSON.stringify(list))}`);
+    return script(`cd ${q(releaseDir(l, release))}`, `PYTHONUNBUFFERED=1 ${words(`${IN_RELEASE.venv}/bin/python`, '-c', MANAGE_MANY_PY, mark, READ_ONLY_HINT, JSON.stringify(list))}`);
 }
 /**
  * Deploy-check findings that stop the deploy under the default `deploy-check: warn` (README, "Django's deploy
@@ -59813,141 +61959,28 @@ function manageMany(l, release, mark, commands) {
  */
 const SERIOUS_DEPLOY_CHECKS = ['security.W018'];
 /**
- * Django's deployment checks (`check --deploy`) with the server's settings, run in the preflight's Django: each
- * warning becomes a WARN line (a warning annotation and a line in the summary). Errors always fail, as
- * `check --deploy` does; warnings fail with `fail`, and the serious ones (SERIOUS_DEPLOY_CHECKS) with `warn` too.
- * Silenced checks (SILENCED_SYSTEM_CHECKS) stay silent. Argument: warn | fail.
+ * The arguments of deploy_check.py (Django's `check --deploy` with the server's settings, each warning a WARN
+ * line; errors and SERIOUS_DEPLOY_CHECKS fail, other warnings fail with `fail`), run in the preflight's Django.
  */
-const DEPLOY_CHECK_PY = [
-    'import sys',
-    'from django.core import checks',
-    'fail_on_warnings = sys.argv[1] == "fail"',
-    `serious_ids = {${SERIOUS_DEPLOY_CHECKS.map(id => JSON.stringify(id)).join(', ')}}`,
-    'found = [m for m in checks.run_checks(include_deployment_checks=True)',
-    '         if m.level >= checks.WARNING and not m.is_silenced()]',
-    'for m in found:',
-    '    text = " ".join(str(m).split())',
-    `    print(f"${WARN} check --deploy: {text}", flush=True)`,
-    'errors = [m for m in found if m.level >= checks.ERROR]',
-    'serious = [m for m in found if m.id in serious_ids]',
-    'print(f"check --deploy with the server settings: {len(found)} issue(s), {len(errors)} error(s)")',
-    'for m in serious:',
-    '    print(f"check --deploy: {m.id} refuses the release under deploy-check warn and fail (only off skips it): {m.msg}", file=sys.stderr)',
-    'if errors or serious or (fail_on_warnings and found):',
-    '    why = "errors" if errors else "a serious warning" if serious else "warnings, and deploy-check is fail"',
-    '    print(f"check --deploy found {why}: this release does not go live", file=sys.stderr)',
-    '    sys.exit(1)'
-].join('\n');
-/**
- * What breaks behind nginx ending TLS, said before it breaks (run after the deploy check, in its Django, when the
- * site is https). Django is asked itself: a form POST as a browser sends it to the site (Host, Origin and Referer
- * of the site's URL; the SECURE_PROXY_SSL_HEADER header as the proxy sets it) goes through the project's own
- * CsrfViewMiddleware, and a refusal by the Origin or Referer check (Django >= 4.0 checks Origin against the
- * scheme Django sees) is reported with the setting that fixes it. GETs, and so the health check, pass either way.
- * SECURE_SSL_REDIRECT without the header redirects every request to itself. Without the setting only the WSGI
- * server can mark a request https (Gunicorn does for X-Forwarded-Proto from its forwarded_allow_ips, 127.0.0.1 by
- * default): the warning says so. Arguments: url (no credentials), warn | fail.
- */
-const PROXY_CHECK_PY = [
-    'import sys',
-    'from urllib.parse import urlsplit',
-    'from django.conf import settings',
-    'from django.middleware.csrf import CsrfViewMiddleware',
-    'from django.test import RequestFactory',
-    'from django.utils.module_loading import import_string',
-    'url, mode = sys.argv[1], sys.argv[2]',
-    'u = urlsplit(url)',
-    'host = u.hostname + (f":{u.port}" if u.port else "")',
-    'origin = f"https://{host}"',
-    'header = settings.SECURE_PROXY_SSL_HEADER',
-    `fix = ("SECURE_PROXY_SSL_HEADER = ('HTTP_X_FORWARDED_PROTO', 'https') in the server settings, with "`,
-    '       "`proxy_set_header X-Forwarded-Proto $scheme;` in nginx")',
-    'unless = ("unless the WSGI server marks requests https itself (Gunicorn trusts X-Forwarded-Proto only from its "',
-    '          "forwarded_allow_ips, by default 127.0.0.1)")',
-    'def csrf_refusal():',
-    '    classes = [import_string(m) for m in settings.MIDDLEWARE]',
-    '    csrf = next((c for c in classes if isinstance(c, type) and issubclass(c, CsrfViewMiddleware)), None)',
-    '    if csrf is None:',
-    '        return None',
-    '    meta = {"HTTP_HOST": host, "HTTP_ORIGIN": origin, "HTTP_REFERER": url}',
-    '    if header:',
-    '        meta[header[0]] = header[1]',
-    '    request = RequestFactory().post(u.path or "/", **meta)',
-    '    request.session = {}',
-    '    middleware = csrf(lambda r: None)',
-    '    middleware._reject = lambda request, reason: reason',
-    '    try:',
-    '        why = middleware.process_view(request, lambda r: None, (), {})',
-    '    except Exception:',
-    '        return None',
-    '    return why if isinstance(why, str) and why.startswith(("Origin checking", "Referer checking")) else None',
-    'found = []',
-    'if header is None and settings.SECURE_SSL_REDIRECT:',
-    '    found.append(f"SECURE_SSL_REDIRECT is on but SECURE_PROXY_SSL_HEADER is not set: behind nginx ending TLS, "',
-    '                 f"Django sees http and redirects every request to {origin} to itself, {unless}. Fix: {fix}.")',
-    'why = csrf_refusal()',
-    'if why and header is None:',
-    '    found.append(f"every form POST to {origin} fails with 403 (CSRF: {why}) while GETs and the health check "',
-    '                 f"pass: SECURE_PROXY_SSL_HEADER is not set, so behind nginx ending TLS Django sees http, {unless}. "',
-    '                 f"Fix: {fix} "',
-    `                 f"(or add '{origin}' to CSRF_TRUSTED_ORIGINS).")`,
-    'elif why:',
-    '    found.append(f"every form POST to {origin} fails with 403 (CSRF: {why}) while GETs and the health check "',
-    `                 f"pass. Fix: add '{origin}' to CSRF_TRUSTED_ORIGINS in the server settings (and have nginx pass "`,
-    '                 "the Host of the site: `proxy_set_header Host $host;`).")',
-    'for text in found:',
-    `    print(f"${WARN} behind a TLS proxy: {text}", flush=True)`,
-    'print(f"behind a TLS proxy ({origin}): {len(found)} issue(s)")',
-    'if found and mode == "fail":',
-    '    print("the TLS proxy check found warnings, and deploy-check is fail: this release does not go live", file=sys.stderr)',
-    '    sys.exit(1)'
-].join('\n');
-/**
- * The health-check URL's path requested through Django's full stack (middleware, URL routing, views, the
- * server's settings and database) of the release that is not live yet, with the URL's Host header. A 5xx, an
- * exception or no answer within the timeout stops the deploy before the switch: nothing live has changed.
- * Arguments: url, timeout in seconds.
- */
-const HEALTH_BEFORE_SWITCH_PY = [
-    'import signal, sys, traceback',
-    'from urllib.parse import urlsplit',
-    'from django.test import Client',
-    'url, limit = sys.argv[1], float(sys.argv[2])',
-    'u = urlsplit(url)',
-    'host = u.hostname + (f":{u.port}" if u.port else "")',
-    'path = (u.path or "/") + (f"?{u.query}" if u.query else "")',
-    'where = f"{path} (Host: {host}) in the new release, with the server settings and database, before the switch"',
-    'def out_of_time(*_):',
-    '    raise TimeoutError(f"no answer within {limit:g} s")',
-    'signal.signal(signal.SIGALRM, out_of_time)',
-    'signal.setitimer(signal.ITIMER_REAL, limit)',
-    'try:',
-    '    r = Client(raise_request_exception=True).get(path, follow=True, secure=u.scheme == "https", HTTP_HOST=host)',
-    'except BaseException:',
-    '    signal.setitimer(signal.ITIMER_REAL, 0)',
-    '    print(f"{where}: raised", file=sys.stderr)',
-    '    traceback.print_exc()',
-    '    sys.exit(1)',
-    'signal.setitimer(signal.ITIMER_REAL, 0)',
-    'if r.status_code < 500:',
-    '    print(f"{where}: HTTP {r.status_code}")',
-    '    sys.exit(0)',
-    'body = r.content[:4000].decode("utf-8", "replace").strip().splitlines()[:20]',
-    'print(f"{where}: HTTP {r.status_code}", *body, sep="\\n", file=sys.stderr)',
-    'sys.exit(1)'
-].join('\n');
-/**
- * Points `current` at a release with one rename(2): there is no moment without a `current`. `link` is the
- * link's exact text when putting back what was there (default `releases/<release>`).
- */
-function switchTo(l, release, link = `releases/${release}`) {
-    const tmp = `${l.current}.tmp-${release}`;
-    return script(`rm -f ${q(tmp)}`, `ln -s ${words(link, tmp)}`, `mv -T ${words(tmp, l.current)}`);
+function deployCheckArgs(mode) {
+    return [WARN, SERIOUS_DEPLOY_CHECKS.join(','), mode];
 }
-/** Puts the server back to having no live release (undo of a failed first deploy). */
-function removeCurrent(l) {
-    return script(`rm -f ${q(l.current)}`);
+/**
+ * The arguments of proxy_check.py: what breaks behind nginx ending TLS, said before it breaks (run after the
+ * deploy check, in its Django, when the site is https). `url`: the site's URL without credentials.
+ */
+function proxyCheckArgs(url, mode) {
+    return [WARN, url, mode];
 }
+
+;// CONCATENATED MODULE: ./src/remote/gunicorn.ts
+/**
+ * Gunicorn: which virtualenv the running master runs (read before the switch), and a reload that ends when the
+ * new workers have loaded the application, through a pidfile (HUP or a USR2 re-exec) or a systemd unit.
+ */
+
+
+
 /**
  * Process helpers from /proc (procps may be missing on small servers); a zombie counts as gone.
  * - `venv_of PID`: the virtualenv a Python process runs, from the interpreter it was started with (the first word
@@ -59967,8 +62000,6 @@ const PROC = [
     // Stops a master that must not stay (TERM, then KILL with its workers after 10 s).
     `stop_master() { ws=$(children "$1"); kill -TERM "$1" 2>/dev/null || true; i=0; while alive "$1" && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; alive "$1" && kill -KILL "$1" $ws 2>/dev/null; return 0; }`
 ];
-/** Where the probe before the switch leaves which virtualenv the running Gunicorn master runs. */
-const masterFile = (l) => `${l.root}/.gunicorn-master`;
 /**
  * Before `current` moves: which virtualenv the running Gunicorn master runs, read from /proc while its
  * interpreter path still resolves as it did when the master started (`current/.venv/bin/python` resolves to
@@ -59977,7 +62008,7 @@ const masterFile = (l) => `${l.root}/.gunicorn-master`;
 function probeGunicorn(l, master) {
     return script(...PROC, 'pidfile' in master
         ? `pid=$(cat ${q(master.pidfile)} 2>/dev/null || true)`
-        : `pid=$(systemctl show -p MainPID --value ${q(master.service)} 2>/dev/null || true)`, `rm -f ${q(masterFile(l))}`, 'if [ -n "$pid" ] && [ "$pid" != 0 ] && alive "$pid"; then', `  printf '%s %s\\n' "$pid" "$(venv_of "$pid")" > ${q(masterFile(l))}`, '  echo "gunicorn master $pid runs $(venv_of "$pid")"', 'fi');
+        : `pid=$(systemctl show -p MainPID --value ${q(master.service)} 2>/dev/null || true)`, `rm -f ${q(l.gunicornMaster)}`, 'if [ -n "$pid" ] && [ "$pid" != 0 ] && alive "$pid"; then', `  printf '%s %s\\n' "$pid" "$(venv_of "$pid")" > ${q(l.gunicornMaster)}`, '  echo "gunicorn master $pid runs $(venv_of "$pid")"', 'fi');
 }
 /**
  * Reloads Gunicorn through its pidfile. HUP re-forks workers from the same master (new code, same interpreter),
@@ -59989,8 +62020,8 @@ function probeGunicorn(l, master) {
  * serving for ever.
  */
 function reloadGunicorn(l, pidfile, release, previous) {
-    const newVenv = `${releaseDir(l, release)}/.venv`;
-    const oldVenv = previous ? `${releaseDir(l, previous)}/.venv` : newVenv;
+    const newVenv = `${releaseDir(l, release)}/${IN_RELEASE.venv}`;
+    const oldVenv = previous ? `${releaseDir(l, previous)}/${IN_RELEASE.venv}` : newVenv;
     const start = `${l.current}/.venv/bin/python ${l.current}/.venv/bin/gunicorn --chdir ${l.current} --pid ${pidfile} …`;
     return script(...PROC, `pidfile=${q(pidfile)}`, 'pid=$(cat "$pidfile" 2>/dev/null || true)', 'if [ -z "$pid" ] || ! alive "$pid"; then', ...(previous
         ? [
@@ -60002,7 +62033,7 @@ function reloadGunicorn(l, pidfile, release, previous) {
             '  exit 0'
         ]), 'fi', `want=$(readlink -f ${q(newVenv)})`, 
     // What the master runs, as read before the switch; without it, what the previous release linked.
-    `running=$(sed -n "s/^$pid //p" ${q(masterFile(l))} 2>/dev/null || true)`, `[ -n "$running" ] && [ "$running" != '?' ] || running=$(readlink -f ${q(oldVenv)})`, 'if [ "$running" = "$want" ]; then', '  old=$(children "$pid")', '  kill -HUP "$pid"', '  i=0', '  while [ $i -lt 600 ]; do', '    left=""; for c in $old; do alive "$c" && left="$left $c"; done', '    if [ -z "$left" ] && workers_ready "$pid"; then echo "gunicorn $pid reloaded (HUP): new workers ready"; exit 0; fi', '    sleep 0.1; i=$((i+1))', '  done', '  echo "gunicorn $pid did not have new workers ready within 60 s after HUP (old still running:$left)" >&2; exit 1', 'fi', 'echo "gunicorn master $pid runs $running; the release needs $want: USR2"', 'kill -USR2 "$pid"', 
+    `running=$(sed -n "s/^$pid //p" ${q(l.gunicornMaster)} 2>/dev/null || true)`, `[ -n "$running" ] && [ "$running" != '?' ] || running=$(readlink -f ${q(oldVenv)})`, 'if [ "$running" = "$want" ]; then', '  old=$(children "$pid")', '  kill -HUP "$pid"', '  i=0', '  while [ $i -lt 600 ]; do', '    left=""; for c in $old; do alive "$c" && left="$left $c"; done', '    if [ -z "$left" ] && workers_ready "$pid"; then echo "gunicorn $pid reloaded (HUP): new workers ready"; exit 0; fi', '    sleep 0.1; i=$((i+1))', '  done', '  echo "gunicorn $pid did not have new workers ready within 60 s after HUP (old still running:$left)" >&2; exit 1', 'fi', 'echo "gunicorn master $pid runs $running; the release needs $want: USR2"', 'kill -USR2 "$pid"', 
     // The new master writes <pidfile>.2 while the old one lives (it takes <pidfile> once the old one is gone).
     'i=0; new=""', 'while [ $i -lt 600 ]; do', '  if [ -z "$new" ]; then', '    for f in "$pidfile.2" "$pidfile"; do', '      n=$(cat "$f" 2>/dev/null || true)', '      if [ -n "$n" ] && [ "$n" != "$pid" ] && alive "$n"; then new=$n; break; fi', '    done', '  fi', '  alive "$pid" || { [ -z "$new" ] || stop_master "$new"; echo "gunicorn master $pid died during USR2" >&2; exit 1; }', '  if [ -n "$new" ]; then', '    alive "$new" || { echo "new gunicorn master $new exited while starting (see Gunicorn\'s log); the old one keeps serving" >&2; exit 1; }', '    workers_ready "$new" && break', '  fi', '  sleep 0.1; i=$((i+1))', 'done', 'if [ -z "$new" ]; then echo "no new gunicorn master within 60 s after USR2; the old one keeps serving" >&2; exit 1; fi', 'if ! workers_ready "$new"; then', '  stop_master "$new"', '  echo "new gunicorn master $new had no ready workers within 60 s after USR2: stopped it; the old one keeps serving" >&2; exit 1', 'fi', 'got=$(venv_of "$new")', 'if [ "$got" != "$want" ]; then', '  stop_master "$new"', 
     // deploy-path and the pidfile are the user's: they reach the shell through q() only.
@@ -60018,16 +62049,19 @@ function reloadGunicorn(l, pidfile, release, previous) {
  * listening socket, requests wait instead of failing; see README).
  */
 function reloadService(l, service, release) {
-    const newVenv = `${releaseDir(l, release)}/.venv`;
-    return script(...PROC, `unit=${q(service)}`, 'pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true)', '[ "$pid" != 0 ] || pid=""', `want=$(readlink -f ${q(newVenv)})`, `running=$(sed -n "s/^$pid //p" ${q(masterFile(l))} 2>/dev/null || true)`, 'if [ -n "$pid" ] && [ -n "$running" ] && [ "$running" != \'?\' ] && [ "$running" != "$want" ]; then', '  echo "$unit runs $running; the release needs $want: systemctl restart"', '  sudo -n systemctl restart "$unit"', '  pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true); old=""', 'else', '  old=$([ -z "$pid" ] || children "$pid")', '  sudo -n systemctl reload "$unit"', 'fi', 'if [ -z "$pid" ] || [ "$pid" = 0 ]; then echo "$unit has no main process to wait for"; exit 0; fi', 'i=0', 'while [ $i -lt 600 ]; do', '  left=""; for c in $old; do alive "$c" && left="$left $c"; done', '  if [ -z "$left" ] && workers_ready "$pid"; then echo "$unit reloaded: new workers of $pid ready"; exit 0; fi', '  sleep 0.1; i=$((i+1))', 'done', 'echo "$unit: no new workers ready within 60 s" >&2; exit 1');
+    const newVenv = `${releaseDir(l, release)}/${IN_RELEASE.venv}`;
+    return script(...PROC, `unit=${q(service)}`, 'pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true)', '[ "$pid" != 0 ] || pid=""', `want=$(readlink -f ${q(newVenv)})`, `running=$(sed -n "s/^$pid //p" ${q(l.gunicornMaster)} 2>/dev/null || true)`, 'if [ -n "$pid" ] && [ -n "$running" ] && [ "$running" != \'?\' ] && [ "$running" != "$want" ]; then', '  echo "$unit runs $running; the release needs $want: systemctl restart"', '  sudo -n systemctl restart "$unit"', '  pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true); old=""', 'else', '  old=$([ -z "$pid" ] || children "$pid")', '  sudo -n systemctl reload "$unit"', 'fi', 'if [ -z "$pid" ] || [ "$pid" = 0 ]; then echo "$unit has no main process to wait for"; exit 0; fi', 'i=0', 'while [ $i -lt 600 ]; do', '  left=""; for c in $old; do alive "$c" && left="$left $c"; done', '  if [ -z "$left" ] && workers_ready "$pid"; then echo "$unit reloaded: new workers of $pid ready"; exit 0; fi', '  sleep 0.1; i=$((i+1))', 'done', 'echo "$unit: no new workers ready within 60 s" >&2; exit 1');
 }
-/** The user's own command line, run as written (it is theirs to quote) in `dir`. */
-function userCommand(dir, command) {
-    return script(`cd ${q(dir)}`, command);
-}
-function releasePath(l, release) {
-    return releaseDir(l, release);
-}
+
+;// CONCATENATED MODULE: ./src/remote/health.ts
+/**
+ * The health check after the switch: the health-check URL fetched from the server (so it reaches what only the
+ * server can see), by curl when it has one, else by health_check.py in the release's Python.
+ */
+
+
+
+
 /** Answers in a row with an application error (5xx but a proxy's 502/503/504) that end the wait early. */
 const HEALTH_FAST_FAIL = 3;
 /**
@@ -60058,20 +62092,6 @@ function healthTarget(url) {
     };
 }
 /**
- * urllib's redirect handling forwards every header to wherever a redirect points: `Authorization` is kept only
- * on the same host with the same scheme and port, or on an upgrade from http to https on the same host.
- */
-const SAME_ORIGIN_REDIRECTS_PY = [
-    'class Redirects(urllib.request.HTTPRedirectHandler):',
-    '    def redirect_request(self, req, fp, code, msg, hdrs, newurl):',
-    '        new = super().redirect_request(req, fp, code, msg, hdrs, newurl)',
-    '        if new is not None:',
-    '            a, b = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(new.full_url)',
-    "            if a.hostname != b.hostname or not ((a.scheme, a.port) == (b.scheme, b.port) or (a.scheme, b.scheme) == ('http', 'https')):",
-    "                new.remove_header('Authorization')",
-    '        return new'
-];
-/**
  * Fetches the health-check URL from the server (so it reaches what only the server can see) until it answers
  * 2xx or the timeout passes. Uses the release's Python: curl is not on every server. An application that
  * answers 500 several times in a row is not starting up, it is broken: that fails at once instead of serving
@@ -60084,40 +62104,6 @@ function healthCheck(l, release, url, timeoutSeconds) {
     // Both paths follow the same rules: up to 10 redirects, 2xx is healthy, anything else is reported with its
     // status and the first 300 bytes of the body; credentials are sent (basic auth) to the URL's own origin only.
     const { bare, shown, authorization } = healthTarget(url);
-    const py = [
-        'import sys, time, urllib.error, urllib.parse, urllib.request',
-        'url, shown, limit, fast = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])',
-        'auth = sys.stdin.readline().strip() if len(sys.argv) > 5 else ""',
-        "headers = {'Authorization': auth} if auth else {}",
-        ...SAME_ORIGIN_REDIRECTS_PY,
-        'opener = urllib.request.build_opener(Redirects)',
-        'def first(body):',
-        "    return ' '.join(body[:300].decode('utf-8', 'replace').split())",
-        'deadline = time.time() + limit',
-        "last = 'no answer'",
-        'bad = 0',
-        'while True:',
-        '    try:',
-        '        with opener.open(urllib.request.Request(url, headers=headers), timeout=5) as r:',
-        '            if 200 <= r.status < 300:',
-        "                print(f'{shown} answered {r.status}')",
-        '                sys.exit(0)',
-        "            last = f'HTTP {r.status}: ' + first(r.read(300))",
-        '            bad = 0',
-        '    except urllib.error.HTTPError as e:',
-        "        last = f'HTTP {e.code}: ' + first(e.read(300))",
-        '        bad = bad + 1 if e.code >= 500 and e.code not in (502, 503, 504) else 0',
-        '        if bad >= fast:',
-        "            print(f'{shown} answered {last} ({bad} times in a row): the release is broken', file=sys.stderr)",
-        '            sys.exit(1)',
-        '    except Exception as e:',
-        "        last = str(getattr(e, 'reason', e))",
-        '        bad = 0',
-        '    if time.time() >= deadline:',
-        "        print(f'{shown} not healthy after {limit:g} s: {last}', file=sys.stderr)",
-        '        sys.exit(1)',
-        '    time.sleep(0.5)'
-    ].join('\n');
     // curl answers in milliseconds where Python needs a few hundred to start; not every server has it. curl
     // before 7.83 sends credentials on a redirect to another port or scheme of the same host: Python then.
     // `date +%s` counts whole seconds: one more keeps the wait at least the timeout.
@@ -60141,122 +62127,30 @@ function healthCheck(l, release, url, timeoutSeconds) {
         '  sleep 0.5',
         'done'
     ];
-    const run = words('.venv/bin/python', '-c', py, bare, shown, String(timeoutSeconds), String(HEALTH_FAST_FAIL));
+    const run = words(`${IN_RELEASE.venv}/bin/python`, '-c', HEALTH_CHECK_PY, bare, shown, String(timeoutSeconds), String(HEALTH_FAST_FAIL));
     return script(`cd ${q(releaseDir(l, release))}`, authorization ? 'IFS= read -r auth || true' : 'auth=""', `if command -v curl >/dev/null 2>&1 && { [ -z "$auth" ] || curl --version | awk 'NR == 1 { split($2, v, "."); exit !(v[1] > 7 || (v[1] == 7 && v[2] >= 83)) }'; }; then`, ...curl.map(line => `  ${line}`), 'fi', authorization ? `printf '%s\\n' "$auth" | ${run} stdin` : run);
 }
-/** The file in a release recording its STATIC_ROOT (relative to the release), once its files were linked. */
-const STATIC_RECORD = '.django-deploy-static';
+
+;// CONCATENATED MODULE: ./src/remote/commands.ts
 /**
- * Keeps static files reachable after their release stops being live: the files of a release's STATIC_ROOT are
- * hard-linked (copied across file systems) into `<deploy-path>/static`, each by an atomic rename. Three uses:
- * - run in the release's Django after collectstatic (argument: the shared directory): records STATIC_ROOT and
- *   links the files whose names are not there yet, so a failed deploy leaves only extra names behind;
- * - `live SHARED` in the release just made live: its files replace those of the same name (unhashed names follow
- *   the live release; hashed ones are the same content anyway);
- * - `prune SHARED RELEASE...`: removes every file no kept release has under the same name, then empty folders.
+ * Remote commands as data: small pure functions returning POSIX sh scripts. Nothing here runs anything; the
+ * runner sends these over SSH and the dry run prints them. Every variable part goes through `q` (quote.ts).
+ *
+ * This module is the one the plan and the runner import (`import * as cmd`); the commands live by server
+ * concern beside it: layout.ts (every path on the server), lease.ts, history.ts, release.ts, static.ts,
+ * venv.ts, django.ts, gunicorn.ts, health.ts, and the Python programs they run in python/*.py.
  */
-const STATIC_PY = [
-    'import os, shutil, sys',
-    `RECORD = "${STATIC_RECORD}"`,
-    'def files(root):',
-    '    for d, _, names in os.walk(root):',
-    '        for n in names:',
-    '            yield os.path.relpath(os.path.join(d, n), root)',
-    '# The shared folder belongs to the action once it holds this mark: one someone else filled is never touched.',
-    'MARK = ".django-deploy"',
-    'def ours(shared):',
-    '    if os.path.isfile(os.path.join(shared, MARK)):',
-    '        return True',
-    '    if os.path.isdir(shared) and os.listdir(shared):',
-    `        print(f"${WARN} {shared} holds files this action did not put there: static files of old releases are not kept there (move it away to have them kept)", flush=True)`,
-    '        return False',
-    '    os.makedirs(shared, exist_ok=True)',
-    '    open(os.path.join(shared, MARK), "w").close()',
-    '    return True',
-    'def link(root, shared, replace):',
-    '    if not ours(shared):',
-    '        return 0',
-    '    count = 0',
-    '    for rel in files(root):',
-    '        src, dst = os.path.join(root, rel), os.path.join(shared, rel)',
-    '        if os.path.lexists(dst) and (not replace or os.path.samefile(src, dst)):',
-    '            continue',
-    '        os.makedirs(os.path.dirname(dst), exist_ok=True)',
-    '        tmp = dst + ".django-deploy-tmp"',
-    '        if os.path.lexists(tmp):',
-    '            os.unlink(tmp)',
-    '        try:',
-    '            os.link(src, tmp)',
-    '        except OSError:',
-    '            shutil.copy2(src, tmp)',
-    '        os.replace(tmp, dst)',
-    '        count += 1',
-    '    return count',
-    'def recorded(release):',
-    '    try:',
-    '        with open(os.path.join(release, RECORD)) as f:',
-    '            return os.path.join(release, f.read().strip())',
-    '    except FileNotFoundError:',
-    '        return None',
-    'def collected():',
-    '    from django.conf import settings',
-    '    shared, here = sys.argv[1], os.path.realpath(".")',
-    '    if not settings.STATIC_ROOT:',
-    '        print("STATIC_ROOT is not set: no static files to keep")',
-    '        return',
-    '    root = os.path.realpath(str(settings.STATIC_ROOT))',
-    '    if not root.startswith(here + os.sep):',
-    '        print(f"STATIC_ROOT {root} is outside the release: its files outlive the release already")',
-    '        return',
-    '    if not os.path.isdir(root):',
-    '        print(f"STATIC_ROOT {root} does not exist (no collectstatic?): no static files to keep")',
-    '        return',
-    '    with open(RECORD, "w") as f:',
-    '        f.write(os.path.relpath(root, here))',
-    '    n = link(root, shared, False)',
-    '    print(f"{n} static file(s) new to {shared} linked there from {root}")',
-    'def prune(shared, releases):',
-    '    if not os.path.isfile(os.path.join(shared, MARK)):',
-    '        return',
-    '    roots = [r for r in map(recorded, releases) if r]',
-    '    gone = 0',
-    '    for rel in list(files(shared)):',
-    '        if rel != MARK and not any(os.path.isfile(os.path.join(r, rel)) for r in roots):',
-    '            os.unlink(os.path.join(shared, rel))',
-    '            gone += 1',
-    '    for d, subdirs, names in os.walk(shared, topdown=False):',
-    '        if d != shared and not os.listdir(d):',
-    '            os.rmdir(d)',
-    '    print(f"{gone} static file(s) no kept release has removed from {shared}")',
-    'if __name__ == "__django_deploy__":',
-    '    collected()',
-    'elif sys.argv[1] == "live":',
-    '    root = recorded(".")',
-    '    n = link(root, sys.argv[2], True) if root else 0',
-    '    print(f"{n} static file(s) of the live release linked into {sys.argv[2]}")',
-    'elif sys.argv[1] == "prune":',
-    '    prune(sys.argv[2], sys.argv[3:])'
-].join('\n');
-/** After the switch: the live release's static files take over their names in the shared static directory. */
-function liveStatic(l, release) {
-    return script(`cd ${q(releaseDir(l, release))}`, `[ -f ${STATIC_RECORD} ] || exit 0`, words('.venv/bin/python', '-c', STATIC_PY, 'live', l.static));
-}
-/** Removes the shared static files that none of the `keep` releases has (with the live release's Python). */
-function pruneStatic(l, live, keep) {
-    return script(`[ -d ${q(l.static)} ] || exit 0`, words(`${releaseDir(l, live)}/.venv/bin/python`, '-c', STATIC_PY, 'prune', l.static, ...keep.map(r => releaseDir(l, r))));
-}
-/**
- * Removes old releases beyond `keep`, never the live or the previous one, what builds and replacements left
- * (see `place`), then the virtualenvs no kept release links to.
- */
-function cleanup(l, keep, remove) {
-    const lines = remove.map(r => `rm -rf ${q(releaseDir(l, r))}`);
-    // What a replaced release left (its old copy) and builds a killed deploy left: no deploy is building now.
-    lines.push(`rm -rf ${q(l.releases)}/${buildName('')}* ${q(l.releases)}/${replacedName('')}*`);
-    const kept = keep.map(r => q(`${releaseDir(l, r)}/.venv`)).join(' ');
-    lines.push(`if [ -d ${q(l.venvs)} ]; then`, `  used=$(for v in ${kept || '/nonexistent'}; do readlink -f "$v" 2>/dev/null || true; done)`, `  for v in ${q(l.venvs)}/*; do`, '    [ -e "$v" ] || continue', '    echo "$used" | grep -qxF "$(readlink -f "$v")" || rm -rf "$v"', '  done', 'fi');
-    return script(...lines);
-}
+
+
+
+
+
+
+
+
+
+
+
 
 // EXTERNAL MODULE: ./node_modules/is-stream/index.js
 var is_stream = __nccwpck_require__(6543);
@@ -60432,9 +62326,6 @@ async function scanDirectory(path, { recursive = true, validate = null, concurre
 
 // EXTERNAL MODULE: ./node_modules/shell-escape/shell-escape.js
 var shell_escape = __nccwpck_require__(4646);
-// EXTERNAL MODULE: ./node_modules/ssh2/lib/index.js
-var lib = __nccwpck_require__(5472);
-var lib_default = /*#__PURE__*/__nccwpck_require__.n(lib);
 ;// CONCATENATED MODULE: ./node_modules/node-ssh/lib/esm/index.mjs
 
 
@@ -61141,214 +63032,6 @@ class NodeSSH {
     }
 }
 
-;// CONCATENATED MODULE: ./src/remote/hostkeys.ts
-/**
- * Host key pinning, read the way OpenSSH reads it: the presented key must match a known_hosts entry for that
- * host and port, or a SHA256 fingerprint pinned for that host. Pure functions; the SSH transport calls
- * `verifyHostKey` during key exchange, before authenticating.
- */
-
-/** A known-hosts line that cannot be trusted to mean what it says; refused before any connection. */
-class KnownHostsError extends Error {
-    line;
-    constructor(line, text, message) {
-        super(`line ${line} ("${text.length > 60 ? text.slice(0, 57) + '…' : text}"): ${message}`);
-        this.line = line;
-        this.name = 'KnownHostsError';
-    }
-}
-const MARKERS = ['@revoked', '@cert-authority'];
-/**
- * Parses known_hosts text. Throws KnownHostsError for a line that OpenSSH would skip or treat differently
- * than it looks: an unknown `@marker` (OpenSSH ignores such a line, so a typo of `@revoked` would silently
- * un-revoke a key), a `@cert-authority` line (host certificates are not supported by the transport), or a
- * line that is not `hosts keytype base64-key` (a broken `@revoked` line must not be dropped quietly).
- */
-function parseKnownHosts(text) {
-    const out = [];
-    text.split(/\r?\n/).forEach((raw, i) => {
-        const lineNo = i + 1;
-        const line = raw.trim();
-        if (!line || line.startsWith('#'))
-            return;
-        const fields = line.split(/\s+/);
-        let revoked = false;
-        if (fields[0].startsWith('@')) {
-            const marker = fields.shift();
-            if (marker === '@cert-authority') {
-                throw new KnownHostsError(lineNo, line, '@cert-authority lines are not supported: OpenSSH host certificates cannot be verified by this action yet; pin the host key itself (ssh-keyscan -p PORT HOST, checked by hand)');
-            }
-            if (!MARKERS.includes(marker)) {
-                throw new KnownHostsError(lineNo, line, `unknown marker "${marker.slice(0, 40)}"; expected @revoked (or no marker). OpenSSH ignores such a line, so it is refused rather than guessed at`);
-            }
-            revoked = marker === '@revoked';
-        }
-        const [hosts, keyType, keyB64] = fields;
-        const key = keyB64 && /^[A-Za-z0-9+/]+={0,2}$/.test(keyB64) ? Buffer.from(keyB64, 'base64') : Buffer.alloc(0);
-        if (!hosts || !keyType || key.length === 0 || keyTypeOf(key) !== keyType) {
-            throw new KnownHostsError(lineNo, line, 'is not a known_hosts entry; expected `[@revoked] host[,host…] keytype base64-key`, as ssh-keyscan prints');
-        }
-        const h = /^\|1\|([^|]+)\|(.+)$/.exec(hosts);
-        out.push({
-            patterns: h ? [] : hosts.toLowerCase().split(','),
-            hashed: h ? { salt: Buffer.from(h[1], 'base64'), hash: Buffer.from(h[2], 'base64') } : undefined,
-            keyType,
-            key,
-            revoked,
-            line: lineNo
-        });
-    });
-    return out;
-}
-/** The name known_hosts uses for a host: `host` on port 22, `[host]:port` otherwise; lowercased, as OpenSSH does. */
-function knownHostsName(host, port) {
-    const h = host.toLowerCase();
-    return port === 22 ? h : `[${h}]:${port}`;
-}
-function globMatch(pattern, name) {
-    const re = new RegExp('^' +
-        pattern
-            .split('')
-            .map(c => (c === '*' ? '.*' : c === '?' ? '.' : c.replace(/[.+^${}()|[\]\\]/g, '\\$&')))
-            .join('') +
-        '$');
-    return re.test(name);
-}
-function entryMatches(entry, host, port) {
-    const name = knownHostsName(host, port);
-    if (entry.hashed) {
-        const digest = (0,external_node_crypto_.createHmac)('sha1', entry.hashed.salt).update(name).digest();
-        return digest.equals(entry.hashed.hash);
-    }
-    let matched = false;
-    for (const p of entry.patterns) {
-        if (p.startsWith('!')) {
-            if (globMatch(p.slice(1), name))
-                return false;
-        }
-        else if (globMatch(p, name))
-            matched = true;
-    }
-    return matched;
-}
-function pinMatches(pin, host, port) {
-    return pin.host === host.toLowerCase() && (pin.port === undefined || pin.port === port);
-}
-/** Whether anything (a known-hosts entry or a fingerprint) pins a key for this host. */
-function hasPin(pins, host, port) {
-    return (pins.fingerprints.some(p => pinMatches(p, host, port)) ||
-        pins.knownHosts.some(e => !e.revoked && entryMatches(e, host, port)));
-}
-const FINGERPRINT = /^SHA256:[A-Za-z0-9+/]{43}=?$/;
-/**
- * Parses `host-fingerprint`: `SHA256:…` (bare, bound later to the only host) or `host=SHA256:…` /
- * `host:port=SHA256:…` / `[v6addr]:port=SHA256:…` pairs, separated by spaces, commas or newlines.
- * Returns the pins and, for each bad word, a message.
- */
-function parseFingerprintPins(text) {
-    const bare = [];
-    const bound = [];
-    const problems = [];
-    for (const word of text.split(/[\s,]+/).filter(Boolean)) {
-        const pair = /^([^=]+)=(SHA256:.*)$/.exec(word);
-        const [spec, fp] = pair ? [pair[1], pair[2]] : ['', word];
-        if (!FINGERPRINT.test(fp)) {
-            problems.push(`"${word.slice(0, 80)}" is not a SHA256 fingerprint; expected the form ssh-keygen -lf prints, e.g. SHA256:abc…(43 characters), or host=SHA256:…`);
-            continue;
-        }
-        if (!spec) {
-            bare.push(fp);
-            continue;
-        }
-        const m = /^\[([^\]]+)\]:(\d+)$/.exec(spec) ?? /^([^:[\]]+):(\d+)$/.exec(spec);
-        const host = (m ? m[1] : spec).toLowerCase();
-        const port = m ? Number(m[2]) : undefined;
-        if (!/^[a-z0-9._:-]+$/.test(host) || (port !== undefined && (port < 1 || port > 65535))) {
-            problems.push(`"${spec.slice(0, 80)}" in "${word.slice(0, 80)}" is not a host; expected host=SHA256:… or host:port=SHA256:…`);
-            continue;
-        }
-        bound.push({ host, port, fingerprint: fp });
-    }
-    return { bare, bound, problems };
-}
-function fingerprint(key) {
-    return 'SHA256:' + (0,external_node_crypto_.createHash)('sha256').update(key).digest('base64').replace(/=+$/, '');
-}
-/** The key type inside an SSH public key blob (its first string). */
-function keyTypeOf(key) {
-    if (key.length < 4)
-        return 'unknown';
-    const n = key.readUInt32BE(0);
-    if (n > key.length - 4)
-        return 'unknown';
-    return key.subarray(4, 4 + n).toString('latin1');
-}
-function verifyHostKey(key, host, port, pins) {
-    const fp = fingerprint(key);
-    const type = keyTypeOf(key);
-    const entries = pins.knownHosts.filter(e => entryMatches(e, host, port));
-    const fps = pins.fingerprints.filter(p => pinMatches(p, host, port));
-    if (entries.some(e => e.revoked && e.key.equals(key))) {
-        return { ok: false, retry: false, reason: `host key ${fp} is marked @revoked in known-hosts` };
-    }
-    const pinned = entries.filter(e => !e.revoked);
-    if (pinned.some(e => e.key.equals(key)))
-        return { ok: true, how: `known-hosts (${fp})` };
-    if (fps.some(p => p.fingerprint === fp))
-        return { ok: true, how: `host-fingerprint (${fp})` };
-    const name = knownHostsName(host, port);
-    // A known-hosts key of the same type that differs is a changed key (OpenSSH's "REMOTE HOST IDENTIFICATION
-    // HAS CHANGED"): never look for another key then.
-    const sameType = pinned.some(e => e.keyType === type);
-    const retry = !sameType && (fps.length > 0 || pinned.length > 0);
-    const reason = pinned.length > 0 || fps.length > 0
-        ? `host key ${fp} (${type}) does NOT match the key pinned for ${name} in ${pinned.length ? 'known-hosts' : 'host-fingerprint'}: it changed, or someone is in the middle. Refusing to connect. If the server's key changed on purpose, update ${pinned.length ? 'known-hosts' : 'host-fingerprint'}`
-        : `host key ${fp} (${type}) is not pinned: no known-hosts entry and no host-fingerprint for ${name}. Refusing to connect (no trust on first use). Add the output of \`ssh-keyscan -p ${port} ${host}\` to known-hosts after checking it, or ${host}=SHA256:… to host-fingerprint`;
-    return { ok: false, reason, retry };
-}
-/**
- * Host key algorithms the client offers, best first, as OpenSSH 9's default minus the SHA-1 `ssh-rsa`
- * signature (disabled by OpenSSH since 8.8).
- */
-const HOST_KEY_ALGORITHMS = [
-    'ssh-ed25519',
-    'ecdsa-sha2-nistp256',
-    'ecdsa-sha2-nistp384',
-    'ecdsa-sha2-nistp521',
-    'rsa-sha2-512',
-    'rsa-sha2-256'
-];
-/** The key type (as in a public key blob) an algorithm signs with. */
-function keyTypeOfAlgorithm(alg) {
-    return alg.startsWith('rsa-sha2-') ? 'ssh-rsa' : alg;
-}
-/**
- * Host key algorithms to ask for first, so a server with several keys presents the one that was pinned. Types
- * the transport cannot verify (ssh-dss, sk-…@openssh.com) are left out: ssh2 refuses an unknown name in the
- * list, and such a key can never be presented anyway.
- */
-function pinnedKeyTypes(knownHosts, host, port) {
-    const out = new Set();
-    for (const e of knownHosts) {
-        if (e.revoked || !entryMatches(e, host, port))
-            continue;
-        if (e.keyType === 'ssh-rsa')
-            ['rsa-sha2-512', 'rsa-sha2-256'].forEach(x => out.add(x));
-        else if (HOST_KEY_ALGORITHMS.includes(e.keyType))
-            out.add(e.keyType);
-    }
-    return [...out];
-}
-/** The exact, ordered algorithm list of the first try: the types known-hosts pins for the host, then the rest. */
-function firstAlgorithms(pins, host, port) {
-    const first = pinnedKeyTypes(pins.knownHosts, host, port);
-    return [...new Set([...first, ...HOST_KEY_ALGORITHMS])];
-}
-/** The list of the next try after the server presented a key of `refusedType` that nothing pins. */
-function nextAlgorithms(tried, refusedType) {
-    return tried.filter(a => keyTypeOfAlgorithm(a) !== refusedType);
-}
-
 ;// CONCATENATED MODULE: ./src/remote/connect.ts
 /**
  * Opening a verified SSH connection, through the jump host when there is one. The host key is checked during
@@ -61492,7 +63175,6 @@ function withPresented(reason, presented) {
 }
 
 ;// CONCATENATED MODULE: ./src/remote/ssh.ts
-
 
 
 
@@ -61804,6 +63486,9 @@ function guard(ssh, onLost, what) {
  * The runner executes it; the dry run prints it.
  */
 
+
+// The release history's rules live with the history (remote/history.ts); these names stay importable from here.
+
 /**
  * The settings as they apply to a host with these roles (none given: web). A host without the `web` role serves
  * no HTTP: no Gunicorn probe or reload, no nginx, no health check before or after the switch. Its own roles'
@@ -61859,12 +63544,12 @@ function updateSteps(d, l, source, reuseFrom, gated = 'with-gate', build = sourc
     if (d.nginx) {
         steps.push({
             name: 'nginx-test',
-            script: userCommand(releasePath(l, r), d.nginxTestCommand)
+            script: userCommand(releaseDir(l, r), d.nginxTestCommand)
         });
     }
     const manage = (name, args) => ({
         name,
-        script: commands_manage(l, r, args),
+        script: django_manage(l, r, args),
         manage: { release: r, args }
     });
     // A release whose settings do not import, or whose checks fail on the server, never goes live.
@@ -61876,7 +63561,7 @@ function updateSteps(d, l, source, reuseFrom, gated = 'with-gate', build = sourc
     if (d.collectstatic) {
         steps.push(manage('collectstatic', ['collectstatic', '--noinput']));
         // The release's files join the shared static directory before the switch: its pages find them at once.
-        steps.push(python(l, r, 'static', STATIC_PY, [l.static]));
+        steps.push(python(l, r, 'static', STATIC_PY, staticArgs(l.static)));
     }
     steps.push(...gate.filter(s => s.name !== 'migrate'));
     return steps;
@@ -61890,7 +63575,7 @@ function gateSteps(d, l, release, migrate) {
     const steps = [];
     if (migrate) {
         const args = ['migrate', '--noinput'];
-        steps.push({ name: 'migrate', script: commands_manage(l, release, args), manage: { release, args } });
+        steps.push({ name: 'migrate', script: django_manage(l, release, args), manage: { release, args } });
     }
     if (d.healthCheckUrl) {
         steps.push(
@@ -61918,13 +63603,13 @@ function rollingBatches(hosts, rolling) {
  */
 function preflightSteps(l, release, deployCheck, siteUrl) {
     const steps = [
-        { name: 'preflight', script: commands_manage(l, release, ['check']), manage: { release, args: ['check'] } }
+        { name: 'preflight', script: django_manage(l, release, ['check']), manage: { release, args: ['check'] } }
     ];
     if (deployCheck !== 'off')
-        steps.push(python(l, release, 'deploy-check', DEPLOY_CHECK_PY, [deployCheck]));
+        steps.push(python(l, release, 'deploy-check', DEPLOY_CHECK_PY, deployCheckArgs(deployCheck)));
     const https = httpsSite(siteUrl);
     if (deployCheck !== 'off' && https)
-        steps.push(python(l, release, 'proxy-check', PROXY_CHECK_PY, [https, deployCheck]));
+        steps.push(python(l, release, 'proxy-check', PROXY_CHECK_PY, proxyCheckArgs(https, deployCheck)));
     return steps;
 }
 /** The site's URL without credentials, when it is served over https (nginx ending TLS in front of Django). */
@@ -62015,67 +63700,6 @@ function revertSteps(d, l, failed, previous, previousLink, build = failed) {
     if (build !== failed)
         steps.push({ name: 'revert-restore', script: restoreReplaced(l, failed) });
     return steps;
-}
-/**
- * What went live on the host, oldest first. A server deployed before the history was kept: the releases
- * uploaded up to the live one, as they were read then.
- */
-function historyOf(state) {
-    if (state.history)
-        return state.history;
-    const upTo = state.current ? state.releases.indexOf(state.current) : -1;
-    return state.releases.slice(0, upTo + 1).map(release => ({ event: 'live', release }));
-}
-/**
- * The releases that were live, as a stack whose top is the live one: a deploy pushes, a rollback pops back
- * to its target, so rolling back twice goes two releases back, never forward to the one just rolled away from.
- */
-function liveStack(history, current) {
-    const stack = [];
-    for (const { event, release } of history) {
-        if (event === 'rollback' && stack.includes(release)) {
-            while (stack[stack.length - 1] !== release)
-                stack.pop();
-        }
-        else {
-            const at = stack.indexOf(release);
-            if (at >= 0)
-                stack.splice(at, 1);
-            stack.push(release);
-        }
-    }
-    // `current` moved by hand (or a deploy cut off before it recorded itself): what is live is the top.
-    if (current && stack[stack.length - 1] !== current) {
-        const at = stack.indexOf(current);
-        if (at >= 0)
-            stack.splice(at, 1);
-        stack.push(current);
-    }
-    return stack;
-}
-/** What `mode: rollback` goes back to: the release live before the live one, still on the server. */
-function rollbackTarget(state) {
-    const stack = liveStack(historyOf(state), state.current);
-    for (let i = stack.length - 2; i >= 0; i--)
-        if (state.releases.includes(stack[i]))
-            return stack[i];
-    return undefined;
-}
-/** True when `release` went live on this host at some point (a rollback target that needs no preflight). */
-function wentLive(state, release) {
-    return historyOf(state).some(h => h.release === release) || state.current === release;
-}
-/**
- * Releases to delete once `live` went live: all but the `keep` that went live most recently (`live` among
- * them) and the one to roll back to. A release that never went live (refused before the switch) counts for
- * nothing and goes; it stays on the server for debugging only until the next release goes live.
- */
-function releasesToRemove(state, keep, live) {
-    const history = [...historyOf(state), { event: 'live', release: live }];
-    const stack = liveStack(history);
-    const byLastLive = [...new Set([...history].reverse().map(h => h.release))].reverse();
-    const keepSet = new Set([...byLastLive.slice(-keep), live, stack[stack.length - 2], state.current]);
-    return state.releases.filter(r => !keepSet.has(r));
 }
 function cleanupStep(state, keep, live, l) {
     const remove = releasesToRemove(state, keep, live);
@@ -62956,6 +64580,8 @@ async function revisionOf(t, release) {
  * the job's 50) and counts the rest. Two uses of the action in one job share the 50; each keeps its own 10s.
  */
 const ANNOTATION_LIMITS = { perLevelPerStep: 10 };
+/** The limit as the summary states it. */
+const ANNOTATION_LIMITS_TEXT = `GitHub shows at most ${ANNOTATION_LIMITS.perLevelPerStep} errors, ${ANNOTATION_LIMITS.perLevelPerStep} warnings and ${ANNOTATION_LIMITS.perLevelPerStep} notices per step`;
 /**
  * Which findings fit. `reserve` keeps annotations free for what the action itself reports later in the same
  * step (the failure message is an error annotation).
@@ -68202,104 +69828,6 @@ function shorten(description) {
     return chars.length <= MAX_DESCRIPTION ? flat : `${chars.slice(0, MAX_DESCRIPTION - 1).join('')}…`;
 }
 
-;// CONCATENATED MODULE: ./src/github/redact.ts
-/**
- * The last filter before text leaves the run for GitHub (job summary, PR comment, annotations, deployment
- * descriptions). The runner masks secrets in the log only; what goes through the API or the summary file is
- * published as given. So every secret the action knows is replaced by `***` here, each line of a multi-line
- * key on its own too, and `@name` gets a zero-width space after the `@` so a test name or a tool's message
- * cannot notify a person or a team.
- */
-const ZWSP = '\u200b';
-// Lines shorter than this (a PEM's last line `-----END…` aside) are too common to mask without mangling text.
-const MIN_LINE = 8;
-class Redactor {
-    secrets = new Set();
-    /** Registers a secret and, for a multi-line one, each of its lines. */
-    add(secret) {
-        if (!secret)
-            return;
-        const trimmed = secret.trim();
-        if (trimmed.length >= 1)
-            this.secrets.add(trimmed);
-        for (const line of secret.split(/\r?\n/)) {
-            const t = line.trim();
-            if (t.length >= MIN_LINE)
-                this.secrets.add(t);
-        }
-    }
-    /** Text with every known secret replaced by `***` and every @mention defused. */
-    text(value) {
-        let out = value;
-        // Longest first, so a whole key goes before the lines it is made of.
-        for (const s of [...this.secrets].sort((a, b) => b.length - a.length))
-            out = out.split(s).join('***');
-        // GitHub links a mention after anything but a letter, a digit or `_` (`**@a**`, `/@a`, `+@a`, `-@a`, `.@a`,
-        // `***@a` included): only `a@b.c`, an e-mail address, stays as it is.
-        return out.replace(/(^|[^A-Za-z0-9_])@(?=[A-Za-z0-9])/g, `$1@${ZWSP}`);
-    }
-    /** A deep copy with `text` applied to every string in it (keys stay as they are). */
-    value(v) {
-        if (typeof v === 'string')
-            return this.text(v);
-        if (Array.isArray(v))
-            return v.map(x => this.value(x));
-        if (v && typeof v === 'object') {
-            return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, this.value(x)]));
-        }
-        return v;
-    }
-}
-/** The parts of a URL's user-info that are secret: the password, or a lone user name (often a token). */
-function urlCredentials(url) {
-    if (!url)
-        return [];
-    let user;
-    let password;
-    try {
-        const u = new URL(url);
-        [user, password] = [u.username, u.password];
-    }
-    catch {
-        // A URL that does not parse (a bad port, a space in the host) still carries its credentials as written.
-        const info = userInfo(url);
-        if (info === undefined)
-            return [];
-        const colon = info.indexOf(':');
-        [user, password] = colon < 0 ? [info, ''] : [info.slice(0, colon), info.slice(colon + 1)];
-    }
-    const found = [];
-    if (password)
-        found.push(decoded(password), password);
-    else if (user)
-        found.push(decoded(user), user);
-    if (user && password)
-        found.push(`${user}:${password}`);
-    return [...new Set(found)];
-}
-/** The URL with its user-info (whatever is between `scheme://` and the last `@` of it) replaced by `***`. */
-function withoutCredentials(url) {
-    const info = userInfo(url);
-    return info === undefined ? url : url.replace(`${info}@`, '***@');
-}
-/**
- * The user-info as written, without a URL parser: up to the last `@` before the path, or the last `@` at all
- * when a malformed URL leaves no telling where its path starts (masking too much beats leaking a password).
- */
-function userInfo(url) {
-    const rest = /^\s*[A-Za-z][A-Za-z0-9+.-]*:\/\/(.*)$/s.exec(url)?.[1];
-    const at = rest?.lastIndexOf('@') ?? -1;
-    return rest === undefined || at < 0 ? undefined : rest.slice(0, at);
-}
-function decoded(part) {
-    try {
-        return decodeURIComponent(part);
-    }
-    catch {
-        return part;
-    }
-}
-
 ;// CONCATENATED MODULE: ./src/report.ts
 function checksOutcome(report) {
     if (report.checks.length === 0)
@@ -68394,6 +69922,7 @@ function longestRun(value, ch) {
 
 
 
+
 // Budgets in rendered characters (escaping can grow text several times) keep the whole body under GitHub's
 // 65,536-character limit for a comment, whatever the tools printed: about 56,000 at worst.
 const DEFAULT_MAX_FINDINGS = 50;
@@ -68447,7 +69976,7 @@ function renderSummary(report, ctx = {}) {
         parts.push(...renderChecks(report.checks, ctx.maxFindings ?? DEFAULT_MAX_FINDINGS));
     if (report.annotationsOmitted) {
         const n = report.annotationsOmitted;
-        parts.push(`_${n} ${n === 1 ? 'finding was' : 'findings were'} not annotated on the code: GitHub shows at most 10 errors, 10 warnings and 10 notices per step. The findings above list them._`);
+        parts.push(`_${n} ${n === 1 ? 'finding was' : 'findings were'} not annotated on the code: ${ANNOTATION_LIMITS_TEXT}. The findings above list them._`);
     }
     else if (report.mode === 'check')
         parts.push('No checks were selected.');
@@ -68630,1567 +70159,6 @@ function safeUrl(url) {
     return url.replace(/[\s()<>]/g, ch => encodeURIComponent(ch));
 }
 
-// EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
-var dist = __nccwpck_require__(8815);
-;// CONCATENATED MODULE: ./src/inventory.ts
-/**
- * Hosts from an Ansible inventory file (INI or YAML), read the way Ansible 2.14's `ini` and `yaml` inventory
- * plugins and its inventory manager read them: groups, `[group:children]`, `[group:vars]`, host variables on
- * the host line, `host:port`, host ranges (`web[01:03]`, `db-[a:c]`, with a step), the YAML form
- * (`all: children: …: hosts: …: vars:`), groups without a parent under `all`, and variable precedence: the host's
- * own variables over its groups', and among groups the deeper (a child) over the shallower (its parent, `all`
- * last), then `ansible_group_priority`, then the group name, as Ansible's sort_groups orders them.
- *
- * Pure: text in, hosts out. What is read from each host is `ansible_host`, `ansible_port` and `ansible_user`.
- * Not read: group_vars/ and host_vars/ directories, vault-encrypted values, dynamic inventory scripts or plugins.
- */
-
-class InventoryError extends Error {
-}
-function newInventory() {
-    const inv = { groups: new Map(), hostVars: new Map() };
-    addGroup(inv, 'all');
-    addGroup(inv, 'ungrouped');
-    addChild(inv, 'all', 'ungrouped');
-    return inv;
-}
-function addGroup(inv, name) {
-    let g = inv.groups.get(name);
-    if (!g) {
-        g = { name, vars: {}, hosts: [], children: [], parents: [], priority: 1 };
-        inv.groups.set(name, g);
-    }
-    return g;
-}
-function setGroupVar(g, key, value) {
-    if (key !== 'ansible_group_priority') {
-        g.vars[key] = value;
-        return;
-    }
-    const n = typeof value === 'number' ? value : Number(String(value).trim());
-    if (!Number.isInteger(n))
-        throw new InventoryError(`group ${g.name}: ansible_group_priority "${String(value)}" is not a whole number`);
-    g.priority = n;
-}
-function ancestors(inv, name) {
-    const seen = new Set();
-    const walk = (n) => {
-        for (const p of inv.groups.get(n)?.parents ?? []) {
-            if (!seen.has(p)) {
-                seen.add(p);
-                walk(p);
-            }
-        }
-    };
-    walk(name);
-    return seen;
-}
-function addChild(inv, parent, child) {
-    if (parent === child)
-        throw new InventoryError(`group ${child} cannot be a child of itself`);
-    const p = addGroup(inv, parent);
-    const c = addGroup(inv, child);
-    if (p.children.includes(child))
-        return;
-    if (ancestors(inv, parent).has(child)) {
-        throw new InventoryError(`adding group ${child} as a child of ${parent} makes a loop (${child} is already above ${parent})`);
-    }
-    p.children.push(child);
-    if (!c.parents.includes(parent))
-        c.parents.push(parent);
-}
-function addHost(inv, group, host, port, vars) {
-    const g = addGroup(inv, group);
-    if (!g.hosts.includes(host))
-        g.hosts.push(host);
-    const own = inv.hostVars.get(host) ?? {};
-    if (port !== undefined)
-        own.ansible_port = port;
-    Object.assign(own, vars);
-    inv.hostVars.set(host, own);
-}
-/**
- * What Ansible's reconcile_inventory does: every group without a parent goes under `all`; a host in no group
- * but `all` is in `ungrouped`, and a host in another group is not.
- */
-function reconcile(inv) {
-    for (const g of inv.groups.values()) {
-        if (g.name !== 'all' && g.parents.length === 0)
-            addChild(inv, 'all', g.name);
-    }
-    const ungrouped = inv.groups.get('ungrouped');
-    for (const host of inv.hostVars.keys()) {
-        const mine = [...inv.groups.values()].filter(g => g.hosts.includes(host)).map(g => g.name);
-        if (mine.includes('ungrouped')) {
-            if (mine.some(g => g !== 'all' && g !== 'ungrouped'))
-                ungrouped.hosts = ungrouped.hosts.filter(h => h !== host);
-        }
-        else if (mine.every(g => g === 'all'))
-            ungrouped.hosts.push(host);
-    }
-}
-// ---------------------------------------------------------------------------------------------------------
-// Host patterns: `name`, `name:port`, `[v6]:port`, ranges.
-/** Splits a host pattern into the pattern and the port it ends with, as Ansible's parse_address does. */
-function splitPort(pattern) {
-    const v6 = /^\[([0-9A-Fa-f:.]+)\]:(\d+)$/.exec(pattern);
-    if (v6 && v6[1].includes(':'))
-        return { pattern: v6[1], port: Number(v6[2]) };
-    // A colon outside brackets ends the name: `web[01:03]:2222`. More than one (IPv6 without brackets): no port.
-    let depth = 0;
-    const colons = [];
-    for (let i = 0; i < pattern.length; i++) {
-        const ch = pattern[i];
-        if (ch === '[')
-            depth++;
-        else if (ch === ']')
-            depth--;
-        else if (ch === ':' && depth === 0)
-            colons.push(i);
-    }
-    if (colons.length === 1) {
-        const port = pattern.slice(colons[0] + 1);
-        const name = pattern.slice(0, colons[0]);
-        if (/^\d+$/.test(port) && name)
-            return { pattern: name, port: Number(port) };
-        if (port === '')
-            throw new InventoryError(`host pattern "${pattern}" ends in ':'; that character is reserved for a port (name:2222)`);
-    }
-    return { pattern };
-}
-const LETTERS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
-/** Expands `[beg:end(:step)]` ranges, numeric (zero-padded when begin is) or single letters, as Ansible does. */
-function expandRange(pattern) {
-    const open = pattern.indexOf('[');
-    if (open < 0)
-        return [pattern];
-    const close = pattern.indexOf(']', open);
-    if (close < 0)
-        throw new InventoryError(`host range in "${pattern}" has no closing ]`);
-    const head = pattern.slice(0, open);
-    const tail = pattern.slice(close + 1);
-    const bounds = pattern.slice(open + 1, close).split(':');
-    const bad = (why) => {
-        throw new InventoryError(`host range in "${pattern}": ${why}`);
-    };
-    if (bounds.length !== 2 && bounds.length !== 3)
-        bad('expected [begin:end] or [begin:end:step]');
-    const beg = bounds[0] || '0';
-    const end = bounds[1];
-    const stepText = bounds.length === 3 ? bounds[2] : '1';
-    if (!end)
-        bad('the end is missing');
-    if (!/^\d+$/.test(stepText) || Number(stepText) < 1)
-        bad(`step "${stepText}" is not a positive whole number`);
-    const step = Number(stepText);
-    const pad = beg.length > 1 && beg[0] === '0';
-    if (pad && beg.length !== end.length)
-        bad('begin and end must have the same length when zero-padded');
-    let seq = [];
-    const ib = beg.length === 1 ? LETTERS.indexOf(beg) : -1;
-    const ie = end.length === 1 ? LETTERS.indexOf(end) : -1;
-    if (ib >= 0 && ie >= 0) {
-        if (ib > ie)
-            bad('begin must not come after end');
-        for (let i = ib; i <= ie; i += step)
-            seq.push(LETTERS[i]);
-    }
-    else {
-        if (!/^\d+$/.test(beg) || !/^\d+$/.test(end))
-            bad(`"${beg}:${end}" is neither a number nor a letter range`);
-        const b = Number(beg);
-        const e = Number(end);
-        if (e - b > 10_000 * step)
-            bad('more than 10000 hosts');
-        for (let i = b; i <= e; i += step)
-            seq.push(pad ? String(i).padStart(beg.length, '0') : String(i));
-    }
-    seq = seq.map(s => `${head}${s}${tail}`);
-    return seq.flatMap(expandRange);
-}
-function hostPattern(pattern) {
-    const { pattern: p, port } = splitPort(pattern.trim());
-    if (p.trim() === '---')
-        throw new InventoryError(`host "---" is a sign of a YAML file; name it .yml or .yaml`);
-    return { hosts: p.includes('[') ? expandRange(p) : [p], port };
-}
-// ---------------------------------------------------------------------------------------------------------
-// INI
-/** Python's `shlex.split(line, comments=True)`: POSIX quoting, `#` outside quotes starts a comment. */
-function shlexSplit(line) {
-    const out = [];
-    let word = '';
-    let inWord = false;
-    for (let i = 0; i < line.length; i++) {
-        const ch = line[i];
-        if (ch === ' ' || ch === '\t' || ch === '\r' || ch === '\n') {
-            if (inWord)
-                out.push(word);
-            word = '';
-            inWord = false;
-        }
-        else if (ch === '#') {
-            break;
-        }
-        else if (ch === "'") {
-            const end = line.indexOf("'", i + 1);
-            if (end < 0)
-                throw new InventoryError('no closing quotation');
-            word += line.slice(i + 1, end);
-            inWord = true;
-            i = end;
-        }
-        else if (ch === '"') {
-            inWord = true;
-            for (i++;; i++) {
-                if (i >= line.length)
-                    throw new InventoryError('no closing quotation');
-                const c = line[i];
-                if (c === '"')
-                    break;
-                if (c === '\\' && (line[i + 1] === '"' || line[i + 1] === '\\'))
-                    word += line[++i];
-                else
-                    word += c;
-            }
-        }
-        else if (ch === '\\') {
-            if (i + 1 >= line.length)
-                throw new InventoryError('no escaped character');
-            word += line[++i];
-            inWord = true;
-        }
-        else {
-            word += ch;
-            inWord = true;
-        }
-    }
-    if (inWord)
-        out.push(word);
-    return out;
-}
-/**
- * Python's `ast.literal_eval` for what inventory values hold: whole numbers, decimals, quoted strings,
- * True/False/None; anything else stays the text (lists and mappings included: none of the values read here
- * is one).
- */
-function literalValue(text) {
-    const t = text.trim();
-    if (/^[-+]?\d+$/.test(t))
-        return Number(t);
-    if (/^[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?$/.test(t))
-        return Number(t);
-    if (t === 'True')
-        return true;
-    if (t === 'False')
-        return false;
-    if (t === 'None')
-        return null;
-    const m = /^'([^'\\]*)'$|^"([^"\\]*)"$/.exec(t);
-    if (m)
-        return m[1] ?? m[2];
-    return text;
-}
-const SECTION = /^\[([^:\]\s]+)(?::(\w+))?\]\s*(?:#.*)?$/;
-const GROUP_NAME = /^([^:\]\s]+)\s*(?:#.*)?$/;
-function parseIni(text) {
-    const inv = newInventory();
-    // Groups named in [x:children] or [x:vars] before their own section, as Ansible keeps them.
-    const pending = new Map();
-    let group = 'ungrouped';
-    let state = 'hosts';
-    const lines = text.split(/\r?\n/);
-    const addPendingChildren = (g) => {
-        const decl = pending.get(g);
-        if (!decl)
-            return;
-        for (const parent of decl.parents) {
-            addChild(inv, parent, g);
-            if (pending.get(parent)?.state === 'children')
-                addPendingChildren(parent);
-        }
-        pending.delete(g);
-    };
-    lines.forEach((raw, index) => {
-        const lineno = index + 1;
-        const line = raw.trim();
-        const fail = (message) => {
-            throw new InventoryError(`line ${lineno}: ${message}`);
-        };
-        if (!line || line[0] === '#' || line[0] === ';')
-            return;
-        const section = SECTION.exec(line);
-        if (section) {
-            group = section[1];
-            state = section[2] ?? 'hosts';
-            if (!['hosts', 'children', 'vars'].includes(state))
-                fail(`section [${group}:${state}] has an unknown type "${state}"; expected hosts, children or vars`);
-            if (!inv.groups.has(group)) {
-                if (state === 'vars' && !pending.has(group))
-                    pending.set(group, { line: lineno, state, parents: [] });
-                addGroup(inv, group);
-            }
-            const decl = pending.get(group);
-            if (decl && state !== 'vars') {
-                if (decl.state === 'children')
-                    addPendingChildren(group);
-                else
-                    pending.delete(group);
-            }
-            return;
-        }
-        if (line.startsWith('[') && line.endsWith(']'))
-            fail(`invalid section "${line}"; expected [group], [group:children] or [group:vars] without spaces`);
-        if (state === 'hosts') {
-            let tokens;
-            try {
-                tokens = shlexSplit(line);
-            }
-            catch (e) {
-                return fail(`cannot split the host line "${line}": ${e.message}`);
-            }
-            if (tokens.length === 0)
-                return;
-            let parsed;
-            try {
-                parsed = hostPattern(tokens[0]);
-            }
-            catch (e) {
-                return fail(e.message);
-            }
-            const vars = {};
-            for (const t of tokens.slice(1)) {
-                const eq = t.indexOf('=');
-                if (eq < 0)
-                    fail(`"${t}" is not a key=value host variable`);
-                vars[t.slice(0, eq)] = literalValue(t.slice(eq + 1));
-            }
-            for (const h of parsed.hosts)
-                addHost(inv, group, h, parsed.port, vars);
-        }
-        else if (state === 'vars') {
-            const eq = line.indexOf('=');
-            if (eq < 0)
-                fail(`expected key=value in [${group}:vars], got "${line}"`);
-            try {
-                setGroupVar(addGroup(inv, group), line.slice(0, eq).trim(), literalValue(line.slice(eq + 1).trim()));
-            }
-            catch (e) {
-                fail(e.message);
-            }
-        }
-        else {
-            const m = GROUP_NAME.exec(line);
-            if (!m)
-                return fail(`expected a group name in [${group}:children], got "${line}"`);
-            const child = m[1];
-            if (!inv.groups.has(child)) {
-                const decl = pending.get(child);
-                if (decl)
-                    decl.parents.push(group);
-                else
-                    pending.set(child, { line: lineno, state: 'children', parents: [group] });
-            }
-            else {
-                try {
-                    addChild(inv, group, child);
-                }
-                catch (e) {
-                    fail(e.message);
-                }
-            }
-        }
-    });
-    for (const [name, decl] of pending) {
-        if (decl.state === 'vars')
-            throw new InventoryError(`line ${decl.line}: section [${name}:vars] is for a group that is never defined`);
-        throw new InventoryError(`line ${decl.line}: section [${decl.parents[decl.parents.length - 1]}:children] names group ${name}, which is never defined`);
-    }
-    reconcile(inv);
-    return inv;
-}
-// ---------------------------------------------------------------------------------------------------------
-// YAML
-const isMap = (v) => typeof v === 'object' && v !== null && !Array.isArray(v);
-function parseYaml(text) {
-    const doc = (0,dist/* parseDocument */.Tp)(text, { uniqueKeys: false });
-    if (doc.errors.length) {
-        const e = doc.errors[0];
-        const line = e.linePos?.[0]?.line;
-        throw new InventoryError(`${line ? `line ${line}: ` : ''}invalid YAML: ${e.message.split('\n')[0]}`);
-    }
-    const data = doc.toJS();
-    if (data === null || data === undefined || data === '')
-        throw new InventoryError('the YAML file is empty');
-    if (!isMap(data))
-        throw new InventoryError('a YAML inventory is a mapping of group names (all: hosts: …, children: …, vars: …)');
-    if (data.plugin)
-        throw new InventoryError('this is an inventory plugin configuration, not a YAML inventory');
-    const inv = newInventory();
-    const parseGroup = (name, body) => {
-        if (!isMap(body) && body !== null && body !== undefined)
-            return undefined; // Ansible skips it, with a warning
-        addGroup(inv, name);
-        if (!isMap(body))
-            return name;
-        for (const key of ['vars', 'children', 'hosts']) {
-            const section = typeof body[key] === 'string' ? { [body[key]]: null } : body[key];
-            if (section !== undefined && section !== null && !isMap(section))
-                throw new InventoryError(`the "${key}" of group ${name} must be a mapping`);
-            if (!isMap(section))
-                continue;
-            if (key === 'vars') {
-                for (const [k, v] of Object.entries(section))
-                    setGroupVar(addGroup(inv, name), k, v);
-            }
-            else if (key === 'children') {
-                for (const [child, childBody] of Object.entries(section)) {
-                    const c = parseGroup(child, childBody);
-                    if (c)
-                        addChild(inv, name, c);
-                }
-            }
-            else {
-                for (const [pattern, hostBody] of Object.entries(section)) {
-                    const { hosts, port } = hostPattern(pattern);
-                    const vars = hostBody ?? {};
-                    if (!isMap(vars))
-                        throw new InventoryError(`host ${pattern} in group ${name}: its variables must be a mapping`);
-                    for (const h of hosts)
-                        addHost(inv, name, h, port, vars);
-                }
-            }
-        }
-        return name;
-    };
-    for (const [name, body] of Object.entries(data))
-        parseGroup(name, body);
-    reconcile(inv);
-    return inv;
-}
-// ---------------------------------------------------------------------------------------------------------
-/**
- * Reads an inventory: `.yml`, `.yaml` and `.json` files as YAML; a file without one of those extensions as YAML
- * when it parses to a mapping, else as INI (the order Ansible's plugins try them in).
- */
-function parseInventory(text, fileName) {
-    const ext = /\.([^./]+)$/.exec(fileName)?.[1]?.toLowerCase();
-    if (ext === 'yml' || ext === 'yaml' || ext === 'json')
-        return parseYaml(text);
-    if (ext === undefined) {
-        try {
-            return parseYaml(text);
-        }
-        catch {
-            // not a YAML inventory: INI
-        }
-    }
-    return parseIni(text);
-}
-/** Longest path from `all`, as Ansible's group depth. */
-function depths(inv) {
-    const depth = new Map();
-    const visit = (name, d) => {
-        if ((depth.get(name) ?? -1) >= d)
-            return;
-        depth.set(name, d);
-        for (const c of inv.groups.get(name)?.children ?? [])
-            visit(c, d + 1);
-    };
-    visit('all', 0);
-    return depth;
-}
-/** The hosts of a group and of its descendants, in Ansible's order (the group's own, then breadth first). */
-function groupHosts(inv, group) {
-    const g = inv.groups.get(group);
-    if (!g)
-        throw new InventoryError(`no group named ${group}`);
-    const order = [group];
-    const seen = new Set(order);
-    for (let i = 0; i < order.length; i++) {
-        for (const c of inv.groups.get(order[i])?.children ?? []) {
-            if (!seen.has(c)) {
-                seen.add(c);
-                order.push(c);
-            }
-        }
-    }
-    const names = [];
-    for (const n of order)
-        for (const h of inv.groups.get(n).hosts)
-            if (!names.includes(h))
-                names.push(h);
-    const depth = depths(inv);
-    return names.map(name => ({ name, vars: hostVars(inv, name, depth) }));
-}
-function hostVars(inv, host, depth) {
-    const direct = [...inv.groups.values()].filter(g => g.hosts.includes(host)).map(g => g.name);
-    const all = new Set(direct);
-    for (const d of direct)
-        for (const a of ancestors(inv, d))
-            all.add(a);
-    const priority = (name) => inv.groups.get(name).priority;
-    const sorted = [...all].sort((a, b) => (depth.get(a) ?? 0) - (depth.get(b) ?? 0) || priority(a) - priority(b) || (a < b ? -1 : a > b ? 1 : 0));
-    const vars = {};
-    for (const g of sorted)
-        Object.assign(vars, inv.groups.get(g).vars);
-    Object.assign(vars, inv.hostVars.get(host) ?? {});
-    return vars;
-}
-/** Group names, for "did you mean" and error messages. */
-function groupNames(inv) {
-    return [...inv.groups.keys()];
-}
-
-;// CONCATENATED MODULE: ./src/shellwords.ts
-/**
- * Splits an input such as `pip-args` into words the way a POSIX shell does, without running anything:
- * blanks separate words, '…' keeps everything literally, "…" keeps everything but \" \\ \$ \`, and a backslash
- * outside quotes escapes the next character. So `--no-binary a,b` stays one value and `"wheels dir"` one word.
- * Expansions and operators ($VAR, `cmd`, ;, |, &, <, >, (, )) are refused rather than passed on literally: the
- * words reach the server quoted, so what looks like an expansion would silently not be one.
- */
-class WordsError extends Error {
-}
-const OPERATORS = new Set([';', '|', '&', '<', '>', '(', ')']);
-function splitWords(text) {
-    const out = [];
-    let word = '';
-    let inWord = false;
-    let i = 0;
-    const refuse = (what) => {
-        throw new WordsError(`${what} at position ${i + 1} is not supported; write the value itself, or quote it ('…') to keep it literally`);
-    };
-    while (i < text.length) {
-        const ch = text[i];
-        if (ch === ' ' || ch === '\t' || ch === '\n' || ch === '\r') {
-            if (inWord)
-                out.push(word);
-            word = '';
-            inWord = false;
-            i++;
-        }
-        else if (ch === "'") {
-            const end = text.indexOf("'", i + 1);
-            if (end < 0)
-                throw new WordsError(`unterminated ' starting at position ${i + 1}`);
-            word += text.slice(i + 1, end);
-            inWord = true;
-            i = end + 1;
-        }
-        else if (ch === '"') {
-            const start = i;
-            i++;
-            for (;;) {
-                if (i >= text.length)
-                    throw new WordsError(`unterminated " starting at position ${start + 1}`);
-                const c = text[i];
-                if (c === '"')
-                    break;
-                if (c === '\\' && i + 1 < text.length && '"\\$`\n'.includes(text[i + 1])) {
-                    if (text[i + 1] !== '\n')
-                        word += text[i + 1];
-                    i += 2;
-                    continue;
-                }
-                if (c === '$' || c === '`')
-                    refuse(`${c} (an expansion)`);
-                word += c;
-                i++;
-            }
-            inWord = true;
-            i++;
-        }
-        else if (ch === '\\') {
-            if (i + 1 >= text.length)
-                throw new WordsError('a \\ at the end escapes nothing');
-            if (text[i + 1] !== '\n') {
-                word += text[i + 1];
-                inWord = true;
-            }
-            i += 2;
-        }
-        else if (ch === '$' || ch === '`') {
-            refuse(`${ch} (an expansion)`);
-        }
-        else if (OPERATORS.has(ch)) {
-            refuse(`${ch} (a shell operator)`);
-        }
-        else {
-            word += ch;
-            inWord = true;
-            i++;
-        }
-    }
-    if (inWord)
-        out.push(word);
-    return out;
-}
-
-;// CONCATENATED MODULE: ./src/settings.ts
-/**
- * Settings: every input and the optional config file, validated once into one typed value.
- * Nothing below this module reads `core.getInput` or `process.env`.
- */
-
-
-
-
-
-
-
-
-const DEPLOY_CHECK_MODES = ['warn', 'fail', 'off'];
-const CHECK_NAMES = ['check', 'deploy', 'migrations', 'test'];
-/** A role's name: `web` (Gunicorn behind nginx) or any other, e.g. `worker`, `scheduler`. */
-const ROLE = /^[a-z][a-z0-9_-]{0,31}$/;
-const COMMENT_MODES = ['always', 'on-failure', 'never'];
-/**
- * Every input of the action with its default. action.yml declares no `default:` for the ones a config file may
- * set, because GitHub passes a declared default as if the user had typed it, and inputs override the file.
- * `secret` inputs are never accepted from the config file (it is committed) and never echoed in errors.
- */
-const INPUTS = {
-    mode: { default: 'auto' },
-    'working-directory': { default: '.' },
-    python: { default: 'python3' },
-    checks: { default: 'check, migrations, test' },
-    'test-command': { default: '' },
-    'check-timeout': { default: '1800' },
-    hosts: { default: '' },
-    inventory: { default: '' },
-    'inventory-group': { default: 'all' },
-    user: { default: '' },
-    port: { default: '22' },
-    'ssh-key': { default: '', secret: true },
-    'ssh-key-passphrase': { default: '', secret: true },
-    'known-hosts': { default: '' },
-    'host-fingerprint': { default: '' },
-    'jump-host': { default: '' },
-    'deploy-path': { default: '' },
-    'shared-paths': { default: '.env, media' },
-    'remote-python': { default: 'python3' },
-    'venv-options': { default: '' },
-    'pip-args': { default: '' },
-    migrate: { default: 'true' },
-    'max-parallel': { default: '10' },
-    rolling: { default: '' },
-    collectstatic: { default: 'true' },
-    'gunicorn-pidfile': { default: '' },
-    'gunicorn-service': { default: '' },
-    'reload-command': { default: '' },
-    nginx: { default: 'false' },
-    'nginx-test-command': { default: 'sudo -n nginx -t' },
-    'nginx-reload-command': { default: 'sudo -n nginx -s reload' },
-    'health-check-url': { default: '' },
-    'health-check-timeout': { default: '30' },
-    'deploy-check': { default: 'warn' },
-    'keep-releases': { default: '5' },
-    'release-name': { default: '' },
-    'lock-timeout': { default: '300' },
-    'command-timeout': { default: '900' },
-    config: { default: '' },
-    'dry-run': { default: 'false' },
-    'github-token': { default: '', secret: true },
-    environment: { default: 'production' },
-    'environment-url': { default: '' },
-    'github-deployment': { default: 'true' },
-    comment: { default: 'always' },
-    'comment-key': { default: '' }
-};
-class SettingsError extends Error {
-    problems;
-    constructor(problems) {
-        super(problems.map(p => `${p.where}: ${p.message}`).join('\n'));
-        this.problems = problems;
-        this.name = 'SettingsError';
-    }
-}
-const SAFE_RELEASE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$/;
-const HOSTNAME = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
-const IPV6 = /^[0-9A-Fa-f:.]+$/;
-const USERNAME = /^[a-z_][a-z0-9_.-]{0,31}\$?$/i;
-/** A release name the remote side can trust: refused, never rewritten, when it has anything else. */
-function isSafeReleaseName(name) {
-    return SAFE_RELEASE.test(name) && name !== '.' && name !== '..' && !name.includes('..');
-}
-/** Levenshtein distance, for "did you mean". */
-function distance(a, b) {
-    const d = Array.from({ length: b.length + 1 }, (_, i) => i);
-    for (let i = 1; i <= a.length; i++) {
-        let prev = d[0];
-        d[0] = i;
-        for (let j = 1; j <= b.length; j++) {
-            const cur = d[j];
-            d[j] = Math.min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-            prev = cur;
-        }
-    }
-    return d[b.length];
-}
-function didYouMean(word, choices) {
-    const best = choices.map(c => ({ c, d: distance(word.toLowerCase(), c) })).sort((x, y) => x.d - y.d)[0];
-    return best && best.d <= Math.max(2, Math.floor(word.length / 3)) ? ` (did you mean '${best.c}'?)` : '';
-}
-/** Splits a list given as commas, spaces or new lines (or a YAML sequence already joined). */
-function splitList(value) {
-    return value
-        .split(/[\s,]+/)
-        .map(s => s.trim())
-        .filter(Boolean);
-}
-/** Splits "host[:port]", "[v6]:port" and "v6" entries. */
-function parseHost(entry, defaultPort) {
-    let host = entry;
-    let port = defaultPort;
-    const bracket = /^\[([^\]]+)\](?::(.*))?$/.exec(entry);
-    if (bracket) {
-        host = bracket[1];
-        if (bracket[2] !== undefined) {
-            const p = parsePort(bracket[2]);
-            if (typeof p === 'string')
-                return p;
-            port = p;
-        }
-        if (!IPV6.test(host))
-            return `"${entry}" is not a valid host; expected a name, an IPv4 address or [IPv6]:port`;
-        return { host, port };
-    }
-    const colons = entry.split(':').length - 1;
-    if (colons === 1) {
-        ;
-        [host] = entry.split(':');
-        const p = parsePort(entry.slice(host.length + 1));
-        if (typeof p === 'string')
-            return `"${entry}": ${p}`;
-        port = p;
-    }
-    else if (colons > 1) {
-        if (!IPV6.test(entry))
-            return `"${entry}" is not a valid host; expected a name, an IPv4 address or [IPv6]:port`;
-        return { host: entry, port };
-    }
-    if (!HOSTNAME.test(host)) {
-        return `"${entry}" is not a valid host; expected a host name or address, optionally with :port (e.g. web1.example.com:2222)`;
-    }
-    return { host, port };
-}
-function parsePort(text) {
-    if (!/^\d+$/.test(text.trim()))
-        return `port "${text}" is not a whole number; expected 1–65535`;
-    const n = Number(text);
-    if (n < 1 || n > 65535)
-        return `port ${n} is out of range; expected 1–65535`;
-    return n;
-}
-/** Resolves `auto` against the event that started the workflow. */
-function resolveMode(requested, ctx) {
-    if (requested !== 'auto')
-        return requested;
-    if (isPullRequestEvent(ctx.eventName))
-        return 'check';
-    // A manual run deploys only when the workflow says so (mode: deploy, e.g. from a `type: choice` input): a
-    // workflow_dispatch trigger added to re-run the checks by hand must not ship to production.
-    if (ctx.eventName === 'push' && ctx.ref.startsWith('refs/tags/'))
-        return 'deploy';
-    return 'check';
-}
-/**
- * Events that run for a pull request. A review or review comment runs the workflow from the pull request's merge
- * ref too, so its code is the pull request's: never deployed.
- */
-const PULL_REQUEST_EVENTS = [
-    'pull_request',
-    'pull_request_target',
-    'pull_request_review',
-    'pull_request_review_comment'
-];
-function isPullRequestEvent(eventName) {
-    return PULL_REQUEST_EVENTS.includes(eventName);
-}
-/** Reads the run's context from the runner's environment (the variables GitHub sets for every step). */
-function readRunContext(env, readFile, workspace) {
-    const [owner = '', repo = ''] = (env.GITHUB_REPOSITORY ?? '').split('/');
-    let prNumber;
-    if (isPullRequestEvent(env.GITHUB_EVENT_NAME ?? '') && env.GITHUB_EVENT_PATH) {
-        try {
-            const payload = JSON.parse(readFile(env.GITHUB_EVENT_PATH));
-            prNumber = payload.pull_request?.number;
-        }
-        catch {
-            prNumber = undefined;
-        }
-    }
-    if (prNumber === undefined) {
-        const m = /^refs\/pull\/(\d+)\//.exec(env.GITHUB_REF ?? '');
-        if (m)
-            prNumber = Number(m[1]);
-    }
-    const server = env.GITHUB_SERVER_URL ?? 'https://github.com';
-    return {
-        eventName: env.GITHUB_EVENT_NAME ?? '',
-        ref: env.GITHUB_REF ?? '',
-        sha: env.GITHUB_SHA ?? '',
-        owner,
-        repo,
-        prNumber,
-        runUrl: env.GITHUB_RUN_ID && owner ? `${server}/${owner}/${repo}/actions/runs/${env.GITHUB_RUN_ID}` : undefined,
-        workspace
-    };
-}
-/** Default release name: the tag, else the short SHA and the UTC time. */
-function defaultReleaseName(ctx, now) {
-    if (ctx.ref.startsWith('refs/tags/'))
-        return ctx.ref.slice('refs/tags/'.length);
-    const stamp = now
-        .toISOString()
-        .replace(/[-:]/g, '')
-        .replace(/\.\d+Z$/, 'Z');
-    return `${(ctx.sha || 'local').slice(0, 7)}-${stamp}`;
-}
-/** Collects the raw values: input if given, else config file, else default. */
-class RawValues {
-    sources;
-    problems = [];
-    file = new Map();
-    /** `host=SHA256:…` pins from `hosts` entries of the config file that have their own `fingerprint`. */
-    hostPins = [];
-    /** The config file's hosts entry marked `primary: true`, as written. */
-    primaryHost;
-    /** Per-host user and deploy-path of the config file's hosts entries, by the entry's host as written. */
-    hostExtras = [];
-    /** `reload-command` given in the config file as a mapping of role to command: the roles other than web. */
-    roleReloads;
-    configFile;
-    constructor(sources) {
-        this.sources = sources;
-    }
-    loadConfig(workspace, readFile) {
-        const given = this.sources.input('config').trim();
-        const path = (0,external_node_path_.resolve)(workspace, given || 'deploy.yml');
-        if (!given && !(0,external_node_fs_.existsSync)(path))
-            return;
-        let text;
-        try {
-            text = readFile(path);
-        }
-        catch {
-            this.problems.push({
-                where: "input 'config'",
-                message: `cannot read "${given}"; expected a YAML file in the repository`
-            });
-            return;
-        }
-        this.configFile = given || 'deploy.yml';
-        const doc = (0,dist/* parseDocument */.Tp)(text, { prettyErrors: true, uniqueKeys: true });
-        if (doc.errors.length) {
-            const e = doc.errors[0];
-            const line = e.linePos?.[0]?.line;
-            this.problems.push({
-                where: `${this.configFile}${line ? ` line ${line}` : ''}`,
-                message: `invalid YAML: ${e.message.split('\n')[0]}`
-            });
-            return;
-        }
-        const root = doc.contents;
-        if (root === null || root === undefined)
-            return;
-        if (!('items' in root) || !Array.isArray(root.items) || root.constructor.name !== 'YAMLMap') {
-            this.problems.push({ where: this.configFile, message: 'expected a mapping of input names to values' });
-            return;
-        }
-        const names = Object.keys(INPUTS);
-        for (const pair of root.items) {
-            const key = String(pair.key?.value ?? pair.key);
-            const line = pair.key?.range ? lineOf(text, pair.key.range[0]) : undefined;
-            const where = `${this.configFile}: key '${key}'${line ? ` (line ${line})` : ''}`;
-            if (!names.includes(key)) {
-                this.problems.push({
-                    where,
-                    message: `unknown key${didYouMean(key, names)}; expected one of the action's inputs`
-                });
-                continue;
-            }
-            const spec = INPUTS[key];
-            if (spec.secret || key === 'config') {
-                this.problems.push({
-                    where,
-                    message: key === 'config'
-                        ? 'the config file cannot name another config file'
-                        : 'secrets do not belong in a committed file; pass it as an input from `secrets.*`'
-                });
-                continue;
-            }
-            const json = pair.value?.toJSON?.() ?? null;
-            let value;
-            if (key === 'hosts' && Array.isArray(json) && json.some(h => typeof h === 'object' && h !== null)) {
-                const entries = hostEntries(json);
-                if (typeof entries === 'string') {
-                    this.problems.push({ where, message: entries });
-                    continue;
-                }
-                value = entries.hosts.join('\n');
-                if (entries.pins.length)
-                    this.hostPins.push([where, entries.pins.join('\n')]);
-                this.primaryHost = entries.primary;
-                this.hostExtras = entries.extras;
-            }
-            else if (key === 'reload-command' &&
-                typeof json === 'object' &&
-                json !== null &&
-                !Array.isArray(json)) {
-                const byRole = roleCommands(json);
-                if (typeof byRole === 'string') {
-                    this.problems.push({ where, message: byRole });
-                    continue;
-                }
-                const { web, ...others } = byRole;
-                value = web ?? '';
-                this.roleReloads = { commands: others, where };
-            }
-            else if (Array.isArray(json))
-                value = json.map(String).join('\n');
-            else if (json === null)
-                value = '';
-            else if (typeof json === 'object') {
-                this.problems.push({ where, message: 'expected a single value or a list, not a mapping' });
-                continue;
-            }
-            else
-                value = String(json);
-            this.file.set(key, { value, line });
-        }
-    }
-    get(name) {
-        const given = this.sources.input(name);
-        if (given.trim() !== '')
-            return { value: given.trim(), where: `input '${name}'`, fromFile: false };
-        const f = this.file.get(name);
-        if (f && f.value.trim() !== '') {
-            return {
-                value: f.value.trim(),
-                where: `${this.configFile}: key '${name}'${f.line ? ` (line ${f.line})` : ''}`,
-                fromFile: true
-            };
-        }
-        return { value: INPUTS[name].default, where: `input '${name}'`, fromFile: false };
-    }
-    fail(raw, message) {
-        this.problems.push({ where: typeof raw === 'string' ? raw : raw.where, message });
-    }
-}
-/** The config file's `reload-command` as a mapping: `{ web: command, worker: command, … }`. */
-function roleCommands(map) {
-    const out = {};
-    for (const [role, command] of Object.entries(map)) {
-        if (!ROLE.test(role))
-            return `"${role}" is not a role name; expected a mapping of roles (web, worker, …: lowercase letters, digits, - and _) to commands`;
-        if (typeof command !== 'string' || !command.trim())
-            return `the command of role ${role} must be a non-empty string, e.g. ${role}: sudo -n systemctl restart celery`;
-        out[role] = command.trim();
-    }
-    return out;
-}
-/** A hosts entry's or inventory host's roles (a list, or one name, or names separated by commas). */
-function rolesOf(value, whose) {
-    const items = Array.isArray(value) ? value : typeof value === 'string' ? value.split(',') : undefined;
-    if (!items || items.length === 0 || !items.every(r => typeof r === 'string'))
-        return `roles of ${whose} must be a role name or a list of them, e.g. [web, worker]`;
-    const roles = [...new Set(items.map(r => r.trim()))];
-    const bad = roles.find(r => !ROLE.test(r));
-    if (bad !== undefined)
-        return `role "${bad}" of ${whose} is not a role name; expected lowercase letters, digits, - and _ (e.g. web, worker)`;
-    return roles;
-}
-function hostEntries(items) {
-    const hosts = [];
-    const pins = [];
-    // One row per entry, in order, not a map by host: the same host twice with two deploy-paths is two deployments.
-    const extras = [];
-    let primary;
-    for (const item of items) {
-        if (typeof item !== 'object' || item === null) {
-            hosts.push(String(item));
-            extras.push([String(item), {}]);
-            continue;
-        }
-        const { host: given, port: portGiven, fingerprint, primary: isPrimary, user, 'deploy-path': deployPath, roles: rolesGiven, ...rest } = item;
-        const fps = Array.isArray(fingerprint) ? fingerprint : fingerprint === undefined ? [] : [fingerprint];
-        if (Object.keys(rest).length ||
-            typeof given !== 'string' ||
-            (portGiven !== undefined && typeof portGiven !== 'number' && typeof portGiven !== 'string') ||
-            !fps.every(f => typeof f === 'string') ||
-            (isPrimary !== undefined && typeof isPrimary !== 'boolean') ||
-            (user !== undefined && typeof user !== 'string') ||
-            (deployPath !== undefined && typeof deployPath !== 'string'))
-            return 'an entry that is a mapping must be { host: name[:port], port: number, fingerprint: SHA256:… or a list of them, user: name, deploy-path: /abs/path, primary: true or false, roles: [web, worker, …] }';
-        // `port:` is the same as `host: name:port` (an IPv6 address gets its brackets).
-        let host = given;
-        if (portGiven !== undefined) {
-            if (/^\[.*\]:|^[^:]*:[^:]*$/.test(given))
-                return `host ${given} has a port in its name and a port: ${String(portGiven)}; expected one of them`;
-            host = `${given.includes(':') && !given.startsWith('[') ? `[${given}]` : given}:${String(portGiven)}`;
-        }
-        if (typeof user === 'string' && !USERNAME.test(user))
-            return `user "${user}" of host ${host} is not a valid user name`;
-        if (typeof deployPath === 'string') {
-            const bad = deployPathProblem(deployPath);
-            if (bad)
-                return `deploy-path of host ${host}: ${bad}`;
-        }
-        const roles = rolesGiven === undefined ? undefined : rolesOf(rolesGiven, `host ${host}`);
-        if (typeof roles === 'string')
-            return roles;
-        extras.push([
-            host,
-            {
-                ...(user ? { user: user } : {}),
-                ...(deployPath ? { deployPath: deployPath.replace(/\/+$/, '') } : {}),
-                ...(roles ? { roles } : {})
-            }
-        ]);
-        if (isPrimary === true) {
-            if (primary)
-                return `only one host can be primary (${primary} and ${host} are)`;
-            primary = host;
-        }
-        hosts.push(host);
-        pins.push(...fps.map(f => `${host}=${f}`));
-    }
-    return { hosts, pins, primary, extras };
-}
-/** What is wrong with a deploy path, if anything. */
-function deployPathProblem(value) {
-    const path = value.replace(/\/+$/, '');
-    if (!path.startsWith('/'))
-        return `"${value}" is relative; expected an absolute path on the server, e.g. /srv/myapp`;
-    if (path.split('/').some(s => s === '..' || s === '.'))
-        return `"${value}" contains . or ..; expected a plain absolute path`;
-    if (path === '' || /[\0\n\r]/.test(path))
-        return `"${value}" cannot be used; expected a directory below /, e.g. /srv/myapp`;
-    return undefined;
-}
-function lineOf(text, offset) {
-    return text.slice(0, offset).split('\n').length;
-}
-/** Parses and validates everything once. Throws SettingsError listing every problem found. */
-function loadSettings(sources, now = new Date()) {
-    const readFile = sources.readFile ?? ((p) => (0,external_node_fs_.readFileSync)(p, 'utf8'));
-    const env = sources.env;
-    const workspace = env.GITHUB_WORKSPACE || process.cwd();
-    const raw = new RawValues(sources);
-    raw.loadConfig(workspace, readFile);
-    const context = readRunContext(env, readFile, workspace);
-    const bool = (name) => {
-        const r = raw.get(name);
-        const v = r.value.toLowerCase();
-        if (['true', 'yes', 'on', '1'].includes(v))
-            return true;
-        if (['false', 'no', 'off', '0'].includes(v))
-            return false;
-        raw.fail(r, `"${r.value}" is not a boolean; expected true or false`);
-        return false;
-    };
-    const int = (name, min, unit) => {
-        const r = raw.get(name);
-        if (!/^-?\d+$/.test(r.value)) {
-            raw.fail(r, `"${r.value}" is not a whole number; expected ${unit} ≥ ${min}`);
-            return Number(INPUTS[name].default);
-        }
-        const n = Number(r.value);
-        if (n < min)
-            raw.fail(r, `${n} is ${n < 0 ? 'negative' : 'too small'}; expected ${unit} ≥ ${min}`);
-        return n;
-    };
-    const text = (name) => raw.get(name).value || undefined;
-    const migrateMode = () => {
-        const r = raw.get('migrate');
-        const v = r.value.toLowerCase();
-        if (v === 'every-host')
-            return { migrate: true, migrateEveryHost: true };
-        if (['true', 'yes', 'on', '1', 'false', 'no', 'off', '0'].includes(v))
-            return { migrate: bool('migrate'), migrateEveryHost: false };
-        raw.fail(r, `"${r.value}" is not a migrate mode; expected true (once, on the primary host), every-host (each host has its own database) or false`);
-        return { migrate: false, migrateEveryHost: false };
-    };
-    const rollingOf = () => {
-        const r = raw.get('rolling');
-        if (!r.value)
-            return undefined;
-        const m = /^(\d+)(%?)$/.exec(r.value);
-        const n = Number(m?.[1]);
-        if (!m || n < 1 || (m[2] && n > 100)) {
-            raw.fail(r, `"${r.value}" is not a batch size; expected a count of hosts (e.g. 2) or a percentage (e.g. 25%)`);
-            return undefined;
-        }
-        return m[2] ? { percent: n } : { count: n };
-    };
-    const oneOf = (name, choices) => {
-        const r = raw.get(name);
-        const v = r.value.toLowerCase();
-        if (choices.includes(v))
-            return v;
-        raw.fail(r, `"${r.value}" is not a valid value${didYouMean(v, choices)}; expected one of ${choices.join(', ')}`);
-        return INPUTS[name].default;
-    };
-    // mode
-    const modeRaw = raw.get('mode');
-    const modes = ['auto', 'check', 'deploy', 'rollback'];
-    let requestedMode = 'auto';
-    if (modes.includes(modeRaw.value))
-        requestedMode = modeRaw.value;
-    else
-        raw.fail(modeRaw, `unknown mode "${modeRaw.value}"${didYouMean(modeRaw.value, modes)}; expected one of ${modes.join(', ')}`);
-    // An unknown mode is reported alone: guessing one would bury it under that mode's requirements.
-    const mode = modes.includes(modeRaw.value) ? resolveMode(requestedMode, context) : 'check';
-    if (mode !== 'check' && isPullRequestEvent(context.eventName)) {
-        raw.fail(modeRaw, `mode ${mode} is refused on a ${context.eventName} event: a pull request's code must never reach deploy credentials; deploy from a tag push or workflow_dispatch`);
-    }
-    const deploying = mode !== 'check';
-    // working directory and checks
-    const wdRaw = raw.get('working-directory');
-    const workingDirectory = (0,external_node_path_.resolve)(workspace, wdRaw.value);
-    if (!(0,external_node_fs_.existsSync)(workingDirectory))
-        raw.fail(wdRaw, `"${wdRaw.value}" does not exist in the workspace; expected the folder that holds manage.py`);
-    const checksRaw = raw.get('checks');
-    const checkWords = splitList(checksRaw.value.toLowerCase());
-    let checks = [];
-    if (checkWords.length === 1 && checkWords[0] === 'none')
-        checks = [];
-    else if (checkWords.length === 1 && checkWords[0] === 'all')
-        checks = [...CHECK_NAMES];
-    else {
-        for (const w of checkWords) {
-            if (CHECK_NAMES.includes(w)) {
-                if (!checks.includes(w))
-                    checks.push(w);
-            }
-            else {
-                raw.fail(checksRaw, `unknown check "${w}"${didYouMean(w, CHECK_NAMES)}; expected any of ${CHECK_NAMES.join(', ')}, all or none`);
-            }
-        }
-    }
-    // SSH
-    const port = (() => {
-        const r = raw.get('port');
-        const p = parsePort(r.value);
-        if (typeof p === 'string') {
-            raw.fail(r, p);
-            return 22;
-        }
-        return p;
-    })();
-    const hostsRaw = raw.get('hosts');
-    const hosts = [];
-    /** Each host as its source names it (the entry as written, the inventory name), for errors. */
-    const labels = new Map();
-    for (const entry of splitList(hostsRaw.value)) {
-        const h = parseHost(entry, port);
-        if (typeof h === 'string')
-            raw.fail(hostsRaw, h);
-        else {
-            hosts.push(h);
-            labels.set(h, entry);
-        }
-    }
-    if (hostsRaw.fromFile) {
-        const done = new Set();
-        for (const [entry, extra] of raw.hostExtras) {
-            const p = parseHost(entry, port);
-            const same = (x) => typeof p !== 'string' && x.host === p.host && x.port === p.port;
-            const h = hosts.find(x => same(x) && !done.has(x));
-            if (!h)
-                continue;
-            Object.assign(h, extra);
-            done.add(h);
-        }
-    }
-    if (raw.primaryHost && hostsRaw.fromFile) {
-        const p = parseHost(raw.primaryHost, port);
-        const at = typeof p === 'string' ? -1 : hosts.findIndex(h => h.host === p.host && h.port === p.port);
-        if (at >= 0)
-            hosts[at].primary = true;
-    }
-    const inventoryRaw = raw.get('inventory');
-    if (inventoryRaw.value)
-        hosts.push(...inventoryHosts(raw, hostsRaw, port, workspace, readFile));
-    else if (raw.get('inventory-group').value !== INPUTS['inventory-group'].default)
-        raw.fail(raw.get('inventory-group'), 'is set but inventory is empty; expected the inventory file it is a group of');
-    if (deploying && hosts.length === 0 && !hostsRaw.value.trim() && !inventoryRaw.value) {
-        raw.fail(hostsRaw, `is empty; ${mode} needs at least one server, e.g. hosts: web1.example.com`);
-    }
-    const userRaw = raw.get('user');
-    const withoutUser = hosts.filter(h => !h.user);
-    if (deploying && !userRaw.value && (hosts.length === 0 || withoutUser.length > 0))
-        raw.fail(userRaw, `is empty; ${mode} needs the SSH user that owns deploy-path${inventoryRaw.value ? ` (the inventory gives no ansible_user for ${withoutUser.map(h => h.name ?? h.host).join(', ')})` : ''}`);
-    else if (userRaw.value && !USERNAME.test(userRaw.value))
-        raw.fail(userRaw, `"${userRaw.value}" is not a valid user name`);
-    const privateKey = raw.get('ssh-key').value.replace(/\r\n/g, '\n');
-    const passphrase = raw.get('ssh-key-passphrase').value || undefined;
-    if (deploying && !privateKey)
-        raw.fail("input 'ssh-key'", 'is empty; expected the private key text, e.g. ${{ secrets.DEPLOY_KEY }}');
-    else if (privateKey) {
-        const parsed = lib_default().utils.parseKey(privateKey, passphrase);
-        if (parsed instanceof Error) {
-            const encrypted = /encrypted|passphrase/i.test(parsed.message);
-            raw.fail(encrypted ? "input 'ssh-key-passphrase'" : "input 'ssh-key'", encrypted
-                ? passphrase
-                    ? 'does not decrypt ssh-key; expected the passphrase of that key'
-                    : 'is empty but ssh-key is encrypted; expected its passphrase'
-                : 'is not a private key; expected the text of an OpenSSH or PEM private key (BEGIN … PRIVATE KEY), not a public key or a file path');
-        }
-        else if (!parsed || (Array.isArray(parsed) && parsed.length === 0)) {
-            raw.fail("input 'ssh-key'", 'is not a private key');
-        }
-        else {
-            const key = Array.isArray(parsed) ? parsed[0] : parsed;
-            if (!key.isPrivateKey())
-                raw.fail("input 'ssh-key'", 'is a public key; expected the private key');
-        }
-    }
-    const jumpRaw = raw.get('jump-host');
-    let jumpHost;
-    if (jumpRaw.value) {
-        const m = /^([^@\s]+)@(.+)$/.exec(jumpRaw.value);
-        const h = m ? parseHost(m[2], 22) : 'expected user@host[:port]';
-        if (!m || typeof h === 'string' || !USERNAME.test(m[1]))
-            raw.fail(jumpRaw, `"${jumpRaw.value}" is not user@host[:port]`);
-        else
-            jumpHost = { user: m[1], host: h.host, port: h.port };
-    }
-    const knownHosts = text('known-hosts');
-    const fingerprints = readPins(raw, hosts, jumpHost, deploying);
-    // deploy
-    const pathRaw = raw.get('deploy-path');
-    const path = pathRaw.value.replace(/\/+$/, '');
-    if (deploying && !pathRaw.value && (hosts.length === 0 || hosts.some(h => !h.deployPath)))
-        raw.fail(pathRaw, 'is empty; expected an absolute path on the server, e.g. /srv/myapp');
-    else if (pathRaw.value) {
-        const bad = deployPathProblem(pathRaw.value);
-        if (bad)
-            raw.fail(pathRaw, bad);
-    }
-    refuseSameServer(raw, hosts, h => labels.get(h) ?? h.name ?? h.host, path, inventoryRaw.value ? inventoryRaw : hostsRaw);
-    const sharedRaw = raw.get('shared-paths');
-    const sharedPaths = splitList(sharedRaw.value).map(p => p.replace(/\/+$/, ''));
-    for (const p of sharedPaths) {
-        if ((0,external_node_path_.isAbsolute)(p) || p.split('/').some(s => s === '..' || s === '.' || s === '') || /[\0\n\r]/.test(p)) {
-            raw.fail(sharedRaw, `"${p}" must be a plain path inside the release (like .env or media/uploads), without / at the start or ..`);
-        }
-        else if (p === '.venv' || p.startsWith('.venv/')) {
-            raw.fail(sharedRaw, `"${p}" is the release's virtualenv; it cannot be shared`);
-        }
-    }
-    const reloaders = ['gunicorn-pidfile', 'gunicorn-service', 'reload-command'].filter(n => raw.get(n).value);
-    if (reloaders.length > 1) {
-        raw.fail(`input '${reloaders[1]}'`, `is set together with ${reloaders[0]}; expected one way to reload Gunicorn`);
-    }
-    // Each role's reload-command must be some host's role: a typo would otherwise leave workers on old code.
-    const roleReloadCommands = raw.roleReloads?.commands ?? {};
-    const held = new Set(hosts.flatMap(h => h.roles ?? ['web']));
-    for (const role of Object.keys(roleReloadCommands)) {
-        if (held.has(role) || hosts.length === 0)
-            continue;
-        raw.fail(raw.roleReloads.where, `role ${role} is no host's role${didYouMean(role, [...held])}; expected the roles the hosts have (${[...held].join(', ')}), set by roles: in deploy.yml hosts entries or deploy_roles in the inventory`);
-    }
-    const pidRaw = raw.get('gunicorn-pidfile');
-    if (pidRaw.value && !pidRaw.value.startsWith('/'))
-        raw.fail(pidRaw, `"${pidRaw.value}" is relative; expected an absolute path on the server`);
-    const serviceRaw = raw.get('gunicorn-service');
-    if (serviceRaw.value && !/^[A-Za-z0-9@._:-]+$/.test(serviceRaw.value))
-        raw.fail(serviceRaw, `"${serviceRaw.value}" is not a systemd unit name`);
-    const urlOf = (name) => {
-        const r = raw.get(name);
-        if (!r.value)
-            return undefined;
-        try {
-            const u = new URL(r.value);
-            if (u.protocol !== 'http:' && u.protocol !== 'https:')
-                throw new Error();
-        }
-        catch {
-            // A password in it is a secret even when the URL is malformed: the error shows the URL without it.
-            raw.fail(r, `"${withoutCredentials(r.value)}" is not an http(s) URL; expected e.g. http://127.0.0.1:8000/health/`);
-        }
-        return r.value;
-    };
-    const releaseRaw = raw.get('release-name');
-    if (releaseRaw.value && !isSafeReleaseName(releaseRaw.value)) {
-        raw.fail(releaseRaw, `"${releaseRaw.value}" is not a safe release name; expected letters, digits, . _ + - (at most 100, no ..)`);
-    }
-    let releaseName = releaseRaw.value || undefined;
-    if (!releaseName && mode === 'deploy') {
-        releaseName = defaultReleaseName(context, now);
-        if (!isSafeReleaseName(releaseName)) {
-            raw.fail("input 'release-name'", `the tag "${releaseName}" is not a safe release name (letters, digits, . _ + -); set release-name explicitly`);
-        }
-    }
-    const shellWords = (name) => {
-        const r = raw.get(name);
-        try {
-            return splitWords(r.value);
-        }
-        catch (e) {
-            if (!(e instanceof WordsError))
-                throw e;
-            raw.fail(r, `${e.message}; expected words as a shell splits them, e.g. --no-binary "a,b" --find-links wheels`);
-            return [];
-        }
-    };
-    const nginxTest = raw.get('nginx-test-command');
-    const nginxReload = raw.get('nginx-reload-command');
-    // Given as an input or in the config file (not the default). nginx commands turn nginx on wherever they are
-    // given; an explicit `nginx` (input or file) decides, so `nginx: false` wins over both.
-    const given = (name) => sources.input(name).trim() !== '' || raw.get(name).fromFile;
-    const nginx = given('nginx') ? bool('nginx') : given('nginx-test-command') || given('nginx-reload-command');
-    const commentKeyRaw = raw.get('comment-key');
-    if (commentKeyRaw.value && !/^[A-Za-z0-9._-]{1,64}$/.test(commentKeyRaw.value)) {
-        raw.fail(commentKeyRaw, `"${commentKeyRaw.value}" cannot be used; expected 1–64 letters, digits, . _ - (e.g. \${{ matrix.python }}-\${{ matrix.django }})`);
-    }
-    const settings = {
-        mode,
-        requestedMode,
-        workingDirectory,
-        python: raw.get('python').value,
-        checks,
-        testCommand: text('test-command'),
-        checkTimeout: int('check-timeout', 1, 'seconds'),
-        ssh: {
-            hosts,
-            user: userRaw.value,
-            privateKey,
-            passphrase,
-            knownHosts,
-            fingerprints,
-            jumpHost,
-            connectTimeout: 20,
-            commandTimeout: int('command-timeout', 1, 'seconds')
-        },
-        deploy: {
-            path,
-            sharedPaths,
-            remotePython: raw.get('remote-python').value,
-            venvOptions: shellWords('venv-options'),
-            pipArgs: shellWords('pip-args'),
-            ...migrateMode(),
-            maxParallel: int('max-parallel', 1, 'hosts'),
-            rolling: rollingOf(),
-            collectstatic: bool('collectstatic'),
-            gunicornPidfile: text('gunicorn-pidfile'),
-            gunicornService: text('gunicorn-service'),
-            reloadCommand: text('reload-command'),
-            roleReloadCommands,
-            nginx,
-            nginxTestCommand: nginxTest.value,
-            nginxReloadCommand: nginxReload.value,
-            healthCheckUrl: urlOf('health-check-url'),
-            healthCheckTimeout: int('health-check-timeout', 1, 'seconds'),
-            deployCheck: oneOf('deploy-check', DEPLOY_CHECK_MODES),
-            keepReleases: int('keep-releases', 1, 'a count'),
-            releaseName,
-            lockTimeout: int('lock-timeout', 0, 'seconds'),
-            dryRun: bool('dry-run')
-        },
-        github: {
-            token: text('github-token'),
-            environment: raw.get('environment').value,
-            environmentUrl: urlOf('environment-url'),
-            deployment: bool('github-deployment'),
-            comment: oneOf('comment', COMMENT_MODES),
-            commentKey: commentKeyRaw.value || undefined
-        },
-        context,
-        configFile: raw.configFile
-    };
-    if (raw.problems.length)
-        throw new SettingsError(raw.problems);
-    return settings;
-}
-/**
- * Two hosts entries that are one server and one deploy-path would run every step twice on the same directory at
- * once (two uploads, two switches racing): refused, naming both. "One server" is the same address and port after
- * normalising how the address is written (case, a trailing dot, IPv4 and IPv6 notation); names are never resolved
- * through DNS, so web1.example.com and its IP address count as two hosts. The SSH user does not tell hosts apart.
- */
-function refuseSameServer(raw, hosts, label, path, where) {
-    const seen = new Map();
-    for (const h of hosts) {
-        const key = `${normalAddress(h.host)} ${h.port} ${h.deployPath ?? path}`;
-        const first = seen.get(key);
-        if (!first) {
-            seen.set(key, h);
-            continue;
-        }
-        raw.fail(where, `${label(first)} and ${label(h)} are the same server (address ${normalAddress(h.host)}, port ${h.port}, deploy-path ${h.deployPath ?? path}); expected each server once, or a deploy-path of its own for each`);
-    }
-}
-/** An address as compared for sameness: lowercase, no trailing dot, IP addresses in their canonical notation. */
-function normalAddress(host) {
-    const name = host.toLowerCase().replace(/\.$/, '');
-    try {
-        // The WHATWG URL parser normalises IPv4 (127.1, 0x7f.0.0.1) and IPv6 (::0001) notation, and nothing else.
-        const parsed = new URL(`http://${name.includes(':') ? `[${name}]` : name}/`).hostname;
-        return parsed.replace(/^\[(.*)\]$/, '$1');
-    }
-    catch {
-        return name;
-    }
-}
-/**
- * Host key pins, bound to hosts: known-hosts is checked line by line as OpenSSH would read it, a bare
- * `host-fingerprint` binds to the only host (never to the jump host), pairs must name a host or the jump host,
- * and when deploying every host and the jump host must have a pin.
- */
-function readPins(raw, hosts, jump, deploying) {
-    const before = raw.problems.length;
-    const khRaw = raw.get('known-hosts');
-    let knownHosts = [];
-    try {
-        knownHosts = parseKnownHosts(khRaw.value);
-    }
-    catch (e) {
-        if (!(e instanceof KnownHostsError))
-            throw e;
-        raw.fail(khRaw, `${e.message}. Nothing was connected to`);
-        return [];
-    }
-    const fpRaw = raw.get('host-fingerprint');
-    const pins = [];
-    const targets = jump ? [...hosts, jump] : hosts;
-    const label = (h) => knownHostsName(h.host, h.port).replace(/^\[(.*)\]:(\d+)$/, '$1:$2');
-    for (const [where, text] of [[fpRaw, fpRaw.value], ...raw.hostPins]) {
-        const { bare, bound, problems } = parseFingerprintPins(text);
-        problems.forEach(p => raw.fail(where, p));
-        for (const pin of bound) {
-            // A config file's hosts entry carries its own pin: when the hosts input replaces the file's hosts, the
-            // pins of hosts no longer deployed to are simply unused; a host-fingerprint pair for no host is a typo.
-            if (!targets.some(h => pinMatches(pin, h.host, h.port))) {
-                if (where !== fpRaw)
-                    continue;
-                const name = pin.port === undefined ? pin.host : `${pin.host}:${pin.port}`;
-                raw.fail(where, `${name}=${pin.fingerprint} names a host that is neither in hosts nor the jump-host; expected one of ${targets.map(label).join(', ') || '(no hosts given)'}`);
-            }
-            else
-                pins.push(pin);
-        }
-        if (bare.length && hosts.length > 1) {
-            raw.fail(where, `${bare[0]} is not bound to a host, and there are ${hosts.length} hosts; a bare fingerprint is accepted only with one host. Expected host=SHA256:… pairs, e.g. ${label(hosts[0])}=${bare[0]}`);
-        }
-        else if (bare.length && hosts.length === 1) {
-            pins.push(...bare.map(fingerprint => ({ host: hosts[0].host.toLowerCase(), port: hosts[0].port, fingerprint })));
-        }
-    }
-    // With no valid host, the hosts error says what is wrong; pins cannot be checked against nothing.
-    if (!deploying || raw.problems.length > before || hosts.length === 0)
-        return pins;
-    if (!khRaw.value && !fpRaw.value && raw.hostPins.length === 0) {
-        raw.fail("input 'known-hosts'", "and host-fingerprint are both empty; the server's host key must be pinned (no trust on first use). Expected known_hosts lines (ssh-keyscan -p PORT HOST, checked by hand) or SHA256:… fingerprints");
-        return pins;
-    }
-    for (const h of targets) {
-        if (hasPin({ knownHosts, fingerprints: pins }, h.host, h.port))
-            continue;
-        raw.fail(fpRaw, `nothing pins the host key of ${h === jump ? 'the jump host ' : ''}${label(h)}: known-hosts has no entry for ${knownHostsName(h.host, h.port)} and host-fingerprint no ${label(h)}=SHA256:… pair; expected one of them (no trust on first use)`);
-    }
-    return pins;
-}
-function outside(rel) {
-    return rel === '..' || rel.startsWith('../') || (0,external_node_path_.isAbsolute)(rel);
-}
-/** The path with every symlink in it resolved; as given when it does not exist (reading it then says so). */
-function realOrSelf(path) {
-    try {
-        return (0,external_node_fs_.realpathSync)(path);
-    }
-    catch {
-        return path;
-    }
-}
-/**
- * The hosts of `inventory-group` in the Ansible inventory file `inventory` (a path in the repository), with
- * their `ansible_host`, `ansible_port` (else the `port` input) and `ansible_user` (else the `user` input).
- */
-function inventoryHosts(raw, hostsRaw, defaultPort, workspace, readFile) {
-    const invRaw = raw.get('inventory');
-    const groupRaw = raw.get('inventory-group');
-    if (hostsRaw.value) {
-        raw.fail(invRaw, `is set together with hosts (${hostsRaw.where}); expected one source of hosts: hosts, or inventory with inventory-group`);
-        return [];
-    }
-    const file = invRaw.value;
-    const full = (0,external_node_path_.resolve)(workspace, file);
-    // The file's lines can appear in errors: only a file of the repository, never one elsewhere on the runner. A
-    // symlink is judged by where it leads (deploy/inventory.ini -> /etc/shadow is outside).
-    if (outside((0,external_node_path_.relative)(realOrSelf(workspace), realOrSelf(full)))) {
-        raw.fail(invRaw, `"${file}" ${outside((0,external_node_path_.relative)(workspace, full)) ? 'is' : 'is a symlink that leads'} outside the repository; expected a path inside it, e.g. deploy/inventory.ini`);
-        return [];
-    }
-    let text;
-    try {
-        text = readFile(full);
-    }
-    catch (e) {
-        const why = e.code === 'ENOENT' ? 'no such file' : e.message;
-        raw.fail(invRaw, `cannot read "${file}" (${why}); expected the path of an Ansible inventory file (INI or YAML) in the repository`);
-        return [];
-    }
-    let inv;
-    try {
-        inv = parseInventory(text, file);
-    }
-    catch (e) {
-        if (!(e instanceof InventoryError))
-            throw e;
-        raw.fail(invRaw, `"${file}" is not an inventory Ansible reads: ${e.message}`);
-        return [];
-    }
-    const group = groupRaw.value;
-    const names = groupNames(inv);
-    if (!names.includes(group)) {
-        raw.fail(groupRaw, `"${group}" is not a group in ${file}${didYouMean(group, names)}; expected one of ${names.join(', ')}`);
-        return [];
-    }
-    const found = groupHosts(inv, group);
-    if (found.length === 0) {
-        raw.fail(groupRaw, `group ${group} in ${file} has no hosts; expected a group with at least one host`);
-        return [];
-    }
-    const hosts = [];
-    for (const { name, vars } of found) {
-        const bad = (message) => raw.fail(invRaw, `host ${name} of group ${group} in ${file}: ${message}`);
-        const address = vars.ansible_host ?? name;
-        const port = vars.ansible_port ?? defaultPort;
-        const user = vars.ansible_user;
-        if (typeof address !== 'string' ||
-            !(HOSTNAME.test(address) || (address.split(':').length > 2 && IPV6.test(address)))) {
-            bad(`ansible_host "${String(address)}" is not a host name or address; expected e.g. web1.example.com or 10.0.0.5`);
-            continue;
-        }
-        const p = parsePort(String(port));
-        if (typeof p === 'string') {
-            bad(`ansible_port: ${p}`);
-            continue;
-        }
-        if (user !== undefined && (typeof user !== 'string' || !USERNAME.test(user))) {
-            bad(`ansible_user "${String(user)}" is not a valid user name`);
-            continue;
-        }
-        const roles = vars.deploy_roles === undefined ? undefined : rolesOf(vars.deploy_roles, 'deploy_roles');
-        if (typeof roles === 'string') {
-            bad(roles);
-            continue;
-        }
-        hosts.push({
-            host: address,
-            port: p,
-            ...(user ? { user } : {}),
-            ...(address !== name ? { name } : {}),
-            ...(roles ? { roles } : {})
-        });
-    }
-    return hosts;
-}
-
 ;// CONCATENATED MODULE: ./src/main.ts
 /**
  * run(): settings → mode → checks → release → deploy/rollback → report. The one place that calls setFailed.
@@ -70214,38 +70182,13 @@ function mask(secret) {
     if (!secret)
         return;
     setSecret(secret);
-    for (const line of secret.split('\n'))
-        if (line.trim().length >= 8)
-            setSecret(line.trim());
+    for (const part of secretParts(secret))
+        setSecret(part);
     redactor.add(secret);
 }
-/**
- * The job log for the runner. Remote output (`output`) is data: consecutive lines of it sit between
- * `::stop-commands::<token>` and `::<token>::`, so nothing a server or the project prints acts as a workflow
- * command; the quiet part ends before any line of our own (groups, warnings) so those still work.
- */
-function actionsLog() {
-    let quiet;
-    const resume = () => {
-        if (quiet)
-            info(`::${quiet}::`);
-        quiet = undefined;
-    };
-    return {
-        startGroup: title => (resume(), startGroup(title)),
-        endGroup: () => (resume(), endGroup()),
-        info: m => (resume(), info(m)),
-        // A warning is an annotation: published text.
-        warning: m => (resume(), warning(redactor.text(m))),
-        output: line => {
-            if (!quiet) {
-                quiet = (0,external_node_crypto_.randomBytes)(16).toString('hex');
-                info(`::stop-commands::${quiet}`);
-            }
-            info(line);
-        },
-        flush: resume
-    };
+/** The job log (runner and checks); a warning is an annotation, published text: redacted. */
+function main_actionsLog() {
+    return actionsLog(text => redactor.text(text));
 }
 /**
  * A job that runs a pull request's code should not hold a deploy key at all: the checks cannot read it, but the
@@ -70397,7 +70340,8 @@ async function pipeline(job) {
             testCommand: settings.testCommand,
             repoRoot: settings.context.workspace,
             runnerEnv: process.env,
-            timeoutSeconds: settings.checkTimeout
+            timeoutSeconds: settings.checkTimeout,
+            log: main_actionsLog()
         });
         const omitted = annotate(redactor.value(report.checks));
         if (omitted > 0)
@@ -70432,7 +70376,7 @@ async function pipeline(job) {
     const onTarget = async (release, revision) => {
         job.deployment = await startGithubDeployment(settings, release, revision);
     };
-    const log = actionsLog();
+    const log = main_actionsLog();
     const runner = (job.runner = new Runner(settings, log, testFaults()));
     job.release = source?.name;
     // Cancelled before the runner existed: it starts stopped.
@@ -70451,8 +70395,7 @@ async function pipeline(job) {
     if (r.dryRun) {
         for (const [host, lines] of Object.entries(r.plan ?? {})) {
             await group(`plan for ${host}`, async () => {
-                const quiet = (0,external_node_crypto_.randomBytes)(16).toString('hex');
-                info(`::stop-commands::${quiet}\n${lines.join('\n\n')}\n::${quiet}::`);
+                info(asData(lines.join('\n\n')));
             });
         }
     }
