@@ -256,10 +256,19 @@ describe('renderSummary: deploy', () => {
       deployed: false,
       dryRun: true,
       steps: [],
-      plan: {
-        'web1:22': ['mkdir -p /srv/app/releases/R', 'echo ```'],
-        '<web2>': ['true']
-      }
+      plan: [
+        {
+          phase: 'update',
+          onFailure: 'stop',
+          batches: [
+            [
+              { host: 'web1:22', steps: ['mkdir -p /srv/app/releases/R'] },
+              { host: '<web2>', steps: ['true'] }
+            ]
+          ]
+        },
+        { phase: 'publish', onFailure: 'revert', batches: [[{ host: 'web1:22', steps: ['echo ```'] }]] }
+      ]
     })
     const md = renderSummary({ mode: 'deploy', checks: [], deploy: d })
     expect(md.split('\n')[0]).toBe('## 📝 Django deploy: dry run')
@@ -276,7 +285,11 @@ describe('renderSummary: deploy', () => {
     const md = renderSummary({
       mode: 'deploy',
       checks: [],
-      deploy: deploy({ dryRun: true, deployed: false, plan: { h: lines } })
+      deploy: deploy({
+        dryRun: true,
+        deployed: false,
+        plan: [{ phase: 'update', onFailure: 'stop', batches: [[{ host: 'h', steps: lines }]] }]
+      })
     })
     expect(md).toContain('(400 commands)')
     expect(md).toContain('echo step 149\n# … 250 more not shown')
@@ -315,9 +328,15 @@ describe('renderSummary: deploy', () => {
       durationMs: 1,
       detail: big
     }))
-    const plan = Object.fromEntries(
-      Array.from({ length: 200 }, (_, i) => [`${big}${i}`, Array(1000).fill(big)])
-    )
+    const plan = [
+      {
+        phase: 'update',
+        onFailure: 'stop' as const,
+        batches: [
+          Array.from({ length: 200 }, (_, i) => ({ host: `${big}${i}`, steps: Array(1000).fill(big) }))
+        ]
+      }
+    ]
     const md = renderSummary(
       {
         mode: 'deploy',
