@@ -23,6 +23,8 @@ test('a failed step stays the current one: what it prints after its marker joins
     output: 'Traceback (most recent call last):'
   })
   expect(p.feed(`${mark} migrate 0`)).toEqual({ output: undefined })
+  // Nothing after the failure ends it again (the command's end closes it, with its exit code).
+  expect(p.feed(`${mark} preflight 0`)).toEqual({ output: undefined })
   expect(p.current).toBe('preflight')
 })
 
