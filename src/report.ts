@@ -28,7 +28,7 @@ export interface CheckResult {
 export interface StepResult {
   host: string
   step: string
-  outcome: 'ok' | 'failed' | 'skipped'
+  outcome: 'ok' | 'failed'
   durationMs: number
   /** Exit code and last lines of output for a failed step. */
   detail?: string

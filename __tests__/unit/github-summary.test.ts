@@ -238,14 +238,14 @@ describe('renderSummary: deploy', () => {
           durationMs: 30_000,
           detail: 'exit 1\nHTTP 502'
         },
-        { host: 'web2', step: 'cleanup', outcome: 'skipped', durationMs: 0 }
+        { host: 'web3', step: 'switch', outcome: 'ok', durationMs: 0 }
       ]
     })
     const md = renderSummary({ mode: 'deploy', checks: [], deploy: d })
     expect(md.split('\n')[0]).toBe('## ❌ Django deploy: failed (rolled back)')
     expect(md).toContain('**Error:** health check failed on web2: HTTP 502 after 30 s')
     expect(md).toContain('↩️ **rolled back**; `20251231T090000Z-def5678` is live again.')
-    expect(tableRows(md, '| Host |').map(r => r[2])).toEqual(['✅ ok', '❌ failed', '⏭️ skipped'])
+    expect(tableRows(md, '| Host |').map(r => r[2])).toEqual(['✅ ok', '❌ failed', '✅ ok'])
     expect(md).toContain(
       '<details><summary>Failed step health check on <code>web2</code></summary>\n\n```\nexit 1\nHTTP 502\n```'
     )

@@ -38,7 +38,7 @@ export class Hosts {
   /**
    * Connects to every host (host keys verified, at most max-parallel at once), takes the locks unless only
    * reading, one host after another in one sorted order (two fleets listed differently never deadlock), and
-   * reads what each host holds. `onOpen` hears each host connected (to close it whatever happens next).
+   * reads what each host holds. Each host connected joins `targets` at once (closed whatever happens next).
    */
   async open(lock: boolean, targets: Target[]): Promise<void> {
     const s = this.settings

@@ -1,6 +1,6 @@
 /**
- * The plan: named steps per host, pure data built from the settings, the release and what the host holds.
- * The runner executes it; the dry run prints it.
+ * The steps: named remote commands per host, pure data built from the settings, the release and what the host
+ * holds. flow.ts puts them in phases; the runner executes those and the dry run prints them.
  */
 import * as cmd from '../remote/commands.js'
 import type { HistoryEntry, HostState, Layout } from '../remote/commands.js'

@@ -44,7 +44,7 @@ const PLAN_LINES_PER_HOST = 150
 
 const LEVEL_ORDER: Record<Finding['level'], number> = { error: 0, warning: 1, notice: 2 }
 const LEVEL_ICON: Record<Finding['level'], string> = { error: '❌', warning: '⚠️', notice: 'ℹ️' }
-const STEP_ICON = { ok: '✅', failed: '❌', skipped: '⏭️' } as const
+const STEP_ICON = { ok: '✅', failed: '❌' } as const
 
 /** One word for the whole run, as the heading shows it. */
 export function overallResult(report: Report): OverallResult {
