@@ -17,7 +17,7 @@ import { buildDir, revertSteps, rollbackTarget, type Step } from './plan.js'
 import { Executor } from './step.js'
 import { ConnectionLost, LeaseLost, StepError, type Log, type Target } from './target.js'
 
-export { ConnectionLost, LeaseLost, StepError, type Log } from './target.js'
+export type { Log } from './target.js'
 
 /** Database errors that say the tables are not there (SQLite, PostgreSQL, MySQL). */
 const MISSING_TABLES = /no such table|relation "[^"]+" does not exist|Table '[^']+' doesn't exist/i
@@ -63,16 +63,6 @@ export class Runner {
   ) {
     this.x = new Executor(settings)
     this.hosts = new Hosts(settings, log, this.x, connect)
-  }
-
-  /** Every step run, with its outcome and duration. */
-  get steps(): DeployResult['steps'] {
-    return this.x.steps
-  }
-
-  /** Warnings the hosts reported (WARN lines), `host: message`, for the summary. */
-  get warnings(): string[] {
-    return this.x.warnings
   }
 
   /**
@@ -125,7 +115,8 @@ export class Runner {
 
   private emptyResult(release: string): DeployResult {
     const dryRun = this.settings.deploy.dryRun
-    return { release, deployed: false, rolledBack: false, dryRun, steps: this.steps, warnings: this.warnings }
+    const { steps, warnings } = this.x
+    return { release, deployed: false, rolledBack: false, dryRun, steps, warnings }
   }
 
   /**
