@@ -57,6 +57,8 @@ export interface Phase {
   onFailure: OnFailure
   /** Said in the job log before the phase. */
   note?: string
+  /** With `warn`: what the warning says, before the error. */
+  warns?: string
   /** A gate after only the primary host migrated: missing tables hint at a database per host. */
   migratedOnce?: boolean
 }
@@ -97,7 +99,8 @@ export function deployFlow(d: DeploySettings, source: ReleaseSource, hosts: Flow
   phases.push(publish(d, hosts, source.name, 'live', build), {
     name: 'cleanup',
     batches: all(hosts, h => [cleanupStep(h.state, d.keepReleases, source.name, h.layout)]),
-    onFailure: 'warn'
+    onFailure: 'warn',
+    warns: 'cleanup of old releases failed, the deploy stands'
   })
   return phases
 }

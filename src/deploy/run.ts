@@ -210,7 +210,7 @@ export class Runner {
             await this.steps$(t, own.steps, source)
           } catch (e) {
             if (phase.onFailure === 'warn')
-              return t.log.warning(`${phase.name} failed, the deploy stands: ${(e as Error).message}`)
+              return t.log.warning(`${phase.warns ?? `${phase.name} failed`}: ${(e as Error).message}`)
             if (phase.migratedOnce) hintOwnDatabase(e)
             throw e
           }
