@@ -11,6 +11,7 @@ import { forRoles } from '../../src/deploy/plan.js'
 import { Runner, type Log } from '../../src/deploy/run.js'
 import { layout } from '../../src/remote/commands.js'
 import type { ReleaseSource } from '../../src/release/source.js'
+import { previousReleases } from '../../src/report.js'
 import { loadSettings, type DeploySettings, type Settings } from '../../src/settings.js'
 import { FakeFleet, type FakeHostState, type FakeScript } from '../helpers/fake-remote.js'
 
@@ -273,4 +274,14 @@ test('a gate failing on missing tables after only the primary migrated says each
   })
   expect(r.error).toMatch(/only the primary host ran the migrations[\s\S]*migrate: every-host/)
   expect(r.deployed).toBe(false)
+})
+
+test('previous-release: the one release every host served, or a host=release line each when they differed', async () => {
+  const same = await deploy({})
+  expect(previousReleases(same.r)).toBe('v1')
+  const states = servingV1()
+  states.web3 = { releases: ['v0'], current: 'v0', history: [{ event: 'live', release: 'v0' }] }
+  const mixed = await deploy({}, {}, states)
+  expect(mixed.r.deployed).toBe(true)
+  expect(previousReleases(mixed.r)).toBe('web1=v1\nweb2=v1\nweb3=v0')
 })
