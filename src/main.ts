@@ -11,7 +11,7 @@ import { actionsLog as logEdge, asData, type ActionsLog } from './github/log.js'
 import { Redactor, secretParts, urlCredentials } from './github/redact.js'
 import { renderSummary, writeSummary } from './github/summary.js'
 import { describeRelease } from './release/source.js'
-import { checksOutcome, type Report } from './report.js'
+import { checksOutcome, previousReleases, type PlannedPhase, type Report } from './report.js'
 import { INPUTS, loadSettings, SettingsError, type InputName, type Settings } from './settings.js'
 
 /** Every secret the action knows, for what it publishes through the API and the summary file. */
@@ -254,22 +254,34 @@ async function pipeline(job: Job): Promise<string | undefined> {
     log.flush?.()
   }
   report.deploy = r
-  if (r.dryRun) {
-    for (const [host, lines] of Object.entries(r.plan ?? {})) {
-      await core.group(`plan for ${host}`, async () => {
-        core.info(asData(lines.join('\n\n')))
-      })
-    }
-  }
+  if (r.dryRun) await printPlan(r.plan ?? [])
   job.final = r.error
     ? { state: 'failure', description: r.rolledBack ? `rolled back: ${r.error}` : r.error }
     : { state: 'success', description: `${r.release} is live` }
   if (r.error) {
     return r.rolledBack
-      ? `${r.error}\nRolled back: ${r.previousRelease ?? 'no release (first deploy)'} is live again.`
+      ? `${r.error}\nRolled back: ${previousReleases(r) ?? 'no release (first deploy)'} is live again.`
       : r.error
   }
   return undefined
+}
+
+/**
+ * The dry run: the phases the deploy would run, in order, each host's steps of each phase in a group of its own
+ * (`plan N/M phase[, batch I/J]: host`), its commands printed as data (never as workflow commands).
+ */
+async function printPlan(plan: PlannedPhase[]): Promise<void> {
+  const fails = { stop: 'stops the deploy', revert: 'puts back every host switched', warn: 'is a warning' }
+  for (const [i, p] of plan.entries()) {
+    core.info(`phase ${i + 1} of ${plan.length}: ${p.phase} (a failure ${fails[p.onFailure]})`)
+    for (const [j, b] of p.batches.entries()) {
+      const batch = p.batches.length > 1 ? `, batch ${j + 1}/${p.batches.length}` : ''
+      for (const h of b)
+        await core.group(`plan ${i + 1}/${plan.length} ${p.phase}${batch}: ${h.host}`, async () => {
+          core.info(asData(h.steps.join('\n\n')))
+        })
+    }
+  }
 }
 
 /**
@@ -335,7 +347,7 @@ async function startGithubDeployment(
 function publishOutputs(report: Report): void {
   core.setOutput('checks', checksOutcome(report))
   core.setOutput('release', report.deploy?.release ?? '')
-  core.setOutput('previous-release', report.deploy?.previousRelease ?? '')
+  core.setOutput('previous-release', (report.deploy && previousReleases(report.deploy)) ?? '')
   core.setOutput('deployed', String(report.deploy?.deployed ?? false))
   core.setOutput('rolled-back', String(report.deploy?.rolledBack ?? false))
 }

@@ -28,7 +28,7 @@ export interface CheckResult {
 export interface StepResult {
   host: string
   step: string
-  outcome: 'ok' | 'failed' | 'skipped'
+  outcome: 'ok' | 'failed'
   durationMs: number
   /** Exit code and last lines of output for a failed step. */
   detail?: string
@@ -36,6 +36,7 @@ export interface StepResult {
 
 export interface DeployResult {
   release: string
+  /** The release every host served before (unset when the hosts served different ones: see `hosts`). */
   previousRelease?: string
   /** The new release is live and healthy on every host. */
   deployed: boolean
@@ -47,10 +48,36 @@ export interface DeployResult {
   warnings?: string[]
   /** Each host: the release it served before, the one it serves after (when known), bytes of release sent. */
   hosts?: Array<{ host: string; previous?: string; live?: string; bytesSent?: number }>
-  /** The commands each host would run (dry run), host → lines. */
-  plan?: Record<string, string[]>
+  /** The phases the deploy would run (dry run): per batch, per host, each step and its command. */
+  plan?: PlannedPhase[]
   /** One-line reason the deploy failed: step, host, exit code, hint. */
   error?: string
+}
+
+/** A phase of the flow as the dry run shows it (deploy/flow.ts). */
+export interface PlannedPhase {
+  phase: string
+  /** What a failure in the phase does: stop the deploy, revert what it switched, or warn and go on. */
+  onFailure: 'stop' | 'revert' | 'warn'
+  batches: Array<Array<{ host: string; steps: string[] }>>
+}
+
+/** Each host's steps in the order the flow runs them (the plan per host, for the summary). */
+export function planByHost(plan: PlannedPhase[]): Record<string, string[]> {
+  const out: Record<string, string[]> = {}
+  for (const p of plan) for (const b of p.batches) for (const h of b) (out[h.host] ??= []).push(...h.steps)
+  return out
+}
+
+/**
+ * What the hosts served before, as users see it (the `previous-release` output, the summary): the one release,
+ * or one `host=release` line per host when the hosts served different ones.
+ */
+export function previousReleases(d: DeployResult): string | undefined {
+  const hosts = d.hosts ?? []
+  if (new Set(hosts.map(h => h.previous ?? '')).size > 1)
+    return hosts.map(h => `${h.host}=${h.previous ?? ''}`).join('\n')
+  return d.previousRelease
 }
 
 export interface Report {

@@ -239,14 +239,14 @@ describe('renderSummary: deploy', () => {
           durationMs: 30_000,
           detail: 'exit 1\nHTTP 502'
         },
-        { host: 'web2', step: 'cleanup', outcome: 'skipped', durationMs: 0 }
+        { host: 'web3', step: 'switch', outcome: 'ok', durationMs: 0 }
       ]
     })
     const md = renderSummary({ mode: 'deploy', checks: [], deploy: d })
     expect(md.split('\n')[0]).toBe('## ❌ Django deploy: failed (rolled back)')
     expect(md).toContain('**Error:** health check failed on web2: HTTP 502 after 30 s')
     expect(md).toContain('↩️ **rolled back**; `20251231T090000Z-def5678` is live again.')
-    expect(tableRows(md, '| Host |').map(r => r[2])).toEqual(['✅ ok', '❌ failed', '⏭️ skipped'])
+    expect(tableRows(md, '| Host |').map(r => r[2])).toEqual(['✅ ok', '❌ failed', '✅ ok'])
     expect(md).toContain(
       '<details><summary>Failed step health check on <code>web2</code></summary>\n\n```\nexit 1\nHTTP 502\n```'
     )
@@ -257,10 +257,19 @@ describe('renderSummary: deploy', () => {
       deployed: false,
       dryRun: true,
       steps: [],
-      plan: {
-        'web1:22': ['mkdir -p /srv/app/releases/R', 'echo ```'],
-        '<web2>': ['true']
-      }
+      plan: [
+        {
+          phase: 'update',
+          onFailure: 'stop',
+          batches: [
+            [
+              { host: 'web1:22', steps: ['mkdir -p /srv/app/releases/R'] },
+              { host: '<web2>', steps: ['true'] }
+            ]
+          ]
+        },
+        { phase: 'publish', onFailure: 'revert', batches: [[{ host: 'web1:22', steps: ['echo ```'] }]] }
+      ]
     })
     const md = renderSummary({ mode: 'deploy', checks: [], deploy: d })
     expect(md.split('\n')[0]).toBe('## 📝 Django deploy: dry run')
@@ -277,7 +286,11 @@ describe('renderSummary: deploy', () => {
     const md = renderSummary({
       mode: 'deploy',
       checks: [],
-      deploy: deploy({ dryRun: true, deployed: false, plan: { h: lines } })
+      deploy: deploy({
+        dryRun: true,
+        deployed: false,
+        plan: [{ phase: 'update', onFailure: 'stop', batches: [[{ host: 'h', steps: lines }]] }]
+      })
     })
     expect(md).toContain('(400 commands)')
     expect(md).toContain('echo step 149\n# … 250 more not shown')
@@ -316,9 +329,15 @@ describe('renderSummary: deploy', () => {
       durationMs: 1,
       detail: big
     }))
-    const plan = Object.fromEntries(
-      Array.from({ length: 200 }, (_, i) => [`${big}${i}`, Array(1000).fill(big)])
-    )
+    const plan = [
+      {
+        phase: 'update',
+        onFailure: 'stop' as const,
+        batches: [
+          Array.from({ length: 200 }, (_, i) => ({ host: `${big}${i}`, steps: Array(1000).fill(big) }))
+        ]
+      }
+    ]
     const md = renderSummary(
       {
         mode: 'deploy',

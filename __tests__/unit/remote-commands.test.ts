@@ -18,7 +18,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as cmd from '../../src/remote/commands.js'
 import { q, shellLine } from '../../src/remote/quote.js'
-import { batch, type Step } from '../../src/deploy/plan.js'
+import { batch } from '../../src/deploy/batch.js'
+import type { Step } from '../../src/deploy/plan.js'
 
 const base = mkdtempSync(join(tmpdir(), 'dd-cmd-'))
 afterAll(() => rmSync(base, { recursive: true, force: true }))

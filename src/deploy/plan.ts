@@ -1,6 +1,6 @@
 /**
- * The plan: named steps per host, pure data built from the settings, the release and what the host holds.
- * The runner executes it; the dry run prints it.
+ * The steps: named remote commands per host, pure data built from the settings, the release and what the host
+ * holds. flow.ts puts them in phases; the runner executes those and the dry run prints them.
  */
 import * as cmd from '../remote/commands.js'
 import type { HistoryEntry, HostState, Layout } from '../remote/commands.js'
@@ -14,8 +14,12 @@ export { historyOf, liveStack, releasesToRemove, rollbackTarget, wentLive } from
 export interface Step {
   name: string
   script: string
-  /** The step reads the release archive on stdin. */
-  stdin?: 'archive'
+  /** The step reads the release archive (or the release's file list, the manifest) on stdin. */
+  stdin?: 'archive' | 'tree'
+  /** Lines of output that start with this are the step's answer (read by the runner, not logged). */
+  answer?: string
+  /** Run instead of this step when the manifest before it found no file to reuse (the whole release is sent). */
+  fallback?: Step
   /** Sent on the step's stdin (a secret: never in its script, never printed). Not with `stdin`. */
   input?: string
   /** A manage.py command of this release: consecutive ones share one Python process when batched. */
@@ -281,39 +285,13 @@ export function cleanupStep(state: HostState, keep: number, live: string, l: Lay
 
 /** A step as the dry run prints it. */
 export function renderStep(s: Step): string {
-  const stdin = s.stdin ? ' (release archive on stdin)' : s.input ? ' (credentials on stdin, not shown)' : ''
+  const stdin =
+    s.stdin === 'archive'
+      ? ' (release archive on stdin)'
+      : s.stdin === 'tree'
+        ? " (the release's file list on stdin)"
+        : s.input
+          ? ' (credentials on stdin, not shown)'
+          : ''
   return `# ${s.name}${stdin}\n${s.script}`
-}
-
-/**
- * Joins steps into one remote command (one round trip instead of one per step; consecutive manage.py commands
- * in one Python process), each step still reported on its own by a `<mark> <name> <code>` line.
- */
-export function batch(steps: Step[], l: Layout, mark: string): Step {
-  const lines: string[] = []
-  for (let i = 0; i < steps.length; i++) {
-    const s = steps[i]
-    if (s.manage) {
-      const group = [s]
-      while (steps[i + 1]?.manage?.release === s.manage.release) group.push(steps[++i])
-      const commands = group.map(g => ({ name: g.name, args: g.manage!.args, python: g.manage!.python }))
-      lines.push(`( ${cmd.manageMany(l, s.manage.release, mark, commands)}\n) </dev/null || exit $?`)
-    } else {
-      lines.push(
-        `( ${s.script}\n) ${s.stdin || s.input ? '' : '</dev/null'}`,
-        `rc=$?; echo "${mark} ${s.name} $rc"; [ $rc -eq 0 ] || exit $rc`
-      )
-    }
-  }
-  const input = steps.filter(s => s.input)
-  // One stdin per command: it carries the archive or one step's input.
-  if (input.length > 1 || (input.length && steps.some(s => s.stdin)))
-    throw new Error(`steps ${steps.map(s => s.name).join(', ')}: more than one reads stdin`)
-  return {
-    name: steps.map(s => s.name).join(', '),
-    script: lines.join('\n'),
-    stdin: steps.some(s => s.stdin) ? 'archive' : undefined,
-    input: input[0]?.input,
-    parts: steps.map(s => s.name)
-  }
 }

@@ -5,7 +5,15 @@
 import * as core from '@actions/core'
 import { appendFileSync, statSync, truncateSync } from 'node:fs'
 import { EOL } from 'node:os'
-import { checksOutcome, type CheckResult, type DeployResult, type Finding, type Report } from '../report.js'
+import {
+  checksOutcome,
+  planByHost,
+  previousReleases,
+  type CheckResult,
+  type DeployResult,
+  type Finding,
+  type Report
+} from '../report.js'
 import { ANNOTATION_LIMITS_TEXT } from './annotate.js'
 import { clip, code, codeBlock, html, multiline, tailOf } from './markdown.js'
 
@@ -37,7 +45,7 @@ const PLAN_LINES_PER_HOST = 150
 
 const LEVEL_ORDER: Record<Finding['level'], number> = { error: 0, warning: 1, notice: 2 }
 const LEVEL_ICON: Record<Finding['level'], string> = { error: '❌', warning: '⚠️', notice: 'ℹ️' }
-const STEP_ICON = { ok: '✅', failed: '❌', skipped: '⏭️' } as const
+const STEP_ICON = { ok: '✅', failed: '❌' } as const
 
 /** One word for the whole run, as the heading shows it. */
 export function overallResult(report: Report): OverallResult {
@@ -164,7 +172,7 @@ function renderChecks(checks: CheckResult[], maxFindings: number): string[] {
 function renderDeploy(d: DeployResult, mode: Report['mode']): string[] {
   const out: string[] = []
   const heading = d.dryRun ? 'Dry run' : mode === 'rollback' ? 'Rollback' : 'Deploy'
-  const previous = d.previousRelease ? code(clip(d.previousRelease, MAX_NAME), false) : ''
+  const previous = previousReleases(d) ? code(clip(previousReleases(d)!, MAX_NAME), false) : ''
   out.push(
     `### ${heading}\n\n**Release:** ${code(clip(d.release, MAX_NAME), false) || '–'}  \n` +
       `**Previous release:** ${previous || 'none'}`
@@ -235,7 +243,7 @@ function renderDeploy(d: DeployResult, mode: Report['mode']): string[] {
 
   if (d.dryRun && d.plan) {
     let budget = PLAN_CHARS
-    const hosts = Object.entries(d.plan)
+    const hosts = Object.entries(planByHost(d.plan))
     let shownHosts = 0
     for (const [host, lines] of hosts) {
       const n = lines.length

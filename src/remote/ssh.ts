@@ -14,11 +14,8 @@ export interface ExecResult {
   code: number
   stdout: string
   stderr: string
-  timedOut: boolean
   /** Set when the connection was lost while the command ran (or before it started): why. */
   lost?: string
-  /** The command was stopped through `signal` (its channel closed). */
-  aborted?: boolean
 }
 
 export interface RunOptions {
@@ -28,7 +25,23 @@ export interface RunOptions {
   signal?: AbortSignal
   /** Called with every complete output line, as it arrives. */
   onLine?: (line: string, stream: 'stdout' | 'stderr') => void
+  /** The names of the steps the script runs, in order: unused here; a scripted test transport answers by them. */
+  steps?: readonly string[]
 }
+
+/** What the runner uses of a connection: the seam where the unit tests put a scripted fake (`Remote` is real). */
+export interface Connection {
+  /** `host` or `host:port`, for messages. */
+  readonly name: string
+  /** Why the connection is gone, once it is. */
+  readonly lost: string | undefined
+  run(script: string, o?: RunOptions): Promise<ExecResult>
+  hold(script: string, ready: string, timeoutMs: number): Promise<Held>
+  dispose(): void
+}
+
+/** Opens a connection to a host (the runner receives one: `Remote.connect`, or a test's fake). */
+export type Connect = (host: Host, s: SshSettings) => Promise<Connection>
 
 /** A command that holds something on the server (the lock's lease) while it runs. */
 export interface Held {
@@ -88,7 +101,7 @@ class Tail {
   }
 }
 
-export class Remote {
+export class Remote implements Connection {
   private lostError?: Error
   private readonly lostListeners = new Set<(e: Error) => void>()
 
@@ -140,7 +153,7 @@ export class Remote {
     if (this.lostError || !client) {
       stream?.destroy()
       const why = this.lostError?.message ?? 'not connected'
-      return { code: 255, stdout: '', stderr: why, timedOut: false, lost: why }
+      return { code: 255, stdout: '', stderr: why, lost: why }
     }
     return new Promise<ExecResult>(resolve => {
       let channel: ClientChannel | undefined
@@ -161,7 +174,6 @@ export class Remote {
           code: exit ?? 255,
           stdout: stdout.toString(),
           stderr: stderr.toString(),
-          timedOut: false,
           ...r
         })
       }
@@ -172,7 +184,7 @@ export class Remote {
         } catch {
           // the channel is gone already
         }
-        finish({ aborted: true })
+        finish({})
       }
       this.lostListeners.add(onLost)
       o.signal?.addEventListener('abort', onAbort)
