@@ -2,12 +2,13 @@
  * What the runner keeps per host (`Target`), where its lines go (`HostLog`), the errors a step ends with, and
  * the bounded parallelism the phases use.
  */
+import type { Log } from '../github/log.js'
 import type { HostState, Layout } from '../remote/commands.js'
 import type { Connection, Held } from '../remote/ssh.js'
 import type { DeploySettings, Host } from '../settings.js'
 
 /** Where the runner writes: the job log in the action, a plain console in scripts and tests (one type, the log edge's). */
-export type { Log } from '../github/log.js'
+export type { Log }
 
 export class StepError extends Error {
   constructor(
