@@ -54830,7 +54830,7 @@ module.exports = {
 __nccwpck_require__.a(module, async (__webpack_handle_async_dependencies__, __webpack_async_result__) => { try {
 /* harmony import */ var _shim_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(2710);
 /* harmony import */ var _startup_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(1190);
-/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_2__ = __nccwpck_require__(1133);
+/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_2__ = __nccwpck_require__(8693);
 
 
 
@@ -54841,7 +54841,7 @@ __webpack_async_result__();
 
 /***/ }),
 
-/***/ 1133:
+/***/ 8693:
 /***/ ((__unused_webpack_module, __webpack_exports__, __nccwpck_require__) => {
 
 
@@ -60670,16 +60670,6 @@ async function readProject(opts) {
     return probeProject(opts.python, opts.workingDirectory, commandEnv(opts));
 }
 
-;// CONCATENATED MODULE: external "node:fs/promises"
-const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
-// EXTERNAL MODULE: external "node:stream"
-var external_node_stream_ = __nccwpck_require__(7075);
-;// CONCATENATED MODULE: external "node:stream/promises"
-const external_node_stream_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:stream/promises");
-// EXTERNAL MODULE: external "node:zlib"
-var external_node_zlib_ = __nccwpck_require__(8522);
-// EXTERNAL MODULE: external "node:util"
-var external_node_util_ = __nccwpck_require__(7975);
 ;// CONCATENATED MODULE: ./src/release/incremental.ts
 /**
  * Incremental upload: which files of the new release can be taken from the release that is live on a host
@@ -60727,652 +60717,6 @@ function pathsAt(text, indexes) {
     return indexes.map(i => records[i].slice(records[i].indexOf('\t') + 1));
 }
 
-;// CONCATENATED MODULE: ./src/release/tar.ts
-/**
- * Reads the tar stream `git archive --format=tar` writes, entry by entry, without buffering file data: to hash
- * the bytes of each file as git archive writes them (after export-subst, eol conversion, filters such as
- * LFS, without export-ignored files) and to pass on only some entries. Understands what git writes: ustar
- * headers, pax extended headers (`x`, for long paths and link targets) and the pax global header (`g`).
- */
-
-const BLOCK = 512;
-function field(h, from, length) {
-    const b = h.subarray(from, from + length);
-    const end = b.indexOf(0);
-    return b.subarray(0, end < 0 ? length : end).toString('utf8');
-}
-/** `length keyword=value\n` records of a pax header. */
-function paxRecords(data) {
-    const out = {};
-    let at = 0;
-    while (at < data.length) {
-        const space = data.indexOf(0x20, at);
-        const length = Number(data.subarray(at, space).toString());
-        if (space < 0 || !Number.isInteger(length) || length <= 0)
-            throw new Error('bad pax header in git archive output');
-        const record = data.subarray(space + 1, at + length - 1).toString('utf8');
-        const eq = record.indexOf('=');
-        out[record.slice(0, eq)] = record.slice(eq + 1);
-        at += length;
-    }
-    return out;
-}
-/** A pass-through of a tar stream that sees every entry and can leave some out. */
-function tarEntries(o = {}) {
-    let buffer = Buffer.alloc(0);
-    let entry;
-    let remaining = 0; // data bytes of the current entry still to come
-    let padding = 0;
-    let emit = true;
-    let pax;
-    let pending = []; // a pax header waiting for the entry it describes
-    let overrides = {};
-    let ended = false;
-    const header = (h, push) => {
-        if (h.every(b => b === 0)) {
-            ended = true;
-            push(Buffer.concat([...pending, h]));
-            pending = [];
-            return;
-        }
-        const size = parseInt(field(h, 124, 12).trim() || '0', 8);
-        const type = field(h, 156, 1) || '0';
-        if (type === 'x' || type === 'g') {
-            pax = { header: h, data: [], size };
-            remaining = size;
-            padding = (BLOCK - (size % BLOCK)) % BLOCK;
-            return;
-        }
-        const prefix = field(h, 345, 155);
-        const name = field(h, 0, 100);
-        entry = {
-            path: overrides.path ?? (prefix ? `${prefix}/${name}` : name),
-            type,
-            size,
-            linkname: overrides.linkpath ?? field(h, 157, 100)
-        };
-        overrides = {};
-        emit = o.keep?.(entry) ?? true;
-        if (emit)
-            push(Buffer.concat([...pending, h]));
-        pending = [];
-        remaining = size;
-        padding = (BLOCK - (size % BLOCK)) % BLOCK;
-        if (remaining === 0)
-            o.onEntry?.(entry);
-    };
-    // A pax header read whole: an `x` one waits for its entry (its path may be the one to leave out).
-    const paxDone = (push) => {
-        const all = Buffer.concat(pax.data);
-        if (field(pax.header, 156, 1) === 'x') {
-            overrides = paxRecords(all.subarray(0, pax.size));
-            pending.push(pax.header, all);
-        }
-        else
-            push(Buffer.concat([pax.header, all]));
-        pax = undefined;
-    };
-    return new external_node_stream_.Transform({
-        transform(chunk, _encoding, callback) {
-            try {
-                const out = [];
-                const push = (b) => void out.push(b);
-                buffer = buffer.length ? Buffer.concat([buffer, chunk]) : chunk;
-                while (buffer.length) {
-                    if (ended) {
-                        push(buffer);
-                        buffer = Buffer.alloc(0);
-                    }
-                    else if (remaining > 0) {
-                        const part = buffer.subarray(0, remaining);
-                        buffer = buffer.subarray(part.length);
-                        remaining -= part.length;
-                        if (pax)
-                            pax.data.push(part);
-                        else {
-                            o.onData?.(entry, part);
-                            if (emit)
-                                push(part);
-                            if (remaining === 0)
-                                o.onEntry?.(entry);
-                        }
-                        if (remaining === 0 && pax && padding === 0)
-                            paxDone(push);
-                    }
-                    else if (padding > 0) {
-                        const part = buffer.subarray(0, padding);
-                        buffer = buffer.subarray(part.length);
-                        padding -= part.length;
-                        if (pax)
-                            pax.data.push(part);
-                        else if (emit)
-                            push(part);
-                        if (padding === 0 && pax)
-                            paxDone(push);
-                    }
-                    else if (buffer.length >= BLOCK) {
-                        const h = buffer.subarray(0, BLOCK);
-                        buffer = buffer.subarray(BLOCK);
-                        header(h, push);
-                        if (pax && pax.size === 0)
-                            paxDone(push);
-                    }
-                    else
-                        break;
-                }
-                callback(null, out.length ? Buffer.concat(out) : undefined);
-            }
-            catch (e) {
-                callback(e);
-            }
-        }
-    });
-}
-
-;// CONCATENATED MODULE: ./src/release/requirements.ts
-/**
- * What pip reads when it installs `-r requirements.txt`: the file and every requirement and constraint file it
- * includes (`-r`, `-c`, `--requirement`, `--constraint`, at any depth), resolved as pip does, so the
- * virtualenv key changes when any of them does. Pure functions over a reader of the release's files.
- */
-
-/**
- * The logical lines of a requirements file as pip's preprocess() makes them: continued lines joined, comments
- * (a `#` at the start or after whitespace) removed, blank lines dropped, whitespace runs made one space.
- */
-function logicalLines(text) {
-    const joined = [];
-    let held = [];
-    for (let raw of text.split(/\r?\n/)) {
-        const comment = /^\s*#/.test(raw);
-        if (raw.endsWith('\\') && !comment) {
-            held.push(raw.replace(/^\\+|\\+$/g, ''));
-            continue;
-        }
-        if (comment)
-            raw = ` ${raw}`;
-        joined.push([...held, raw].join(''));
-        held = [];
-    }
-    if (held.length)
-        joined.push(held.join(''));
-    return joined
-        .map(l => l
-        .replace(/(^|\s+)#.*$/, '')
-        .trim()
-        .replace(/\s+/g, ' '))
-        .filter(Boolean);
-}
-/** pip's long options in a requirements file; optparse takes any unambiguous prefix of them. */
-const LONG = [
-    'index-url',
-    'extra-index-url',
-    'no-index',
-    'constraint',
-    'requirement',
-    'editable',
-    'find-links',
-    'no-binary',
-    'only-binary',
-    'prefer-binary',
-    'require-hashes',
-    'pre',
-    'trusted-host',
-    'use-feature',
-    'install-option',
-    'global-option',
-    'hash'
-];
-function longOption(word) {
-    if (LONG.includes(word))
-        return word;
-    const matches = LONG.filter(o => o.startsWith(word));
-    return matches.length === 1 ? matches[0] : undefined;
-}
-/** The files a logical line includes: `-r x`, `-rx`, `--requirement x`, `--requirement=x`, `-c` alike. */
-function includesOf(line) {
-    const words = line.split(' ');
-    const out = [];
-    for (let i = 0; i < words.length; i++) {
-        const w = words[i];
-        let kind;
-        let value;
-        const short = /^-([rc])(.*)$/.exec(w);
-        const long = /^--([\w-]+)(?:=(.*))?$/.exec(w);
-        if (short) {
-            kind = short[1] === 'r' ? 'requirement' : 'constraint';
-            value = short[2] || undefined;
-        }
-        else if (long) {
-            kind = longOption(long[1]);
-            value = long[2];
-        }
-        if (kind !== 'requirement' && kind !== 'constraint')
-            continue;
-        if (value === undefined)
-            value = words[++i];
-        if (value)
-            out.push({ path: value, constraint: kind === 'constraint' });
-    }
-    return out;
-}
-const SCHEME = /^[A-Za-z][\w+.-]*:/;
-/**
- * Follows every include from `root` (paths relative to the release), each relative to the directory of the
- * file that names it (pip's rule); `args` are pip-args, whose `-r`/`-c` are relative to the release. `read`
- * returns a file's text, or undefined when the release has no such file. Throws, naming the file, on a
- * missing file, an include that leaves the release, or a cycle (pip would recurse without end).
- */
-async function requirementClosure(read, root, args = []) {
-    const files = [];
-    const external = [];
-    const seen = new Set();
-    const visit = async (path, constraint, chain) => {
-        if (chain.includes(path))
-            throw new Error(`requirements include themselves: ${[...chain, path].join(' → ')} (pip would recurse without end); remove one of these -r/-c lines`);
-        const key = `${constraint ? 'c' : 'r'} ${path}`;
-        if (seen.has(key))
-            return;
-        seen.add(key);
-        const text = await read(path);
-        if (text === undefined) {
-            const by = chain.length ? `${chain[chain.length - 1]} includes ${path}` : `${path} is named by pip-args`;
-            throw new Error(`${by}, which is not a file git tracks in the release: pip on the server would fail; commit it or fix the -r/-c line`);
-        }
-        files.push({ path, text, constraint });
-        for (const line of logicalLines(text))
-            for (const inc of includesOf(line))
-                await follow(inc, external_node_path_.posix.dirname(path), [...chain, path]);
-    };
-    const follow = async (inc, dir, chain) => {
-        if (SCHEME.test(inc.path) || inc.path.startsWith('/')) {
-            external.push(inc.path);
-            return;
-        }
-        const path = external_node_path_.posix.normalize(external_node_path_.posix.join(dir, inc.path));
-        if (path === '..' || path.startsWith('../'))
-            throw new Error(`${chain[chain.length - 1] ?? 'pip-args'} includes ${inc.path}, which is outside the release (working-directory): pip on the server would not find it`);
-        await visit(path, inc.constraint, chain);
-    };
-    await visit(root, false, []);
-    for (const inc of includesOf(args.join(' ')))
-        await follow(inc, '.', []);
-    return { files, external };
-}
-/**
- * The words of a requirements file that may name a path (a wheel, a --find-links directory, an editable
- * project): each requirement word and each option's value (`--find-links=x`, `-fx`, `-e ./pkg`).
- */
-function pathWords(text) {
-    const out = [];
-    for (const line of logicalLines(text))
-        for (const w of line.split(' ')) {
-            const long = /^--[\w-]+=(.+)$/.exec(w);
-            const short = /^-[a-zA-Z](.+)$/.exec(w);
-            if (long)
-                out.push(long[1]);
-            else if (short && !w.startsWith('--'))
-                out.push(short[1]);
-            else if (!w.startsWith('-'))
-                out.push(w);
-        }
-    return out;
-}
-
-;// CONCATENATED MODULE: ./src/release/source.ts
-/**
- * The release as it leaves the runner: the files git tracks in working-directory at HEAD, streamed as a
- * tar.gz, and a key for its virtualenv (equal keys mean the dependencies did not change).
- */
-
-
-
-
-
-
-
-
-
-
-
-
-
-const run = (0,external_node_util_.promisify)(external_node_child_process_namespaceObject.execFile);
-/** `name[extras]==version` (or `===`), with environment markers. */
-const EXACT_PIN = /^[A-Za-z0-9][\w.-]*(\[[^\]]*\])?\s*===?\s*[\w.!+-]+\s*(;.*)?$/;
-function depsOf(venv, requirements, local) {
-    const closure = typeof requirements === 'string'
-        ? { files: [{ path: 'requirements.txt', text: requirements, constraint: false }], external: [] }
-        : requirements;
-    if (closure.external.length)
-        return undefined;
-    const all = closure.files.filter(f => !f.constraint).flatMap(f => logicalLines(f.text));
-    const constraints = closure.files.filter(f => f.constraint).map(f => [f.path, logicalLines(f.text)]);
-    const options = all.filter(line => line.startsWith('-'));
-    const reqs = all.filter(line => !line.startsWith('-'));
-    if (options.some(o => /^(-e|--editable)\b/.test(o)))
-        return undefined;
-    // Exact pins only: pip leaves an installed version that still satisfies a looser line, where a clean
-    // virtualenv would take the newest.
-    if (!reqs.every(r => EXACT_PIN.test(r.replace(/\s+--hash[= ]\S+/g, ''))))
-        return undefined;
-    // A constraint that changes (even one that only narrows) changes what pip picks for an unpinned
-    // dependency of a pin: part of the basis, so a change builds the virtualenv anew.
-    const basis = (0,external_node_crypto_.createHash)('sha256')
-        .update(JSON.stringify([
-        venv.python,
-        venv.options,
-        venv.pipArgs,
-        options,
-        ...(constraints.length ? [constraints] : [])
-    ]))
-        .digest('hex')
-        .slice(0, 16);
-    const files = local.split('\n').filter(Boolean);
-    return { basis, lines: [...new Set([...reqs.map(r => `r ${r}`), ...files.map(f => `l ${f}`)])] };
-}
-/**
- * Reads a file of the release from git (blob by blob, as tracked at HEAD); a symlink is followed inside the
- * release, as pip on the server would. Undefined when the release has no such file.
- */
-function reader(cwd, listing) {
-    const entries = new Map(parseTree(listing).map(e => [e.path, e]));
-    return async (path) => {
-        for (let hops = 0; hops < 10; hops++) {
-            const e = entries.get(path);
-            if (!e)
-                return undefined;
-            const text = await git(cwd, 'cat-file', 'blob', e.sha);
-            if (e.mode !== '120000')
-                return text;
-            path = external_node_path_.posix.normalize(external_node_path_.posix.join(external_node_path_.posix.dirname(path), text));
-        }
-        return undefined;
-    };
-}
-/**
- * Git runs filters the runner's git config names (LFS, smudge): it gets the environment the checks get, never the
- * action's inputs (which the action keeps in its own memory after its start-up re-exec).
- */
-function gitEnvironment() {
-    return checkEnvironment(process.env);
-}
-async function git(cwd, ...args) {
-    return gitWith(cwd, {}, ...args);
-}
-async function gitWith(cwd, env, ...args) {
-    try {
-        const { stdout } = await run('git', ['-C', cwd, ...args], {
-            maxBuffer: 256 * 1024 * 1024,
-            env: { ...gitEnvironment(), ...env }
-        });
-        return stdout;
-    }
-    catch (e) {
-        const err = e;
-        throw new Error(`git ${args[0]} failed in ${cwd}: ${(err.stderr || err.message).trim()}`);
-    }
-}
-/**
- * The virtualenv key and what the virtualenv is made of: requirements.txt and every file it includes, the
- * tracked files they name, Python, venv-options and pip-args.
- */
-async function dependencies(cwd, treeish, files, venv) {
-    const tree = async (...paths) => paths.length ? git(cwd, 'ls-tree', '-r', '--full-tree', treeish, '--', ...paths) : '';
-    const hasRequirements = parseTree(files).some(e => e.path === 'requirements.txt');
-    const closure = hasRequirements
-        ? await requirementClosure(reader(cwd, files), 'requirements.txt', venv.pipArgs)
-        : { files: [], external: [] };
-    const requirements = closure.files[0]?.text ?? '';
-    // Local paths named by the requirements or pip-args (./vendor/pkg, wheels/, -r base.txt) are part of
-    // the dependencies: their tracked contents go into the key too. A nested file's paths are looked for
-    // beside it (pip's rule for --find-links) and in the release (where pip runs).
-    const candidates = [
-        ...pathWords(requirements),
-        ...pathWords(venv.pipArgs.join(' ')),
-        ...closure.files
-            .slice(1)
-            .flatMap(f => pathWords(f.text).flatMap(t => [t, external_node_path_.posix.join(external_node_path_.posix.dirname(f.path), t)]))
-    ];
-    const tokens = candidates
-        .map(t => t
-        .replace(/^file:(\/\/)?/, '')
-        .replace(/^\.\//, '')
-        .replace(/\/$/, ''))
-        .filter(t => t && !t.startsWith('-') && !t.startsWith('/') && !t.includes('..') && /^[\w.@/+-]+$/.test(t));
-    const local = tokens.length ? await tree(...new Set(tokens.slice(0, 400))) : '';
-    const warnings = [];
-    // Included files beyond requirements.txt go into the key (alone, it keeps the key it always had). What
-    // pip fetches from a URL or reads from an absolute path on the server cannot be known here: such a
-    // virtualenv is built anew at every deploy, never reused stale.
-    const nested = closure.files.slice(1).map(f => [f.path, f.constraint, f.text]);
-    if (closure.external.length)
-        warnings.push(`requirements include ${closure.external.join(', ')}: their content is not in the release, so the virtualenv is built anew at each deploy`);
-    const venvKey = (0,external_node_crypto_.createHash)('sha256')
-        .update(JSON.stringify([
-        venv.python,
-        venv.options,
-        venv.pipArgs,
-        requirements,
-        local,
-        ...(nested.length ? [nested] : []),
-        ...(closure.external.length ? [(0,external_node_crypto_.randomBytes)(16).toString('hex')] : [])
-    ]))
-        .digest('hex')
-        .slice(0, 16);
-    // The requirement files themselves are in the key; for growing a copy, their lines speak for them (a pin added
-    // to requirements/base.txt may grow a copy as one added to requirements.txt does).
-    const own = new Set(closure.files.map(f => f.path));
-    const named = local
-        .split('\n')
-        .filter(line => !own.has(line.slice(line.indexOf('\t') + 1)))
-        .join('\n');
-    const deps = hasRequirements ? depsOf(venv, closure, named) : undefined;
-    return { venvKey, hasRequirements, deps, warnings };
-}
-/** Describes the release; fails clearly when working-directory is not a git checkout. */
-async function describeRelease(workingDirectory, name, venv) {
-    let repoRoot;
-    try {
-        repoRoot = (await git(workingDirectory, 'rev-parse', '--show-toplevel')).trim();
-    }
-    catch {
-        throw new Error(`working-directory ${workingDirectory} is not inside a git checkout; the release is made of the files git tracks (run actions/checkout first)`);
-    }
-    const prefix = (await git(workingDirectory, 'rev-parse', '--show-prefix')).trim().replace(/\/$/, '');
-    const revision = (await git(workingDirectory, 'rev-parse', 'HEAD')).trim();
-    const treeish = prefix ? `HEAD:${prefix}` : 'HEAD';
-    const files = await git(workingDirectory, 'ls-tree', '-r', '-z', '--full-tree', treeish);
-    const { venvKey, hasRequirements, deps, warnings } = await dependencies(workingDirectory, treeish, files, venv);
-    const tree = await archivedManifest(repoRoot, treeish, files);
-    return { name, revision, treeish, repoRoot, venvKey, hasRequirements, tree, deps, warnings };
-}
-/** Runs `git archive --format=tar` of the release; `done` rejects with git's message if git fails. */
-function gitArchive(source, extra = [], format = 'tar') {
-    const child = (0,external_node_child_process_namespaceObject.spawn)('git', ['-C', source.repoRoot, 'archive', `--format=${format}`, ...extra, source.treeish], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: gitEnvironment()
-    });
-    let stderr = '';
-    let stopped = false;
-    child.stderr.on('data', (c) => (stderr += c.toString()));
-    const done = new Promise((resolve, reject) => {
-        child.on('error', reject);
-        child.on('close', code => code === 0 || stopped
-            ? resolve()
-            : reject(new Error(`git archive failed (exit ${code}): ${stderr.trim()}`)));
-    });
-    const stop = () => {
-        if (child.exitCode !== null || child.signalCode !== null)
-            return;
-        stopped = true;
-        child.stdout.destroy();
-        child.kill('SIGKILL');
-    };
-    return { child, done, stop };
-}
-/**
- * The manifest of the release as git archive writes it: each file of `listing` (`git ls-tree -r -z`) with the
- * hash, as git hashes a blob, of the bytes the archive holds for it (export-subst expanded, eol converted,
- * filters such as LFS applied), and without the files the archive leaves out (export-ignore). So the host
- * reuses a file only when its live copy is what the archive would bring.
- */
-async function archivedManifest(repoRoot, treeish, listing) {
-    const algorithm = /^\S+ \S+ [0-9a-f]{64}\t/.test(listing) ? 'sha256' : 'sha1';
-    const hashes = new Map();
-    const open = new Map();
-    const blob = (e) => {
-        let h = open.get(e);
-        if (!h) {
-            const size = e.type === '2' ? Buffer.byteLength(e.linkname) : e.size;
-            h = (0,external_node_crypto_.createHash)(algorithm).update(`blob ${size}\0`);
-            open.set(e, h);
-        }
-        return h;
-    };
-    const entries = tarEntries({
-        keep: () => false,
-        onData: (e, chunk) => void blob(e).update(chunk),
-        onEntry: e => {
-            if (e.type !== '0' && e.type !== '2' && e.type !== '7')
-                return;
-            const h = blob(e);
-            if (e.type === '2')
-                h.update(e.linkname);
-            hashes.set(e.path, h.digest('hex'));
-            open.delete(e);
-        }
-    });
-    const git = gitArchive({ repoRoot, treeish });
-    await Promise.all([
-        (0,external_node_stream_promises_namespaceObject.pipeline)(git.child.stdout, entries, new external_node_stream_.Writable({ write: (_c, _e, cb) => cb() })),
-        git.done
-    ]);
-    return treeRecords(listing)
-        .flatMap(record => {
-        const m = /^(\d+) blob [0-9a-f]+\t(.*)$/s.exec(record);
-        if (!m)
-            return [record];
-        const hash = hashes.get(m[2]);
-        return hash ? [`${m[1]} blob ${hash}\t${m[2]}`] : [];
-    })
-        .map(r => `${r}\0`)
-        .join('');
-}
-/**
- * Streams the release as tar.gz from `git archive`; `done` rejects if git fails. Without `reuse` the archive
- * holds every file and the release's manifest. With `reuse` (paths the host takes, unchanged, from its live
- * release; it already has the manifest) it holds every other file: git's own archive of the release with the
- * reused entries left out, so every other file is the bytes a whole archive would hold (export-subst, eol,
- * filters and export-ignore as in the manifest). `stop()` ends it early: the remote command ended without
- * reading it all (a refused release name), and git must not stay blocked on a full pipe.
- */
-async function archive(source, reuse) {
-    let work;
-    let filtered = Promise.resolve();
-    let stopping = false;
-    let git;
-    let out;
-    if (!reuse) {
-        work = await (0,promises_namespaceObject.mkdtemp)((0,external_node_path_.join)((0,external_node_os_.tmpdir)(), 'django-deploy-archive-'));
-        await (0,promises_namespaceObject.writeFile)((0,external_node_path_.join)(work, MANIFEST), source.tree);
-        git = gitArchive(source, [`--add-file=${(0,external_node_path_.join)(work, MANIFEST)}`], 'tar.gz');
-        out = git.child.stdout;
-    }
-    else {
-        const skip = new Set(reuse);
-        git = gitArchive(source);
-        const gzip = (0,external_node_zlib_.createGzip)();
-        out = gzip;
-        // Output that is not a tar git would write fails the upload as git failing would (the host sees its end).
-        filtered = (0,external_node_stream_promises_namespaceObject.pipeline)(git.child.stdout, tarEntries({ keep: e => !skip.has(e.path) }), gzip).catch((e) => {
-            if (stopping)
-                return;
-            refuse();
-            throw new Error(`git archive output could not be read: ${e.message}`);
-        });
-    }
-    const done = Promise.all([git.done, filtered])
-        .then(() => undefined)
-        .finally(() => work && (0,promises_namespaceObject.rm)(work, { recursive: true, force: true }));
-    // A child's stdout stops counting as readable once git exits, before anyone read it; a pass-through holds
-    // the data (with back-pressure) until the SSH channel consumes it, counting what went by.
-    let bytes = 0;
-    const counter = new external_node_stream_.Transform({
-        transform(chunk, _encoding, callback) {
-            bytes += chunk.length;
-            callback(null, chunk);
-        }
-    });
-    // An archive cut short by a failing git (a missing object, a failing filter) can end on a tar entry boundary
-    // and still be a valid gzip stream, which tar on the host unpacks without complaint: bytes after the gzip
-    // stream make gunzip, and so the upload step, fail there and then.
-    const refuse = () => {
-        if (!counter.writableEnded && !counter.destroyed)
-            counter.end(Buffer.from('\ngit archive failed\n'));
-    };
-    const stream = out.pipe(counter, { end: false });
-    out.on('end', () => done.then(() => void (counter.writableEnded || counter.destroyed || counter.end()), () => refuse()));
-    return {
-        stream,
-        done,
-        bytes: () => bytes,
-        // Also when git is done: what it wrote may still sit in the streams, waiting for a reader that is gone.
-        stop: () => {
-            stopping = true;
-            stream.destroy();
-            out.destroy();
-            git.stop();
-        }
-    };
-}
-
-;// CONCATENATED MODULE: ./src/django/traceback.ts
-/**
- * A failed step's last lines, led by the cause when they end in a Python traceback: the exception's type and
- * message and the project's own file:line first, then the tail without the frames nobody can act on (Python's
- * frozen importlib frames, the ^^^^ markers under a line). Pure: used for the step's error and its summary.
- */
-const TRACEBACK = 'Traceback (most recent call last):';
-const traceback_FRAME = /^\s+File "(.+)", line (\d+)/;
-// A frame in Python's own frozen modules, and the carets Python 3.11+ draws under the failing expression.
-const NOISE = /^\s+File "<frozen [^>]*>"|^\s*[~^]+\s*$/;
-/** `exception: message (at path:line)` for the last traceback in the lines, or undefined when there is none. */
-function causeOf(lines) {
-    const start = lines.map(l => l.trim()).lastIndexOf(TRACEBACK);
-    if (start < 0)
-        return undefined;
-    const frames = [];
-    let cause;
-    for (const line of lines.slice(start + 1)) {
-        const frame = traceback_FRAME.exec(line);
-        if (frame)
-            frames.push({ file: frame[1], line: frame[2] });
-        else if (line.trim() && !/^\s/.test(line)) {
-            cause = line.trim();
-            break;
-        }
-    }
-    if (!cause)
-        return undefined;
-    const own = frames
-        .reverse()
-        .map(f => ({ ...f, rel: projectPath(f.file) }))
-        .find(f => f.rel);
-    return own ? `${cause} (at ${own.rel}:${own.line})` : cause;
-}
-/** The path inside the release (`releases/<name>/…`), unless it is the release's virtualenv. */
-function projectPath(file) {
-    const rel = /\/releases\/[^/]+\/(.+)$/.exec(file)?.[1];
-    return rel && !rel.startsWith('.venv/') ? rel : undefined;
-}
-/** The step's last `tail` lines without Python's noise, with the cause (if any) on the first line. */
-function failureTail(lines, tail) {
-    const cause = causeOf(lines);
-    const rest = (cause ? lines.filter(l => !NOISE.test(l)) : lines).slice(-tail);
-    return (cause ? [cause, ...rest] : rest).join('\n');
-}
-
 ;// CONCATENATED MODULE: ./src/remote/shell.ts
 /**
  * What every remote script shares: its preamble and the warning marker. Values reach a script only through
@@ -61390,7 +60734,7 @@ function script(...lines) {
  * Where things live on the server: every path under deploy-path, and every name inside a release or a
  * virtualenv the remote scripts agree on, is made here.
  */
-function layout(root) {
+function layout_layout(root) {
     return {
         root,
         releases: `${root}/releases`,
@@ -63280,7 +62624,7 @@ class Remote {
         if (this.lostError || !client) {
             stream?.destroy();
             const why = this.lostError?.message ?? 'not connected';
-            return { code: 255, stdout: '', stderr: why, timedOut: false, lost: why };
+            return { code: 255, stdout: '', stderr: why, lost: why };
         }
         return new Promise(resolve => {
             let channel;
@@ -63302,7 +62646,6 @@ class Remote {
                     code: exit ?? 255,
                     stdout: stdout.toString(),
                     stderr: stderr.toString(),
-                    timedOut: false,
                     ...r
                 });
             };
@@ -63314,7 +62657,7 @@ class Remote {
                 catch {
                     // the channel is gone already
                 }
-                finish({ aborted: true });
+                finish({});
             };
             this.lostListeners.add(onLost);
             o.signal?.addEventListener('abort', onAbort);
@@ -63480,10 +62823,86 @@ function guard(ssh, onLost, what) {
     c.on('close', () => onLost(new Error(`${what} closed`)));
 }
 
+;// CONCATENATED MODULE: ./src/deploy/batch.ts
+/**
+ * The batch protocol, in one place: steps joined into one remote command (one round trip instead of one per
+ * step; consecutive manage.py commands in one Python process), each step's end reported by a
+ * `<mark> <name> <code>` line, and the parser that reads those lines back as they arrive.
+ */
+
+
+/** A mark for one deploy's batches; unguessable, so no output of the project can fake a step's end. */
+function newMark() {
+    return `django-deploy-step-${(0,external_node_crypto_.randomBytes)(6).toString('hex')}:`;
+}
+/** Joins steps into one remote command; the result's `parts` name the steps in the order they report. */
+function batch(steps, l, mark) {
+    const lines = [];
+    for (let i = 0; i < steps.length; i++) {
+        const s = steps[i];
+        if (s.manage) {
+            const group = [s];
+            while (steps[i + 1]?.manage?.release === s.manage.release)
+                group.push(steps[++i]);
+            const commands = group.map(g => ({ name: g.name, args: g.manage.args, python: g.manage.python }));
+            lines.push(`( ${manageMany(l, s.manage.release, mark, commands)}\n) </dev/null || exit $?`);
+        }
+        else {
+            lines.push(`( ${s.script}\n) ${s.stdin || s.input ? '' : '</dev/null'}`, `rc=$?; echo "${mark} ${s.name} $rc"; [ $rc -eq 0 ] || exit $rc`);
+        }
+    }
+    const input = steps.filter(s => s.input);
+    // One stdin per command: it carries the archive, the manifest or one step's input.
+    if (steps.filter(s => s.stdin).length > 1 || (input.length && steps.some(s => s.stdin)) || input.length > 1)
+        throw new Error(`steps ${steps.map(s => s.name).join(', ')}: more than one reads stdin`);
+    return {
+        name: steps.map(s => s.name).join(', '),
+        script: lines.join('\n'),
+        stdin: steps.find(s => s.stdin)?.stdin,
+        input: input[0]?.input,
+        parts: steps.map(s => s.name)
+    };
+}
+/**
+ * Reads a batch's output line by line. A step's output without a final new line runs into the marker that
+ * follows it: that part is output. A failed step's marker is noted (`failedCode`) but the step stays the
+ * current one: output still in flight joins its last lines until the command ends.
+ */
+class BatchParser {
+    mark;
+    parts;
+    /** Index in `parts` of the step running now. */
+    part = 0;
+    failedCode;
+    constructor(mark, parts) {
+        this.mark = mark;
+        this.parts = parts;
+    }
+    /** The step running now (the last one, once all reported). */
+    get current() {
+        return this.parts[Math.min(this.part, this.parts.length - 1)];
+    }
+    feed(raw) {
+        const at = raw.indexOf(`${this.mark} `);
+        if (at < 0)
+            return { output: raw };
+        const output = at > 0 ? raw.slice(0, at) : undefined;
+        const [, name, code] = raw.slice(at).split(' ');
+        if (name !== this.parts[this.part] || this.failedCode !== undefined)
+            return { output };
+        if (Number(code) !== 0) {
+            this.failedCode = Number(code);
+            return { output };
+        }
+        this.part += 1;
+        return { output, ended: name };
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/deploy/plan.ts
 /**
- * The plan: named steps per host, pure data built from the settings, the release and what the host holds.
- * The runner executes it; the dry run prints it.
+ * The steps: named remote commands per host, pure data built from the settings, the release and what the host
+ * holds. flow.ts puts them in phases; the runner executes those and the dry run prints them.
  */
 
 
@@ -63709,56 +63128,137 @@ function cleanupStep(state, keep, live, l) {
 }
 /** A step as the dry run prints it. */
 function renderStep(s) {
-    const stdin = s.stdin ? ' (release archive on stdin)' : s.input ? ' (credentials on stdin, not shown)' : '';
+    const stdin = s.stdin === 'archive'
+        ? ' (release archive on stdin)'
+        : s.stdin === 'tree'
+            ? " (the release's file list on stdin)"
+            : s.input
+                ? ' (credentials on stdin, not shown)'
+                : '';
     return `# ${s.name}${stdin}\n${s.script}`;
 }
+
+;// CONCATENATED MODULE: ./src/deploy/flow.ts
 /**
- * Joins steps into one remote command (one round trip instead of one per step; consecutive manage.py commands
- * in one Python process), each step still reported on its own by a `<mark> <name> <code>` line.
+ * The flow, as data: the phases of a deploy or a rollback, each with its hosts (in batches), the steps each
+ * host runs and what a failure does. A pure function of the settings, the release and what each host holds
+ * (read once connected, locked and inspected). The runner executes the list; the dry run prints the same list.
+ *
+ *   deploy:   update (manifest, upload, virtualenv, checks; one host: migrate and health too)
+ *             → gate on the primary (a fleet sharing one database: migrate, once)
+ *             → gate on the others (health through the new release before anything switches)
+ *             → publish (switch, reload, health; in rolling batches) → cleanup
+ *   rollback: preflight (only where the target never went live) → publish
  */
-function batch(steps, l, mark) {
-    const lines = [];
-    for (let i = 0; i < steps.length; i++) {
-        const s = steps[i];
-        if (s.manage) {
-            const group = [s];
-            while (steps[i + 1]?.manage?.release === s.manage.release)
-                group.push(steps[++i]);
-            const commands = group.map(g => ({ name: g.name, args: g.manage.args, python: g.manage.python }));
-            lines.push(`( ${manageMany(l, s.manage.release, mark, commands)}\n) </dev/null || exit $?`);
-        }
-        else {
-            lines.push(`( ${s.script}\n) ${s.stdin || s.input ? '' : '</dev/null'}`, `rc=$?; echo "${mark} ${s.name} $rc"; [ $rc -eq 0 ] || exit $rc`);
-        }
+
+
+const flow_all = (hosts, steps) => [
+    hosts.map(h => ({ host: h.name, steps: steps(h) }))
+];
+/** The phases of deploying `source` (the global settings `d`) to the hosts. */
+function deployFlow(d, source, hosts) {
+    const fleet = hosts.length > 1;
+    const once = fleet && d.migrate && !d.migrateEveryHost;
+    const build = (h) => buildDir(h.state, source.name);
+    const phases = [
+        { name: 'update', batches: flow_all(hosts, h => update(d, source, h, fleet)), onFailure: 'stop' }
+    ];
+    if (fleet) {
+        const primary = hosts.find(h => h.primary) ?? hosts[0];
+        if (once)
+            phases.push({
+                name: 'gate-primary',
+                batches: flow_all([primary], h => gateSteps(h.d, h.layout, build(h), true)),
+                onFailure: 'stop',
+                note: `${primary.name}: the primary host runs the migrations, once for the fleet`
+            });
+        // A host with nothing to check here (a worker, when the primary migrated) has no gate round trip.
+        const rest = (once ? hosts.filter(h => h !== primary) : hosts).filter(h => gateSteps(h.d, h.layout, build(h), !once).length > 0);
+        if (rest.length)
+            phases.push({
+                name: 'gate',
+                batches: flow_all(rest, h => gateSteps(h.d, h.layout, build(h), !once)),
+                onFailure: 'stop',
+                migratedOnce: once
+            });
     }
-    const input = steps.filter(s => s.input);
-    // One stdin per command: it carries the archive or one step's input.
-    if (input.length > 1 || (input.length && steps.some(s => s.stdin)))
-        throw new Error(`steps ${steps.map(s => s.name).join(', ')}: more than one reads stdin`);
+    phases.push(publish(d, hosts, source.name, 'live', build), {
+        name: 'cleanup',
+        batches: flow_all(hosts, h => [cleanupStep(h.state, d.keepReleases, source.name, h.layout)]),
+        onFailure: 'warn',
+        warns: 'cleanup of old releases failed, the deploy stands'
+    });
+    return phases;
+}
+/**
+ * A host's update: the manifest (which files its live release has unchanged, so the upload leaves them out)
+ * and the steps that make the release ready without touching what is live. One host alone also migrates and
+ * asks the health URL here; a fleet does that in its gates, once every host is ready.
+ */
+function update(d, source, h, fleet) {
+    const gated = fleet ? 'without-gate' : 'with-gate';
+    const build = buildDir(h.state, source.name);
+    const plain = updateSteps(h.d, h.layout, source, undefined, gated, build);
+    const live = h.state.current;
+    if (!live || live === source.name)
+        return plain;
+    const manifest = {
+        name: 'manifest',
+        script: reusableFiles(h.layout, source.name, live, d.remotePython),
+        stdin: 'tree',
+        answer: 'reuse='
+    };
+    const reusing = updateSteps(h.d, h.layout, source, live, gated, build);
+    return [
+        manifest,
+        ...reusing.map((s, i) => (s.script === plain[i].script ? s : { ...s, fallback: plain[i] }))
+    ];
+}
+function publish(d, hosts, release, record, build) {
     return {
-        name: steps.map(s => s.name).join(', '),
-        script: lines.join('\n'),
-        stdin: steps.some(s => s.stdin) ? 'archive' : undefined,
-        input: input[0]?.input,
-        parts: steps.map(s => s.name)
+        name: 'publish',
+        batches: rollingBatches(hosts, d.rolling).map(batch => batch.map(h => ({
+            host: h.name,
+            steps: publishSteps(h.d, h.layout, release, h.state.current, record, undefined, build(h))
+        }))),
+        onFailure: 'revert'
     };
 }
+/** The phases of making `release` live again (mode: rollback): its preflight where it never went live. */
+function rollbackFlow(d, release, hosts) {
+    const fresh = hosts.filter(h => !wentLive(h.state, release));
+    const phases = [];
+    if (fresh.length)
+        phases.push({
+            name: 'preflight',
+            batches: [
+                fresh.map(h => ({
+                    host: h.name,
+                    steps: preflightSteps(h.layout, release, d.deployCheck),
+                    note: `${h.name}: ${release} never went live here: preflight first`
+                }))
+            ],
+            onFailure: 'stop'
+        });
+    phases.push(publish(d, hosts, release, 'rollback', () => release));
+    return phases;
+}
+/** The phases as the dry run prints them (and the summary lists them). */
+function planOf(phases) {
+    return phases.map(p => ({
+        phase: p.name,
+        onFailure: p.onFailure,
+        batches: p.batches.map(b => b.map(h => ({ host: h.host, steps: h.steps.map(render) })))
+    }));
+}
+function render(s) {
+    const text = renderStep(s);
+    return s.fallback
+        ? `${text}\n# (when the manifest finds no file to reuse, instead:)\n${s.fallback.script}`
+        : text;
+}
 
-;// CONCATENATED MODULE: ./src/deploy/run.ts
-/**
- * The runner: executes plans across hosts over SSH, holds the deploy lock, and rolls back. Phases run across
- * all hosts before the next begins, so no host goes live until every host has its release ready.
- */
-
-
-
-
-
-
-
-
-
-
+;// CONCATENATED MODULE: ./src/deploy/target.ts
 class StepError extends Error {
     host;
     step;
@@ -63840,158 +63340,79 @@ async function eachAtMost(items, limit, f) {
     if (failures.length)
         throw failures[0];
 }
-/** Database errors that say the tables are not there (SQLite, PostgreSQL, MySQL). */
-const MISSING_TABLES = /no such table|relation "[^"]+" does not exist|Table '[^']+' doesn't exist/i;
+
+;// CONCATENATED MODULE: ./src/deploy/hosts.ts
 /**
- * A host's gate that fails because tables are missing, after only the primary host migrated: that host likely
- * has a database of its own. The error says so and names the setting that migrates every host.
+ * The hosts of a deploy: connecting (through the `Connect` the runner was given), the deploy lock and its
+ * lease, reading what each host holds, reconnecting after a lost connection, and closing.
  */
-function hintOwnDatabase(e, migratedOnce) {
-    if (migratedOnce &&
-        e instanceof StepError &&
-        !(e instanceof ConnectionLost) &&
-        MISSING_TABLES.test(e.lastLines))
-        throw new StepError(e.host, e.step, e.code, `${e.lastLines}\nThe database has tables missing on this host, but only the primary host ran the migrations: each host may have its own database (SQLite, or another DATABASES setting per host). \`migrate: every-host\` in deploy.yml migrates each one.`);
-    throw e;
-}
+
+
+
+
+
+
 /** Tries to reach a host again after a lost connection, host key verified each time. */
 const RECONNECT_TRIES = 3;
-const TAIL = 15;
 /** Seconds the lock command may take beyond lock-timeout (its own wait) before the runner gives up on it. */
 const LOCK_MARGIN = 15;
-/** A step's last lines kept for its error (a Python traceback's start among them), whatever it prints. */
-const KEPT_LINES = 200;
-/** Characters kept of each of those lines. */
-const KEPT_LINE = 2000;
-/** Characters of one step's output written to the job log; beyond them only the last KEPT_LINES are kept. */
-const LOGGED_PER_STEP = 2 * 1024 * 1024;
-class Runner {
+class Hosts {
     settings;
     log;
-    faults;
-    steps = [];
-    /** Warnings the hosts reported (WARN lines), `host: message`, for the summary. */
-    warnings = [];
-    /** Ends each step's output in a batch; unguessable, so no output of the project can fake a step's end. */
-    mark = `django-deploy-step-${(0,external_node_crypto_.randomBytes)(6).toString('hex')}:`;
-    /** Printed by the server when it refuses a step of this deploy (lease lost); an exit code would not do. */
-    leaseMark = `django-deploy-lease-lost-${(0,external_node_crypto_.randomBytes)(9).toString('hex')}`;
-    /** Set by `cancel()`: why the deploy stops (no new step starts, the running one is killed). */
-    cancelled;
-    stopRunning = new Set();
-    /** Set by `fail()`: an internal error elsewhere in the action; whatever this deploy switched is put back. */
-    fatal;
-    /** The hosts of the running session, and those whose `current` this deploy may have moved (not put back). */
-    targets = [];
-    switched = new Set();
-    constructor(settings, log, 
-    /** For tests only: called after a host's switch, to inject a fault there. */
-    faults = {}) {
+    x;
+    connect;
+    constructor(settings, log, x, connect) {
         this.settings = settings;
         this.log = log;
-        this.faults = faults;
-    }
-    /**
-     * The last resort (an uncaught exception or unhandled rejection anywhere in the action): stops the deploy
-     * as a cancel does; when the deploy's flow ends, every host it switched is put back (see `session`).
-     */
-    fail(why) {
-        this.fatal ??= why;
-        this.cancel(why);
-    }
-    /**
-     * When the deploy's own flow does not end after `fail()`: puts back every host this deploy switched, lets
-     * the locks go and returns what is known, for the report.
-     */
-    async rescue(release) {
-        const result = this.emptyResult(release);
-        const targets = this.targets;
-        await this.putBack(result);
-        await this.close(targets);
-        return result;
-    }
-    /** After `fail()`: every host still switched goes back to what it served; the result says so. */
-    async putBack(result) {
-        const hosts = [...this.switched];
-        result.error = `${this.fatal}${result.error ? ` (${result.error})` : ''}`;
-        result.deployed = false;
-        if (!hosts.length)
-            return;
-        this.log.warning(`${this.fatal}: putting back what this deploy switched`);
-        const reverted = await this.revert(hosts, result.release);
-        result.rolledBack = reverted.ok;
-        result.hosts = this.targets.map(t => ({
-            host: t.remote.name,
-            previous: t.state.current,
-            live: this.switched.has(t) ? undefined : t.state.current,
-            bytesSent: t.sent
-        }));
-    }
-    emptyResult(release) {
-        const dryRun = this.settings.deploy.dryRun;
-        return { release, deployed: false, rolledBack: false, dryRun, steps: this.steps, warnings: this.warnings };
-    }
-    /**
-     * Connects to every host (host keys verified, at most max-parallel at once), takes the locks unless only
-     * reading, one host after another in one sorted order (two fleets listed differently never deadlock), and
-     * reads what each host holds.
-     */
-    async open(lock) {
-        const s = this.settings;
-        const many = s.ssh.hosts.length > 1;
-        const targets = [];
-        try {
-            const slots = s.ssh.hosts.map(() => undefined);
-            await eachAtMost(s.ssh.hosts.map((host, i) => ({ host, i })), s.deploy.maxParallel, async ({ host, i }) => {
-                const log = new HostLog(this.log, many);
-                const t0 = Date.now();
-                log.startGroup(`${Remote.label(host)}: connect`);
-                try {
-                    const remote = await Remote.connect(host, s.ssh);
-                    slots[i] = {
-                        host,
-                        remote,
-                        state: { releases: [] },
-                        log,
-                        layout: layout(host.deployPath ?? s.deploy.path),
-                        d: forRoles(s.deploy, host.roles)
-                    };
-                    log.info(`${remote.name}: connected as ${host.user ?? s.ssh.user}, host key verified`);
-                    this.record(remote.name, 'connect', 'ok', t0);
-                }
-                finally {
-                    log.endGroup();
-                    log.flush();
-                }
-            }).finally(() => targets.push(...slots.filter((t) => t !== undefined)));
-            if (lock) {
-                const order = [...targets].sort((a, b) => a.remote.name < b.remote.name ? -1 : a.remote.name > b.remote.name ? 1 : 0);
-                for (const t of order)
-                    await this.lock(t);
-            }
-            await this.everyHost(targets, async (t) => {
-                t.state = parseInspect(await this.exec(t, { name: 'inspect', script: inspect(t.layout) }));
-            });
-            return targets;
-        }
-        catch (e) {
-            await this.close(targets);
-            throw e;
-        }
-    }
-    /** Writes each host's kept lines, in host order (hosts worked on at once). */
-    flushLogs(targets) {
-        for (const t of targets)
-            t.log.flush();
+        this.x = x;
+        this.connect = connect;
     }
     /** Runs `f` on every host at once (at most max-parallel), then writes their logs; throws the first failure. */
-    async everyHost(targets, f) {
+    async every(targets, f) {
         try {
             await eachAtMost(targets, this.settings.deploy.maxParallel, f);
         }
         finally {
-            this.flushLogs(targets);
+            for (const t of targets)
+                t.log.flush();
         }
+    }
+    /**
+     * Connects to every host (host keys verified, at most max-parallel at once), takes the locks unless only
+     * reading, one host after another in one sorted order (two fleets listed differently never deadlock), and
+     * reads what each host holds. Each host connected joins `targets` at once (closed whatever happens next).
+     */
+    async open(lock, targets) {
+        const s = this.settings;
+        const many = s.ssh.hosts.length > 1;
+        const slots = s.ssh.hosts.map(() => undefined);
+        await eachAtMost(s.ssh.hosts.map((host, i) => ({ host, i })), s.deploy.maxParallel, async ({ host, i }) => {
+            const log = new HostLog(this.log, many);
+            const t0 = Date.now();
+            log.startGroup(`${Remote.label(host)}: connect`);
+            try {
+                const remote = await this.connect(host, s.ssh);
+                const layout = layout_layout(host.deployPath ?? s.deploy.path);
+                slots[i] = { host, remote, state: { releases: [] }, log, layout, d: forRoles(s.deploy, host.roles) };
+                log.info(`${remote.name}: connected as ${host.user ?? s.ssh.user}, host key verified`);
+                this.x.record(remote.name, 'connect', 'ok', t0);
+            }
+            finally {
+                log.endGroup();
+                log.flush();
+            }
+        }).finally(() => targets.push(...slots.filter((t) => t !== undefined)));
+        if (lock) {
+            const order = [...targets].sort((a, b) => a.remote.name < b.remote.name ? -1 : a.remote.name > b.remote.name ? 1 : 0);
+            for (const t of order)
+                await this.lock(t);
+        }
+        await this.every(targets, async (t) => void (t.state = await this.inspect(t, false)));
+    }
+    /** What the host holds now. */
+    async inspect(t, evenIfCancelled) {
+        const out = await this.x.exec(t, { name: 'inspect', script: inspect(t.layout) }, undefined, evenIfCancelled);
+        return parseInspect(out);
     }
     async lock(t) {
         const s = this.settings;
@@ -64011,14 +63432,14 @@ class Runner {
         }
         catch (e) {
             const { code, text } = this.lockFailure(t, e);
-            this.record(t.remote.name, 'lock', 'failed', t0, text);
+            this.x.record(t.remote.name, 'lock', 'failed', t0, text);
             throw new StepError(t.remote.name, 'lock', code, text);
         }
         finally {
             t.log.endGroup();
             t.log.flush();
         }
-        this.record(t.remote.name, 'lock', 'ok', t0);
+        this.x.record(t.remote.name, 'lock', 'ok', t0);
     }
     /** Why the lock was not taken: the holder's own words, or (it did not answer) the stage that hung. */
     lockFailure(t, err) {
@@ -64059,7 +63480,8 @@ class Runner {
             await this.unlock(t);
             t.remote.dispose();
         }));
-        this.flushLogs(targets);
+        for (const t of targets)
+            t.log.flush();
     }
     /**
      * After a lost connection: connects again (host key verified again, at most RECONNECT_TRIES times), takes
@@ -64075,10 +63497,10 @@ class Runner {
         for (let i = 1; i <= RECONNECT_TRIES; i++) {
             t.log.warning(`${t.remote.name}: ${why}; reconnecting (${i}/${RECONNECT_TRIES})`);
             try {
-                t.remote = await Remote.connect(t.host, this.settings.ssh);
+                t.remote = await this.connect(t.host, this.settings.ssh);
                 t.log.info(`${t.remote.name}: connected again, host key verified`);
                 await this.lock(t);
-                const now = parseInspect(await this.exec(t, { name: 'inspect', script: inspect(t.layout) }, undefined, true));
+                const now = await this.inspect(t, true);
                 t.log.info(`${t.remote.name}: live release now: ${now.current ?? 'none'}`);
                 return now.current;
             }
@@ -64091,78 +63513,783 @@ class Runner {
         }
         throw new Error(`host ${t.remote.name}: ${why}, and ${RECONNECT_TRIES} attempts to reconnect failed (last: ${last?.message}); what it serves is unknown`);
     }
-    /**
-     * Stops the deploy (the runner was cancelled): the running step's processes are killed on the server, no
-     * further step starts except putting back what was live.
-     */
-    cancel(why) {
-        if (this.cancelled)
+}
+
+// EXTERNAL MODULE: external "node:stream"
+var external_node_stream_ = __nccwpck_require__(7075);
+// EXTERNAL MODULE: external "node:zlib"
+var external_node_zlib_ = __nccwpck_require__(8522);
+;// CONCATENATED MODULE: ./src/django/traceback.ts
+/**
+ * A failed step's last lines, led by the cause when they end in a Python traceback: the exception's type and
+ * message and the project's own file:line first, then the tail without the frames nobody can act on (Python's
+ * frozen importlib frames, the ^^^^ markers under a line). Pure: used for the step's error and its summary.
+ */
+const TRACEBACK = 'Traceback (most recent call last):';
+const traceback_FRAME = /^\s+File "(.+)", line (\d+)/;
+// A frame in Python's own frozen modules, and the carets Python 3.11+ draws under the failing expression.
+const NOISE = /^\s+File "<frozen [^>]*>"|^\s*[~^]+\s*$/;
+/** `exception: message (at path:line)` for the last traceback in the lines, or undefined when there is none. */
+function causeOf(lines) {
+    const start = lines.map(l => l.trim()).lastIndexOf(TRACEBACK);
+    if (start < 0)
+        return undefined;
+    const frames = [];
+    let cause;
+    for (const line of lines.slice(start + 1)) {
+        const frame = traceback_FRAME.exec(line);
+        if (frame)
+            frames.push({ file: frame[1], line: frame[2] });
+        else if (line.trim() && !/^\s/.test(line)) {
+            cause = line.trim();
+            break;
+        }
+    }
+    if (!cause)
+        return undefined;
+    const own = frames
+        .reverse()
+        .map(f => ({ ...f, rel: projectPath(f.file) }))
+        .find(f => f.rel);
+    return own ? `${cause} (at ${own.rel}:${own.line})` : cause;
+}
+/** The path inside the release (`releases/<name>/…`), unless it is the release's virtualenv. */
+function projectPath(file) {
+    const rel = /\/releases\/[^/]+\/(.+)$/.exec(file)?.[1];
+    return rel && !rel.startsWith('.venv/') ? rel : undefined;
+}
+/** The step's last `tail` lines without Python's noise, with the cause (if any) on the first line. */
+function failureTail(lines, tail) {
+    const cause = causeOf(lines);
+    const rest = (cause ? lines.filter(l => !NOISE.test(l)) : lines).slice(-tail);
+    return (cause ? [cause, ...rest] : rest).join('\n');
+}
+
+;// CONCATENATED MODULE: external "node:fs/promises"
+const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
+;// CONCATENATED MODULE: external "node:stream/promises"
+const external_node_stream_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:stream/promises");
+// EXTERNAL MODULE: external "node:util"
+var external_node_util_ = __nccwpck_require__(7975);
+;// CONCATENATED MODULE: ./src/release/tar.ts
+/**
+ * Reads the tar stream `git archive --format=tar` writes, entry by entry, without buffering file data: to hash
+ * the bytes of each file as git archive writes them (after export-subst, eol conversion, filters such as
+ * LFS, without export-ignored files) and to pass on only some entries. Understands what git writes: ustar
+ * headers, pax extended headers (`x`, for long paths and link targets) and the pax global header (`g`).
+ */
+
+const BLOCK = 512;
+function field(h, from, length) {
+    const b = h.subarray(from, from + length);
+    const end = b.indexOf(0);
+    return b.subarray(0, end < 0 ? length : end).toString('utf8');
+}
+/** `length keyword=value\n` records of a pax header. */
+function paxRecords(data) {
+    const out = {};
+    let at = 0;
+    while (at < data.length) {
+        const space = data.indexOf(0x20, at);
+        const length = Number(data.subarray(at, space).toString());
+        if (space < 0 || !Number.isInteger(length) || length <= 0)
+            throw new Error('bad pax header in git archive output');
+        const record = data.subarray(space + 1, at + length - 1).toString('utf8');
+        const eq = record.indexOf('=');
+        out[record.slice(0, eq)] = record.slice(eq + 1);
+        at += length;
+    }
+    return out;
+}
+/** A pass-through of a tar stream that sees every entry and can leave some out. */
+function tarEntries(o = {}) {
+    let buffer = Buffer.alloc(0);
+    let entry;
+    let remaining = 0; // data bytes of the current entry still to come
+    let padding = 0;
+    let emit = true;
+    let pax;
+    let pending = []; // a pax header waiting for the entry it describes
+    let overrides = {};
+    let ended = false;
+    const header = (h, push) => {
+        if (h.every(b => b === 0)) {
+            ended = true;
+            push(Buffer.concat([...pending, h]));
+            pending = [];
             return;
+        }
+        const size = parseInt(field(h, 124, 12).trim() || '0', 8);
+        const type = field(h, 156, 1) || '0';
+        if (type === 'x' || type === 'g') {
+            pax = { header: h, data: [], size };
+            remaining = size;
+            padding = (BLOCK - (size % BLOCK)) % BLOCK;
+            return;
+        }
+        const prefix = field(h, 345, 155);
+        const name = field(h, 0, 100);
+        entry = {
+            path: overrides.path ?? (prefix ? `${prefix}/${name}` : name),
+            type,
+            size,
+            linkname: overrides.linkpath ?? field(h, 157, 100)
+        };
+        overrides = {};
+        emit = o.keep?.(entry) ?? true;
+        if (emit)
+            push(Buffer.concat([...pending, h]));
+        pending = [];
+        remaining = size;
+        padding = (BLOCK - (size % BLOCK)) % BLOCK;
+        if (remaining === 0)
+            o.onEntry?.(entry);
+    };
+    // A pax header read whole: an `x` one waits for its entry (its path may be the one to leave out).
+    const paxDone = (push) => {
+        const all = Buffer.concat(pax.data);
+        if (field(pax.header, 156, 1) === 'x') {
+            overrides = paxRecords(all.subarray(0, pax.size));
+            pending.push(pax.header, all);
+        }
+        else
+            push(Buffer.concat([pax.header, all]));
+        pax = undefined;
+    };
+    return new external_node_stream_.Transform({
+        transform(chunk, _encoding, callback) {
+            try {
+                const out = [];
+                const push = (b) => void out.push(b);
+                buffer = buffer.length ? Buffer.concat([buffer, chunk]) : chunk;
+                while (buffer.length) {
+                    if (ended) {
+                        push(buffer);
+                        buffer = Buffer.alloc(0);
+                    }
+                    else if (remaining > 0) {
+                        const part = buffer.subarray(0, remaining);
+                        buffer = buffer.subarray(part.length);
+                        remaining -= part.length;
+                        if (pax)
+                            pax.data.push(part);
+                        else {
+                            o.onData?.(entry, part);
+                            if (emit)
+                                push(part);
+                            if (remaining === 0)
+                                o.onEntry?.(entry);
+                        }
+                        if (remaining === 0 && pax && padding === 0)
+                            paxDone(push);
+                    }
+                    else if (padding > 0) {
+                        const part = buffer.subarray(0, padding);
+                        buffer = buffer.subarray(part.length);
+                        padding -= part.length;
+                        if (pax)
+                            pax.data.push(part);
+                        else if (emit)
+                            push(part);
+                        if (padding === 0 && pax)
+                            paxDone(push);
+                    }
+                    else if (buffer.length >= BLOCK) {
+                        const h = buffer.subarray(0, BLOCK);
+                        buffer = buffer.subarray(BLOCK);
+                        header(h, push);
+                        if (pax && pax.size === 0)
+                            paxDone(push);
+                    }
+                    else
+                        break;
+                }
+                callback(null, out.length ? Buffer.concat(out) : undefined);
+            }
+            catch (e) {
+                callback(e);
+            }
+        }
+    });
+}
+
+;// CONCATENATED MODULE: ./src/release/requirements.ts
+/**
+ * What pip reads when it installs `-r requirements.txt`: the file and every requirement and constraint file it
+ * includes (`-r`, `-c`, `--requirement`, `--constraint`, at any depth), resolved as pip does, so the
+ * virtualenv key changes when any of them does. Pure functions over a reader of the release's files.
+ */
+
+/**
+ * The logical lines of a requirements file as pip's preprocess() makes them: continued lines joined, comments
+ * (a `#` at the start or after whitespace) removed, blank lines dropped, whitespace runs made one space.
+ */
+function logicalLines(text) {
+    const joined = [];
+    let held = [];
+    for (let raw of text.split(/\r?\n/)) {
+        const comment = /^\s*#/.test(raw);
+        if (raw.endsWith('\\') && !comment) {
+            held.push(raw.replace(/^\\+|\\+$/g, ''));
+            continue;
+        }
+        if (comment)
+            raw = ` ${raw}`;
+        joined.push([...held, raw].join(''));
+        held = [];
+    }
+    if (held.length)
+        joined.push(held.join(''));
+    return joined
+        .map(l => l
+        .replace(/(^|\s+)#.*$/, '')
+        .trim()
+        .replace(/\s+/g, ' '))
+        .filter(Boolean);
+}
+/** pip's long options in a requirements file; optparse takes any unambiguous prefix of them. */
+const LONG = [
+    'index-url',
+    'extra-index-url',
+    'no-index',
+    'constraint',
+    'requirement',
+    'editable',
+    'find-links',
+    'no-binary',
+    'only-binary',
+    'prefer-binary',
+    'require-hashes',
+    'pre',
+    'trusted-host',
+    'use-feature',
+    'install-option',
+    'global-option',
+    'hash'
+];
+function longOption(word) {
+    if (LONG.includes(word))
+        return word;
+    const matches = LONG.filter(o => o.startsWith(word));
+    return matches.length === 1 ? matches[0] : undefined;
+}
+/** The files a logical line includes: `-r x`, `-rx`, `--requirement x`, `--requirement=x`, `-c` alike. */
+function includesOf(line) {
+    const words = line.split(' ');
+    const out = [];
+    for (let i = 0; i < words.length; i++) {
+        const w = words[i];
+        let kind;
+        let value;
+        const short = /^-([rc])(.*)$/.exec(w);
+        const long = /^--([\w-]+)(?:=(.*))?$/.exec(w);
+        if (short) {
+            kind = short[1] === 'r' ? 'requirement' : 'constraint';
+            value = short[2] || undefined;
+        }
+        else if (long) {
+            kind = longOption(long[1]);
+            value = long[2];
+        }
+        if (kind !== 'requirement' && kind !== 'constraint')
+            continue;
+        if (value === undefined)
+            value = words[++i];
+        if (value)
+            out.push({ path: value, constraint: kind === 'constraint' });
+    }
+    return out;
+}
+const SCHEME = /^[A-Za-z][\w+.-]*:/;
+/**
+ * Follows every include from `root` (paths relative to the release), each relative to the directory of the
+ * file that names it (pip's rule); `args` are pip-args, whose `-r`/`-c` are relative to the release. `read`
+ * returns a file's text, or undefined when the release has no such file. Throws, naming the file, on a
+ * missing file, an include that leaves the release, or a cycle (pip would recurse without end).
+ */
+async function requirementClosure(read, root, args = []) {
+    const files = [];
+    const external = [];
+    const seen = new Set();
+    const visit = async (path, constraint, chain) => {
+        if (chain.includes(path))
+            throw new Error(`requirements include themselves: ${[...chain, path].join(' → ')} (pip would recurse without end); remove one of these -r/-c lines`);
+        const key = `${constraint ? 'c' : 'r'} ${path}`;
+        if (seen.has(key))
+            return;
+        seen.add(key);
+        const text = await read(path);
+        if (text === undefined) {
+            const by = chain.length ? `${chain[chain.length - 1]} includes ${path}` : `${path} is named by pip-args`;
+            throw new Error(`${by}, which is not a file git tracks in the release: pip on the server would fail; commit it or fix the -r/-c line`);
+        }
+        files.push({ path, text, constraint });
+        for (const line of logicalLines(text))
+            for (const inc of includesOf(line))
+                await follow(inc, external_node_path_.posix.dirname(path), [...chain, path]);
+    };
+    const follow = async (inc, dir, chain) => {
+        if (SCHEME.test(inc.path) || inc.path.startsWith('/')) {
+            external.push(inc.path);
+            return;
+        }
+        const path = external_node_path_.posix.normalize(external_node_path_.posix.join(dir, inc.path));
+        if (path === '..' || path.startsWith('../'))
+            throw new Error(`${chain[chain.length - 1] ?? 'pip-args'} includes ${inc.path}, which is outside the release (working-directory): pip on the server would not find it`);
+        await visit(path, inc.constraint, chain);
+    };
+    await visit(root, false, []);
+    for (const inc of includesOf(args.join(' ')))
+        await follow(inc, '.', []);
+    return { files, external };
+}
+/**
+ * The words of a requirements file that may name a path (a wheel, a --find-links directory, an editable
+ * project): each requirement word and each option's value (`--find-links=x`, `-fx`, `-e ./pkg`).
+ */
+function pathWords(text) {
+    const out = [];
+    for (const line of logicalLines(text))
+        for (const w of line.split(' ')) {
+            const long = /^--[\w-]+=(.+)$/.exec(w);
+            const short = /^-[a-zA-Z](.+)$/.exec(w);
+            if (long)
+                out.push(long[1]);
+            else if (short && !w.startsWith('--'))
+                out.push(short[1]);
+            else if (!w.startsWith('-'))
+                out.push(w);
+        }
+    return out;
+}
+
+;// CONCATENATED MODULE: ./src/release/source.ts
+/**
+ * The release as it leaves the runner: the files git tracks in working-directory at HEAD, streamed as a
+ * tar.gz, and a key for its virtualenv (equal keys mean the dependencies did not change).
+ */
+
+
+
+
+
+
+
+
+
+
+
+
+
+const run = (0,external_node_util_.promisify)(external_node_child_process_namespaceObject.execFile);
+/** `name[extras]==version` (or `===`), with environment markers. */
+const EXACT_PIN = /^[A-Za-z0-9][\w.-]*(\[[^\]]*\])?\s*===?\s*[\w.!+-]+\s*(;.*)?$/;
+function depsOf(venv, requirements, local) {
+    const closure = typeof requirements === 'string'
+        ? { files: [{ path: 'requirements.txt', text: requirements, constraint: false }], external: [] }
+        : requirements;
+    if (closure.external.length)
+        return undefined;
+    const all = closure.files.filter(f => !f.constraint).flatMap(f => logicalLines(f.text));
+    const constraints = closure.files.filter(f => f.constraint).map(f => [f.path, logicalLines(f.text)]);
+    const options = all.filter(line => line.startsWith('-'));
+    const reqs = all.filter(line => !line.startsWith('-'));
+    if (options.some(o => /^(-e|--editable)\b/.test(o)))
+        return undefined;
+    // Exact pins only: pip leaves an installed version that still satisfies a looser line, where a clean
+    // virtualenv would take the newest.
+    if (!reqs.every(r => EXACT_PIN.test(r.replace(/\s+--hash[= ]\S+/g, ''))))
+        return undefined;
+    // A constraint that changes (even one that only narrows) changes what pip picks for an unpinned
+    // dependency of a pin: part of the basis, so a change builds the virtualenv anew.
+    const basis = (0,external_node_crypto_.createHash)('sha256')
+        .update(JSON.stringify([
+        venv.python,
+        venv.options,
+        venv.pipArgs,
+        options,
+        ...(constraints.length ? [constraints] : [])
+    ]))
+        .digest('hex')
+        .slice(0, 16);
+    const files = local.split('\n').filter(Boolean);
+    return { basis, lines: [...new Set([...reqs.map(r => `r ${r}`), ...files.map(f => `l ${f}`)])] };
+}
+/**
+ * Reads a file of the release from git (blob by blob, as tracked at HEAD); a symlink is followed inside the
+ * release, as pip on the server would. Undefined when the release has no such file.
+ */
+function reader(cwd, listing) {
+    const entries = new Map(parseTree(listing).map(e => [e.path, e]));
+    return async (path) => {
+        for (let hops = 0; hops < 10; hops++) {
+            const e = entries.get(path);
+            if (!e)
+                return undefined;
+            const text = await git(cwd, 'cat-file', 'blob', e.sha);
+            if (e.mode !== '120000')
+                return text;
+            path = external_node_path_.posix.normalize(external_node_path_.posix.join(external_node_path_.posix.dirname(path), text));
+        }
+        return undefined;
+    };
+}
+/**
+ * Git runs filters the runner's git config names (LFS, smudge): it gets the environment the checks get, never the
+ * action's inputs (which the action keeps in its own memory after its start-up re-exec).
+ */
+function gitEnvironment() {
+    return checkEnvironment(process.env);
+}
+async function git(cwd, ...args) {
+    return gitWith(cwd, {}, ...args);
+}
+async function gitWith(cwd, env, ...args) {
+    try {
+        const { stdout } = await run('git', ['-C', cwd, ...args], {
+            maxBuffer: 256 * 1024 * 1024,
+            env: { ...gitEnvironment(), ...env }
+        });
+        return stdout;
+    }
+    catch (e) {
+        const err = e;
+        throw new Error(`git ${args[0]} failed in ${cwd}: ${(err.stderr || err.message).trim()}`);
+    }
+}
+/**
+ * The virtualenv key and what the virtualenv is made of: requirements.txt and every file it includes, the
+ * tracked files they name, Python, venv-options and pip-args.
+ */
+async function dependencies(cwd, treeish, files, venv) {
+    const tree = async (...paths) => paths.length ? git(cwd, 'ls-tree', '-r', '--full-tree', treeish, '--', ...paths) : '';
+    const hasRequirements = parseTree(files).some(e => e.path === 'requirements.txt');
+    const closure = hasRequirements
+        ? await requirementClosure(reader(cwd, files), 'requirements.txt', venv.pipArgs)
+        : { files: [], external: [] };
+    const requirements = closure.files[0]?.text ?? '';
+    // Local paths named by the requirements or pip-args (./vendor/pkg, wheels/, -r base.txt) are part of
+    // the dependencies: their tracked contents go into the key too. A nested file's paths are looked for
+    // beside it (pip's rule for --find-links) and in the release (where pip runs).
+    const candidates = [
+        ...pathWords(requirements),
+        ...pathWords(venv.pipArgs.join(' ')),
+        ...closure.files
+            .slice(1)
+            .flatMap(f => pathWords(f.text).flatMap(t => [t, external_node_path_.posix.join(external_node_path_.posix.dirname(f.path), t)]))
+    ];
+    const tokens = candidates
+        .map(t => t
+        .replace(/^file:(\/\/)?/, '')
+        .replace(/^\.\//, '')
+        .replace(/\/$/, ''))
+        .filter(t => t && !t.startsWith('-') && !t.startsWith('/') && !t.includes('..') && /^[\w.@/+-]+$/.test(t));
+    const local = tokens.length ? await tree(...new Set(tokens.slice(0, 400))) : '';
+    const warnings = [];
+    // Included files beyond requirements.txt go into the key (alone, it keeps the key it always had). What
+    // pip fetches from a URL or reads from an absolute path on the server cannot be known here: such a
+    // virtualenv is built anew at every deploy, never reused stale.
+    const nested = closure.files.slice(1).map(f => [f.path, f.constraint, f.text]);
+    if (closure.external.length)
+        warnings.push(`requirements include ${closure.external.join(', ')}: their content is not in the release, so the virtualenv is built anew at each deploy`);
+    const venvKey = (0,external_node_crypto_.createHash)('sha256')
+        .update(JSON.stringify([
+        venv.python,
+        venv.options,
+        venv.pipArgs,
+        requirements,
+        local,
+        ...(nested.length ? [nested] : []),
+        ...(closure.external.length ? [(0,external_node_crypto_.randomBytes)(16).toString('hex')] : [])
+    ]))
+        .digest('hex')
+        .slice(0, 16);
+    // The requirement files themselves are in the key; for growing a copy, their lines speak for them (a pin added
+    // to requirements/base.txt may grow a copy as one added to requirements.txt does).
+    const own = new Set(closure.files.map(f => f.path));
+    const named = local
+        .split('\n')
+        .filter(line => !own.has(line.slice(line.indexOf('\t') + 1)))
+        .join('\n');
+    const deps = hasRequirements ? depsOf(venv, closure, named) : undefined;
+    return { venvKey, hasRequirements, deps, warnings };
+}
+/** Describes the release; fails clearly when working-directory is not a git checkout. */
+async function describeRelease(workingDirectory, name, venv) {
+    let repoRoot;
+    try {
+        repoRoot = (await git(workingDirectory, 'rev-parse', '--show-toplevel')).trim();
+    }
+    catch {
+        throw new Error(`working-directory ${workingDirectory} is not inside a git checkout; the release is made of the files git tracks (run actions/checkout first)`);
+    }
+    const prefix = (await git(workingDirectory, 'rev-parse', '--show-prefix')).trim().replace(/\/$/, '');
+    const revision = (await git(workingDirectory, 'rev-parse', 'HEAD')).trim();
+    const treeish = prefix ? `HEAD:${prefix}` : 'HEAD';
+    const files = await git(workingDirectory, 'ls-tree', '-r', '-z', '--full-tree', treeish);
+    const { venvKey, hasRequirements, deps, warnings } = await dependencies(workingDirectory, treeish, files, venv);
+    const tree = await archivedManifest(repoRoot, treeish, files);
+    return { name, revision, treeish, repoRoot, venvKey, hasRequirements, tree, deps, warnings };
+}
+/** Runs `git archive --format=tar` of the release; `done` rejects with git's message if git fails. */
+function gitArchive(source, extra = [], format = 'tar') {
+    const child = (0,external_node_child_process_namespaceObject.spawn)('git', ['-C', source.repoRoot, 'archive', `--format=${format}`, ...extra, source.treeish], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: gitEnvironment()
+    });
+    let stderr = '';
+    let stopped = false;
+    child.stderr.on('data', (c) => (stderr += c.toString()));
+    const done = new Promise((resolve, reject) => {
+        child.on('error', reject);
+        child.on('close', code => code === 0 || stopped
+            ? resolve()
+            : reject(new Error(`git archive failed (exit ${code}): ${stderr.trim()}`)));
+    });
+    const stop = () => {
+        if (child.exitCode !== null || child.signalCode !== null)
+            return;
+        stopped = true;
+        child.stdout.destroy();
+        child.kill('SIGKILL');
+    };
+    return { child, done, stop };
+}
+/**
+ * The manifest of the release as git archive writes it: each file of `listing` (`git ls-tree -r -z`) with the
+ * hash, as git hashes a blob, of the bytes the archive holds for it (export-subst expanded, eol converted,
+ * filters such as LFS applied), and without the files the archive leaves out (export-ignore). So the host
+ * reuses a file only when its live copy is what the archive would bring.
+ */
+async function archivedManifest(repoRoot, treeish, listing) {
+    const algorithm = /^\S+ \S+ [0-9a-f]{64}\t/.test(listing) ? 'sha256' : 'sha1';
+    const hashes = new Map();
+    const open = new Map();
+    const blob = (e) => {
+        let h = open.get(e);
+        if (!h) {
+            const size = e.type === '2' ? Buffer.byteLength(e.linkname) : e.size;
+            h = (0,external_node_crypto_.createHash)(algorithm).update(`blob ${size}\0`);
+            open.set(e, h);
+        }
+        return h;
+    };
+    const entries = tarEntries({
+        keep: () => false,
+        onData: (e, chunk) => void blob(e).update(chunk),
+        onEntry: e => {
+            if (e.type !== '0' && e.type !== '2' && e.type !== '7')
+                return;
+            const h = blob(e);
+            if (e.type === '2')
+                h.update(e.linkname);
+            hashes.set(e.path, h.digest('hex'));
+            open.delete(e);
+        }
+    });
+    const git = gitArchive({ repoRoot, treeish });
+    await Promise.all([
+        (0,external_node_stream_promises_namespaceObject.pipeline)(git.child.stdout, entries, new external_node_stream_.Writable({ write: (_c, _e, cb) => cb() })),
+        git.done
+    ]);
+    return treeRecords(listing)
+        .flatMap(record => {
+        const m = /^(\d+) blob [0-9a-f]+\t(.*)$/s.exec(record);
+        if (!m)
+            return [record];
+        const hash = hashes.get(m[2]);
+        return hash ? [`${m[1]} blob ${hash}\t${m[2]}`] : [];
+    })
+        .map(r => `${r}\0`)
+        .join('');
+}
+/**
+ * Streams the release as tar.gz from `git archive`; `done` rejects if git fails. Without `reuse` the archive
+ * holds every file and the release's manifest. With `reuse` (paths the host takes, unchanged, from its live
+ * release; it already has the manifest) it holds every other file: git's own archive of the release with the
+ * reused entries left out, so every other file is the bytes a whole archive would hold (export-subst, eol,
+ * filters and export-ignore as in the manifest). `stop()` ends it early: the remote command ended without
+ * reading it all (a refused release name), and git must not stay blocked on a full pipe.
+ */
+async function archive(source, reuse) {
+    let work;
+    let filtered = Promise.resolve();
+    let stopping = false;
+    let git;
+    let out;
+    if (!reuse) {
+        work = await (0,promises_namespaceObject.mkdtemp)((0,external_node_path_.join)((0,external_node_os_.tmpdir)(), 'django-deploy-archive-'));
+        await (0,promises_namespaceObject.writeFile)((0,external_node_path_.join)(work, MANIFEST), source.tree);
+        git = gitArchive(source, [`--add-file=${(0,external_node_path_.join)(work, MANIFEST)}`], 'tar.gz');
+        out = git.child.stdout;
+    }
+    else {
+        const skip = new Set(reuse);
+        git = gitArchive(source);
+        const gzip = (0,external_node_zlib_.createGzip)();
+        out = gzip;
+        // Output that is not a tar git would write fails the upload as git failing would (the host sees its end).
+        filtered = (0,external_node_stream_promises_namespaceObject.pipeline)(git.child.stdout, tarEntries({ keep: e => !skip.has(e.path) }), gzip).catch((e) => {
+            if (stopping)
+                return;
+            refuse();
+            throw new Error(`git archive output could not be read: ${e.message}`);
+        });
+    }
+    const done = Promise.all([git.done, filtered])
+        .then(() => undefined)
+        .finally(() => work && (0,promises_namespaceObject.rm)(work, { recursive: true, force: true }));
+    // A child's stdout stops counting as readable once git exits, before anyone read it; a pass-through holds
+    // the data (with back-pressure) until the SSH channel consumes it, counting what went by.
+    let bytes = 0;
+    const counter = new external_node_stream_.Transform({
+        transform(chunk, _encoding, callback) {
+            bytes += chunk.length;
+            callback(null, chunk);
+        }
+    });
+    // An archive cut short by a failing git (a missing object, a failing filter) can end on a tar entry boundary
+    // and still be a valid gzip stream, which tar on the host unpacks without complaint: bytes after the gzip
+    // stream make gunzip, and so the upload step, fail there and then.
+    const refuse = () => {
+        if (!counter.writableEnded && !counter.destroyed)
+            counter.end(Buffer.from('\ngit archive failed\n'));
+    };
+    const stream = out.pipe(counter, { end: false });
+    out.on('end', () => done.then(() => void (counter.writableEnded || counter.destroyed || counter.end()), () => refuse()));
+    return {
+        stream,
+        done,
+        bytes: () => bytes,
+        // Also when git is done: what it wrote may still sit in the streams, waiting for a reader that is gone.
+        stop: () => {
+            stopping = true;
+            stream.destroy();
+            out.destroy();
+            git.stop();
+        }
+    };
+}
+
+;// CONCATENATED MODULE: ./src/deploy/step.ts
+/**
+ * Runs one step (or a batch of steps in one round trip) on one host: fenced with the lock's lease, bounded by
+ * command-timeout, stopped by a cancel (its processes killed on the server), each step in its own log group and
+ * recorded with its duration. Every remote step of a deploy goes through here.
+ */
+
+
+
+
+
+
+
+
+
+const TAIL = 15;
+/** A step's last lines kept for its error (a Python traceback's start among them), whatever it prints. */
+const KEPT_LINES = 200;
+/** Characters kept of each of those lines. */
+const KEPT_LINE = 2000;
+/** Characters of one step's output written to the job log; beyond them only the last KEPT_LINES are kept. */
+const LOGGED_PER_STEP = 2 * 1024 * 1024;
+/** The log group, record and kept lines of the step of a batch running now. */
+class PartLog {
+    x;
+    t;
+    lines = [];
+    start = Date.now();
+    logged = 0;
+    unlogged = 0;
+    constructor(x, t, first) {
+        this.x = x;
+        this.t = t;
+        t.log.startGroup(`${t.remote.name}: ${first}`);
+    }
+    show(line, answer) {
+        // A copy of at most KEPT_LINE characters: a piece of a huge line must not keep the whole of it alive.
+        this.lines.push(line.length > KEPT_LINE ? Buffer.from(`${line.slice(0, KEPT_LINE)}…`).toString() : line);
+        if (this.lines.length > KEPT_LINES)
+            this.lines.shift();
+        if (answer && line.startsWith(answer))
+            return;
+        if (this.logged >= LOGGED_PER_STEP)
+            this.unlogged++;
+        else if (line.startsWith(WARN))
+            this.x.warn(this.t, line.slice(WARN.length).trim());
+        else if (this.t.log.output)
+            this.t.log.output(line);
+        else
+            this.t.log.info(line);
+        this.logged += line.length;
+    }
+    /** Ends the step's group; `next` opens the following step's. */
+    finish(name, code, why = '', next) {
+        const seconds = ((Date.now() - this.start) / 1000).toFixed(1);
+        const host = this.t.remote.name;
+        if (this.unlogged)
+            this.t.log.info(`(${this.unlogged} more lines of output not shown: ${LOGGED_PER_STEP} characters are)`);
+        if (code === 0) {
+            this.t.log.info(`✓ ${name} (${seconds} s)`);
+            if (name !== 'inspect')
+                this.x.record(host, name, 'ok', this.start);
+        }
+        else {
+            this.t.log.info(`✗ ${name} failed after ${seconds} s (exit ${code})${why ? ` ${why}` : ''}`);
+            const detail = `exit ${code}${why ? `, ${why}` : ''}\n${failureTail(this.lines, TAIL)}`;
+            this.x.record(host, name, 'failed', this.start, detail);
+        }
+        this.t.log.endGroup();
+        this.lines = [];
+        this.logged = this.unlogged = 0;
+        this.start = Date.now();
+        if (next)
+            this.t.log.startGroup(`${host}: ${next}`);
+    }
+}
+class Executor {
+    settings;
+    steps = [];
+    /** Warnings the hosts reported (WARN lines), `host: message`, for the summary. */
+    warnings = [];
+    /** Ends each step's output in a batch (batch.ts). */
+    mark = newMark();
+    /** Printed by the server when it refuses a step of this deploy (lease lost); an exit code would not do. */
+    leaseMark = `django-deploy-lease-lost-${(0,external_node_crypto_.randomBytes)(9).toString('hex')}`;
+    /** Set by `cancel()`: why the deploy stops (no new step starts, the running one is killed). */
+    cancelled;
+    stopRunning = new Set();
+    constructor(settings) {
+        this.settings = settings;
+    }
+    cancel(why) {
         this.cancelled = why;
-        this.log.warning(`${why}: stopping the deploy`);
         for (const f of [...this.stopRunning])
             f('cancel');
+    }
+    warn(t, message) {
+        const warning = `${t.remote.name}: ${message}`;
+        this.warnings.push(warning);
+        t.log.warning(warning);
     }
     record(host, step, outcome, t0, detail) {
         this.steps.push({ host, step, outcome, durationMs: Date.now() - t0, detail });
     }
+    /** The step's stdin: the release archive (leaving out the files to reuse), the release's file list, its input. */
+    async stdinOf(t, step, source) {
+        if (step.stdin === 'archive' && source) {
+            const upload = await archive(source, t.reuse);
+            return { upload, stdin: upload.stream };
+        }
+        if (step.stdin === 'tree' && source)
+            return { stdin: external_node_stream_.Readable.from([(0,external_node_zlib_.gzipSync)(source.tree)]) };
+        return { stdin: step.input };
+    }
     /**
-     * Runs one step (or a batch of steps in one round trip) on one host, each step in its own log group and
-     * recorded with its duration; throws StepError naming the step that failed, with its last lines.
+     * Each step gets command-timeout seconds (the clock restarts at each step of a batch, `arm`). A timed-out or
+     * cancelled step's process group is killed on the server, then its channel closed.
      */
-    async exec(t, step, source, evenIfCancelled = false) {
-        const host = t.remote.name;
-        if (this.cancelled && !evenIfCancelled)
-            throw new StepError(host, step.name, 130, this.cancelled);
-        const parts = step.parts ?? [step.name];
-        let part = 0;
-        let partStart = Date.now();
-        let lines = [];
-        let logged = 0;
-        let unlogged = 0;
-        let failedCode;
-        const finish = (name, code, why = '') => {
-            const seconds = ((Date.now() - partStart) / 1000).toFixed(1);
-            if (unlogged)
-                t.log.info(`(${unlogged} more lines of output not shown: ${LOGGED_PER_STEP} characters are)`);
-            if (code === 0) {
-                t.log.info(`✓ ${name} (${seconds} s)`);
-                if (name !== 'inspect')
-                    this.record(host, name, 'ok', partStart);
-            }
-            else {
-                t.log.info(`✗ ${name} failed after ${seconds} s (exit ${code})${why ? ` ${why}` : ''}`);
-                this.record(host, name, 'failed', partStart, `exit ${code}${why ? `, ${why}` : ''}\n${failureTail(lines, TAIL)}`);
-            }
-            t.log.endGroup();
-        };
-        const show = (line) => {
-            // A copy of at most KEPT_LINE characters: a piece of a huge line must not keep the whole of it alive.
-            lines.push(line.length > KEPT_LINE ? Buffer.from(`${line.slice(0, KEPT_LINE)}…`).toString() : line);
-            if (lines.length > KEPT_LINES)
-                lines.shift();
-            if (logged >= LOGGED_PER_STEP)
-                unlogged++;
-            else if (line.startsWith(WARN)) {
-                const warning = `${host}: ${line.slice(WARN.length).trim()}`;
-                this.warnings.push(warning);
-                t.log.warning(warning);
-            }
-            else if (t.log.output)
-                t.log.output(line);
-            else
-                t.log.info(line);
-            logged += line.length;
-        };
-        t.log.startGroup(`${host}: ${parts[0]}`);
-        let upload;
-        if (step.stdin === 'archive' && source)
-            upload = await archive(source, t.reuse);
-        // git failing (a missing object, a failing LFS or other filter) fails the step; its message is kept.
-        const archiveFailed = upload?.done.then(() => undefined, (e) => e.message);
-        // Each step gets command-timeout seconds (the clock restarts at each step of a batch). A timed-out or
-        // cancelled step's process group is killed on the server, then its channel closed.
-        const limit = this.settings.ssh.commandTimeout;
+    stopper(t) {
         const abort = new AbortController();
         let stopped;
         let timer;
@@ -64173,7 +64300,10 @@ class Runner {
             clearTimeout(timer);
             void (async () => {
                 if (t.token) {
-                    await t.remote.run(killSteps(t.layout, t.token), { signal: AbortSignal.timeout(10_000) });
+                    await t.remote.run(killSteps(t.layout, t.token), {
+                        signal: AbortSignal.timeout(10_000),
+                        steps: ['kill-steps']
+                    });
                     // The step's command ends once its group is gone; its channel is closed regardless.
                     await new Promise(r => setTimeout(r, 3000).unref());
                 }
@@ -64182,130 +64312,197 @@ class Runner {
         };
         const arm = () => {
             clearTimeout(timer);
-            timer = setTimeout(() => stop('timeout'), limit * 1000);
+            timer = setTimeout(() => stop('timeout'), this.settings.ssh.commandTimeout * 1000);
         };
-        arm();
         this.stopRunning.add(stop);
+        arm();
+        return {
+            abort,
+            arm,
+            stopped: () => stopped,
+            done: () => {
+                clearTimeout(timer);
+                this.stopRunning.delete(stop);
+            }
+        };
+    }
+    /**
+     * Runs the step on the host; throws StepError naming the step that failed, with its last lines (ConnectionLost,
+     * LeaseLost for those). Returns the command's stdout.
+     */
+    async exec(t, step, source, evenIfCancelled = false) {
+        const host = t.remote.name;
+        if (this.cancelled && !evenIfCancelled)
+            throw new StepError(host, step.name, 130, this.cancelled);
+        const parser = new BatchParser(this.mark, step.parts ?? [step.name]);
+        const log = new PartLog(this, t, parser.parts[0]);
+        const { upload, stdin } = await this.stdinOf(t, step, source);
+        // git failing (a missing object, a failing LFS or other filter) fails the step; its message is kept.
+        const archiveFailed = upload?.done.then(() => undefined, (e) => e.message);
+        const stop = this.stopper(t);
         const script = t.token ? fenced(t.layout, t.token, step.script, this.leaseMark) : step.script;
         let refused = false;
         const r = await t.remote
             .run(script, {
-            stdin: upload?.stream ?? step.input,
-            signal: abort.signal,
+            stdin,
+            signal: stop.abort.signal,
+            steps: parser.parts,
             onLine: raw => {
                 if (raw === this.leaseMark)
                     return void (refused = true);
-                // A step's output without a final new line runs into the marker that follows it.
-                const at = raw.indexOf(`${this.mark} `);
-                const line = at >= 0 ? raw.slice(0, at) : raw;
-                if (at > 0)
-                    show(line);
-                if (at >= 0) {
-                    const [, name, code] = raw.slice(at).split(' ');
-                    if (name !== parts[part] || failedCode !== undefined)
-                        return;
-                    // A failed step is closed when the command ends, so output still in flight joins its last lines.
-                    if (Number(code) !== 0) {
-                        failedCode = Number(code);
-                        return;
-                    }
-                    finish(name, 0);
-                    part += 1;
-                    partStart = Date.now();
-                    lines = [];
-                    logged = unlogged = 0;
-                    arm();
-                    if (part < parts.length)
-                        t.log.startGroup(`${host}: ${parts[part]}`);
+                const { output, ended } = parser.feed(raw);
+                if (output !== undefined)
+                    log.show(output, step.answer);
+                if (!ended)
                     return;
-                }
-                show(line);
+                log.finish(ended, 0, '', parser.parts[parser.part]);
+                stop.arm();
             }
         })
             .finally(() => {
-            clearTimeout(timer);
-            this.stopRunning.delete(stop);
+            stop.done();
             // The command ended: an archive it did not read (a refused release) must not keep git blocked.
             upload?.stop();
         });
         const gitError = await archiveFailed;
+        const stopped = stop.stopped();
         if (r.code === 0 && !stopped && !r.lost && !gitError) {
-            if (upload) {
-                t.sent = upload.bytes();
-                const files = parseTree(source.tree).length;
-                const reused = t.reuse?.length ?? 0;
-                t.log.info(`${host}: ${(upload.bytes() / 1024).toFixed(1)} KiB sent for ${files - reused} of ${files} files${reused ? `; ${reused} unchanged, taken from ${t.state.current}` : ''}`);
-            }
+            if (upload)
+                this.uploaded(t, upload, source);
             // Steps that ran without a batch's marker (a single step) end with the command.
-            while (part < parts.length) {
-                finish(parts[part], 0);
-                if (++part < parts.length)
-                    t.log.startGroup(`${host}: ${parts[part]}`);
-            }
+            while (parser.part < parser.parts.length)
+                log.finish(parser.parts[parser.part], 0, '', parser.parts[++parser.part]);
             return r.stdout;
         }
-        const failed = parts[Math.min(part, parts.length - 1)];
+        const failed = parser.current;
         if (stopped) {
             const code = stopped === 'timeout' ? 124 : 130;
             const why = stopped === 'timeout'
-                ? `timed out after ${limit} s (command-timeout): its processes on the server were killed`
+                ? `timed out after ${this.settings.ssh.commandTimeout} s (command-timeout): its processes on the server were killed`
                 : `${this.cancelled}: its processes on the server were killed`;
-            finish(failed, code, why);
-            throw new StepError(host, failed, code, [...lines.slice(-TAIL), why].join('\n'));
+            const tail = [...log.lines.slice(-TAIL), why].join('\n');
+            log.finish(failed, code, why);
+            throw new StepError(host, failed, code, tail);
         }
         if (r.lost) {
             const why = `connection lost (${r.lost}): what the step did on the server is unknown`;
-            finish(failed, 255, why);
-            throw new ConnectionLost(host, failed, 255, [...lines.slice(-TAIL), why].join('\n'));
+            const tail = [...log.lines.slice(-TAIL), why].join('\n');
+            log.finish(failed, 255, why);
+            throw new ConnectionLost(host, failed, 255, tail);
         }
         if (gitError) {
             for (const line of gitError.split('\n'))
-                show(line);
-            finish(failed, r.code || 1, 'the release archive could not be made');
-            throw new StepError(host, failed, r.code || 1, lines.slice(-TAIL).join('\n'));
+                log.show(line);
+            const tail = log.lines.slice(-TAIL).join('\n');
+            log.finish(failed, r.code || 1, 'the release archive could not be made');
+            throw new StepError(host, failed, r.code || 1, tail);
         }
-        finish(failed, r.code);
+        const tail = failureTail(log.lines, TAIL);
+        log.finish(failed, r.code);
         const Err = refused ? LeaseLost : StepError;
-        throw new Err(host, failed, r.code, failureTail(lines, TAIL));
+        throw new Err(host, failed, r.code, tail);
+    }
+    uploaded(t, upload, source) {
+        t.sent = upload.bytes();
+        const files = parseTree(source.tree).length;
+        const reused = t.reuse?.length ?? 0;
+        t.log.info(`${t.remote.name}: ${(upload.bytes() / 1024).toFixed(1)} KiB sent for ${files - reused} of ${files} files${reused ? `; ${reused} unchanged, taken from ${t.state.current}` : ''}`);
+    }
+}
+
+;// CONCATENATED MODULE: ./src/deploy/run.ts
+
+
+
+
+
+
+
+
+
+/** Database errors that say the tables are not there (SQLite, PostgreSQL, MySQL). */
+const MISSING_TABLES = /no such table|relation "[^"]+" does not exist|Table '[^']+' doesn't exist/i;
+/**
+ * A host's gate that fails because tables are missing, after only the primary host migrated: that host likely
+ * has a database of its own. The error says so and names the setting that migrates every host.
+ */
+function hintOwnDatabase(e) {
+    if (e instanceof StepError && !(e instanceof ConnectionLost) && MISSING_TABLES.test(e.lastLines))
+        throw new StepError(e.host, e.step, e.code, `${e.lastLines}\nThe database has tables missing on this host, but only the primary host ran the migrations: each host may have its own database (SQLite, or another DATABASES setting per host). \`migrate: every-host\` in deploy.yml migrates each one.`);
+    throw e;
+}
+class Runner {
+    settings;
+    log;
+    faults;
+    x;
+    hosts;
+    /** Set by `fail()`: an internal error elsewhere in the action; whatever this deploy switched is put back. */
+    fatal;
+    /** The hosts of the running session, and those whose `current` this deploy may have moved (not put back). */
+    targets = [];
+    switched = new Set();
+    constructor(settings, log, 
+    /** For tests only: called after a host's switch, to inject a fault there. */
+    faults = {}, 
+    /** Opens a connection to a host: SSH, or a scripted fake in the unit tests. */
+    connect = (host, ssh) => Remote.connect(host, ssh)) {
+        this.settings = settings;
+        this.log = log;
+        this.faults = faults;
+        this.x = new Executor(settings);
+        this.hosts = new Hosts(settings, log, this.x, connect);
     }
     /**
-     * Finds the files of the release that the host's live release holds unchanged (verified there), so the
-     * upload leaves them out. Any failure here only costs bytes: the whole release is sent.
+     * The last resort (an uncaught exception or unhandled rejection anywhere in the action): stops the deploy
+     * as a cancel does; when the deploy's flow ends, every host it switched is put back (see `session`).
      */
-    async findReusable(t, source) {
-        const live = t.state.current;
-        t.reuse = undefined;
-        if (!live || live === source.name)
+    fail(why) {
+        this.fatal ??= why;
+        this.cancel(why);
+    }
+    /**
+     * Stops the deploy (the runner was cancelled): the running step's processes are killed on the server, no
+     * further step starts except putting back what was live.
+     */
+    cancel(why) {
+        if (this.x.cancelled)
             return;
-        const t0 = Date.now();
-        const host = t.remote.name;
-        const d = this.settings.deploy;
-        let answer = '';
-        const script = reusableFiles(t.layout, source.name, live, d.remotePython);
-        const r = await t.remote.run(t.token ? fenced(t.layout, t.token, script, this.leaseMark) : script, {
-            stdin: external_node_stream_.Readable.from([(0,external_node_zlib_.gzipSync)(source.tree)]),
-            signal: AbortSignal.timeout(this.settings.ssh.commandTimeout * 1000),
-            onLine: line => {
-                if (line.startsWith(WARN)) {
-                    const warning = `${host}: ${line.slice(WARN.length).trim()}`;
-                    this.warnings.push(warning);
-                    t.log.warning(warning);
-                }
-                else if (line.startsWith('reuse='))
-                    answer = line.slice('reuse='.length);
-            }
-        });
-        try {
-            if (r.code !== 0)
-                throw new Error(`exit ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
-            const paths = pathsAt(source.tree, parseRanges(answer, treeRecords(source.tree).length));
-            t.reuse = paths.length ? paths : undefined;
-            this.record(host, 'manifest', 'ok', t0);
-        }
-        catch (e) {
-            t.log.warning(`${host}: could not compare with the live release, sending every file: ${e.message}`);
-            this.record(host, 'manifest', 'failed', t0, e.message);
-        }
+        this.log.warning(`${why}: stopping the deploy`);
+        this.x.cancel(why);
+    }
+    /**
+     * When the deploy's own flow does not end after `fail()`: puts back every host this deploy switched, lets
+     * the locks go and returns what is known, for the report.
+     */
+    async rescue(release) {
+        const result = this.emptyResult(release);
+        const targets = this.targets;
+        await this.putBack(result);
+        await this.hosts.close(targets);
+        return result;
+    }
+    /** After `fail()`: every host still switched goes back to what it served; the result says so. */
+    async putBack(result) {
+        const hosts = [...this.switched];
+        result.error = `${this.fatal}${result.error ? ` (${result.error})` : ''}`;
+        result.deployed = false;
+        if (!hosts.length)
+            return;
+        this.log.warning(`${this.fatal}: putting back what this deploy switched`);
+        const reverted = await this.revert(hosts, result.release);
+        result.rolledBack = reverted.ok;
+        result.hosts = this.targets.map(t => ({
+            host: t.remote.name,
+            previous: t.state.current,
+            live: this.switched.has(t) ? undefined : t.state.current,
+            bytesSent: t.sent
+        }));
+    }
+    emptyResult(release) {
+        const dryRun = this.settings.deploy.dryRun;
+        const { steps, warnings } = this.x;
+        return { release, deployed: false, rolledBack: false, dryRun, steps, warnings };
     }
     /**
      * Connects (and locks, unless dry), runs `body`, and always closes; any error ends up in `result.error`,
@@ -64313,9 +64510,9 @@ class Runner {
      */
     async session(release, body) {
         const result = this.emptyResult(release);
-        let targets = [];
+        const targets = (this.targets = []);
         try {
-            targets = this.targets = await this.open(!result.dryRun);
+            await this.hosts.open(!result.dryRun, targets);
             await body(targets, result);
         }
         catch (e) {
@@ -64324,9 +64521,19 @@ class Runner {
         finally {
             if (this.fatal)
                 await this.putBack(result);
-            await this.close(targets);
+            await this.hosts.close(targets);
         }
         return result;
+    }
+    /** The hosts as the flow sees them. */
+    flowHosts(targets) {
+        return targets.map(t => ({
+            name: t.remote.name,
+            primary: t.host.primary,
+            d: t.d,
+            layout: t.layout,
+            state: t.state
+        }));
     }
     /** Deploys a release to every host; a failure before the switch changes nothing live, after it rolls back. */
     async deploy(source) {
@@ -64335,43 +64542,15 @@ class Runner {
             result.previousRelease = targets[0]?.state.current;
             for (const t of targets)
                 t.build = buildDir(t.state, source.name);
-            if (d.dryRun) {
-                result.plan = Object.fromEntries(targets.map(t => [
-                    t.remote.name,
-                    [
-                        ...updateSteps(t.d, t.layout, source, undefined, 'with-gate', t.build),
-                        ...publishSteps(t.d, t.layout, source.name, t.state.current, 'live', undefined, t.build),
-                        cleanupStep(t.state, d.keepReleases, source.name, t.layout)
-                    ].map(renderStep)
-                ]));
-                return;
-            }
+            const phases = deployFlow(d, source, this.flowHosts(targets));
+            if (d.dryRun)
+                return void (result.plan = planOf(phases));
             for (const t of targets) {
                 const silent = (t.host.roles ?? []).filter(r => r !== 'web' && !t.d.roleReloadCommands[r]);
                 if (silent.length)
                     this.log.warning(`${t.remote.name}: no reload-command for role ${silent.join(', ')} (a mapping of role to command in deploy.yml): what it runs keeps the code it started with`);
             }
-            // Phase 1, every host at once: the release made ready. A fleet sharing one database migrates once, on
-            // the primary host, when every host is ready; then the health URL through each host's new release.
-            const once = targets.length > 1 && d.migrate && !d.migrateEveryHost;
-            const gated = targets.length > 1 ? 'without-gate' : 'with-gate';
-            await this.everyHost(targets, async (t) => {
-                await this.findReusable(t, source);
-                await this.exec(t, batch(updateSteps(t.d, t.layout, source, t.reuse && t.state.current, gated, t.build), t.layout, this.mark), source);
-            });
-            if (gated === 'without-gate') {
-                const primary = targets.find(t => t.host.primary) ?? targets[0];
-                const gate = (t, migrate) => this.exec(t, batch(gateSteps(t.d, t.layout, t.build, migrate), t.layout, this.mark));
-                if (once) {
-                    this.log.info(`${primary.remote.name}: the primary host runs the migrations, once for the fleet`);
-                    await this.everyHost([primary], async (t) => void (await gate(t, true)));
-                }
-                // A host with nothing to check here (a worker, when the primary migrated) has no gate round trip.
-                const rest = (once ? targets.filter(t => t !== primary) : targets).filter(t => gateSteps(t.d, t.layout, t.build, !once).length > 0);
-                if (rest.length)
-                    await this.everyHost(rest, async (t) => void (await gate(t, !once).catch(e => hintOwnDatabase(e, once))));
-            }
-            const failure = await this.publish(targets, source.name);
+            const failure = await this.run(phases, targets, source.name, source);
             this.describeHosts(result, targets, source.name, failure);
             if (failure) {
                 result.error = failure.error;
@@ -64385,52 +64564,97 @@ class Runner {
                 return;
             }
             result.deployed = true;
-            await this.everyHost(targets, async (t) => {
-                try {
-                    await this.exec(t, cleanupStep(t.state, d.keepReleases, source.name, t.layout));
-                }
-                catch (e) {
-                    t.log.warning(`cleanup of old releases failed, the deploy stands: ${e.message}`);
-                }
-            });
         });
     }
-    /** Each host's release before and after, for the report; `previousRelease` names each when hosts differ. */
-    describeHosts(result, targets, release, failure) {
-        result.hosts = targets.map((t, i) => ({
-            host: t.remote.name,
-            previous: t.state.current,
-            live: failure
-                ? failure.live
-                    ? failure.live[i]
-                    : failure.revertedOk
-                        ? t.state.current
-                        : undefined
-                : release,
-            bytesSent: t.sent
-        }));
-        const previous = new Set(targets.map(t => t.state.current ?? ''));
-        if (previous.size > 1)
-            result.previousRelease = targets.map(t => `${t.remote.name}=${t.state.current ?? ''}`).join('\n');
+    /**
+     * Runs the phases in order: each batch's hosts at once. A failure stops the flow (`stop`: thrown), reverts
+     * what the phase switched (`revert`: returned), or is a warning (`warn`).
+     */
+    async run(phases, targets, release, source) {
+        const byName = new Map(targets.map(t => [t.remote.name, t]));
+        for (const phase of phases) {
+            if (phase.note)
+                this.log.info(phase.note);
+            if (phase.onFailure === 'revert') {
+                const failure = await this.publish(phase, byName, targets, release);
+                if (failure)
+                    return failure;
+                continue;
+            }
+            await this.hosts.every(phase.batches.flat().map(h => byName.get(h.host)), async (t) => {
+                const own = phase.batches.flat().find(h => h.host === t.remote.name);
+                if (own.note)
+                    t.log.info(own.note);
+                try {
+                    await this.steps$(t, own.steps, source);
+                }
+                catch (e) {
+                    if (phase.onFailure === 'warn')
+                        return t.log.warning(`${phase.warns ?? `${phase.name} failed`}: ${e.message}`);
+                    if (phase.migratedOnce)
+                        hintOwnDatabase(e);
+                    throw e;
+                }
+            });
+        }
+        return undefined;
     }
     /**
-     * Makes `release` live on every host at once, or in `rolling` batches, each gated by its health check; on a
+     * A host's steps of one phase, in as few round trips as it can: all in one batch, but a step whose answer
+     * shapes the next ones (the manifest) runs on its own first.
+     */
+    async steps$(t, steps, source) {
+        let rest = steps;
+        const first = rest[0];
+        if (first?.answer) {
+            await this.manifest(t, first, source);
+            rest = rest.slice(1);
+        }
+        if (!rest.length)
+            return;
+        const chosen = rest.map(s => (s.fallback && !t.reuse ? s.fallback : s));
+        await this.x.exec(t, batch(chosen, t.layout, this.x.mark), source);
+    }
+    /**
+     * Finds the files of the release that the host's live release holds unchanged (verified there), so the
+     * upload leaves them out. Any failure here only costs bytes: the whole release is sent.
+     */
+    async manifest(t, step, source) {
+        t.reuse = undefined;
+        try {
+            const out = await this.x.exec(t, step, source);
+            const answer = out
+                .split('\n')
+                .find(l => l.startsWith(step.answer))
+                ?.slice(step.answer.length);
+            const paths = pathsAt(source.tree, parseRanges(answer ?? '', treeRecords(source.tree).length));
+            t.reuse = paths.length ? paths : undefined;
+        }
+        catch (e) {
+            if (this.x.cancelled)
+                throw e;
+            t.log.warning(`${t.remote.name}: could not compare with the live release, sending every file: ${e.message}`);
+        }
+    }
+    /**
+     * Makes the release live on every host of the phase, batch after batch, each gated by its health check; on a
      * failure puts every host that was touched (earlier batches included) back on what it served. Returns the
      * failure, if any, and whether the revert succeeded everywhere.
      */
-    async publish(targets, release, record = 'live') {
+    async publish(phase, byName, targets, release) {
         const touched = [];
         /** Hosts that refused (another deploy holds their lock now): nothing changed there, nothing to put back. */
         const refused = new Set();
-        const batches = rollingBatches(targets, this.settings.deploy.rolling);
+        const batches = phase.batches;
         try {
             for (const [i, hosts] of batches.entries()) {
                 if (batches.length > 1)
-                    this.log.info(`switch, batch ${i + 1} of ${batches.length}: ${hosts.map(t => t.remote.name).join(', ')}`);
-                await this.everyHost(hosts, async (t) => {
+                    this.log.info(`switch, batch ${i + 1} of ${batches.length}: ${hosts.map(h => h.host).join(', ')}`);
+                await this.hosts.every(hosts.map(h => byName.get(h.host)), async (t) => {
                     touched.push(t);
                     this.switched.add(t);
-                    await this.exec(t, batch(publishSteps(t.d, t.layout, release, t.state.current, record, undefined, t.build ?? release), t.layout, this.mark)).catch(e => {
+                    const own = hosts.find(h => h.host === t.remote.name);
+                    await this.steps$(t, own.steps).catch(e => {
                         if (e instanceof LeaseLost) {
                             refused.add(t);
                             this.switched.delete(t);
@@ -64458,14 +64682,9 @@ class Runner {
     /** What each host serves now, read from `current` (reconnecting where the connection is gone). */
     async liveReleases(targets) {
         const live = new Map();
-        await this.everyHost(targets, async (t) => {
+        await this.hosts.every(targets, async (t) => {
             try {
-                if (t.remote.lost)
-                    live.set(t, await this.reconnect(t));
-                else {
-                    const out = await this.exec(t, { name: 'inspect', script: inspect(t.layout) }, undefined, true);
-                    live.set(t, parseInspect(out).current);
-                }
+                live.set(t, t.remote.lost ? await this.hosts.reconnect(t) : (await this.hosts.inspect(t, true)).current);
             }
             catch (e) {
                 t.log.warning(`${t.remote.name}: cannot read what is live: ${e.message}`);
@@ -64480,27 +64699,15 @@ class Runner {
      */
     async revert(targets, failed) {
         let ok = true;
-        await this.everyHost(targets, async (t) => {
+        await this.hosts.every(targets, async (t) => {
             try {
-                if (t.remote.lost) {
-                    const live = await this.reconnect(t);
-                    if (live !== failed) {
-                        t.log.info(`${t.remote.name}: ${failed} did not go live here (live: ${live ?? 'none'}): nothing to put back`);
-                        // Built beside a release of the same name and put in its place before the connection went: that
-                        // one goes back (a no-op when `place` never ran).
-                        if (t.build && t.build !== failed) {
-                            const restore = { name: 'revert-restore', script: restoreReplaced(t.layout, failed) };
-                            await this.exec(t, restore, undefined, true);
-                        }
-                        this.switched.delete(t);
-                        return;
-                    }
-                }
+                if (t.remote.lost && !(await this.wentLiveAfterAll(t, failed)))
+                    return;
                 t.log.warning(`${t.remote.name}: rolling back to ${t.state.current ?? 'no release (first deploy)'}`);
                 // Cancelled, the job is killed within seconds: the release goes back and Gunicorn is signalled at once;
                 // the slower health check is left out (that release served until just now).
-                const steps = revertSteps(t.d, t.layout, failed, t.state.current, t.state.currentLink, t.build ?? failed).filter(s => !(this.cancelled && s.name === 'revert-health'));
-                await this.exec(t, batch(steps, t.layout, this.mark), undefined, true);
+                const steps = revertSteps(t.d, t.layout, failed, t.state.current, t.state.currentLink, t.build ?? failed).filter(s => !(this.x.cancelled && s.name === 'revert-health'));
+                await this.x.exec(t, batch(steps, t.layout, this.x.mark), undefined, true);
                 this.switched.delete(t);
             }
             catch (e) {
@@ -64511,6 +64718,40 @@ class Runner {
         return { ok };
     }
     /**
+     * A host whose connection was lost: reached again, is `failed` live there? When not, nothing is put back but
+     * a release of the same name it replaced before the connection went (a no-op when `place` never ran).
+     */
+    async wentLiveAfterAll(t, failed) {
+        const live = await this.hosts.reconnect(t);
+        if (live === failed)
+            return true;
+        t.log.info(`${t.remote.name}: ${failed} did not go live here (live: ${live ?? 'none'}): nothing to put back`);
+        if (t.build && t.build !== failed) {
+            const restore = { name: 'revert-restore', script: restoreReplaced(t.layout, failed) };
+            await this.x.exec(t, restore, undefined, true);
+        }
+        this.switched.delete(t);
+        return false;
+    }
+    /** Each host's release before and after, for the report. */
+    describeHosts(result, targets, release, failure) {
+        result.hosts = targets.map((t, i) => ({
+            host: t.remote.name,
+            previous: t.state.current,
+            live: failure
+                ? failure.live
+                    ? failure.live[i]
+                    : failure.revertedOk
+                        ? t.state.current
+                        : undefined
+                : release,
+            bytesSent: t.sent
+        }));
+        // Hosts that served different releases have no one previous release (report.ts `previousReleases`).
+        if (new Set(targets.map(t => t.state.current ?? '')).size > 1)
+            result.previousRelease = undefined;
+    }
+    /**
      * mode: rollback — makes `release-name`, else the release that was live before the live one, live again. A
      * `release-name` that never went live on a host passes the preflight there first. `onTarget` hears the release
      * chosen and the commit it was built from (its REVISION on the first host; undefined if unreadable) before
@@ -64519,54 +64760,48 @@ class Runner {
     async rollback(onTarget) {
         const d = this.settings.deploy;
         return this.session('', async (targets, result) => {
-            for (const t of targets) {
-                const to = d.releaseName ?? rollbackTarget(t.state);
-                if (!to) {
-                    throw new Error(`host ${t.remote.name}: no release before ${t.state.current ?? '(none)'} to roll back to`);
-                }
-                if (!t.state.releases.includes(to)) {
-                    throw new Error(`host ${t.remote.name}: release ${to} is not on the server (present: ${t.state.releases.join(', ') || 'none'})`);
-                }
-                if (result.release && result.release !== to) {
-                    throw new Error(`hosts disagree on the release to roll back to (${result.release} vs ${to}); set release-name`);
-                }
-                result.release = to;
-                result.previousRelease = t.state.current;
-            }
-            if (onTarget && !d.dryRun)
+            result.release = rollbackRelease(targets, d.releaseName);
+            result.previousRelease = targets[0]?.state.current;
+            const phases = rollbackFlow(d, result.release, this.flowHosts(targets));
+            if (d.dryRun)
+                return void (result.plan = planOf(phases));
+            if (onTarget)
                 await onTarget(result.release, await revisionOf(targets[0], result.release));
-            if (d.dryRun) {
-                result.plan = Object.fromEntries(targets.map(t => [
-                    t.remote.name,
-                    publishSteps(t.d, t.layout, result.release, t.state.current).map(renderStep)
-                ]));
-                return;
-            }
-            await this.everyHost(targets, async (t) => {
-                if (wentLive(t.state, result.release))
-                    return;
-                t.log.info(`${t.remote.name}: ${result.release} never went live here: preflight first`);
-                await this.exec(t, batch(preflightSteps(t.layout, result.release, this.settings.deploy.deployCheck), t.layout, this.mark));
-            });
-            const failure = await this.publish(targets, result.release, 'rollback');
+            const failure = await this.run(phases, targets, result.release);
             this.describeHosts(result, targets, result.release, failure);
-            if (failure) {
-                result.error = failure.error;
-                return;
-            }
+            if (failure)
+                return void (result.error = failure.error);
             result.deployed = true;
             result.rolledBack = true;
         });
     }
 }
+/** The release every host goes back to: `release-name`, or each host's previous one (they must agree). */
+function rollbackRelease(targets, name) {
+    let release = '';
+    for (const t of targets) {
+        const to = name ?? rollbackTarget(t.state);
+        if (!to)
+            throw new Error(`host ${t.remote.name}: no release before ${t.state.current ?? '(none)'} to roll back to`);
+        if (!t.state.releases.includes(to)) {
+            throw new Error(`host ${t.remote.name}: release ${to} is not on the server (present: ${t.state.releases.join(', ') || 'none'})`);
+        }
+        if (release && release !== to)
+            throw new Error(`hosts disagree on the release to roll back to (${release} vs ${to}); set release-name`);
+        release = to;
+    }
+    return release;
+}
 /** The commit a release on the host was built from, or undefined when its REVISION cannot be read. */
 async function revisionOf(t, release) {
-    // Only a record for GitHub: a host that cannot say leaves the workflow's commit there, it never stops the rollback.
-    const r = await t.remote
-        .run(readRevision(t.layout, release), { signal: AbortSignal.timeout(30_000) })
-        .catch(() => undefined);
-    const revision = r?.stdout.trim() ?? '';
-    return r?.code === 0 && /^[0-9a-f]{7,64}$/.test(revision) ? revision : undefined;
+    // Only a record for GitHub: a host that cannot say leaves the workflow's commit there, it never stops the
+    // rollback (`run` never throws: an error is its result).
+    const r = await t.remote.run(readRevision(t.layout, release), {
+        signal: AbortSignal.timeout(30_000),
+        steps: ['read-revision']
+    });
+    const revision = r.stdout.trim();
+    return r.code === 0 && /^[0-9a-f]{7,64}$/.test(revision) ? revision : undefined;
 }
 
 ;// CONCATENATED MODULE: ./src/github/annotate.ts
@@ -69829,6 +70064,25 @@ function shorten(description) {
 }
 
 ;// CONCATENATED MODULE: ./src/report.ts
+/** Each host's steps in the order the flow runs them (the plan per host, for the summary). */
+function planByHost(plan) {
+    const out = {};
+    for (const p of plan)
+        for (const b of p.batches)
+            for (const h of b)
+                (out[h.host] ??= []).push(...h.steps);
+    return out;
+}
+/**
+ * What the hosts served before, as users see it (the `previous-release` output, the summary): the one release,
+ * or one `host=release` line per host when the hosts served different ones.
+ */
+function previousReleases(d) {
+    const hosts = d.hosts ?? [];
+    if (new Set(hosts.map(h => h.previous ?? '')).size > 1)
+        return hosts.map(h => `${h.host}=${h.previous ?? ''}`).join('\n');
+    return d.previousRelease;
+}
 function checksOutcome(report) {
     if (report.checks.length === 0)
         return 'skipped';
@@ -69940,7 +70194,7 @@ const MAX_STEP_DETAILS = 3;
 const PLAN_LINES_PER_HOST = 150;
 const LEVEL_ORDER = { error: 0, warning: 1, notice: 2 };
 const LEVEL_ICON = { error: '❌', warning: '⚠️', notice: 'ℹ️' };
-const STEP_ICON = { ok: '✅', failed: '❌', skipped: '⏭️' };
+const STEP_ICON = { ok: '✅', failed: '❌' };
 /** One word for the whole run, as the heading shows it. */
 function overallResult(report) {
     const checks = checksOutcome(report);
@@ -70059,7 +70313,7 @@ function renderChecks(checks, maxFindings) {
 function renderDeploy(d, mode) {
     const out = [];
     const heading = d.dryRun ? 'Dry run' : mode === 'rollback' ? 'Rollback' : 'Deploy';
-    const previous = d.previousRelease ? code(clip(d.previousRelease, MAX_NAME), false) : '';
+    const previous = previousReleases(d) ? code(clip(previousReleases(d), MAX_NAME), false) : '';
     out.push(`### ${heading}\n\n**Release:** ${code(clip(d.release, MAX_NAME), false) || '–'}  \n` +
         `**Previous release:** ${previous || 'none'}`);
     if (d.error)
@@ -70115,7 +70369,7 @@ function renderDeploy(d, mode) {
     }
     if (d.dryRun && d.plan) {
         let budget = PLAN_CHARS;
-        const hosts = Object.entries(d.plan);
+        const hosts = Object.entries(planByHost(d.plan));
         let shownHosts = 0;
         for (const [host, lines] of hosts) {
             const n = lines.length;
@@ -70392,22 +70646,34 @@ async function pipeline(job) {
         log.flush?.();
     }
     report.deploy = r;
-    if (r.dryRun) {
-        for (const [host, lines] of Object.entries(r.plan ?? {})) {
-            await group(`plan for ${host}`, async () => {
-                info(asData(lines.join('\n\n')));
-            });
-        }
-    }
+    if (r.dryRun)
+        await printPlan(r.plan ?? []);
     job.final = r.error
         ? { state: 'failure', description: r.rolledBack ? `rolled back: ${r.error}` : r.error }
         : { state: 'success', description: `${r.release} is live` };
     if (r.error) {
         return r.rolledBack
-            ? `${r.error}\nRolled back: ${r.previousRelease ?? 'no release (first deploy)'} is live again.`
+            ? `${r.error}\nRolled back: ${previousReleases(r) ?? 'no release (first deploy)'} is live again.`
             : r.error;
     }
     return undefined;
+}
+/**
+ * The dry run: the phases the deploy would run, in order, each host's steps of each phase in a group of its own
+ * (`plan N/M phase[, batch I/J]: host`), its commands printed as data (never as workflow commands).
+ */
+async function printPlan(plan) {
+    const fails = { stop: 'stops the deploy', revert: 'puts back every host switched', warn: 'is a warning' };
+    for (const [i, p] of plan.entries()) {
+        info(`phase ${i + 1} of ${plan.length}: ${p.phase} (a failure ${fails[p.onFailure]})`);
+        for (const [j, b] of p.batches.entries()) {
+            const batch = p.batches.length > 1 ? `, batch ${j + 1}/${p.batches.length}` : '';
+            for (const h of b)
+                await group(`plan ${i + 1}/${plan.length} ${p.phase}${batch}: ${h.host}`, async () => {
+                    info(asData(h.steps.join('\n\n')));
+                });
+        }
+    }
 }
 /**
  * For the end-to-end tests only: DJANGO_DEPLOY_TEST_FAULT makes a bug happen after a host's switch, to show
@@ -70464,7 +70730,7 @@ async function startGithubDeployment(settings, release = settings.deploy.release
 function publishOutputs(report) {
     setOutput('checks', checksOutcome(report));
     setOutput('release', report.deploy?.release ?? '');
-    setOutput('previous-release', report.deploy?.previousRelease ?? '');
+    setOutput('previous-release', (report.deploy && previousReleases(report.deploy)) ?? '');
     setOutput('deployed', String(report.deploy?.deployed ?? false));
     setOutput('rolled-back', String(report.deploy?.rolledBack ?? false));
 }
