@@ -177,93 +177,100 @@ function renderDeploy(d: DeployResult, mode: Report['mode']): string[] {
     `### ${heading}\n\n**Release:** ${code(clip(d.release, MAX_NAME), false) || '–'}  \n` +
       `**Previous release:** ${previous || 'none'}`
   )
-
   if (d.error) out.push(`**Error:** ${multiline(clip(d.error, MAX_ERROR))}`)
   if (d.rolledBack) out.push(`↩️ **rolled back**${previous ? `; ${previous} is live again` : ''}.`)
-
-  // A fleet: which host serves what, what its upload cost, how its steps went and the time they took there.
   const fleet = d.hosts && d.hosts.length > 1 ? d.hosts : undefined
-  if (fleet) {
-    const name = (r?: string): string => (r ? code(clip(r, MAX_NAME)) : '–')
-    const rows = fitting(
-      fleet.map(h => {
-        const own = d.steps.filter(s => s.host === h.host)
-        const failed = own.find(s => s.outcome === 'failed')
-        const steps = failed
-          ? `${STEP_ICON.failed} ${multiline(clip(failed.step, MAX_NAME))}`
-          : `${own.length} ${STEP_ICON.ok}`
-        const time = formatDuration(own.reduce((sum, s) => sum + s.durationMs, 0))
-        return `| ${code(clip(h.host, MAX_NAME))} | ${name(h.previous)} | ${h.live === undefined ? 'unknown' : name(h.live)} | ${h.bytesSent === undefined ? '–' : `${(h.bytesSent / 1024).toFixed(1)} KiB`} | ${steps} | ${time} |`
-      }),
-      STEPS_CHARS
-    )
-    out.push(
-      [
-        '| Host | Before | Now live | Release sent | Steps | Time in steps |',
-        '|---|---|---|--:|---|--:|',
-        ...rows
-      ].join('\n')
-    )
-    if (fleet.length > rows.length) out.push(`_… and ${fleet.length - rows.length} more hosts not shown._`)
-  }
+  if (fleet) out.push(...renderFleet(d, fleet))
+  if (d.steps.length > 0) out.push(...renderSteps(d, fleet))
+  out.push(...renderWarnings(d.warnings ?? []))
+  if (d.dryRun && d.plan) out.push(...renderPlan(d.plan))
+  return out
+}
 
-  if (d.steps.length > 0) {
-    // A fleet's steps ran on its hosts at once: listed host by host (in the fleet's order), each in its order.
-    const order = new Map((fleet ?? []).map((h, i) => [h.host, i]))
-    const steps = fleet
-      ? [...d.steps].sort((a, b) => (order.get(a.host) ?? order.size) - (order.get(b.host) ?? order.size))
-      : d.steps
-    const rows = fitting(
-      steps.map(s => {
-        const step = multiline(clip(s.step, MAX_LINE))
-        return `| ${code(clip(s.host, MAX_NAME))} | ${step} | ${STEP_ICON[s.outcome]} ${s.outcome} | ${formatDuration(s.durationMs)} |`
-      }),
-      STEPS_CHARS
-    )
-    out.push(['| Host | Step | Result | Time |', '|---|---|---|--:|', ...rows].join('\n'))
-    if (d.steps.length > rows.length)
-      out.push(`_… and ${d.steps.length - rows.length} more steps not shown._`)
-    const failed = d.steps.filter(s => s.outcome === 'failed' && s.detail)
-    for (const s of failed.slice(0, MAX_STEP_DETAILS)) {
-      const summary = `Failed step ${html(clip(s.step, MAX_NAME))} on <code>${html(clip(s.host, MAX_NAME))}</code>`
-      out.push(details(summary, codeBlock(tailOf(s.detail ?? '', TAIL_LINES, TAIL_CHARS))))
+/** A fleet: which host serves what, what its upload cost, how its steps went and the time they took there. */
+function renderFleet(d: DeployResult, fleet: NonNullable<DeployResult['hosts']>): string[] {
+  const name = (r?: string): string => (r ? code(clip(r, MAX_NAME)) : '–')
+  const rows = fitting(
+    fleet.map(h => {
+      const own = d.steps.filter(s => s.host === h.host)
+      const failed = own.find(s => s.outcome === 'failed')
+      const steps = failed
+        ? `${STEP_ICON.failed} ${multiline(clip(failed.step, MAX_NAME))}`
+        : `${own.length} ${STEP_ICON.ok}`
+      const time = formatDuration(own.reduce((sum, s) => sum + s.durationMs, 0))
+      return `| ${code(clip(h.host, MAX_NAME))} | ${name(h.previous)} | ${h.live === undefined ? 'unknown' : name(h.live)} | ${h.bytesSent === undefined ? '–' : `${(h.bytesSent / 1024).toFixed(1)} KiB`} | ${steps} | ${time} |`
+    }),
+    STEPS_CHARS
+  )
+  const out = [
+    [
+      '| Host | Before | Now live | Release sent | Steps | Time in steps |',
+      '|---|---|---|--:|---|--:|',
+      ...rows
+    ].join('\n')
+  ]
+  if (fleet.length > rows.length) out.push(`_… and ${fleet.length - rows.length} more hosts not shown._`)
+  return out
+}
+
+/** Every step, a fleet's host by host (in the fleet's order, each in its order), and the failed steps' tails. */
+function renderSteps(d: DeployResult, fleet?: NonNullable<DeployResult['hosts']>): string[] {
+  const order = new Map((fleet ?? []).map((h, i) => [h.host, i]))
+  const steps = fleet
+    ? [...d.steps].sort((a, b) => (order.get(a.host) ?? order.size) - (order.get(b.host) ?? order.size))
+    : d.steps
+  const rows = fitting(
+    steps.map(s => {
+      const step = multiline(clip(s.step, MAX_LINE))
+      return `| ${code(clip(s.host, MAX_NAME))} | ${step} | ${STEP_ICON[s.outcome]} ${s.outcome} | ${formatDuration(s.durationMs)} |`
+    }),
+    STEPS_CHARS
+  )
+  const out = [['| Host | Step | Result | Time |', '|---|---|---|--:|', ...rows].join('\n')]
+  if (d.steps.length > rows.length) out.push(`_… and ${d.steps.length - rows.length} more steps not shown._`)
+  const failed = d.steps.filter(s => s.outcome === 'failed' && s.detail)
+  for (const s of failed.slice(0, MAX_STEP_DETAILS)) {
+    const summary = `Failed step ${html(clip(s.step, MAX_NAME))} on <code>${html(clip(s.host, MAX_NAME))}</code>`
+    out.push(details(summary, codeBlock(tailOf(s.detail ?? '', TAIL_LINES, TAIL_CHARS))))
+  }
+  return out
+}
+
+function renderWarnings(warnings: string[]): string[] {
+  if (warnings.length === 0) return []
+  const rows = fitting(
+    warnings.map(w => `- ⚠️ ${multiline(clip(w, MAX_MESSAGE))}`),
+    FINDINGS_CHARS
+  )
+  const out = [[`#### Server warnings (${warnings.length})`, '', ...rows].join('\n')]
+  if (warnings.length > rows.length)
+    out.push(`_… and ${warnings.length - rows.length} more warnings not shown._`)
+  return out
+}
+
+/** The dry run's commands, host by host, within the summary's budget. */
+function renderPlan(plan: NonNullable<DeployResult['plan']>): string[] {
+  const out: string[] = []
+  let budget = PLAN_CHARS
+  const hosts = Object.entries(planByHost(plan))
+  let shownHosts = 0
+  for (const [host, lines] of hosts) {
+    const n = lines.length
+    const summary = `Plan for <code>${html(clip(host, MAX_NAME))}</code> (${n} ${n === 1 ? 'command' : 'commands'})`
+    budget -= summary.length + 40
+    if (budget <= 0) break
+    const kept: string[] = []
+    for (const line of lines.slice(0, PLAN_LINES_PER_HOST)) {
+      const l = clip(line, MAX_LINE)
+      if (l.length + 1 > budget) break
+      kept.push(l)
+      budget -= l.length + 1
     }
+    const note = kept.length < n ? `${kept.length ? '\n' : ''}# … ${n - kept.length} more not shown` : ''
+    out.push(details(summary, codeBlock(`${kept.join('\n')}${note}`, 'sh')))
+    shownHosts++
   }
-
-  const warnings = d.warnings ?? []
-  if (warnings.length > 0) {
-    const rows = fitting(
-      warnings.map(w => `- ⚠️ ${multiline(clip(w, MAX_MESSAGE))}`),
-      FINDINGS_CHARS
-    )
-    out.push([`#### Server warnings (${warnings.length})`, '', ...rows].join('\n'))
-    if (warnings.length > rows.length)
-      out.push(`_… and ${warnings.length - rows.length} more warnings not shown._`)
-  }
-
-  if (d.dryRun && d.plan) {
-    let budget = PLAN_CHARS
-    const hosts = Object.entries(planByHost(d.plan))
-    let shownHosts = 0
-    for (const [host, lines] of hosts) {
-      const n = lines.length
-      const summary = `Plan for <code>${html(clip(host, MAX_NAME))}</code> (${n} ${n === 1 ? 'command' : 'commands'})`
-      budget -= summary.length + 40
-      if (budget <= 0) break
-      const kept: string[] = []
-      for (const line of lines.slice(0, PLAN_LINES_PER_HOST)) {
-        const l = clip(line, MAX_LINE)
-        if (l.length + 1 > budget) break
-        kept.push(l)
-        budget -= l.length + 1
-      }
-      const note = kept.length < n ? `${kept.length ? '\n' : ''}# … ${n - kept.length} more not shown` : ''
-      out.push(details(summary, codeBlock(`${kept.join('\n')}${note}`, 'sh')))
-      shownHosts++
-    }
-    if (shownHosts < hosts.length)
-      out.push(`_… plans for ${hosts.length - shownHosts} more hosts not shown._`)
-  }
+  if (shownHosts < hosts.length) out.push(`_… plans for ${hosts.length - shownHosts} more hosts not shown._`)
   return out
 }
 

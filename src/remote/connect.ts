@@ -162,30 +162,39 @@ async function open(
         // The server has no key of a type not yet refused: none of its keys is pinned.
         throw new ConnectError(label, withPresented(firstRefusal, presented))
       }
-      if (/no matching host key format/i.test(msg)) {
-        throw new ConnectError(
-          label,
-          `the server has no host key of a type this action accepts (${algorithms.join(', ')})`
-        )
-      }
-      if (/authentication methods failed/i.test(msg)) {
-        throw new ConnectError(
-          label,
-          `authentication as ${user} failed: the server does not accept ssh-key for that user (is its public key in ~${user}/.ssh/authorized_keys?)`
-        )
-      }
-      if (/ECONNREFUSED/.test(msg))
-        throw new ConnectError(label, `connection refused on port ${host.port}: is sshd running there?`)
-      if (/Timed out|ETIMEDOUT/i.test(msg)) {
-        throw new ConnectError(
-          label,
-          `no SSH handshake within ${s.connectTimeout} s (firewall, wrong port, or host down)`
-        )
-      }
-      if (/ENOTFOUND|EAI_AGAIN/.test(msg)) throw new ConnectError(label, `host name does not resolve`)
-      throw new ConnectError(label, msg)
+      throw connectFailure(msg, label, user, host.port, s.connectTimeout, algorithms)
     }
   }
+}
+
+/** What a failed connection (not a refused host key) tells the user: the likely cause, in their words. */
+function connectFailure(
+  msg: string,
+  label: string,
+  user: string,
+  port: number | undefined,
+  connectTimeout: number,
+  algorithms: string[]
+): ConnectError {
+  if (/no matching host key format/i.test(msg))
+    return new ConnectError(
+      label,
+      `the server has no host key of a type this action accepts (${algorithms.join(', ')})`
+    )
+  if (/authentication methods failed/i.test(msg))
+    return new ConnectError(
+      label,
+      `authentication as ${user} failed: the server does not accept ssh-key for that user (is its public key in ~${user}/.ssh/authorized_keys?)`
+    )
+  if (/ECONNREFUSED/.test(msg))
+    return new ConnectError(label, `connection refused on port ${port}: is sshd running there?`)
+  if (/Timed out|ETIMEDOUT/i.test(msg))
+    return new ConnectError(
+      label,
+      `no SSH handshake within ${connectTimeout} s (firewall, wrong port, or host down)`
+    )
+  if (/ENOTFOUND|EAI_AGAIN/.test(msg)) return new ConnectError(label, `host name does not resolve`)
+  return new ConnectError(label, msg)
 }
 
 function withPresented(reason: string, presented: string[]): string {
