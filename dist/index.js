@@ -62497,22 +62497,23 @@ async function connect_open(host, user, s, pins, label, hop) {
                 // The server has no key of a type not yet refused: none of its keys is pinned.
                 throw new ConnectError(label, withPresented(firstRefusal, presented));
             }
-            if (/no matching host key format/i.test(msg)) {
-                throw new ConnectError(label, `the server has no host key of a type this action accepts (${algorithms.join(', ')})`);
-            }
-            if (/authentication methods failed/i.test(msg)) {
-                throw new ConnectError(label, `authentication as ${user} failed: the server does not accept ssh-key for that user (is its public key in ~${user}/.ssh/authorized_keys?)`);
-            }
-            if (/ECONNREFUSED/.test(msg))
-                throw new ConnectError(label, `connection refused on port ${host.port}: is sshd running there?`);
-            if (/Timed out|ETIMEDOUT/i.test(msg)) {
-                throw new ConnectError(label, `no SSH handshake within ${s.connectTimeout} s (firewall, wrong port, or host down)`);
-            }
-            if (/ENOTFOUND|EAI_AGAIN/.test(msg))
-                throw new ConnectError(label, `host name does not resolve`);
-            throw new ConnectError(label, msg);
+            throw connectFailure(msg, label, user, host.port, s.connectTimeout, algorithms);
         }
     }
+}
+/** What a failed connection (not a refused host key) tells the user: the likely cause, in their words. */
+function connectFailure(msg, label, user, port, connectTimeout, algorithms) {
+    if (/no matching host key format/i.test(msg))
+        return new ConnectError(label, `the server has no host key of a type this action accepts (${algorithms.join(', ')})`);
+    if (/authentication methods failed/i.test(msg))
+        return new ConnectError(label, `authentication as ${user} failed: the server does not accept ssh-key for that user (is its public key in ~${user}/.ssh/authorized_keys?)`);
+    if (/ECONNREFUSED/.test(msg))
+        return new ConnectError(label, `connection refused on port ${port}: is sshd running there?`);
+    if (/Timed out|ETIMEDOUT/i.test(msg))
+        return new ConnectError(label, `no SSH handshake within ${connectTimeout} s (firewall, wrong port, or host down)`);
+    if (/ENOTFOUND|EAI_AGAIN/.test(msg))
+        return new ConnectError(label, `host name does not resolve`);
+    return new ConnectError(label, msg);
 }
 function withPresented(reason, presented) {
     return presented.length > 1 ? `${reason}. Keys the server presented: ${presented.join(', ')}` : reason;
@@ -70320,78 +70321,94 @@ function renderDeploy(d, mode) {
         out.push(`**Error:** ${multiline(clip(d.error, MAX_ERROR))}`);
     if (d.rolledBack)
         out.push(`↩️ **rolled back**${previous ? `; ${previous} is live again` : ''}.`);
-    // A fleet: which host serves what, what its upload cost, how its steps went and the time they took there.
     const fleet = d.hosts && d.hosts.length > 1 ? d.hosts : undefined;
-    if (fleet) {
-        const name = (r) => (r ? code(clip(r, MAX_NAME)) : '–');
-        const rows = fitting(fleet.map(h => {
-            const own = d.steps.filter(s => s.host === h.host);
-            const failed = own.find(s => s.outcome === 'failed');
-            const steps = failed
-                ? `${STEP_ICON.failed} ${multiline(clip(failed.step, MAX_NAME))}`
-                : `${own.length} ${STEP_ICON.ok}`;
-            const time = formatDuration(own.reduce((sum, s) => sum + s.durationMs, 0));
-            return `| ${code(clip(h.host, MAX_NAME))} | ${name(h.previous)} | ${h.live === undefined ? 'unknown' : name(h.live)} | ${h.bytesSent === undefined ? '–' : `${(h.bytesSent / 1024).toFixed(1)} KiB`} | ${steps} | ${time} |`;
-        }), STEPS_CHARS);
-        out.push([
+    if (fleet)
+        out.push(...renderFleet(d, fleet));
+    if (d.steps.length > 0)
+        out.push(...renderSteps(d, fleet));
+    out.push(...renderWarnings(d.warnings ?? []));
+    if (d.dryRun && d.plan)
+        out.push(...renderPlan(d.plan));
+    return out;
+}
+/** A fleet: which host serves what, what its upload cost, how its steps went and the time they took there. */
+function renderFleet(d, fleet) {
+    const name = (r) => (r ? code(clip(r, MAX_NAME)) : '–');
+    const rows = fitting(fleet.map(h => {
+        const own = d.steps.filter(s => s.host === h.host);
+        const failed = own.find(s => s.outcome === 'failed');
+        const steps = failed
+            ? `${STEP_ICON.failed} ${multiline(clip(failed.step, MAX_NAME))}`
+            : `${own.length} ${STEP_ICON.ok}`;
+        const time = formatDuration(own.reduce((sum, s) => sum + s.durationMs, 0));
+        return `| ${code(clip(h.host, MAX_NAME))} | ${name(h.previous)} | ${h.live === undefined ? 'unknown' : name(h.live)} | ${h.bytesSent === undefined ? '–' : `${(h.bytesSent / 1024).toFixed(1)} KiB`} | ${steps} | ${time} |`;
+    }), STEPS_CHARS);
+    const out = [
+        [
             '| Host | Before | Now live | Release sent | Steps | Time in steps |',
             '|---|---|---|--:|---|--:|',
             ...rows
-        ].join('\n'));
-        if (fleet.length > rows.length)
-            out.push(`_… and ${fleet.length - rows.length} more hosts not shown._`);
+        ].join('\n')
+    ];
+    if (fleet.length > rows.length)
+        out.push(`_… and ${fleet.length - rows.length} more hosts not shown._`);
+    return out;
+}
+/** Every step, a fleet's host by host (in the fleet's order, each in its order), and the failed steps' tails. */
+function renderSteps(d, fleet) {
+    const order = new Map((fleet ?? []).map((h, i) => [h.host, i]));
+    const steps = fleet
+        ? [...d.steps].sort((a, b) => (order.get(a.host) ?? order.size) - (order.get(b.host) ?? order.size))
+        : d.steps;
+    const rows = fitting(steps.map(s => {
+        const step = multiline(clip(s.step, summary_MAX_LINE));
+        return `| ${code(clip(s.host, MAX_NAME))} | ${step} | ${STEP_ICON[s.outcome]} ${s.outcome} | ${formatDuration(s.durationMs)} |`;
+    }), STEPS_CHARS);
+    const out = [['| Host | Step | Result | Time |', '|---|---|---|--:|', ...rows].join('\n')];
+    if (d.steps.length > rows.length)
+        out.push(`_… and ${d.steps.length - rows.length} more steps not shown._`);
+    const failed = d.steps.filter(s => s.outcome === 'failed' && s.detail);
+    for (const s of failed.slice(0, MAX_STEP_DETAILS)) {
+        const summary = `Failed step ${html(clip(s.step, MAX_NAME))} on <code>${html(clip(s.host, MAX_NAME))}</code>`;
+        out.push(details(summary, codeBlock(tailOf(s.detail ?? '', summary_TAIL_LINES, summary_TAIL_CHARS))));
     }
-    if (d.steps.length > 0) {
-        // A fleet's steps ran on its hosts at once: listed host by host (in the fleet's order), each in its order.
-        const order = new Map((fleet ?? []).map((h, i) => [h.host, i]));
-        const steps = fleet
-            ? [...d.steps].sort((a, b) => (order.get(a.host) ?? order.size) - (order.get(b.host) ?? order.size))
-            : d.steps;
-        const rows = fitting(steps.map(s => {
-            const step = multiline(clip(s.step, summary_MAX_LINE));
-            return `| ${code(clip(s.host, MAX_NAME))} | ${step} | ${STEP_ICON[s.outcome]} ${s.outcome} | ${formatDuration(s.durationMs)} |`;
-        }), STEPS_CHARS);
-        out.push(['| Host | Step | Result | Time |', '|---|---|---|--:|', ...rows].join('\n'));
-        if (d.steps.length > rows.length)
-            out.push(`_… and ${d.steps.length - rows.length} more steps not shown._`);
-        const failed = d.steps.filter(s => s.outcome === 'failed' && s.detail);
-        for (const s of failed.slice(0, MAX_STEP_DETAILS)) {
-            const summary = `Failed step ${html(clip(s.step, MAX_NAME))} on <code>${html(clip(s.host, MAX_NAME))}</code>`;
-            out.push(details(summary, codeBlock(tailOf(s.detail ?? '', summary_TAIL_LINES, summary_TAIL_CHARS))));
-        }
-    }
-    const warnings = d.warnings ?? [];
-    if (warnings.length > 0) {
-        const rows = fitting(warnings.map(w => `- ⚠️ ${multiline(clip(w, MAX_MESSAGE))}`), FINDINGS_CHARS);
-        out.push([`#### Server warnings (${warnings.length})`, '', ...rows].join('\n'));
-        if (warnings.length > rows.length)
-            out.push(`_… and ${warnings.length - rows.length} more warnings not shown._`);
-    }
-    if (d.dryRun && d.plan) {
-        let budget = PLAN_CHARS;
-        const hosts = Object.entries(planByHost(d.plan));
-        let shownHosts = 0;
-        for (const [host, lines] of hosts) {
-            const n = lines.length;
-            const summary = `Plan for <code>${html(clip(host, MAX_NAME))}</code> (${n} ${n === 1 ? 'command' : 'commands'})`;
-            budget -= summary.length + 40;
-            if (budget <= 0)
+    return out;
+}
+function renderWarnings(warnings) {
+    if (warnings.length === 0)
+        return [];
+    const rows = fitting(warnings.map(w => `- ⚠️ ${multiline(clip(w, MAX_MESSAGE))}`), FINDINGS_CHARS);
+    const out = [[`#### Server warnings (${warnings.length})`, '', ...rows].join('\n')];
+    if (warnings.length > rows.length)
+        out.push(`_… and ${warnings.length - rows.length} more warnings not shown._`);
+    return out;
+}
+/** The dry run's commands, host by host, within the summary's budget. */
+function renderPlan(plan) {
+    const out = [];
+    let budget = PLAN_CHARS;
+    const hosts = Object.entries(planByHost(plan));
+    let shownHosts = 0;
+    for (const [host, lines] of hosts) {
+        const n = lines.length;
+        const summary = `Plan for <code>${html(clip(host, MAX_NAME))}</code> (${n} ${n === 1 ? 'command' : 'commands'})`;
+        budget -= summary.length + 40;
+        if (budget <= 0)
+            break;
+        const kept = [];
+        for (const line of lines.slice(0, PLAN_LINES_PER_HOST)) {
+            const l = clip(line, summary_MAX_LINE);
+            if (l.length + 1 > budget)
                 break;
-            const kept = [];
-            for (const line of lines.slice(0, PLAN_LINES_PER_HOST)) {
-                const l = clip(line, summary_MAX_LINE);
-                if (l.length + 1 > budget)
-                    break;
-                kept.push(l);
-                budget -= l.length + 1;
-            }
-            const note = kept.length < n ? `${kept.length ? '\n' : ''}# … ${n - kept.length} more not shown` : '';
-            out.push(details(summary, codeBlock(`${kept.join('\n')}${note}`, 'sh')));
-            shownHosts++;
+            kept.push(l);
+            budget -= l.length + 1;
         }
-        if (shownHosts < hosts.length)
-            out.push(`_… plans for ${hosts.length - shownHosts} more hosts not shown._`);
+        const note = kept.length < n ? `${kept.length ? '\n' : ''}# … ${n - kept.length} more not shown` : '';
+        out.push(details(summary, codeBlock(`${kept.join('\n')}${note}`, 'sh')));
+        shownHosts++;
     }
+    if (shownHosts < hosts.length)
+        out.push(`_… plans for ${hosts.length - shownHosts} more hosts not shown._`);
     return out;
 }
 /** The leading rows whose rendered length fits the budget. */
