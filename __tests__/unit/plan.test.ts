@@ -24,6 +24,7 @@ const d: DeploySettings = {
   pipArgs: [],
   migrate: true,
   migrateEveryHost: false,
+  migrations: { lockTimeout: 5, afterDeploy: [], safety: 'warn', allowContractRollback: false },
   maxParallel: 10,
   collectstatic: false,
   nginx: true,

@@ -6,7 +6,8 @@
  *   deploy:   update (manifest, upload, virtualenv, checks; one host: migrate and health too)
  *             → gate on the primary (a fleet sharing one database: migrate, once)
  *             → gate on the others (health through the new release before anything switches)
- *             → publish (switch, reload, health; in rolling batches) → cleanup
+ *             → publish (switch, reload, health; in rolling batches)
+ *             → after-deploy (the migrations held back until every host serves the new release; once) → cleanup
  *   rollback: preflight (only where the target never went live) → publish
  */
 import * as cmd from '../remote/commands.js'
@@ -18,6 +19,7 @@ import {
   buildDir,
   cleanupStep,
   gateSteps,
+  migrateStep,
   preflightSteps,
   publishSteps,
   renderStep,
@@ -51,7 +53,7 @@ export interface HostSteps {
 }
 
 export interface Phase {
-  name: 'update' | 'gate-primary' | 'gate' | 'preflight' | 'publish' | 'cleanup'
+  name: 'update' | 'gate-primary' | 'gate' | 'preflight' | 'publish' | 'after-deploy' | 'cleanup'
   /** Batches run one after another; the hosts of one batch at once (at most max-parallel). */
   batches: HostSteps[][]
   onFailure: OnFailure
@@ -72,11 +74,11 @@ export function deployFlow(d: DeploySettings, source: ReleaseSource, hosts: Flow
   const fleet = hosts.length > 1
   const once = fleet && d.migrate && !d.migrateEveryHost
   const build = (h: FlowHost): string => buildDir(h.state, source.name)
+  const primary = hosts.find(h => h.primary) ?? hosts[0]
   const phases: Phase[] = [
     { name: 'update', batches: all(hosts, h => update(d, source, h, fleet)), onFailure: 'stop' }
   ]
   if (fleet) {
-    const primary = hosts.find(h => h.primary) ?? hosts[0]
     if (once)
       phases.push({
         name: 'gate-primary',
@@ -96,7 +98,18 @@ export function deployFlow(d: DeploySettings, source: ReleaseSource, hosts: Flow
         migratedOnce: once
       })
   }
-  phases.push(publish(d, hosts, source.name, 'live', build), {
+  phases.push(publish(d, hosts, source.name, 'live', build))
+  if (d.migrate && d.migrations.afterDeploy.length)
+    phases.push({
+      name: 'after-deploy',
+      batches: all(d.migrateEveryHost ? hosts : [primary], h => [
+        migrateStep(h.d, h.layout, source.name, 'after')
+      ]),
+      onFailure: 'warn',
+      warns: `the after-deploy migrations failed; every host serves ${source.name} and nothing was rolled back: fix the cause, then run them (manage.py migrate in the live release) or deploy again`,
+      note: `every host serves ${source.name}: the after-deploy migrations run now${d.migrateEveryHost ? '' : `, on ${primary.name}`}`
+    })
+  phases.push({
     name: 'cleanup',
     batches: all(hosts, h => [cleanupStep(h.state, d.keepReleases, source.name, h.layout)]),
     onFailure: 'warn',

@@ -126,10 +126,7 @@ export function updateSteps(
  */
 export function gateSteps(d: DeploySettings, l: Layout, release: string, migrate: boolean): Step[] {
   const steps: Step[] = []
-  if (migrate) {
-    const args = ['migrate', '--noinput']
-    steps.push({ name: 'migrate', script: cmd.manage(l, release, args), manage: { release, args } })
-  }
+  if (migrate) steps.push(migrateStep(d, l, release, d.migrations.afterDeploy.length ? 'before' : 'all'))
   if (d.healthCheckUrl) {
     steps.push(
       // Django's test client needs no credentials: the URL goes without them (a command line is public).
@@ -140,6 +137,21 @@ export function gateSteps(d: DeploySettings, l: Layout, release: string, migrate
     )
   }
   return steps
+}
+
+/**
+ * Django's migrate in the release (migrate.py): it prints its plan first (the summary lists it), holds the
+ * database's migration lock on PostgreSQL and bounds lock waits. `before` the switch it holds back the
+ * after-deploy migrations; the after-deploy phase runs the rest (`after`).
+ */
+export function migrateStep(
+  d: DeploySettings,
+  l: Layout,
+  release: string,
+  part: 'all' | 'before' | 'after'
+): Step {
+  const name = part === 'after' ? 'migrate-after-deploy' : 'migrate'
+  return python(l, release, name, cmd.MIGRATE_PY, cmd.migrateArgs(part, d.migrations))
 }
 
 /** Hosts per batch of the switch: all at once, or `rolling` (a count, or a percentage rounded up). */

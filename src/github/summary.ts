@@ -182,6 +182,7 @@ function renderDeploy(d: DeployResult, mode: Report['mode']): string[] {
   const fleet = d.hosts && d.hosts.length > 1 ? d.hosts : undefined
   if (fleet) out.push(...renderFleet(d, fleet))
   if (d.steps.length > 0) out.push(...renderSteps(d, fleet))
+  out.push(...renderMigrations(d.migrations ?? []))
   out.push(...renderWarnings(d.warnings ?? []))
   if (d.dryRun && d.plan) out.push(...renderPlan(d.plan))
   return out
@@ -233,6 +234,31 @@ function renderSteps(d: DeployResult, fleet?: NonNullable<DeployResult['hosts']>
     const summary = `Failed step ${html(clip(s.step, MAX_NAME))} on <code>${html(clip(s.host, MAX_NAME))}</code>`
     out.push(details(summary, codeBlock(tailOf(s.detail ?? '', TAIL_LINES, TAIL_CHARS))))
   }
+  return out
+}
+
+/** The server's migrate plan, as each host announced it before applying it (in the order it applies them). */
+function renderMigrations(migrations: NonNullable<DeployResult['migrations']>): string[] {
+  if (migrations.length === 0) return []
+  const when = { 'before-switch': 'before the switch', 'after-deploy': 'after every host switched' }
+  const rows = fitting(
+    migrations.map(
+      m =>
+        `| ${code(clip(`${m.app}.${m.name}`, MAX_NAME))} | ${when[m.when] ?? '?'} | ${code(clip(m.host, MAX_NAME))} | ${multiline(clip(m.operations.join('; '), MAX_LINE))} |`
+    ),
+    STEPS_CHARS
+  )
+  const out = [
+    [
+      `#### Migrations (${migrations.length})`,
+      '',
+      '| Migration | When | Host | Operations |',
+      '|---|---|---|---|',
+      ...rows
+    ].join('\n')
+  ]
+  if (migrations.length > rows.length)
+    out.push(`_… and ${migrations.length - rows.length} more migrations not shown._`)
   return out
 }
 

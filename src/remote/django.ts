@@ -7,12 +7,14 @@ import {
   DEPLOY_CHECK_PY,
   HEALTH_BEFORE_SWITCH_PY,
   MANAGE_MANY_PY,
+  MIGRATE_PY,
   PROXY_CHECK_PY
 } from './python/programs.js'
 import { q, words } from './quote.js'
-import { WARN, script } from './shell.js'
+import { MIGRATION, WARN, script } from './shell.js'
+import type { MigrationSettings } from '../settings/migrations.js'
 
-export { DEPLOY_CHECK_PY, HEALTH_BEFORE_SWITCH_PY, PROXY_CHECK_PY }
+export { DEPLOY_CHECK_PY, HEALTH_BEFORE_SWITCH_PY, MIGRATE_PY, PROXY_CHECK_PY }
 
 /** Runs manage.py of the release with its virtualenv. */
 export function manage(l: Layout, release: string, args: string[]): string {
@@ -67,4 +69,19 @@ export function deployCheckArgs(mode: 'warn' | 'fail'): string[] {
  */
 export function proxyCheckArgs(url: string, mode: 'warn' | 'fail'): string[] {
   return [WARN, url, mode]
+}
+
+/**
+ * The arguments of migrate.py: which part of the migrations it applies (`all`; `before` the switch, holding back
+ * the after-deploy ones; `after` it, the rest), with the PostgreSQL timeouts.
+ */
+export function migrateArgs(part: 'all' | 'before' | 'after', m: MigrationSettings): string[] {
+  return [
+    WARN,
+    MIGRATION,
+    part,
+    String(m.lockTimeout),
+    m.statementTimeout ? String(m.statementTimeout) : '',
+    m.afterDeploy.join(',')
+  ]
 }
