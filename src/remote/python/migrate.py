@@ -23,6 +23,7 @@ connection = connections[DEFAULT_DB_ALIAS]
 # The advisory lock's first key ("djmg"); the second is the database name's hash: one lock per database.
 LOCK_CLASS = 0x646A6D67
 LOCK_KEYS = "%s, hashtext(current_database())"
+# The statement that failed (a lock wait that timed out names its table).
 last_sql = []
 
 
@@ -89,8 +90,11 @@ def migrate(keys, later):
 
 
 def remember(execute, sql, params, many, context):
-    last_sql[:] = [sql]
-    return execute(sql, params, many, context)
+    try:
+        return execute(sql, params, many, context)
+    except Exception:
+        last_sql[:] = [sql]
+        raise
 
 
 def holder(c):
@@ -135,7 +139,7 @@ def locked(run):
 
 def explain(e):
     code = getattr(e, "pgcode", None) or getattr(e.__cause__, "pgcode", None)
-    sql = " ".join((last_sql[0] if last_sql else "?").split())[:400]
+    sql = " ".join((last_sql[0] if last_sql else "(unknown)").split())[:400]
     if code == "55P03":
         return (
             f"migrate waited migrate-lock-timeout ({lock_timeout} s) for a lock on the database and gave up: another"
