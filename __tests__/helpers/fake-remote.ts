@@ -27,6 +27,8 @@ export interface FakeScript {
   drop?: Array<Rule & { after?: boolean }>
   /** The server refuses the step: this deploy's lease is gone (once). */
   leaseLost?: Rule[]
+  /** The step prints these lines (every time it runs there), e.g. a migrate announcing its plan. */
+  say?: Array<Rule & { output: string }>
 }
 
 const label = (h: Host): string => (h.port === 22 ? h.host : `${h.host}:${h.port}`)
@@ -106,6 +108,8 @@ class FakeConnection implements Connection {
         if (mark) say(`${mark} ${step} ${code}`)
         return { code, stdout, stderr: '' }
       }
+      for (const r of this.fleet.script.say ?? [])
+        if (r.host === this.name && r.step === step) for (const line of r.output.split('\n')) say(line)
       this.effect(step, script, say)
       if (mark) say(`${mark} ${step} 0`)
     }

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { deployFlow, planOf } from '../../src/deploy/flow.js'
 import { forRoles } from '../../src/deploy/plan.js'
 import { Runner, type Log } from '../../src/deploy/run.js'
-import { layout } from '../../src/remote/commands.js'
+import { MIGRATION, layout } from '../../src/remote/commands.js'
 import type { ReleaseSource } from '../../src/release/source.js'
 import { previousReleases } from '../../src/report.js'
 import { loadSettings, type DeploySettings, type Settings } from '../../src/settings.js'
@@ -83,6 +83,10 @@ async function deploy(
   const r = await new Runner(settings(deploy), quiet, {}, fleet.connect).deploy(source)
   return { fleet, r }
 }
+
+/** What migrate.py prints for a migration it applies now (`before-switch`) or holds back (`after-deploy`). */
+const announce = (when: 'before-switch' | 'after-deploy', name = '0004_drop_note'): string =>
+  `${MIGRATION}${JSON.stringify({ app: 'shop', name, when, class: 'contract', operations: ['Remove field note from order (contract)'] })}`
 
 const live = (fleet: FakeFleet): (string | undefined)[] => NAMES.map(h => fleet.hosts.get(h)!.current)
 
@@ -191,7 +195,8 @@ test('the dry run lists exactly the steps the real run runs, on the same hosts, 
   )
   expect(dry.r.plan).toEqual(planned)
   const stepNames = (lines: string[]): string[] => lines.map(l => /^# (\S+)/.exec(l)![1])
-  const real = await deploy({})
+  // The primary's migrate holds a migration back: the after-deploy phase the dry run lists runs.
+  const real = await deploy({ say: [{ host: 'web2', step: 'migrate', output: announce('after-deploy') }] })
   const ran = real.fleet.calls.filter(c => c.steps[0] !== 'lock' && c.steps[0] !== 'inspect')
   const listed = dry.r.plan!.flatMap(p =>
     p.batches.flat().map(h => ({ host: h.host, steps: stepNames(h.steps) }))
@@ -205,6 +210,7 @@ test('the dry run lists exactly the steps the real run runs, on the same hosts, 
     ['gate-primary', 'stop'],
     ['gate', 'stop'],
     ['publish', 'revert'],
+    ['after-deploy', 'warn'],
     ['cleanup', 'warn']
   ])
 })
@@ -284,4 +290,55 @@ test('previous-release: the one release every host served, or a host=release lin
   const mixed = await deploy({}, {}, states)
   expect(mixed.r.deployed).toBe(true)
   expect(previousReleases(mixed.r)).toBe('web1=v1\nweb2=v1\nweb3=v0')
+})
+
+describe('the after-deploy phase', () => {
+  const heldBack = { say: [{ host: 'web2', step: 'migrate', output: announce('after-deploy') }] }
+
+  test('runs the held-back migrations once, on the primary, after every host switched', async () => {
+    const { fleet, r } = await deploy(heldBack)
+    expect(r.deployed).toBe(true)
+    const order = fleet.calls.flatMap(c => c.steps.map(s => `${c.host} ${s}`))
+    const after = order.indexOf('web2 migrate-after-deploy')
+    expect(order.filter(s => s.endsWith(' migrate-after-deploy'))).toEqual(['web2 migrate-after-deploy'])
+    for (const h of NAMES) expect(order.indexOf(`${h} record`)).toBeLessThan(after)
+    expect(r.migrations).toEqual([
+      expect.objectContaining({ host: 'web2', app: 'shop', name: '0004_drop_note', when: 'after-deploy' })
+    ])
+  })
+
+  test('is left out when the migrate before the switch held nothing back', async () => {
+    const { fleet, r } = await deploy({
+      say: [{ host: 'web2', step: 'migrate', output: announce('before-switch', '0003_add_note') }]
+    })
+    expect(r.deployed).toBe(true)
+    expect(fleet.calls.flatMap(c => c.steps)).not.toContain('migrate-after-deploy')
+    expect(r.migrations?.map(m => m.when)).toEqual(['before-switch'])
+  })
+
+  test('a failure there is a warning: the release stands on every host, nothing is rolled back', async () => {
+    const { fleet, r } = await deploy({
+      ...heldBack,
+      fail: [
+        { host: 'web2', step: 'migrate-after-deploy', output: 'canceling statement due to lock timeout' }
+      ]
+    })
+    expect(r.error).toBeUndefined()
+    expect([r.deployed, r.rolledBack]).toEqual([true, false])
+    expect(live(fleet)).toEqual(['v2', 'v2', 'v2'])
+    for (const h of NAMES) expect(fleet.stepsOn(h).filter(s => s.startsWith('revert'))).toEqual([])
+    expect(r.warnings).toEqual([
+      expect.stringMatching(
+        /^web2: the after-deploy migrations failed; every host serves v2 and nothing was rolled back[\s\S]*migrate-after-deploy failed[\s\S]*lock timeout/
+      )
+    ])
+    // Cleanup still runs after it.
+    expect(fleet.stepsOn('web1')).toContain('cleanup')
+  })
+
+  test('with migrate: every-host, each host runs its own', async () => {
+    const say = NAMES.map(host => ({ host, step: 'migrate', output: announce('after-deploy') }))
+    const { fleet } = await deploy({ say }, { migrateEveryHost: true })
+    for (const h of NAMES) expect(fleet.stepsOn(h)).toContain('migrate-after-deploy')
+  })
 })

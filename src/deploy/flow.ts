@@ -61,6 +61,11 @@ export interface Phase {
   note?: string
   /** With `warn`: what the warning says, before the error. */
   warns?: string
+  /**
+   * Runs only when a migrate before the switch held migrations back (after-deploy-migrations, or marked the
+   * django-safemigrate way: only the server's Django knows).
+   */
+  onlyIfHeldBack?: boolean
   /** A gate after only the primary host migrated: missing tables hint at a database per host. */
   migratedOnce?: boolean
 }
@@ -99,7 +104,7 @@ export function deployFlow(d: DeploySettings, source: ReleaseSource, hosts: Flow
       })
   }
   phases.push(publish(d, hosts, source.name, 'live', build))
-  if (d.migrate && d.migrations.afterDeploy.length)
+  if (d.migrate)
     phases.push({
       name: 'after-deploy',
       batches: all(d.migrateEveryHost ? hosts : [primary], h => [
@@ -107,7 +112,8 @@ export function deployFlow(d: DeploySettings, source: ReleaseSource, hosts: Flow
       ]),
       onFailure: 'warn',
       warns: `the after-deploy migrations failed; every host serves ${source.name} and nothing was rolled back: fix the cause, then run them (manage.py migrate in the live release) or deploy again`,
-      note: `every host serves ${source.name}: the after-deploy migrations run now${d.migrateEveryHost ? '' : `, on ${primary.name}`}`
+      note: `every host serves ${source.name}: the migrations held back until now run${d.migrateEveryHost ? '' : `, on ${primary.name}`}`,
+      onlyIfHeldBack: true
     })
   phases.push({
     name: 'cleanup',

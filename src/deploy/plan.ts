@@ -126,7 +126,7 @@ export function updateSteps(
  */
 export function gateSteps(d: DeploySettings, l: Layout, release: string, migrate: boolean): Step[] {
   const steps: Step[] = []
-  if (migrate) steps.push(migrateStep(d, l, release, d.migrations.afterDeploy.length ? 'before' : 'all'))
+  if (migrate) steps.push(migrateStep(d, l, release, 'before'))
   if (d.healthCheckUrl) {
     steps.push(
       // Django's test client needs no credentials: the URL goes without them (a command line is public).
@@ -144,12 +144,7 @@ export function gateSteps(d: DeploySettings, l: Layout, release: string, migrate
  * database's migration lock on PostgreSQL and bounds lock waits. `before` the switch it holds back the
  * after-deploy migrations; the after-deploy phase runs the rest (`after`).
  */
-export function migrateStep(
-  d: DeploySettings,
-  l: Layout,
-  release: string,
-  part: 'all' | 'before' | 'after'
-): Step {
+export function migrateStep(d: DeploySettings, l: Layout, release: string, part: 'before' | 'after'): Step {
   const name = part === 'after' ? 'migrate-after-deploy' : 'migrate'
   return python(l, release, name, cmd.MIGRATE_PY, cmd.migrateArgs(part, d.migrations))
 }

@@ -195,6 +195,7 @@ export class Runner {
   ): Promise<Failure | undefined> {
     const byName = new Map(targets.map(t => [t.remote.name, t]))
     for (const phase of phases) {
+      if (phase.onlyIfHeldBack && !this.x.migrations.some(m => m.when === 'after-deploy')) continue
       if (phase.note) this.log.info(phase.note)
       if (phase.onFailure === 'revert') {
         const failure = await this.publish(phase, byName, targets, release)

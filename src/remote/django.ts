@@ -8,6 +8,7 @@ import {
   HEALTH_BEFORE_SWITCH_PY,
   MANAGE_MANY_PY,
   MIGRATE_PY,
+  MIGRATIONS_PY,
   PROXY_CHECK_PY
 } from './python/programs.js'
 import { q, words } from './quote.js'
@@ -72,16 +73,18 @@ export function proxyCheckArgs(url: string, mode: 'warn' | 'fail'): string[] {
 }
 
 /**
- * The arguments of migrate.py: which part of the migrations it applies (`all`; `before` the switch, holding back
- * the after-deploy ones; `after` it, the rest), with the PostgreSQL timeouts.
+ * The arguments of migrate.py: which part of the migrations it applies (`before` the switch, holding back the
+ * after-deploy ones; `after` it, the rest), the PostgreSQL timeouts, and the classifier it judges them with.
  */
-export function migrateArgs(part: 'all' | 'before' | 'after', m: MigrationSettings): string[] {
+export function migrateArgs(part: 'before' | 'after', m: MigrationSettings): string[] {
   return [
     WARN,
     MIGRATION,
     part,
     String(m.lockTimeout),
     m.statementTimeout ? String(m.statementTimeout) : '',
-    m.afterDeploy.join(',')
+    m.afterDeploy.join(','),
+    m.safety,
+    part === 'before' && m.safety !== 'off' ? MIGRATIONS_PY : ''
   ]
 }

@@ -1,15 +1,18 @@
 # Django's migrate for a deploy, in the release's Django (set up by the manage.py steps before it, manage_many.py).
 # It prints the plan first (one `<mark> {json}` line per migration it will apply, in order: the summary shows
 # them), then migrates. `part`:
-#   all     every unapplied migration;
-#   before  all but the after-deploy ones (refused when one that runs now depends on one held back);
-#   after   the rest, once every host serves the new release.
+#   before  before the switch: all but the after-deploy migrations (listed, or marked the django-safemigrate way);
+#           refused when one that runs now depends on one held back. With migration-safety refuse, a contract
+#           operation among them (it breaks the release still serving) stops it before anything is migrated;
+#           with warn, it is a warning;
+#   after   once every host serves the new release: the rest.
+# The classifier (migrations.py, its source an argument) says what each operation is and which are after-deploy.
 # On PostgreSQL the whole migrate holds an advisory lock (keys: a constant and the database's name), so two
 # migrates against one database never overlap; a second one says who holds the lock while it waits. Then the
 # session's lock_timeout (and statement_timeout when given) bound each statement, so a migration stuck behind a
 # long transaction fails fast instead of queueing every query of the live site behind its lock request.
 # Arguments: warning marker, plan marker, part, lock timeout (s, 0: none), statement timeout (s, '': none),
-# after-deploy migrations (app.name, comma-separated).
+# after-deploy migrations (app.name, comma-separated), migration-safety (refuse, warn, off), the classifier.
 import json
 import sys
 
@@ -17,7 +20,7 @@ from django.core.management import call_command
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 
-warn, mark, part, lock_timeout, statement_timeout, held = sys.argv[1:7]
+warn, mark, part, lock_timeout, statement_timeout, held, safety, classifier = sys.argv[1:9]
 held_back = {tuple(n.split(".", 1)) for n in held.split(",") if n}
 connection = connections[DEFAULT_DB_ALIAS]
 # The advisory lock's first key ("djmg"); the second is the database name's hash: one lock per database.
@@ -42,10 +45,47 @@ def pending():
     return graph, plan
 
 
+def classified():
+    """The classifier's verdict on each unapplied migration, by (app, name); none with migration-safety off."""
+    if safety == "off":
+        return {}
+    namespace = {"__name__": "django_deploy_migrations"}
+    exec(compile(classifier, "migrations.py", "exec"), namespace)
+    return {(c["app"], c["name"]): c for c in namespace["plan"](sorted(".".join(k) for k in held_back))}
+
+
+def contract_ops(c):
+    return [o for o in c.get("operations", []) if o.get("class") == "contract"]
+
+
+def judge(plan, verdicts, later):
+    """migration-safety on what runs before the switch: contract operations refused (or warned about)."""
+    found = []
+    for m in plan:
+        k = (m.app_label, m.name)
+        for o in [] if k in later else contract_ops(verdicts.get(k, {})):
+            hint = f" ({o['hint']})" if o.get("hint") else ""
+            found.append(f"{m.app_label}.{m.name}: {o['op']}: {o['describe']}{hint}")
+    if not found:
+        return
+    names = sorted({f.split(":", 1)[0] for f in found})
+    if safety == "refuse":
+        fail(
+            "migration-safety refuse: these migrations would run before the switch, and each has an operation"
+            " that breaks the release still serving (contract):\n- " + "\n- ".join(found) + "\nNothing was"
+            f" migrated and no host changed. Run them after every host switched (after-deploy-migrations:"
+            f" {','.join(names)}, or django-safemigrate's Safe.after_deploy()), split them (expand now, contract"
+            " in a later release), or set migration-safety: warn to run them anyway."
+        )
+    for f in found:
+        print(f"{warn} contract migration before the switch (migration-safety warn): {f}", flush=True)
+
+
 def plan_now():
     graph, plan = pending()
+    verdicts = classified() if part == "before" else {}
     keys = [(m.app_label, m.name) for m in plan]
-    later = {k for k in keys if k in held_back} if part == "before" else set()
+    later = {k for k in keys if k in held_back or verdicts.get(k, {}).get("after_deploy")} if part == "before" else set()
     for k in keys:
         if k in later:
             continue
@@ -53,12 +93,15 @@ def plan_now():
         if needs:
             fail(
                 f"migration {'.'.join(k)} runs before the switch but depends on {', '.join(needs)}, which"
-                " after-deploy-migrations holds back until every host serves the new release: mark"
-                f" {'.'.join(k)} after-deploy too, or remove the dependency"
+                " runs after deploy (after-deploy-migrations or django-safemigrate's marker) once every host"
+                f" serves the new release: mark {'.'.join(k)} after-deploy too, or remove the dependency"
             )
+    judge(plan, verdicts, later)
     when = "after-deploy" if part == "after" else "before-switch"
     for m in plan:
         k = (m.app_label, m.name)
+        verdict = verdicts.get(k, {})
+        ops = [o["describe"] + ("" if o["class"] == "expand" else f" ({o['class']})") for o in verdict.get("operations", [])]
         print(
             mark,
             json.dumps(
@@ -66,7 +109,8 @@ def plan_now():
                     "app": m.app_label,
                     "name": m.name,
                     "when": "after-deploy" if k in later else when,
-                    "operations": [op.describe() for op in m.operations],
+                    "class": verdict.get("class"),
+                    "operations": ops or [op.describe() for op in m.operations],
                 }
             ),
             flush=True,
