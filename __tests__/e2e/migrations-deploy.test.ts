@@ -1,8 +1,9 @@
 /**
  * Migrations at deploy against a real PostgreSQL 15 that a fleet of three hosts shares (each host's namespace
  * reaches it over TCP on its veth), under load through every host's nginx and Gunicorn:
- * - a drop-column migration marked after-deploy runs only once every host serves the release that no longer
- *   reads the column: 0 failed requests through the whole deploy;
+ * - a drop-column migration is refused before anything changes (migration-safety refuse, a fleet's default);
+ *   marked after-deploy, it runs only once every host serves the release that no longer reads the column:
+ *   0 failed requests through the whole deploy;
  * - a long transaction holding a lock on the table a migration alters: the deploy fails within
  *   migrate-lock-timeout naming the lock wait, nothing switches, the site keeps answering;
  * - a migrate while another holds the database's migration lock (the advisory lock) waits for it, naming it.
@@ -128,12 +129,27 @@ afterAll(async () => {
   repo?.remove()
 }, 120_000)
 
-test('a drop-column migration marked after-deploy runs once every host serves the release without the column: 0 failed requests', async () => {
+test('a drop-column migration on a fleet (migration-safety: refuse by default) is refused before anything changes: 0 failed requests', async () => {
   release(
     'v2',
     '',
     migration('0004_remove_greeting_note', '0003_greeting_note', "migrations.RemoveField('greeting', 'note')")
   )
+  const traffic = load()
+  const r = await run('v2')
+  const rs = await traffic.stop()
+  expect(r.code).not.toBe(0)
+  expect(r.log).toMatch(
+    /migration-safety refuse: [^\n]*\n- pages\.0004_remove_greeting_note: RemoveField: Remove field note from greeting/
+  )
+  expect(r.summary).toMatch(/Remove field note from greeting \(contract\)/)
+  for (const h of fleet.hosts) expect(live(h)).toBe('releases/v1')
+  expect(await columns()).toContain('note')
+  expect(served(rs)).toBeGreaterThan(0)
+  expect(failed(rs)).toBe(0)
+})
+
+test('the same migration marked after-deploy runs once every host serves the release without the column: 0 failed requests', async () => {
   const traffic = load()
   const r = await run('v2', { 'after-deploy-migrations': 'pages.0004_remove_greeting_note' })
   const rs = await traffic.stop()

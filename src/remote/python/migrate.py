@@ -96,7 +96,6 @@ def plan_now():
                 " runs after deploy (after-deploy-migrations or django-safemigrate's marker) once every host"
                 f" serves the new release: mark {'.'.join(k)} after-deploy too, or remove the dependency"
             )
-    judge(plan, verdicts, later)
     when = "after-deploy" if part == "after" else "before-switch"
     for m in plan:
         k = (m.app_label, m.name)
@@ -115,6 +114,7 @@ def plan_now():
             ),
             flush=True,
         )
+    judge(plan, verdicts, later)
     return keys, later
 
 
