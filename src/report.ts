@@ -56,14 +56,19 @@ export interface DeployResult {
   error?: string
 }
 
-/** A migration as a host's migrate announced it, before applying it (remote/python/migrate.py). */
+/**
+ * A migration as a host's migrate announced it, before applying it (remote/python/migrate.py), or, before a
+ * rollback, one applied to the database that the target release does not have (rollback_schema.py).
+ */
 export interface MigrationRun {
   host: string
   app: string
   name: string
   /** Before the switch, or in the after-deploy phase. */
-  when: 'before-switch' | 'after-deploy'
-  /** Each operation as Django describes it. */
+  when: 'before-switch' | 'after-deploy' | 'not-in-target'
+  /** The classifier's verdict on the migration (expand, contract, review), when it ran. */
+  class?: string
+  /** Each operation as Django describes it (with its class when not expand). */
   operations: string[]
 }
 

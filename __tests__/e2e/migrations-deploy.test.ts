@@ -222,3 +222,30 @@ test('a migrate while another holds the database migration lock waits for it, sa
   expect(await columns()).toContain('mood')
   for (const h of fleet.hosts) expect(live(h)).toBe('releases/v3')
 })
+
+function rollback(to: string): Promise<ActionRun> {
+  return run('', { mode: 'rollback', 'release-name': to })
+}
+
+test('a rollback across an expand-only migration goes ahead and lists it; across a contract one it is refused with the list', async () => {
+  const traffic = load()
+  // v3 added a nullable column v2 does not know: v2 runs fine against it.
+  const back = await rollback('v2')
+  expectOk(back)
+  for (const h of fleet.hosts) expect(live(h)).toBe('releases/v2')
+  expect(back.log).toMatch(
+    /v2 goes live against migrations it does not have \(pages\.0005_greeting_mood\): expand only/
+  )
+  expect(back.summary).toMatch(/pages\.0005_greeting_mood`? \| applied, not in the target release/)
+  // v2 dropped a column v1 reads: v1 would answer 500s against this schema.
+  const refused = await rollback('v1')
+  const rs = await traffic.stop()
+  expect(refused.code).not.toBe(0)
+  expect(refused.log).toMatch(
+    /rollback to v1 refused: the database has migrations applied that v1 does not have \(pages\.0004_remove_greeting_note, pages\.0005_greeting_mood\)[^\n]*\n- pages\.0004_remove_greeting_note: RemoveField: Remove field note from greeting\n/
+  )
+  expect(refused.log).toMatch(/allow-contract-rollback: true/)
+  for (const h of fleet.hosts) expect(live(h)).toBe('releases/v2')
+  expect(served(rs)).toBeGreaterThan(0)
+  expect(failed(rs)).toBe(0)
+})

@@ -256,6 +256,8 @@ test('a rollback runs the preflight only where its release never went live, and 
   expect(web3.indexOf('preflight')).toBeLessThan(web3.indexOf('switch'))
   const dry = await run(true)
   expect(dry.r.plan!.map(p => [p.phase, p.batches.flat().map(h => h.host)])).toEqual([
+    // The database the hosts share, checked once (on the primary) in the live release.
+    ['schema', ['web2']],
     ['preflight', ['web3']],
     ['publish', NAMES]
   ])
@@ -340,5 +342,71 @@ describe('the after-deploy phase', () => {
     const say = NAMES.map(host => ({ host, step: 'migrate', output: announce('after-deploy') }))
     const { fleet } = await deploy({ say }, { migrateEveryHost: true })
     for (const h of NAMES) expect(fleet.stepsOn(h)).toContain('migrate-after-deploy')
+  })
+})
+
+describe('a rollback and the schema', () => {
+  const servingV2 = (): Record<string, FakeHostState> =>
+    Object.fromEntries(
+      NAMES.map(h => [
+        h,
+        {
+          releases: ['v1', 'v2'],
+          current: 'v2',
+          history: [
+            { event: 'live' as const, release: 'v1' },
+            { event: 'live' as const, release: 'v2' }
+          ]
+        }
+      ])
+    )
+  const rollback = async (script: FakeScript, deploy: Partial<DeploySettings> = {}) => {
+    const fleet = new FakeFleet(servingV2(), script)
+    const r = await new Runner(
+      settings({ releaseName: 'v1', ...deploy }),
+      quiet,
+      {},
+      fleet.connect
+    ).rollback()
+    return { fleet, r }
+  }
+
+  test('the live release lists the applied migrations the target lacks, once, before anything changes', async () => {
+    const plan = (await rollback({}, { dryRun: true })).r.plan!
+    const schema = plan[0].batches.flat()
+    expect([plan[0].phase, plan[0].onFailure, schema.map(h => h.host)]).toEqual(['schema', 'stop', ['web2']])
+    // Run in v2 (it has the migrations' files), about v1's directory, the rollback not forced.
+    expect(schema[0].steps[0]).toMatch(
+      /^# rollback-schema\n[\s\S]*\ncd \/srv\/app\/releases\/v2\n[\s\S]*"\/srv\/app\/releases\/v1","v1","false",/
+    )
+    const forced = (
+      await rollback(
+        {},
+        { dryRun: true, migrations: { ...base.deploy.migrations, allowContractRollback: true } }
+      )
+    ).r.plan!
+    expect(forced[0].batches[0][0].steps[0]).toMatch(/"\/srv\/app\/releases\/v1","v1","true",/)
+  })
+
+  test('refused there (a contract migration v1 does not have): no host changes', async () => {
+    const why = 'rollback to v1 refused: the database has migrations applied that v1 does not have'
+    const { fleet, r } = await rollback({ fail: [{ host: 'web2', step: 'rollback-schema', output: why }] })
+    expect([r.deployed, r.rolledBack]).toEqual([false, false])
+    expect(r.error).toMatch(/host web2: step rollback-schema failed \(exit 1\):\nrollback to v1 refused/)
+    expect(live(fleet)).toEqual(['v2', 'v2', 'v2'])
+    for (const h of NAMES) expect(fleet.stepsOn(h)).not.toContain('switch')
+  })
+
+  test('expand-only migrations it lacks are listed in the result, and the rollback goes on', async () => {
+    const line = `${MIGRATION}${JSON.stringify({ app: 'shop', name: '0003_add_note', when: 'not-in-target', class: 'expand', operations: ['Add field note to order'] })}`
+    const { fleet, r } = await rollback({ say: [{ host: 'web2', step: 'rollback-schema', output: line }] })
+    expect(r.deployed).toBe(true)
+    expect(live(fleet)).toEqual(['v1', 'v1', 'v1'])
+    expect(r.migrations).toEqual([expect.objectContaining({ name: '0003_add_note', when: 'not-in-target' })])
+  })
+
+  test('with migrate: false (the schema is not ours to judge) there is no schema phase', async () => {
+    const plan = (await rollback({}, { dryRun: true, migrate: false })).r.plan!
+    expect(plan.map(p => p.phase)).toEqual(['publish'])
   })
 })

@@ -8,7 +8,8 @@
  *             → gate on the others (health through the new release before anything switches)
  *             → publish (switch, reload, health; in rolling batches)
  *             → after-deploy (the migrations held back until every host serves the new release; once) → cleanup
- *   rollback: preflight (only where the target never went live) → publish
+ *   rollback: schema (in the live release, once: the applied migrations the target lacks; contract ones refuse)
+ *             → preflight (only where the target never went live) → publish
  */
 import * as cmd from '../remote/commands.js'
 import type { HostState, Layout } from '../remote/commands.js'
@@ -23,6 +24,7 @@ import {
   preflightSteps,
   publishSteps,
   renderStep,
+  rollbackSchemaStep,
   rollingBatches,
   updateSteps,
   wentLive,
@@ -53,7 +55,7 @@ export interface HostSteps {
 }
 
 export interface Phase {
-  name: 'update' | 'gate-primary' | 'gate' | 'preflight' | 'publish' | 'after-deploy' | 'cleanup'
+  name: 'update' | 'gate-primary' | 'gate' | 'schema' | 'preflight' | 'publish' | 'after-deploy' | 'cleanup'
   /** Batches run one after another; the hosts of one batch at once (at most max-parallel). */
   batches: HostSteps[][]
   onFailure: OnFailure
@@ -171,6 +173,17 @@ function publish(
 export function rollbackFlow(d: DeploySettings, release: string, hosts: FlowHost[]): Phase[] {
   const fresh = hosts.filter(h => !wentLive(h.state, release))
   const phases: Phase[] = []
+  // The database as the live release left it: what the target would run against (one database: checked once).
+  const primary = hosts.find(h => h.primary) ?? hosts[0]
+  const schema = (d.migrateEveryHost ? hosts : [primary]).filter(
+    h => h.state.current && h.state.current !== release
+  )
+  if (d.migrate && schema.length)
+    phases.push({
+      name: 'schema',
+      batches: all(schema, h => [rollbackSchemaStep(h.d, h.layout, h.state.current!, release)]),
+      onFailure: 'stop'
+    })
   if (fresh.length)
     phases.push({
       name: 'preflight',

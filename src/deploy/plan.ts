@@ -149,6 +149,15 @@ export function migrateStep(d: DeploySettings, l: Layout, release: string, part:
   return python(l, release, name, cmd.MIGRATE_PY, cmd.migrateArgs(part, d.migrations))
 }
 
+/**
+ * Before a rollback to `target`, in the live release `live` (it has the files of every migration it applied):
+ * the applied migrations `target` lacks, listed; a contract one refuses the rollback unless allowed.
+ */
+export function rollbackSchemaStep(d: DeploySettings, l: Layout, live: string, target: string): Step {
+  const args = cmd.rollbackSchemaArgs(l, target, d.migrations.allowContractRollback)
+  return python(l, live, 'rollback-schema', cmd.ROLLBACK_SCHEMA_PY, args)
+}
+
 /** Hosts per batch of the switch: all at once, or `rolling` (a count, or a percentage rounded up). */
 export function rollingBatches<T>(hosts: T[], rolling: DeploySettings['rolling']): T[][] {
   if (!rolling || hosts.length === 0) return [hosts]

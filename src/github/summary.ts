@@ -240,7 +240,11 @@ function renderSteps(d: DeployResult, fleet?: NonNullable<DeployResult['hosts']>
 /** The server's migrate plan, as each host announced it before applying it (in the order it applies them). */
 function renderMigrations(migrations: NonNullable<DeployResult['migrations']>): string[] {
   if (migrations.length === 0) return []
-  const when = { 'before-switch': 'before the switch', 'after-deploy': 'after every host switched' }
+  const when = {
+    'before-switch': 'before the switch',
+    'after-deploy': 'after every host switched',
+    'not-in-target': 'applied, not in the target release'
+  }
   const rows = fitting(
     migrations.map(
       m =>

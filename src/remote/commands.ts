@@ -40,7 +40,9 @@ export {
   proxyCheckArgs,
   HEALTH_BEFORE_SWITCH_PY,
   MIGRATE_PY,
-  migrateArgs
+  migrateArgs,
+  ROLLBACK_SCHEMA_PY,
+  rollbackSchemaArgs
 } from './django.js'
 export { probeGunicorn, reloadGunicorn, reloadService } from './gunicorn.js'
 export { HEALTH_FAST_FAIL, healthTarget, healthCheck } from './health.js'

@@ -9,13 +9,14 @@ import {
   MANAGE_MANY_PY,
   MIGRATE_PY,
   MIGRATIONS_PY,
-  PROXY_CHECK_PY
+  PROXY_CHECK_PY,
+  ROLLBACK_SCHEMA_PY
 } from './python/programs.js'
 import { q, words } from './quote.js'
 import { MIGRATION, WARN, script } from './shell.js'
 import type { MigrationSettings } from '../settings/migrations.js'
 
-export { DEPLOY_CHECK_PY, HEALTH_BEFORE_SWITCH_PY, MIGRATE_PY, PROXY_CHECK_PY }
+export { DEPLOY_CHECK_PY, HEALTH_BEFORE_SWITCH_PY, MIGRATE_PY, PROXY_CHECK_PY, ROLLBACK_SCHEMA_PY }
 
 /** Runs manage.py of the release with its virtualenv. */
 export function manage(l: Layout, release: string, args: string[]): string {
@@ -87,4 +88,12 @@ export function migrateArgs(part: 'before' | 'after', m: MigrationSettings): str
     m.safety,
     part === 'before' && m.safety !== 'off' ? MIGRATIONS_PY : ''
   ]
+}
+
+/**
+ * The arguments of rollback_schema.py, run in the live release's Django before a rollback to `target`: the
+ * applied migrations `target` does not have, classified; contract ones refuse the rollback unless `allowed`.
+ */
+export function rollbackSchemaArgs(l: Layout, target: string, allowed: boolean): string[] {
+  return [MIGRATION, releaseDir(l, target), target, String(allowed), MIGRATIONS_PY]
 }
