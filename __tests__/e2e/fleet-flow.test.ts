@@ -169,5 +169,5 @@ test('a rollback: the dry run lists the preflight where the target never went li
   for (const h of fleet.hosts) expect(ran(real.log).get(name(h))).toEqual(plan.get(name(h)))
   expect(plan.get(name(c))).toContain('preflight')
   for (const h of [a, b]) expect(plan.get(name(h))).not.toContain('preflight')
-  expect(phaseOrder(dry.log)).toEqual(['preflight', 'publish'])
+  expect(phaseOrder(dry.log)).toEqual(['schema', 'preflight', 'publish'])
 })

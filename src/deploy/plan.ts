@@ -154,8 +154,10 @@ export function migrateStep(d: DeploySettings, l: Layout, release: string, part:
  * the applied migrations `target` lacks, listed; a contract one refuses the rollback unless allowed.
  */
 export function rollbackSchemaStep(d: DeploySettings, l: Layout, live: string, target: string): Step {
-  const args = cmd.rollbackSchemaArgs(l, target, d.migrations.allowContractRollback)
-  return python(l, live, 'rollback-schema', cmd.ROLLBACK_SCHEMA_PY, args)
+  return {
+    name: 'rollback-schema',
+    script: cmd.rollbackSchema(l, live, target, d.migrations.allowContractRollback)
+  }
 }
 
 /** Hosts per batch of the switch: all at once, or `rolling` (a count, or a percentage rounded up). */

@@ -41,8 +41,8 @@ export {
   HEALTH_BEFORE_SWITCH_PY,
   MIGRATE_PY,
   migrateArgs,
-  ROLLBACK_SCHEMA_PY,
-  rollbackSchemaArgs
+  ROLLBACK_REFUSED,
+  rollbackSchema
 } from './django.js'
 export { probeGunicorn, reloadGunicorn, reloadService } from './gunicorn.js'
 export { HEALTH_FAST_FAIL, healthTarget, healthCheck } from './health.js'

@@ -90,10 +90,23 @@ export function migrateArgs(part: 'before' | 'after', m: MigrationSettings): str
   ]
 }
 
+/** rollback_schema.py's exit status when it refuses the rollback (any other failure only skips its check). */
+export const ROLLBACK_REFUSED = 3
+
 /**
- * The arguments of rollback_schema.py, run in the live release's Django before a rollback to `target`: the
- * applied migrations `target` does not have, classified; contract ones refuse the rollback unless `allowed`.
+ * Run in the live release's Django before a rollback to `target` (rollback_schema.py): the applied migrations
+ * `target` does not have, classified; contract ones refuse the rollback unless `allowed`. A live release whose
+ * Django cannot tell (its settings or database broken: maybe why it is rolled back) does not stop the rollback:
+ * that is a warning.
  */
-export function rollbackSchemaArgs(l: Layout, target: string, allowed: boolean): string[] {
-  return [MIGRATION, releaseDir(l, target), target, String(allowed), MIGRATIONS_PY]
+export function rollbackSchema(l: Layout, live: string, target: string, allowed: boolean): string {
+  const args = [MIGRATION, releaseDir(l, target), target, String(allowed), MIGRATIONS_PY]
+  const run = manageMany(l, live, 'rollback-schema-done:', [
+    { name: 'rollback-schema', args, python: ROLLBACK_SCHEMA_PY }
+  ])
+  return [
+    `rc=0; ( ${run}\n) || rc=$?`,
+    `[ "$rc" -eq 0 ] || [ "$rc" -eq ${ROLLBACK_REFUSED} ] || { echo ${q(`${WARN} the live release's Django could not list the applied migrations the target lacks (see the output above): rolling back without that check`)}; rc=0; }`,
+    'exit "$rc"'
+  ].join('\n')
 }

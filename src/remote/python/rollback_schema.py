@@ -3,6 +3,7 @@
 # has their files), classified by the classifier (migrations.py, its source an argument). One `<mark> {json}` line
 # per such migration (the summary lists them). Any contract operation among them (a dropped or renamed column or
 # table...: the target's code may still use what it removed) refuses the rollback unless it is allowed.
+# Exit status 3 refuses (any other failure of this program or of the live release's Django only skips the check).
 # Only the project's own migrations are compared (their modules inside the live release); an app's migrations
 # that live in the virtualenv are not the release's files.
 # Arguments: plan marker, target release directory, target name, allowed (true/false), the classifier.
@@ -82,7 +83,7 @@ def main():
             " set allow-contract-rollback: true to roll back anyway (the schema stays as it is).",
             file=sys.stderr,
         )
-        sys.exit(1)
+        sys.exit(3)  # ROLLBACK_REFUSED in django.ts: any other failure only skips the check
     why = "allowed by allow-contract-rollback" if contract else "expand only: the old code does not see them"
     print(f"{target} goes live against migrations it does not have ({listed}): {why}")
 
