@@ -12,7 +12,7 @@ import { jest } from '@jest/globals'
 import { readlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { startFleet, type Fleet, type FleetHost } from '../../sandbox/fleet.js'
-import { deployInputs, writeServerEnv } from '../../sandbox/inputs.js'
+import { fleetInputs, writeServerEnv } from '../../sandbox/inputs.js'
 import { startLoad, type LoadHandle, type LoadResult } from '../../sandbox/load.js'
 import { DATABASE_URL_SETTINGS, startPostgres, type Postgres } from '../../sandbox/postgres.js'
 import { expectOk, Repo, runAction, type ActionRun } from '../helpers/action.js'
@@ -57,20 +57,14 @@ function release(name: string, fields: string, ...migrations: [string, string][]
 
 function run(name: string, extra: Record<string, string> = {}): Promise<ActionRun> {
   return runAction(
-    {
-      ...deployInputs(fleet.hosts[0], {
-        mode: 'deploy',
-        checks: 'none',
-        'release-name': name,
-        'reload-command': RELOAD,
-        'command-timeout': '60',
-        ...extra
-      }),
-      hosts: '',
-      user: '',
-      'deploy-path': '',
-      'known-hosts': fleet.hosts.map(x => x.knownHosts).join('\n')
-    },
+    fleetInputs(fleet.hosts, {
+      mode: 'deploy',
+      checks: 'none',
+      'release-name': name,
+      'reload-command': RELOAD,
+      'command-timeout': '60',
+      ...extra
+    }),
     { workspace: repo.dir, env: { GITHUB_REF: `refs/tags/${name}` }, timeoutMs: 240_000 }
   )
 }
