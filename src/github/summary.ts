@@ -33,6 +33,7 @@ const DEFAULT_MAX_FINDINGS = 50
 const FINDINGS_CHARS = 20_000
 const STEPS_CHARS = 8_000
 const PLAN_CHARS = 10_000
+const MIGRATIONS_CHARS = 4_000
 const MAX_ERROR = 500
 const MAX_MESSAGE = 300
 const MAX_TITLE = 100
@@ -250,7 +251,7 @@ function renderMigrations(migrations: NonNullable<DeployResult['migrations']>): 
       m =>
         `| ${code(clip(`${m.app}.${m.name}`, MAX_NAME))} | ${when[m.when] ?? '?'} | ${code(clip(m.host, MAX_NAME))} | ${multiline(clip(m.operations.join('; '), MAX_LINE))} |`
     ),
-    STEPS_CHARS
+    MIGRATIONS_CHARS
   )
   const out = [
     [
