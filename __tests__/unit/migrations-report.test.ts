@@ -48,6 +48,7 @@ test('changedMigrationFiles: added, changed and renamed since the fork point; no
   write(repo, 'shop/migrations/0001_initial.py')
   write(repo, 'shop/migrations/0002_old.py')
   write(repo, 'shop/migrations/0003_gone.py')
+  write(repo, 'shop/migrations/0000_main_edits.py')
   git(repo, 'add', '-A')
   git(repo, 'commit', '-qm', 'base')
   git(repo, 'checkout', '-qb', 'pr')
@@ -61,6 +62,7 @@ test('changedMigrationFiles: added, changed and renamed since the fork point; no
   // The base branch moves on after the PR forked: its new migration is not the PR's.
   git(repo, 'checkout', '-q', 'main')
   write(repo, 'shop/migrations/0005_main.py')
+  write(repo, 'shop/migrations/0000_main_edits.py', 'x = 3\n')
   git(repo, 'add', '-A')
   git(repo, 'commit', '-qm', 'main moves')
   const base = git(repo, 'rev-parse', 'HEAD')
