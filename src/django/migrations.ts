@@ -15,6 +15,7 @@ import type {
   MigrationClass,
   MigrationsReport
 } from '../report.js'
+import { git } from '../release/source.js'
 import { commandEnv } from './checks.js'
 import { probeProject, removeMadeFiles } from './project.js'
 
@@ -75,8 +76,8 @@ export async function changedMigrationFiles(
   repoRoot: string,
   base: string
 ): Promise<{ files: string[] } | { note: string }> {
-  const git = (...args: string[]): Promise<Ran> => run('git', ['-C', repoRoot, ...args], repoRoot)
-  if ((await git('cat-file', '-e', `${base}^{commit}`)).code !== 0)
+  const ok = (p: Promise<string>): Promise<string | undefined> => p.catch(() => undefined)
+  if ((await ok(git(repoRoot, 'cat-file', '-e', `${base}^{commit}`))) === undefined)
     return {
       note:
         `the pull request's base commit ${base.slice(0, 12)} is not in the checkout, so its migrations are not ` +
@@ -84,12 +85,15 @@ export async function changedMigrationFiles(
     }
   // A checkout of the PR's head (not its merge commit) has the base's later commits beside it: diff from the fork
   // point. A shallow checkout may not have it: then from the base itself.
-  const mb = await git('merge-base', base, 'HEAD')
-  const from = mb.code === 0 && mb.stdout.trim() ? mb.stdout.trim() : base
-  const diff = await git('diff', '--name-only', '-z', '--diff-filter=AMR', from, 'HEAD', '--')
-  if (diff.code !== 0)
-    return { note: `git diff against the base ${base.slice(0, 12)} failed: ${firstLine(diff.stderr)}` }
-  return { files: diff.stdout.split('\0').filter(f => f && isMigrationPath(f)) }
+  const from = (await ok(git(repoRoot, 'merge-base', base, 'HEAD')))?.trim() || base
+  try {
+    const out = await git(repoRoot, 'diff', '--name-only', '-z', '--diff-filter=AMR', from, 'HEAD', '--')
+    return { files: out.split('\0').filter(f => f && isMigrationPath(f)) }
+  } catch (e) {
+    return {
+      note: `the diff against the base ${base.slice(0, 12)} failed: ${firstLine((e as Error).message)}`
+    }
+  }
 }
 
 const MARK = 'django-deploy-migrations:'
