@@ -3,6 +3,7 @@
  */
 import * as core from '@actions/core'
 import { runChecks } from './django/checks.js'
+import { analyzeMigrations, migrationFindings, migrationsAsCheck } from './django/migrations.js'
 import { Runner } from './deploy/run.js'
 import { annotate } from './github/annotate.js'
 import { markerFor, upsertPullRequestComment } from './github/comment.js'
@@ -207,7 +208,22 @@ async function pipeline(job: Job): Promise<string | undefined> {
       timeoutSeconds: settings.checkTimeout,
       log: actionsLog()
     })
-    const omitted = annotate(redactor.value(report.checks))
+  }
+  if (settings.mode === 'check' && settings.context.baseSha) {
+    report.migrations = await analyzeMigrations({
+      base: settings.context.baseSha,
+      repoRoot: settings.context.workspace,
+      workingDirectory: settings.workingDirectory,
+      python: settings.python,
+      runnerEnv: process.env,
+      timeoutSeconds: settings.checkTimeout,
+      info: line => core.info(line)
+    })
+  }
+  const findings = migrationFindings(report.migrations)
+  const annotated = findings.length ? [...report.checks, migrationsAsCheck(findings)] : report.checks
+  if (annotated.length > 0) {
+    const omitted = annotate(redactor.value(annotated))
     if (omitted > 0) report.annotationsOmitted = omitted
   }
   const failedChecks = report.checks.filter(c => c.outcome === 'failed').map(c => c.name)

@@ -80,10 +80,51 @@ export function previousReleases(d: DeployResult): string | undefined {
   return d.previousRelease
 }
 
+/** How a migration operation meets the release that keeps serving while it runs (src/remote/python/migrations.py). */
+export type MigrationClass = 'expand' | 'contract' | 'review'
+
+export interface MigrationOperation {
+  /** The operation's class name, e.g. `RemoveField`. */
+  op: string
+  /** Django's description, e.g. `Remove field legacy from item`. */
+  describe: string
+  class: MigrationClass
+  /** One line: why, and the expand/contract way to do it. */
+  hint?: string
+  /** Its line in the migration file, when the file lists the operations literally. */
+  line?: number
+}
+
+export interface ClassifiedMigration {
+  app: string
+  name: string
+  /** The migration file, relative to the repository root. */
+  file?: string
+  /** Marked to run after the release switch (django-safemigrate's `Safe.after_deploy()`). */
+  afterDeploy: boolean
+  /** The worst class of its operations. */
+  class: MigrationClass
+  operations: MigrationOperation[]
+  /** `sqlmigrate`'s SQL for the project's database backend, or why there is none. */
+  sql?: string
+  sqlError?: string
+}
+
+/** The migrations a pull request adds or changes, classified (check mode). */
+export interface MigrationsReport {
+  /** The commit they are new against. */
+  base: string
+  migrations: ClassifiedMigration[]
+  /** One line when the analysis could not run (or not fully): what is missing. */
+  note?: string
+}
+
 export interface Report {
   mode: Mode
   /** Empty when no checks were selected. */
   checks: CheckResult[]
+  /** Pull requests: the migrations they add or change (unset on a push, or without a base commit). */
+  migrations?: MigrationsReport
   deploy?: DeployResult
   /** Set when the run failed before or outside checks and deploy steps (bad input, connection…). */
   error?: string

@@ -15,7 +15,8 @@ import {
   type Report
 } from '../report.js'
 import { ANNOTATION_LIMITS_TEXT } from './annotate.js'
-import { clip, code, codeBlock, html, multiline, tailOf } from './markdown.js'
+import { clip, code, codeBlock, details, fitting, html, multiline, tailOf } from './markdown.js'
+import { renderMigrations } from './migrations.js'
 
 export interface SummaryContext {
   /** Link to the workflow run, shown at the end (useful in the PR comment, which lives outside the run). */
@@ -78,13 +79,15 @@ export function renderSummary(report: Report, ctx: SummaryContext = {}): string 
 
   if (report.checks.length > 0)
     parts.push(...renderChecks(report.checks, ctx.maxFindings ?? DEFAULT_MAX_FINDINGS))
+  else if (report.mode === 'check') parts.push('No checks were selected.')
   if (report.annotationsOmitted) {
     const n = report.annotationsOmitted
     parts.push(
       `_${n} ${n === 1 ? 'finding was' : 'findings were'} not annotated on the code: ${ANNOTATION_LIMITS_TEXT}. The findings above list them._`
     )
-  } else if (report.mode === 'check') parts.push('No checks were selected.')
+  }
 
+  parts.push(...renderMigrations(report.migrations))
   if (report.deploy) parts.push(...renderDeploy(report.deploy, report.mode))
 
   const runLink = safeUrl(ctx.runUrl)
@@ -272,19 +275,6 @@ function renderPlan(plan: NonNullable<DeployResult['plan']>): string[] {
   }
   if (shownHosts < hosts.length) out.push(`_… plans for ${hosts.length - shownHosts} more hosts not shown._`)
   return out
-}
-
-/** The leading rows whose rendered length fits the budget. */
-function fitting(rows: string[], budget: number): string[] {
-  let used = 0
-  let n = 0
-  while (n < rows.length && used + rows[n].length + 1 <= budget) used += rows[n++].length + 1
-  return rows.slice(0, n)
-}
-
-function details(summary: string, body: string): string {
-  // The blank lines let GitHub parse the Markdown inside the HTML block.
-  return `<details><summary>${summary}</summary>\n\n${body}\n\n</details>`
 }
 
 /** Only http(s) URLs, with characters that would end a Markdown link target encoded. */
