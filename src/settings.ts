@@ -78,7 +78,10 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
     github: readGithub(raw),
     context,
     configFile: raw.configFile,
-    setup: mode === 'setup' ? readSetup(raw, context.repo, checks.workingDirectory) : undefined
+    setup:
+      mode === 'setup'
+        ? readSetup(raw, context.repo, checks.workingDirectory, [path, ...hosts.map(h => h.deployPath ?? '')])
+        : undefined
   }
   if (raw.problems.length) throw new SettingsError(raw.problems)
   return settings

@@ -67,7 +67,10 @@ function facts(
   }
   inspected(d).forEach((m, i) => {
     const c = o.bare ? undefined : o.content ? o.content(i, m.content) : m.content
-    if (c === undefined) return out.push(`file=${i} absent`)
+    if (c === undefined) {
+      out.push(`file=${i} absent`)
+      return
+    }
     const stamp = /# django-deploy-sha256: ([0-9a-f]{64})/.exec(c)?.[1] ?? '-'
     out.push(`file=${i} present ${sha256(c)} ${stamp} ${sha256(bodyOf(c))} ${m.mode} ${m.owner} ${m.owner}`)
   })
@@ -75,10 +78,13 @@ function facts(
 }
 
 async function setup(s: Settings, inspect: string, more: FakeScript = {}) {
-  const fleet = new FakeFleet({ web1: { releases: [] } }, {
-    ...more,
-    answers: [{ host: 'web1', step: 'inspect', output: inspect }, ...(more.answers ?? [])]
-  })
+  const fleet = new FakeFleet(
+    { web1: { releases: [] } },
+    {
+      ...more,
+      answers: [{ host: 'web1', step: 'inspect', output: inspect }, ...(more.answers ?? [])]
+    }
+  )
   const result = await new SetupRunner(s, log, fleet.connect).run()
   return { fleet, result, steps: fleet.stepsOn('web1') }
 }
@@ -120,11 +126,20 @@ test('a second run with everything in place: no step writes, every item unchange
 test('a managed nginx site edited by hand: refused with its diff, nothing written', async () => {
   const s = settings()
   const site = inspected(desired(s.setup!, 'deploy', '/srv/mysite')).length - 1
-  const edited = (i: number, c: string) => (i === site ? c.replace('client_max_body_size 20m', 'client_max_body_size 1g') : c)
+  const edited = (i: number, c: string) =>
+    i === site ? c.replace('client_max_body_size 20m', 'client_max_body_size 1g') : c
   const { result, steps } = await setup(s, facts(s, { content: edited }), {
-    answers: [{ host: 'web1', step: 'diff nginx site mysite', output: '-    client_max_body_size 1g;\n+    client_max_body_size 20m;' }]
+    answers: [
+      {
+        host: 'web1',
+        step: 'diff nginx site mysite',
+        output: '-    client_max_body_size 1g;\n+    client_max_body_size 20m;'
+      }
+    ]
   })
-  expect(result.error).toMatch(/refused, nothing was changed: nginx site mysite: .*edited by hand.*setup-overwrite/)
+  expect(result.error).toMatch(
+    /refused, nothing was changed: nginx site mysite: .*edited by hand.*setup-overwrite/
+  )
   expect(steps.filter(x => WRITES.includes(x))).toEqual([])
   const item = result.hosts[0].items.find(i => i.item === 'nginx site mysite')!
   expect(item.status).toBe('refused')
@@ -142,7 +157,10 @@ test('the same with setup-overwrite: the site is replaced', async () => {
 
 test('a file setup never wrote (no header) in the way: refused', async () => {
   const s = settings()
-  const { result, steps } = await setup(s, facts(s, { content: (i, c) => (i === 1 ? 'deploy ALL=(ALL) ALL\n' : c) }))
+  const { result, steps } = await setup(
+    s,
+    facts(s, { content: (i, c) => (i === 1 ? 'deploy ALL=(ALL) ALL\n' : c) })
+  )
   expect(result.error).toMatch(/sudoers: \/etc\/sudoers.d\/mysite was not written by django-deploy/)
   expect(steps.filter(x => WRITES.includes(x) || x === 'sudoers')).toEqual([])
 })
@@ -150,7 +168,9 @@ test('a file setup never wrote (no header) in the way: refused', async () => {
 test('an unsupported OS is refused after inspect, before any other step', async () => {
   const s = settings()
   const { result, steps } = await setup(s, facts(s, { os: 'centos 9', bare: true }))
-  expect(result.error).toMatch(/unsupported operating system "centos 9"; setup supports debian 12\/13, ubuntu 22.04\/24.04/)
+  expect(result.error).toMatch(
+    /unsupported operating system "centos 9"; setup supports debian 12\/13, ubuntu 22.04\/24.04/
+  )
   expect(steps).toEqual(['inspect'])
 })
 

@@ -155,10 +155,11 @@ export const VISUDO = 'visudo -cf "$new"'
 export function installUnits(
   app: string,
   deployPath: string,
-  changed: { socket: boolean; service: boolean }
+  changed: { socket: boolean; service: boolean },
+  unitDir = '/etc/systemd/system'
 ): string {
-  const socket = `/etc/systemd/system/${app}.socket`
-  const service = `/etc/systemd/system/${app}.service`
+  const socket = `${unitDir}/${app}.socket`
+  const service = `${unitDir}/${app}.service`
   const missing = `${app}.service: Command ${deployPath}/current/.venv/bin/python is not executable: No such file or directory`
   return script(
     `app=${q(app)}`,

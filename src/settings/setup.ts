@@ -44,9 +44,25 @@ const WSGI = /^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?$/
 const EMAIL = /^[^\s@'"\\<>;]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$/
 const ENV_KEY = /^(export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=/
 const SIZE = /^\d{1,6}[kKmMgG]?$/
+const PLAIN_PATH = /^\/[A-Za-z0-9._/-]+$/
 const CIDR = /^([0-9.]+|[0-9A-Fa-f:]+)(\/\d{1,3})?$/
 
-export function readSetup(raw: RawValues, repo: string, workingDirectory: string): SetupSettings {
+/**
+ * The setup section. `deployPaths`: the deploy-path input and the hosts' own; they go into systemd units and the
+ * nginx site, which have no quoting a shell's, so setup takes plain paths only.
+ */
+export function readSetup(
+  raw: RawValues,
+  repo: string,
+  workingDirectory: string,
+  deployPaths: string[]
+): SetupSettings {
+  for (const p of deployPaths)
+    if (p && !PLAIN_PATH.test(p))
+      raw.fail(
+        raw.get('deploy-path'),
+        `"${p}" has characters systemd units and nginx cannot take unquoted; setup expects a plain path (letters, digits, / . _ -), e.g. /srv/mysite`
+      )
   const app = readApp(raw, repo)
   const tls = raw.choice('tls')
   const domains = readDomains(raw, tls)
