@@ -31,6 +31,10 @@ export interface Acme {
   /** Adds or changes an A record. */
   setA(domain: string, ip: string): Promise<void>
   logs(): Promise<{ pebble: string; dns: string }>
+  /** PIDs of pebble-challtestsrv and pebble. */
+  pids: number[]
+  /** Temp dir holding config, keys and logs (removed by `stop()`). */
+  dir: string
   stop(): Promise<void>
 }
 
@@ -229,6 +233,8 @@ export async function startAcme(o: AcmeOptions): Promise<Acme> {
       },
       setA,
       logs,
+      pids,
+      dir,
       stop
     }
   } catch (e) {

@@ -66,6 +66,8 @@ export interface Container {
   veth: string
   /** PID (in this namespace) of the container's systemd. */
   pid: number
+  /** `pid:[inode]` of the container's PID namespace (to check that nothing of it is left after `stop()`). */
+  pidNamespace: string
   /** The merged root directory of the container, as seen from here. */
   root: string
   /** Milliseconds from spawning nspawn to running/degraded. */
@@ -81,6 +83,13 @@ export interface Container {
 }
 
 const PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+const kill = (pid: number, signal: NodeJS.Signals): void => {
+  try {
+    process.kill(pid, signal)
+  } catch {
+    // already gone
+  }
+}
 const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms))
 
 /** PIDs whose status names `ppid` as parent and whose innermost PID is 1: the container's init. */
@@ -123,14 +132,14 @@ function validate(o: ContainerOptions): void {
 
 export async function startContainer(o: ContainerOptions): Promise<Container> {
   validate(o)
-  const id = `${o.name}${randomBytes(3).toString('hex')}`
+  const id = `${o.name}${randomBytes(2).toString('hex')}`
   const base = `/var/lib/machines/dd-${id}`
   const ovl = `${base}.ovl`
   const cleanups: Array<() => Promise<void>> = []
   const state: { nspawn?: number; init?: number; pidns?: string; stopped?: Promise<void> } = {}
   const stop = (): Promise<void> => (state.stopped ??= runCleanups(cleanups))
   try {
-    const ns = makeNamespace(`dd-${id}`, `dd${id}`, o.net, o.n ?? 1)
+    const ns = makeNamespace(`dd-${id}`, `v${id}`, o.net, o.n ?? 1)
     cleanups.push(async () => removeNamespace(ns.name, ns.veth))
     await fs.mkdir(ovl, { recursive: true })
     cleanups.push(() => fs.rmdir(ovl))
@@ -144,7 +153,11 @@ export async function startContainer(o: ContainerOptions): Promise<Container> {
     await mustExec('/usr/bin/mount', ['-t', 'overlay', 'overlay', '-o', opts, base])
     cleanups.push(() => umount(base))
 
-    await makeBare(base, { postgres: o.postgres === true, machineId: randomBytes(16).toString('hex') })
+    await makeBare(base, {
+      postgres: o.postgres === true,
+      machineId: randomBytes(16).toString('hex'),
+      hostname: id
+    })
     const keys = await makeKeys(base, ovl, ns.inside)
     const writeFile = async (file: string, content: string, mode = 0o644): Promise<void> => {
       const p = path.join(base, file)
@@ -187,6 +200,7 @@ export async function startContainer(o: ContainerOptions): Promise<Container> {
       netns: ns.name,
       veth: ns.veth,
       pid: state.init as number,
+      pidNamespace: state.pidns as string,
       root: base,
       bootMs,
       failedUnits,
@@ -287,16 +301,16 @@ async function waitBooted(
 async function shutdown(state: { nspawn?: number; init?: number; pidns?: string }): Promise<void> {
   const nspawn = state.nspawn as number
   if (await isAlive(nspawn)) {
-    process.kill(nspawn, 'SIGTERM')
+    kill(nspawn, 'SIGTERM')
     if ((await waitDead([nspawn], 30_000)).length) {
-      if (state.init !== undefined && (await isAlive(state.init))) process.kill(state.init, 'SIGKILL')
-      process.kill(nspawn, 'SIGKILL')
+      if (state.init !== undefined && (await isAlive(state.init))) kill(state.init, 'SIGKILL')
+      kill(nspawn, 'SIGKILL')
       await waitDead([nspawn], 10_000)
     }
   }
   if (state.pidns) {
     const left = await pidsInNamespace(state.pidns)
-    for (const p of left) process.kill(p, 'SIGKILL')
+    for (const p of left) kill(p, 'SIGKILL')
     if ((await waitDead(left, 10_000)).length) throw new Error(`container processes left: ${left.join(' ')}`)
   }
 }

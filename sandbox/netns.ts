@@ -24,7 +24,7 @@ export interface Netns {
 export function makeNamespace(name: string, veth: string, net: number, n: number): Netns {
   if (!Number.isInteger(net) || net < 2 || net > 254) throw new Error(`net must be 2-254: ${net}`)
   if (!Number.isInteger(n) || n < 0 || n > 255) throw new Error(`namespace number must be 0-255: ${n}`)
-  if (veth.length > 13) throw new Error(`veth name too long (its peer adds "n"; max 13): ${veth}`)
+  if (veth.length > 14) throw new Error(`veth name too long (its peer adds "n"; max 14): ${veth}`)
   const outside = `127.${net}.${n}.1`
   const inside = `127.${net}.${n}.2`
   ip('netns', 'add', name)
