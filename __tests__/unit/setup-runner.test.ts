@@ -93,7 +93,7 @@ const WRITES = ['packages', 'user', 'authorized-keys', 'layout', 'units', 'certi
 
 test('a bare host: every item created, in order, the HTTP-only site before certbot and the TLS site after', async () => {
   const s = settings()
-  const { result, steps } = await setup(s, facts(s, { bare: true }))
+  const { fleet, result, steps } = await setup(s, facts(s, { bare: true }))
   expect(result.error).toBeUndefined()
   expect(steps.filter(x => !x.startsWith('diff '))).toEqual([
     'inspect',
@@ -111,6 +111,8 @@ test('a bare host: every item created, in order, the HTTP-only site before certb
   ])
   expect(result.hosts[0].changed).toBe(true)
   expect(result.hosts[0].items.every(i => i.status === 'created')).toBe(true)
+  // The sudoers file is checked by visudo before it is installed.
+  expect(fleet.calls.find(c => c.steps.includes('sudoers'))?.script).toContain('visudo -cf "$new"')
   expect(result.siteUrl).toBe('https://mysite.example.com/')
 })
 
