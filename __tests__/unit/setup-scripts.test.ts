@@ -36,7 +36,7 @@ const stub = (name: string, body: string): void => {
   writeFileSync(join(bin, name), `#!/bin/sh\necho "${name} $*" >> '${calls}'\n${body}\n`)
   chmodSync(join(bin, name), 0o755)
 }
-stub('systemctl', 'exit 0')
+stub('systemctl', `[ "$1" != restart ] || ! grep -qs BROKEN "$UNITS"/*.service`)
 stub(
   'nginx',
   `[ "$1" = -t ] || exit 0; ! grep -qs BROKEN "$SITES"/* || { echo "nginx: [emerg] unknown directive BROKEN" >&2; exit 1; }`
@@ -46,7 +46,12 @@ function sh(script: string, stdin = ''): { status: number | null; stdout: string
   return spawnSync('/bin/sh', ['-c', script], {
     input: stdin,
     encoding: 'utf8',
-    env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, SITES: join(base, 'sites-available') }
+    env: {
+      ...process.env,
+      PATH: `${bin}:${process.env.PATH}`,
+      SITES: join(base, 'sites-available'),
+      UNITS: join(base, 'units')
+    }
   })
 }
 const called = (): string => (existsSync(calls) ? readFileSync(calls, 'utf8') : '')
@@ -165,6 +170,25 @@ test('units: verified, installed and enabled, but not started before the first r
   expect(sh(r.installUnits('mysite', dp, { socket: false, service: true }, units), input).status).toBe(0)
   expect(called()).toContain('systemctl restart mysite.service')
   expect(called()).not.toContain('mysite.socket mysite.service\nsystemctl restart mysite.socket')
+})
+
+test('changed units that do not start: the old units are put back and started again', () => {
+  const units = join(base, 'units')
+  const dp = join(plain, 'srv')
+  const p = { app: 'mysite', user: 'root', deployPath: dp }
+  const good = files.serviceUnit(p, 'mysite.wsgi')
+  const broken = good.replace('KillMode=mixed', 'KillMode=mixed\nEnvironment=BROKEN=1')
+  rmSync(calls, { force: true })
+  const out = sh(
+    r.installUnits('mysite', dp, { socket: false, service: true }, units),
+    r.unitsInput(files.socketUnit(p), broken)
+  )
+  expect(out.status).not.toBe(0)
+  expect(out.stderr).toContain(
+    'mysite did not start with the new units: the old units are back and restarted'
+  )
+  expect(readFileSync(join(units, 'mysite.service'), 'utf8')).toBe(good)
+  expect(called().match(/systemctl restart mysite.service/g)).toHaveLength(2)
 })
 
 test('units systemd-analyze refuses are not installed', () => {

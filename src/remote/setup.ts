@@ -150,7 +150,8 @@ export const VISUDO = 'visudo -cf "$new"'
  * Installs the socket and service units from stdin (`unitsInput`: each in base64 on a line), after
  * `systemd-analyze verify` of both (the only finding allowed: the release's Python is not there yet, before the
  * first deploy), then enables them. Started only once a release exists (`current`): then changed units restart
- * the service (its socket holds the requests meanwhile) and a stopped service starts.
+ * the service (its socket holds the requests meanwhile) and a stopped service starts; when the new units do not
+ * start, the old ones are put back and started again.
  */
 export function installUnits(
   app: string,
@@ -172,20 +173,28 @@ export function installUnits(
     `left=$(printf '%s\\n' "$out" | grep -v -x -F -e ${q(missing)} -e '' || true)`,
     'if [ -n "$left" ]; then printf \'%s\\n\' "$left" >&2; echo "systemd-analyze verify refused the units: nothing installed" >&2; exit 1; fi',
     'chmod 0644 "$tmp/$app.socket" "$tmp/$app.service"',
-    `cp "$tmp/$app.socket" ${q(`${socket}.django-deploy-new`)} && mv -f ${q(`${socket}.django-deploy-new`)} ${q(socket)}`,
-    `cp "$tmp/$app.service" ${q(`${service}.django-deploy-new`)} && mv -f ${q(`${service}.django-deploy-new`)} ${q(service)}`,
+    'mkdir "$tmp/old"',
+    `for u in ${q(socket)} ${q(service)}; do [ ! -f "$u" ] || cp -p "$u" "$tmp/old/"; done`,
+    `put() { for kind in socket service; do f=${q(unitDir)}/"$app.$kind"; cp "$1/$app.$kind" "$f.django-deploy-new" && mv -f "$f.django-deploy-new" "$f"; done; }`,
+    'put "$tmp"',
     'systemctl daemon-reload',
     'systemctl enable -q "$app.socket" "$app.service"',
-    `if [ -e ${q(`${deployPath}/current`)} ]; then`,
-    changed.socket
-      ? '  systemctl restart "$app.socket" "$app.service"'
-      : changed.service
-        ? '  systemctl restart "$app.service"'
-        : '  systemctl start "$app.socket" "$app.service"',
-    '  echo "$app.socket and $app.service running"',
-    'else',
+    `if [ ! -e ${q(`${deployPath}/current`)} ]; then`,
     '  echo "$app units installed and enabled; the first deploy (gunicorn-service: $app) starts them"',
-    'fi'
+    '  exit 0',
+    'fi',
+    changed.socket
+      ? 'restart() { systemctl restart "$app.socket" "$app.service"; }'
+      : changed.service
+        ? 'restart() { systemctl restart "$app.service"; }'
+        : 'restart() { systemctl start "$app.socket" "$app.service"; }',
+    'if restart; then echo "$app.socket and $app.service running"; exit 0; fi',
+    // The new units do not run: the old ones go back and run again (a first install has none to put back).
+    'if [ -f "$tmp/old/$app.service" ] && [ -f "$tmp/old/$app.socket" ]; then',
+    '  put "$tmp/old"; systemctl daemon-reload; restart || true',
+    '  echo "$app did not start with the new units: the old units are back and restarted" >&2',
+    'else echo "$app did not start with the new units" >&2; fi',
+    'exit 1'
   )
 }
 
