@@ -172,6 +172,14 @@ test('bare server → setup (tls acme from pebble) → deploy v1 with gunicorn-s
   const plain = await get('http', '/pages/?x=1')
   expect(plain.status).toBe(301)
   expect(plain.location).toBe(`https://${DOMAIN}/pages/?x=1`)
+
+  // Renewals: certbot.service trusts the private CA (setup's drop-in), and the challenge still reaches the site
+  // (a dry run goes to Let's Encrypt's staging server unless told the server).
+  const env = await sh('systemctl show certbot.service -p Environment --value')
+  expect(env).toBe(`REQUESTS_CA_BUNDLE=/etc/ssl/django-deploy/${APP}/acme-ca.pem`)
+  await sh(
+    `env ${env} certbot renew --dry-run --no-random-sleep-on-renew --cert-name ${APP} --server ${acme!.directory}`
+  )
 })
 
 test('setup again: no changes, and no service restarted', async () => {

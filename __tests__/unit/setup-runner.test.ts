@@ -9,6 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Log } from '../../src/deploy/run.js'
+import { renderSummary } from '../../src/github/summary.js'
 import { sha256, bodyOf } from '../../src/setup/files.js'
 import { desired, inspected } from '../../src/setup/plan.js'
 import { SetupRunner } from '../../src/setup/run.js'
@@ -211,4 +212,45 @@ test('an administrator other than root: every script runs through sudo -n', asyn
   const s = settings({ 'setup-user': 'admin' })
   const { fleet } = await setup(s, facts(s, { bare: true }))
   for (const c of fleet.calls) expect(c.script).toMatch(/^exec sudo -n \/bin\/sh -c '/)
+})
+
+test('a fleet: every host at once, each on its own; a refused host does not stop the other', async () => {
+  const s = settings({
+    hosts: 'web1, web2',
+    'host-fingerprint': `web1=SHA256:${'A'.repeat(43)}, web2=SHA256:${'B'.repeat(43)}`
+  })
+  const foreign = (i: number, c: string) => (i === 1 ? 'deploy ALL=(ALL) ALL\n' : c)
+  const fleet = new FakeFleet(
+    { web1: { releases: [] }, web2: { releases: [] } },
+    {
+      answers: [
+        { host: 'web1', step: 'inspect', output: facts(s, { content: foreign }) },
+        { host: 'web2', step: 'inspect', output: facts(s, { bare: true }) }
+      ]
+    }
+  )
+  const result = await new SetupRunner(s, log, fleet.connect).run()
+  expect(fleet.connects.sort()).toEqual(['web1', 'web2'])
+  expect(result.error).toMatch(/setup failed on 1 of 2 hosts: refused, nothing was changed: sudoers/)
+  expect(fleet.stepsOn('web1').filter(x => WRITES.includes(x))).toEqual([])
+  expect(fleet.stepsOn('web2')).toContain('nginx site')
+  expect(result.hosts.map(h => [h.host, h.changed])).toEqual([
+    ['web1', false],
+    ['web2', true]
+  ])
+})
+
+test('the summary: a table per host and each diff collapsed; a secret never shown', async () => {
+  const s = settings()
+  const { result } = await setup(s, facts(s, { bare: true }), {
+    answers: [
+      { host: 'web1', step: 'diff sudoers', output: '+deploy ALL=(root) NOPASSWD: /usr/sbin/nginx -t' }
+    ]
+  })
+  const text = renderSummary({ mode: 'setup', checks: [], setup: result })
+  expect(text).toContain('## ✅ Django setup: set up')
+  expect(text).toContain('| shared/.env | 🆕 created |')
+  expect(text).toContain('<details><summary>diff: sudoers</summary>')
+  expect(text).toContain('(a secret: its content is not shown)')
+  expect(text).not.toContain('s3cr3t')
 })
