@@ -131,7 +131,7 @@ export function installFile(f: FileSpec): string {
   return script(
     `path=${q(f.path)}`,
     'dir=$(dirname "$path")',
-    'install -d -m 0755 "$dir"',
+    '[ -d "$dir" ] || install -d -m 0755 "$dir"',
     'new=$(mktemp "$dir/.django-deploy.XXXXXX")',
     `trap 'rm -f "$new"' EXIT`,
     'cat > "$new"',
