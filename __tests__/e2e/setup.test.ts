@@ -206,3 +206,49 @@ test('a managed nginx site edited by hand: refused with its diff, the site still
   expectOk(await setup({ 'setup-overwrite': 'true' }))
   expect(await sh(`grep -c 'client_max_body_size 20m' /etc/nginx/sites-available/${APP}`)).toBe('1')
 })
+
+/** Every file's path, mode, owner and content sum under /etc and the deploy path: what a dry run must not touch. */
+const tree = (): Promise<string> =>
+  sh(
+    `find /etc ${DEPLOY_PATH} -xdev \\( -type f -o -type l \\) -printf '%p %m %u %l\\n' | sort | sha256sum; ` +
+      `find /etc ${DEPLOY_PATH} -xdev -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum`
+  )
+
+test('dry run of a change: its diff and commands printed, nothing changed under /etc or the deploy path', async () => {
+  const before = await tree()
+  const r = await setup({ 'max-body-size': '30m', 'dry-run': 'true' })
+  expectOk(r)
+  expect(r.log).toContain('+    client_max_body_size 30m;')
+  expect(r.log).toMatch(/plan 1\/1 setup: 127\.252\.1\.2/)
+  expect(r.summary).toContain('Django setup: dry run')
+  expect(await tree()).toBe(before)
+})
+
+test('an administrator with passwordless sudo instead of root: every command through sudo -n', async () => {
+  await sh(
+    'useradd --create-home --shell /bin/bash admin && usermod -p "*" admin && install -d -m 0700 -o admin -g admin ~admin/.ssh'
+  )
+  await c!.writeFile('/home/admin/.ssh/authorized_keys', `${c!.publicKey}\n`, 0o600)
+  await sh('chown admin:admin ~admin/.ssh/authorized_keys')
+  await c!.writeFile('/etc/sudoers.d/ddsetup-admin', 'admin ALL=(ALL) NOPASSWD: ALL\n', 0o440)
+  const r = await setup({ 'setup-user': 'admin' })
+  expectOk(r)
+  expect(r.log).toContain('connected as admin (commands through sudo -n)')
+  expect(r.log).toContain('no changes: every item is as setup would make it')
+})
+
+test('an unsupported OS is refused before any change', async () => {
+  const saved = await sh('cat /etc/os-release')
+  await c!.writeFile('/etc/os-release', 'ID=centos\nVERSION_ID="9"\n')
+  try {
+    const before = await tree()
+    const r = await setup({ 'max-body-size': '30m' })
+    expect(r.code).not.toBe(0)
+    expect(r.log).toContain(
+      'unsupported operating system "centos 9"; setup supports debian 12/13, ubuntu 22.04/24.04. Nothing was changed.'
+    )
+    expect(await tree()).toBe(before)
+  } finally {
+    await c!.writeFile('/etc/os-release', `${saved}\n`)
+  }
+})
