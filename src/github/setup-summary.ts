@@ -14,7 +14,7 @@ export function renderSetup(r: SetupResult): string[] {
   const url = r.siteUrl ? ` · site ${code(r.siteUrl, false)}` : ''
   out.push(`### Setup of ${code(r.app, false)}${r.dryRun ? ' (dry run: nothing was changed)' : ''}${url}`)
   for (const h of r.hosts) {
-    const moved = h.items.filter(i => i.status !== 'unchanged').length
+    const moved = h.items.filter(i => i.status === 'created' || i.status === 'changed').length
     const head = h.error
       ? `❌ ${text(clip(h.error, 300))}`
       : moved === 0
