@@ -119,6 +119,38 @@ export interface MigrationsReport {
   note?: string
 }
 
+/** One item of a host's setup (setup/plan.ts): a package set, the user, a managed file, the certificate. */
+export interface SetupItemResult {
+  item: string
+  status: 'created' | 'changed' | 'unchanged' | 'refused'
+  why?: string
+  /** The unified diff of a file that differs (none for a secret). */
+  diff?: string
+}
+
+export interface SetupHostResult {
+  host: string
+  /** `debian 12`, as /etc/os-release says. */
+  os?: string
+  items: SetupItemResult[]
+  /** Why setup stopped on this host (refused before any change, or the step that failed). */
+  error?: string
+  /** Whether anything was changed on the host (false: refused, dry run, or nothing differed). */
+  changed: boolean
+}
+
+/** What `mode: setup` did (or, in a dry run, would do) on each host. */
+export interface SetupResult {
+  app: string
+  dryRun: boolean
+  hosts: SetupHostResult[]
+  steps: StepResult[]
+  siteUrl?: string
+  /** The steps each host would run (dry run). */
+  plan?: PlannedPhase[]
+  error?: string
+}
+
 export interface Report {
   mode: Mode
   /** Empty when no checks were selected. */
@@ -126,6 +158,7 @@ export interface Report {
   /** Pull requests: the migrations they add or change (unset on a push, or without a base commit). */
   migrations?: MigrationsReport
   deploy?: DeployResult
+  setup?: SetupResult
   /** Set when the run failed before or outside checks and deploy steps (bad input, connection…). */
   error?: string
   /** Findings not annotated because of GitHub's annotation limits (the summary still lists them). */

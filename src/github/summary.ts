@@ -17,6 +17,7 @@ import {
 import { ANNOTATION_LIMITS_TEXT } from './annotate.js'
 import { clip, code, codeBlock, details, fitting, html, multiline, tailOf } from './markdown.js'
 import { renderMigrations } from './migrations.js'
+import { renderSetup } from './setup-summary.js'
 
 export interface SummaryContext {
   /** Link to the workflow run, shown at the end (useful in the PR comment, which lives outside the run). */
@@ -26,7 +27,7 @@ export interface SummaryContext {
 }
 
 export type OverallResult =
-  'passed' | 'failed' | 'skipped' | 'deployed' | 'dry run' | 'rolled back' | 'not run'
+  'passed' | 'failed' | 'skipped' | 'deployed' | 'dry run' | 'rolled back' | 'not run' | 'set up'
 
 // Budgets in rendered characters (escaping can grow text several times) keep the whole body under GitHub's
 // 65,536-character limit for a comment, whatever the tools printed: about 56,000 at worst.
@@ -52,6 +53,10 @@ const STEP_ICON = { ok: '✅', failed: '❌' } as const
 export function overallResult(report: Report): OverallResult {
   const checks = checksOutcome(report)
   if (report.mode === 'check') return report.error ? 'failed' : checks
+  if (report.mode === 'setup') {
+    if (report.error || report.setup?.error) return 'failed'
+    return !report.setup ? 'not run' : report.setup.dryRun ? 'dry run' : 'set up'
+  }
   const deploy = report.deploy
   if (report.error || checks === 'failed' || deploy?.error) return 'failed'
   if (!deploy) return 'not run'
@@ -64,6 +69,7 @@ const RESULT_ICON: Record<OverallResult, string> = {
   passed: '✅',
   deployed: '✅',
   'rolled back': '✅',
+  'set up': '✅',
   'dry run': '📝',
   failed: '❌',
   skipped: '⚪',
@@ -89,6 +95,7 @@ export function renderSummary(report: Report, ctx: SummaryContext = {}): string 
 
   parts.push(...renderMigrations(report.migrations))
   if (report.deploy) parts.push(...renderDeploy(report.deploy, report.mode))
+  if (report.setup) parts.push(...renderSetup(report.setup))
 
   const runLink = safeUrl(ctx.runUrl)
   if (runLink) parts.push(`[View the workflow run](${runLink})`)

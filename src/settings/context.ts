@@ -2,7 +2,7 @@
  * The run's context: what the workflow run is about (event, ref, pull request), read from the runner's
  * environment in one place, and the mode `auto` resolves to for it.
  */
-export type Mode = 'check' | 'deploy' | 'rollback'
+export type Mode = 'check' | 'deploy' | 'rollback' | 'setup'
 export type RequestedMode = 'auto' | Mode
 
 /** What the workflow run is about; read from the runner's environment in one place. */
