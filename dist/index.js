@@ -54830,7 +54830,7 @@ module.exports = {
 __nccwpck_require__.a(module, async (__webpack_handle_async_dependencies__, __webpack_async_result__) => { try {
 /* harmony import */ var _shim_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(2710);
 /* harmony import */ var _startup_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(1190);
-/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_2__ = __nccwpck_require__(1200);
+/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_2__ = __nccwpck_require__(8160);
 
 
 
@@ -54841,7 +54841,7 @@ __webpack_async_result__();
 
 /***/ }),
 
-/***/ 1200:
+/***/ 8160:
 /***/ ((__unused_webpack_module, __webpack_exports__, __nccwpck_require__) => {
 
 
@@ -58544,6 +58544,9 @@ function normalAddress(host) {
 
 
 
+/** How setup gets the site's certificate (settings/setup.ts). */
+const TLS_MODES = ['acme', 'files', 'off'];
+const LETS_ENCRYPT = 'https://acme-v02.api.letsencrypt.org/directory';
 const DEPLOY_CHECK_MODES = ['warn', 'fail', 'off'];
 /** When the PR comment is posted: on every run, only when the run failed (then kept up to date), or never. */
 const COMMENT_MODES = ['always', 'on-failure', 'never'];
@@ -58598,7 +58601,23 @@ const INPUTS = {
     'environment-url': { kind: 'url', default: '' },
     'github-deployment': { kind: 'bool', default: 'true' },
     comment: { kind: 'choice', default: 'always', choices: COMMENT_MODES },
-    'comment-key': { kind: 'code', default: '' }
+    'comment-key': { kind: 'code', default: '' },
+    // mode: setup (settings/setup.ts)
+    'setup-user': { kind: 'code', default: 'root' },
+    'setup-ssh-key': { kind: 'code', default: '', secret: true },
+    app: { kind: 'code', default: '' },
+    'env-file': { kind: 'code', default: '', secret: true },
+    domains: { kind: 'code', default: '' },
+    tls: { kind: 'choice', default: 'acme', choices: TLS_MODES },
+    'acme-directory': { kind: 'url', default: LETS_ENCRYPT },
+    'acme-email': { kind: 'code', default: '' },
+    'acme-ca-certificate': { kind: 'code', default: '' },
+    'tls-certificate': { kind: 'code', default: '', secret: true },
+    'tls-key': { kind: 'code', default: '', secret: true },
+    'trusted-proxies': { kind: 'code', default: '' },
+    'setup-overwrite': { kind: 'bool', default: 'false' },
+    'wsgi-module': { kind: 'code', default: '' },
+    'max-body-size': { kind: 'code', default: '20m' }
 };
 class SettingsError extends Error {
     problems;
@@ -59737,6 +59756,224 @@ function readInventory(raw, invRaw, full, workspace, readFile) {
 // EXTERNAL MODULE: ./node_modules/ssh2/lib/index.js
 var lib = __nccwpck_require__(5472);
 var lib_default = /*#__PURE__*/__nccwpck_require__.n(lib);
+;// CONCATENATED MODULE: ./src/settings/setup.ts
+/**
+ * Setup (`mode: setup`): who connects as the administrator, what the app is called on the server, its domains,
+ * TLS and secrets. Everything is checked here, before anything connects: a name that reaches a file name, a unit
+ * or an nginx directive is refused, never rewritten.
+ */
+
+
+
+
+
+
+/** A name that is safe as a unit, an nginx site, a sudoers.d file (no dot: sudo skips those) and a path part. */
+const APP_NAME = /^[a-z0-9][a-z0-9_-]{0,39}$/;
+const WSGI = /^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?$/;
+const EMAIL = /^[^\s@'"\\<>;]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$/;
+const ENV_KEY = /^(export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=/;
+const SIZE = /^\d{1,6}[kKmMgG]?$/;
+const PLAIN_PATH = /^\/[A-Za-z0-9._/-]+$/;
+const CIDR = /^([0-9.]+|[0-9A-Fa-f:]+)(\/\d{1,3})?$/;
+/**
+ * The setup section. `deployPaths`: the deploy-path input and the hosts' own; they go into systemd units and the
+ * nginx site, which have no quoting a shell's, so setup takes plain paths only.
+ */
+function readSetup(raw, repo, workingDirectory, deployPaths) {
+    for (const p of deployPaths)
+        if (p && !PLAIN_PATH.test(p))
+            raw.fail(raw.get('deploy-path'), `"${p}" has characters systemd units and nginx cannot take unquoted; setup expects a plain path (letters, digits, / . _ -), e.g. /srv/mysite`);
+    const app = readApp(raw, repo);
+    const tls = raw.choice('tls');
+    const domains = readDomains(raw, tls);
+    const acmeDirectory = raw.url('acme-directory') ?? LETS_ENCRYPT;
+    const s = {
+        user: readSetupUser(raw),
+        privateKey: readSetupKey(raw),
+        app,
+        publicKey: publicHalf(raw),
+        envFile: readEnvFile(raw),
+        domains,
+        tls,
+        acmeDirectory,
+        acmeEmail: readEmail(raw),
+        acmeCaCertificate: readPem(raw, 'acme-ca-certificate', 'certificate'),
+        tlsCertificate: readPem(raw, 'tls-certificate', 'certificate'),
+        tlsKey: readPem(raw, 'tls-key', 'key'),
+        trustedProxies: readProxies(raw, tls),
+        overwrite: raw.bool('setup-overwrite'),
+        wsgiModule: readWsgi(raw, workingDirectory),
+        maxBodySize: readSize(raw)
+    };
+    checkTls(raw, s);
+    return s;
+}
+function readApp(raw, repo) {
+    const r = raw.get('app');
+    const name = r.value || repo.toLowerCase();
+    if (APP_NAME.test(name))
+        return name;
+    raw.fail(r, r.value
+        ? `"${r.value}" is not a safe app name; expected lowercase letters, digits, - and _ (at most 40, no dot), e.g. mysite`
+        : `is empty and the repository's name "${repo}" is not a safe app name (lowercase letters, digits, - and _, no dot); set app, e.g. app: mysite`);
+    return 'app';
+}
+function readSetupUser(raw) {
+    const r = raw.get('setup-user');
+    if (!USERNAME.test(r.value))
+        raw.fail(r, `"${r.value}" is not a valid user name; expected root or a user with passwordless sudo`);
+    return r.value;
+}
+function readSetupKey(raw) {
+    const key = raw.get('setup-ssh-key').value.replace(/\r\n/g, '\n');
+    if (!key) {
+        raw.fail("input 'setup-ssh-key'", "is empty; setup needs the administrator's private key, e.g. ${{ secrets.SETUP_KEY }}");
+        return '';
+    }
+    const parsed = lib_default().utils.parseKey(key);
+    const one = Array.isArray(parsed) ? parsed[0] : parsed;
+    if (parsed instanceof Error || !one || !one.isPrivateKey())
+        raw.fail("input 'setup-ssh-key'", 'is not an unencrypted private key; expected the text of an OpenSSH or PEM private key (BEGIN … PRIVATE KEY) without a passphrase');
+    return key;
+}
+/** The deploy key's public half, for the deploy user's authorized_keys (`ssh-key` itself is checked by ssh.ts). */
+function publicHalf(raw) {
+    const key = raw.get('ssh-key').value.replace(/\r\n/g, '\n');
+    const pass = raw.get('ssh-key-passphrase').value || undefined;
+    if (!key)
+        return '';
+    const parsed = lib_default().utils.parseKey(key, pass);
+    const one = Array.isArray(parsed) ? parsed[0] : parsed;
+    if (parsed instanceof Error || !one)
+        return '';
+    return `${one.type} ${one.getPublicSSH().toString('base64')} django-deploy`;
+}
+function readEnvFile(raw) {
+    const text = raw.get('env-file').value.replace(/\r\n/g, '\n');
+    if (!text)
+        return undefined;
+    text.split('\n').forEach((line, i) => {
+        const l = line.trim();
+        if (!l || l.startsWith('#') || ENV_KEY.test(l))
+            return;
+        // The value is a secret: the message names the line, never its text.
+        raw.fail("input 'env-file'", `line ${i + 1} is not KEY=VALUE (nor empty, nor a # comment); expected lines like SECRET_KEY=…`);
+    });
+    return text;
+}
+function readDomains(raw, tls) {
+    const r = raw.get('domains');
+    const domains = splitList(r.value).map(d => d.toLowerCase());
+    if (!domains.length) {
+        raw.fail(r, 'is empty; setup needs the names the site answers to (nginx server_name), e.g. domains: mysite.example.com');
+        return [];
+    }
+    for (const d of domains) {
+        const wildcard = d.startsWith('*.');
+        if (!HOSTNAME.test(wildcard ? d.slice(2) : d) || d.endsWith('.'))
+            raw.fail(r, `"${d}" is not a domain name; expected names like mysite.example.com, separated by spaces or commas`);
+        else if (wildcard && tls === 'acme')
+            raw.fail(r, `"${d}" is a wildcard: tls acme validates over HTTP (HTTP-01), which cannot issue wildcards; expected plain names, or tls: files`);
+    }
+    return domains;
+}
+function readEmail(raw) {
+    const r = raw.get('acme-email');
+    if (r.value && !EMAIL.test(r.value))
+        raw.fail(r, `"${r.value}" is not an e-mail address; expected e.g. admin@example.com`);
+    return r.value || undefined;
+}
+function readPem(raw, name, kind) {
+    const r = raw.get(name);
+    const text = r.value.replace(/\r\n/g, '\n').trim();
+    if (!text)
+        return undefined;
+    try {
+        if (kind === 'key')
+            (0,external_node_crypto_.createPrivateKey)(text);
+        else
+            new external_node_crypto_.X509Certificate(text);
+    }
+    catch {
+        raw.fail(`input '${name}'`, kind === 'key'
+            ? 'is not a PEM private key; expected -----BEGIN PRIVATE KEY----- …'
+            : 'is not a PEM certificate; expected -----BEGIN CERTIFICATE----- …');
+        return undefined;
+    }
+    return `${text}\n`;
+}
+function readProxies(raw, tls) {
+    const r = raw.get('trusted-proxies');
+    const list = splitList(r.value);
+    for (const a of list) {
+        const [addr] = a.split('/');
+        if (!CIDR.test(a) || (addr.includes(':') ? !IPV6.test(addr) : !/^(\d{1,3}\.){3}\d{1,3}$/.test(addr)))
+            raw.fail(r, `"${a}" is not an IP address or CIDR range; expected e.g. 10.0.0.5 or 10.0.0.0/24`);
+    }
+    if (tls === 'off' && !list.length)
+        raw.fail(r, 'is empty but tls is off; expected the addresses of the load balancer that ends TLS (its X-Forwarded-Proto is trusted from them only)');
+    if (tls !== 'off' && list.length)
+        raw.fail(r, `is set but tls is ${tls}; expected it only with tls: off (a TLS-ending load balancer)`);
+    return list;
+}
+/** `wsgi-module`, else the one package of the project (beside manage.py) that has a wsgi.py. */
+function readWsgi(raw, dir) {
+    const r = raw.get('wsgi-module');
+    if (r.value) {
+        if (!WSGI.test(r.value))
+            raw.fail(r, `"${r.value}" is not a Python module path; expected e.g. mysite.wsgi`);
+        return r.value;
+    }
+    let found = [];
+    try {
+        found = (0,external_node_fs_.readdirSync)(dir, { withFileTypes: true })
+            .filter(e => e.isDirectory() && (0,external_node_fs_.existsSync)((0,external_node_path_.join)(dir, e.name, 'wsgi.py')) && /^[A-Za-z_]\w*$/.test(e.name))
+            .map(e => `${e.name}.wsgi`);
+    }
+    catch {
+        found = [];
+    }
+    if (found.length === 1)
+        return found[0];
+    raw.fail(r, found.length
+        ? `is empty and the project has several wsgi.py (${found.join(', ')}); expected the one Gunicorn serves, e.g. ${found[0]}`
+        : 'is empty and no package beside manage.py has a wsgi.py; expected the module Gunicorn serves, e.g. mysite.wsgi');
+    return 'app.wsgi';
+}
+function readSize(raw) {
+    const r = raw.get('max-body-size');
+    if (!SIZE.test(r.value))
+        raw.fail(r, `"${r.value}" is not an nginx size; expected e.g. 20m`);
+    return r.value;
+}
+/** What each TLS mode needs, and what it must not be given. */
+function checkTls(raw, s) {
+    if (s.tls === 'files') {
+        if (!s.tlsCertificate && !raw.get('tls-certificate').value)
+            raw.fail("input 'tls-certificate'", 'is empty but tls is files; expected the PEM certificate chain for the domains');
+        if (!s.tlsKey && !raw.get('tls-key').value)
+            raw.fail("input 'tls-key'", 'is empty but tls is files; expected the PEM private key of tls-certificate');
+        if (s.tlsCertificate && s.tlsKey) {
+            const cert = new external_node_crypto_.X509Certificate(s.tlsCertificate);
+            if (!cert.checkPrivateKey((0,external_node_crypto_.createPrivateKey)(s.tlsKey)))
+                raw.fail("input 'tls-key'", 'is not the private key of tls-certificate; expected the pair');
+            for (const d of s.domains)
+                if (!d.startsWith('*.') && !cert.checkHost(d))
+                    raw.fail("input 'tls-certificate'", `does not cover the domain ${d}; expected a certificate for every name in domains`);
+        }
+    }
+    else {
+        for (const n of ['tls-certificate', 'tls-key'])
+            if (raw.get(n).value)
+                raw.fail(`input '${n}'`, `is set but tls is ${s.tls}; expected it only with tls: files`);
+    }
+    if (s.tls !== 'acme')
+        for (const n of ['acme-email', 'acme-ca-certificate'])
+            if (raw.get(n).value)
+                raw.fail(`input '${n}'`, `is set but tls is ${s.tls}; expected it only with tls: acme`);
+}
+
 ;// CONCATENATED MODULE: ./src/settings/ssh.ts
 /**
  * SSH and pins: the deploy key, the jump host, and the host key pins bound to the hosts (no trust on first use).
@@ -59870,7 +60107,8 @@ function inputPins(raw, hosts, targets, label) {
 
 
 
-const MODES = ['auto', 'check', 'deploy', 'rollback'];
+
+const MODES = ['auto', 'check', 'deploy', 'rollback', 'setup'];
 /** Parses and validates everything once. Throws SettingsError listing every problem found. */
 function loadSettings(sources, now = new Date()) {
     const readFile = sources.readFile ?? ((p) => (0,external_node_fs_.readFileSync)(p, 'utf8'));
@@ -59903,7 +60141,10 @@ function loadSettings(sources, now = new Date()) {
         deploy,
         github: readGithub(raw),
         context,
-        configFile: raw.configFile
+        configFile: raw.configFile,
+        setup: mode === 'setup'
+            ? readSetup(raw, context.repo, checks.workingDirectory, [path, ...hosts.map(h => h.deployPath ?? '')])
+            : undefined
     };
     if (raw.problems.length)
         throw new SettingsError(raw.problems);
@@ -62171,11 +62412,14 @@ function reloadGunicorn(l, pidfile, release, previous) {
  * Reloads a systemd unit and waits for its new workers. systemd tracks the master it started, so a USR2
  * re-exec (whose old master exits) would make it stop the whole unit (gunicorn issue 2856): when the release
  * needs another virtualenv than the master runs, the unit is restarted instead (with a socket unit holding the
- * listening socket, requests wait instead of failing; see README).
+ * listening socket, requests wait instead of failing; see README). A unit that is not active (the first deploy
+ * after `mode: setup`, whose units wait for a release) is started.
  */
 function reloadService(l, service, release) {
     const newVenv = `${releaseDir(l, release)}/${IN_RELEASE.venv}`;
-    return script(...PROC, `unit=${q(service)}`, 'pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true)', '[ "$pid" != 0 ] || pid=""', `want=$(readlink -f ${q(newVenv)})`, `running=$(sed -n "s/^$pid //p" ${q(l.gunicornMaster)} 2>/dev/null || true)`, 'if [ -n "$pid" ] && [ -n "$running" ] && [ "$running" != \'?\' ] && [ "$running" != "$want" ]; then', '  echo "$unit runs $running; the release needs $want: systemctl restart"', '  sudo -n systemctl restart "$unit"', '  pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true); old=""', 'else', '  old=$([ -z "$pid" ] || children "$pid")', '  sudo -n systemctl reload "$unit"', 'fi', 'if [ -z "$pid" ] || [ "$pid" = 0 ]; then echo "$unit has no main process to wait for"; exit 0; fi', 'i=0', 'while [ $i -lt 600 ]; do', '  left=""; for c in $old; do alive "$c" && left="$left $c"; done', '  if [ -z "$left" ] && workers_ready "$pid"; then echo "$unit reloaded: new workers of $pid ready"; exit 0; fi', '  sleep 0.1; i=$((i+1))', 'done', 'echo "$unit: no new workers ready within 60 s" >&2; exit 1');
+    return script(...PROC, `unit=${q(service)}`, 'pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true)', '[ "$pid" != 0 ] || pid=""', `want=$(readlink -f ${q(newVenv)})`, `running=$(sed -n "s/^$pid //p" ${q(l.gunicornMaster)} 2>/dev/null || true)`, 
+    // Not active (the first deploy after setup: its units wait for a release): started, not reloaded.
+    'if ! systemctl is-active -q "$unit"; then', '  echo "$unit is not active: systemctl start"', '  sudo -n systemctl start "$unit"', '  pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true); old=""', 'elif [ -n "$pid" ] && [ -n "$running" ] && [ "$running" != \'?\' ] && [ "$running" != "$want" ]; then', '  echo "$unit runs $running; the release needs $want: systemctl restart"', '  sudo -n systemctl restart "$unit"', '  pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true); old=""', 'else', '  old=$([ -z "$pid" ] || children "$pid")', '  sudo -n systemctl reload "$unit"', 'fi', 'if [ -z "$pid" ] || [ "$pid" = 0 ]; then echo "$unit has no main process to wait for"; exit 0; fi', 'i=0', 'while [ $i -lt 600 ]; do', '  left=""; for c in $old; do alive "$c" && left="$left $c"; done', '  if [ -z "$left" ] && workers_ready "$pid"; then echo "$unit reloaded: new workers of $pid ready"; exit 0; fi', '  sleep 0.1; i=$((i+1))', 'done', 'echo "$unit: no new workers ready within 60 s" >&2; exit 1');
 }
 
 ;// CONCATENATED MODULE: ./src/remote/health.ts
@@ -70415,11 +70659,50 @@ function renderSql(report) {
     return out;
 }
 
+;// CONCATENATED MODULE: ./src/github/setup-summary.ts
+
+const STATUS_ICON = { created: '🆕', changed: '✏️', unchanged: '✅', refused: '⛔' };
+/** Rendered characters of the diffs of one host (the whole body stays under GitHub's comment limit). */
+const DIFF_CHARS = 12_000;
+function renderSetup(r) {
+    const out = [];
+    const url = r.siteUrl ? ` · site ${code(r.siteUrl, false)}` : '';
+    out.push(`### Setup of ${code(r.app, false)}${r.dryRun ? ' (dry run: nothing was changed)' : ''}${url}`);
+    for (const h of r.hosts) {
+        const moved = h.items.filter(i => i.status === 'created' || i.status === 'changed').length;
+        const head = h.error
+            ? `❌ ${markdown_text(clip(h.error, 300))}`
+            : moved === 0
+                ? 'no changes'
+                : r.dryRun
+                    ? `${moved} item${moved > 1 ? 's' : ''} would change`
+                    : `${moved} item${moved > 1 ? 's' : ''} changed`;
+        out.push(`#### ${code(h.host, false)}${h.os ? ` (${markdown_text(h.os)})` : ''}: ${head}`);
+        if (!h.items.length)
+            continue;
+        out.push([
+            '| Item | Status | Note |',
+            '|---|---|---|',
+            ...h.items.map(i => `| ${markdown_text(i.item)} | ${STATUS_ICON[i.status]} ${i.status} | ${markdown_text(clip(i.why ?? '', 200))} |`)
+        ].join('\n'));
+        let budget = DIFF_CHARS;
+        for (const i of h.items.filter(x => x.diff)) {
+            const body = clip(i.diff, Math.max(200, budget));
+            budget -= body.length;
+            out.push(`<details><summary>diff: ${html(i.item)}</summary>\n\n${codeBlock(body, 'diff')}\n\n</details>`);
+            if (budget <= 0)
+                break;
+        }
+    }
+    return out;
+}
+
 ;// CONCATENATED MODULE: ./src/github/summary.ts
 /**
  * The job summary / PR comment body, rendered from the one `Report` value. `renderSummary` is pure so the
  * same text can go to the job summary and to the PR comment, and be tested without a runner.
  */
+
 
 
 
@@ -70450,6 +70733,11 @@ function overallResult(report) {
     const checks = checksOutcome(report);
     if (report.mode === 'check')
         return report.error ? 'failed' : checks;
+    if (report.mode === 'setup') {
+        if (report.error || report.setup?.error)
+            return 'failed';
+        return !report.setup ? 'not run' : report.setup.dryRun ? 'dry run' : 'set up';
+    }
     const deploy = report.deploy;
     if (report.error || checks === 'failed' || deploy?.error)
         return 'failed';
@@ -70465,6 +70753,7 @@ const RESULT_ICON = {
     passed: '✅',
     deployed: '✅',
     'rolled back': '✅',
+    'set up': '✅',
     'dry run': '📝',
     failed: '❌',
     skipped: '⚪',
@@ -70487,6 +70776,8 @@ function renderSummary(report, ctx = {}) {
     parts.push(...renderMigrations(report.migrations));
     if (report.deploy)
         parts.push(...renderDeploy(report.deploy, report.mode));
+    if (report.setup)
+        parts.push(...renderSetup(report.setup));
     const runLink = safeUrl(ctx.runUrl);
     if (runLink)
         parts.push(`[View the workflow run](${runLink})`);
@@ -70668,10 +70959,768 @@ function safeUrl(url) {
     return url.replace(/[\s()<>]/g, ch => encodeURIComponent(ch));
 }
 
+;// CONCATENATED MODULE: ./src/setup/files.ts
+/**
+ * The files `mode: setup` manages, as pure renderers: each returns the whole content, header included. The
+ * header says who manages the file and carries the sha256 of the rest of it, so a later setup knows a file it
+ * wrote (and may change) from one edited by hand (refused unless setup-overwrite) or one it never wrote.
+ * The content is what README's server guide describes by hand (its units, sudoers line and nginx site).
+ */
+
+const HEADER_FIRST = '# Managed by django-deploy ';
+const HEADER_SUM = '# django-deploy-sha256: ';
+function sha256(text) {
+    return (0,external_node_crypto_.createHash)('sha256').update(text).digest('hex');
+}
+/** The lines of a file but its header's: what the header's sum covers (the server computes the same with grep). */
+function bodyOf(content) {
+    const lines = content.split('\n');
+    const last = lines.pop();
+    const kept = lines.filter(l => !l.startsWith(HEADER_FIRST) && !l.startsWith(HEADER_SUM));
+    return kept.map(l => `${l}\n`).join('') + (last ?? '');
+}
+/** `body` with the header in front (after a `#!` line, which must stay first). */
+function withHeader(app, body) {
+    const shebang = body.startsWith('#!') ? body.slice(0, body.indexOf('\n') + 1) : '';
+    const rest = body.slice(shebang.length);
+    const header = `${HEADER_FIRST}(setup of app ${app}): change the action's inputs and run setup again; do not edit.\n` +
+        `${HEADER_SUM}${sha256(shebang + rest)} (of the rest of this file: a hand edit makes setup refuse it)\n`;
+    return shebang + header + rest;
+}
+const unitDir = '/etc/systemd/system';
+const socketPath = (app) => `/run/${app}.sock`;
+const tlsDir = (app) => `/etc/ssl/django-deploy/${app}`;
+/** Where certbot's HTTP-01 challenge files go (the site serves /.well-known/acme-challenge/ from there). */
+const ACME_WEBROOT = '/var/www/django-deploy-acme';
+/** The certificate and key nginx uses: certbot's live files, or the installed pair. */
+function certPaths(s) {
+    if (s.tls === 'acme')
+        return {
+            cert: `/etc/letsencrypt/live/${s.app}/fullchain.pem`,
+            key: `/etc/letsencrypt/live/${s.app}/privkey.pem`
+        };
+    if (s.tls === 'files')
+        return { cert: `${tlsDir(s.app)}/fullchain.pem`, key: `${tlsDir(s.app)}/privkey.pem` };
+    return undefined;
+}
+/**
+ * sudoers: exactly what a deploy with `gunicorn-service: <app>` and nginx's default commands runs as root: the
+ * nginx test and reload, and reload, restart and start of the app's service (start: the first deploy, see
+ * gunicorn.ts `reloadService`). Arguments must match exactly; sudo's secure_path finds these paths first.
+ */
+function sudoers(p) {
+    return withHeader(p.app, [
+        `${p.user} ALL=(root) NOPASSWD: /usr/sbin/nginx -t, /usr/sbin/nginx -s reload`,
+        `${p.user} ALL=(root) NOPASSWD: /usr/bin/systemctl reload ${p.app}, /usr/bin/systemctl restart ${p.app}, /usr/bin/systemctl start ${p.app}`,
+        ''
+    ].join('\n'));
+}
+/**
+ * The socket unit. `ConditionPathExists` on `current`: before the first release the socket is not started (at
+ * boot or by setup), so nginx's first request cannot activate a service that has nothing to run and leave it in
+ * systemd's start limit; the first deploy starts it (`systemctl start <app>` pulls the socket in).
+ */
+function socketUnit(p) {
+    return withHeader(p.app, [
+        '[Unit]',
+        `Description=${p.app} gunicorn socket`,
+        `ConditionPathExists=${p.deployPath}/current`,
+        '',
+        '[Socket]',
+        `ListenStream=${socketPath(p.app)}`,
+        'SocketUser=root',
+        'SocketMode=0666',
+        '',
+        '[Install]',
+        'WantedBy=sockets.target',
+        ''
+    ].join('\n'));
+}
+/**
+ * The service: Gunicorn from the release's virtualenv through `current` (`python -m gunicorn` works whether the
+ * virtualenv has its own gunicorn or sees the system's; under systemd the deploy reloads with HUP or restarts,
+ * never re-executes with USR2, so `-m` is safe here). No `--bind`: the socket unit passes its listening socket.
+ */
+function serviceUnit(p, wsgiModule) {
+    const current = `${p.deployPath}/current`;
+    const app = wsgiModule.includes(':') ? wsgiModule : `${wsgiModule}:application`;
+    return withHeader(p.app, [
+        '[Unit]',
+        `Description=${p.app} (gunicorn)`,
+        `Requires=${p.app}.socket`,
+        'After=network.target',
+        `ConditionPathExists=${current}`,
+        '',
+        '[Service]',
+        'Type=notify',
+        `User=${p.user}`,
+        `Group=${p.user}`,
+        `WorkingDirectory=${current}`,
+        `ExecStart=${current}/.venv/bin/python -m gunicorn --chdir ${current} ${app}`,
+        'ExecReload=/bin/kill -HUP $MAINPID',
+        'KillMode=mixed',
+        'TimeoutStopSec=30',
+        '',
+        '[Install]',
+        'WantedBy=multi-user.target',
+        ''
+    ].join('\n'));
+}
+const nginxVar = (app) => app.replace(/-/g, '_');
+/** The proxy headers; with tls off, X-Forwarded-Proto is the trusted load balancer's, else this server's scheme. */
+function proxyLocation(s) {
+    const proto = s.tls === 'off' ? `$dd_${nginxVar(s.app)}_proto` : '$scheme';
+    return [
+        '    location / {',
+        `        proxy_pass http://${nginxVar(s.app)}_gunicorn;`,
+        '        proxy_set_header Host $host;',
+        '        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;',
+        `        proxy_set_header X-Forwarded-Proto ${proto};`,
+        '        proxy_set_header X-Forwarded-Host $host;',
+        '        proxy_redirect off;',
+        '        proxy_read_timeout 60s;',
+        '    }'
+    ];
+}
+function appLocations(s, deployPath) {
+    return [
+        `    client_max_body_size ${s.maxBodySize};`,
+        '',
+        '    location /static/ {',
+        `        alias ${deployPath}/static/;`,
+        '        expires 30d;',
+        '        access_log off;',
+        '    }',
+        '    location /media/ {',
+        `        alias ${deployPath}/shared/media/;`,
+        '    }',
+        ...proxyLocation(s)
+    ];
+}
+const acmeLocation = ['    location /.well-known/acme-challenge/ {', `        root ${ACME_WEBROOT};`, '    }'];
+/**
+ * The nginx site `<app>`. `stage: 'http'` is the HTTP-only site that serves certbot's challenge before the
+ * certificate exists (acme, first issue); the final site redirects HTTP to HTTPS (but the challenge, for
+ * renewals) and serves the app over TLS, or (tls off) serves it over HTTP behind the load balancer.
+ */
+function nginxSite(s, deployPath, stage = 'final') {
+    const v = nginxVar(s.app);
+    const names = s.domains.join(' ');
+    const upstream = [
+        `upstream ${v}_gunicorn {`,
+        `    server unix:${socketPath(s.app)} fail_timeout=0;`,
+        '}',
+        ''
+    ];
+    const listen80 = ['    listen 80;', '    listen [::]:80;', `    server_name ${names};`];
+    const lines = [...upstream];
+    if (s.tls === 'off') {
+        lines.push('# X-Forwarded-Proto is believed from the load balancers given in trusted-proxies only.', `geo $dd_${v}_trusted {`, '    default 0;', ...s.trustedProxies.map(a => `    ${a} 1;`), '}', `map "$dd_${v}_trusted:$http_x_forwarded_proto" $dd_${v}_proto {`, '    default $scheme;', '    "1:https" https;', '    "1:http" http;', '}', '', 'server {', ...listen80, '', ...s.trustedProxies.map(a => `    set_real_ip_from ${a};`), '    real_ip_header X-Forwarded-For;', '    real_ip_recursive on;', '', ...appLocations(s, deployPath), '}', '');
+        return withHeader(s.app, lines.join('\n'));
+    }
+    if (stage === 'http') {
+        lines.push('server {', ...listen80, '', ...acmeLocation, '    location / {', '        return 503;', '    }', '}', '');
+        return withHeader(s.app, lines.join('\n'));
+    }
+    const cert = certPaths(s);
+    lines.push('server {', ...listen80, '', ...(s.tls === 'acme' ? acmeLocation : []), '    location / {', '        return 301 https://$host$request_uri;', '    }', '}', '', 'server {', '    listen 443 ssl;', '    listen [::]:443 ssl;', `    server_name ${names};`, '', `    ssl_certificate ${cert.cert};`, `    ssl_certificate_key ${cert.key};`, '    ssl_protocols TLSv1.2 TLSv1.3;', '', ...appLocations(s, deployPath), '}', '');
+    return withHeader(s.app, lines.join('\n'));
+}
+/** shared/.env from the env-file input (lines as given, a final new line added). */
+function envFile(app, text) {
+    return withHeader(app, text.endsWith('\n') ? text : `${text}\n`);
+}
+/** A PEM file (certificate, key, CA): OpenSSL reads past the header's comment lines to the BEGIN line. */
+function pemFile(app, pem) {
+    const t = pem.replace(/\r\n/g, '\n').trim();
+    return withHeader(app, `${t}\n`);
+}
+/** certbot's renewals (certbot.service) trust the private ACME server's CA, as the first issue did. */
+function certbotDropIn(app) {
+    return withHeader(app, ['[Service]', `Environment=REQUESTS_CA_BUNDLE=${tlsDir(app)}/acme-ca.pem`, ''].join('\n'));
+}
+/** certbot's deploy hook: a renewed certificate is served once nginx reloads (only if its configuration passes). */
+function deployHook(app) {
+    return withHeader(app, ['#!/bin/sh', 'set -e', '/usr/sbin/nginx -t -q', '/usr/sbin/nginx -s reload', ''].join('\n'));
+}
+
+;// CONCATENATED MODULE: ./src/remote/setup.ts
+/**
+ * The shell scripts of `mode: setup`, run as root (or through `sudo -n` for an administrator that is not root).
+ * Every value reaches them through `q`/`words`; every file's content comes on stdin, never in the script.
+ * inspect reads, never writes; each apply script changes one item and checks what it installs first (visudo,
+ * systemd-analyze, nginx -t), putting the old nginx site back when the new one fails its test.
+ */
+
+
+
+/** Runs `body` as root: directly for root, else through passwordless sudo (stdin passes through). */
+function asRoot(admin, body) {
+    return admin === 'root' ? body : `exec sudo -n /bin/sh -c ${q(body)}`;
+}
+function setupInspect(s) {
+    const files = s.files.flatMap((f, i) => [
+        `f=${q(f)}`,
+        `if [ -L "$f" ] || { [ -e "$f" ] && [ ! -f "$f" ]; }; then echo "file=${i} other"`,
+        'elif [ -f "$f" ]; then',
+        '  full=$(sha256sum < "$f" | cut -c1-64)',
+        `  stamp=$(sed -n 's/^${HEADER_SUM}\\([0-9a-f]\\{64\\}\\).*/\\1/p' "$f" | head -n 1)`,
+        `  body=$({ grep -v -e ${q(`^${HEADER_FIRST}`)} -e ${q(`^${HEADER_SUM}`)} "$f" || true; } | sha256sum | cut -c1-64)`,
+        `  echo "file=${i} present $full \${stamp:--} $body $(stat -c '%a %U %G' "$f")"`,
+        `else echo "file=${i} absent"; fi`
+    ]);
+    const [type, blob] = s.keyBlob.split(' ');
+    return script('set +e', `os_id=$(sed -n 's/^ID=//p' /etc/os-release 2>/dev/null | tr -d '"')`, `os_version=$(sed -n 's/^VERSION_ID=//p' /etc/os-release 2>/dev/null | tr -d '"')`, 'echo "os=$os_id $os_version"', `for p in ${words(...s.packages)}; do dpkg-query -W -f='\${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "missing=$p"; done`, `user=${q(s.user)}`, 'home=$(getent passwd "$user" | cut -d: -f6)', 'if [ -n "$home" ]; then echo user=yes', `  awk -v t=${q(type)} -v k=${q(blob)} '{ for (i = 1; i < NF; i++) if ($i == t && $(i+1) == k) f = 1 } END { exit !f }' "$home/.ssh/authorized_keys" 2>/dev/null && echo key=yes`, 'fi', `dp=${q(s.deployPath)}`, '[ -d "$dp" ] && [ -d "$dp/shared/media" ] && [ "$(stat -c %U "$dp")" = "$user" ] && [ "$(stat -c %U "$dp/shared")" = "$user" ] && echo layout=ok', '[ -e "$dp/current" ] && echo current=yes', `systemctl is-enabled -q ${q(`${s.app}.socket`)} 2>/dev/null && systemctl is-enabled -q ${q(`${s.app}.service`)} 2>/dev/null && echo enabled=yes`, `link=${q(s.siteLink.link)}`, `if [ -L "$link" ]; then [ "$(readlink "$link")" = ${q(s.siteLink.target)} ] && echo site-link=yes || echo site-link=other`, 'elif [ -e "$link" ]; then echo site-link=file; fi', ...(s.certbot
+        ? [
+            `if [ -f ${q(s.certbot.live)} ] && [ -f ${q(s.certbot.conf)} ]; then`,
+            `  sed -n 's/^server = /cert-server=/p' ${q(s.certbot.conf)}`,
+            `  sed -n '/^\\[\\[webroot_map\\]\\]/,/^\\[/ s/^\\([^[ ][^ ]*\\) = .*/cert-domain=\\1/p' ${q(s.certbot.conf)}`,
+            'fi'
+        ]
+        : []), ...files, 'exit 0');
+}
+/** The unified diff of `path` (or nothing, for a file not there) against the new content on stdin. */
+function setupDiff(path, exists) {
+    return script(`diff -u --label ${q(exists ? path : '/dev/null')} --label ${q(`${path} (new)`)} ${q(exists ? path : '/dev/null')} - || [ $? -eq 1 ]`);
+}
+function installPackages(packages) {
+    return script('export DEBIAN_FRONTEND=noninteractive', 'apt-get update -q', `apt-get install -y -q --no-install-recommends ${words(...packages)}`);
+}
+/** The deploy user (unlocked for key logins: useradd leaves it locked, which sshd refuses without PAM). */
+function createUser(user) {
+    return script(`useradd --create-home --shell /bin/bash ${q(user)}`, `usermod -p '*' ${q(user)}`);
+}
+/** Adds the deploy key's line to the user's authorized_keys (other keys stay). */
+function authorizeKey(user, line) {
+    return script(`user=${q(user)}`, 'home=$(getent passwd "$user" | cut -d: -f6)', 'group=$(id -gn "$user")', 'install -d -m 0700 -o "$user" -g "$group" "$home/.ssh"', 'f="$home/.ssh/authorized_keys"', '[ ! -s "$f" ] || [ -z "$(tail -c 1 "$f")" ] || echo >> "$f"', `printf '%s\\n' ${q(line)} >> "$f"`, 'chown "$user:$group" "$f"', 'chmod 0600 "$f"');
+}
+/** deploy-path, shared/ and shared/media/, owned by the deploy user (nginx reads static and media from there). */
+function makeLayout(user, deployPath) {
+    return script(`user=${q(user)}`, 'group=$(id -gn "$user")', `dp=${q(deployPath)}`, 'install -d -m 0755 "$(dirname "$dp")"', 'install -d -m 0755 -o "$user" -g "$group" "$dp" "$dp/shared" "$dp/shared/media"');
+}
+/** Installs one file from stdin: written beside it, checked, then renamed over it (never half-written). */
+function installFile(f) {
+    return script(`path=${q(f.path)}`, 'dir=$(dirname "$path")', '[ -d "$dir" ] || install -d -m 0755 "$dir"', 'new=$(mktemp "$dir/.django-deploy.XXXXXX")', `trap 'rm -f "$new"' EXIT`, 'cat > "$new"', `chmod ${q(f.mode)} "$new"`, `chown ${q(f.owner)}: "$new"`, ...(f.check ? [f.check] : []), 'mv -f "$new" "$path"', 'trap - EXIT');
+}
+/** The sudoers check for installFile. */
+const VISUDO = 'visudo -cf "$new"';
+/**
+ * Installs the socket and service units from stdin (`unitsInput`: each in base64 on a line), after
+ * `systemd-analyze verify` of both (the only finding allowed: the release's Python is not there yet, before the
+ * first deploy), then enables them. Started only once a release exists (`current`): then changed units restart
+ * the service (its socket holds the requests meanwhile) and a stopped service starts; when the new units do not
+ * start, the old ones are put back and started again.
+ */
+function installUnits(app, deployPath, changed, unitDir = '/etc/systemd/system') {
+    const socket = `${unitDir}/${app}.socket`;
+    const service = `${unitDir}/${app}.service`;
+    const missing = `${app}.service: Command ${deployPath}/current/.venv/bin/python is not executable: No such file or directory`;
+    return script(`app=${q(app)}`, 'tmp=$(mktemp -d)', `trap 'rm -rf "$tmp"' EXIT`, 'IFS= read -r socket_b64; IFS= read -r service_b64', 'printf %s "$socket_b64" | base64 -d > "$tmp/$app.socket"', 'printf %s "$service_b64" | base64 -d > "$tmp/$app.service"', 'out=$(cd "$tmp" && systemd-analyze verify "./$app.socket" "./$app.service" 2>&1) || true', 
+    // What verify says of other units (a distribution's own, loaded as dependencies) is not this setup's to judge.
+    `left=$(printf '%s\\n' "$out" | grep -F -e "$app.socket" -e "$app.service" | grep -v -x -F -e ${q(missing)} || true)`, 'if [ -n "$left" ]; then printf \'%s\\n\' "$left" >&2; echo "systemd-analyze verify refused the units: nothing installed" >&2; exit 1; fi', 'chmod 0644 "$tmp/$app.socket" "$tmp/$app.service"', 'mkdir "$tmp/old"', `for u in ${q(socket)} ${q(service)}; do [ ! -f "$u" ] || cp -p "$u" "$tmp/old/"; done`, `put() { for kind in socket service; do f=${q(unitDir)}/"$app.$kind"; cp "$1/$app.$kind" "$f.django-deploy-new" && mv -f "$f.django-deploy-new" "$f"; done; }`, 'put "$tmp"', 'systemctl daemon-reload', 'systemctl enable -q "$app.socket" "$app.service"', `if [ ! -e ${q(`${deployPath}/current`)} ]; then`, '  echo "$app units installed and enabled; the first deploy (gunicorn-service: $app) starts them"', '  exit 0', 'fi', changed.socket
+        ? 'restart() { systemctl restart "$app.socket" "$app.service"; }'
+        : changed.service
+            ? 'restart() { systemctl restart "$app.service"; }'
+            : 'restart() { systemctl start "$app.socket" "$app.service"; }', 'if restart; then echo "$app.socket and $app.service running"; exit 0; fi', 
+    // The new units do not run: the old ones go back and run again (a first install has none to put back).
+    'if [ -f "$tmp/old/$app.service" ] && [ -f "$tmp/old/$app.socket" ]; then', '  put "$tmp/old"; systemctl daemon-reload; restart || true', '  echo "$app did not start with the new units: the old units are back and restarted" >&2', 'else echo "$app did not start with the new units" >&2; fi', 'exit 1');
+}
+/** installUnits' stdin. */
+function unitsInput(socket, service) {
+    return `${Buffer.from(socket).toString('base64')}\n${Buffer.from(service).toString('base64')}\n`;
+}
+/** Enables the units alone (files unchanged, not enabled). */
+function enableUnits(app) {
+    return script(`systemctl enable -q ${q(`${app}.socket`)} ${q(`${app}.service`)}`);
+}
+/**
+ * Installs the nginx site from stdin and links it into sites-enabled; `nginx -t` decides: when it fails, the old
+ * site (and link) are put back and nginx is not reloaded, so it serves what it served.
+ */
+function installSite(available, enabled) {
+    return script(`site=${q(available)}`, `link=${q(enabled)}`, 'dir=$(dirname "$site")', 'new=$(mktemp "$dir/.django-deploy.XXXXXX")', 'old=$(mktemp "$dir/.django-deploy-old.XXXXXX")', `trap 'rm -f "$new" "$old"' EXIT`, 'cat > "$new"', 'chmod 0644 "$new"', 'had=no; [ -f "$site" ] && cp -p "$site" "$old" && had=yes', 'oldlink=$(readlink "$link" 2>/dev/null || true)', 'mv -f "$new" "$site"', '[ "$oldlink" = "$site" ] || ln -sfn "$site" "$link"', 'if ! out=$(nginx -t 2>&1); then', '  printf \'%s\\n\' "$out" >&2', '  if [ $had = yes ]; then mv -f "$old" "$site"; else rm -f "$site"; fi', '  if [ -n "$oldlink" ]; then ln -sfn "$oldlink" "$link"; elif [ $had = no ] || [ -L "$link" ]; then rm -f "$link"; fi', '  echo "nginx -t refused the new site: the old one is back, nginx was not reloaded" >&2', '  exit 1', 'fi', 'systemctl reload-or-restart nginx', 'echo "nginx site $site enabled, nginx reloaded"');
+}
+/** Obtains (or re-issues) the certificate over HTTP-01, into /etc/letsencrypt/live/<app>/ (certonly: the site stays ours). */
+function certbot(c) {
+    const args = [
+        'certbot',
+        'certonly',
+        '--non-interactive',
+        '--agree-tos',
+        '--webroot',
+        '-w',
+        c.webroot,
+        '--cert-name',
+        c.app,
+        '--server',
+        c.directory,
+        '--force-renewal',
+        ...(c.email ? ['--email', c.email] : ['--register-unsafely-without-email']),
+        ...c.domains.flatMap(d => ['-d', d])
+    ];
+    return script(`install -d -m 0755 ${q(`${c.webroot}/.well-known/acme-challenge`)}`, ...(c.caBundle ? [`export REQUESTS_CA_BUNDLE=${q(c.caBundle)}`] : []), words(...args));
+}
+
+;// CONCATENATED MODULE: ./src/setup/plan.ts
+/**
+ * The plan of `mode: setup` on one host, pure: what the host should hold (the managed files rendered for it,
+ * the packages, the deploy user, the layout, the certificate), what inspect found there, and from both each
+ * item's status (created, changed, unchanged, refused) and the steps that apply only what differs.
+ */
+
+
+
+const SUPPORTED_OS = { debian: ['12', '13'], ubuntu: ['22.04', '24.04'] };
+function desired(s, user, deployPath) {
+    const p = { app: s.app, user, deployPath };
+    const tls = tlsDir(s.app);
+    const files = [];
+    if (s.envFile)
+        files.push({
+            item: 'shared/.env',
+            path: `${deployPath}/shared/.env`,
+            content: envFile(s.app, s.envFile),
+            mode: '600',
+            owner: user,
+            secret: true
+        });
+    files.push({
+        item: 'sudoers',
+        path: `/etc/sudoers.d/${s.app}`,
+        content: sudoers(p),
+        mode: '440',
+        owner: 'root',
+        check: VISUDO
+    });
+    if (s.tls === 'files') {
+        files.push({
+            item: 'tls certificate',
+            path: `${tls}/fullchain.pem`,
+            content: pemFile(s.app, s.tlsCertificate ?? ''),
+            mode: '644',
+            owner: 'root'
+        });
+        files.push({
+            item: 'tls key',
+            path: `${tls}/privkey.pem`,
+            content: pemFile(s.app, s.tlsKey ?? ''),
+            mode: '600',
+            owner: 'root',
+            secret: true
+        });
+    }
+    if (s.tls === 'acme') {
+        if (s.acmeCaCertificate) {
+            files.push({
+                item: 'acme CA',
+                path: `${tls}/acme-ca.pem`,
+                content: pemFile(s.app, s.acmeCaCertificate),
+                mode: '644',
+                owner: 'root'
+            });
+            files.push({
+                item: 'certbot renewal CA',
+                path: `/etc/systemd/system/certbot.service.d/django-deploy-${s.app}.conf`,
+                content: certbotDropIn(s.app),
+                mode: '644',
+                owner: 'root'
+            });
+        }
+        files.push({
+            item: 'certbot deploy hook',
+            path: `/etc/letsencrypt/renewal-hooks/deploy/django-deploy-${s.app}`,
+            content: deployHook(s.app),
+            mode: '755',
+            owner: 'root'
+        });
+    }
+    const unit = (kind, content) => ({
+        item: `${s.app}.${kind}`,
+        path: `${unitDir}/${s.app}.${kind}`,
+        content,
+        mode: '644',
+        owner: 'root'
+    });
+    return {
+        s,
+        user,
+        deployPath,
+        packages: ['nginx', 'python3', 'python3-venv', 'sudo', ...(s.tls === 'acme' ? ['certbot'] : [])],
+        files,
+        socket: unit('socket', socketUnit(p)),
+        service: unit('service', serviceUnit(p, s.wsgiModule)),
+        site: {
+            item: `nginx site ${s.app}`,
+            path: `/etc/nginx/sites-available/${s.app}`,
+            content: nginxSite(s, deployPath),
+            mode: '644',
+            owner: 'root'
+        },
+        siteLink: { link: `/etc/nginx/sites-enabled/${s.app}`, target: `/etc/nginx/sites-available/${s.app}` }
+    };
+}
+/** Every file inspect reads, in the order of its `file=<i>` lines. */
+function inspected(d) {
+    return [...d.files, d.socket, d.service, d.site];
+}
+function inspectScript(d, keyBlob) {
+    const live = `/etc/letsencrypt/live/${d.s.app}/fullchain.pem`;
+    return setupInspect({
+        user: d.user,
+        keyBlob,
+        deployPath: d.deployPath,
+        packages: d.packages,
+        app: d.s.app,
+        files: inspected(d).map(m => m.path),
+        siteLink: d.siteLink,
+        certbot: d.s.tls === 'acme' ? { live, conf: `/etc/letsencrypt/renewal/${d.s.app}.conf` } : undefined
+    });
+}
+function parseFacts(out, count) {
+    const facts = {
+        os: '',
+        missing: [],
+        user: false,
+        key: false,
+        layout: false,
+        current: false,
+        enabled: false,
+        files: []
+    };
+    facts.files = Array.from({ length: count }, () => ({ state: 'absent' }));
+    for (const line of out.split('\n')) {
+        const [k, v = ''] = [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)];
+        if (k === 'os')
+            facts.os = v.trim();
+        else if (k === 'missing')
+            facts.missing.push(v);
+        else if (k === 'user' || k === 'key' || k === 'layout' || k === 'current' || k === 'enabled')
+            facts[k] = v === 'yes' || v === 'ok';
+        else if (k === 'site-link')
+            facts.siteLink = v;
+        else if (k === 'cert-server')
+            (facts.cert ??= { domains: [] }).server = v.trim();
+        else if (k === 'cert-domain')
+            (facts.cert ??= { domains: [] }).domains.push(v.trim());
+        else if (k === 'file') {
+            const [i, state, sha, stamp, body, mode, owner] = v.split(' ');
+            if (Number(i) >= count)
+                continue;
+            facts.files[Number(i)] =
+                state === 'present'
+                    ? { state, sha, stamp: stamp === '-' ? undefined : stamp, body, mode, owner }
+                    : { state: state === 'other' ? 'other' : 'absent' };
+        }
+    }
+    return facts;
+}
+/** Why setup refuses this host before changing anything, if it does. */
+function osProblem(os) {
+    const [id, version] = os.split(' ');
+    if (SUPPORTED_OS[id]?.includes(version))
+        return undefined;
+    const supported = Object.entries(SUPPORTED_OS)
+        .map(([k, vs]) => `${k} ${vs.join('/')}`)
+        .join(', ');
+    return `unsupported operating system "${os || 'unknown (no /etc/os-release)'}"; setup supports ${supported}. Nothing was changed.`;
+}
+/** A managed file's status: from its content's sum, and the header's sum against its body (a hand edit). */
+function fileStatus(m, st, overwrite) {
+    const item = { item: m.item, file: m, exists: st.state === 'present' };
+    if (st.state === 'absent')
+        return { ...item, status: 'created' };
+    if (st.state === 'other')
+        return {
+            ...item,
+            status: 'refused',
+            why: `${m.path} is not a regular file (a link, a directory…): remove it`
+        };
+    const sameMode = Number.parseInt(st.mode, 8) === Number.parseInt(m.mode, 8) && st.owner === m.owner;
+    if (st.sha === sha256(m.content))
+        return sameMode
+            ? { ...item, status: 'unchanged' }
+            : {
+                ...item,
+                status: 'changed',
+                why: `mode or owner (${st.mode} ${st.owner}, expected ${m.mode} ${m.owner})`
+            };
+    const inWay = !st.stamp
+        ? `${m.path} was not written by django-deploy`
+        : st.stamp !== st.body
+            ? `${m.path} was edited by hand since setup wrote it`
+            : undefined;
+    if (inWay && !overwrite)
+        return { ...item, status: 'refused', why: `${inWay}; set setup-overwrite: true to replace it` };
+    return { ...item, status: 'changed', why: inWay ? `${inWay} (replaced: setup-overwrite)` : undefined };
+}
+/** Every item of the host and its status, in the order setup applies them. */
+function planHost(d, facts) {
+    const ow = d.s.overwrite;
+    const items = [
+        d.packages.some(p => facts.missing.includes(p))
+            ? { item: 'packages', status: 'created', why: `install ${facts.missing.join(' ')}` }
+            : { item: 'packages', status: 'unchanged' },
+        { item: `user ${d.user}`, status: facts.user ? 'unchanged' : 'created' },
+        {
+            item: 'authorized_keys',
+            status: facts.key ? 'unchanged' : facts.user ? 'changed' : 'created',
+            why: facts.key ? undefined : 'add the public half of ssh-key'
+        },
+        { item: `layout ${d.deployPath}`, status: facts.layout ? 'unchanged' : 'created' }
+    ];
+    const states = facts.files;
+    const all = inspected(d);
+    d.files.forEach((m, i) => items.push(fileStatus(m, states[i], ow)));
+    const socket = fileStatus(d.socket, states[all.length - 3], ow);
+    const service = fileStatus(d.service, states[all.length - 2], ow);
+    items.push(socket, service);
+    if (socket.status === 'unchanged' && service.status === 'unchanged' && !facts.enabled)
+        items.push({
+            item: 'units enabled',
+            status: 'changed',
+            why: `enable ${d.s.app}.socket and ${d.s.app}.service`
+        });
+    if (d.s.tls === 'acme')
+        items.push(certificateItem(d, facts));
+    const site = fileStatus(d.site, states[all.length - 1], ow);
+    if (facts.siteLink === 'file')
+        items.push({
+            ...site,
+            status: ow ? 'changed' : 'refused',
+            why: `${d.siteLink.link} is a file, not django-deploy's link${ow ? ' (replaced: setup-overwrite)' : '; set setup-overwrite: true to replace it'}`
+        });
+    else if (site.status === 'unchanged' && facts.siteLink !== 'yes')
+        items.push({ ...site, status: 'changed', why: `link ${d.siteLink.link}` });
+    else
+        items.push(site);
+    return items;
+}
+function certificateItem(d, facts) {
+    const c = facts.cert;
+    const want = [...d.s.domains].sort().join(' ');
+    if (!c)
+        return { item: 'certificate', status: 'created', why: `certbot for ${d.s.domains.join(', ')}` };
+    const have = [...c.domains].sort().join(' ');
+    if (have !== want)
+        return { item: 'certificate', status: 'changed', why: `domains ${have || '(none)'} → ${want}` };
+    if (c.server !== d.s.acmeDirectory)
+        return {
+            item: 'certificate',
+            status: 'changed',
+            why: `ACME directory ${c.server ?? '?'} → ${d.s.acmeDirectory}`
+        };
+    return { item: 'certificate', status: 'unchanged' };
+}
+const changes = (i) => i.status === 'created' || i.status === 'changed';
+/** The steps that apply the plan (nothing for unchanged items; nothing at all when an item is refused). */
+function setupSteps(d, items, facts, keyLine) {
+    const s = d.s;
+    const by = (name) => items.find(i => i.item === name);
+    const steps = [];
+    if (changes(by('packages')))
+        steps.push({ name: 'packages', script: installPackages(facts.missing) });
+    if (changes(by(`user ${d.user}`)))
+        steps.push({ name: 'user', script: createUser(d.user) });
+    if (changes(by('authorized_keys')))
+        steps.push({ name: 'authorized-keys', script: authorizeKey(d.user, keyLine) });
+    if (changes(by(`layout ${d.deployPath}`)))
+        steps.push({ name: 'layout', script: makeLayout(d.user, d.deployPath) });
+    for (const m of d.files) {
+        if (!changes(by(m.item)))
+            continue;
+        const reload = m.path.startsWith(`${unitDir}/`) ? ['systemctl daemon-reload'] : [];
+        steps.push({ name: m.item, script: [installFile(m), ...reload].join('\n'), input: m.content });
+    }
+    const socket = by(d.socket.item);
+    const service = by(d.service.item);
+    if (changes(socket) || changes(service))
+        steps.push({
+            name: 'units',
+            script: installUnits(s.app, d.deployPath, { socket: changes(socket), service: changes(service) }),
+            input: unitsInput(d.socket.content, d.service.content)
+        });
+    else if (by('units enabled'))
+        steps.push({ name: 'units', script: enableUnits(s.app) });
+    const site = items[items.length - 1];
+    const siteStep = (content, name = 'nginx site') => ({
+        name,
+        script: installSite(d.siteLink.target, d.siteLink.link),
+        input: content
+    });
+    const cert = by('certificate');
+    if (cert && changes(cert)) {
+        const spec = {
+            app: s.app,
+            domains: s.domains,
+            directory: s.acmeDirectory,
+            email: s.acmeEmail,
+            webroot: ACME_WEBROOT,
+            caBundle: s.acmeCaCertificate ? `${tlsDir(s.app)}/acme-ca.pem` : undefined
+        };
+        // Without a certificate the final site cannot pass nginx -t: an HTTP-only site serves the challenge first.
+        if (!facts.cert)
+            steps.push(siteStep(nginxSite(s, d.deployPath, 'http'), 'nginx site (http, for the challenge)'));
+        else if (changes(site))
+            steps.push(siteStep(site.file.content));
+        steps.push({ name: 'certificate', script: `${certbot(spec)}\nsystemctl reload nginx` });
+        if (!facts.cert)
+            steps.push(siteStep(site.file.content));
+    }
+    else if (changes(site))
+        steps.push(siteStep(site.file.content));
+    return steps;
+}
+/** The steps as the dry run prints them (file contents are on stdin: each shows as its diff, a secret not at all). */
+function plan_renderSteps(steps) {
+    return steps.map(s => s.input === undefined
+        ? renderStep(s)
+        : `# ${s.name} (its new content on stdin: see its diff)\n${s.script}`);
+}
+const KEY_BLOB = (line) => line.split(' ').slice(0, 2).join(' ');
+
+;// CONCATENATED MODULE: ./src/setup/run.ts
+/**
+ * The runner of `mode: setup`: on every host at once (at most max-parallel), connected as the administrator with
+ * the host key verified as for deploys, the phases inspect → plan (pure, setup/plan.ts) → diff → apply. Nothing
+ * is written before every item of the host was inspected and none is refused; a dry run stops after the diffs.
+ * A host's failure ends that host's setup only (the others finish theirs); the result says which.
+ */
+
+
+
+
+
+
+class SetupRunner {
+    settings;
+    log;
+    connect;
+    x;
+    constructor(settings, log, connect = (host, ssh) => Remote.connect(host, ssh)) {
+        this.settings = settings;
+        this.log = log;
+        this.connect = connect;
+        this.x = new Executor(settings);
+    }
+    cancel(why) {
+        this.log.warning(`${why}: stopping setup (the running step ends; no further step starts)`);
+        this.x.cancel(why);
+    }
+    async run() {
+        const s = this.settings.setup;
+        const dryRun = this.settings.deploy.dryRun;
+        const hosts = this.settings.ssh.hosts;
+        const results = hosts.map(h => ({ host: Remote.label(h), items: [], changed: false }));
+        const plans = hosts.map(() => []);
+        await eachAtMost(hosts.map((host, i) => ({ host, i })), this.settings.deploy.maxParallel, async ({ host, i }) => {
+            const log = new HostLog(this.log, hosts.length > 1);
+            try {
+                plans[i] = await this.host(host, results[i], log);
+            }
+            catch (e) {
+                results[i].error = e.message;
+                log.warning(`${results[i].host}: ${results[i].error}`);
+            }
+            finally {
+                log.flush();
+            }
+        });
+        const failed = results.filter(r => r.error);
+        return {
+            app: s.app,
+            dryRun,
+            hosts: results,
+            steps: this.x.steps,
+            siteUrl: `https://${s.domains[0]}/`,
+            plan: dryRun
+                ? [
+                    {
+                        phase: 'setup',
+                        onFailure: 'stop',
+                        batches: [results.map((r, i) => ({ host: r.host, steps: plans[i] }))]
+                    }
+                ]
+                : undefined,
+            error: failed.length
+                ? `setup failed on ${failed.length} of ${results.length} host${results.length > 1 ? 's' : ''}: ${failed.map(r => r.error).join('\n')}`
+                : undefined
+        };
+    }
+    /** One host: inspect, plan, diffs, then (not dry, nothing refused) the steps. Returns the steps, rendered. */
+    async host(host, result, log) {
+        const s = this.settings.setup;
+        const ssh = { ...this.settings.ssh, user: s.user, privateKey: s.privateKey, passphrase: undefined };
+        const user = host.user ?? this.settings.ssh.user;
+        const deployPath = host.deployPath ?? this.settings.deploy.path;
+        log.startGroup(`${Remote.label(host)}: connect`);
+        let remote;
+        try {
+            remote = await this.connect({ ...host, user: s.user }, ssh);
+            log.info(`${remote.name}: connected as ${s.user}${s.user === 'root' ? '' : ' (commands through sudo -n)'}, host key verified`);
+        }
+        finally {
+            log.endGroup();
+        }
+        const t = {
+            host,
+            remote,
+            state: { releases: [] },
+            log,
+            layout: layout_layout(deployPath),
+            d: this.settings.deploy
+        };
+        try {
+            const d = desired(s, user, deployPath);
+            const run = (step) => this.x.exec(t, { ...step, script: asRoot(s.user, step.script) });
+            const facts = parseFacts(await run({ name: 'inspect', script: inspectScript(d, KEY_BLOB(s.publicKey)) }), inspected(d).length);
+            result.os = facts.os;
+            const bad = osProblem(facts.os);
+            if (bad)
+                throw new Error(bad);
+            const items = planHost(d, facts);
+            for (const item of items) {
+                const diff = await this.diff(item, run);
+                result.items.push({ item: item.item, status: item.status, why: item.why, diff });
+            }
+            this.tell(log, remote.name, items);
+            const refused = items.filter(i => i.status === 'refused');
+            if (refused.length)
+                throw new Error(`refused, nothing was changed: ${refused.map(i => `${i.item}: ${i.why}`).join('; ')}`);
+            const steps = setupSteps(d, items, facts, s.publicKey);
+            if (this.settings.deploy.dryRun || !steps.length)
+                return plan_renderSteps(steps);
+            result.changed = true;
+            for (const step of steps)
+                await run(step);
+            return plan_renderSteps(steps);
+        }
+        finally {
+            remote.dispose();
+        }
+    }
+    /** A file's unified diff, computed on the server from the new content on stdin (a secret's: none). */
+    async diff(item, run) {
+        const m = item.file;
+        if (!m || item.status === 'unchanged')
+            return undefined;
+        if (m.secret)
+            return '(a secret: its content is not shown)';
+        return run({ name: `diff ${m.item}`, script: setupDiff(m.path, item.exists ?? false), input: m.content });
+    }
+    tell(log, name, items) {
+        const changed = items.filter(i => i.status !== 'unchanged');
+        if (!changed.length)
+            return log.info(`${name}: no changes: every item is as setup would make it`);
+        for (const i of changed)
+            log.info(`${name}: ${i.item}: ${i.status}${i.why ? ` (${i.why})` : ''}`);
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/main.ts
 /**
  * run(): settings → mode → checks → release → deploy/rollback → report. The one place that calls setFailed.
  */
+
 
 
 
@@ -70821,6 +71870,8 @@ async function rescue(job) {
  */
 function cancelled(job, signal) {
     job.signals += 1;
+    if (job.signals === 1 && job.setup)
+        return job.setup.cancel(`cancelled (${signal})`);
     if (job.signals === 1 && job.runner)
         return job.runner.cancel(`cancelled (${signal})`);
     if (!job.runner) {
@@ -70842,6 +71893,8 @@ function cancelled(job, signal) {
 /** Runs what the mode asks for and fills the report; returns why the run failed, if it did. */
 async function pipeline(job) {
     const { settings, report } = job;
+    if (settings.mode === 'setup')
+        return setup(job);
     if (settings.mode !== 'rollback' && settings.checks.length > 0) {
         report.checks = await runChecks({
             workingDirectory: settings.workingDirectory,
@@ -70929,6 +71982,22 @@ async function pipeline(job) {
     }
     return undefined;
 }
+/** mode: setup on every host (setup/run.ts); the dry run prints each host's steps as a deploy's dry run does. */
+async function setup(job) {
+    const log = main_actionsLog();
+    const runner = (job.setup = new SetupRunner(job.settings, log));
+    if (job.signals > 0)
+        runner.cancel('cancelled');
+    try {
+        job.report.setup = await runner.run();
+    }
+    finally {
+        log.flush?.();
+    }
+    if (job.report.setup.dryRun)
+        await printPlan(job.report.setup.plan ?? []);
+    return job.report.setup.error;
+}
 /**
  * The dry run: the phases the deploy would run, in order, each host's steps of each phase in a group of its own
  * (`plan N/M phase[, batch I/J]: host`), its commands printed as data (never as workflow commands).
@@ -71004,6 +72073,7 @@ function publishOutputs(report) {
     setOutput('previous-release', (report.deploy && previousReleases(report.deploy)) ?? '');
     setOutput('deployed', String(report.deploy?.deployed ?? false));
     setOutput('rolled-back', String(report.deploy?.rolledBack ?? false));
+    setOutput('site-url', report.setup?.siteUrl ?? '');
 }
 async function publishSummary(settings, unredacted) {
     try {
