@@ -4,8 +4,8 @@
  * file system, so the hosts can share one SQLite database as a fleet shares its database server. The bytes a host
  * exchanged are its veth's counters.
  */
-import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { makeNamespace, removeNamespace } from './netns.js'
 import { startTarget, type Target, type TargetOptions } from './target.js'
 
 export interface FleetHost extends Target {
@@ -20,46 +20,6 @@ export interface Fleet {
   /** Bytes through each host's veth so far, both directions. */
   bytes(): number[]
   stop(): Promise<void>
-}
-
-const ip = (...args: string[]): void => {
-  execFileSync('/usr/bin/ip', args, { stdio: ['ignore', 'ignore', 'pipe'] })
-}
-
-/** Makes namespace `name` with a veth pair: `127.<net>.<n>.1` on this side, `.2` inside. Returns both. */
-function namespace(name: string, veth: string, net: number, n: number): { outside: string; inside: string } {
-  const outside = `127.${net}.${n}.1`
-  const inside = `127.${net}.${n}.2`
-  ip('netns', 'add', name)
-  try {
-    ip('link', 'add', veth, 'type', 'veth', 'peer', 'name', `${veth}n`)
-    ip('link', 'set', `${veth}n`, 'netns', name)
-    ip('addr', 'add', `${outside}/30`, 'dev', veth)
-    ip('link', 'set', veth, 'up')
-    ip('netns', 'exec', name, 'ip', 'addr', 'add', `${inside}/30`, 'dev', `${veth}n`)
-    ip('netns', 'exec', name, 'ip', 'link', 'set', `${veth}n`, 'up')
-    ip('netns', 'exec', name, 'ip', 'link', 'set', 'lo', 'up')
-    // 127/8 addresses on a real link need route_localnet on both ends (else: Invalid argument).
-    execFileSync('/usr/sbin/sysctl', ['-qw', `net.ipv4.conf.${veth}.route_localnet=1`])
-    ip('netns', 'exec', name, '/usr/sbin/sysctl', '-qw', `net.ipv4.conf.${veth}n.route_localnet=1`)
-  } catch (e) {
-    removeNamespace(name, veth)
-    throw e
-  }
-  return { outside, inside }
-}
-
-function removeNamespace(name: string, veth: string): void {
-  for (const args of [
-    ['netns', 'del', name],
-    ['link', 'del', veth]
-  ]) {
-    try {
-      ip(...args)
-    } catch {
-      // already gone (deleting the namespace takes its end of the pair, and with it the pair)
-    }
-  }
 }
 
 /**
@@ -81,7 +41,7 @@ export async function startFleet(
     for (let n = 1; n <= count; n++) {
       const netns = `${o.name}-h${n}`
       const veth = `${o.name}h${n}`
-      const { inside } = namespace(netns, veth, o.net, n)
+      const { inside } = makeNamespace(netns, veth, o.net, n)
       made.push({ netns, veth })
       const t = await startTarget({ ...o, name: `${o.name}h${n}`, bindIp: inside, netns })
       hosts.push(Object.assign(t, { netns, veth }))

@@ -175,7 +175,7 @@ export function execFile(
   })
 }
 
-async function mustExec(
+export async function mustExec(
   file: string,
   args: string[],
   opts?: Parameters<typeof execFile>[2]
@@ -244,7 +244,7 @@ async function pidsOfUid(uid: number): Promise<number[]> {
   return found
 }
 
-async function waitDead(pids: number[], timeoutMs: number): Promise<number[]> {
+export async function waitDead(pids: number[], timeoutMs: number): Promise<number[]> {
   const deadline = Date.now() + timeoutMs
   let left = pids
   for (;;) {

@@ -196,7 +196,9 @@ test('the dry run lists exactly the steps the real run runs, on the same hosts, 
   expect(dry.r.plan).toEqual(planned)
   const stepNames = (lines: string[]): string[] => lines.map(l => /^# (\S+)/.exec(l)![1])
   // The primary's migrate holds a migration back: the after-deploy phase the dry run lists runs.
-  const real = await deploy({ say: [{ host: 'web2', step: 'migrate', output: announce('after-deploy') }] })
+  const real = await deploy({
+    answers: [{ host: 'web2', step: 'migrate', output: announce('after-deploy') }]
+  })
   const ran = real.fleet.calls.filter(c => c.steps[0] !== 'lock' && c.steps[0] !== 'inspect')
   const listed = dry.r.plan!.flatMap(p =>
     p.batches.flat().map(h => ({ host: h.host, steps: stepNames(h.steps) }))
@@ -295,7 +297,7 @@ test('previous-release: the one release every host served, or a host=release lin
 })
 
 describe('the after-deploy phase', () => {
-  const heldBack = { say: [{ host: 'web2', step: 'migrate', output: announce('after-deploy') }] }
+  const heldBack = { answers: [{ host: 'web2', step: 'migrate', output: announce('after-deploy') }] }
 
   test('runs the held-back migrations once, on the primary, after every host switched', async () => {
     const { fleet, r } = await deploy(heldBack)
@@ -311,7 +313,7 @@ describe('the after-deploy phase', () => {
 
   test('is left out when the migrate before the switch held nothing back', async () => {
     const { fleet, r } = await deploy({
-      say: [{ host: 'web2', step: 'migrate', output: announce('before-switch', '0003_add_note') }]
+      answers: [{ host: 'web2', step: 'migrate', output: announce('before-switch', '0003_add_note') }]
     })
     expect(r.deployed).toBe(true)
     expect(fleet.calls.flatMap(c => c.steps)).not.toContain('migrate-after-deploy')
@@ -339,8 +341,8 @@ describe('the after-deploy phase', () => {
   })
 
   test('with migrate: every-host, each host runs its own', async () => {
-    const say = NAMES.map(host => ({ host, step: 'migrate', output: announce('after-deploy') }))
-    const { fleet } = await deploy({ say }, { migrateEveryHost: true })
+    const answers = NAMES.map(host => ({ host, step: 'migrate', output: announce('after-deploy') }))
+    const { fleet } = await deploy({ answers }, { migrateEveryHost: true })
     for (const h of NAMES) expect(fleet.stepsOn(h)).toContain('migrate-after-deploy')
   })
 })
@@ -399,7 +401,9 @@ describe('a rollback and the schema', () => {
 
   test('expand-only migrations it lacks are listed in the result, and the rollback goes on', async () => {
     const line = `${MIGRATION}${JSON.stringify({ app: 'shop', name: '0003_add_note', when: 'not-in-target', class: 'expand', operations: ['Add field note to order'] })}`
-    const { fleet, r } = await rollback({ say: [{ host: 'web2', step: 'rollback-schema', output: line }] })
+    const { fleet, r } = await rollback({
+      answers: [{ host: 'web2', step: 'rollback-schema', output: line }]
+    })
     expect(r.deployed).toBe(true)
     expect(live(fleet)).toEqual(['v1', 'v1', 'v1'])
     expect(r.migrations).toEqual([expect.objectContaining({ name: '0003_add_note', when: 'not-in-target' })])

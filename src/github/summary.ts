@@ -15,7 +15,9 @@ import {
   type Report
 } from '../report.js'
 import { ANNOTATION_LIMITS_TEXT } from './annotate.js'
-import { clip, code, codeBlock, html, multiline, tailOf } from './markdown.js'
+import { clip, code, codeBlock, details, fitting, html, multiline, tailOf } from './markdown.js'
+import { renderDeployMigrations, renderMigrations } from './migrations.js'
+import { renderSetup } from './setup-summary.js'
 
 export interface SummaryContext {
   /** Link to the workflow run, shown at the end (useful in the PR comment, which lives outside the run). */
@@ -25,7 +27,7 @@ export interface SummaryContext {
 }
 
 export type OverallResult =
-  'passed' | 'failed' | 'skipped' | 'deployed' | 'dry run' | 'rolled back' | 'not run'
+  'passed' | 'failed' | 'skipped' | 'deployed' | 'dry run' | 'rolled back' | 'not run' | 'set up'
 
 // Budgets in rendered characters (escaping can grow text several times) keep the whole body under GitHub's
 // 65,536-character limit for a comment, whatever the tools printed: about 56,000 at worst.
@@ -33,7 +35,6 @@ const DEFAULT_MAX_FINDINGS = 50
 const FINDINGS_CHARS = 20_000
 const STEPS_CHARS = 8_000
 const PLAN_CHARS = 10_000
-const MIGRATIONS_CHARS = 4_000
 const MAX_ERROR = 500
 const MAX_MESSAGE = 300
 const MAX_TITLE = 100
@@ -52,6 +53,10 @@ const STEP_ICON = { ok: '✅', failed: '❌' } as const
 export function overallResult(report: Report): OverallResult {
   const checks = checksOutcome(report)
   if (report.mode === 'check') return report.error ? 'failed' : checks
+  if (report.mode === 'setup') {
+    if (report.error || report.setup?.error) return 'failed'
+    return !report.setup ? 'not run' : report.setup.dryRun ? 'dry run' : 'set up'
+  }
   const deploy = report.deploy
   if (report.error || checks === 'failed' || deploy?.error) return 'failed'
   if (!deploy) return 'not run'
@@ -64,6 +69,7 @@ const RESULT_ICON: Record<OverallResult, string> = {
   passed: '✅',
   deployed: '✅',
   'rolled back': '✅',
+  'set up': '✅',
   'dry run': '📝',
   failed: '❌',
   skipped: '⚪',
@@ -79,14 +85,17 @@ export function renderSummary(report: Report, ctx: SummaryContext = {}): string 
 
   if (report.checks.length > 0)
     parts.push(...renderChecks(report.checks, ctx.maxFindings ?? DEFAULT_MAX_FINDINGS))
+  else if (report.mode === 'check') parts.push('No checks were selected.')
   if (report.annotationsOmitted) {
     const n = report.annotationsOmitted
     parts.push(
       `_${n} ${n === 1 ? 'finding was' : 'findings were'} not annotated on the code: ${ANNOTATION_LIMITS_TEXT}. The findings above list them._`
     )
-  } else if (report.mode === 'check') parts.push('No checks were selected.')
+  }
 
+  parts.push(...renderMigrations(report.migrations))
   if (report.deploy) parts.push(...renderDeploy(report.deploy, report.mode))
+  if (report.setup) parts.push(...renderSetup(report.setup))
 
   const runLink = safeUrl(ctx.runUrl)
   if (runLink) parts.push(`[View the workflow run](${runLink})`)
@@ -183,7 +192,7 @@ function renderDeploy(d: DeployResult, mode: Report['mode']): string[] {
   const fleet = d.hosts && d.hosts.length > 1 ? d.hosts : undefined
   if (fleet) out.push(...renderFleet(d, fleet))
   if (d.steps.length > 0) out.push(...renderSteps(d, fleet))
-  out.push(...renderMigrations(d.migrations ?? []))
+  out.push(...renderDeployMigrations(d.migrations ?? []))
   out.push(...renderWarnings(d.warnings ?? []))
   if (d.dryRun && d.plan) out.push(...renderPlan(d.plan))
   return out
@@ -238,35 +247,6 @@ function renderSteps(d: DeployResult, fleet?: NonNullable<DeployResult['hosts']>
   return out
 }
 
-/** The server's migrate plan, as each host announced it before applying it (in the order it applies them). */
-function renderMigrations(migrations: NonNullable<DeployResult['migrations']>): string[] {
-  if (migrations.length === 0) return []
-  const when = {
-    'before-switch': 'before the switch',
-    'after-deploy': 'after every host switched',
-    'not-in-target': 'applied, not in the target release'
-  }
-  const rows = fitting(
-    migrations.map(
-      m =>
-        `| ${code(clip(`${m.app}.${m.name}`, MAX_NAME))} | ${when[m.when] ?? '?'} | ${code(clip(m.host, MAX_NAME))} | ${multiline(clip(m.operations.join('; '), MAX_LINE))} |`
-    ),
-    MIGRATIONS_CHARS
-  )
-  const out = [
-    [
-      `#### Migrations (${migrations.length})`,
-      '',
-      '| Migration | When | Host | Operations |',
-      '|---|---|---|---|',
-      ...rows
-    ].join('\n')
-  ]
-  if (migrations.length > rows.length)
-    out.push(`_… and ${migrations.length - rows.length} more migrations not shown._`)
-  return out
-}
-
 function renderWarnings(warnings: string[]): string[] {
   if (warnings.length === 0) return []
   const rows = fitting(
@@ -303,19 +283,6 @@ function renderPlan(plan: NonNullable<DeployResult['plan']>): string[] {
   }
   if (shownHosts < hosts.length) out.push(`_… plans for ${hosts.length - shownHosts} more hosts not shown._`)
   return out
-}
-
-/** The leading rows whose rendered length fits the budget. */
-function fitting(rows: string[], budget: number): string[] {
-  let used = 0
-  let n = 0
-  while (n < rows.length && used + rows[n].length + 1 <= budget) used += rows[n++].length + 1
-  return rows.slice(0, n)
-}
-
-function details(summary: string, body: string): string {
-  // The blank lines let GitHub parse the Markdown inside the HTML block.
-  return `<details><summary>${summary}</summary>\n\n${body}\n\n</details>`
 }
 
 /** Only http(s) URLs, with characters that would end a Markdown link target encoded. */

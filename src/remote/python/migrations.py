@@ -170,7 +170,8 @@ def marked_after_deploy(migration):
 def operation_lines(path, count):
     # The line of each operation, when the file lists them literally (`operations = [...]` in a class).
     try:
-        tree = ast.parse(open(path, "rb").read())
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read())
     except (OSError, SyntaxError, ValueError):
         return []
     for node in ast.walk(tree):
