@@ -6,7 +6,7 @@
 import { jest } from '@jest/globals'
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import https from 'node:https'
 import os from 'node:os'
 import path from 'node:path'
@@ -155,22 +155,52 @@ test('by hand inside: certbot gets a certificate from pebble over HTTP-01; nginx
   await sh(renew, bundle)
 })
 
+test('a second container: its own files and /etc/os-release, its own units (stopping its nginx leaves the first’s)', async () => {
+  const hostRelease = readFileSync('/etc/os-release', 'utf8')
+  const other = await startContainer({
+    name: 'ctrsmk',
+    net: NET,
+    n: 2,
+    osRelease: 'ID=centos\nVERSION_ID="7"\n',
+    files: { '/etc/ctrsmk/secret': { content: 'x\n', mode: 0o600 } }
+  })
+  try {
+    const r = await other.exec('. /etc/os-release && echo "$ID $VERSION_ID"; stat -c %a /etc/ctrsmk/secret')
+    expect(r.stdout).toBe('centos 7\n600\n')
+    expect((await other.exec('systemctl stop nginx && systemctl is-active nginx')).stdout).toBe('inactive\n')
+    expect(await sh('systemctl is-active nginx')).toBe('active')
+    expect(await sh('pgrep -c nginx')).not.toBe('0')
+  } finally {
+    await other.stop()
+  }
+  expect(readFileSync('/etc/os-release', 'utf8')).toBe(hostRelease)
+  expect(existsSync('/etc/ctrsmk')).toBe(false)
+})
+
 test('a boot that times out says so and leaves nothing behind', async () => {
-  const before = readFileSync('/proc/mounts', 'utf8')
-    .split('\n')
-    .filter(l => l.includes('/var/lib/machines/dd-ctrsmk')).length
-  await expect(startContainer({ name: 'ctrsmk', net: NET, n: 2, bootTimeoutMs: 1 })).rejects.toThrow(
+  const mounts = (): string[] =>
+    readFileSync('/proc/mounts', 'utf8')
+      .split('\n')
+      .filter(l => l.includes('/var/lib/machines/dd-ctrsmk'))
+  const before = mounts()
+  await expect(startContainer({ name: 'ctrsmk', net: NET, n: 3, bootTimeoutMs: 1 })).rejects.toThrow(
     /did not reach running\/degraded in 1 ms/
   )
-  const mounts = readFileSync('/proc/mounts', 'utf8')
-    .split('\n')
-    .filter(l => l.includes('/var/lib/machines/dd-ctrsmk'))
-  expect(mounts.length).toBe(before)
-  expect(execFileSync('/usr/bin/ip', ['-o', 'addr']).toString()).not.toContain(`127.${NET}.2.1`)
+  expect(mounts()).toEqual(before)
+  const cgroupParent = path.dirname(c!.cgroups[0])
+  const ours = readdirSync(cgroupParent).filter(n => n.startsWith('dd-ctrsmk'))
+  expect(ours).toEqual([path.basename(c!.cgroups[0])]) // the first container's only
+  expect(execFileSync('/usr/bin/ip', ['-o', 'addr']).toString()).not.toContain(`127.${NET}.3.1`)
+  expect(execFileSync('/usr/bin/ip', ['netns', 'list']).toString()).not.toMatch(
+    /dd-ctrsmk\S* .*\n.*dd-ctrsmk/
+  )
 })
 
 test('stop() leaves no mount, namespace, veth, process or file', async () => {
-  const { root, netns, veth, pid, pidNamespace } = c!
+  const { root, netns, veth, pid, pidNamespace, cgroups } = c!
+  expect(cgroups.length).toBeGreaterThan(0)
+  for (const g of cgroups)
+    expect(readFileSync(`/proc/${pid}/cgroup`, 'utf8')).toContain(`:/${path.basename(g)}/`)
   const { pids, dir } = acme!
   await acme!.stop()
   await c!.stop()
@@ -181,6 +211,7 @@ test('stop() leaves no mount, namespace, veth, process or file', async () => {
   expect(await isAlive(pid)).toBe(false)
   expect(await pidsInNamespace(pidNamespace)).toEqual([])
   expect(existsSync(root) || existsSync(`${root}.ovl`)).toBe(false)
+  for (const g of cgroups) expect(existsSync(g)).toBe(false)
   for (const p of pids) expect(await isAlive(p)).toBe(false)
   expect(existsSync(dir)).toBe(false)
 })
