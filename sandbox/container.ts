@@ -255,7 +255,6 @@ function spawnNspawn(root: string, machine: string, netns: string, log: string, 
       '--register=no',
       '--keep-unit',
       '--link-journal=no',
-      '--tmpfs=/tmp', // the machine's /tmp is on the lower layer: other tests' files, live
       '--console=read-only'
     ]
     // Into its own cgroups first (sandbox/cgroups.ts), then exec: the PID stays nspawn's.

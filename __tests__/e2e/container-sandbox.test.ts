@@ -43,10 +43,15 @@ const sh = async (cmd: string, env?: Record<string, string>): Promise<string> =>
 function hostUser(): () => void {
   const user = `ctrsmk${randomBytes(3).toString('hex')}`
   const sudoers = `/etc/sudoers.d/${user}`
+  const site = `/etc/nginx/sites-enabled/${user}`
+  const live = mkdtempSync('/tmp/ctrsmk-live-')
   execFileSync('/usr/sbin/useradd', ['-M', '-d', '/nonexistent', user])
   writeFileSync(sudoers, `# ${user}: made by container-sandbox.test.ts\n`, { mode: 0o440 })
+  writeFileSync(site, `# ${user}: made by container-sandbox.test.ts\n`)
   return () => {
     rmSync(sudoers, { force: true })
+    rmSync(site, { force: true })
+    rmSync(live, { recursive: true, force: true })
     execFileSync('/usr/sbin/userdel', [user])
   }
 }
@@ -61,15 +66,15 @@ test('boots to running as a bare server: sshd and nginx units, no deploy user, n
     // Only system accounts and nobody; not the users this machine has or gets now (other tests make them).
     expect(await sh("getent passwd | awk -F: '$3 >= 1000 {print $1}'")).toBe('nobody')
     expect(await sh('ls -A /etc/sudoers.d')).toBe('README')
+    expect(await sh('ls -A /etc/nginx/sites-enabled')).toBe('default')
+    expect(await sh('ls /tmp | grep -c ctrsmk- || true')).toBe('0')
   } finally {
     removeHostUser()
   }
   expect(await sh('ls -A /home')).toBe('')
-  expect(await sh('ls -A /etc/nginx/sites-enabled')).toBe('default')
   expect(await sh('ls -A /etc/nginx/conf.d')).toBe('')
   expect(await sh('hostname')).toBe(c!.machine)
   expect(await sh("find /etc/systemd/system -maxdepth 1 -type f -name '*.s*' | wc -l")).toBe('0')
-  expect(await sh('ls /tmp | grep -c ctrsmk- || true')).toBe('0')
 })
 
 test('root logs in over ssh with the admin key only, the host key pinned', async () => {
