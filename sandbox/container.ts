@@ -353,12 +353,15 @@ function canConnect(host: string, port: number): Promise<boolean> {
   })
 }
 
-/** Drops the machine's cluster (seen through the overlay) and makes a fresh one, started as a unit. */
+/**
+ * Hides the machine's cluster (seen through the overlay; it may be running here, so pg_dropcluster refuses) and
+ * makes a fresh one, started as a unit.
+ */
 async function freshPostgres(exec: (cmd: string) => Promise<RunResult>): Promise<void> {
   const r = await exec(
     'set -e; rm -f /etc/systemd/system/postgresql.service /etc/systemd/system/postgresql@.service; ' +
-      'systemctl daemon-reload; pg_dropcluster 15 main 2>/dev/null || true; ' +
-      'pg_createcluster 15 main >/dev/null; systemctl start postgresql@15-main; systemctl is-active postgresql@15-main'
+      'systemctl daemon-reload; rm -rf /etc/postgresql/15/main; ' +
+      'pg_createcluster -p 5432 -d /var/lib/postgresql-sandbox/15/main 15 main >/dev/null; systemctl start postgresql@15-main; systemctl is-active postgresql@15-main'
   )
   if (r.code !== 0) throw new Error(`container PostgreSQL: ${r.stderr || r.stdout}`)
 }

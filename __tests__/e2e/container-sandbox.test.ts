@@ -160,18 +160,21 @@ test('by hand inside: certbot gets a certificate from pebble over HTTP-01; nginx
   await sh(renew, bundle)
 })
 
-test('a second container: its own files and /etc/os-release, its own units (stopping its nginx leaves the first’s)', async () => {
+test('a second container: its own files, /etc/os-release and PostgreSQL, its own units (stopping its nginx leaves the first’s)', async () => {
   const hostRelease = readFileSync('/etc/os-release', 'utf8')
   const other = await startContainer({
     name: 'ctrsmk',
     net: NET,
     n: 2,
     osRelease: 'ID=centos\nVERSION_ID="7"\n',
-    files: { '/etc/ctrsmk/secret': { content: 'x\n', mode: 0o600 } }
+    files: { '/etc/ctrsmk/secret': { content: 'x\n', mode: 0o600 } },
+    postgres: true
   })
   try {
     const r = await other.exec('. /etc/os-release && echo "$ID $VERSION_ID"; stat -c %a /etc/ctrsmk/secret')
     expect(r.stdout).toBe('centos 7\n600\n')
+    const pg = await other.exec('runuser -u postgres -- psql -Atc "select 6 * 7"')
+    expect(pg.stdout).toBe('42\n')
     expect((await other.exec('systemctl stop nginx && systemctl is-active nginx')).stdout).toBe('inactive\n')
     expect(await sh('systemctl is-active nginx')).toBe('active')
     expect(await sh('pgrep -c nginx')).not.toBe('0')
