@@ -158,7 +158,6 @@ export async function startContainer(o: ContainerOptions): Promise<Container> {
     cleanups.push(() => umount(base))
 
     await makeBare(base, {
-      postgres: o.postgres === true,
       machineId: randomBytes(16).toString('hex'),
       hostname: id
     })
