@@ -145,17 +145,7 @@ export async function startContainer(o: ContainerOptions): Promise<Container> {
   try {
     const ns = makeNamespace(`dd-${id}`, `v${id}`, o.net, o.n ?? 1)
     cleanups.push(async () => removeNamespace(ns.name, ns.veth))
-    await fs.mkdir(ovl, { recursive: true })
-    cleanups.push(() => fs.rmdir(ovl))
-    await mustExec('/usr/bin/mount', ['-t', 'tmpfs', '-o', 'mode=0700', 'tmpfs', ovl])
-    cleanups.push(() => umount(ovl))
-    await fs.mkdir(`${ovl}/upper`)
-    await fs.mkdir(`${ovl}/work`)
-    await fs.mkdir(base)
-    cleanups.push(() => fs.rmdir(base))
-    const opts = `lowerdir=/,upperdir=${ovl}/upper,workdir=${ovl}/work`
-    await mustExec('/usr/bin/mount', ['-t', 'overlay', 'overlay', '-o', opts, base])
-    cleanups.push(() => umount(base))
+    await mountOverlay(base, ovl, cleanups)
 
     await makeBare(base, {
       machineId: randomBytes(16).toString('hex'),
@@ -220,6 +210,22 @@ export async function startContainer(o: ContainerOptions): Promise<Container> {
     await stop().catch((s: Error) => console.warn(`cleaning up after a failed start: ${s.message}`))
     throw e
   }
+}
+
+/** A tmpfs at `ovl` holding the upper and work dirs of an overlay of / mounted at `base` (the upper dir must not be
+ * on overlayfs, and this machine's root may be). Each step's undo goes on `cleanups`. */
+async function mountOverlay(base: string, ovl: string, cleanups: Array<() => Promise<void>>): Promise<void> {
+  await fs.mkdir(ovl, { recursive: true })
+  cleanups.push(() => fs.rmdir(ovl))
+  await mustExec('/usr/bin/mount', ['-t', 'tmpfs', '-o', 'mode=0700', 'tmpfs', ovl])
+  cleanups.push(() => umount(ovl))
+  await fs.mkdir(`${ovl}/upper`)
+  await fs.mkdir(`${ovl}/work`)
+  await fs.mkdir(base)
+  cleanups.push(() => fs.rmdir(base))
+  const opts = `lowerdir=/,upperdir=${ovl}/upper,workdir=${ovl}/work`
+  await mustExec('/usr/bin/mount', ['-t', 'overlay', 'overlay', '-o', opts, base])
+  cleanups.push(() => umount(base))
 }
 
 async function runCleanups(cleanups: Array<() => Promise<void>>): Promise<void> {
