@@ -54830,7 +54830,7 @@ module.exports = {
 __nccwpck_require__.a(module, async (__webpack_handle_async_dependencies__, __webpack_async_result__) => { try {
 /* harmony import */ var _shim_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(2710);
 /* harmony import */ var _startup_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(1190);
-/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_2__ = __nccwpck_require__(8693);
+/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_2__ = __nccwpck_require__(8160);
 
 
 
@@ -54841,7 +54841,7 @@ __webpack_async_result__();
 
 /***/ }),
 
-/***/ 8693:
+/***/ 8160:
 /***/ ((__unused_webpack_module, __webpack_exports__, __nccwpck_require__) => {
 
 
@@ -58544,6 +58544,9 @@ function normalAddress(host) {
 
 
 
+/** How setup gets the site's certificate (settings/setup.ts). */
+const TLS_MODES = ['acme', 'files', 'off'];
+const LETS_ENCRYPT = 'https://acme-v02.api.letsencrypt.org/directory';
 const DEPLOY_CHECK_MODES = ['warn', 'fail', 'off'];
 /** When the PR comment is posted: on every run, only when the run failed (then kept up to date), or never. */
 const COMMENT_MODES = ['always', 'on-failure', 'never'];
@@ -58598,7 +58601,23 @@ const INPUTS = {
     'environment-url': { kind: 'url', default: '' },
     'github-deployment': { kind: 'bool', default: 'true' },
     comment: { kind: 'choice', default: 'always', choices: COMMENT_MODES },
-    'comment-key': { kind: 'code', default: '' }
+    'comment-key': { kind: 'code', default: '' },
+    // mode: setup (settings/setup.ts)
+    'setup-user': { kind: 'code', default: 'root' },
+    'setup-ssh-key': { kind: 'code', default: '', secret: true },
+    app: { kind: 'code', default: '' },
+    'env-file': { kind: 'code', default: '', secret: true },
+    domains: { kind: 'code', default: '' },
+    tls: { kind: 'choice', default: 'acme', choices: TLS_MODES },
+    'acme-directory': { kind: 'url', default: LETS_ENCRYPT },
+    'acme-email': { kind: 'code', default: '' },
+    'acme-ca-certificate': { kind: 'code', default: '' },
+    'tls-certificate': { kind: 'code', default: '', secret: true },
+    'tls-key': { kind: 'code', default: '', secret: true },
+    'trusted-proxies': { kind: 'code', default: '' },
+    'setup-overwrite': { kind: 'bool', default: 'false' },
+    'wsgi-module': { kind: 'code', default: '' },
+    'max-body-size': { kind: 'code', default: '20m' }
 };
 class SettingsError extends Error {
     problems;
@@ -58883,10 +58902,15 @@ function isPullRequestEvent(eventName) {
 function readRunContext(env, readFile, workspace) {
     const [owner = '', repo = ''] = (env.GITHUB_REPOSITORY ?? '').split('/');
     let prNumber;
+    let baseSha;
     if (isPullRequestEvent(env.GITHUB_EVENT_NAME ?? '') && env.GITHUB_EVENT_PATH) {
         try {
             const payload = JSON.parse(readFile(env.GITHUB_EVENT_PATH));
             prNumber = payload.pull_request?.number;
+            const sha = payload.pull_request?.base?.sha;
+            // A commit id, nothing else: it becomes an argument of git.
+            if (typeof sha === 'string' && /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(sha))
+                baseSha = sha;
         }
         catch {
             prNumber = undefined;
@@ -58905,6 +58929,7 @@ function readRunContext(env, readFile, workspace) {
         owner,
         repo,
         prNumber,
+        baseSha,
         runUrl: env.GITHUB_RUN_ID && owner ? `${server}/${owner}/${repo}/actions/runs/${env.GITHUB_RUN_ID}` : undefined,
         workspace
     };
@@ -59731,6 +59756,224 @@ function readInventory(raw, invRaw, full, workspace, readFile) {
 // EXTERNAL MODULE: ./node_modules/ssh2/lib/index.js
 var lib = __nccwpck_require__(5472);
 var lib_default = /*#__PURE__*/__nccwpck_require__.n(lib);
+;// CONCATENATED MODULE: ./src/settings/setup.ts
+/**
+ * Setup (`mode: setup`): who connects as the administrator, what the app is called on the server, its domains,
+ * TLS and secrets. Everything is checked here, before anything connects: a name that reaches a file name, a unit
+ * or an nginx directive is refused, never rewritten.
+ */
+
+
+
+
+
+
+/** A name that is safe as a unit, an nginx site, a sudoers.d file (no dot: sudo skips those) and a path part. */
+const APP_NAME = /^[a-z0-9][a-z0-9_-]{0,39}$/;
+const WSGI = /^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?$/;
+const EMAIL = /^[^\s@'"\\<>;]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$/;
+const ENV_KEY = /^(export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=/;
+const SIZE = /^\d{1,6}[kKmMgG]?$/;
+const PLAIN_PATH = /^\/[A-Za-z0-9._/-]+$/;
+const CIDR = /^([0-9.]+|[0-9A-Fa-f:]+)(\/\d{1,3})?$/;
+/**
+ * The setup section. `deployPaths`: the deploy-path input and the hosts' own; they go into systemd units and the
+ * nginx site, which have no quoting a shell's, so setup takes plain paths only.
+ */
+function readSetup(raw, repo, workingDirectory, deployPaths) {
+    for (const p of deployPaths)
+        if (p && !PLAIN_PATH.test(p))
+            raw.fail(raw.get('deploy-path'), `"${p}" has characters systemd units and nginx cannot take unquoted; setup expects a plain path (letters, digits, / . _ -), e.g. /srv/mysite`);
+    const app = readApp(raw, repo);
+    const tls = raw.choice('tls');
+    const domains = readDomains(raw, tls);
+    const acmeDirectory = raw.url('acme-directory') ?? LETS_ENCRYPT;
+    const s = {
+        user: readSetupUser(raw),
+        privateKey: readSetupKey(raw),
+        app,
+        publicKey: publicHalf(raw),
+        envFile: readEnvFile(raw),
+        domains,
+        tls,
+        acmeDirectory,
+        acmeEmail: readEmail(raw),
+        acmeCaCertificate: readPem(raw, 'acme-ca-certificate', 'certificate'),
+        tlsCertificate: readPem(raw, 'tls-certificate', 'certificate'),
+        tlsKey: readPem(raw, 'tls-key', 'key'),
+        trustedProxies: readProxies(raw, tls),
+        overwrite: raw.bool('setup-overwrite'),
+        wsgiModule: readWsgi(raw, workingDirectory),
+        maxBodySize: readSize(raw)
+    };
+    checkTls(raw, s);
+    return s;
+}
+function readApp(raw, repo) {
+    const r = raw.get('app');
+    const name = r.value || repo.toLowerCase();
+    if (APP_NAME.test(name))
+        return name;
+    raw.fail(r, r.value
+        ? `"${r.value}" is not a safe app name; expected lowercase letters, digits, - and _ (at most 40, no dot), e.g. mysite`
+        : `is empty and the repository's name "${repo}" is not a safe app name (lowercase letters, digits, - and _, no dot); set app, e.g. app: mysite`);
+    return 'app';
+}
+function readSetupUser(raw) {
+    const r = raw.get('setup-user');
+    if (!USERNAME.test(r.value))
+        raw.fail(r, `"${r.value}" is not a valid user name; expected root or a user with passwordless sudo`);
+    return r.value;
+}
+function readSetupKey(raw) {
+    const key = raw.get('setup-ssh-key').value.replace(/\r\n/g, '\n');
+    if (!key) {
+        raw.fail("input 'setup-ssh-key'", "is empty; setup needs the administrator's private key, e.g. ${{ secrets.SETUP_KEY }}");
+        return '';
+    }
+    const parsed = lib_default().utils.parseKey(key);
+    const one = Array.isArray(parsed) ? parsed[0] : parsed;
+    if (parsed instanceof Error || !one || !one.isPrivateKey())
+        raw.fail("input 'setup-ssh-key'", 'is not an unencrypted private key; expected the text of an OpenSSH or PEM private key (BEGIN … PRIVATE KEY) without a passphrase');
+    return key;
+}
+/** The deploy key's public half, for the deploy user's authorized_keys (`ssh-key` itself is checked by ssh.ts). */
+function publicHalf(raw) {
+    const key = raw.get('ssh-key').value.replace(/\r\n/g, '\n');
+    const pass = raw.get('ssh-key-passphrase').value || undefined;
+    if (!key)
+        return '';
+    const parsed = lib_default().utils.parseKey(key, pass);
+    const one = Array.isArray(parsed) ? parsed[0] : parsed;
+    if (parsed instanceof Error || !one)
+        return '';
+    return `${one.type} ${one.getPublicSSH().toString('base64')} django-deploy`;
+}
+function readEnvFile(raw) {
+    const text = raw.get('env-file').value.replace(/\r\n/g, '\n');
+    if (!text)
+        return undefined;
+    text.split('\n').forEach((line, i) => {
+        const l = line.trim();
+        if (!l || l.startsWith('#') || ENV_KEY.test(l))
+            return;
+        // The value is a secret: the message names the line, never its text.
+        raw.fail("input 'env-file'", `line ${i + 1} is not KEY=VALUE (nor empty, nor a # comment); expected lines like SECRET_KEY=…`);
+    });
+    return text;
+}
+function readDomains(raw, tls) {
+    const r = raw.get('domains');
+    const domains = splitList(r.value).map(d => d.toLowerCase());
+    if (!domains.length) {
+        raw.fail(r, 'is empty; setup needs the names the site answers to (nginx server_name), e.g. domains: mysite.example.com');
+        return [];
+    }
+    for (const d of domains) {
+        const wildcard = d.startsWith('*.');
+        if (!HOSTNAME.test(wildcard ? d.slice(2) : d) || d.endsWith('.'))
+            raw.fail(r, `"${d}" is not a domain name; expected names like mysite.example.com, separated by spaces or commas`);
+        else if (wildcard && tls === 'acme')
+            raw.fail(r, `"${d}" is a wildcard: tls acme validates over HTTP (HTTP-01), which cannot issue wildcards; expected plain names, or tls: files`);
+    }
+    return domains;
+}
+function readEmail(raw) {
+    const r = raw.get('acme-email');
+    if (r.value && !EMAIL.test(r.value))
+        raw.fail(r, `"${r.value}" is not an e-mail address; expected e.g. admin@example.com`);
+    return r.value || undefined;
+}
+function readPem(raw, name, kind) {
+    const r = raw.get(name);
+    const text = r.value.replace(/\r\n/g, '\n').trim();
+    if (!text)
+        return undefined;
+    try {
+        if (kind === 'key')
+            (0,external_node_crypto_.createPrivateKey)(text);
+        else
+            new external_node_crypto_.X509Certificate(text);
+    }
+    catch {
+        raw.fail(`input '${name}'`, kind === 'key'
+            ? 'is not a PEM private key; expected -----BEGIN PRIVATE KEY----- …'
+            : 'is not a PEM certificate; expected -----BEGIN CERTIFICATE----- …');
+        return undefined;
+    }
+    return `${text}\n`;
+}
+function readProxies(raw, tls) {
+    const r = raw.get('trusted-proxies');
+    const list = splitList(r.value);
+    for (const a of list) {
+        const [addr] = a.split('/');
+        if (!CIDR.test(a) || (addr.includes(':') ? !IPV6.test(addr) : !/^(\d{1,3}\.){3}\d{1,3}$/.test(addr)))
+            raw.fail(r, `"${a}" is not an IP address or CIDR range; expected e.g. 10.0.0.5 or 10.0.0.0/24`);
+    }
+    if (tls === 'off' && !list.length)
+        raw.fail(r, 'is empty but tls is off; expected the addresses of the load balancer that ends TLS (its X-Forwarded-Proto is trusted from them only)');
+    if (tls !== 'off' && list.length)
+        raw.fail(r, `is set but tls is ${tls}; expected it only with tls: off (a TLS-ending load balancer)`);
+    return list;
+}
+/** `wsgi-module`, else the one package of the project (beside manage.py) that has a wsgi.py. */
+function readWsgi(raw, dir) {
+    const r = raw.get('wsgi-module');
+    if (r.value) {
+        if (!WSGI.test(r.value))
+            raw.fail(r, `"${r.value}" is not a Python module path; expected e.g. mysite.wsgi`);
+        return r.value;
+    }
+    let found = [];
+    try {
+        found = (0,external_node_fs_.readdirSync)(dir, { withFileTypes: true })
+            .filter(e => e.isDirectory() && (0,external_node_fs_.existsSync)((0,external_node_path_.join)(dir, e.name, 'wsgi.py')) && /^[A-Za-z_]\w*$/.test(e.name))
+            .map(e => `${e.name}.wsgi`);
+    }
+    catch {
+        found = [];
+    }
+    if (found.length === 1)
+        return found[0];
+    raw.fail(r, found.length
+        ? `is empty and the project has several wsgi.py (${found.join(', ')}); expected the one Gunicorn serves, e.g. ${found[0]}`
+        : 'is empty and no package beside manage.py has a wsgi.py; expected the module Gunicorn serves, e.g. mysite.wsgi');
+    return 'app.wsgi';
+}
+function readSize(raw) {
+    const r = raw.get('max-body-size');
+    if (!SIZE.test(r.value))
+        raw.fail(r, `"${r.value}" is not an nginx size; expected e.g. 20m`);
+    return r.value;
+}
+/** What each TLS mode needs, and what it must not be given. */
+function checkTls(raw, s) {
+    if (s.tls === 'files') {
+        if (!s.tlsCertificate && !raw.get('tls-certificate').value)
+            raw.fail("input 'tls-certificate'", 'is empty but tls is files; expected the PEM certificate chain for the domains');
+        if (!s.tlsKey && !raw.get('tls-key').value)
+            raw.fail("input 'tls-key'", 'is empty but tls is files; expected the PEM private key of tls-certificate');
+        if (s.tlsCertificate && s.tlsKey) {
+            const cert = new external_node_crypto_.X509Certificate(s.tlsCertificate);
+            if (!cert.checkPrivateKey((0,external_node_crypto_.createPrivateKey)(s.tlsKey)))
+                raw.fail("input 'tls-key'", 'is not the private key of tls-certificate; expected the pair');
+            for (const d of s.domains)
+                if (!d.startsWith('*.') && !cert.checkHost(d))
+                    raw.fail("input 'tls-certificate'", `does not cover the domain ${d}; expected a certificate for every name in domains`);
+        }
+    }
+    else {
+        for (const n of ['tls-certificate', 'tls-key'])
+            if (raw.get(n).value)
+                raw.fail(`input '${n}'`, `is set but tls is ${s.tls}; expected it only with tls: files`);
+    }
+    if (s.tls !== 'acme')
+        for (const n of ['acme-email', 'acme-ca-certificate'])
+            if (raw.get(n).value)
+                raw.fail(`input '${n}'`, `is set but tls is ${s.tls}; expected it only with tls: acme`);
+}
+
 ;// CONCATENATED MODULE: ./src/settings/ssh.ts
 /**
  * SSH and pins: the deploy key, the jump host, and the host key pins bound to the hosts (no trust on first use).
@@ -59864,7 +60107,8 @@ function inputPins(raw, hosts, targets, label) {
 
 
 
-const MODES = ['auto', 'check', 'deploy', 'rollback'];
+
+const MODES = ['auto', 'check', 'deploy', 'rollback', 'setup'];
 /** Parses and validates everything once. Throws SettingsError listing every problem found. */
 function loadSettings(sources, now = new Date()) {
     const readFile = sources.readFile ?? ((p) => (0,external_node_fs_.readFileSync)(p, 'utf8'));
@@ -59897,7 +60141,10 @@ function loadSettings(sources, now = new Date()) {
         deploy,
         github: readGithub(raw),
         context,
-        configFile: raw.configFile
+        configFile: raw.configFile,
+        setup: mode === 'setup'
+            ? readSetup(raw, context.repo, checks.workingDirectory, [path, ...hosts.map(h => h.deployPath ?? '')])
+            : undefined
     };
     if (raw.problems.length)
         throw new SettingsError(raw.problems);
@@ -60568,6 +60815,7 @@ async function spawnQuiet(log, tool, args, cwd, env, timeoutMs) {
         endQuiet();
     }
 }
+/** The environment the project's commands run with: the job's (less the step's own variables) and `env`. */
 function commandEnv(opts) {
     return {
         ...checkEnvironment(opts.runnerEnv),
@@ -60670,6 +60918,39 @@ async function readProject(opts) {
     return probeProject(opts.python, opts.workingDirectory, commandEnv(opts));
 }
 
+;// CONCATENATED MODULE: ./src/remote/python/programs.ts
+// Generated by scripts/embed-python.mjs from the .py files beside it: edit those, then run the script.
+/** deploy_check.py */
+const DEPLOY_CHECK_PY = "import sys\nfrom django.core import checks\nwarn, serious_ids, fail_on_warnings = sys.argv[1], set(sys.argv[2].split(\",\")), sys.argv[3] == \"fail\"\nfound = [m for m in checks.run_checks(include_deployment_checks=True)\n         if m.level >= checks.WARNING and not m.is_silenced()]\nfor m in found:\n    text = \" \".join(str(m).split())\n    print(f\"{warn} check --deploy: {text}\", flush=True)\nerrors = [m for m in found if m.level >= checks.ERROR]\nserious = [m for m in found if m.id in serious_ids]\nprint(f\"check --deploy with the server settings: {len(found)} issue(s), {len(errors)} error(s)\")\nfor m in serious:\n    print(f\"check --deploy: {m.id} refuses the release under deploy-check warn and fail (only off skips it): {m.msg}\", file=sys.stderr)\nif errors or serious or (fail_on_warnings and found):\n    why = \"errors\" if errors else \"a serious warning\" if serious else \"warnings, and deploy-check is fail\"\n    print(f\"check --deploy found {why}: this release does not go live\", file=sys.stderr)\n    sys.exit(1)";
+/** health_before_switch.py */
+const HEALTH_BEFORE_SWITCH_PY = "import signal\nimport sys\nimport traceback\nfrom urllib.parse import urlsplit\nfrom django.test import Client\nurl, limit = sys.argv[1], float(sys.argv[2])\nu = urlsplit(url)\nhost = u.hostname + (f\":{u.port}\" if u.port else \"\")\npath = (u.path or \"/\") + (f\"?{u.query}\" if u.query else \"\")\nwhere = f\"{path} (Host: {host}) in the new release, with the server settings and database, before the switch\"\ndef out_of_time(*_):\n    raise TimeoutError(f\"no answer within {limit:g} s\")\nsignal.signal(signal.SIGALRM, out_of_time)\nsignal.setitimer(signal.ITIMER_REAL, limit)\ntry:\n    r = Client(raise_request_exception=True).get(path, follow=True, secure=u.scheme == \"https\", HTTP_HOST=host)\nexcept BaseException:\n    signal.setitimer(signal.ITIMER_REAL, 0)\n    print(f\"{where}: raised\", file=sys.stderr)\n    traceback.print_exc()\n    sys.exit(1)\nsignal.setitimer(signal.ITIMER_REAL, 0)\nif r.status_code < 500:\n    print(f\"{where}: HTTP {r.status_code}\")\n    sys.exit(0)\nbody = r.content[:4000].decode(\"utf-8\", \"replace\").strip().splitlines()[:20]\nprint(f\"{where}: HTTP {r.status_code}\", *body, sep=\"\\n\", file=sys.stderr)\nsys.exit(1)";
+/** health_check.py */
+const HEALTH_CHECK_PY = "import sys\nimport time\nimport urllib.error\nimport urllib.parse\nimport urllib.request\nurl, shown, limit, fast = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])\nauth = sys.stdin.readline().strip() if len(sys.argv) > 5 else \"\"\nheaders = {'Authorization': auth} if auth else {}\nclass Redirects(urllib.request.HTTPRedirectHandler):\n    def redirect_request(self, req, fp, code, msg, hdrs, newurl):\n        new = super().redirect_request(req, fp, code, msg, hdrs, newurl)\n        if new is not None:\n            a, b = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(new.full_url)\n            if a.hostname != b.hostname or not ((a.scheme, a.port) == (b.scheme, b.port) or (a.scheme, b.scheme) == ('http', 'https')):\n                new.remove_header('Authorization')\n        return new\nopener = urllib.request.build_opener(Redirects)\ndef first(body):\n    return ' '.join(body[:300].decode('utf-8', 'replace').split())\ndeadline = time.time() + limit\nlast = 'no answer'\nbad = 0\nwhile True:\n    try:\n        with opener.open(urllib.request.Request(url, headers=headers), timeout=5) as r:\n            if 200 <= r.status < 300:\n                print(f'{shown} answered {r.status}')\n                sys.exit(0)\n            last = f'HTTP {r.status}: ' + first(r.read(300))\n            bad = 0\n    except urllib.error.HTTPError as e:\n        last = f'HTTP {e.code}: ' + first(e.read(300))\n        bad = bad + 1 if e.code >= 500 and e.code not in (502, 503, 504) else 0\n        if bad >= fast:\n            print(f'{shown} answered {last} ({bad} times in a row): the release is broken', file=sys.stderr)\n            sys.exit(1)\n    except Exception as e:\n        last = str(getattr(e, 'reason', e))\n        bad = 0\n    if time.time() >= deadline:\n        print(f'{shown} not healthy after {limit:g} s: {last}', file=sys.stderr)\n        sys.exit(1)\n    time.sleep(0.5)";
+/** manage_many.py */
+const MANAGE_MANY_PY = "import json\nimport runpy\nimport sys\nimport traceback\nmark, read_only_hint, commands = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])\nfor name, args, code in commands:\n    sys.argv = ['manage.py', *args]\n    status = 0\n    try:\n        if code is None:\n            runpy.run_path('manage.py', run_name='__main__')\n        else:\n            from django.apps import apps\n            if not apps.ready:\n                import contextlib, os\n                with open(os.devnull, \"w\") as null, contextlib.redirect_stdout(null):\n                    sys.argv = [\"manage.py\", \"version\"]\n                    try:\n                        runpy.run_path(\"manage.py\", run_name=\"__main__\")\n                    except SystemExit:\n                        pass\n                sys.argv = [\"manage.py\", *args]\n            exec(compile(code, name, 'exec'), {'__name__': '__django_deploy__'})\n    except SystemExit as e:\n        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)\n    except BaseException as e:\n        traceback.print_exc()\n        status = 1\n        if isinstance(e, PermissionError) or \"readonly database\" in str(e):\n            print(read_only_hint, file=sys.stderr)\n    sys.stdout.flush()\n    sys.stderr.flush()\n    print(f'{mark} {name} {status}', flush=True)\n    if status:\n        sys.exit(status)";
+/** migrations.py */
+const MIGRATIONS_PY = "import ast\nimport io\nimport json\nimport os\nimport sys\nfrom django.apps import apps\nfrom django.core.management import call_command\nfrom django.db import DEFAULT_DB_ALIAS, connections, migrations as m\nfrom django.db.migrations.loader import MigrationLoader\nfrom django.db.models.fields import NOT_PROVIDED\nHINTS = {\n    \"RemoveField\": \"expand/contract: release code that no longer reads or writes the field first (give it null=True or a db_default), drop it in a later release or run this after deploy\",\n    \"DeleteModel\": \"expand/contract: release code that no longer uses the model first, delete it in a later release or run this after deploy\",\n    \"RenameField\": \"the running release still uses the old column: keep it with db_column='<old name>' (no SQL), or add the new field, copy, switch, and drop the old one later\",\n    \"RenameModel\": \"the running release still uses the old table: keep it with Meta.db_table='<old table>' (no SQL), or copy in steps\",\n    \"AlterModelTable\": \"the running release still uses the old table name: rename in steps (a view or a copy) or run this after deploy\",\n    \"not_null\": \"Django fills existing rows, then drops the default from the column: the running release inserts rows without it and fails on NOT NULL. Add it with null=True (or db_default, Django >= 5.0) first, tighten it in a later release\",\n    \"to_not_null\": \"the running release may still write NULL here: backfill and make it NOT NULL in a later release (after every host runs code that always sets it)\",\n    \"type\": \"the running release reads and writes the old type: add a new column, write both, switch reads, drop the old one later\",\n    \"column\": \"the running release uses the old column name: add the new column, copy, switch, drop the old one later\",\n    \"unique\": \"the running release may insert duplicates and fail; existing duplicates fail the migration: deduplicate and enforce uniqueness in code first\",\n    \"index\": \"on PostgreSQL this locks writes while the index builds: AddIndexConcurrently (django.contrib.postgres.operations, in a non-atomic migration) does not\",\n    \"check\": \"fails if existing rows violate it, and the running release may insert rows that do: make sure its code already satisfies it\",\n    \"review\": \"cannot be classified statically: check that what it does is safe while the previous release serves\",\n}\nEXPAND_OPS = (\"CreateModel\", \"AddIndex\", \"AddIndexConcurrently\", \"RemoveIndex\", \"RemoveIndexConcurrently\", \"RenameIndex\",\n              \"RemoveConstraint\", \"AlterIndexTogether\", \"AlterModelOptions\", \"AlterModelManagers\",\n              \"AlterModelTableComment\", \"CreateExtension\", \"BtreeGistExtension\", \"BtreeGinExtension\",\n              \"CITextExtension\", \"CryptoExtension\", \"HStoreExtension\", \"TrigramExtension\", \"UnaccentExtension\",\n              \"CreateCollation\", \"RemoveCollation\")\nCONTRACT_OPS = (\"RemoveField\", \"DeleteModel\", \"RenameField\", \"RenameModel\", \"AlterModelTable\")\nREVIEW_OPS = (\"RunPython\", \"RunSQL\", \"SeparateDatabaseAndState\", \"AlterOrderWithRespectTo\")\ndef op_names(op):\n    return [c.__name__ for c in type(op).__mro__]\ndef db_default(field):\n    return getattr(field, \"db_default\", NOT_PROVIDED) is not NOT_PROVIDED\ndef column_type(field):\n    try:\n        kind = field.db_type(connections[DEFAULT_DB_ALIAS])\n        if kind is not None:\n            return kind\n    except Exception:\n        pass\n    _, path, _, kwargs = field.deconstruct()\n    return (path, kwargs.get(\"max_length\"), kwargs.get(\"max_digits\"), kwargs.get(\"decimal_places\"))\ndef add_field(op):\n    f = op.field\n    if f.many_to_many:\n        return \"expand\", None\n    if f.null or db_default(f):\n        return (\"contract\", HINTS[\"unique\"]) if f.unique and not f.primary_key and not f.null else (\"expand\", None)\n    return \"contract\", HINTS[\"not_null\"]\ndef alter_field(op, old):\n    new = op.field\n    if old is None:\n        return \"review\", \"the field before this migration is unknown: \" + HINTS[\"review\"]\n    if old.many_to_many or new.many_to_many:\n        return (\"expand\", None) if old.many_to_many and new.many_to_many else (\"contract\", HINTS[\"type\"])\n    if (old.db_column or op.name) != (new.db_column or op.name):\n        return \"contract\", HINTS[\"column\"]\n    before, after = column_type(old), column_type(new)\n    if before != after and not wider(old, new):\n        return \"contract\", HINTS[\"type\"]\n    if old.null and not new.null and not db_default(new):\n        return \"contract\", HINTS[\"to_not_null\"]\n    if new.unique and not old.unique and not new.primary_key:\n        return \"contract\", HINTS[\"unique\"]\n    if new.db_index and not old.db_index and not new.unique:\n        return \"expand\", HINTS[\"index\"]\n    return \"expand\", None\ndef wider(old, new):\n    if type(old) is not type(new) or old.max_length is None or new.max_length is None:\n        return False\n    return new.max_length >= old.max_length\ndef add_constraint(op):\n    names = op_names(op.constraint)\n    if \"CheckConstraint\" in names:\n        return \"expand\", HINTS[\"check\"]\n    if \"UniqueConstraint\" in names or \"ExclusionConstraint\" in names:\n        return \"contract\", HINTS[\"unique\"]\n    return \"review\", HINTS[\"review\"]\ndef unique_together(op, state, app):\n    model = state.models.get((app, op.name_lower))\n    before = set(model.options.get(\"unique_together\", ()) if model else ())\n    after = set(op.option_value or ())\n    return (\"contract\", HINTS[\"unique\"]) if after - before else (\"expand\", None)\ndef old_field(state, app, op):\n    model = state.models.get((app, op.model_name_lower))\n    return model.fields.get(op.name) if model else None\ndef classify_op(op, state, app):\n    names = op_names(op)\n    own = type(op).__name__\n    if isinstance(op, m.AddField):\n        kind, hint = add_field(op)\n    elif isinstance(op, m.AlterField):\n        kind, hint = alter_field(op, old_field(state, app, op) if state else None)\n    elif isinstance(op, m.AddConstraint):\n        kind, hint = add_constraint(op)\n    elif isinstance(op, m.AlterUniqueTogether):\n        kind, hint = unique_together(op, state, app) if state else (\"review\", HINTS[\"review\"])\n    elif \"AddIndexConcurrently\" in names:\n        kind, hint = \"expand\", None\n    elif isinstance(op, m.AddIndex):\n        kind, hint = \"expand\", HINTS[\"index\"]\n    elif own in REVIEW_OPS or any(n in names for n in (\"RunPython\", \"RunSQL\", \"SeparateDatabaseAndState\")):\n        kind, hint = \"review\", HINTS[\"review\"]\n    elif any(n in names for n in CONTRACT_OPS):\n        kind = \"contract\"\n        hint = HINTS[next(n for n in names if n in CONTRACT_OPS)]\n    elif any(n in names for n in EXPAND_OPS):\n        kind, hint = \"expand\", None\n    else:\n        kind, hint = \"review\", \"an operation this check does not know (\" + own + \"): \" + HINTS[\"review\"]\n    out = {\"op\": own, \"describe\": op.describe(), \"class\": kind}\n    if hint:\n        out[\"hint\"] = hint\n    return out\ndef marked_after_deploy(migration):\n    safe = getattr(migration, \"safe\", None)\n    if safe is False:\n        return True\n    if safe is None or safe is True:\n        return False\n    when = getattr(safe, \"when\", safe)\n    return \"after_deploy\" in (str(getattr(when, \"value\", \"\")), str(when).rsplit(\".\", 1)[-1], str(safe))\ndef operation_lines(path, count):\n    try:\n        with open(path, \"rb\") as f:\n            tree = ast.parse(f.read())\n    except (OSError, SyntaxError, ValueError):\n        return []\n    for node in ast.walk(tree):\n        if isinstance(node, ast.Assign) and any(getattr(t, \"id\", None) == \"operations\" for t in node.targets):\n            value = node.value.left if isinstance(node.value, ast.BinOp) else node.value\n            if isinstance(value, ast.List) and len(value.elts) <= count:\n                return [e.lineno for e in value.elts]\n    return []\ndef sql_of(app, name):\n    out = io.StringIO()\n    try:\n        call_command(\"sqlmigrate\", app, name, stdout=out, no_color=True)\n    except BaseException as e:\n        first = (str(e).strip().splitlines() or [type(e).__name__])[0]\n        return {\"sql_error\": type(e).__name__ + \": \" + first}\n    return {\"sql\": out.getvalue()}\ndef classify_one(loader, key, after_deploy, with_sql=False):\n    \"\"\"The JSON-ready classification of migration `key` ((app, name)), found in `loader` (a MigrationLoader).\"\"\"\n    app, name = key\n    migration = loader.disk_migrations.get(key)\n    if migration is None:\n        return {\"app\": app, \"name\": name, \"error\": \"no migration \" + app + \".\" + name + \" in this project\"}\n    try:\n        state = loader.project_state(key, at_end=False) if key in loader.graph.nodes else None\n    except Exception:\n        state = None\n    ops = []\n    for op in migration.operations:\n        ops.append(classify_op(op, state, app))\n        if state is not None:\n            try:\n                op.state_forwards(app, state)\n            except Exception:\n                state = None\n    path = getattr(sys.modules.get(type(migration).__module__), \"__file__\", None)\n    for op, line in zip(ops, operation_lines(path, len(ops)) if path else []):\n        op[\"line\"] = line\n    kinds = {o[\"class\"] for o in ops}\n    out = {\n        \"app\": app, \"name\": name, \"file\": os.path.abspath(path) if path else None,\n        \"after_deploy\": marked_after_deploy(migration) or (app + \".\" + name) in after_deploy,\n        \"class\": \"contract\" if \"contract\" in kinds else \"review\" if \"review\" in kinds else \"expand\",\n        \"operations\": ops,\n    }\n    if with_sql:\n        out.update(sql_of(app, name))\n    return out\ndef classify(names, after_deploy=(), with_sql=False, loader=None):\n    \"\"\"Classifies the migrations named `app.migration` (on disk), in the order given; a generator of dicts.\"\"\"\n    loader = loader or MigrationLoader(None, ignore_no_migrations=True)\n    for n in names:\n        app, _, name = n.partition(\".\")\n        yield classify_one(loader, (app, name), set(after_deploy), with_sql)\ndef names_of_files(paths):\n    \"\"\"app.migration for each path that is a migration file of an installed app (others are left out).\"\"\"\n    dirs = {}\n    for config in apps.get_app_configs():\n        module, _ = MigrationLoader.migrations_module(config.label)\n        try:\n            package = __import__(module, fromlist=[\"__name__\"]) if module else None\n        except ImportError:\n            package = None\n        for d in getattr(package, \"__path__\", []) or []:\n            dirs[os.path.realpath(d)] = config.label\n    out = []\n    for p in paths:\n        real = os.path.realpath(p)\n        base = os.path.basename(real)\n        label = dirs.get(os.path.dirname(real))\n        if label and base.endswith(\".py\") and not base.startswith(\"__\"):\n            out.append(label + \".\" + base[:-3])\n    return out\ndef plan(after_deploy=(), with_sql=False):\n    \"\"\"The unapplied migrations in the order `migrate` applies them, classified (needs the database).\"\"\"\n    from django.db.migrations.executor import MigrationExecutor\n    executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])\n    steps = executor.migration_plan(executor.loader.graph.leaf_nodes())\n    for migration, _ in steps:\n        yield classify_one(executor.loader, (migration.app_label, migration.name), set(after_deploy), with_sql)\ndef main(argv):\n    usage = \"usage: migrations.py classify [--sql] [--after-deploy app.name,...] [--files] NAME... | plan [--sql] [--after-deploy app.name,...]\"\n    if not argv or argv[0] not in (\"classify\", \"plan\"):\n        print(usage, file=sys.stderr)\n        return 2\n    command, rest, after, with_sql, files = argv[0], list(argv[1:]), [], False, False\n    while rest and rest[0].startswith(\"--\"):\n        flag = rest.pop(0)\n        if flag == \"--sql\":\n            with_sql = True\n        elif flag == \"--files\":\n            files = True\n        elif flag == \"--after-deploy\" and rest:\n            after += [n.strip() for n in rest.pop(0).split(\",\") if n.strip()]\n        elif flag == \"--\":\n            break\n        else:\n            print(\"migrations.py: unknown option \" + flag + \"; \" + usage, file=sys.stderr)\n            return 2\n    bad = [n for n in after + ([] if files else rest) if n.count(\".\") != 1 or n.startswith(\".\") or n.endswith(\".\")]\n    if bad or (command == \"plan\" and rest):\n        print(\"migrations.py: expected app_label.migration_name, got \" + \", \".join(bad or rest), file=sys.stderr)\n        return 2\n    found = plan(after, with_sql) if command == \"plan\" else classify(names_of_files(rest) if files else rest, after, with_sql)\n    status = 0\n    for line in found:\n        status = 1 if \"error\" in line else status\n        print(json.dumps(line), flush=True)\n    return status\nif __name__ in (\"__main__\", \"__django_deploy__\"):\n    code = main(sys.argv[1:])\n    if code:\n        sys.exit(code)";
+/** proxy_check.py */
+const PROXY_CHECK_PY = "import sys\nfrom urllib.parse import urlsplit\nfrom django.conf import settings\nfrom django.middleware.csrf import CsrfViewMiddleware\nfrom django.test import RequestFactory\nfrom django.utils.module_loading import import_string\nwarn, url, mode = sys.argv[1], sys.argv[2], sys.argv[3]\nu = urlsplit(url)\nhost = u.hostname + (f\":{u.port}\" if u.port else \"\")\norigin = f\"https://{host}\"\nheader = settings.SECURE_PROXY_SSL_HEADER\nfix = (\"SECURE_PROXY_SSL_HEADER = ('HTTP_X_FORWARDED_PROTO', 'https') in the server settings, with \"\n       \"`proxy_set_header X-Forwarded-Proto $scheme;` in nginx\")\nunless = (\"unless the WSGI server marks requests https itself (Gunicorn trusts X-Forwarded-Proto only from its \"\n          \"forwarded_allow_ips, by default 127.0.0.1)\")\ndef csrf_refusal():\n    classes = [import_string(m) for m in settings.MIDDLEWARE]\n    csrf = next((c for c in classes if isinstance(c, type) and issubclass(c, CsrfViewMiddleware)), None)\n    if csrf is None:\n        return None\n    meta = {\"HTTP_HOST\": host, \"HTTP_ORIGIN\": origin, \"HTTP_REFERER\": url}\n    if header:\n        meta[header[0]] = header[1]\n    request = RequestFactory().post(u.path or \"/\", **meta)\n    request.session = {}\n    middleware = csrf(lambda r: None)\n    middleware._reject = lambda request, reason: reason\n    try:\n        why = middleware.process_view(request, lambda r: None, (), {})\n    except Exception:\n        return None\n    return why if isinstance(why, str) and why.startswith((\"Origin checking\", \"Referer checking\")) else None\nfound = []\nif header is None and settings.SECURE_SSL_REDIRECT:\n    found.append(f\"SECURE_SSL_REDIRECT is on but SECURE_PROXY_SSL_HEADER is not set: behind nginx ending TLS, \"\n                 f\"Django sees http and redirects every request to {origin} to itself, {unless}. Fix: {fix}.\")\nwhy = csrf_refusal()\nif why and header is None:\n    found.append(f\"every form POST to {origin} fails with 403 (CSRF: {why}) while GETs and the health check \"\n                 f\"pass: SECURE_PROXY_SSL_HEADER is not set, so behind nginx ending TLS Django sees http, {unless}. \"\n                 f\"Fix: {fix} \"\n                 f\"(or add '{origin}' to CSRF_TRUSTED_ORIGINS).\")\nelif why:\n    found.append(f\"every form POST to {origin} fails with 403 (CSRF: {why}) while GETs and the health check \"\n                 f\"pass. Fix: add '{origin}' to CSRF_TRUSTED_ORIGINS in the server settings (and have nginx pass \"\n                 \"the Host of the site: `proxy_set_header Host $host;`).\")\nfor text in found:\n    print(f\"{warn} behind a TLS proxy: {text}\", flush=True)\nprint(f\"behind a TLS proxy ({origin}): {len(found)} issue(s)\")\nif found and mode == \"fail\":\n    print(\"the TLS proxy check found warnings, and deploy-check is fail: this release does not go live\", file=sys.stderr)\n    sys.exit(1)";
+/** repoint.py */
+const REPOINT_PY = "import os\nimport re\nimport sys\ndonor, target = sys.argv[1].encode(), sys.argv[2].encode()\npattern = re.compile(re.escape(donor) + rb'(?![\\w.-])')\nbindir = os.path.join(sys.argv[2], 'bin')\nfor p in [os.path.join(bindir, n) for n in os.listdir(bindir)] + [os.path.join(sys.argv[2], 'pyvenv.cfg')]:\n    if os.path.islink(p) or not os.path.isfile(p):\n        continue\n    with open(p, 'rb') as f:\n        data = f.read()\n    if donor not in data or b'\\0' in data[:4096]:\n        continue\n    mode = os.stat(p).st_mode\n    tmp = p + '.django-deploy-tmp'\n    with open(tmp, 'wb') as f:\n        f.write(pattern.sub(target, data))\n    os.chmod(tmp, mode)\n    os.replace(tmp, p)";
+/** reusable.py */
+const REUSABLE_PY = "import hashlib\nimport os\nimport sys\nimport zlib\nwarn, manifest = sys.argv[1], os.fsencode(sys.argv[2])\nlive, keep_manifest, keep_reuse = (os.fsencode(a) for a in sys.argv[3:6])\nnew = zlib.decompress(sys.stdin.buffer.read(), 31)\ntry:\n    old = open(os.path.join(live, manifest), \"rb\").read()\nexcept FileNotFoundError:\n    old = b\"\"\nhave = {}\nfor record in old.split(b\"\\0\"):\n    head, sep, path = record.partition(b\"\\t\")\n    if sep: have[path] = head\nreuse, indexes, changed = [], [], []\nfor i, record in enumerate(r for r in new.split(b\"\\0\") if r):\n    head, sep, path = record.partition(b\"\\t\")\n    if not sep or have.get(path) != head or b\"\\xef\\xbf\\xbd\" in path: continue\n    mode, kind, sha = head.split(b\" \")\n    if kind != b\"blob\": continue\n    full = os.path.join(live, path)\n    try:\n        if mode == b\"120000\":\n            data = os.readlink(full) if os.path.islink(full) else None\n        elif os.path.islink(full) or not os.path.isfile(full) or (os.stat(full).st_mode & 0o100 != 0) != (mode == b\"100755\"):\n            data = None\n        else:\n            data = open(full, \"rb\").read()\n    except OSError:\n        data = None\n    h = None if data is None else hashlib.new(\"sha1\" if len(sha) == 40 else \"sha256\", b\"blob %d\\0\" % len(data) + data).hexdigest().encode()\n    if h == sha:\n        reuse.append(path)\n        indexes.append(i)\n    else:\n        changed.append(path.decode(\"utf-8\", \"replace\"))\ndef keep(name, data):\n    with open(name + b\".tmp\", \"wb\") as f: f.write(data)\n    os.replace(name + b\".tmp\", name)\nkeep(keep_manifest, new)\nkeep(keep_reuse, b\"\".join(p + b\"\\0\" for p in reuse))\nif changed:\n    print(f\"{warn} {len(changed)} file(s) of the live release differ from what was deployed (changed on the server?), sent again: \" + \", \".join(changed[:5]) + (\" …\" if len(changed) > 5 else \"\"), flush=True)\nranges, start = [], None\nfor n, i in enumerate(indexes):\n    if start is None: start = i\n    if n + 1 == len(indexes) or indexes[n + 1] != i + 1:\n        ranges.append(str(start) if start == i else f\"{start}-{i}\")\n        start = None\nprint(\"reuse=\" + \",\".join(ranges))";
+/** reuse.py */
+const REUSE_PY = "import os\nimport shutil\nimport sys\nnew, live, listing = (os.fsencode(a) for a in sys.argv[1:4])\npaths = [p for p in open(listing, \"rb\").read().split(b\"\\0\") if p]\nroot = os.geteuid() == 0\nfor p in paths:\n    src, dst = os.path.join(live, p), os.path.join(new, p)\n    os.makedirs(os.path.dirname(dst), exist_ok=True)\n    if os.path.islink(src):\n        os.symlink(os.readlink(src), dst)\n    else:\n        try:\n            if root: raise OSError(\"root ignores read-only modes: a copy\")\n            os.link(src, dst)\n        except OSError:\n            shutil.copy2(src, dst)\nos.remove(listing)\nprint(f\"{len(paths)} unchanged file(s) taken from the live release\")";
+/** static_files.py */
+const STATIC_FILES_PY = "import os\nimport shutil\nimport sys\nwarn, RECORD = sys.argv[1], sys.argv[2]\nargs = sys.argv[3:]\ndef files(root):\n    for d, _, names in os.walk(root):\n        for n in names:\n            yield os.path.relpath(os.path.join(d, n), root)\nMARK = \".django-deploy\"\ndef ours(shared):\n    if os.path.isfile(os.path.join(shared, MARK)):\n        return True\n    if os.path.isdir(shared) and os.listdir(shared):\n        print(f\"{warn} {shared} holds files this action did not put there: static files of old releases are not kept there (move it away to have them kept)\", flush=True)\n        return False\n    os.makedirs(shared, exist_ok=True)\n    open(os.path.join(shared, MARK), \"w\").close()\n    return True\ndef link(root, shared, replace):\n    if not ours(shared):\n        return 0\n    count = 0\n    for rel in files(root):\n        src, dst = os.path.join(root, rel), os.path.join(shared, rel)\n        if os.path.lexists(dst) and (not replace or os.path.samefile(src, dst)):\n            continue\n        os.makedirs(os.path.dirname(dst), exist_ok=True)\n        tmp = dst + \".django-deploy-tmp\"\n        if os.path.lexists(tmp):\n            os.unlink(tmp)\n        try:\n            os.link(src, tmp)\n        except OSError:\n            shutil.copy2(src, tmp)\n        os.replace(tmp, dst)\n        count += 1\n    return count\ndef recorded(release):\n    try:\n        with open(os.path.join(release, RECORD)) as f:\n            return os.path.join(release, f.read().strip())\n    except FileNotFoundError:\n        return None\ndef collected():\n    from django.conf import settings\n    shared, here = args[0], os.path.realpath(\".\")\n    if not settings.STATIC_ROOT:\n        print(\"STATIC_ROOT is not set: no static files to keep\")\n        return\n    root = os.path.realpath(str(settings.STATIC_ROOT))\n    if not root.startswith(here + os.sep):\n        print(f\"STATIC_ROOT {root} is outside the release: its files outlive the release already\")\n        return\n    if not os.path.isdir(root):\n        print(f\"STATIC_ROOT {root} does not exist (no collectstatic?): no static files to keep\")\n        return\n    with open(RECORD, \"w\") as f:\n        f.write(os.path.relpath(root, here))\n    n = link(root, shared, False)\n    print(f\"{n} static file(s) new to {shared} linked there from {root}\")\ndef prune(shared, releases):\n    if not os.path.isfile(os.path.join(shared, MARK)):\n        return\n    roots = [r for r in map(recorded, releases) if r]\n    gone = 0\n    for rel in list(files(shared)):\n        if rel != MARK and not any(os.path.isfile(os.path.join(r, rel)) for r in roots):\n            os.unlink(os.path.join(shared, rel))\n            gone += 1\n    for d, subdirs, names in os.walk(shared, topdown=False):\n        if d != shared and not os.listdir(d):\n            os.rmdir(d)\n    print(f\"{gone} static file(s) no kept release has removed from {shared}\")\nif __name__ == \"__django_deploy__\":\n    collected()\nelif args[0] == \"live\":\n    root = recorded(\".\")\n    n = link(root, args[1], True) if root else 0\n    print(f\"{n} static file(s) of the live release linked into {args[1]}\")\nelif args[0] == \"prune\":\n    prune(args[1], args[2:])";
+
+;// CONCATENATED MODULE: external "node:fs/promises"
+const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
+// EXTERNAL MODULE: external "node:stream"
+var external_node_stream_ = __nccwpck_require__(7075);
+;// CONCATENATED MODULE: external "node:stream/promises"
+const external_node_stream_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:stream/promises");
+// EXTERNAL MODULE: external "node:zlib"
+var external_node_zlib_ = __nccwpck_require__(8522);
+// EXTERNAL MODULE: external "node:util"
+var external_node_util_ = __nccwpck_require__(7975);
 ;// CONCATENATED MODULE: ./src/release/incremental.ts
 /**
  * Incremental upload: which files of the new release can be taken from the release that is live on a host
@@ -60715,6 +60996,768 @@ function parseRanges(text, count) {
 function pathsAt(text, indexes) {
     const records = treeRecords(text);
     return indexes.map(i => records[i].slice(records[i].indexOf('\t') + 1));
+}
+
+;// CONCATENATED MODULE: ./src/release/tar.ts
+/**
+ * Reads the tar stream `git archive --format=tar` writes, entry by entry, without buffering file data: to hash
+ * the bytes of each file as git archive writes them (after export-subst, eol conversion, filters such as
+ * LFS, without export-ignored files) and to pass on only some entries. Understands what git writes: ustar
+ * headers, pax extended headers (`x`, for long paths and link targets) and the pax global header (`g`).
+ */
+
+const BLOCK = 512;
+function field(h, from, length) {
+    const b = h.subarray(from, from + length);
+    const end = b.indexOf(0);
+    return b.subarray(0, end < 0 ? length : end).toString('utf8');
+}
+/** `length keyword=value\n` records of a pax header. */
+function paxRecords(data) {
+    const out = {};
+    let at = 0;
+    while (at < data.length) {
+        const space = data.indexOf(0x20, at);
+        const length = Number(data.subarray(at, space).toString());
+        if (space < 0 || !Number.isInteger(length) || length <= 0)
+            throw new Error('bad pax header in git archive output');
+        const record = data.subarray(space + 1, at + length - 1).toString('utf8');
+        const eq = record.indexOf('=');
+        out[record.slice(0, eq)] = record.slice(eq + 1);
+        at += length;
+    }
+    return out;
+}
+/** A pass-through of a tar stream that sees every entry and can leave some out. */
+function tarEntries(o = {}) {
+    let buffer = Buffer.alloc(0);
+    let entry;
+    let remaining = 0; // data bytes of the current entry still to come
+    let padding = 0;
+    let emit = true;
+    let pax;
+    let pending = []; // a pax header waiting for the entry it describes
+    let overrides = {};
+    let ended = false;
+    const header = (h, push) => {
+        if (h.every(b => b === 0)) {
+            ended = true;
+            push(Buffer.concat([...pending, h]));
+            pending = [];
+            return;
+        }
+        const size = parseInt(field(h, 124, 12).trim() || '0', 8);
+        const type = field(h, 156, 1) || '0';
+        if (type === 'x' || type === 'g') {
+            pax = { header: h, data: [], size };
+            remaining = size;
+            padding = (BLOCK - (size % BLOCK)) % BLOCK;
+            return;
+        }
+        const prefix = field(h, 345, 155);
+        const name = field(h, 0, 100);
+        entry = {
+            path: overrides.path ?? (prefix ? `${prefix}/${name}` : name),
+            type,
+            size,
+            linkname: overrides.linkpath ?? field(h, 157, 100)
+        };
+        overrides = {};
+        emit = o.keep?.(entry) ?? true;
+        if (emit)
+            push(Buffer.concat([...pending, h]));
+        pending = [];
+        remaining = size;
+        padding = (BLOCK - (size % BLOCK)) % BLOCK;
+        if (remaining === 0)
+            o.onEntry?.(entry);
+    };
+    // A pax header read whole: an `x` one waits for its entry (its path may be the one to leave out).
+    const paxDone = (push) => {
+        const all = Buffer.concat(pax.data);
+        if (field(pax.header, 156, 1) === 'x') {
+            overrides = paxRecords(all.subarray(0, pax.size));
+            pending.push(pax.header, all);
+        }
+        else
+            push(Buffer.concat([pax.header, all]));
+        pax = undefined;
+    };
+    return new external_node_stream_.Transform({
+        transform(chunk, _encoding, callback) {
+            try {
+                const out = [];
+                const push = (b) => void out.push(b);
+                buffer = buffer.length ? Buffer.concat([buffer, chunk]) : chunk;
+                while (buffer.length) {
+                    if (ended) {
+                        push(buffer);
+                        buffer = Buffer.alloc(0);
+                    }
+                    else if (remaining > 0) {
+                        const part = buffer.subarray(0, remaining);
+                        buffer = buffer.subarray(part.length);
+                        remaining -= part.length;
+                        if (pax)
+                            pax.data.push(part);
+                        else {
+                            o.onData?.(entry, part);
+                            if (emit)
+                                push(part);
+                            if (remaining === 0)
+                                o.onEntry?.(entry);
+                        }
+                        if (remaining === 0 && pax && padding === 0)
+                            paxDone(push);
+                    }
+                    else if (padding > 0) {
+                        const part = buffer.subarray(0, padding);
+                        buffer = buffer.subarray(part.length);
+                        padding -= part.length;
+                        if (pax)
+                            pax.data.push(part);
+                        else if (emit)
+                            push(part);
+                        if (padding === 0 && pax)
+                            paxDone(push);
+                    }
+                    else if (buffer.length >= BLOCK) {
+                        const h = buffer.subarray(0, BLOCK);
+                        buffer = buffer.subarray(BLOCK);
+                        header(h, push);
+                        if (pax && pax.size === 0)
+                            paxDone(push);
+                    }
+                    else
+                        break;
+                }
+                callback(null, out.length ? Buffer.concat(out) : undefined);
+            }
+            catch (e) {
+                callback(e);
+            }
+        }
+    });
+}
+
+;// CONCATENATED MODULE: ./src/release/requirements.ts
+/**
+ * What pip reads when it installs `-r requirements.txt`: the file and every requirement and constraint file it
+ * includes (`-r`, `-c`, `--requirement`, `--constraint`, at any depth), resolved as pip does, so the
+ * virtualenv key changes when any of them does. Pure functions over a reader of the release's files.
+ */
+
+/**
+ * The logical lines of a requirements file as pip's preprocess() makes them: continued lines joined, comments
+ * (a `#` at the start or after whitespace) removed, blank lines dropped, whitespace runs made one space.
+ */
+function logicalLines(text) {
+    const joined = [];
+    let held = [];
+    for (let raw of text.split(/\r?\n/)) {
+        const comment = /^\s*#/.test(raw);
+        if (raw.endsWith('\\') && !comment) {
+            held.push(raw.replace(/^\\+|\\+$/g, ''));
+            continue;
+        }
+        if (comment)
+            raw = ` ${raw}`;
+        joined.push([...held, raw].join(''));
+        held = [];
+    }
+    if (held.length)
+        joined.push(held.join(''));
+    return joined
+        .map(l => l
+        .replace(/(^|\s+)#.*$/, '')
+        .trim()
+        .replace(/\s+/g, ' '))
+        .filter(Boolean);
+}
+/** pip's long options in a requirements file; optparse takes any unambiguous prefix of them. */
+const LONG = [
+    'index-url',
+    'extra-index-url',
+    'no-index',
+    'constraint',
+    'requirement',
+    'editable',
+    'find-links',
+    'no-binary',
+    'only-binary',
+    'prefer-binary',
+    'require-hashes',
+    'pre',
+    'trusted-host',
+    'use-feature',
+    'install-option',
+    'global-option',
+    'hash'
+];
+function longOption(word) {
+    if (LONG.includes(word))
+        return word;
+    const matches = LONG.filter(o => o.startsWith(word));
+    return matches.length === 1 ? matches[0] : undefined;
+}
+/** The files a logical line includes: `-r x`, `-rx`, `--requirement x`, `--requirement=x`, `-c` alike. */
+function includesOf(line) {
+    const words = line.split(' ');
+    const out = [];
+    for (let i = 0; i < words.length; i++) {
+        const w = words[i];
+        let kind;
+        let value;
+        const short = /^-([rc])(.*)$/.exec(w);
+        const long = /^--([\w-]+)(?:=(.*))?$/.exec(w);
+        if (short) {
+            kind = short[1] === 'r' ? 'requirement' : 'constraint';
+            value = short[2] || undefined;
+        }
+        else if (long) {
+            kind = longOption(long[1]);
+            value = long[2];
+        }
+        if (kind !== 'requirement' && kind !== 'constraint')
+            continue;
+        if (value === undefined)
+            value = words[++i];
+        if (value)
+            out.push({ path: value, constraint: kind === 'constraint' });
+    }
+    return out;
+}
+const SCHEME = /^[A-Za-z][\w+.-]*:/;
+/**
+ * Follows every include from `root` (paths relative to the release), each relative to the directory of the
+ * file that names it (pip's rule); `args` are pip-args, whose `-r`/`-c` are relative to the release. `read`
+ * returns a file's text, or undefined when the release has no such file. Throws, naming the file, on a
+ * missing file, an include that leaves the release, or a cycle (pip would recurse without end).
+ */
+async function requirementClosure(read, root, args = []) {
+    const files = [];
+    const external = [];
+    const seen = new Set();
+    const visit = async (path, constraint, chain) => {
+        if (chain.includes(path))
+            throw new Error(`requirements include themselves: ${[...chain, path].join(' → ')} (pip would recurse without end); remove one of these -r/-c lines`);
+        const key = `${constraint ? 'c' : 'r'} ${path}`;
+        if (seen.has(key))
+            return;
+        seen.add(key);
+        const text = await read(path);
+        if (text === undefined) {
+            const by = chain.length ? `${chain[chain.length - 1]} includes ${path}` : `${path} is named by pip-args`;
+            throw new Error(`${by}, which is not a file git tracks in the release: pip on the server would fail; commit it or fix the -r/-c line`);
+        }
+        files.push({ path, text, constraint });
+        for (const line of logicalLines(text))
+            for (const inc of includesOf(line))
+                await follow(inc, external_node_path_.posix.dirname(path), [...chain, path]);
+    };
+    const follow = async (inc, dir, chain) => {
+        if (SCHEME.test(inc.path) || inc.path.startsWith('/')) {
+            external.push(inc.path);
+            return;
+        }
+        const path = external_node_path_.posix.normalize(external_node_path_.posix.join(dir, inc.path));
+        if (path === '..' || path.startsWith('../'))
+            throw new Error(`${chain[chain.length - 1] ?? 'pip-args'} includes ${inc.path}, which is outside the release (working-directory): pip on the server would not find it`);
+        await visit(path, inc.constraint, chain);
+    };
+    await visit(root, false, []);
+    for (const inc of includesOf(args.join(' ')))
+        await follow(inc, '.', []);
+    return { files, external };
+}
+/**
+ * The words of a requirements file that may name a path (a wheel, a --find-links directory, an editable
+ * project): each requirement word and each option's value (`--find-links=x`, `-fx`, `-e ./pkg`).
+ */
+function pathWords(text) {
+    const out = [];
+    for (const line of logicalLines(text))
+        for (const w of line.split(' ')) {
+            const long = /^--[\w-]+=(.+)$/.exec(w);
+            const short = /^-[a-zA-Z](.+)$/.exec(w);
+            if (long)
+                out.push(long[1]);
+            else if (short && !w.startsWith('--'))
+                out.push(short[1]);
+            else if (!w.startsWith('-'))
+                out.push(w);
+        }
+    return out;
+}
+
+;// CONCATENATED MODULE: ./src/release/source.ts
+/**
+ * The release as it leaves the runner: the files git tracks in working-directory at HEAD, streamed as a
+ * tar.gz, and a key for its virtualenv (equal keys mean the dependencies did not change).
+ */
+
+
+
+
+
+
+
+
+
+
+
+
+
+const run = (0,external_node_util_.promisify)(external_node_child_process_namespaceObject.execFile);
+/** `name[extras]==version` (or `===`), with environment markers. */
+const EXACT_PIN = /^[A-Za-z0-9][\w.-]*(\[[^\]]*\])?\s*===?\s*[\w.!+-]+\s*(;.*)?$/;
+function depsOf(venv, requirements, local) {
+    const closure = typeof requirements === 'string'
+        ? { files: [{ path: 'requirements.txt', text: requirements, constraint: false }], external: [] }
+        : requirements;
+    if (closure.external.length)
+        return undefined;
+    const all = closure.files.filter(f => !f.constraint).flatMap(f => logicalLines(f.text));
+    const constraints = closure.files.filter(f => f.constraint).map(f => [f.path, logicalLines(f.text)]);
+    const options = all.filter(line => line.startsWith('-'));
+    const reqs = all.filter(line => !line.startsWith('-'));
+    if (options.some(o => /^(-e|--editable)\b/.test(o)))
+        return undefined;
+    // Exact pins only: pip leaves an installed version that still satisfies a looser line, where a clean
+    // virtualenv would take the newest.
+    if (!reqs.every(r => EXACT_PIN.test(r.replace(/\s+--hash[= ]\S+/g, ''))))
+        return undefined;
+    // A constraint that changes (even one that only narrows) changes what pip picks for an unpinned
+    // dependency of a pin: part of the basis, so a change builds the virtualenv anew.
+    const basis = (0,external_node_crypto_.createHash)('sha256')
+        .update(JSON.stringify([
+        venv.python,
+        venv.options,
+        venv.pipArgs,
+        options,
+        ...(constraints.length ? [constraints] : [])
+    ]))
+        .digest('hex')
+        .slice(0, 16);
+    const files = local.split('\n').filter(Boolean);
+    return { basis, lines: [...new Set([...reqs.map(r => `r ${r}`), ...files.map(f => `l ${f}`)])] };
+}
+/**
+ * Reads a file of the release from git (blob by blob, as tracked at HEAD); a symlink is followed inside the
+ * release, as pip on the server would. Undefined when the release has no such file.
+ */
+function reader(cwd, listing) {
+    const entries = new Map(parseTree(listing).map(e => [e.path, e]));
+    return async (path) => {
+        for (let hops = 0; hops < 10; hops++) {
+            const e = entries.get(path);
+            if (!e)
+                return undefined;
+            const text = await git(cwd, 'cat-file', 'blob', e.sha);
+            if (e.mode !== '120000')
+                return text;
+            path = external_node_path_.posix.normalize(external_node_path_.posix.join(external_node_path_.posix.dirname(path), text));
+        }
+        return undefined;
+    };
+}
+/**
+ * Git runs filters the runner's git config names (LFS, smudge): it gets the environment the checks get, never the
+ * action's inputs (which the action keeps in its own memory after its start-up re-exec).
+ */
+function gitEnvironment() {
+    return checkEnvironment(process.env);
+}
+/** Runs git in `cwd` (with the job's environment, less the step's own); its stdout, or an error naming the command. */
+async function git(cwd, ...args) {
+    return gitWith(cwd, {}, ...args);
+}
+async function gitWith(cwd, env, ...args) {
+    try {
+        const { stdout } = await run('git', ['-C', cwd, ...args], {
+            maxBuffer: 256 * 1024 * 1024,
+            env: { ...gitEnvironment(), ...env }
+        });
+        return stdout;
+    }
+    catch (e) {
+        const err = e;
+        throw new Error(`git ${args[0]} failed in ${cwd}: ${(err.stderr || err.message).trim()}`);
+    }
+}
+/**
+ * The virtualenv key and what the virtualenv is made of: requirements.txt and every file it includes, the
+ * tracked files they name, Python, venv-options and pip-args.
+ */
+async function dependencies(cwd, treeish, files, venv) {
+    const tree = async (...paths) => paths.length ? git(cwd, 'ls-tree', '-r', '--full-tree', treeish, '--', ...paths) : '';
+    const hasRequirements = parseTree(files).some(e => e.path === 'requirements.txt');
+    const closure = hasRequirements
+        ? await requirementClosure(reader(cwd, files), 'requirements.txt', venv.pipArgs)
+        : { files: [], external: [] };
+    const requirements = closure.files[0]?.text ?? '';
+    // Local paths named by the requirements or pip-args (./vendor/pkg, wheels/, -r base.txt) are part of
+    // the dependencies: their tracked contents go into the key too. A nested file's paths are looked for
+    // beside it (pip's rule for --find-links) and in the release (where pip runs).
+    const candidates = [
+        ...pathWords(requirements),
+        ...pathWords(venv.pipArgs.join(' ')),
+        ...closure.files
+            .slice(1)
+            .flatMap(f => pathWords(f.text).flatMap(t => [t, external_node_path_.posix.join(external_node_path_.posix.dirname(f.path), t)]))
+    ];
+    const tokens = candidates
+        .map(t => t
+        .replace(/^file:(\/\/)?/, '')
+        .replace(/^\.\//, '')
+        .replace(/\/$/, ''))
+        .filter(t => t && !t.startsWith('-') && !t.startsWith('/') && !t.includes('..') && /^[\w.@/+-]+$/.test(t));
+    const local = tokens.length ? await tree(...new Set(tokens.slice(0, 400))) : '';
+    const warnings = [];
+    // Included files beyond requirements.txt go into the key (alone, it keeps the key it always had). What
+    // pip fetches from a URL or reads from an absolute path on the server cannot be known here: such a
+    // virtualenv is built anew at every deploy, never reused stale.
+    const nested = closure.files.slice(1).map(f => [f.path, f.constraint, f.text]);
+    if (closure.external.length)
+        warnings.push(`requirements include ${closure.external.join(', ')}: their content is not in the release, so the virtualenv is built anew at each deploy`);
+    const venvKey = (0,external_node_crypto_.createHash)('sha256')
+        .update(JSON.stringify([
+        venv.python,
+        venv.options,
+        venv.pipArgs,
+        requirements,
+        local,
+        ...(nested.length ? [nested] : []),
+        ...(closure.external.length ? [(0,external_node_crypto_.randomBytes)(16).toString('hex')] : [])
+    ]))
+        .digest('hex')
+        .slice(0, 16);
+    // The requirement files themselves are in the key; for growing a copy, their lines speak for them (a pin added
+    // to requirements/base.txt may grow a copy as one added to requirements.txt does).
+    const own = new Set(closure.files.map(f => f.path));
+    const named = local
+        .split('\n')
+        .filter(line => !own.has(line.slice(line.indexOf('\t') + 1)))
+        .join('\n');
+    const deps = hasRequirements ? depsOf(venv, closure, named) : undefined;
+    return { venvKey, hasRequirements, deps, warnings };
+}
+/** Describes the release; fails clearly when working-directory is not a git checkout. */
+async function describeRelease(workingDirectory, name, venv) {
+    let repoRoot;
+    try {
+        repoRoot = (await git(workingDirectory, 'rev-parse', '--show-toplevel')).trim();
+    }
+    catch {
+        throw new Error(`working-directory ${workingDirectory} is not inside a git checkout; the release is made of the files git tracks (run actions/checkout first)`);
+    }
+    const prefix = (await git(workingDirectory, 'rev-parse', '--show-prefix')).trim().replace(/\/$/, '');
+    const revision = (await git(workingDirectory, 'rev-parse', 'HEAD')).trim();
+    const treeish = prefix ? `HEAD:${prefix}` : 'HEAD';
+    const files = await git(workingDirectory, 'ls-tree', '-r', '-z', '--full-tree', treeish);
+    const { venvKey, hasRequirements, deps, warnings } = await dependencies(workingDirectory, treeish, files, venv);
+    const tree = await archivedManifest(repoRoot, treeish, files);
+    return { name, revision, treeish, repoRoot, venvKey, hasRequirements, tree, deps, warnings };
+}
+/** Runs `git archive --format=tar` of the release; `done` rejects with git's message if git fails. */
+function gitArchive(source, extra = [], format = 'tar') {
+    const child = (0,external_node_child_process_namespaceObject.spawn)('git', ['-C', source.repoRoot, 'archive', `--format=${format}`, ...extra, source.treeish], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: gitEnvironment()
+    });
+    let stderr = '';
+    let stopped = false;
+    child.stderr.on('data', (c) => (stderr += c.toString()));
+    const done = new Promise((resolve, reject) => {
+        child.on('error', reject);
+        child.on('close', code => code === 0 || stopped
+            ? resolve()
+            : reject(new Error(`git archive failed (exit ${code}): ${stderr.trim()}`)));
+    });
+    const stop = () => {
+        if (child.exitCode !== null || child.signalCode !== null)
+            return;
+        stopped = true;
+        child.stdout.destroy();
+        child.kill('SIGKILL');
+    };
+    return { child, done, stop };
+}
+/**
+ * The manifest of the release as git archive writes it: each file of `listing` (`git ls-tree -r -z`) with the
+ * hash, as git hashes a blob, of the bytes the archive holds for it (export-subst expanded, eol converted,
+ * filters such as LFS applied), and without the files the archive leaves out (export-ignore). So the host
+ * reuses a file only when its live copy is what the archive would bring.
+ */
+async function archivedManifest(repoRoot, treeish, listing) {
+    const algorithm = /^\S+ \S+ [0-9a-f]{64}\t/.test(listing) ? 'sha256' : 'sha1';
+    const hashes = new Map();
+    const open = new Map();
+    const blob = (e) => {
+        let h = open.get(e);
+        if (!h) {
+            const size = e.type === '2' ? Buffer.byteLength(e.linkname) : e.size;
+            h = (0,external_node_crypto_.createHash)(algorithm).update(`blob ${size}\0`);
+            open.set(e, h);
+        }
+        return h;
+    };
+    const entries = tarEntries({
+        keep: () => false,
+        onData: (e, chunk) => void blob(e).update(chunk),
+        onEntry: e => {
+            if (e.type !== '0' && e.type !== '2' && e.type !== '7')
+                return;
+            const h = blob(e);
+            if (e.type === '2')
+                h.update(e.linkname);
+            hashes.set(e.path, h.digest('hex'));
+            open.delete(e);
+        }
+    });
+    const git = gitArchive({ repoRoot, treeish });
+    await Promise.all([
+        (0,external_node_stream_promises_namespaceObject.pipeline)(git.child.stdout, entries, new external_node_stream_.Writable({ write: (_c, _e, cb) => cb() })),
+        git.done
+    ]);
+    return treeRecords(listing)
+        .flatMap(record => {
+        const m = /^(\d+) blob [0-9a-f]+\t(.*)$/s.exec(record);
+        if (!m)
+            return [record];
+        const hash = hashes.get(m[2]);
+        return hash ? [`${m[1]} blob ${hash}\t${m[2]}`] : [];
+    })
+        .map(r => `${r}\0`)
+        .join('');
+}
+/**
+ * Streams the release as tar.gz from `git archive`; `done` rejects if git fails. Without `reuse` the archive
+ * holds every file and the release's manifest. With `reuse` (paths the host takes, unchanged, from its live
+ * release; it already has the manifest) it holds every other file: git's own archive of the release with the
+ * reused entries left out, so every other file is the bytes a whole archive would hold (export-subst, eol,
+ * filters and export-ignore as in the manifest). `stop()` ends it early: the remote command ended without
+ * reading it all (a refused release name), and git must not stay blocked on a full pipe.
+ */
+async function archive(source, reuse) {
+    let work;
+    let filtered = Promise.resolve();
+    let stopping = false;
+    let git;
+    let out;
+    if (!reuse) {
+        work = await (0,promises_namespaceObject.mkdtemp)((0,external_node_path_.join)((0,external_node_os_.tmpdir)(), 'django-deploy-archive-'));
+        await (0,promises_namespaceObject.writeFile)((0,external_node_path_.join)(work, MANIFEST), source.tree);
+        git = gitArchive(source, [`--add-file=${(0,external_node_path_.join)(work, MANIFEST)}`], 'tar.gz');
+        out = git.child.stdout;
+    }
+    else {
+        const skip = new Set(reuse);
+        git = gitArchive(source);
+        const gzip = (0,external_node_zlib_.createGzip)();
+        out = gzip;
+        // Output that is not a tar git would write fails the upload as git failing would (the host sees its end).
+        filtered = (0,external_node_stream_promises_namespaceObject.pipeline)(git.child.stdout, tarEntries({ keep: e => !skip.has(e.path) }), gzip).catch((e) => {
+            if (stopping)
+                return;
+            refuse();
+            throw new Error(`git archive output could not be read: ${e.message}`);
+        });
+    }
+    const done = Promise.all([git.done, filtered])
+        .then(() => undefined)
+        .finally(() => work && (0,promises_namespaceObject.rm)(work, { recursive: true, force: true }));
+    // A child's stdout stops counting as readable once git exits, before anyone read it; a pass-through holds
+    // the data (with back-pressure) until the SSH channel consumes it, counting what went by.
+    let bytes = 0;
+    const counter = new external_node_stream_.Transform({
+        transform(chunk, _encoding, callback) {
+            bytes += chunk.length;
+            callback(null, chunk);
+        }
+    });
+    // An archive cut short by a failing git (a missing object, a failing filter) can end on a tar entry boundary
+    // and still be a valid gzip stream, which tar on the host unpacks without complaint: bytes after the gzip
+    // stream make gunzip, and so the upload step, fail there and then.
+    const refuse = () => {
+        if (!counter.writableEnded && !counter.destroyed)
+            counter.end(Buffer.from('\ngit archive failed\n'));
+    };
+    const stream = out.pipe(counter, { end: false });
+    out.on('end', () => done.then(() => void (counter.writableEnded || counter.destroyed || counter.end()), () => refuse()));
+    return {
+        stream,
+        done,
+        bytes: () => bytes,
+        // Also when git is done: what it wrote may still sit in the streams, waiting for a reader that is gone.
+        stop: () => {
+            stopping = true;
+            stream.destroy();
+            out.destroy();
+            git.stop();
+        }
+    };
+}
+
+;// CONCATENATED MODULE: ./src/django/migrations.ts
+/**
+ * The migrations a pull request adds or changes, classified on the runner: `git diff` between the PR's base and
+ * the checkout names the files, migrations.py (the classifier the deploy runs on the servers too) classifies them
+ * in the project's own Django and adds `sqlmigrate`'s SQL for its database backend. Never fails the run: what it
+ * cannot do is one line in the report.
+ */
+
+
+
+
+
+
+
+function migrations_run(tool, args, cwd, env, timeoutMs = 60_000) {
+    return new Promise(resolve => {
+        (0,external_node_child_process_namespaceObject.execFile)(tool, args, { cwd, env, timeout: timeoutMs, maxBuffer: 32 << 20 }, (e, stdout, stderr) => {
+            const code = e ? (typeof e.code === 'number' ? e.code : -1) : 0;
+            resolve({
+                code,
+                stdout: String(stdout ?? ''),
+                stderr: String(stderr ?? ''),
+                killed: e?.killed,
+                error: e ?? undefined
+            });
+        });
+    });
+}
+/** Whether a path (relative to the repository) can be a migration file: `…/migrations/<name>.py`. */
+function isMigrationPath(file) {
+    return /(^|\/)migrations\/(?!__init__\.py$)[^/]+\.py$/.test(file);
+}
+/**
+ * The migration files the PR adds or changes (added, modified or renamed since the merge base of `base` and
+ * HEAD), relative to the repository root; or why they cannot be known.
+ */
+async function changedMigrationFiles(repoRoot, base) {
+    const ok = (p) => p.catch(() => undefined);
+    if ((await ok(git(repoRoot, 'cat-file', '-e', `${base}^{commit}`))) === undefined)
+        return {
+            note: `the pull request's base commit ${base.slice(0, 12)} is not in the checkout, so its migrations are not ` +
+                `known: give actions/checkout fetch-depth: 2 (the merge commit and its base) or 0`
+        };
+    // A checkout of the PR's head (not its merge commit) has the base's later commits beside it: diff from the fork
+    // point. A shallow checkout may not have it: then from the base itself.
+    const from = (await ok(git(repoRoot, 'merge-base', base, 'HEAD')))?.trim() || base;
+    try {
+        const out = await git(repoRoot, 'diff', '--name-only', '-z', '--diff-filter=AMR', from, 'HEAD', '--');
+        return { files: out.split('\0').filter(f => f && isMigrationPath(f)) };
+    }
+    catch (e) {
+        return {
+            note: `the diff against the base ${base.slice(0, 12)} failed: ${firstLine(e.message)}`
+        };
+    }
+}
+const migrations_MARK = 'django-deploy-migrations:';
+/** migrations.py's JSON lines as the report holds them (files relative to the repository). */
+function parseClassified(stdout, repoRoot) {
+    const out = [];
+    for (const line of stdout.split('\n')) {
+        if (!line.startsWith('{'))
+            continue;
+        let raw;
+        try {
+            raw = JSON.parse(line);
+        }
+        catch {
+            continue;
+        }
+        if (raw.error || !raw.class)
+            continue;
+        out.push({
+            app: raw.app,
+            name: raw.name,
+            file: raw.file ? external_node_path_default().relative(repoRoot, raw.file) : undefined,
+            afterDeploy: raw.after_deploy ?? false,
+            class: raw.class,
+            operations: raw.operations ?? [],
+            sql: raw.sql,
+            sqlError: raw.sql_error
+        });
+    }
+    return out;
+}
+/** Classifies the migrations the PR adds or changes; undefined when it adds or changes none. */
+async function analyzeMigrations(o) {
+    const changed = await changedMigrationFiles(o.repoRoot, o.base);
+    if ('note' in changed)
+        return { base: o.base, migrations: [], note: changed.note };
+    if (changed.files.length === 0)
+        return undefined;
+    if (!(0,external_node_fs_.existsSync)(external_node_path_default().join(o.workingDirectory, 'manage.py')))
+        return {
+            base: o.base,
+            migrations: [],
+            note: `no manage.py in ${o.workingDirectory}: migrations not classified`
+        };
+    const env = { ...commandEnv({ runnerEnv: o.runnerEnv }), PYTHONDONTWRITEBYTECODE: '1' };
+    const facts = await probeProject(o.python, o.workingDirectory, env);
+    const before = new Set(facts?.sqliteFiles.filter(f => (0,external_node_fs_.existsSync)(f)));
+    const files = changed.files.map(f => external_node_path_default().resolve(o.repoRoot, f));
+    const args = ['classify', '--sql', '--files', ...files];
+    const ran = await migrations_run(o.python, ['-c', MANAGE_MANY_PY, migrations_MARK, '', JSON.stringify([['migrations', args, MIGRATIONS_PY]])], o.workingDirectory, env, o.timeoutSeconds * 1000);
+    // sqlmigrate connects: with SQLite that makes the database file, not the analysis's to leave.
+    for (const f of removeMadeFiles(facts?.sqliteFiles ?? [], before))
+        o.info?.(`Removed ${external_node_path_default().relative(o.workingDirectory, f) || f}, which the migration analysis created.`);
+    const migrations = parseClassified(ran.stdout, o.repoRoot);
+    const status = new RegExp(`^${migrations_MARK} migrations (\\d+)$`, 'm').exec(ran.stdout);
+    if (!status || (status[1] !== '0' && migrations.length === 0)) {
+        const why = ran.killed
+            ? `still running after ${o.timeoutSeconds} s (check-timeout)`
+            : lastLine(ran.stderr || ran.error?.message || '');
+        return { base: o.base, migrations, note: `the migrations could not be classified: ${why}` };
+    }
+    // Files under a migrations/ folder that is no installed app's: nothing to say.
+    return migrations.length ? { base: o.base, migrations } : undefined;
+}
+function firstLine(text) {
+    return text.trim().split('\n')[0] ?? '';
+}
+function lastLine(text) {
+    return text.trim().split('\n').pop() || 'no output';
+}
+const LEVEL = {
+    expand: undefined,
+    contract: 'warning',
+    review: 'notice'
+};
+/** Contract operations as warnings and review ones as notices, on their migration file (annotations). */
+function migrationFindings(report) {
+    const out = [];
+    for (const m of report?.migrations ?? []) {
+        for (const op of m.operations) {
+            const level = LEVEL[op.class];
+            if (!level)
+                continue;
+            const when = m.afterDeploy ? ' (runs after deploy)' : '';
+            out.push({
+                level,
+                title: `${op.class}: ${op.op}`,
+                message: `${m.app}.${m.name}${when}: ${op.describe}${op.hint ? ` — ${op.hint}` : ''}`,
+                file: m.file,
+                line: op.line
+            });
+        }
+    }
+    return out;
+}
+/** The findings as the annotations see a check's (titled `migrations: contract: RemoveField`). */
+function migrationsAsCheck(findings) {
+    return {
+        name: 'migrations',
+        command: 'migration analysis',
+        outcome: 'passed',
+        durationMs: 0,
+        findings,
+        tail: ''
+    };
 }
 
 ;// CONCATENATED MODULE: ./src/remote/shell.ts
@@ -60967,27 +62010,6 @@ function fenced(l, token, body, mark) {
 function killSteps(l, token) {
     return [KILL_STEPS, `kill_steps ${q(leaseDir(l, token))}`].join('\n');
 }
-
-;// CONCATENATED MODULE: ./src/remote/python/programs.ts
-// Generated by scripts/embed-python.mjs from the .py files beside it: edit those, then run the script.
-/** deploy_check.py */
-const DEPLOY_CHECK_PY = "import sys\nfrom django.core import checks\nwarn, serious_ids, fail_on_warnings = sys.argv[1], set(sys.argv[2].split(\",\")), sys.argv[3] == \"fail\"\nfound = [m for m in checks.run_checks(include_deployment_checks=True)\n         if m.level >= checks.WARNING and not m.is_silenced()]\nfor m in found:\n    text = \" \".join(str(m).split())\n    print(f\"{warn} check --deploy: {text}\", flush=True)\nerrors = [m for m in found if m.level >= checks.ERROR]\nserious = [m for m in found if m.id in serious_ids]\nprint(f\"check --deploy with the server settings: {len(found)} issue(s), {len(errors)} error(s)\")\nfor m in serious:\n    print(f\"check --deploy: {m.id} refuses the release under deploy-check warn and fail (only off skips it): {m.msg}\", file=sys.stderr)\nif errors or serious or (fail_on_warnings and found):\n    why = \"errors\" if errors else \"a serious warning\" if serious else \"warnings, and deploy-check is fail\"\n    print(f\"check --deploy found {why}: this release does not go live\", file=sys.stderr)\n    sys.exit(1)";
-/** health_before_switch.py */
-const HEALTH_BEFORE_SWITCH_PY = "import signal\nimport sys\nimport traceback\nfrom urllib.parse import urlsplit\nfrom django.test import Client\nurl, limit = sys.argv[1], float(sys.argv[2])\nu = urlsplit(url)\nhost = u.hostname + (f\":{u.port}\" if u.port else \"\")\npath = (u.path or \"/\") + (f\"?{u.query}\" if u.query else \"\")\nwhere = f\"{path} (Host: {host}) in the new release, with the server settings and database, before the switch\"\ndef out_of_time(*_):\n    raise TimeoutError(f\"no answer within {limit:g} s\")\nsignal.signal(signal.SIGALRM, out_of_time)\nsignal.setitimer(signal.ITIMER_REAL, limit)\ntry:\n    r = Client(raise_request_exception=True).get(path, follow=True, secure=u.scheme == \"https\", HTTP_HOST=host)\nexcept BaseException:\n    signal.setitimer(signal.ITIMER_REAL, 0)\n    print(f\"{where}: raised\", file=sys.stderr)\n    traceback.print_exc()\n    sys.exit(1)\nsignal.setitimer(signal.ITIMER_REAL, 0)\nif r.status_code < 500:\n    print(f\"{where}: HTTP {r.status_code}\")\n    sys.exit(0)\nbody = r.content[:4000].decode(\"utf-8\", \"replace\").strip().splitlines()[:20]\nprint(f\"{where}: HTTP {r.status_code}\", *body, sep=\"\\n\", file=sys.stderr)\nsys.exit(1)";
-/** health_check.py */
-const HEALTH_CHECK_PY = "import sys\nimport time\nimport urllib.error\nimport urllib.parse\nimport urllib.request\nurl, shown, limit, fast = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])\nauth = sys.stdin.readline().strip() if len(sys.argv) > 5 else \"\"\nheaders = {'Authorization': auth} if auth else {}\nclass Redirects(urllib.request.HTTPRedirectHandler):\n    def redirect_request(self, req, fp, code, msg, hdrs, newurl):\n        new = super().redirect_request(req, fp, code, msg, hdrs, newurl)\n        if new is not None:\n            a, b = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(new.full_url)\n            if a.hostname != b.hostname or not ((a.scheme, a.port) == (b.scheme, b.port) or (a.scheme, b.scheme) == ('http', 'https')):\n                new.remove_header('Authorization')\n        return new\nopener = urllib.request.build_opener(Redirects)\ndef first(body):\n    return ' '.join(body[:300].decode('utf-8', 'replace').split())\ndeadline = time.time() + limit\nlast = 'no answer'\nbad = 0\nwhile True:\n    try:\n        with opener.open(urllib.request.Request(url, headers=headers), timeout=5) as r:\n            if 200 <= r.status < 300:\n                print(f'{shown} answered {r.status}')\n                sys.exit(0)\n            last = f'HTTP {r.status}: ' + first(r.read(300))\n            bad = 0\n    except urllib.error.HTTPError as e:\n        last = f'HTTP {e.code}: ' + first(e.read(300))\n        bad = bad + 1 if e.code >= 500 and e.code not in (502, 503, 504) else 0\n        if bad >= fast:\n            print(f'{shown} answered {last} ({bad} times in a row): the release is broken', file=sys.stderr)\n            sys.exit(1)\n    except Exception as e:\n        last = str(getattr(e, 'reason', e))\n        bad = 0\n    if time.time() >= deadline:\n        print(f'{shown} not healthy after {limit:g} s: {last}', file=sys.stderr)\n        sys.exit(1)\n    time.sleep(0.5)";
-/** manage_many.py */
-const MANAGE_MANY_PY = "import json\nimport runpy\nimport sys\nimport traceback\nmark, read_only_hint, commands = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])\nfor name, args, code in commands:\n    sys.argv = ['manage.py', *args]\n    status = 0\n    try:\n        if code is None:\n            runpy.run_path('manage.py', run_name='__main__')\n        else:\n            from django.apps import apps\n            if not apps.ready:\n                import contextlib, os\n                with open(os.devnull, \"w\") as null, contextlib.redirect_stdout(null):\n                    sys.argv = [\"manage.py\", \"version\"]\n                    try:\n                        runpy.run_path(\"manage.py\", run_name=\"__main__\")\n                    except SystemExit:\n                        pass\n                sys.argv = [\"manage.py\", *args]\n            exec(compile(code, name, 'exec'), {'__name__': '__django_deploy__'})\n    except SystemExit as e:\n        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)\n    except BaseException as e:\n        traceback.print_exc()\n        status = 1\n        if isinstance(e, PermissionError) or \"readonly database\" in str(e):\n            print(read_only_hint, file=sys.stderr)\n    sys.stdout.flush()\n    sys.stderr.flush()\n    print(f'{mark} {name} {status}', flush=True)\n    if status:\n        sys.exit(status)";
-/** proxy_check.py */
-const PROXY_CHECK_PY = "import sys\nfrom urllib.parse import urlsplit\nfrom django.conf import settings\nfrom django.middleware.csrf import CsrfViewMiddleware\nfrom django.test import RequestFactory\nfrom django.utils.module_loading import import_string\nwarn, url, mode = sys.argv[1], sys.argv[2], sys.argv[3]\nu = urlsplit(url)\nhost = u.hostname + (f\":{u.port}\" if u.port else \"\")\norigin = f\"https://{host}\"\nheader = settings.SECURE_PROXY_SSL_HEADER\nfix = (\"SECURE_PROXY_SSL_HEADER = ('HTTP_X_FORWARDED_PROTO', 'https') in the server settings, with \"\n       \"`proxy_set_header X-Forwarded-Proto $scheme;` in nginx\")\nunless = (\"unless the WSGI server marks requests https itself (Gunicorn trusts X-Forwarded-Proto only from its \"\n          \"forwarded_allow_ips, by default 127.0.0.1)\")\ndef csrf_refusal():\n    classes = [import_string(m) for m in settings.MIDDLEWARE]\n    csrf = next((c for c in classes if isinstance(c, type) and issubclass(c, CsrfViewMiddleware)), None)\n    if csrf is None:\n        return None\n    meta = {\"HTTP_HOST\": host, \"HTTP_ORIGIN\": origin, \"HTTP_REFERER\": url}\n    if header:\n        meta[header[0]] = header[1]\n    request = RequestFactory().post(u.path or \"/\", **meta)\n    request.session = {}\n    middleware = csrf(lambda r: None)\n    middleware._reject = lambda request, reason: reason\n    try:\n        why = middleware.process_view(request, lambda r: None, (), {})\n    except Exception:\n        return None\n    return why if isinstance(why, str) and why.startswith((\"Origin checking\", \"Referer checking\")) else None\nfound = []\nif header is None and settings.SECURE_SSL_REDIRECT:\n    found.append(f\"SECURE_SSL_REDIRECT is on but SECURE_PROXY_SSL_HEADER is not set: behind nginx ending TLS, \"\n                 f\"Django sees http and redirects every request to {origin} to itself, {unless}. Fix: {fix}.\")\nwhy = csrf_refusal()\nif why and header is None:\n    found.append(f\"every form POST to {origin} fails with 403 (CSRF: {why}) while GETs and the health check \"\n                 f\"pass: SECURE_PROXY_SSL_HEADER is not set, so behind nginx ending TLS Django sees http, {unless}. \"\n                 f\"Fix: {fix} \"\n                 f\"(or add '{origin}' to CSRF_TRUSTED_ORIGINS).\")\nelif why:\n    found.append(f\"every form POST to {origin} fails with 403 (CSRF: {why}) while GETs and the health check \"\n                 f\"pass. Fix: add '{origin}' to CSRF_TRUSTED_ORIGINS in the server settings (and have nginx pass \"\n                 \"the Host of the site: `proxy_set_header Host $host;`).\")\nfor text in found:\n    print(f\"{warn} behind a TLS proxy: {text}\", flush=True)\nprint(f\"behind a TLS proxy ({origin}): {len(found)} issue(s)\")\nif found and mode == \"fail\":\n    print(\"the TLS proxy check found warnings, and deploy-check is fail: this release does not go live\", file=sys.stderr)\n    sys.exit(1)";
-/** repoint.py */
-const REPOINT_PY = "import os\nimport re\nimport sys\ndonor, target = sys.argv[1].encode(), sys.argv[2].encode()\npattern = re.compile(re.escape(donor) + rb'(?![\\w.-])')\nbindir = os.path.join(sys.argv[2], 'bin')\nfor p in [os.path.join(bindir, n) for n in os.listdir(bindir)] + [os.path.join(sys.argv[2], 'pyvenv.cfg')]:\n    if os.path.islink(p) or not os.path.isfile(p):\n        continue\n    with open(p, 'rb') as f:\n        data = f.read()\n    if donor not in data or b'\\0' in data[:4096]:\n        continue\n    mode = os.stat(p).st_mode\n    tmp = p + '.django-deploy-tmp'\n    with open(tmp, 'wb') as f:\n        f.write(pattern.sub(target, data))\n    os.chmod(tmp, mode)\n    os.replace(tmp, p)";
-/** reusable.py */
-const REUSABLE_PY = "import hashlib\nimport os\nimport sys\nimport zlib\nwarn, manifest = sys.argv[1], os.fsencode(sys.argv[2])\nlive, keep_manifest, keep_reuse = (os.fsencode(a) for a in sys.argv[3:6])\nnew = zlib.decompress(sys.stdin.buffer.read(), 31)\ntry:\n    old = open(os.path.join(live, manifest), \"rb\").read()\nexcept FileNotFoundError:\n    old = b\"\"\nhave = {}\nfor record in old.split(b\"\\0\"):\n    head, sep, path = record.partition(b\"\\t\")\n    if sep: have[path] = head\nreuse, indexes, changed = [], [], []\nfor i, record in enumerate(r for r in new.split(b\"\\0\") if r):\n    head, sep, path = record.partition(b\"\\t\")\n    if not sep or have.get(path) != head or b\"\\xef\\xbf\\xbd\" in path: continue\n    mode, kind, sha = head.split(b\" \")\n    if kind != b\"blob\": continue\n    full = os.path.join(live, path)\n    try:\n        if mode == b\"120000\":\n            data = os.readlink(full) if os.path.islink(full) else None\n        elif os.path.islink(full) or not os.path.isfile(full) or (os.stat(full).st_mode & 0o100 != 0) != (mode == b\"100755\"):\n            data = None\n        else:\n            data = open(full, \"rb\").read()\n    except OSError:\n        data = None\n    h = None if data is None else hashlib.new(\"sha1\" if len(sha) == 40 else \"sha256\", b\"blob %d\\0\" % len(data) + data).hexdigest().encode()\n    if h == sha:\n        reuse.append(path)\n        indexes.append(i)\n    else:\n        changed.append(path.decode(\"utf-8\", \"replace\"))\ndef keep(name, data):\n    with open(name + b\".tmp\", \"wb\") as f: f.write(data)\n    os.replace(name + b\".tmp\", name)\nkeep(keep_manifest, new)\nkeep(keep_reuse, b\"\".join(p + b\"\\0\" for p in reuse))\nif changed:\n    print(f\"{warn} {len(changed)} file(s) of the live release differ from what was deployed (changed on the server?), sent again: \" + \", \".join(changed[:5]) + (\" …\" if len(changed) > 5 else \"\"), flush=True)\nranges, start = [], None\nfor n, i in enumerate(indexes):\n    if start is None: start = i\n    if n + 1 == len(indexes) or indexes[n + 1] != i + 1:\n        ranges.append(str(start) if start == i else f\"{start}-{i}\")\n        start = None\nprint(\"reuse=\" + \",\".join(ranges))";
-/** reuse.py */
-const REUSE_PY = "import os\nimport shutil\nimport sys\nnew, live, listing = (os.fsencode(a) for a in sys.argv[1:4])\npaths = [p for p in open(listing, \"rb\").read().split(b\"\\0\") if p]\nroot = os.geteuid() == 0\nfor p in paths:\n    src, dst = os.path.join(live, p), os.path.join(new, p)\n    os.makedirs(os.path.dirname(dst), exist_ok=True)\n    if os.path.islink(src):\n        os.symlink(os.readlink(src), dst)\n    else:\n        try:\n            if root: raise OSError(\"root ignores read-only modes: a copy\")\n            os.link(src, dst)\n        except OSError:\n            shutil.copy2(src, dst)\nos.remove(listing)\nprint(f\"{len(paths)} unchanged file(s) taken from the live release\")";
-/** static_files.py */
-const STATIC_FILES_PY = "import os\nimport shutil\nimport sys\nwarn, RECORD = sys.argv[1], sys.argv[2]\nargs = sys.argv[3:]\ndef files(root):\n    for d, _, names in os.walk(root):\n        for n in names:\n            yield os.path.relpath(os.path.join(d, n), root)\nMARK = \".django-deploy\"\ndef ours(shared):\n    if os.path.isfile(os.path.join(shared, MARK)):\n        return True\n    if os.path.isdir(shared) and os.listdir(shared):\n        print(f\"{warn} {shared} holds files this action did not put there: static files of old releases are not kept there (move it away to have them kept)\", flush=True)\n        return False\n    os.makedirs(shared, exist_ok=True)\n    open(os.path.join(shared, MARK), \"w\").close()\n    return True\ndef link(root, shared, replace):\n    if not ours(shared):\n        return 0\n    count = 0\n    for rel in files(root):\n        src, dst = os.path.join(root, rel), os.path.join(shared, rel)\n        if os.path.lexists(dst) and (not replace or os.path.samefile(src, dst)):\n            continue\n        os.makedirs(os.path.dirname(dst), exist_ok=True)\n        tmp = dst + \".django-deploy-tmp\"\n        if os.path.lexists(tmp):\n            os.unlink(tmp)\n        try:\n            os.link(src, tmp)\n        except OSError:\n            shutil.copy2(src, tmp)\n        os.replace(tmp, dst)\n        count += 1\n    return count\ndef recorded(release):\n    try:\n        with open(os.path.join(release, RECORD)) as f:\n            return os.path.join(release, f.read().strip())\n    except FileNotFoundError:\n        return None\ndef collected():\n    from django.conf import settings\n    shared, here = args[0], os.path.realpath(\".\")\n    if not settings.STATIC_ROOT:\n        print(\"STATIC_ROOT is not set: no static files to keep\")\n        return\n    root = os.path.realpath(str(settings.STATIC_ROOT))\n    if not root.startswith(here + os.sep):\n        print(f\"STATIC_ROOT {root} is outside the release: its files outlive the release already\")\n        return\n    if not os.path.isdir(root):\n        print(f\"STATIC_ROOT {root} does not exist (no collectstatic?): no static files to keep\")\n        return\n    with open(RECORD, \"w\") as f:\n        f.write(os.path.relpath(root, here))\n    n = link(root, shared, False)\n    print(f\"{n} static file(s) new to {shared} linked there from {root}\")\ndef prune(shared, releases):\n    if not os.path.isfile(os.path.join(shared, MARK)):\n        return\n    roots = [r for r in map(recorded, releases) if r]\n    gone = 0\n    for rel in list(files(shared)):\n        if rel != MARK and not any(os.path.isfile(os.path.join(r, rel)) for r in roots):\n            os.unlink(os.path.join(shared, rel))\n            gone += 1\n    for d, subdirs, names in os.walk(shared, topdown=False):\n        if d != shared and not os.listdir(d):\n            os.rmdir(d)\n    print(f\"{gone} static file(s) no kept release has removed from {shared}\")\nif __name__ == \"__django_deploy__\":\n    collected()\nelif args[0] == \"live\":\n    root = recorded(\".\")\n    n = link(root, args[1], True) if root else 0\n    print(f\"{n} static file(s) of the live release linked into {args[1]}\")\nelif args[0] == \"prune\":\n    prune(args[1], args[2:])";
 
 ;// CONCATENATED MODULE: ./src/remote/release.ts
 /**
@@ -61390,11 +62412,14 @@ function reloadGunicorn(l, pidfile, release, previous) {
  * Reloads a systemd unit and waits for its new workers. systemd tracks the master it started, so a USR2
  * re-exec (whose old master exits) would make it stop the whole unit (gunicorn issue 2856): when the release
  * needs another virtualenv than the master runs, the unit is restarted instead (with a socket unit holding the
- * listening socket, requests wait instead of failing; see README).
+ * listening socket, requests wait instead of failing; see README). A unit that is not active (the first deploy
+ * after `mode: setup`, whose units wait for a release) is started.
  */
 function reloadService(l, service, release) {
     const newVenv = `${releaseDir(l, release)}/${IN_RELEASE.venv}`;
-    return script(...PROC, `unit=${q(service)}`, 'pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true)', '[ "$pid" != 0 ] || pid=""', `want=$(readlink -f ${q(newVenv)})`, `running=$(sed -n "s/^$pid //p" ${q(l.gunicornMaster)} 2>/dev/null || true)`, 'if [ -n "$pid" ] && [ -n "$running" ] && [ "$running" != \'?\' ] && [ "$running" != "$want" ]; then', '  echo "$unit runs $running; the release needs $want: systemctl restart"', '  sudo -n systemctl restart "$unit"', '  pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true); old=""', 'else', '  old=$([ -z "$pid" ] || children "$pid")', '  sudo -n systemctl reload "$unit"', 'fi', 'if [ -z "$pid" ] || [ "$pid" = 0 ]; then echo "$unit has no main process to wait for"; exit 0; fi', 'i=0', 'while [ $i -lt 600 ]; do', '  left=""; for c in $old; do alive "$c" && left="$left $c"; done', '  if [ -z "$left" ] && workers_ready "$pid"; then echo "$unit reloaded: new workers of $pid ready"; exit 0; fi', '  sleep 0.1; i=$((i+1))', 'done', 'echo "$unit: no new workers ready within 60 s" >&2; exit 1');
+    return script(...PROC, `unit=${q(service)}`, 'pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true)', '[ "$pid" != 0 ] || pid=""', `want=$(readlink -f ${q(newVenv)})`, `running=$(sed -n "s/^$pid //p" ${q(l.gunicornMaster)} 2>/dev/null || true)`, 
+    // Not active (the first deploy after setup: its units wait for a release): started, not reloaded.
+    'if ! systemctl is-active -q "$unit"; then', '  echo "$unit is not active: systemctl start"', '  sudo -n systemctl start "$unit"', '  pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true); old=""', 'elif [ -n "$pid" ] && [ -n "$running" ] && [ "$running" != \'?\' ] && [ "$running" != "$want" ]; then', '  echo "$unit runs $running; the release needs $want: systemctl restart"', '  sudo -n systemctl restart "$unit"', '  pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true); old=""', 'else', '  old=$([ -z "$pid" ] || children "$pid")', '  sudo -n systemctl reload "$unit"', 'fi', 'if [ -z "$pid" ] || [ "$pid" = 0 ]; then echo "$unit has no main process to wait for"; exit 0; fi', 'i=0', 'while [ $i -lt 600 ]; do', '  left=""; for c in $old; do alive "$c" && left="$left $c"; done', '  if [ -z "$left" ] && workers_ready "$pid"; then echo "$unit reloaded: new workers of $pid ready"; exit 0; fi', '  sleep 0.1; i=$((i+1))', 'done', 'echo "$unit: no new workers ready within 60 s" >&2; exit 1');
 }
 
 ;// CONCATENATED MODULE: ./src/remote/health.ts
@@ -63516,10 +64541,6 @@ class Hosts {
     }
 }
 
-// EXTERNAL MODULE: external "node:stream"
-var external_node_stream_ = __nccwpck_require__(7075);
-// EXTERNAL MODULE: external "node:zlib"
-var external_node_zlib_ = __nccwpck_require__(8522);
 ;// CONCATENATED MODULE: ./src/django/traceback.ts
 /**
  * A failed step's last lines, led by the cause when they end in a Python traceback: the exception's type and
@@ -63564,612 +64585,6 @@ function failureTail(lines, tail) {
     const cause = causeOf(lines);
     const rest = (cause ? lines.filter(l => !NOISE.test(l)) : lines).slice(-tail);
     return (cause ? [cause, ...rest] : rest).join('\n');
-}
-
-;// CONCATENATED MODULE: external "node:fs/promises"
-const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
-;// CONCATENATED MODULE: external "node:stream/promises"
-const external_node_stream_promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:stream/promises");
-// EXTERNAL MODULE: external "node:util"
-var external_node_util_ = __nccwpck_require__(7975);
-;// CONCATENATED MODULE: ./src/release/tar.ts
-/**
- * Reads the tar stream `git archive --format=tar` writes, entry by entry, without buffering file data: to hash
- * the bytes of each file as git archive writes them (after export-subst, eol conversion, filters such as
- * LFS, without export-ignored files) and to pass on only some entries. Understands what git writes: ustar
- * headers, pax extended headers (`x`, for long paths and link targets) and the pax global header (`g`).
- */
-
-const BLOCK = 512;
-function field(h, from, length) {
-    const b = h.subarray(from, from + length);
-    const end = b.indexOf(0);
-    return b.subarray(0, end < 0 ? length : end).toString('utf8');
-}
-/** `length keyword=value\n` records of a pax header. */
-function paxRecords(data) {
-    const out = {};
-    let at = 0;
-    while (at < data.length) {
-        const space = data.indexOf(0x20, at);
-        const length = Number(data.subarray(at, space).toString());
-        if (space < 0 || !Number.isInteger(length) || length <= 0)
-            throw new Error('bad pax header in git archive output');
-        const record = data.subarray(space + 1, at + length - 1).toString('utf8');
-        const eq = record.indexOf('=');
-        out[record.slice(0, eq)] = record.slice(eq + 1);
-        at += length;
-    }
-    return out;
-}
-/** A pass-through of a tar stream that sees every entry and can leave some out. */
-function tarEntries(o = {}) {
-    let buffer = Buffer.alloc(0);
-    let entry;
-    let remaining = 0; // data bytes of the current entry still to come
-    let padding = 0;
-    let emit = true;
-    let pax;
-    let pending = []; // a pax header waiting for the entry it describes
-    let overrides = {};
-    let ended = false;
-    const header = (h, push) => {
-        if (h.every(b => b === 0)) {
-            ended = true;
-            push(Buffer.concat([...pending, h]));
-            pending = [];
-            return;
-        }
-        const size = parseInt(field(h, 124, 12).trim() || '0', 8);
-        const type = field(h, 156, 1) || '0';
-        if (type === 'x' || type === 'g') {
-            pax = { header: h, data: [], size };
-            remaining = size;
-            padding = (BLOCK - (size % BLOCK)) % BLOCK;
-            return;
-        }
-        const prefix = field(h, 345, 155);
-        const name = field(h, 0, 100);
-        entry = {
-            path: overrides.path ?? (prefix ? `${prefix}/${name}` : name),
-            type,
-            size,
-            linkname: overrides.linkpath ?? field(h, 157, 100)
-        };
-        overrides = {};
-        emit = o.keep?.(entry) ?? true;
-        if (emit)
-            push(Buffer.concat([...pending, h]));
-        pending = [];
-        remaining = size;
-        padding = (BLOCK - (size % BLOCK)) % BLOCK;
-        if (remaining === 0)
-            o.onEntry?.(entry);
-    };
-    // A pax header read whole: an `x` one waits for its entry (its path may be the one to leave out).
-    const paxDone = (push) => {
-        const all = Buffer.concat(pax.data);
-        if (field(pax.header, 156, 1) === 'x') {
-            overrides = paxRecords(all.subarray(0, pax.size));
-            pending.push(pax.header, all);
-        }
-        else
-            push(Buffer.concat([pax.header, all]));
-        pax = undefined;
-    };
-    return new external_node_stream_.Transform({
-        transform(chunk, _encoding, callback) {
-            try {
-                const out = [];
-                const push = (b) => void out.push(b);
-                buffer = buffer.length ? Buffer.concat([buffer, chunk]) : chunk;
-                while (buffer.length) {
-                    if (ended) {
-                        push(buffer);
-                        buffer = Buffer.alloc(0);
-                    }
-                    else if (remaining > 0) {
-                        const part = buffer.subarray(0, remaining);
-                        buffer = buffer.subarray(part.length);
-                        remaining -= part.length;
-                        if (pax)
-                            pax.data.push(part);
-                        else {
-                            o.onData?.(entry, part);
-                            if (emit)
-                                push(part);
-                            if (remaining === 0)
-                                o.onEntry?.(entry);
-                        }
-                        if (remaining === 0 && pax && padding === 0)
-                            paxDone(push);
-                    }
-                    else if (padding > 0) {
-                        const part = buffer.subarray(0, padding);
-                        buffer = buffer.subarray(part.length);
-                        padding -= part.length;
-                        if (pax)
-                            pax.data.push(part);
-                        else if (emit)
-                            push(part);
-                        if (padding === 0 && pax)
-                            paxDone(push);
-                    }
-                    else if (buffer.length >= BLOCK) {
-                        const h = buffer.subarray(0, BLOCK);
-                        buffer = buffer.subarray(BLOCK);
-                        header(h, push);
-                        if (pax && pax.size === 0)
-                            paxDone(push);
-                    }
-                    else
-                        break;
-                }
-                callback(null, out.length ? Buffer.concat(out) : undefined);
-            }
-            catch (e) {
-                callback(e);
-            }
-        }
-    });
-}
-
-;// CONCATENATED MODULE: ./src/release/requirements.ts
-/**
- * What pip reads when it installs `-r requirements.txt`: the file and every requirement and constraint file it
- * includes (`-r`, `-c`, `--requirement`, `--constraint`, at any depth), resolved as pip does, so the
- * virtualenv key changes when any of them does. Pure functions over a reader of the release's files.
- */
-
-/**
- * The logical lines of a requirements file as pip's preprocess() makes them: continued lines joined, comments
- * (a `#` at the start or after whitespace) removed, blank lines dropped, whitespace runs made one space.
- */
-function logicalLines(text) {
-    const joined = [];
-    let held = [];
-    for (let raw of text.split(/\r?\n/)) {
-        const comment = /^\s*#/.test(raw);
-        if (raw.endsWith('\\') && !comment) {
-            held.push(raw.replace(/^\\+|\\+$/g, ''));
-            continue;
-        }
-        if (comment)
-            raw = ` ${raw}`;
-        joined.push([...held, raw].join(''));
-        held = [];
-    }
-    if (held.length)
-        joined.push(held.join(''));
-    return joined
-        .map(l => l
-        .replace(/(^|\s+)#.*$/, '')
-        .trim()
-        .replace(/\s+/g, ' '))
-        .filter(Boolean);
-}
-/** pip's long options in a requirements file; optparse takes any unambiguous prefix of them. */
-const LONG = [
-    'index-url',
-    'extra-index-url',
-    'no-index',
-    'constraint',
-    'requirement',
-    'editable',
-    'find-links',
-    'no-binary',
-    'only-binary',
-    'prefer-binary',
-    'require-hashes',
-    'pre',
-    'trusted-host',
-    'use-feature',
-    'install-option',
-    'global-option',
-    'hash'
-];
-function longOption(word) {
-    if (LONG.includes(word))
-        return word;
-    const matches = LONG.filter(o => o.startsWith(word));
-    return matches.length === 1 ? matches[0] : undefined;
-}
-/** The files a logical line includes: `-r x`, `-rx`, `--requirement x`, `--requirement=x`, `-c` alike. */
-function includesOf(line) {
-    const words = line.split(' ');
-    const out = [];
-    for (let i = 0; i < words.length; i++) {
-        const w = words[i];
-        let kind;
-        let value;
-        const short = /^-([rc])(.*)$/.exec(w);
-        const long = /^--([\w-]+)(?:=(.*))?$/.exec(w);
-        if (short) {
-            kind = short[1] === 'r' ? 'requirement' : 'constraint';
-            value = short[2] || undefined;
-        }
-        else if (long) {
-            kind = longOption(long[1]);
-            value = long[2];
-        }
-        if (kind !== 'requirement' && kind !== 'constraint')
-            continue;
-        if (value === undefined)
-            value = words[++i];
-        if (value)
-            out.push({ path: value, constraint: kind === 'constraint' });
-    }
-    return out;
-}
-const SCHEME = /^[A-Za-z][\w+.-]*:/;
-/**
- * Follows every include from `root` (paths relative to the release), each relative to the directory of the
- * file that names it (pip's rule); `args` are pip-args, whose `-r`/`-c` are relative to the release. `read`
- * returns a file's text, or undefined when the release has no such file. Throws, naming the file, on a
- * missing file, an include that leaves the release, or a cycle (pip would recurse without end).
- */
-async function requirementClosure(read, root, args = []) {
-    const files = [];
-    const external = [];
-    const seen = new Set();
-    const visit = async (path, constraint, chain) => {
-        if (chain.includes(path))
-            throw new Error(`requirements include themselves: ${[...chain, path].join(' → ')} (pip would recurse without end); remove one of these -r/-c lines`);
-        const key = `${constraint ? 'c' : 'r'} ${path}`;
-        if (seen.has(key))
-            return;
-        seen.add(key);
-        const text = await read(path);
-        if (text === undefined) {
-            const by = chain.length ? `${chain[chain.length - 1]} includes ${path}` : `${path} is named by pip-args`;
-            throw new Error(`${by}, which is not a file git tracks in the release: pip on the server would fail; commit it or fix the -r/-c line`);
-        }
-        files.push({ path, text, constraint });
-        for (const line of logicalLines(text))
-            for (const inc of includesOf(line))
-                await follow(inc, external_node_path_.posix.dirname(path), [...chain, path]);
-    };
-    const follow = async (inc, dir, chain) => {
-        if (SCHEME.test(inc.path) || inc.path.startsWith('/')) {
-            external.push(inc.path);
-            return;
-        }
-        const path = external_node_path_.posix.normalize(external_node_path_.posix.join(dir, inc.path));
-        if (path === '..' || path.startsWith('../'))
-            throw new Error(`${chain[chain.length - 1] ?? 'pip-args'} includes ${inc.path}, which is outside the release (working-directory): pip on the server would not find it`);
-        await visit(path, inc.constraint, chain);
-    };
-    await visit(root, false, []);
-    for (const inc of includesOf(args.join(' ')))
-        await follow(inc, '.', []);
-    return { files, external };
-}
-/**
- * The words of a requirements file that may name a path (a wheel, a --find-links directory, an editable
- * project): each requirement word and each option's value (`--find-links=x`, `-fx`, `-e ./pkg`).
- */
-function pathWords(text) {
-    const out = [];
-    for (const line of logicalLines(text))
-        for (const w of line.split(' ')) {
-            const long = /^--[\w-]+=(.+)$/.exec(w);
-            const short = /^-[a-zA-Z](.+)$/.exec(w);
-            if (long)
-                out.push(long[1]);
-            else if (short && !w.startsWith('--'))
-                out.push(short[1]);
-            else if (!w.startsWith('-'))
-                out.push(w);
-        }
-    return out;
-}
-
-;// CONCATENATED MODULE: ./src/release/source.ts
-/**
- * The release as it leaves the runner: the files git tracks in working-directory at HEAD, streamed as a
- * tar.gz, and a key for its virtualenv (equal keys mean the dependencies did not change).
- */
-
-
-
-
-
-
-
-
-
-
-
-
-
-const run = (0,external_node_util_.promisify)(external_node_child_process_namespaceObject.execFile);
-/** `name[extras]==version` (or `===`), with environment markers. */
-const EXACT_PIN = /^[A-Za-z0-9][\w.-]*(\[[^\]]*\])?\s*===?\s*[\w.!+-]+\s*(;.*)?$/;
-function depsOf(venv, requirements, local) {
-    const closure = typeof requirements === 'string'
-        ? { files: [{ path: 'requirements.txt', text: requirements, constraint: false }], external: [] }
-        : requirements;
-    if (closure.external.length)
-        return undefined;
-    const all = closure.files.filter(f => !f.constraint).flatMap(f => logicalLines(f.text));
-    const constraints = closure.files.filter(f => f.constraint).map(f => [f.path, logicalLines(f.text)]);
-    const options = all.filter(line => line.startsWith('-'));
-    const reqs = all.filter(line => !line.startsWith('-'));
-    if (options.some(o => /^(-e|--editable)\b/.test(o)))
-        return undefined;
-    // Exact pins only: pip leaves an installed version that still satisfies a looser line, where a clean
-    // virtualenv would take the newest.
-    if (!reqs.every(r => EXACT_PIN.test(r.replace(/\s+--hash[= ]\S+/g, ''))))
-        return undefined;
-    // A constraint that changes (even one that only narrows) changes what pip picks for an unpinned
-    // dependency of a pin: part of the basis, so a change builds the virtualenv anew.
-    const basis = (0,external_node_crypto_.createHash)('sha256')
-        .update(JSON.stringify([
-        venv.python,
-        venv.options,
-        venv.pipArgs,
-        options,
-        ...(constraints.length ? [constraints] : [])
-    ]))
-        .digest('hex')
-        .slice(0, 16);
-    const files = local.split('\n').filter(Boolean);
-    return { basis, lines: [...new Set([...reqs.map(r => `r ${r}`), ...files.map(f => `l ${f}`)])] };
-}
-/**
- * Reads a file of the release from git (blob by blob, as tracked at HEAD); a symlink is followed inside the
- * release, as pip on the server would. Undefined when the release has no such file.
- */
-function reader(cwd, listing) {
-    const entries = new Map(parseTree(listing).map(e => [e.path, e]));
-    return async (path) => {
-        for (let hops = 0; hops < 10; hops++) {
-            const e = entries.get(path);
-            if (!e)
-                return undefined;
-            const text = await git(cwd, 'cat-file', 'blob', e.sha);
-            if (e.mode !== '120000')
-                return text;
-            path = external_node_path_.posix.normalize(external_node_path_.posix.join(external_node_path_.posix.dirname(path), text));
-        }
-        return undefined;
-    };
-}
-/**
- * Git runs filters the runner's git config names (LFS, smudge): it gets the environment the checks get, never the
- * action's inputs (which the action keeps in its own memory after its start-up re-exec).
- */
-function gitEnvironment() {
-    return checkEnvironment(process.env);
-}
-async function git(cwd, ...args) {
-    return gitWith(cwd, {}, ...args);
-}
-async function gitWith(cwd, env, ...args) {
-    try {
-        const { stdout } = await run('git', ['-C', cwd, ...args], {
-            maxBuffer: 256 * 1024 * 1024,
-            env: { ...gitEnvironment(), ...env }
-        });
-        return stdout;
-    }
-    catch (e) {
-        const err = e;
-        throw new Error(`git ${args[0]} failed in ${cwd}: ${(err.stderr || err.message).trim()}`);
-    }
-}
-/**
- * The virtualenv key and what the virtualenv is made of: requirements.txt and every file it includes, the
- * tracked files they name, Python, venv-options and pip-args.
- */
-async function dependencies(cwd, treeish, files, venv) {
-    const tree = async (...paths) => paths.length ? git(cwd, 'ls-tree', '-r', '--full-tree', treeish, '--', ...paths) : '';
-    const hasRequirements = parseTree(files).some(e => e.path === 'requirements.txt');
-    const closure = hasRequirements
-        ? await requirementClosure(reader(cwd, files), 'requirements.txt', venv.pipArgs)
-        : { files: [], external: [] };
-    const requirements = closure.files[0]?.text ?? '';
-    // Local paths named by the requirements or pip-args (./vendor/pkg, wheels/, -r base.txt) are part of
-    // the dependencies: their tracked contents go into the key too. A nested file's paths are looked for
-    // beside it (pip's rule for --find-links) and in the release (where pip runs).
-    const candidates = [
-        ...pathWords(requirements),
-        ...pathWords(venv.pipArgs.join(' ')),
-        ...closure.files
-            .slice(1)
-            .flatMap(f => pathWords(f.text).flatMap(t => [t, external_node_path_.posix.join(external_node_path_.posix.dirname(f.path), t)]))
-    ];
-    const tokens = candidates
-        .map(t => t
-        .replace(/^file:(\/\/)?/, '')
-        .replace(/^\.\//, '')
-        .replace(/\/$/, ''))
-        .filter(t => t && !t.startsWith('-') && !t.startsWith('/') && !t.includes('..') && /^[\w.@/+-]+$/.test(t));
-    const local = tokens.length ? await tree(...new Set(tokens.slice(0, 400))) : '';
-    const warnings = [];
-    // Included files beyond requirements.txt go into the key (alone, it keeps the key it always had). What
-    // pip fetches from a URL or reads from an absolute path on the server cannot be known here: such a
-    // virtualenv is built anew at every deploy, never reused stale.
-    const nested = closure.files.slice(1).map(f => [f.path, f.constraint, f.text]);
-    if (closure.external.length)
-        warnings.push(`requirements include ${closure.external.join(', ')}: their content is not in the release, so the virtualenv is built anew at each deploy`);
-    const venvKey = (0,external_node_crypto_.createHash)('sha256')
-        .update(JSON.stringify([
-        venv.python,
-        venv.options,
-        venv.pipArgs,
-        requirements,
-        local,
-        ...(nested.length ? [nested] : []),
-        ...(closure.external.length ? [(0,external_node_crypto_.randomBytes)(16).toString('hex')] : [])
-    ]))
-        .digest('hex')
-        .slice(0, 16);
-    // The requirement files themselves are in the key; for growing a copy, their lines speak for them (a pin added
-    // to requirements/base.txt may grow a copy as one added to requirements.txt does).
-    const own = new Set(closure.files.map(f => f.path));
-    const named = local
-        .split('\n')
-        .filter(line => !own.has(line.slice(line.indexOf('\t') + 1)))
-        .join('\n');
-    const deps = hasRequirements ? depsOf(venv, closure, named) : undefined;
-    return { venvKey, hasRequirements, deps, warnings };
-}
-/** Describes the release; fails clearly when working-directory is not a git checkout. */
-async function describeRelease(workingDirectory, name, venv) {
-    let repoRoot;
-    try {
-        repoRoot = (await git(workingDirectory, 'rev-parse', '--show-toplevel')).trim();
-    }
-    catch {
-        throw new Error(`working-directory ${workingDirectory} is not inside a git checkout; the release is made of the files git tracks (run actions/checkout first)`);
-    }
-    const prefix = (await git(workingDirectory, 'rev-parse', '--show-prefix')).trim().replace(/\/$/, '');
-    const revision = (await git(workingDirectory, 'rev-parse', 'HEAD')).trim();
-    const treeish = prefix ? `HEAD:${prefix}` : 'HEAD';
-    const files = await git(workingDirectory, 'ls-tree', '-r', '-z', '--full-tree', treeish);
-    const { venvKey, hasRequirements, deps, warnings } = await dependencies(workingDirectory, treeish, files, venv);
-    const tree = await archivedManifest(repoRoot, treeish, files);
-    return { name, revision, treeish, repoRoot, venvKey, hasRequirements, tree, deps, warnings };
-}
-/** Runs `git archive --format=tar` of the release; `done` rejects with git's message if git fails. */
-function gitArchive(source, extra = [], format = 'tar') {
-    const child = (0,external_node_child_process_namespaceObject.spawn)('git', ['-C', source.repoRoot, 'archive', `--format=${format}`, ...extra, source.treeish], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: gitEnvironment()
-    });
-    let stderr = '';
-    let stopped = false;
-    child.stderr.on('data', (c) => (stderr += c.toString()));
-    const done = new Promise((resolve, reject) => {
-        child.on('error', reject);
-        child.on('close', code => code === 0 || stopped
-            ? resolve()
-            : reject(new Error(`git archive failed (exit ${code}): ${stderr.trim()}`)));
-    });
-    const stop = () => {
-        if (child.exitCode !== null || child.signalCode !== null)
-            return;
-        stopped = true;
-        child.stdout.destroy();
-        child.kill('SIGKILL');
-    };
-    return { child, done, stop };
-}
-/**
- * The manifest of the release as git archive writes it: each file of `listing` (`git ls-tree -r -z`) with the
- * hash, as git hashes a blob, of the bytes the archive holds for it (export-subst expanded, eol converted,
- * filters such as LFS applied), and without the files the archive leaves out (export-ignore). So the host
- * reuses a file only when its live copy is what the archive would bring.
- */
-async function archivedManifest(repoRoot, treeish, listing) {
-    const algorithm = /^\S+ \S+ [0-9a-f]{64}\t/.test(listing) ? 'sha256' : 'sha1';
-    const hashes = new Map();
-    const open = new Map();
-    const blob = (e) => {
-        let h = open.get(e);
-        if (!h) {
-            const size = e.type === '2' ? Buffer.byteLength(e.linkname) : e.size;
-            h = (0,external_node_crypto_.createHash)(algorithm).update(`blob ${size}\0`);
-            open.set(e, h);
-        }
-        return h;
-    };
-    const entries = tarEntries({
-        keep: () => false,
-        onData: (e, chunk) => void blob(e).update(chunk),
-        onEntry: e => {
-            if (e.type !== '0' && e.type !== '2' && e.type !== '7')
-                return;
-            const h = blob(e);
-            if (e.type === '2')
-                h.update(e.linkname);
-            hashes.set(e.path, h.digest('hex'));
-            open.delete(e);
-        }
-    });
-    const git = gitArchive({ repoRoot, treeish });
-    await Promise.all([
-        (0,external_node_stream_promises_namespaceObject.pipeline)(git.child.stdout, entries, new external_node_stream_.Writable({ write: (_c, _e, cb) => cb() })),
-        git.done
-    ]);
-    return treeRecords(listing)
-        .flatMap(record => {
-        const m = /^(\d+) blob [0-9a-f]+\t(.*)$/s.exec(record);
-        if (!m)
-            return [record];
-        const hash = hashes.get(m[2]);
-        return hash ? [`${m[1]} blob ${hash}\t${m[2]}`] : [];
-    })
-        .map(r => `${r}\0`)
-        .join('');
-}
-/**
- * Streams the release as tar.gz from `git archive`; `done` rejects if git fails. Without `reuse` the archive
- * holds every file and the release's manifest. With `reuse` (paths the host takes, unchanged, from its live
- * release; it already has the manifest) it holds every other file: git's own archive of the release with the
- * reused entries left out, so every other file is the bytes a whole archive would hold (export-subst, eol,
- * filters and export-ignore as in the manifest). `stop()` ends it early: the remote command ended without
- * reading it all (a refused release name), and git must not stay blocked on a full pipe.
- */
-async function archive(source, reuse) {
-    let work;
-    let filtered = Promise.resolve();
-    let stopping = false;
-    let git;
-    let out;
-    if (!reuse) {
-        work = await (0,promises_namespaceObject.mkdtemp)((0,external_node_path_.join)((0,external_node_os_.tmpdir)(), 'django-deploy-archive-'));
-        await (0,promises_namespaceObject.writeFile)((0,external_node_path_.join)(work, MANIFEST), source.tree);
-        git = gitArchive(source, [`--add-file=${(0,external_node_path_.join)(work, MANIFEST)}`], 'tar.gz');
-        out = git.child.stdout;
-    }
-    else {
-        const skip = new Set(reuse);
-        git = gitArchive(source);
-        const gzip = (0,external_node_zlib_.createGzip)();
-        out = gzip;
-        // Output that is not a tar git would write fails the upload as git failing would (the host sees its end).
-        filtered = (0,external_node_stream_promises_namespaceObject.pipeline)(git.child.stdout, tarEntries({ keep: e => !skip.has(e.path) }), gzip).catch((e) => {
-            if (stopping)
-                return;
-            refuse();
-            throw new Error(`git archive output could not be read: ${e.message}`);
-        });
-    }
-    const done = Promise.all([git.done, filtered])
-        .then(() => undefined)
-        .finally(() => work && (0,promises_namespaceObject.rm)(work, { recursive: true, force: true }));
-    // A child's stdout stops counting as readable once git exits, before anyone read it; a pass-through holds
-    // the data (with back-pressure) until the SSH channel consumes it, counting what went by.
-    let bytes = 0;
-    const counter = new external_node_stream_.Transform({
-        transform(chunk, _encoding, callback) {
-            bytes += chunk.length;
-            callback(null, chunk);
-        }
-    });
-    // An archive cut short by a failing git (a missing object, a failing filter) can end on a tar entry boundary
-    // and still be a valid gzip stream, which tar on the host unpacks without complaint: bytes after the gzip
-    // stream make gunzip, and so the upload step, fail there and then.
-    const refuse = () => {
-        if (!counter.writableEnded && !counter.destroyed)
-            counter.end(Buffer.from('\ngit archive failed\n'));
-    };
-    const stream = out.pipe(counter, { end: false });
-    out.on('end', () => done.then(() => void (counter.writableEnded || counter.destroyed || counter.end()), () => refuse()));
-    return {
-        stream,
-        done,
-        bytes: () => bytes,
-        // Also when git is done: what it wrote may still sit in the streams, waiting for a reader that is gone.
-        stop: () => {
-            stopping = true;
-            stream.destroy();
-            out.destroy();
-            git.stop();
-        }
-    };
 }
 
 ;// CONCATENATED MODULE: ./src/deploy/step.ts
@@ -70153,6 +70568,19 @@ function tailOf(value, maxLines, maxChars) {
     }
     return cut ? `…\n${out}` : out;
 }
+/** The leading rows whose rendered length fits the budget. */
+function fitting(rows, budget) {
+    let used = 0;
+    let n = 0;
+    while (n < rows.length && used + rows[n].length + 1 <= budget)
+        used += rows[n++].length + 1;
+    return rows.slice(0, n);
+}
+/** A collapsed block; `summary` is HTML already. */
+function details(summary, body) {
+    // The blank lines let GitHub parse the Markdown inside the HTML block.
+    return `<details><summary>${summary}</summary>\n\n${body}\n\n</details>`;
+}
 function oneLine(value) {
     return value.replace(/\s*[\r\n]+\s*/g, ' ');
 }
@@ -70167,11 +70595,115 @@ function longestRun(value, ch) {
     return best;
 }
 
+;// CONCATENATED MODULE: ./src/github/migrations.ts
+
+const ROWS_CHARS = 8_000;
+const SQL_CHARS = 12_000;
+const SQL_PER_MIGRATION = 3_000;
+const MAX_CELL = 300;
+const CLASS_ICON = { expand: '🟢', contract: '🔴', review: '🟡' };
+/** The section, or nothing for a report that has no migrations and no note. */
+function renderMigrations(report) {
+    if (!report)
+        return [];
+    const out = [];
+    const heading = '### Migrations';
+    if (report.migrations.length === 0) {
+        return report.note ? [`${heading}\n\n_${markdown_text(clip(report.note, 500))}._`] : [];
+    }
+    const ops = report.migrations.flatMap(m => m.operations.map(o => ({ m, o })));
+    const count = (c) => ops.filter(x => x.o.class === c).length;
+    const tally = ['contract', 'review', 'expand']
+        .filter(c => count(c) > 0)
+        .map(c => `${CLASS_ICON[c]} ${count(c)} ${c}`)
+        .join(', ');
+    const n = report.migrations.length;
+    const intro = `${n} ${n === 1 ? 'migration' : 'migrations'} added or changed against ${code(report.base.slice(0, 12), false)}: ` +
+        `${tally || 'no operations'}. _Contract_ operations break the release that keeps serving while the new one ` +
+        `deploys; _review_ ones cannot be judged statically.`;
+    const rows = ops.map(({ m, o }) => {
+        const name = code(clip(`${m.app}.${m.name}`, 200)) + (m.afterDeploy ? ' (after deploy)' : '');
+        const what = `${multiline(clip(o.describe, MAX_CELL))} (${code(clip(o.op, 100))})`;
+        return `| ${name} | ${what} | ${CLASS_ICON[o.class]} ${o.class} | ${o.hint ? multiline(clip(o.hint, MAX_CELL)) : ''} |`;
+    });
+    const shown = fitting(rows, ROWS_CHARS);
+    out.push([heading, '', intro, '', '| Migration | Operation | Class | Hint |', '|---|---|---|---|', ...shown].join('\n'));
+    if (shown.length < rows.length)
+        out.push(`_… and ${rows.length - shown.length} more operations not shown._`);
+    out.push(...renderSql(report));
+    return out;
+}
+function renderSql(report) {
+    const out = [];
+    let budget = SQL_CHARS;
+    let left = 0;
+    for (const m of report.migrations) {
+        if (m.sql === undefined)
+            continue;
+        const sql = clip(m.sql.trim(), SQL_PER_MIGRATION);
+        if (sql.length > budget) {
+            left++;
+            continue;
+        }
+        budget -= sql.length;
+        out.push(details(`SQL of <code>${html(clip(`${m.app}.${m.name}`, 200))}</code>`, codeBlock(sql, 'sql')));
+    }
+    if (left > 0)
+        out.push(`_SQL of ${left} more ${left === 1 ? 'migration' : 'migrations'} not shown._`);
+    const errors = [...new Set(report.migrations.flatMap(m => (m.sqlError ? [m.sqlError] : [])))];
+    if (errors.length > 0) {
+        const without = report.migrations.filter(m => m.sqlError).length;
+        out.push(`_SQL not shown for ${without} ${without === 1 ? 'migration' : 'migrations'}: \`sqlmigrate\` could not run ` +
+            `(${markdown_text(clip(errors[0], 300))}); it needs the project's database driver and a database it can reach._`);
+    }
+    return out;
+}
+
+;// CONCATENATED MODULE: ./src/github/setup-summary.ts
+
+const STATUS_ICON = { created: '🆕', changed: '✏️', unchanged: '✅', refused: '⛔' };
+/** Rendered characters of the diffs of one host (the whole body stays under GitHub's comment limit). */
+const DIFF_CHARS = 12_000;
+function renderSetup(r) {
+    const out = [];
+    const url = r.siteUrl ? ` · site ${code(r.siteUrl, false)}` : '';
+    out.push(`### Setup of ${code(r.app, false)}${r.dryRun ? ' (dry run: nothing was changed)' : ''}${url}`);
+    for (const h of r.hosts) {
+        const moved = h.items.filter(i => i.status === 'created' || i.status === 'changed').length;
+        const head = h.error
+            ? `❌ ${markdown_text(clip(h.error, 300))}`
+            : moved === 0
+                ? 'no changes'
+                : r.dryRun
+                    ? `${moved} item${moved > 1 ? 's' : ''} would change`
+                    : `${moved} item${moved > 1 ? 's' : ''} changed`;
+        out.push(`#### ${code(h.host, false)}${h.os ? ` (${markdown_text(h.os)})` : ''}: ${head}`);
+        if (!h.items.length)
+            continue;
+        out.push([
+            '| Item | Status | Note |',
+            '|---|---|---|',
+            ...h.items.map(i => `| ${markdown_text(i.item)} | ${STATUS_ICON[i.status]} ${i.status} | ${markdown_text(clip(i.why ?? '', 200))} |`)
+        ].join('\n'));
+        let budget = DIFF_CHARS;
+        for (const i of h.items.filter(x => x.diff)) {
+            const body = clip(i.diff, Math.max(200, budget));
+            budget -= body.length;
+            out.push(`<details><summary>diff: ${html(i.item)}</summary>\n\n${codeBlock(body, 'diff')}\n\n</details>`);
+            if (budget <= 0)
+                break;
+        }
+    }
+    return out;
+}
+
 ;// CONCATENATED MODULE: ./src/github/summary.ts
 /**
  * The job summary / PR comment body, rendered from the one `Report` value. `renderSummary` is pure so the
  * same text can go to the job summary and to the PR comment, and be tested without a runner.
  */
+
+
 
 
 
@@ -70201,6 +70733,11 @@ function overallResult(report) {
     const checks = checksOutcome(report);
     if (report.mode === 'check')
         return report.error ? 'failed' : checks;
+    if (report.mode === 'setup') {
+        if (report.error || report.setup?.error)
+            return 'failed';
+        return !report.setup ? 'not run' : report.setup.dryRun ? 'dry run' : 'set up';
+    }
     const deploy = report.deploy;
     if (report.error || checks === 'failed' || deploy?.error)
         return 'failed';
@@ -70216,6 +70753,7 @@ const RESULT_ICON = {
     passed: '✅',
     deployed: '✅',
     'rolled back': '✅',
+    'set up': '✅',
     'dry run': '📝',
     failed: '❌',
     skipped: '⚪',
@@ -70229,14 +70767,17 @@ function renderSummary(report, ctx = {}) {
         parts.push(`**Error:** ${multiline(clip(report.error, MAX_ERROR))}`);
     if (report.checks.length > 0)
         parts.push(...renderChecks(report.checks, ctx.maxFindings ?? DEFAULT_MAX_FINDINGS));
+    else if (report.mode === 'check')
+        parts.push('No checks were selected.');
     if (report.annotationsOmitted) {
         const n = report.annotationsOmitted;
         parts.push(`_${n} ${n === 1 ? 'finding was' : 'findings were'} not annotated on the code: ${ANNOTATION_LIMITS_TEXT}. The findings above list them._`);
     }
-    else if (report.mode === 'check')
-        parts.push('No checks were selected.');
+    parts.push(...renderMigrations(report.migrations));
     if (report.deploy)
         parts.push(...renderDeploy(report.deploy, report.mode));
+    if (report.setup)
+        parts.push(...renderSetup(report.setup));
     const runLink = safeUrl(ctx.runUrl);
     if (runLink)
         parts.push(`[View the workflow run](${runLink})`);
@@ -70411,18 +70952,6 @@ function renderPlan(plan) {
         out.push(`_… plans for ${hosts.length - shownHosts} more hosts not shown._`);
     return out;
 }
-/** The leading rows whose rendered length fits the budget. */
-function fitting(rows, budget) {
-    let used = 0;
-    let n = 0;
-    while (n < rows.length && used + rows[n].length + 1 <= budget)
-        used += rows[n++].length + 1;
-    return rows.slice(0, n);
-}
-function details(summary, body) {
-    // The blank lines let GitHub parse the Markdown inside the HTML block.
-    return `<details><summary>${summary}</summary>\n\n${body}\n\n</details>`;
-}
 /** Only http(s) URLs, with characters that would end a Markdown link target encoded. */
 function safeUrl(url) {
     if (!url || url.length > 2000 || !/^https?:\/\//i.test(url))
@@ -70430,10 +70959,769 @@ function safeUrl(url) {
     return url.replace(/[\s()<>]/g, ch => encodeURIComponent(ch));
 }
 
+;// CONCATENATED MODULE: ./src/setup/files.ts
+/**
+ * The files `mode: setup` manages, as pure renderers: each returns the whole content, header included. The
+ * header says who manages the file and carries the sha256 of the rest of it, so a later setup knows a file it
+ * wrote (and may change) from one edited by hand (refused unless setup-overwrite) or one it never wrote.
+ * The content is what README's server guide describes by hand (its units, sudoers line and nginx site).
+ */
+
+const HEADER_FIRST = '# Managed by django-deploy ';
+const HEADER_SUM = '# django-deploy-sha256: ';
+function sha256(text) {
+    return (0,external_node_crypto_.createHash)('sha256').update(text).digest('hex');
+}
+/** The lines of a file but its header's: what the header's sum covers (the server computes the same with grep). */
+function bodyOf(content) {
+    const lines = content.split('\n');
+    const last = lines.pop();
+    const kept = lines.filter(l => !l.startsWith(HEADER_FIRST) && !l.startsWith(HEADER_SUM));
+    return kept.map(l => `${l}\n`).join('') + (last ?? '');
+}
+/** `body` with the header in front (after a `#!` line, which must stay first). */
+function withHeader(app, body) {
+    const shebang = body.startsWith('#!') ? body.slice(0, body.indexOf('\n') + 1) : '';
+    const rest = body.slice(shebang.length);
+    const header = `${HEADER_FIRST}(setup of app ${app}): change the action's inputs and run setup again; do not edit.\n` +
+        `${HEADER_SUM}${sha256(shebang + rest)} (of the rest of this file: a hand edit makes setup refuse it)\n`;
+    return shebang + header + rest;
+}
+const unitDir = '/etc/systemd/system';
+const socketPath = (app) => `/run/${app}.sock`;
+const tlsDir = (app) => `/etc/ssl/django-deploy/${app}`;
+/** Where certbot's HTTP-01 challenge files go (the site serves /.well-known/acme-challenge/ from there). */
+const ACME_WEBROOT = '/var/www/django-deploy-acme';
+/** The certificate and key nginx uses: certbot's live files, or the installed pair. */
+function certPaths(s) {
+    if (s.tls === 'acme')
+        return {
+            cert: `/etc/letsencrypt/live/${s.app}/fullchain.pem`,
+            key: `/etc/letsencrypt/live/${s.app}/privkey.pem`
+        };
+    if (s.tls === 'files')
+        return { cert: `${tlsDir(s.app)}/fullchain.pem`, key: `${tlsDir(s.app)}/privkey.pem` };
+    return undefined;
+}
+/**
+ * sudoers: exactly what a deploy with `gunicorn-service: <app>` and nginx's default commands runs as root: the
+ * nginx test and reload, and reload, restart and start of the app's service (start: the first deploy, see
+ * gunicorn.ts `reloadService`). Arguments must match exactly; sudo's secure_path finds these paths first.
+ */
+function sudoers(p) {
+    return withHeader(p.app, [
+        `${p.user} ALL=(root) NOPASSWD: /usr/sbin/nginx -t, /usr/sbin/nginx -s reload`,
+        `${p.user} ALL=(root) NOPASSWD: /usr/bin/systemctl reload ${p.app}, /usr/bin/systemctl restart ${p.app}, /usr/bin/systemctl start ${p.app}`,
+        ''
+    ].join('\n'));
+}
+/**
+ * The socket unit. `ConditionPathExists` on `current`: before the first release the socket is not started (at
+ * boot or by setup), so nginx's first request cannot activate a service that has nothing to run and leave it in
+ * systemd's start limit; the first deploy starts it (`systemctl start <app>` pulls the socket in).
+ */
+function socketUnit(p) {
+    return withHeader(p.app, [
+        '[Unit]',
+        `Description=${p.app} gunicorn socket`,
+        `ConditionPathExists=${p.deployPath}/current`,
+        '',
+        '[Socket]',
+        `ListenStream=${socketPath(p.app)}`,
+        'SocketUser=root',
+        'SocketMode=0666',
+        '',
+        '[Install]',
+        'WantedBy=sockets.target',
+        ''
+    ].join('\n'));
+}
+/**
+ * The service: Gunicorn from the release's virtualenv through `current` (`python -m gunicorn` works whether the
+ * virtualenv has its own gunicorn or sees the system's; under systemd the deploy reloads with HUP or restarts,
+ * never re-executes with USR2, so `-m` is safe here). No `--bind`: the socket unit passes its listening socket.
+ */
+function serviceUnit(p, wsgiModule) {
+    const current = `${p.deployPath}/current`;
+    const app = wsgiModule.includes(':') ? wsgiModule : `${wsgiModule}:application`;
+    return withHeader(p.app, [
+        '[Unit]',
+        `Description=${p.app} (gunicorn)`,
+        `Requires=${p.app}.socket`,
+        'After=network.target',
+        `ConditionPathExists=${current}`,
+        '',
+        '[Service]',
+        'Type=notify',
+        `User=${p.user}`,
+        `Group=${p.user}`,
+        `WorkingDirectory=${current}`,
+        `ExecStart=${current}/.venv/bin/python -m gunicorn --chdir ${current} ${app}`,
+        'ExecReload=/bin/kill -HUP $MAINPID',
+        'KillMode=mixed',
+        'TimeoutStopSec=30',
+        '',
+        '[Install]',
+        'WantedBy=multi-user.target',
+        ''
+    ].join('\n'));
+}
+const nginxVar = (app) => app.replace(/-/g, '_');
+/** The proxy headers; with tls off, X-Forwarded-Proto is the trusted load balancer's, else this server's scheme. */
+function proxyLocation(s) {
+    const proto = s.tls === 'off' ? `$dd_${nginxVar(s.app)}_proto` : '$scheme';
+    return [
+        '    location / {',
+        `        proxy_pass http://${nginxVar(s.app)}_gunicorn;`,
+        '        proxy_set_header Host $host;',
+        '        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;',
+        `        proxy_set_header X-Forwarded-Proto ${proto};`,
+        '        proxy_set_header X-Forwarded-Host $host;',
+        '        proxy_redirect off;',
+        '        proxy_read_timeout 60s;',
+        '    }'
+    ];
+}
+function appLocations(s, deployPath) {
+    return [
+        `    client_max_body_size ${s.maxBodySize};`,
+        '',
+        '    location /static/ {',
+        `        alias ${deployPath}/static/;`,
+        '        expires 30d;',
+        '        access_log off;',
+        '    }',
+        '    location /media/ {',
+        `        alias ${deployPath}/shared/media/;`,
+        '    }',
+        ...proxyLocation(s)
+    ];
+}
+const acmeLocation = ['    location /.well-known/acme-challenge/ {', `        root ${ACME_WEBROOT};`, '    }'];
+/**
+ * The nginx site `<app>`. `stage: 'http'` is the HTTP-only site that serves certbot's challenge before the
+ * certificate exists (acme, first issue); the final site redirects HTTP to HTTPS (but the challenge, for
+ * renewals) and serves the app over TLS, or (tls off) serves it over HTTP behind the load balancer.
+ */
+function nginxSite(s, deployPath, stage = 'final') {
+    const v = nginxVar(s.app);
+    const names = s.domains.join(' ');
+    const upstream = [
+        `upstream ${v}_gunicorn {`,
+        `    server unix:${socketPath(s.app)} fail_timeout=0;`,
+        '}',
+        ''
+    ];
+    const listen80 = ['    listen 80;', '    listen [::]:80;', `    server_name ${names};`];
+    const lines = [...upstream];
+    if (s.tls === 'off') {
+        lines.push('# X-Forwarded-Proto is believed from the load balancers given in trusted-proxies only.', `geo $dd_${v}_trusted {`, '    default 0;', ...s.trustedProxies.map(a => `    ${a} 1;`), '}', `map "$dd_${v}_trusted:$http_x_forwarded_proto" $dd_${v}_proto {`, '    default $scheme;', '    "1:https" https;', '    "1:http" http;', '}', '', 'server {', ...listen80, '', ...s.trustedProxies.map(a => `    set_real_ip_from ${a};`), '    real_ip_header X-Forwarded-For;', '    real_ip_recursive on;', '', ...appLocations(s, deployPath), '}', '');
+        return withHeader(s.app, lines.join('\n'));
+    }
+    if (stage === 'http') {
+        lines.push('server {', ...listen80, '', ...acmeLocation, '    location / {', '        return 503;', '    }', '}', '');
+        return withHeader(s.app, lines.join('\n'));
+    }
+    const cert = certPaths(s);
+    lines.push('server {', ...listen80, '', ...(s.tls === 'acme' ? acmeLocation : []), '    location / {', '        return 301 https://$host$request_uri;', '    }', '}', '', 'server {', '    listen 443 ssl;', '    listen [::]:443 ssl;', `    server_name ${names};`, '', `    ssl_certificate ${cert.cert};`, `    ssl_certificate_key ${cert.key};`, '    ssl_protocols TLSv1.2 TLSv1.3;', '', ...appLocations(s, deployPath), '}', '');
+    return withHeader(s.app, lines.join('\n'));
+}
+/** shared/.env from the env-file input (lines as given, a final new line added). */
+function envFile(app, text) {
+    return withHeader(app, text.endsWith('\n') ? text : `${text}\n`);
+}
+/** A PEM file (certificate, key, CA): OpenSSL reads past the header's comment lines to the BEGIN line. */
+function pemFile(app, pem) {
+    const t = pem.replace(/\r\n/g, '\n').trim();
+    return withHeader(app, `${t}\n`);
+}
+/** certbot's renewals (certbot.service) trust the private ACME server's CA, as the first issue did. */
+function certbotDropIn(app) {
+    return withHeader(app, ['[Service]', `Environment=REQUESTS_CA_BUNDLE=${tlsDir(app)}/acme-ca.pem`, ''].join('\n'));
+}
+/** certbot's deploy hook: a renewed certificate is served once nginx reloads (only if its configuration passes). */
+function deployHook(app) {
+    return withHeader(app, ['#!/bin/sh', 'set -e', '/usr/sbin/nginx -t -q', '/usr/sbin/nginx -s reload', ''].join('\n'));
+}
+
+;// CONCATENATED MODULE: ./src/remote/setup.ts
+/**
+ * The shell scripts of `mode: setup`, run as root (or through `sudo -n` for an administrator that is not root).
+ * Every value reaches them through `q`/`words`; every file's content comes on stdin, never in the script.
+ * inspect reads, never writes; each apply script changes one item and checks what it installs first (visudo,
+ * systemd-analyze, nginx -t), putting the old nginx site back when the new one fails its test.
+ */
+
+
+
+/** Runs `body` as root: directly for root, else through passwordless sudo (stdin passes through). */
+function asRoot(admin, body) {
+    return admin === 'root' ? body : `exec sudo -n /bin/sh -c ${q(body)}`;
+}
+function setupInspect(s) {
+    const files = s.files.flatMap((f, i) => [
+        `f=${q(f)}`,
+        `if [ -L "$f" ] || { [ -e "$f" ] && [ ! -f "$f" ]; }; then echo "file=${i} other"`,
+        'elif [ -f "$f" ]; then',
+        '  full=$(sha256sum < "$f" | cut -c1-64)',
+        `  stamp=$(sed -n 's/^${HEADER_SUM}\\([0-9a-f]\\{64\\}\\).*/\\1/p' "$f" | head -n 1)`,
+        `  body=$({ grep -v -e ${q(`^${HEADER_FIRST}`)} -e ${q(`^${HEADER_SUM}`)} "$f" || true; } | sha256sum | cut -c1-64)`,
+        `  echo "file=${i} present $full \${stamp:--} $body $(stat -c '%a %U %G' "$f")"`,
+        `else echo "file=${i} absent"; fi`
+    ]);
+    const [type, blob] = s.keyBlob.split(' ');
+    return script('set +e', `os_id=$(sed -n 's/^ID=//p' /etc/os-release 2>/dev/null | tr -d '"')`, `os_version=$(sed -n 's/^VERSION_ID=//p' /etc/os-release 2>/dev/null | tr -d '"')`, 'echo "os=$os_id $os_version"', `for p in ${words(...s.packages)}; do dpkg-query -W -f='\${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "missing=$p"; done`, `user=${q(s.user)}`, 'home=$(getent passwd "$user" | cut -d: -f6)', 'if [ -n "$home" ]; then echo user=yes', `  awk -v t=${q(type)} -v k=${q(blob)} '{ for (i = 1; i < NF; i++) if ($i == t && $(i+1) == k) f = 1 } END { exit !f }' "$home/.ssh/authorized_keys" 2>/dev/null && echo key=yes`, 'fi', `dp=${q(s.deployPath)}`, '[ -d "$dp" ] && [ -d "$dp/shared/media" ] && [ "$(stat -c %U "$dp")" = "$user" ] && [ "$(stat -c %U "$dp/shared")" = "$user" ] && echo layout=ok', '[ -e "$dp/current" ] && echo current=yes', `systemctl is-enabled -q ${q(`${s.app}.socket`)} 2>/dev/null && systemctl is-enabled -q ${q(`${s.app}.service`)} 2>/dev/null && echo enabled=yes`, `link=${q(s.siteLink.link)}`, `if [ -L "$link" ]; then [ "$(readlink "$link")" = ${q(s.siteLink.target)} ] && echo site-link=yes || echo site-link=other`, 'elif [ -e "$link" ]; then echo site-link=file; fi', ...(s.certbot
+        ? [
+            `if [ -f ${q(s.certbot.live)} ] && [ -f ${q(s.certbot.conf)} ]; then`,
+            `  sed -n 's/^server = /cert-server=/p' ${q(s.certbot.conf)}`,
+            `  sed -n '/^\\[\\[webroot_map\\]\\]/,/^\\[/ s/^\\([^[ ][^ ]*\\) = .*/cert-domain=\\1/p' ${q(s.certbot.conf)}`,
+            'fi'
+        ]
+        : []), ...files, 'exit 0');
+}
+/** The unified diff of `path` (or nothing, for a file not there) against the new content on stdin. */
+function setupDiff(path, exists) {
+    return script(`diff -u --label ${q(exists ? path : '/dev/null')} --label ${q(`${path} (new)`)} ${q(exists ? path : '/dev/null')} - || [ $? -eq 1 ]`);
+}
+function installPackages(packages) {
+    return script('export DEBIAN_FRONTEND=noninteractive', 'apt-get update -q', `apt-get install -y -q --no-install-recommends ${words(...packages)}`);
+}
+/** The deploy user (unlocked for key logins: useradd leaves it locked, which sshd refuses without PAM). */
+function createUser(user) {
+    return script(`useradd --create-home --shell /bin/bash ${q(user)}`, `usermod -p '*' ${q(user)}`);
+}
+/** Adds the deploy key's line to the user's authorized_keys (other keys stay). */
+function authorizeKey(user, line) {
+    return script(`user=${q(user)}`, 'home=$(getent passwd "$user" | cut -d: -f6)', 'group=$(id -gn "$user")', 'install -d -m 0700 -o "$user" -g "$group" "$home/.ssh"', 'f="$home/.ssh/authorized_keys"', '[ ! -s "$f" ] || [ -z "$(tail -c 1 "$f")" ] || echo >> "$f"', `printf '%s\\n' ${q(line)} >> "$f"`, 'chown "$user:$group" "$f"', 'chmod 0600 "$f"');
+}
+/** deploy-path, shared/ and shared/media/, owned by the deploy user (nginx reads static and media from there). */
+function makeLayout(user, deployPath) {
+    return script(`user=${q(user)}`, 'group=$(id -gn "$user")', `dp=${q(deployPath)}`, 'install -d -m 0755 "$(dirname "$dp")"', 'install -d -m 0755 -o "$user" -g "$group" "$dp" "$dp/shared" "$dp/shared/media"');
+}
+/** Installs one file from stdin: written beside it, checked, then renamed over it (never half-written). */
+function installFile(f) {
+    return script(`path=${q(f.path)}`, 'dir=$(dirname "$path")', '[ -d "$dir" ] || install -d -m 0755 "$dir"', 'new=$(mktemp "$dir/.django-deploy.XXXXXX")', `trap 'rm -f "$new"' EXIT`, 'cat > "$new"', `chmod ${q(f.mode)} "$new"`, `chown ${q(f.owner)}: "$new"`, ...(f.check ? [f.check] : []), 'mv -f "$new" "$path"', 'trap - EXIT');
+}
+/** The sudoers check for installFile. */
+const VISUDO = 'visudo -cf "$new"';
+/**
+ * Installs the socket and service units from stdin (`unitsInput`: each in base64 on a line), after
+ * `systemd-analyze verify` of both (the only finding allowed: the release's Python is not there yet, before the
+ * first deploy), then enables them. Started only once a release exists (`current`): then changed units restart
+ * the service (its socket holds the requests meanwhile) and a stopped service starts; when the new units do not
+ * start, the old ones are put back and started again.
+ */
+function installUnits(app, deployPath, changed, unitDir = '/etc/systemd/system') {
+    const socket = `${unitDir}/${app}.socket`;
+    const service = `${unitDir}/${app}.service`;
+    const missing = `${app}.service: Command ${deployPath}/current/.venv/bin/python is not executable: No such file or directory`;
+    return script(`app=${q(app)}`, 'tmp=$(mktemp -d)', `trap 'rm -rf "$tmp"' EXIT`, 'IFS= read -r socket_b64; IFS= read -r service_b64', 'printf %s "$socket_b64" | base64 -d > "$tmp/$app.socket"', 'printf %s "$service_b64" | base64 -d > "$tmp/$app.service"', 'out=$(cd "$tmp" && systemd-analyze verify "./$app.socket" "./$app.service" 2>&1) || true', 
+    // What verify says of other units (a distribution's own, loaded as dependencies) is not this setup's to judge.
+    `left=$(printf '%s\\n' "$out" | grep -F -e "$app.socket" -e "$app.service" | grep -v -x -F -e ${q(missing)} || true)`, 'if [ -n "$left" ]; then printf \'%s\\n\' "$left" >&2; echo "systemd-analyze verify refused the units: nothing installed" >&2; exit 1; fi', 'chmod 0644 "$tmp/$app.socket" "$tmp/$app.service"', 'mkdir "$tmp/old"', `for u in ${q(socket)} ${q(service)}; do [ ! -f "$u" ] || cp -p "$u" "$tmp/old/"; done`, `put() { for kind in socket service; do f=${q(unitDir)}/"$app.$kind"; cp "$1/$app.$kind" "$f.django-deploy-new" && mv -f "$f.django-deploy-new" "$f"; done; }`, 'put "$tmp"', 'systemctl daemon-reload', 'systemctl enable -q "$app.socket" "$app.service"', `if [ ! -e ${q(`${deployPath}/current`)} ]; then`, '  echo "$app units installed and enabled; the first deploy (gunicorn-service: $app) starts them"', '  exit 0', 'fi', changed.socket
+        ? 'restart() { systemctl restart "$app.socket" "$app.service"; }'
+        : changed.service
+            ? 'restart() { systemctl restart "$app.service"; }'
+            : 'restart() { systemctl start "$app.socket" "$app.service"; }', 'if restart; then echo "$app.socket and $app.service running"; exit 0; fi', 
+    // The new units do not run: the old ones go back and run again (a first install has none to put back).
+    'if [ -f "$tmp/old/$app.service" ] && [ -f "$tmp/old/$app.socket" ]; then', '  put "$tmp/old"; systemctl daemon-reload; restart || true', '  echo "$app did not start with the new units: the old units are back and restarted" >&2', 'else echo "$app did not start with the new units" >&2; fi', 'exit 1');
+}
+/** installUnits' stdin. */
+function unitsInput(socket, service) {
+    return `${Buffer.from(socket).toString('base64')}\n${Buffer.from(service).toString('base64')}\n`;
+}
+/** Enables the units alone (files unchanged, not enabled). */
+function enableUnits(app) {
+    return script(`systemctl enable -q ${q(`${app}.socket`)} ${q(`${app}.service`)}`);
+}
+/**
+ * Installs the nginx site from stdin and links it into sites-enabled; `nginx -t` decides: when it fails, the old
+ * site (and link) are put back and nginx is not reloaded, so it serves what it served.
+ */
+function installSite(available, enabled) {
+    return script(`site=${q(available)}`, `link=${q(enabled)}`, 'dir=$(dirname "$site")', 'new=$(mktemp "$dir/.django-deploy.XXXXXX")', 'old=$(mktemp "$dir/.django-deploy-old.XXXXXX")', `trap 'rm -f "$new" "$old"' EXIT`, 'cat > "$new"', 'chmod 0644 "$new"', 'had=no; [ -f "$site" ] && cp -p "$site" "$old" && had=yes', 'oldlink=$(readlink "$link" 2>/dev/null || true)', 'mv -f "$new" "$site"', '[ "$oldlink" = "$site" ] || ln -sfn "$site" "$link"', 'if ! out=$(nginx -t 2>&1); then', '  printf \'%s\\n\' "$out" >&2', '  if [ $had = yes ]; then mv -f "$old" "$site"; else rm -f "$site"; fi', '  if [ -n "$oldlink" ]; then ln -sfn "$oldlink" "$link"; elif [ $had = no ] || [ -L "$link" ]; then rm -f "$link"; fi', '  echo "nginx -t refused the new site: the old one is back, nginx was not reloaded" >&2', '  exit 1', 'fi', 'systemctl reload-or-restart nginx', 'echo "nginx site $site enabled, nginx reloaded"');
+}
+/** Obtains (or re-issues) the certificate over HTTP-01, into /etc/letsencrypt/live/<app>/ (certonly: the site stays ours). */
+function certbot(c) {
+    const args = [
+        'certbot',
+        'certonly',
+        '--non-interactive',
+        '--agree-tos',
+        '--webroot',
+        '-w',
+        c.webroot,
+        '--cert-name',
+        c.app,
+        '--server',
+        c.directory,
+        '--force-renewal',
+        ...(c.email ? ['--email', c.email] : ['--register-unsafely-without-email']),
+        ...c.domains.flatMap(d => ['-d', d])
+    ];
+    return script(`install -d -m 0755 ${q(`${c.webroot}/.well-known/acme-challenge`)}`, ...(c.caBundle ? [`export REQUESTS_CA_BUNDLE=${q(c.caBundle)}`] : []), words(...args));
+}
+
+;// CONCATENATED MODULE: ./src/setup/plan.ts
+/**
+ * The plan of `mode: setup` on one host, pure: what the host should hold (the managed files rendered for it,
+ * the packages, the deploy user, the layout, the certificate), what inspect found there, and from both each
+ * item's status (created, changed, unchanged, refused) and the steps that apply only what differs.
+ */
+
+
+
+const SUPPORTED_OS = { debian: ['12', '13'], ubuntu: ['22.04', '24.04'] };
+function desired(s, user, deployPath) {
+    const p = { app: s.app, user, deployPath };
+    const tls = tlsDir(s.app);
+    const files = [];
+    if (s.envFile)
+        files.push({
+            item: 'shared/.env',
+            path: `${deployPath}/shared/.env`,
+            content: envFile(s.app, s.envFile),
+            mode: '600',
+            owner: user,
+            secret: true
+        });
+    files.push({
+        item: 'sudoers',
+        path: `/etc/sudoers.d/${s.app}`,
+        content: sudoers(p),
+        mode: '440',
+        owner: 'root',
+        check: VISUDO
+    });
+    if (s.tls === 'files') {
+        files.push({
+            item: 'tls certificate',
+            path: `${tls}/fullchain.pem`,
+            content: pemFile(s.app, s.tlsCertificate ?? ''),
+            mode: '644',
+            owner: 'root'
+        });
+        files.push({
+            item: 'tls key',
+            path: `${tls}/privkey.pem`,
+            content: pemFile(s.app, s.tlsKey ?? ''),
+            mode: '600',
+            owner: 'root',
+            secret: true
+        });
+    }
+    if (s.tls === 'acme') {
+        if (s.acmeCaCertificate) {
+            files.push({
+                item: 'acme CA',
+                path: `${tls}/acme-ca.pem`,
+                content: pemFile(s.app, s.acmeCaCertificate),
+                mode: '644',
+                owner: 'root'
+            });
+            files.push({
+                item: 'certbot renewal CA',
+                path: `/etc/systemd/system/certbot.service.d/django-deploy-${s.app}.conf`,
+                content: certbotDropIn(s.app),
+                mode: '644',
+                owner: 'root'
+            });
+        }
+        files.push({
+            item: 'certbot deploy hook',
+            path: `/etc/letsencrypt/renewal-hooks/deploy/django-deploy-${s.app}`,
+            content: deployHook(s.app),
+            mode: '755',
+            owner: 'root'
+        });
+    }
+    const unit = (kind, content) => ({
+        item: `${s.app}.${kind}`,
+        path: `${unitDir}/${s.app}.${kind}`,
+        content,
+        mode: '644',
+        owner: 'root'
+    });
+    return {
+        s,
+        user,
+        deployPath,
+        packages: ['nginx', 'python3', 'python3-venv', 'sudo', ...(s.tls === 'acme' ? ['certbot'] : [])],
+        files,
+        socket: unit('socket', socketUnit(p)),
+        service: unit('service', serviceUnit(p, s.wsgiModule)),
+        site: {
+            item: `nginx site ${s.app}`,
+            path: `/etc/nginx/sites-available/${s.app}`,
+            content: nginxSite(s, deployPath),
+            mode: '644',
+            owner: 'root'
+        },
+        siteLink: { link: `/etc/nginx/sites-enabled/${s.app}`, target: `/etc/nginx/sites-available/${s.app}` }
+    };
+}
+/** Every file inspect reads, in the order of its `file=<i>` lines. */
+function inspected(d) {
+    return [...d.files, d.socket, d.service, d.site];
+}
+function inspectScript(d, keyBlob) {
+    const live = `/etc/letsencrypt/live/${d.s.app}/fullchain.pem`;
+    return setupInspect({
+        user: d.user,
+        keyBlob,
+        deployPath: d.deployPath,
+        packages: d.packages,
+        app: d.s.app,
+        files: inspected(d).map(m => m.path),
+        siteLink: d.siteLink,
+        certbot: d.s.tls === 'acme' ? { live, conf: `/etc/letsencrypt/renewal/${d.s.app}.conf` } : undefined
+    });
+}
+function parseFacts(out, count) {
+    const facts = {
+        os: '',
+        missing: [],
+        user: false,
+        key: false,
+        layout: false,
+        current: false,
+        enabled: false,
+        files: []
+    };
+    facts.files = Array.from({ length: count }, () => ({ state: 'absent' }));
+    for (const line of out.split('\n')) {
+        const [k, v = ''] = [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)];
+        if (k === 'os')
+            facts.os = v.trim();
+        else if (k === 'missing')
+            facts.missing.push(v);
+        else if (k === 'user' || k === 'key' || k === 'layout' || k === 'current' || k === 'enabled')
+            facts[k] = v === 'yes' || v === 'ok';
+        else if (k === 'site-link')
+            facts.siteLink = v;
+        else if (k === 'cert-server')
+            (facts.cert ??= { domains: [] }).server = v.trim();
+        else if (k === 'cert-domain')
+            (facts.cert ??= { domains: [] }).domains.push(v.trim());
+        else if (k === 'file') {
+            const [i, state, sha, stamp, body, mode, owner] = v.split(' ');
+            if (Number(i) >= count)
+                continue;
+            facts.files[Number(i)] =
+                state === 'present'
+                    ? { state, sha, stamp: stamp === '-' ? undefined : stamp, body, mode, owner }
+                    : { state: state === 'other' ? 'other' : 'absent' };
+        }
+    }
+    return facts;
+}
+/** Why setup refuses this host before changing anything, if it does. */
+function osProblem(os) {
+    const [id, version] = os.split(' ');
+    if (SUPPORTED_OS[id]?.includes(version))
+        return undefined;
+    const supported = Object.entries(SUPPORTED_OS)
+        .map(([k, vs]) => `${k} ${vs.join('/')}`)
+        .join(', ');
+    return `unsupported operating system "${os || 'unknown (no /etc/os-release)'}"; setup supports ${supported}. Nothing was changed.`;
+}
+/** A managed file's status: from its content's sum, and the header's sum against its body (a hand edit). */
+function fileStatus(m, st, overwrite) {
+    const item = { item: m.item, file: m, exists: st.state === 'present' };
+    if (st.state === 'absent')
+        return { ...item, status: 'created' };
+    if (st.state === 'other')
+        return {
+            ...item,
+            status: 'refused',
+            why: `${m.path} is not a regular file (a link, a directory…): remove it`
+        };
+    const sameMode = Number.parseInt(st.mode, 8) === Number.parseInt(m.mode, 8) && st.owner === m.owner;
+    if (st.sha === sha256(m.content))
+        return sameMode
+            ? { ...item, status: 'unchanged' }
+            : {
+                ...item,
+                status: 'changed',
+                why: `mode or owner (${st.mode} ${st.owner}, expected ${m.mode} ${m.owner})`
+            };
+    const inWay = !st.stamp
+        ? `${m.path} was not written by django-deploy`
+        : st.stamp !== st.body
+            ? `${m.path} was edited by hand since setup wrote it`
+            : undefined;
+    if (inWay && !overwrite)
+        return { ...item, status: 'refused', why: `${inWay}; set setup-overwrite: true to replace it` };
+    return { ...item, status: 'changed', why: inWay ? `${inWay} (replaced: setup-overwrite)` : undefined };
+}
+/** Every item of the host and its status, in the order setup applies them. */
+function planHost(d, facts) {
+    const ow = d.s.overwrite;
+    const items = [
+        d.packages.some(p => facts.missing.includes(p))
+            ? { item: 'packages', status: 'created', why: `install ${facts.missing.join(' ')}` }
+            : { item: 'packages', status: 'unchanged' },
+        { item: `user ${d.user}`, status: facts.user ? 'unchanged' : 'created' },
+        {
+            item: 'authorized_keys',
+            status: facts.key ? 'unchanged' : facts.user ? 'changed' : 'created',
+            why: facts.key ? undefined : 'add the public half of ssh-key'
+        },
+        { item: `layout ${d.deployPath}`, status: facts.layout ? 'unchanged' : 'created' }
+    ];
+    const states = facts.files;
+    const all = inspected(d);
+    d.files.forEach((m, i) => items.push(fileStatus(m, states[i], ow)));
+    const socket = fileStatus(d.socket, states[all.length - 3], ow);
+    const service = fileStatus(d.service, states[all.length - 2], ow);
+    items.push(socket, service);
+    if (socket.status === 'unchanged' && service.status === 'unchanged' && !facts.enabled)
+        items.push({
+            item: 'units enabled',
+            status: 'changed',
+            why: `enable ${d.s.app}.socket and ${d.s.app}.service`
+        });
+    if (d.s.tls === 'acme')
+        items.push(certificateItem(d, facts));
+    const site = fileStatus(d.site, states[all.length - 1], ow);
+    if (facts.siteLink === 'file')
+        items.push({
+            ...site,
+            status: ow ? 'changed' : 'refused',
+            why: `${d.siteLink.link} is a file, not django-deploy's link${ow ? ' (replaced: setup-overwrite)' : '; set setup-overwrite: true to replace it'}`
+        });
+    else if (site.status === 'unchanged' && facts.siteLink !== 'yes')
+        items.push({ ...site, status: 'changed', why: `link ${d.siteLink.link}` });
+    else
+        items.push(site);
+    return items;
+}
+function certificateItem(d, facts) {
+    const c = facts.cert;
+    const want = [...d.s.domains].sort().join(' ');
+    if (!c)
+        return { item: 'certificate', status: 'created', why: `certbot for ${d.s.domains.join(', ')}` };
+    const have = [...c.domains].sort().join(' ');
+    if (have !== want)
+        return { item: 'certificate', status: 'changed', why: `domains ${have || '(none)'} → ${want}` };
+    if (c.server !== d.s.acmeDirectory)
+        return {
+            item: 'certificate',
+            status: 'changed',
+            why: `ACME directory ${c.server ?? '?'} → ${d.s.acmeDirectory}`
+        };
+    return { item: 'certificate', status: 'unchanged' };
+}
+const changes = (i) => i.status === 'created' || i.status === 'changed';
+/** The steps that apply the plan (nothing for unchanged items; nothing at all when an item is refused). */
+function setupSteps(d, items, facts, keyLine) {
+    const s = d.s;
+    const by = (name) => items.find(i => i.item === name);
+    const steps = [];
+    if (changes(by('packages')))
+        steps.push({ name: 'packages', script: installPackages(facts.missing) });
+    if (changes(by(`user ${d.user}`)))
+        steps.push({ name: 'user', script: createUser(d.user) });
+    if (changes(by('authorized_keys')))
+        steps.push({ name: 'authorized-keys', script: authorizeKey(d.user, keyLine) });
+    if (changes(by(`layout ${d.deployPath}`)))
+        steps.push({ name: 'layout', script: makeLayout(d.user, d.deployPath) });
+    for (const m of d.files) {
+        if (!changes(by(m.item)))
+            continue;
+        const reload = m.path.startsWith(`${unitDir}/`) ? ['systemctl daemon-reload'] : [];
+        steps.push({ name: m.item, script: [installFile(m), ...reload].join('\n'), input: m.content });
+    }
+    const socket = by(d.socket.item);
+    const service = by(d.service.item);
+    if (changes(socket) || changes(service))
+        steps.push({
+            name: 'units',
+            script: installUnits(s.app, d.deployPath, { socket: changes(socket), service: changes(service) }),
+            input: unitsInput(d.socket.content, d.service.content)
+        });
+    else if (by('units enabled'))
+        steps.push({ name: 'units', script: enableUnits(s.app) });
+    const site = items[items.length - 1];
+    const siteStep = (content, name = 'nginx site') => ({
+        name,
+        script: installSite(d.siteLink.target, d.siteLink.link),
+        input: content
+    });
+    const cert = by('certificate');
+    if (cert && changes(cert)) {
+        const spec = {
+            app: s.app,
+            domains: s.domains,
+            directory: s.acmeDirectory,
+            email: s.acmeEmail,
+            webroot: ACME_WEBROOT,
+            caBundle: s.acmeCaCertificate ? `${tlsDir(s.app)}/acme-ca.pem` : undefined
+        };
+        // Without a certificate the final site cannot pass nginx -t: an HTTP-only site serves the challenge first.
+        if (!facts.cert)
+            steps.push(siteStep(nginxSite(s, d.deployPath, 'http'), 'nginx site (http, for the challenge)'));
+        else if (changes(site))
+            steps.push(siteStep(site.file.content));
+        steps.push({ name: 'certificate', script: `${certbot(spec)}\nsystemctl reload nginx` });
+        if (!facts.cert)
+            steps.push(siteStep(site.file.content));
+    }
+    else if (changes(site))
+        steps.push(siteStep(site.file.content));
+    return steps;
+}
+/** The steps as the dry run prints them (file contents are on stdin: each shows as its diff, a secret not at all). */
+function plan_renderSteps(steps) {
+    return steps.map(s => s.input === undefined
+        ? renderStep(s)
+        : `# ${s.name} (its new content on stdin: see its diff)\n${s.script}`);
+}
+const KEY_BLOB = (line) => line.split(' ').slice(0, 2).join(' ');
+
+;// CONCATENATED MODULE: ./src/setup/run.ts
+/**
+ * The runner of `mode: setup`: on every host at once (at most max-parallel), connected as the administrator with
+ * the host key verified as for deploys, the phases inspect → plan (pure, setup/plan.ts) → diff → apply. Nothing
+ * is written before every item of the host was inspected and none is refused; a dry run stops after the diffs.
+ * A host's failure ends that host's setup only (the others finish theirs); the result says which.
+ */
+
+
+
+
+
+
+class SetupRunner {
+    settings;
+    log;
+    connect;
+    x;
+    constructor(settings, log, connect = (host, ssh) => Remote.connect(host, ssh)) {
+        this.settings = settings;
+        this.log = log;
+        this.connect = connect;
+        this.x = new Executor(settings);
+    }
+    cancel(why) {
+        this.log.warning(`${why}: stopping setup (the running step ends; no further step starts)`);
+        this.x.cancel(why);
+    }
+    async run() {
+        const s = this.settings.setup;
+        const dryRun = this.settings.deploy.dryRun;
+        const hosts = this.settings.ssh.hosts;
+        const results = hosts.map(h => ({ host: Remote.label(h), items: [], changed: false }));
+        const plans = hosts.map(() => []);
+        await eachAtMost(hosts.map((host, i) => ({ host, i })), this.settings.deploy.maxParallel, async ({ host, i }) => {
+            const log = new HostLog(this.log, hosts.length > 1);
+            try {
+                plans[i] = await this.host(host, results[i], log);
+            }
+            catch (e) {
+                results[i].error = e.message;
+                log.warning(`${results[i].host}: ${results[i].error}`);
+            }
+            finally {
+                log.flush();
+            }
+        });
+        const failed = results.filter(r => r.error);
+        return {
+            app: s.app,
+            dryRun,
+            hosts: results,
+            steps: this.x.steps,
+            siteUrl: `https://${s.domains[0]}/`,
+            plan: dryRun
+                ? [
+                    {
+                        phase: 'setup',
+                        onFailure: 'stop',
+                        batches: [results.map((r, i) => ({ host: r.host, steps: plans[i] }))]
+                    }
+                ]
+                : undefined,
+            error: failed.length
+                ? `setup failed on ${failed.length} of ${results.length} host${results.length > 1 ? 's' : ''}: ${failed.map(r => r.error).join('\n')}`
+                : undefined
+        };
+    }
+    /** One host: inspect, plan, diffs, then (not dry, nothing refused) the steps. Returns the steps, rendered. */
+    async host(host, result, log) {
+        const s = this.settings.setup;
+        const ssh = { ...this.settings.ssh, user: s.user, privateKey: s.privateKey, passphrase: undefined };
+        const user = host.user ?? this.settings.ssh.user;
+        const deployPath = host.deployPath ?? this.settings.deploy.path;
+        log.startGroup(`${Remote.label(host)}: connect`);
+        let remote;
+        try {
+            remote = await this.connect({ ...host, user: s.user }, ssh);
+            log.info(`${remote.name}: connected as ${s.user}${s.user === 'root' ? '' : ' (commands through sudo -n)'}, host key verified`);
+        }
+        finally {
+            log.endGroup();
+        }
+        const t = {
+            host,
+            remote,
+            state: { releases: [] },
+            log,
+            layout: layout_layout(deployPath),
+            d: this.settings.deploy
+        };
+        try {
+            const d = desired(s, user, deployPath);
+            const run = (step) => this.x.exec(t, { ...step, script: asRoot(s.user, step.script) });
+            const facts = parseFacts(await run({ name: 'inspect', script: inspectScript(d, KEY_BLOB(s.publicKey)) }), inspected(d).length);
+            result.os = facts.os;
+            const bad = osProblem(facts.os);
+            if (bad)
+                throw new Error(bad);
+            const items = planHost(d, facts);
+            for (const item of items) {
+                const diff = await this.diff(item, run);
+                result.items.push({ item: item.item, status: item.status, why: item.why, diff });
+            }
+            this.tell(log, remote.name, items);
+            const refused = items.filter(i => i.status === 'refused');
+            if (refused.length)
+                throw new Error(`refused, nothing was changed: ${refused.map(i => `${i.item}: ${i.why}`).join('; ')}`);
+            const steps = setupSteps(d, items, facts, s.publicKey);
+            if (this.settings.deploy.dryRun || !steps.length)
+                return plan_renderSteps(steps);
+            result.changed = true;
+            for (const step of steps)
+                await run(step);
+            return plan_renderSteps(steps);
+        }
+        finally {
+            remote.dispose();
+        }
+    }
+    /** A file's unified diff, computed on the server from the new content on stdin (a secret's: none). */
+    async diff(item, run) {
+        const m = item.file;
+        if (!m || item.status === 'unchanged')
+            return undefined;
+        if (m.secret)
+            return '(a secret: its content is not shown)';
+        return run({ name: `diff ${m.item}`, script: setupDiff(m.path, item.exists ?? false), input: m.content });
+    }
+    tell(log, name, items) {
+        const changed = items.filter(i => i.status !== 'unchanged');
+        if (!changed.length)
+            return log.info(`${name}: no changes: every item is as setup would make it`);
+        for (const i of changed)
+            log.info(`${name}: ${i.item}: ${i.status}${i.why ? ` (${i.why})` : ''}`);
+    }
+}
+
 ;// CONCATENATED MODULE: ./src/main.ts
 /**
  * run(): settings → mode → checks → release → deploy/rollback → report. The one place that calls setFailed.
  */
+
+
 
 
 
@@ -70582,6 +71870,8 @@ async function rescue(job) {
  */
 function cancelled(job, signal) {
     job.signals += 1;
+    if (job.signals === 1 && job.setup)
+        return job.setup.cancel(`cancelled (${signal})`);
     if (job.signals === 1 && job.runner)
         return job.runner.cancel(`cancelled (${signal})`);
     if (!job.runner) {
@@ -70603,6 +71893,8 @@ function cancelled(job, signal) {
 /** Runs what the mode asks for and fills the report; returns why the run failed, if it did. */
 async function pipeline(job) {
     const { settings, report } = job;
+    if (settings.mode === 'setup')
+        return setup(job);
     if (settings.mode !== 'rollback' && settings.checks.length > 0) {
         report.checks = await runChecks({
             workingDirectory: settings.workingDirectory,
@@ -70614,7 +71906,22 @@ async function pipeline(job) {
             timeoutSeconds: settings.checkTimeout,
             log: main_actionsLog()
         });
-        const omitted = annotate(redactor.value(report.checks));
+    }
+    if (settings.mode === 'check' && settings.context.baseSha) {
+        report.migrations = await analyzeMigrations({
+            base: settings.context.baseSha,
+            repoRoot: settings.context.workspace,
+            workingDirectory: settings.workingDirectory,
+            python: settings.python,
+            runnerEnv: process.env,
+            timeoutSeconds: settings.checkTimeout,
+            info: line => info(line)
+        });
+    }
+    const findings = migrationFindings(report.migrations);
+    const annotated = findings.length ? [...report.checks, migrationsAsCheck(findings)] : report.checks;
+    if (annotated.length > 0) {
+        const omitted = annotate(redactor.value(annotated));
         if (omitted > 0)
             report.annotationsOmitted = omitted;
     }
@@ -70674,6 +71981,22 @@ async function pipeline(job) {
             : r.error;
     }
     return undefined;
+}
+/** mode: setup on every host (setup/run.ts); the dry run prints each host's steps as a deploy's dry run does. */
+async function setup(job) {
+    const log = main_actionsLog();
+    const runner = (job.setup = new SetupRunner(job.settings, log));
+    if (job.signals > 0)
+        runner.cancel('cancelled');
+    try {
+        job.report.setup = await runner.run();
+    }
+    finally {
+        log.flush?.();
+    }
+    if (job.report.setup.dryRun)
+        await printPlan(job.report.setup.plan ?? []);
+    return job.report.setup.error;
 }
 /**
  * The dry run: the phases the deploy would run, in order, each host's steps of each phase in a group of its own
@@ -70750,6 +72073,7 @@ function publishOutputs(report) {
     setOutput('previous-release', (report.deploy && previousReleases(report.deploy)) ?? '');
     setOutput('deployed', String(report.deploy?.deployed ?? false));
     setOutput('rolled-back', String(report.deploy?.rolledBack ?? false));
+    setOutput('site-url', report.setup?.siteUrl ?? '');
 }
 async function publishSummary(settings, unredacted) {
     try {

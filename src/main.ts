@@ -3,6 +3,7 @@
  */
 import * as core from '@actions/core'
 import { runChecks } from './django/checks.js'
+import { analyzeMigrations, migrationFindings, migrationsAsCheck } from './django/migrations.js'
 import { Runner } from './deploy/run.js'
 import { annotate } from './github/annotate.js'
 import { markerFor, upsertPullRequestComment } from './github/comment.js'
@@ -11,6 +12,7 @@ import { actionsLog as logEdge, asData, type ActionsLog } from './github/log.js'
 import { Redactor, secretParts, urlCredentials } from './github/redact.js'
 import { renderSummary, writeSummary } from './github/summary.js'
 import { describeRelease } from './release/source.js'
+import { SetupRunner } from './setup/run.js'
 import { checksOutcome, previousReleases, type PlannedPhase, type Report } from './report.js'
 import { INPUTS, loadSettings, SettingsError, type InputName, type Settings } from './settings.js'
 
@@ -111,6 +113,8 @@ interface Job {
   report: Report
   /** The deploy's runner, once it exists; `release` is what it deploys. */
   runner?: Runner
+  /** mode: setup's runner, once it exists. */
+  setup?: SetupRunner
   release?: string
   deployment?: DeploymentHandle
   /** The GitHub deployment's final status, once known. */
@@ -175,6 +179,7 @@ async function rescue(job: Job): Promise<void> {
  */
 function cancelled(job: Job, signal: NodeJS.Signals): void {
   job.signals += 1
+  if (job.signals === 1 && job.setup) return job.setup.cancel(`cancelled (${signal})`)
   if (job.signals === 1 && job.runner) return job.runner.cancel(`cancelled (${signal})`)
   if (!job.runner) {
     // Before the deploy began (checks, the release being described): nothing to put back; report and end.
@@ -196,6 +201,7 @@ function cancelled(job: Job, signal: NodeJS.Signals): void {
 /** Runs what the mode asks for and fills the report; returns why the run failed, if it did. */
 async function pipeline(job: Job): Promise<string | undefined> {
   const { settings, report } = job
+  if (settings.mode === 'setup') return setup(job)
   if (settings.mode !== 'rollback' && settings.checks.length > 0) {
     report.checks = await runChecks({
       workingDirectory: settings.workingDirectory,
@@ -207,7 +213,22 @@ async function pipeline(job: Job): Promise<string | undefined> {
       timeoutSeconds: settings.checkTimeout,
       log: actionsLog()
     })
-    const omitted = annotate(redactor.value(report.checks))
+  }
+  if (settings.mode === 'check' && settings.context.baseSha) {
+    report.migrations = await analyzeMigrations({
+      base: settings.context.baseSha,
+      repoRoot: settings.context.workspace,
+      workingDirectory: settings.workingDirectory,
+      python: settings.python,
+      runnerEnv: process.env,
+      timeoutSeconds: settings.checkTimeout,
+      info: line => core.info(line)
+    })
+  }
+  const findings = migrationFindings(report.migrations)
+  const annotated = findings.length ? [...report.checks, migrationsAsCheck(findings)] : report.checks
+  if (annotated.length > 0) {
+    const omitted = annotate(redactor.value(annotated))
     if (omitted > 0) report.annotationsOmitted = omitted
   }
   const failedChecks = report.checks.filter(c => c.outcome === 'failed').map(c => c.name)
@@ -264,6 +285,20 @@ async function pipeline(job: Job): Promise<string | undefined> {
       : r.error
   }
   return undefined
+}
+
+/** mode: setup on every host (setup/run.ts); the dry run prints each host's steps as a deploy's dry run does. */
+async function setup(job: Job): Promise<string | undefined> {
+  const log = actionsLog()
+  const runner = (job.setup = new SetupRunner(job.settings, log))
+  if (job.signals > 0) runner.cancel('cancelled')
+  try {
+    job.report.setup = await runner.run()
+  } finally {
+    log.flush?.()
+  }
+  if (job.report.setup.dryRun) await printPlan(job.report.setup.plan ?? [])
+  return job.report.setup.error
 }
 
 /**
@@ -350,6 +385,7 @@ function publishOutputs(report: Report): void {
   core.setOutput('previous-release', (report.deploy && previousReleases(report.deploy)) ?? '')
   core.setOutput('deployed', String(report.deploy?.deployed ?? false))
   core.setOutput('rolled-back', String(report.deploy?.rolledBack ?? false))
+  core.setOutput('site-url', report.setup?.siteUrl ?? '')
 }
 
 async function publishSummary(settings: Settings, unredacted: Report): Promise<void> {

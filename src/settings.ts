@@ -19,6 +19,7 @@ import { readGithub, type GithubSettings } from './settings/github.js'
 import { readHosts, type HostsRead } from './settings/host-sources.js'
 import { sameServerProblems, USERNAME, type Host } from './settings/hosts.js'
 import { didYouMean, RawValues, SettingsError, type SettingsSources } from './settings/sources.js'
+import { readSetup, type SetupSettings } from './settings/setup.js'
 import { readJumpHost, readKey, readPins, type SshSettings } from './settings/ssh.js'
 
 export { CHECK_NAMES, type CheckName } from './settings/checks.js'
@@ -27,6 +28,7 @@ export { isSafeReleaseName, type DeploySettings } from './settings/deploy.js'
 export { parseHost, type Host } from './settings/hosts.js'
 export { INPUTS, SettingsError, type InputName } from './settings/sources.js'
 export type { SshSettings } from './settings/ssh.js'
+export type { SetupSettings } from './settings/setup.js'
 
 export interface Settings extends ChecksSettings {
   /** Mode after `auto` was resolved against the event. */
@@ -36,11 +38,13 @@ export interface Settings extends ChecksSettings {
   deploy: DeploySettings
   github: GithubSettings
   context: RunContext
+  /** mode: setup only: the administrator's connection and what setup makes. */
+  setup?: SetupSettings
   /** Where the config file was read from, if any. */
   configFile?: string
 }
 
-const MODES = ['auto', 'check', 'deploy', 'rollback']
+const MODES = ['auto', 'check', 'deploy', 'rollback', 'setup']
 
 /** Parses and validates everything once. Throws SettingsError listing every problem found. */
 export function loadSettings(sources: SettingsSources, now = new Date()): Settings {
@@ -73,7 +77,11 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
     deploy,
     github: readGithub(raw),
     context,
-    configFile: raw.configFile
+    configFile: raw.configFile,
+    setup:
+      mode === 'setup'
+        ? readSetup(raw, context.repo, checks.workingDirectory, [path, ...hosts.map(h => h.deployPath ?? '')])
+        : undefined
   }
   if (raw.problems.length) throw new SettingsError(raw.problems)
   return settings

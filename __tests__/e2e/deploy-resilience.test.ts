@@ -13,6 +13,7 @@ import { deployInputs, liveInputs } from '../../sandbox/inputs.js'
 import { startTarget, type Target } from '../../sandbox/target.js'
 import { expectOk, Repo, runAction, type ActionRun } from '../helpers/action.js'
 import { startFakeGitHub } from '../helpers/fake-github.js'
+import { get as httpGet } from '../../sandbox/http.js'
 
 jest.setTimeout(300_000)
 
@@ -25,7 +26,7 @@ const full = (extra: Record<string, string> = {}): Record<string, string> =>
   liveInputs(t, { mode: 'deploy', checks: 'none', 'health-check-timeout': '15', ...extra })
 const live = (): string => readlinkSync(join(t.deployPath, 'current'))
 const releases = (): string[] => readdirSync(join(t.deployPath, 'releases')).sort()
-const served = async (): Promise<string> => versionMarker(await (await fetch(`${t.url}/`)).text())
+const served = async (): Promise<string> => versionMarker((await httpGet(`${t.url}/`)).body)
 const TAG = { GITHUB_REF: 'refs/tags/r-cut' }
 const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms))
 

@@ -11,6 +11,7 @@ import { startTarget, type Target } from '../../sandbox/target.js'
 import { expectOk, Repo, ROOT, runAction, type ActionRun } from '../helpers/action.js'
 import { startFakeGitHub } from '../helpers/fake-github.js'
 import { buildWheel } from '../helpers/wheel.js'
+import { get as httpGet } from '../../sandbox/http.js'
 
 jest.setTimeout(240_000)
 
@@ -19,8 +20,8 @@ let repo: Repo
 const TAG = (name: string): Record<string, string> => ({ GITHUB_REF: `refs/tags/${name}` })
 
 async function get(path: string): Promise<{ status: number; body: string }> {
-  const r = await fetch(`${t.url}${path}`)
-  return { status: r.status, body: await r.text() }
+  const r = await httpGet(`${t.url}${path}`)
+  return { status: r.status, body: r.body }
 }
 const live = (): string => readlinkSync(join(t.deployPath, 'current'))
 /** Live Gunicorn masters of the target (the pidfile's and a USR2 child's), by /proc. */

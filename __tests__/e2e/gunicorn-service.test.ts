@@ -18,6 +18,8 @@ const base = mkdtempSync(join(tmpdir(), 'dd-gsvc-'))
 const l = cmd.layout(join(base, 'app'))
 const pidfile = join(base, 'gunicorn.pid')
 const calls = join(base, 'calls')
+/** While this file exists the stand-in says the unit is not active (the first deploy after mode: setup). */
+const inactive = join(base, 'inactive')
 const bin = join(base, 'bin')
 let gunicorn: ChildProcess | undefined
 
@@ -42,7 +44,7 @@ beforeAll(async () => {
     [
       '#!/bin/sh',
       `echo "$*" >> ${calls}`,
-      `case "$1" in show) cat ${pidfile} ;; reload) kill -HUP "$(cat ${pidfile})" ;; esac`
+      `case "$1" in show) cat ${pidfile} ;; reload) kill -HUP "$(cat ${pidfile})" ;; is-active) [ ! -e ${inactive} ] ;; esac`
     ].join('\n')
   )
   writeFileSync(join(bin, 'sudo'), '#!/bin/sh\n[ "$1" = -n ] && shift\nexec "$@"\n')
@@ -81,7 +83,9 @@ test('same virtualenv: systemctl reload, and the step ends when the new workers 
   const r = run(cmd.reloadService(l, 'mysite', 'r1'))
   expect(r.stderr).toBe('')
   expect(r.stdout).toContain(`mysite reloaded: new workers of ${master} ready`)
-  expect(readFileSync(calls, 'utf8')).toBe('show -p MainPID --value mysite\nreload mysite\n')
+  expect(readFileSync(calls, 'utf8')).toBe(
+    'show -p MainPID --value mysite\nis-active -q mysite\nreload mysite\n'
+  )
   const after = workers(master)
   expect(after).toHaveLength(2)
   expect(after.filter(w => before.includes(w))).toEqual([])
@@ -93,7 +97,27 @@ test('the master runs another virtualenv than the release links: systemctl resta
   writeFileSync(join(l.root, '.gunicorn-master'), `${master} ${join(l.venvs, 'k0')}\n`)
   const r = run(cmd.reloadService(l, 'mysite', 'r1'))
   expect(r.stdout).toContain(`mysite runs ${join(l.venvs, 'k0')}; the release needs ${join(l.venvs, 'k1')}`)
-  expect(readFileSync(calls, 'utf8')).toMatch(/^show -p MainPID --value mysite\nrestart mysite\n/)
+  expect(readFileSync(calls, 'utf8')).toMatch(
+    /^show -p MainPID --value mysite\nis-active -q mysite\nrestart mysite\n/
+  )
+})
+
+test('a unit that is not active (first deploy after setup): systemctl start, then its workers are waited for', () => {
+  const master = readFileSync(pidfile, 'utf8').trim()
+  writeFileSync(calls, '')
+  writeFileSync(inactive, '')
+  try {
+    const r = run(cmd.reloadService(l, 'mysite', 'r1'))
+    expect(r.stderr).toBe('')
+    expect(r.status).toBe(0)
+    expect(r.stdout).toContain('mysite is not active: systemctl start')
+    expect(r.stdout).toContain(`new workers of ${master} ready`)
+    expect(readFileSync(calls, 'utf8')).toBe(
+      'show -p MainPID --value mysite\nis-active -q mysite\nstart mysite\nshow -p MainPID --value mysite\n'
+    )
+  } finally {
+    rmSync(inactive, { force: true })
+  }
 })
 
 test('the probe before the switch records which virtualenv the master runs, from /proc', () => {

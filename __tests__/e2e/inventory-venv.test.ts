@@ -12,6 +12,7 @@ import { deployInputs, liveInputs } from '../../sandbox/inputs.js'
 import { startTarget, type Target } from '../../sandbox/target.js'
 import { expectOk, Repo, runAction } from '../helpers/action.js'
 import { buildWheel } from '../helpers/wheel.js'
+import { get as httpGet } from '../../sandbox/http.js'
 
 jest.setTimeout(240_000)
 
@@ -20,8 +21,8 @@ let repo: Repo
 const TAG = (name: string): Record<string, string> => ({ GITHUB_REF: `refs/tags/${name}` })
 const live = (): string => readlinkSync(join(t.deployPath, 'current'))
 async function get(path: string): Promise<{ status: number; body: string }> {
-  const r = await fetch(`${t.url}${path}`)
-  return { status: r.status, body: await r.text() }
+  const r = await httpGet(`${t.url}${path}`)
+  return { status: r.status, body: r.body }
 }
 
 /** The sandbox's connection through the inventory, not the hosts/user inputs. */

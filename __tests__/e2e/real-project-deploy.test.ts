@@ -16,7 +16,7 @@ import {
   realpathSync,
   writeFileSync
 } from 'node:fs'
-import { get as httpGet } from 'node:http'
+import { get as httpGet } from '../../sandbox/http.js'
 import { request } from 'node:https'
 import { join } from 'node:path'
 import { deployInputs, liveInputs } from '../../sandbox/inputs.js'
@@ -35,15 +35,9 @@ const WHEEL = 'gunicorn_script-1.0.0-py3-none-any.whl'
  * One request on a new connection, as a browser arriving after the deploy would: fetch's pooled keep-alive
  * connection may be one nginx closes as its old workers finish after a reload ("other side closed").
  */
-function get(path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    httpGet(`${t.url}${path}`, { agent: false }, res => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => (body += c))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
-    }).on('error', reject)
-  })
+async function get(path: string): Promise<{ status: number; body: string }> {
+  const r = await httpGet(`${t.url}${path}`)
+  return { status: r.status, body: r.body }
 }
 /** The stylesheet URL the home page links. */
 async function stylesheet(): Promise<string> {

@@ -11,6 +11,7 @@ import { liveInputs, writeServerEnv } from '../../sandbox/inputs.js'
 import { startTarget, type Target } from '../../sandbox/target.js'
 import { expectOk, Repo, runAction, type ActionRun } from '../helpers/action.js'
 import { startFakeGitHub } from '../helpers/fake-github.js'
+import { get as httpGet } from '../../sandbox/http.js'
 
 jest.setTimeout(240_000)
 
@@ -20,7 +21,7 @@ let repo: Repo
 let v1 = ''
 const TAG = (name: string): Record<string, string> => ({ GITHUB_REF: `refs/tags/${name}` })
 const live = (): string => readlinkSync(join(t.deployPath, 'current'))
-const served = async (): Promise<string | undefined> => versionMarker(await (await fetch(`${t.url}/`)).text())
+const served = async (): Promise<string | undefined> => versionMarker((await httpGet(`${t.url}/`)).body)
 // The runner's checks are off: only the server-side preflight stands between these releases and production.
 const full = (extra: Record<string, string> = {}): Record<string, string> =>
   liveInputs(t, { checks: 'none', 'health-check-timeout': '10', ...extra })

@@ -18,6 +18,7 @@ import { deployInputs, liveInputs, writeServerEnv } from '../../sandbox/inputs.j
 import { startTarget, type Target } from '../../sandbox/target.js'
 import { expectOk, Repo, runAction, type ActionRun } from '../helpers/action.js'
 import { buildWheel } from '../helpers/wheel.js'
+import { get as httpGet } from '../../sandbox/http.js'
 
 jest.setTimeout(240_000)
 
@@ -27,8 +28,8 @@ const TAG = (name: string): Record<string, string> => ({ GITHUB_REF: `refs/tags/
 const release = (name: string): string => join(t.deployPath, 'releases', name)
 const live = (): string => readlinkSync(join(t.deployPath, 'current'))
 async function get(path: string): Promise<{ status: number; body: string }> {
-  const r = await fetch(`${t.url}${path}`)
-  return { status: r.status, body: await r.text() }
+  const r = await httpGet(`${t.url}${path}`)
+  return { status: r.status, body: r.body }
 }
 /** Deploys HEAD as release `name` (the first deploy, before Gunicorn runs, without reload and health check). */
 const deploy = (name: string, first = false): Promise<ActionRun> =>

@@ -11,6 +11,7 @@ import { lstatSync, readFileSync, readdirSync, readlinkSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { liveInputs } from '../../sandbox/inputs.js'
 import { startLoad, versionMarker } from '../../sandbox/load.js'
+import { get as httpGet } from '../../sandbox/http.js'
 import { startTarget, type Target } from '../../sandbox/target.js'
 import { expectOk, Repo, runAction, type ActionRun } from '../helpers/action.js'
 
@@ -29,7 +30,7 @@ const deploy = (name: string, extra: Record<string, string> = {}): Promise<Actio
     { workspace: repo.dir, env: TAG(name) }
   )
 async function get(path: string): Promise<string> {
-  return (await fetch(`${t.url}${path}`)).text()
+  return (await httpGet(`${t.url}${path}`)).body
 }
 
 /** Every file under dir (not what Python writes) with its mode and content hash. */

@@ -15,6 +15,7 @@ import { startLoad, versionMarker } from '../../sandbox/load.js'
 import { deployInputs, liveInputs, writeServerEnv } from '../../sandbox/inputs.js'
 import { shq, startTarget, type Target } from '../../sandbox/target.js'
 import { expectOk, Repo, runAction } from '../helpers/action.js'
+import { get as httpGet } from '../../sandbox/http.js'
 
 jest.setTimeout(300_000)
 
@@ -27,7 +28,7 @@ const bare = (extra: Record<string, string> = {}): Record<string, string> =>
 const full = (extra: Record<string, string> = {}): Record<string, string> =>
   liveInputs(t, { mode: 'deploy', checks: 'none', 'health-check-timeout': '15', ...extra })
 const live = (): string => readlinkSync(join(t.deployPath, 'current'))
-const served = async (): Promise<string> => versionMarker(await (await fetch(`${t.url}/`)).text())
+const served = async (): Promise<string> => versionMarker((await httpGet(`${t.url}/`)).body)
 const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms))
 async function lockFree(): Promise<boolean> {
   return (await t.run(`flock -n ${shq(`${t.deployPath}/.deploy.lock`)} true`)).code === 0

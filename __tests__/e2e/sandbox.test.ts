@@ -5,7 +5,7 @@
 import { execFile as execFileCb } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { promises as fs } from 'node:fs'
-import http from 'node:http'
+import { get } from '../../sandbox/http.js'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -18,20 +18,6 @@ const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const example = path.join(repo, 'example')
 // jest's per-project testTimeout does not apply when a file is run on its own: set it here.
 const TIMEOUT = 120_000
-
-function get(url: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(url, { agent: false, timeout: 10_000 }, res => {
-      const chunks: Buffer[] = []
-      res.on('data', (b: Buffer) => chunks.push(b))
-      res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') })
-      )
-    })
-    req.on('timeout', () => req.destroy(new Error('timeout')))
-    req.on('error', reject)
-  })
-}
 
 async function exists(p: string): Promise<boolean> {
   try {
@@ -184,7 +170,7 @@ describe('sandbox target', () => {
       const css = await get(`${t.url}/static/pages/site.css`)
       expect(css.status).toBe(200)
       expect(css.body).toContain('#version')
-      expect(await get(`${t.url}/health/`)).toEqual({ status: 200, body: 'ok' })
+      expect(await get(`${t.url}/health/`)).toMatchObject({ status: 200, body: 'ok' })
       expect(await get(`${t.url}/static/nope.css`)).toMatchObject({ status: 404 })
       const pid = Number((await t.run(`cat ${t.gunicornPidfile}`)).stdout.trim())
       expect(await t.pids()).toMatchObject({ gunicorn: pid })

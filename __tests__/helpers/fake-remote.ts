@@ -27,14 +27,16 @@ export interface FakeScript {
   drop?: Array<Rule & { after?: boolean }>
   /** The server refuses the step: this deploy's lease is gone (once). */
   leaseLost?: Rule[]
+  /** The step prints `output` (every time it runs there) instead of what it would print (e.g. setup's inspect). */
+  answers?: Array<Rule & { output: string }>
 }
 
 const label = (h: Host): string => (h.port === 22 ? h.host : `${h.host}:${h.port}`)
 
 export class FakeFleet {
   readonly hosts = new Map<string, FakeHostState>()
-  /** Every command the runner sent, in order: the host and the steps it ran. */
-  readonly calls: Array<{ host: string; steps: string[] }> = []
+  /** Every command the runner sent, in order: the host, the steps it ran, the script and its stdin (a string). */
+  readonly calls: Array<{ host: string; steps: string[]; script?: string; stdin?: string }> = []
   /** Connections opened, by host name, in order. */
   readonly connects: string[] = []
 
@@ -80,7 +82,12 @@ class FakeConnection implements Connection {
     if (typeof o.stdin === 'object') o.stdin.resume()
     if (this.lost) return { code: 255, stdout: '', stderr: this.lost, lost: this.lost }
     const steps = [...(o.steps ?? ['?'])]
-    this.fleet.calls.push({ host: this.name, steps })
+    this.fleet.calls.push({
+      host: this.name,
+      steps,
+      script,
+      stdin: typeof o.stdin === 'string' ? o.stdin : undefined
+    })
     const mark = /django-deploy-step-[0-9a-f]{12}:/.exec(script)?.[0]
     const leaseMark = /django-deploy-lease-lost-[0-9a-f]{18}/.exec(script)?.[0]
     let stdout = ''
@@ -106,7 +113,9 @@ class FakeConnection implements Connection {
         if (mark) say(`${mark} ${step} ${code}`)
         return { code, stdout, stderr: '' }
       }
-      this.effect(step, script, say)
+      const answer = this.fleet.script.answers?.find(r => r.host === this.name && r.step === step)
+      if (answer) answer.output.split('\n').forEach(say)
+      else this.effect(step, script, say)
       if (mark) say(`${mark} ${step} 0`)
     }
     return { code: 0, stdout, stderr: '' }

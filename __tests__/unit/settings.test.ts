@@ -76,7 +76,7 @@ describe('action.yml', () => {
   })
   it('declares the outputs users build on and runs on node24', () => {
     expect(Object.keys(action.outputs).sort()).toEqual(
-      ['checks', 'deployed', 'mode', 'previous-release', 'release', 'rolled-back'].sort()
+      ['checks', 'deployed', 'mode', 'previous-release', 'release', 'rolled-back', 'site-url'].sort()
     )
     expect(action.runs).toEqual({ using: 'node24', main: 'dist/index.js' })
   })

@@ -272,7 +272,8 @@ async function spawnQuiet(
   }
 }
 
-function commandEnv(opts: RunChecksOptions): Record<string, string> {
+/** The environment the project's commands run with: the job's (less the step's own variables) and `env`. */
+export function commandEnv(opts: Pick<RunChecksOptions, 'runnerEnv' | 'env'>): Record<string, string> {
   return {
     ...checkEnvironment(opts.runnerEnv),
     // Unbuffered, so the two streams interleave as they would in a terminal.

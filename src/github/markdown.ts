@@ -69,6 +69,20 @@ export function tailOf(value: string, maxLines: number, maxChars: number): strin
   return cut ? `…\n${out}` : out
 }
 
+/** The leading rows whose rendered length fits the budget. */
+export function fitting(rows: string[], budget: number): string[] {
+  let used = 0
+  let n = 0
+  while (n < rows.length && used + rows[n].length + 1 <= budget) used += rows[n++].length + 1
+  return rows.slice(0, n)
+}
+
+/** A collapsed block; `summary` is HTML already. */
+export function details(summary: string, body: string): string {
+  // The blank lines let GitHub parse the Markdown inside the HTML block.
+  return `<details><summary>${summary}</summary>\n\n${body}\n\n</details>`
+}
+
 function oneLine(value: string): string {
   return value.replace(/\s*[\r\n]+\s*/g, ' ')
 }

@@ -15,7 +15,9 @@ import {
   type Report
 } from '../report.js'
 import { ANNOTATION_LIMITS_TEXT } from './annotate.js'
-import { clip, code, codeBlock, html, multiline, tailOf } from './markdown.js'
+import { clip, code, codeBlock, details, fitting, html, multiline, tailOf } from './markdown.js'
+import { renderMigrations } from './migrations.js'
+import { renderSetup } from './setup-summary.js'
 
 export interface SummaryContext {
   /** Link to the workflow run, shown at the end (useful in the PR comment, which lives outside the run). */
@@ -25,7 +27,7 @@ export interface SummaryContext {
 }
 
 export type OverallResult =
-  'passed' | 'failed' | 'skipped' | 'deployed' | 'dry run' | 'rolled back' | 'not run'
+  'passed' | 'failed' | 'skipped' | 'deployed' | 'dry run' | 'rolled back' | 'not run' | 'set up'
 
 // Budgets in rendered characters (escaping can grow text several times) keep the whole body under GitHub's
 // 65,536-character limit for a comment, whatever the tools printed: about 56,000 at worst.
@@ -51,6 +53,10 @@ const STEP_ICON = { ok: '✅', failed: '❌' } as const
 export function overallResult(report: Report): OverallResult {
   const checks = checksOutcome(report)
   if (report.mode === 'check') return report.error ? 'failed' : checks
+  if (report.mode === 'setup') {
+    if (report.error || report.setup?.error) return 'failed'
+    return !report.setup ? 'not run' : report.setup.dryRun ? 'dry run' : 'set up'
+  }
   const deploy = report.deploy
   if (report.error || checks === 'failed' || deploy?.error) return 'failed'
   if (!deploy) return 'not run'
@@ -63,6 +69,7 @@ const RESULT_ICON: Record<OverallResult, string> = {
   passed: '✅',
   deployed: '✅',
   'rolled back': '✅',
+  'set up': '✅',
   'dry run': '📝',
   failed: '❌',
   skipped: '⚪',
@@ -78,14 +85,17 @@ export function renderSummary(report: Report, ctx: SummaryContext = {}): string 
 
   if (report.checks.length > 0)
     parts.push(...renderChecks(report.checks, ctx.maxFindings ?? DEFAULT_MAX_FINDINGS))
+  else if (report.mode === 'check') parts.push('No checks were selected.')
   if (report.annotationsOmitted) {
     const n = report.annotationsOmitted
     parts.push(
       `_${n} ${n === 1 ? 'finding was' : 'findings were'} not annotated on the code: ${ANNOTATION_LIMITS_TEXT}. The findings above list them._`
     )
-  } else if (report.mode === 'check') parts.push('No checks were selected.')
+  }
 
+  parts.push(...renderMigrations(report.migrations))
   if (report.deploy) parts.push(...renderDeploy(report.deploy, report.mode))
+  if (report.setup) parts.push(...renderSetup(report.setup))
 
   const runLink = safeUrl(ctx.runUrl)
   if (runLink) parts.push(`[View the workflow run](${runLink})`)
@@ -272,19 +282,6 @@ function renderPlan(plan: NonNullable<DeployResult['plan']>): string[] {
   }
   if (shownHosts < hosts.length) out.push(`_… plans for ${hosts.length - shownHosts} more hosts not shown._`)
   return out
-}
-
-/** The leading rows whose rendered length fits the budget. */
-function fitting(rows: string[], budget: number): string[] {
-  let used = 0
-  let n = 0
-  while (n < rows.length && used + rows[n].length + 1 <= budget) used += rows[n++].length + 1
-  return rows.slice(0, n)
-}
-
-function details(summary: string, body: string): string {
-  // The blank lines let GitHub parse the Markdown inside the HTML block.
-  return `<details><summary>${summary}</summary>\n\n${body}\n\n</details>`
 }
 
 /** Only http(s) URLs, with characters that would end a Markdown link target encoded. */

@@ -121,7 +121,8 @@ function gitEnvironment(): Record<string, string> {
   return checkEnvironment(process.env)
 }
 
-async function git(cwd: string, ...args: string[]): Promise<string> {
+/** Runs git in `cwd` (with the job's environment, less the step's own); its stdout, or an error naming the command. */
+export async function git(cwd: string, ...args: string[]): Promise<string> {
   return gitWith(cwd, {}, ...args)
 }
 

@@ -131,7 +131,8 @@ export function reloadGunicorn(l: Layout, pidfile: string, release: string, prev
  * Reloads a systemd unit and waits for its new workers. systemd tracks the master it started, so a USR2
  * re-exec (whose old master exits) would make it stop the whole unit (gunicorn issue 2856): when the release
  * needs another virtualenv than the master runs, the unit is restarted instead (with a socket unit holding the
- * listening socket, requests wait instead of failing; see README).
+ * listening socket, requests wait instead of failing; see README). A unit that is not active (the first deploy
+ * after `mode: setup`, whose units wait for a release) is started.
  */
 export function reloadService(l: Layout, service: string, release: string): string {
   const newVenv = `${releaseDir(l, release)}/${IN_RELEASE.venv}`
@@ -142,7 +143,12 @@ export function reloadService(l: Layout, service: string, release: string): stri
     '[ "$pid" != 0 ] || pid=""',
     `want=$(readlink -f ${q(newVenv)})`,
     `running=$(sed -n "s/^$pid //p" ${q(l.gunicornMaster)} 2>/dev/null || true)`,
-    'if [ -n "$pid" ] && [ -n "$running" ] && [ "$running" != \'?\' ] && [ "$running" != "$want" ]; then',
+    // Not active (the first deploy after setup: its units wait for a release): started, not reloaded.
+    'if ! systemctl is-active -q "$unit"; then',
+    '  echo "$unit is not active: systemctl start"',
+    '  sudo -n systemctl start "$unit"',
+    '  pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true); old=""',
+    'elif [ -n "$pid" ] && [ -n "$running" ] && [ "$running" != \'?\' ] && [ "$running" != "$want" ]; then',
     '  echo "$unit runs $running; the release needs $want: systemctl restart"',
     '  sudo -n systemctl restart "$unit"',
     '  pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true); old=""',

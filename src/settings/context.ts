@@ -2,7 +2,7 @@
  * The run's context: what the workflow run is about (event, ref, pull request), read from the runner's
  * environment in one place, and the mode `auto` resolves to for it.
  */
-export type Mode = 'check' | 'deploy' | 'rollback'
+export type Mode = 'check' | 'deploy' | 'rollback' | 'setup'
 export type RequestedMode = 'auto' | Mode
 
 /** What the workflow run is about; read from the runner's environment in one place. */
@@ -15,6 +15,8 @@ export interface RunContext {
   repo: string
   /** Pull request number for pull-request events (`PULL_REQUEST_EVENTS`), from the payload or the ref. */
   prNumber?: number
+  /** The pull request's base commit (the payload's `pull_request.base.sha`): what its migrations are new against. */
+  baseSha?: string
   /** Link to this workflow run, for reports. */
   runUrl?: string
   /** The checkout on the runner (GITHUB_WORKSPACE): finding paths are relative to it. */
@@ -54,10 +56,16 @@ export function readRunContext(
 ): RunContext {
   const [owner = '', repo = ''] = (env.GITHUB_REPOSITORY ?? '').split('/')
   let prNumber: number | undefined
+  let baseSha: string | undefined
   if (isPullRequestEvent(env.GITHUB_EVENT_NAME ?? '') && env.GITHUB_EVENT_PATH) {
     try {
-      const payload = JSON.parse(readFile(env.GITHUB_EVENT_PATH)) as { pull_request?: { number?: number } }
+      const payload = JSON.parse(readFile(env.GITHUB_EVENT_PATH)) as {
+        pull_request?: { number?: number; base?: { sha?: unknown } }
+      }
       prNumber = payload.pull_request?.number
+      const sha = payload.pull_request?.base?.sha
+      // A commit id, nothing else: it becomes an argument of git.
+      if (typeof sha === 'string' && /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(sha)) baseSha = sha
     } catch {
       prNumber = undefined
     }
@@ -74,6 +82,7 @@ export function readRunContext(
     owner,
     repo,
     prNumber,
+    baseSha,
     runUrl:
       env.GITHUB_RUN_ID && owner ? `${server}/${owner}/${repo}/actions/runs/${env.GITHUB_RUN_ID}` : undefined,
     workspace

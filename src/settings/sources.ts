@@ -10,6 +10,10 @@ import { withoutCredentials } from '../github/redact.js'
 import { splitWords, WordsError } from '../shellwords.js'
 import { hostEntries, roleCommands, type HostEntry } from './hosts.js'
 
+/** How setup gets the site's certificate (settings/setup.ts). */
+export const TLS_MODES = ['acme', 'files', 'off'] as const
+export const LETS_ENCRYPT = 'https://acme-v02.api.letsencrypt.org/directory'
+
 export const DEPLOY_CHECK_MODES = ['warn', 'fail', 'off'] as const
 /** When the PR comment is posted: on every run, only when the run failed (then kept up to date), or never. */
 export const COMMENT_MODES = ['always', 'on-failure', 'never'] as const
@@ -80,7 +84,23 @@ export const INPUTS = {
   'environment-url': { kind: 'url', default: '' },
   'github-deployment': { kind: 'bool', default: 'true' },
   comment: { kind: 'choice', default: 'always', choices: COMMENT_MODES },
-  'comment-key': { kind: 'code', default: '' }
+  'comment-key': { kind: 'code', default: '' },
+  // mode: setup (settings/setup.ts)
+  'setup-user': { kind: 'code', default: 'root' },
+  'setup-ssh-key': { kind: 'code', default: '', secret: true },
+  app: { kind: 'code', default: '' },
+  'env-file': { kind: 'code', default: '', secret: true },
+  domains: { kind: 'code', default: '' },
+  tls: { kind: 'choice', default: 'acme', choices: TLS_MODES },
+  'acme-directory': { kind: 'url', default: LETS_ENCRYPT },
+  'acme-email': { kind: 'code', default: '' },
+  'acme-ca-certificate': { kind: 'code', default: '' },
+  'tls-certificate': { kind: 'code', default: '', secret: true },
+  'tls-key': { kind: 'code', default: '', secret: true },
+  'trusted-proxies': { kind: 'code', default: '' },
+  'setup-overwrite': { kind: 'bool', default: 'false' },
+  'wsgi-module': { kind: 'code', default: '' },
+  'max-body-size': { kind: 'code', default: '20m' }
 } as const satisfies Record<string, InputSpec>
 
 export type InputName = keyof typeof INPUTS
