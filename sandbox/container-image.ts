@@ -80,8 +80,13 @@ export async function makeBare(root: string, opts: { machineId: string; hostname
     shadow: await read('etc/shadow'),
     gshadow: await read('etc/gshadow')
   })
-  for (const f of ['passwd', 'group', 'shadow', 'gshadow'] as const) await rewrite(root, `etc/${f}`, kept[f])
-  for (const f of ['etc/subuid', 'etc/subgid']) {
+  for (const f of ['passwd', 'group', 'shadow', 'gshadow'] as const) {
+    await rewrite(root, `etc/${f}`, kept[f])
+    // The backups useradd leaves (passwd- …) would still name this machine's users.
+    if (await fs.stat(path.join(root, `etc/${f}-`)).catch(() => undefined))
+      await rewrite(root, `etc/${f}-`, kept[f])
+  }
+  for (const f of ['etc/subuid', 'etc/subgid', 'etc/subuid-', 'etc/subgid-']) {
     const text = await read(f).catch(() => undefined)
     if (text === undefined) continue
     const rows = text.split('\n').filter(l => kept.users.has(l.split(':')[0]))

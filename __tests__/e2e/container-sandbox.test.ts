@@ -45,6 +45,8 @@ function hostUser(): () => void {
   const sudoers = `/etc/sudoers.d/${user}`
   const site = `/etc/nginx/sites-enabled/${user}`
   const live = mkdtempSync('/tmp/ctrsmk-live-')
+  const etcFile = `/etc/${user}.conf`
+  writeFileSync(etcFile, '# made by container-sandbox.test.ts\n')
   execFileSync('/usr/sbin/useradd', ['-M', '-d', '/nonexistent', user])
   writeFileSync(sudoers, `# ${user}: made by container-sandbox.test.ts\n`, { mode: 0o440 })
   writeFileSync(site, `# ${user}: made by container-sandbox.test.ts\n`)
@@ -52,6 +54,7 @@ function hostUser(): () => void {
     rmSync(sudoers, { force: true })
     rmSync(site, { force: true })
     rmSync(live, { recursive: true, force: true })
+    rmSync(etcFile, { force: true })
     execFileSync('/usr/sbin/userdel', [user])
   }
 }
@@ -68,6 +71,8 @@ test('boots to running as a bare server: sshd and nginx units, no deploy user, n
     expect(await sh('ls -A /etc/sudoers.d')).toBe('README')
     expect(await sh('ls -A /etc/nginx/sites-enabled')).toBe('default')
     expect(await sh('ls /tmp | grep -c ctrsmk- || true')).toBe('0')
+    expect(await sh('ls /etc | grep -c ctrsmk || true')).toBe('0')
+    expect(await sh('grep -c ctrsmk /etc/passwd- /etc/group- || true')).toBe('/etc/passwd-:0\n/etc/group-:0')
   } finally {
     removeHostUser()
   }
