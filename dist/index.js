@@ -60991,6 +60991,21 @@ const REUSE_PY = "import os\nimport shutil\nimport sys\nnew, live, listing = (os
 const ROLLBACK_SCHEMA_PY = "import json\nimport os\nimport sys\nfrom importlib import import_module\nfrom django.db import DEFAULT_DB_ALIAS, connections\nfrom django.db.migrations.loader import MigrationLoader\nfrom django.db.migrations.recorder import MigrationRecorder\nmark, target_dir, target, allowed, classifier = sys.argv[1:6]\nlive_dir = os.path.realpath(os.getcwd())\ndef migrations_dir(app):\n    module, _ = MigrationLoader.migrations_module(app)\n    try:\n        path = list(getattr(import_module(module), \"__path__\", []))\n    except Exception:\n        return None\n    return os.path.realpath(path[0]) if path else None\ndef missing():\n    \"\"\"Applied migrations of the project whose file the target release does not have, in the order applied.\"\"\"\n    recorder = MigrationRecorder(connections[DEFAULT_DB_ALIAS])\n    if not recorder.has_table():\n        return []\n    rows = recorder.migration_qs.order_by(\"applied\", \"id\").values_list(\"app\", \"name\")\n    dirs, out = {}, []\n    for app, name in rows:\n        if app not in dirs:\n            dirs[app] = migrations_dir(app)\n        d = dirs[app]\n        if not d or not d.startswith(live_dir + os.sep):\n            continue\n        there = os.path.join(target_dir, os.path.relpath(d, live_dir), name + \".py\")\n        if not os.path.exists(there):\n            out.append(f\"{app}.{name}\")\n    return out\ndef main():\n    names = missing()\n    if not names:\n        print(f\"every migration applied to the database is in {target}\")\n        return\n    namespace = {\"__name__\": \"django_deploy_migrations\"}\n    exec(compile(classifier, \"migrations.py\", \"exec\"), namespace)\n    verdicts = list(namespace[\"classify\"](names))\n    contract = []\n    for v in verdicts:\n        ops = v.get(\"operations\", [])\n        print(\n            mark,\n            json.dumps(\n                {\n                    \"app\": v[\"app\"],\n                    \"name\": v[\"name\"],\n                    \"when\": \"not-in-target\",\n                    \"class\": v.get(\"class\"),\n                    \"operations\": [o[\"describe\"] + (\"\" if o[\"class\"] == \"expand\" else f\" ({o['class']})\") for o in ops],\n                }\n            ),\n            flush=True,\n        )\n        contract += [f\"{v['app']}.{v['name']}: {o['op']}: {o['describe']}\" for o in ops if o[\"class\"] == \"contract\"]\n    listed = \", \".join(names)\n    if contract and allowed != \"true\":\n        print(\n            f\"rollback to {target} refused: the database has migrations applied that {target} does not have\"\n            f\" ({listed}), and these change the schema in a way its code may not work with (contract):\\n- \"\n            + \"\\n- \".join(contract)\n            + f\"\\n{target}'s code may still read or write what they removed or renamed. Deploy a fix forward, or\"\n            \" set allow-contract-rollback: true to roll back anyway (the schema stays as it is).\",\n            file=sys.stderr,\n        )\n        sys.exit(3)  # ROLLBACK_REFUSED in django.ts: any other failure only skips the check\n    why = \"allowed by allow-contract-rollback\" if contract else \"expand only: the old code does not see them\"\n    print(f\"{target} goes live against migrations it does not have ({listed}): {why}\")\nmain()";
 /** static_files.py */
 const STATIC_FILES_PY = "import os\nimport shutil\nimport sys\nwarn, RECORD = sys.argv[1], sys.argv[2]\nargs = sys.argv[3:]\ndef files(root):\n    for d, _, names in os.walk(root):\n        for n in names:\n            yield os.path.relpath(os.path.join(d, n), root)\nMARK = \".django-deploy\"\ndef ours(shared):\n    if os.path.isfile(os.path.join(shared, MARK)):\n        return True\n    if os.path.isdir(shared) and os.listdir(shared):\n        print(f\"{warn} {shared} holds files this action did not put there: static files of old releases are not kept there (move it away to have them kept)\", flush=True)\n        return False\n    os.makedirs(shared, exist_ok=True)\n    open(os.path.join(shared, MARK), \"w\").close()\n    return True\ndef link(root, shared, replace):\n    if not ours(shared):\n        return 0\n    count = 0\n    for rel in files(root):\n        src, dst = os.path.join(root, rel), os.path.join(shared, rel)\n        if os.path.lexists(dst) and (not replace or os.path.samefile(src, dst)):\n            continue\n        os.makedirs(os.path.dirname(dst), exist_ok=True)\n        tmp = dst + \".django-deploy-tmp\"\n        if os.path.lexists(tmp):\n            os.unlink(tmp)\n        try:\n            os.link(src, tmp)\n        except OSError:\n            shutil.copy2(src, tmp)\n        os.replace(tmp, dst)\n        count += 1\n    return count\ndef recorded(release):\n    try:\n        with open(os.path.join(release, RECORD)) as f:\n            return os.path.join(release, f.read().strip())\n    except FileNotFoundError:\n        return None\ndef collected():\n    from django.conf import settings\n    shared, here = args[0], os.path.realpath(\".\")\n    if not settings.STATIC_ROOT:\n        print(\"STATIC_ROOT is not set: no static files to keep\")\n        return\n    root = os.path.realpath(str(settings.STATIC_ROOT))\n    if not root.startswith(here + os.sep):\n        print(f\"STATIC_ROOT {root} is outside the release: its files outlive the release already\")\n        return\n    if not os.path.isdir(root):\n        print(f\"STATIC_ROOT {root} does not exist (no collectstatic?): no static files to keep\")\n        return\n    with open(RECORD, \"w\") as f:\n        f.write(os.path.relpath(root, here))\n    n = link(root, shared, False)\n    print(f\"{n} static file(s) new to {shared} linked there from {root}\")\ndef prune(shared, releases):\n    if not os.path.isfile(os.path.join(shared, MARK)):\n        return\n    roots = [r for r in map(recorded, releases) if r]\n    gone = 0\n    for rel in list(files(shared)):\n        if rel != MARK and not any(os.path.isfile(os.path.join(r, rel)) for r in roots):\n            os.unlink(os.path.join(shared, rel))\n            gone += 1\n    for d, subdirs, names in os.walk(shared, topdown=False):\n        if d != shared and not os.listdir(d):\n            os.rmdir(d)\n    print(f\"{gone} static file(s) no kept release has removed from {shared}\")\nif __name__ == \"__django_deploy__\":\n    collected()\nelif args[0] == \"live\":\n    root = recorded(\".\")\n    n = link(root, args[1], True) if root else 0\n    print(f\"{n} static file(s) of the live release linked into {args[1]}\")\nelif args[0] == \"prune\":\n    prune(args[1], args[2:])";
+/** Each program by its file name. */
+const PROGRAMS = {
+    'deploy_check.py': DEPLOY_CHECK_PY,
+    'health_before_switch.py': HEALTH_BEFORE_SWITCH_PY,
+    'health_check.py': HEALTH_CHECK_PY,
+    'manage_many.py': MANAGE_MANY_PY,
+    'migrate.py': MIGRATE_PY,
+    'migrations.py': MIGRATIONS_PY,
+    'proxy_check.py': PROXY_CHECK_PY,
+    'repoint.py': REPOINT_PY,
+    'reusable.py': REUSABLE_PY,
+    'reuse.py': REUSE_PY,
+    'rollback_schema.py': ROLLBACK_SCHEMA_PY,
+    'static_files.py': STATIC_FILES_PY
+};
 
 ;// CONCATENATED MODULE: external "node:fs/promises"
 const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
@@ -64020,6 +64035,8 @@ class BatchParser {
  */
 
 
+
+
 // The release history's rules live with the history (remote/history.ts); these names stay importable from here.
 
 /**
@@ -64266,7 +64283,24 @@ function renderStep(s) {
             : s.input
                 ? ' (credentials on stdin, not shown)'
                 : '';
-    return `# ${s.name}${stdin}\n${s.script}`;
+    return `# ${s.name}${stdin}\n${withProgramNames(s.script)}`;
+}
+/**
+ * The script with each embedded Python program (src/remote/python/*.py, up to 13 KB, in a command line as a shell
+ * word or inside a quoted JSON list) shown by its file name: a dry run of a fleet would otherwise print the same
+ * programs in every host's steps.
+ */
+function withProgramNames(script) {
+    let out = script;
+    for (const [file, text] of Object.entries(PROGRAMS)) {
+        const path = `src/remote/python/${file}`;
+        out = out
+            .split(q(text))
+            .join(`"$(cat ${path})"`)
+            .split(JSON.stringify(text).replace(/'/g, `'\\''`))
+            .join(`"<${path}>"`);
+    }
+    return out;
 }
 
 ;// CONCATENATED MODULE: ./src/deploy/flow.ts

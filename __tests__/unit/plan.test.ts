@@ -165,6 +165,17 @@ describe('migrate (issue 19)', () => {
     const off = migrateStep({ ...d, migrations: { ...m, safety: 'off' } }, layout(d.path), 'v2', 'before')
     expect(off.manage?.args.slice(-2)).toEqual(['off', ''])
   })
+  it('as the dry run prints it: each embedded program by its file name, not its 13 KB of text', () => {
+    const s = migrateStep({ ...d, migrations: m }, layout(d.path), 'v2', 'before')
+    const shown = renderStep(s)
+    for (const program of [MIGRATE_PY, MIGRATIONS_PY])
+      expect(shown).not.toContain(program.split('\n').find(l => l.length > 40))
+    expect(shown).toContain('src/remote/python/migrate.py')
+    expect(shown).toContain('src/remote/python/migrations.py')
+    expect(shown).toContain('src/remote/python/manage_many.py')
+    expect(shown.length).toBeLessThan(3000)
+    expect(s.script.length).toBeGreaterThan(15000)
+  })
 })
 
 describe('a release name deployed again (issue 15)', () => {

@@ -5,6 +5,8 @@
 import * as cmd from '../remote/commands.js'
 import type { HistoryEntry, HostState, Layout } from '../remote/commands.js'
 import { releasesToRemove } from '../remote/history.js'
+import { PROGRAMS } from '../remote/python/programs.js'
+import { q } from '../remote/quote.js'
 import type { ReleaseSource } from '../release/source.js'
 import type { DeploySettings } from '../settings.js'
 
@@ -311,5 +313,23 @@ export function renderStep(s: Step): string {
         : s.input
           ? ' (credentials on stdin, not shown)'
           : ''
-  return `# ${s.name}${stdin}\n${s.script}`
+  return `# ${s.name}${stdin}\n${withProgramNames(s.script)}`
+}
+
+/**
+ * The script with each embedded Python program (src/remote/python/*.py, up to 13 KB, in a command line as a shell
+ * word or inside a quoted JSON list) shown by its file name: a dry run of a fleet would otherwise print the same
+ * programs in every host's steps.
+ */
+function withProgramNames(script: string): string {
+  let out = script
+  for (const [file, text] of Object.entries(PROGRAMS)) {
+    const path = `src/remote/python/${file}`
+    out = out
+      .split(q(text))
+      .join(`"$(cat ${path})"`)
+      .split(JSON.stringify(text).replace(/'/g, `'\\''`))
+      .join(`"<${path}>"`)
+  }
+  return out
 }

@@ -35,3 +35,19 @@ export const ROLLBACK_SCHEMA_PY = "import json\nimport os\nimport sys\nfrom impo
 
 /** static_files.py */
 export const STATIC_FILES_PY = "import os\nimport shutil\nimport sys\nwarn, RECORD = sys.argv[1], sys.argv[2]\nargs = sys.argv[3:]\ndef files(root):\n    for d, _, names in os.walk(root):\n        for n in names:\n            yield os.path.relpath(os.path.join(d, n), root)\nMARK = \".django-deploy\"\ndef ours(shared):\n    if os.path.isfile(os.path.join(shared, MARK)):\n        return True\n    if os.path.isdir(shared) and os.listdir(shared):\n        print(f\"{warn} {shared} holds files this action did not put there: static files of old releases are not kept there (move it away to have them kept)\", flush=True)\n        return False\n    os.makedirs(shared, exist_ok=True)\n    open(os.path.join(shared, MARK), \"w\").close()\n    return True\ndef link(root, shared, replace):\n    if not ours(shared):\n        return 0\n    count = 0\n    for rel in files(root):\n        src, dst = os.path.join(root, rel), os.path.join(shared, rel)\n        if os.path.lexists(dst) and (not replace or os.path.samefile(src, dst)):\n            continue\n        os.makedirs(os.path.dirname(dst), exist_ok=True)\n        tmp = dst + \".django-deploy-tmp\"\n        if os.path.lexists(tmp):\n            os.unlink(tmp)\n        try:\n            os.link(src, tmp)\n        except OSError:\n            shutil.copy2(src, tmp)\n        os.replace(tmp, dst)\n        count += 1\n    return count\ndef recorded(release):\n    try:\n        with open(os.path.join(release, RECORD)) as f:\n            return os.path.join(release, f.read().strip())\n    except FileNotFoundError:\n        return None\ndef collected():\n    from django.conf import settings\n    shared, here = args[0], os.path.realpath(\".\")\n    if not settings.STATIC_ROOT:\n        print(\"STATIC_ROOT is not set: no static files to keep\")\n        return\n    root = os.path.realpath(str(settings.STATIC_ROOT))\n    if not root.startswith(here + os.sep):\n        print(f\"STATIC_ROOT {root} is outside the release: its files outlive the release already\")\n        return\n    if not os.path.isdir(root):\n        print(f\"STATIC_ROOT {root} does not exist (no collectstatic?): no static files to keep\")\n        return\n    with open(RECORD, \"w\") as f:\n        f.write(os.path.relpath(root, here))\n    n = link(root, shared, False)\n    print(f\"{n} static file(s) new to {shared} linked there from {root}\")\ndef prune(shared, releases):\n    if not os.path.isfile(os.path.join(shared, MARK)):\n        return\n    roots = [r for r in map(recorded, releases) if r]\n    gone = 0\n    for rel in list(files(shared)):\n        if rel != MARK and not any(os.path.isfile(os.path.join(r, rel)) for r in roots):\n            os.unlink(os.path.join(shared, rel))\n            gone += 1\n    for d, subdirs, names in os.walk(shared, topdown=False):\n        if d != shared and not os.listdir(d):\n            os.rmdir(d)\n    print(f\"{gone} static file(s) no kept release has removed from {shared}\")\nif __name__ == \"__django_deploy__\":\n    collected()\nelif args[0] == \"live\":\n    root = recorded(\".\")\n    n = link(root, args[1], True) if root else 0\n    print(f\"{n} static file(s) of the live release linked into {args[1]}\")\nelif args[0] == \"prune\":\n    prune(args[1], args[2:])"
+
+/** Each program by its file name. */
+export const PROGRAMS: Readonly<Record<string, string>> = {
+  'deploy_check.py': DEPLOY_CHECK_PY,
+  'health_before_switch.py': HEALTH_BEFORE_SWITCH_PY,
+  'health_check.py': HEALTH_CHECK_PY,
+  'manage_many.py': MANAGE_MANY_PY,
+  'migrate.py': MIGRATE_PY,
+  'migrations.py': MIGRATIONS_PY,
+  'proxy_check.py': PROXY_CHECK_PY,
+  'repoint.py': REPOINT_PY,
+  'reusable.py': REUSABLE_PY,
+  'reuse.py': REUSE_PY,
+  'rollback_schema.py': ROLLBACK_SCHEMA_PY,
+  'static_files.py': STATIC_FILES_PY
+}
