@@ -301,12 +301,12 @@ test("a domain nginx refuses (too long for its server_names_hash): refused with 
   // The site is tested before the certificate is asked for the new name: the certificate step never ran.
   expect(r.log).toContain('✗ nginx site failed')
   expect(r.log).not.toMatch(/^::group::\S+: certificate$/m)
-  expect(await tree()).toBe(before)
   // What nginx runs on passes its test and survives a reload (a reboot, another site's setup) serving the old site.
   await sh('nginx -t 2>&1 && systemctl reload nginx')
   const page = await get('https', '/', await acme!.issuingRoot())
   expect(page.status).toBe(200)
   expect(versionMarker(page.body)).toBe('v3 with ddsetupdep 1.0')
+  expect(await tree()).toBe(before)
 })
 
 /** Every file's path, mode, owner and content sum under /etc and the deploy path: what a dry run must not touch. */
@@ -321,7 +321,7 @@ test('dry run of a change: its diff and commands printed, nothing changed under 
   const r = await setup({ 'max-body-size': '30m', 'dry-run': 'true' })
   expectOk(r)
   expect(r.log).toContain('+    client_max_body_size 30m;')
-  expect(r.log).toMatch(/plan 1\/1 setup: 127\.252\.1\.2/)
+  expect(r.log).toContain(`plan 1/1 setup: ${c!.host}`)
   expect(r.summary).toContain('Django setup: dry run')
   expect(await tree()).toBe(before)
 })
