@@ -1,8 +1,10 @@
 /**
- * A bounded HTTP load generator for loopback targets: a new TCP connection per request (agent: false),
- * `concurrency` request loops, stopping by itself after `maxRequests` or `maxSeconds`, whichever comes first.
+ * A bounded HTTP(S) load generator for loopback targets: a new TCP connection (and TLS handshake) per request
+ * (agent: false), `concurrency` request loops, stopping by itself after `maxRequests` or `maxSeconds`, whichever
+ * comes first.
  */
 import http from 'node:http'
+import https from 'node:https'
 import net from 'node:net'
 
 export interface LoadOptions {
@@ -20,6 +22,12 @@ export interface LoadOptions {
   marker?: (body: string, status: number) => string
   /** Also tally bodies of non-200 responses (by marker, prefixed with the status). Default false. */
   tallyNon200?: boolean
+  /** `Host` header (e.g. the site's domain when the URL names its address). Default: the URL's host. */
+  hostHeader?: string
+  /** https: the PEM of the CA the server's certificate must chain to (verified: a bad one is an error). */
+  ca?: string
+  /** https: the TLS server name (SNI) the certificate is checked against. Default: `hostHeader`, else the URL's host. */
+  servername?: string
 }
 
 export interface LoadEvent {
@@ -75,7 +83,7 @@ function isLoopback(hostname: string): boolean {
 
 export function startLoad(url: string, opts: LoadOptions): LoadHandle {
   const u = new URL(url)
-  if (u.protocol !== 'http:') throw new Error(`only http: URLs: ${url}`)
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`only http: and https: URLs: ${url}`)
   if (!isLoopback(u.hostname)) throw new Error(`load is only sent to loopback addresses, not ${u.hostname}`)
   if (!Number.isInteger(opts.concurrency) || opts.concurrency < 1 || opts.concurrency > 256) {
     throw new Error('concurrency must be an integer in 1..256')
@@ -86,8 +94,14 @@ export function startLoad(url: string, opts: LoadOptions): LoadHandle {
   const timeoutMs = opts.requestTimeoutMs ?? 10_000
   const marker = opts.marker ?? ((body: string) => body.trim().slice(0, 200))
   const hostname = u.hostname.replace(/^\[|\]$/g, '')
-  const port = Number(u.port || 80)
+  const tls = u.protocol === 'https:'
+  const port = Number(u.port || (tls ? 443 : 80))
   const reqPath = `${u.pathname}${u.search}`
+  const request = tls ? https.request : http.request
+  const headers = opts.hostHeader ? { Host: opts.hostHeader } : undefined
+  // SNI takes a name, never an address (RFC 6066).
+  const servername = opts.servername ?? opts.hostHeader ?? (net.isIP(hostname) ? undefined : hostname)
+  const tlsOptions = tls ? { ca: opts.ca, servername } : {}
 
   const start = Date.now()
   const r: LoadResult = {
@@ -127,8 +141,17 @@ export function startLoad(url: string, opts: LoadOptions): LoadHandle {
 
   const one = () =>
     new Promise<void>(resolve => {
-      const req = http.request(
-        { host: hostname, port, path: reqPath, method: 'GET', agent: false, timeout: timeoutMs },
+      const req = request(
+        {
+          host: hostname,
+          port,
+          path: reqPath,
+          method: 'GET',
+          headers,
+          agent: false,
+          timeout: timeoutMs,
+          ...tlsOptions
+        },
         res => {
           const chunks: Buffer[] = []
           let size = 0
