@@ -58625,7 +58625,9 @@ const INPUTS = {
     'trusted-proxies': { kind: 'code', default: '' },
     'setup-overwrite': { kind: 'bool', default: 'false' },
     'wsgi-module': { kind: 'code', default: '' },
-    'max-body-size': { kind: 'code', default: '20m' }
+    'max-body-size': { kind: 'code', default: '20m' },
+    'static-url': { kind: 'code', default: '/static/' },
+    'media-url': { kind: 'code', default: '/media/' }
 };
 class SettingsError extends Error {
     problems;
@@ -59819,6 +59821,8 @@ const EMAIL = /^[^\s@'"\\<>;]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$/;
 const ENV_KEY = /^(export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=/;
 const SIZE = /^\d{1,6}[kKmMgG]?$/;
 const PLAIN_PATH = /^\/[A-Za-z0-9._/-]+$/;
+const URL_PREFIX = /^\/([A-Za-z0-9._~-]+\/)*$/;
+const INPUT_DEFAULT = { 'static-url': '/static/', 'media-url': '/media/' };
 const CIDR = /^([0-9.]+|[0-9A-Fa-f:]+)(\/\d{1,3})?$/;
 /**
  * The setup section. `deployPaths`: the deploy-path input and the hosts' own; they go into systemd units and the
@@ -59848,7 +59852,9 @@ function readSetup(raw, repo, workingDirectory, deployPaths) {
         trustedProxies: readProxies(raw, tls),
         overwrite: raw.bool('setup-overwrite'),
         wsgiModule: readWsgi(raw, workingDirectory),
-        maxBodySize: readSize(raw)
+        maxBodySize: readSize(raw),
+        staticUrl: readUrlPrefix(raw, 'static-url'),
+        mediaUrl: readUrlPrefix(raw, 'media-url')
     };
     checkTls(raw, s);
     return s;
@@ -59984,6 +59990,13 @@ function readWsgi(raw, dir) {
         ? `is empty and the project has several wsgi.py (${found.join(', ')}); expected the one Gunicorn serves, e.g. ${found[0]}`
         : 'is empty and no package beside manage.py has a wsgi.py; expected the module Gunicorn serves, e.g. mysite.wsgi');
     return 'app.wsgi';
+}
+/** A URL path prefix for an nginx location: it reaches the site file unquoted, so plain characters only. */
+function readUrlPrefix(raw, name) {
+    const r = raw.get(name);
+    if (!URL_PREFIX.test(r.value))
+        raw.fail(r, `"${r.value}" is not a URL path prefix nginx can serve; expected the project's ${name === 'static-url' ? 'STATIC_URL' : 'MEDIA_URL'} as a path starting and ending with /, of letters, digits and . _ ~ - (e.g. ${INPUT_DEFAULT[name]})`);
+    return r.value;
 }
 function readSize(raw) {
     const r = raw.get('max-body-size');
@@ -62522,7 +62535,7 @@ function reloadService(l, service, release) {
     const newVenv = `${releaseDir(l, release)}/${IN_RELEASE.venv}`;
     return script(...PROC, `unit=${q(service)}`, 'pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true)', '[ "$pid" != 0 ] || pid=""', `want=$(readlink -f ${q(newVenv)})`, `running=$(sed -n "s/^$pid //p" ${q(l.gunicornMaster)} 2>/dev/null || true)`, 
     // Not active (the first deploy after setup: its units wait for a release): started, not reloaded.
-    'if ! systemctl is-active -q "$unit"; then', '  echo "$unit is not active: systemctl start"', '  sudo -n systemctl start "$unit"', '  pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true); old=""', 'elif [ -n "$pid" ] && [ -n "$running" ] && [ "$running" != \'?\' ] && [ "$running" != "$want" ]; then', '  echo "$unit runs $running; the release needs $want: systemctl restart"', '  sudo -n systemctl restart "$unit"', '  pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true); old=""', 'else', '  old=$([ -z "$pid" ] || children "$pid")', '  sudo -n systemctl reload "$unit"', 'fi', 'if [ -z "$pid" ] || [ "$pid" = 0 ]; then echo "$unit has no main process to wait for"; exit 0; fi', 'i=0', 'while [ $i -lt 600 ]; do', '  left=""; for c in $old; do alive "$c" && left="$left $c"; done', '  if [ -z "$left" ] && workers_ready "$pid"; then echo "$unit reloaded: new workers of $pid ready"; exit 0; fi', '  sleep 0.1; i=$((i+1))', 'done', 'echo "$unit: no new workers ready within 60 s" >&2; exit 1');
+    'if ! systemctl is-active -q "$unit"; then', '  echo "$unit is not active: systemctl start"', '  sudo -n systemctl start "$unit"; how=started', '  pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true); old=""', 'elif [ -n "$pid" ] && [ -n "$running" ] && [ "$running" != \'?\' ] && [ "$running" != "$want" ]; then', '  echo "$unit runs $running; the release needs $want: systemctl restart"', '  sudo -n systemctl restart "$unit"; how=restarted', '  pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || true); old=""', 'else', '  old=$([ -z "$pid" ] || children "$pid")', '  sudo -n systemctl reload "$unit"; how=reloaded', 'fi', 'if [ -z "$pid" ] || [ "$pid" = 0 ]; then echo "$unit has no main process to wait for"; exit 0; fi', 'i=0', 'while [ $i -lt 600 ]; do', '  left=""; for c in $old; do alive "$c" && left="$left $c"; done', '  if [ -z "$left" ] && workers_ready "$pid"; then echo "$unit $how: new workers of $pid ready"; exit 0; fi', '  sleep 0.1; i=$((i+1))', 'done', 'echo "$unit: no new workers ready within 60 s" >&2; exit 1');
 }
 
 ;// CONCATENATED MODULE: ./src/remote/health.ts
@@ -71291,12 +71304,12 @@ function appLocations(s, deployPath) {
     return [
         `    client_max_body_size ${s.maxBodySize};`,
         '',
-        '    location /static/ {',
+        `    location ${s.staticUrl} {`,
         `        alias ${deployPath}/static/;`,
         '        expires 30d;',
         '        access_log off;',
         '    }',
-        '    location /media/ {',
+        `    location ${s.mediaUrl} {`,
         `        alias ${deployPath}/shared/media/;`,
         '    }',
         ...proxyLocation(s)

@@ -111,6 +111,12 @@ export async function makeBare(root: string, opts: { machineId: string; hostname
   // A fresh machine id (journald, D-Bus); nspawn keeps a non-empty one.
   await rewrite(root, 'etc/machine-id', `${opts.machineId}\n`)
   await rewrite(root, 'etc/hostname', `${opts.hostname}\n`)
+  // As Debian's installer writes it: without its own name here, sudo says "unable to resolve host" on every call.
+  await rewrite(
+    root,
+    'etc/hosts',
+    `127.0.0.1\tlocalhost\n127.0.1.1\t${opts.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n`
+  )
   // Masked at boot: PostgreSQL's units cost boot time, and its lower data directory may be a live cluster of this
   // machine. `postgres: true` unmasks them after boot with a fresh cluster (freshPostgres in container.ts).
   for (const u of ['postgresql.service', 'postgresql@.service']) {

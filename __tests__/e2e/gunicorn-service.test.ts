@@ -111,7 +111,7 @@ test('a unit that is not active (first deploy after setup): systemctl start, the
     expect(r.stderr).toBe('')
     expect(r.status).toBe(0)
     expect(r.stdout).toContain('mysite is not active: systemctl start')
-    expect(r.stdout).toContain(`new workers of ${master} ready`)
+    expect(r.stdout).toContain(`mysite started: new workers of ${master} ready`)
     expect(readFileSync(calls, 'utf8')).toBe(
       'show -p MainPID --value mysite\nis-active -q mysite\nstart mysite\nshow -p MainPID --value mysite\n'
     )

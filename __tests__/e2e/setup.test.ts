@@ -174,6 +174,8 @@ test('bare server → setup (tls acme from pebble) → deploy v1 with gunicorn-s
   const d = await deploy('v1')
   expectOk(d)
   expect(d.log).toContain(`${APP} is not active: systemctl start`)
+  // The container names itself in /etc/hosts, as a Debian install does: sudo resolves it without a word.
+  expect(d.log).not.toContain('unable to resolve host')
   expect(await sh(`systemctl is-active ${APP}.socket ${APP}.service`)).toBe('active\nactive')
 
   const root = await acme!.issuingRoot()
@@ -255,6 +257,7 @@ test('v2 (code only) and v3 (a new dependency) under load through HTTPS, Gunicor
     new RegExp(`${APP} runs \\S+; the release needs ${DEPLOY_PATH}/\\S+: systemctl restart`)
   )
   expect(await mainPid()).not.toBe(pid1)
+  expect(v3.d.log).toMatch(new RegExp(`${APP} restarted: new workers of \\d+ ready`))
   expect(failed(v3.load)).toEqual({ non200: 0, errors: 0, errorCodes: {} })
   expect(v3.load.total).toBeGreaterThan(50)
   expect(Object.keys(v3.load.bodies).sort()).toEqual(['v2', 'v3 with ddsetupdep 1.0'])

@@ -235,9 +235,24 @@ describe('setup inputs', () => {
     ['{ tls: sometimes }', { tls: 'sometimes' }, 'input \'tls\': "sometimes" is not a valid value'],
     ['{ deploy-path: /srv/my site }', { 'deploy-path': '/srv/my site' }, 'setup expects a plain path'],
     ['{ wsgi-module: mysite.wsgi; rm }', { 'wsgi-module': 'mysite.wsgi; rm' }, "input 'wsgi-module'"],
-    ['{ max-body-size: 20m; allow all }', { 'max-body-size': '20m; allow all' }, "input 'max-body-size'"]
+    ['{ max-body-size: 20m; allow all }', { 'max-body-size': '20m; allow all' }, "input 'max-body-size'"],
+    ['{ static-url: / }', { 'static-url': '/' }, 'input \'static-url\': "/" is not a URL path prefix'],
+    ['{ static-url: /static }', { 'static-url': '/static' }, "the project's STATIC_URL as a path"],
+    ['{ media-url: /m/ { root / } }', { 'media-url': '/m/ { root / }' }, "input 'media-url'"],
+    ['{ media-url: /../ }', { 'media-url': '/../' }, "input 'media-url'"],
+    ['{ media-url: /static/ }', { 'media-url': '/static/' }, 'is the same as static-url (/static/)']
   ])('%s is refused', (_label, inputs, message) => {
     expect(problems(inputs).join('\n')).toContain(message)
+  })
+
+  test("static-url and media-url: the site serves the project's prefixes from the deploy path", () => {
+    const site = files.nginxSite(
+      setup({ 'static-url': '/assets/', 'media-url': '/uploads/files/' }),
+      '/srv/mysite'
+    )
+    expect(site).toContain('location /assets/ {\n        alias /srv/mysite/static/;')
+    expect(site).toContain('location /uploads/files/ {\n        alias /srv/mysite/shared/media/;')
+    expect(site).not.toContain('location /static/')
   })
 
   test('a repository name that is no safe app name asks for app', () => {

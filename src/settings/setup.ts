@@ -8,7 +8,7 @@ import { existsSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import ssh2 from 'ssh2'
 import { HOSTNAME, IPV6, USERNAME } from './hosts.js'
-import { LETS_ENCRYPT, splitList, type RawValues, type TLS_MODES } from './sources.js'
+import { INPUTS, LETS_ENCRYPT, splitList, type RawValues, type TLS_MODES } from './sources.js'
 
 export type TlsMode = (typeof TLS_MODES)[number]
 
@@ -36,6 +36,9 @@ export interface SetupSettings {
   /** `package.module` (or `module:callable`) Gunicorn serves. */
   wsgiModule: string
   maxBodySize: string
+  /** The URL prefixes nginx serves from the deploy path's static/ and shared/media/ (the project's STATIC_URL, MEDIA_URL). */
+  staticUrl: string
+  mediaUrl: string
 }
 
 /** A name that is safe as a unit, an nginx site, a sudoers.d file (no dot: sudo skips those) and a path part. */
@@ -45,6 +48,7 @@ const EMAIL = /^[^\s@'"\\<>;]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$/
 const ENV_KEY = /^(export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=/
 const SIZE = /^\d{1,6}[kKmMgG]?$/
 const PLAIN_PATH = /^\/[A-Za-z0-9._/-]+$/
+const URL_PREFIX = /^\/([A-Za-z0-9_~-][A-Za-z0-9._~-]*\/)+$/
 const CIDR = /^([0-9.]+|[0-9A-Fa-f:]+)(\/\d{1,3})?$/
 
 /**
@@ -83,8 +87,15 @@ export function readSetup(
     trustedProxies: readProxies(raw, tls),
     overwrite: raw.bool('setup-overwrite'),
     wsgiModule: readWsgi(raw, workingDirectory),
-    maxBodySize: readSize(raw)
+    maxBodySize: readSize(raw),
+    staticUrl: readUrlPrefix(raw, 'static-url'),
+    mediaUrl: readUrlPrefix(raw, 'media-url')
   }
+  if (s.staticUrl === s.mediaUrl)
+    raw.fail(
+      raw.get('media-url'),
+      `is the same as static-url (${s.staticUrl}); nginx serves each from its own directory`
+    )
   checkTls(raw, s)
   return s
 }
@@ -254,6 +265,17 @@ function readWsgi(raw: RawValues, dir: string): string {
       : 'is empty and no package beside manage.py has a wsgi.py; expected the module Gunicorn serves, e.g. mysite.wsgi'
   )
   return 'app.wsgi'
+}
+
+/** A URL path prefix for an nginx location: it reaches the site file unquoted, so plain characters only. */
+function readUrlPrefix(raw: RawValues, name: 'static-url' | 'media-url'): string {
+  const r = raw.get(name)
+  if (!URL_PREFIX.test(r.value))
+    raw.fail(
+      r,
+      `"${r.value}" is not a URL path prefix nginx can serve; expected the project's ${name === 'static-url' ? 'STATIC_URL' : 'MEDIA_URL'} as a path starting and ending with /, of letters, digits and . _ ~ - (e.g. ${INPUTS[name].default})`
+    )
+  return r.value
 }
 
 function readSize(raw: RawValues): string {

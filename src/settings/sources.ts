@@ -108,7 +108,9 @@ export const INPUTS = {
   'trusted-proxies': { kind: 'code', default: '' },
   'setup-overwrite': { kind: 'bool', default: 'false' },
   'wsgi-module': { kind: 'code', default: '' },
-  'max-body-size': { kind: 'code', default: '20m' }
+  'max-body-size': { kind: 'code', default: '20m' },
+  'static-url': { kind: 'code', default: '/static/' },
+  'media-url': { kind: 'code', default: '/media/' }
 } as const satisfies Record<string, InputSpec>
 
 export type InputName = keyof typeof INPUTS

@@ -155,12 +155,12 @@ function appLocations(s: SetupSettings, deployPath: string): string[] {
   return [
     `    client_max_body_size ${s.maxBodySize};`,
     '',
-    '    location /static/ {',
+    `    location ${s.staticUrl} {`,
     `        alias ${deployPath}/static/;`,
     '        expires 30d;',
     '        access_log off;',
     '    }',
-    '    location /media/ {',
+    `    location ${s.mediaUrl} {`,
     `        alias ${deployPath}/shared/media/;`,
     '    }',
     ...proxyLocation(s)
