@@ -122,7 +122,7 @@ describe('nginx server block', () => {
   test('has the parts the guide promises', () => {
     expect(site).toMatch(/listen 443 ssl;/)
     expect(site).toMatch(/return 301 https:\/\/\$host\$request_uri;/)
-    expect(site).toMatch(/ssl_certificate \/etc\/letsencrypt\/live\/mysite\.example\.com\/fullchain\.pem;/)
+    expect(site).toMatch(/ssl_certificate \/etc\/letsencrypt\/live\/mysite\/fullchain\.pem;/)
     expect(site).toMatch(/location \/static\/ \{\s*alias \/srv\/mysite\/static\/;/)
     expect(site).toMatch(/location \/media\/ \{\s*alias \/srv\/mysite\/shared\/media\/;/)
     expect(site).toMatch(/proxy_set_header X-Forwarded-Proto \$scheme;/)
