@@ -138,6 +138,75 @@ function request(
   })
 }
 
+/** Writes pebble's config and starts pebble-challtestsrv and pebble (their PIDs pushed on `pids`). */
+async function spawnServers(
+  dir: string,
+  bindIp: string,
+  ports: { api: number; mgmt: number; dns: number; dnsMgmt: number },
+  pids: number[]
+): Promise<void> {
+  const { api, mgmt, dns, dnsMgmt } = ports
+  const config = {
+    pebble: {
+      listenAddress: `${bindIp}:${api}`,
+      managementListenAddress: `${bindIp}:${mgmt}`,
+      certificate: path.join(dir, 'cert.pem'),
+      privateKey: path.join(dir, 'key.pem'),
+      httpPort: 80,
+      tlsPort: 443,
+      ocspResponderURL: '',
+      externalAccountBindingRequired: false
+    }
+  }
+  await fs.writeFile(path.join(dir, 'pebble.json'), JSON.stringify(config, null, 2))
+  const env = { PATH, LANG: 'C.UTF-8', PEBBLE_VA_NOSLEEP: '1', PEBBLE_WFE_NONCEREJECT: '0' }
+  // challtestsrv: DNS only (the container's nginx answers HTTP-01), no AAAA answers (pebble would try ::1).
+  const dnsArgs = [
+    '-dns01',
+    `${bindIp}:${dns}`,
+    '-management',
+    `${bindIp}:${dnsMgmt}`,
+    '-http01',
+    '',
+    '-https01',
+    '',
+    '-tlsalpn01',
+    '',
+    '-defaultIPv6',
+    '',
+    '-defaultIPv4',
+    ''
+  ]
+  pids.push(spawnLogged('/usr/bin/pebble-challtestsrv', dnsArgs, path.join(dir, 'dns.log'), env))
+  const pebbleArgs = ['-config', path.join(dir, 'pebble.json'), '-dnsserver', `${bindIp}:${dns}`]
+  pids.push(spawnLogged('/usr/bin/pebble', pebbleArgs, path.join(dir, 'pebble.log'), env))
+}
+
+/** Until every URL answers; fails when a process exits or after 20 s, with the logs. */
+async function waitUp(
+  pids: number[],
+  probes: Array<() => Promise<unknown>>,
+  logs: () => Promise<{ pebble: string; dns: string }>
+): Promise<void> {
+  const deadline = Date.now() + 20_000
+  for (;;) {
+    for (const p of pids)
+      if (!(await isAlive(p))) throw new Error(`ACME server exited:\n${JSON.stringify(await logs())}`)
+    const up = await Promise.all(
+      probes.map(f =>
+        f().then(
+          () => true,
+          () => false
+        )
+      )
+    )
+    if (up.every(Boolean)) return
+    if (Date.now() > deadline)
+      throw new Error(`ACME server did not come up in 20 s:\n${JSON.stringify(await logs())}`)
+    await sleep(100)
+  }
+}
+
 export async function startAcme(o: AcmeOptions): Promise<Acme> {
   if (process.getuid?.() !== 0) throw new Error('startAcme needs root (pebble validates on port 80)')
   if (!/^127\.\d+\.\d+\.\d+$/.test(o.bindIp))
@@ -156,40 +225,7 @@ export async function startAcme(o: AcmeOptions): Promise<Acme> {
   try {
     await makeTls(dir, o.bindIp)
     const [api, mgmt, dns, dnsMgmt] = await freePorts(o.bindIp, 4)
-    const config = {
-      pebble: {
-        listenAddress: `${o.bindIp}:${api}`,
-        managementListenAddress: `${o.bindIp}:${mgmt}`,
-        certificate: path.join(dir, 'cert.pem'),
-        privateKey: path.join(dir, 'key.pem'),
-        httpPort: 80,
-        tlsPort: 443,
-        ocspResponderURL: '',
-        externalAccountBindingRequired: false
-      }
-    }
-    await fs.writeFile(path.join(dir, 'pebble.json'), JSON.stringify(config, null, 2))
-    const env = { PATH, LANG: 'C.UTF-8', PEBBLE_VA_NOSLEEP: '1', PEBBLE_WFE_NONCEREJECT: '0' }
-    // challtestsrv: DNS only (the container's nginx answers HTTP-01), no AAAA answers (pebble would try ::1).
-    const dnsArgs = [
-      '-dns01',
-      `${o.bindIp}:${dns}`,
-      '-management',
-      `${o.bindIp}:${dnsMgmt}`,
-      '-http01',
-      '',
-      '-https01',
-      '',
-      '-tlsalpn01',
-      '',
-      '-defaultIPv6',
-      '',
-      '-defaultIPv4',
-      ''
-    ]
-    pids.push(spawnLogged('/usr/bin/pebble-challtestsrv', dnsArgs, path.join(dir, 'dns.log'), env))
-    const pebbleArgs = ['-config', path.join(dir, 'pebble.json'), '-dnsserver', `${o.bindIp}:${dns}`]
-    pids.push(spawnLogged('/usr/bin/pebble', pebbleArgs, path.join(dir, 'pebble.log'), env))
+    await spawnServers(dir, o.bindIp, { api, mgmt, dns, dnsMgmt }, pids)
     const caPem = await fs.readFile(path.join(dir, 'ca.pem'), 'utf8')
     const dnsUrl = `http://${o.bindIp}:${dnsMgmt}`
     const directory = `https://${o.bindIp}:${api}/dir`
@@ -204,23 +240,7 @@ export async function startAcme(o: AcmeOptions): Promise<Acme> {
       })
       if (r.status !== 200) throw new Error(`challtestsrv add-a ${domain}: HTTP ${r.status} ${r.body}`)
     }
-    const deadline = Date.now() + 20_000
-    for (;;) {
-      for (const p of pids)
-        if (!(await isAlive(p))) throw new Error(`ACME server exited:\n${JSON.stringify(await logs())}`)
-      const up = await Promise.all(
-        [request(directory, { ca: caPem }), request(`${dnsUrl}/`)].map(p =>
-          p.then(
-            () => true,
-            () => false
-          )
-        )
-      )
-      if (up.every(Boolean)) break
-      if (Date.now() > deadline)
-        throw new Error(`ACME server did not come up in 20 s:\n${JSON.stringify(await logs())}`)
-      await sleep(100)
-    }
+    await waitUp(pids, [() => request(directory, { ca: caPem }), () => request(`${dnsUrl}/`)], logs)
     for (const [d, ip] of Object.entries(o.domains)) await setA(d, ip)
     return {
       directory,

@@ -72,10 +72,7 @@ async function opaque(root: string, dir: string): Promise<void> {
 }
 
 /** Replaces what other tests change on this machine with what a fresh Debian server has. */
-export async function makeBare(
-  root: string,
-  opts: { postgres: boolean; machineId: string; hostname: string }
-): Promise<void> {
+export async function makeBare(root: string, opts: { machineId: string; hostname: string }): Promise<void> {
   const read = (f: string): Promise<string> => fs.readFile(path.join(root, f), 'utf8')
   const kept = filterAccounts({
     passwd: await read('etc/passwd'),
@@ -83,8 +80,13 @@ export async function makeBare(
     shadow: await read('etc/shadow'),
     gshadow: await read('etc/gshadow')
   })
-  for (const f of ['passwd', 'group', 'shadow', 'gshadow'] as const) await rewrite(root, `etc/${f}`, kept[f])
-  for (const f of ['etc/subuid', 'etc/subgid']) {
+  for (const f of ['passwd', 'group', 'shadow', 'gshadow'] as const) {
+    await rewrite(root, `etc/${f}`, kept[f])
+    // The backups useradd leaves (passwd- …) would still name this machine's users.
+    if (await fs.stat(path.join(root, `etc/${f}-`)).catch(() => undefined))
+      await rewrite(root, `etc/${f}-`, kept[f])
+  }
+  for (const f of ['etc/subuid', 'etc/subgid', 'etc/subuid-', 'etc/subgid-']) {
     const text = await read(f).catch(() => undefined)
     if (text === undefined) continue
     const rows = text.split('\n').filter(l => kept.users.has(l.split(':')[0]))
@@ -109,13 +111,12 @@ export async function makeBare(
   // A fresh machine id (journald, D-Bus); nspawn keeps a non-empty one.
   await rewrite(root, 'etc/machine-id', `${opts.machineId}\n`)
   await rewrite(root, 'etc/hostname', `${opts.hostname}\n`)
-  if (!opts.postgres) {
-    // Masked: PostgreSQL's units cost boot time, and its lower data directory may be a live cluster of this machine.
-    for (const u of ['postgresql.service', 'postgresql@.service']) {
-      const link = path.join(root, 'etc/systemd/system', u)
-      await fs.rm(link, { force: true })
-      await fs.symlink('/dev/null', link)
-    }
+  // Masked at boot: PostgreSQL's units cost boot time, and its lower data directory may be a live cluster of this
+  // machine. `postgres: true` unmasks them after boot with a fresh cluster (freshPostgres in container.ts).
+  for (const u of ['postgresql.service', 'postgresql@.service']) {
+    const link = path.join(root, 'etc/systemd/system', u)
+    await fs.rm(link, { force: true })
+    await fs.symlink('/dev/null', link)
   }
 }
 

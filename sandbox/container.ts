@@ -15,6 +15,7 @@ import { closeSync, openSync, promises as fs } from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import { makeBare, makeKeys, type ContainerHostKey } from './container-image.js'
+import { killCgroups, makeCgroups, pidsInCgroups, removeCgroups } from './cgroups.js'
 import { makeNamespace, removeNamespace } from './netns.js'
 import { execFile, isAlive, mustExec, waitDead, type RunResult } from './target.js'
 
@@ -68,6 +69,8 @@ export interface Container {
   pid: number
   /** `pid:[inode]` of the container's PID namespace (to check that nothing of it is left after `stop()`). */
   pidNamespace: string
+  /** Its cgroups here (`dd-<machine>` per hierarchy; sandbox/cgroups.ts), removed by `stop()`. */
+  cgroups: string[]
   /** The merged root directory of the container, as seen from here. */
   root: string
   /** Milliseconds from spawning nspawn to running/degraded. */
@@ -136,25 +139,15 @@ export async function startContainer(o: ContainerOptions): Promise<Container> {
   const base = `/var/lib/machines/dd-${id}`
   const ovl = `${base}.ovl`
   const cleanups: Array<() => Promise<void>> = []
-  const state: { nspawn?: number; init?: number; pidns?: string; stopped?: Promise<void> } = {}
+  const state: State & { stopped?: Promise<void> } = {}
   const stop = (): Promise<void> => (state.stopped ??= runCleanups(cleanups))
+  let cgroups: string[] = []
   try {
     const ns = makeNamespace(`dd-${id}`, `v${id}`, o.net, o.n ?? 1)
     cleanups.push(async () => removeNamespace(ns.name, ns.veth))
-    await fs.mkdir(ovl, { recursive: true })
-    cleanups.push(() => fs.rmdir(ovl))
-    await mustExec('/usr/bin/mount', ['-t', 'tmpfs', '-o', 'mode=0700', 'tmpfs', ovl])
-    cleanups.push(() => umount(ovl))
-    await fs.mkdir(`${ovl}/upper`)
-    await fs.mkdir(`${ovl}/work`)
-    await fs.mkdir(base)
-    cleanups.push(() => fs.rmdir(base))
-    const opts = `lowerdir=/,upperdir=${ovl}/upper,workdir=${ovl}/work`
-    await mustExec('/usr/bin/mount', ['-t', 'overlay', 'overlay', '-o', opts, base])
-    cleanups.push(() => umount(base))
+    await mountOverlay(base, ovl, cleanups)
 
     await makeBare(base, {
-      postgres: o.postgres === true,
       machineId: randomBytes(16).toString('hex'),
       hostname: id
     })
@@ -172,8 +165,11 @@ export async function startContainer(o: ContainerOptions): Promise<Container> {
 
     const started = Date.now()
     const log = `${ovl}/console.log`
-    state.nspawn = spawnNspawn(base, id, ns.name, log)
-    cleanups.push(() => shutdown(state))
+    cgroups = await makeCgroups(id)
+    cleanups.push(() => removeCgroups(cgroups))
+    state.nspawn = spawnNspawn(base, id, ns.name, log, cgroups)
+    await waitInCgroups(state.nspawn, cgroups, log)
+    cleanups.push(() => shutdown(state, cgroups))
     const exec = (cmd: string, e: ExecOptions = {}): Promise<RunResult> =>
       state.init === undefined
         ? Promise.resolve({ code: 125, stdout: '', stderr: 'container not running' })
@@ -184,6 +180,7 @@ export async function startContainer(o: ContainerOptions): Promise<Container> {
           })
     const failedUnits = await waitBooted(state, exec, log, o.bootTimeoutMs ?? 90_000)
     const bootMs = Date.now() - started
+    state.booted = true
     if (!(await canConnect(ns.inside, 22)))
       throw new Error(`container ${id}: sshd not reachable on ${ns.inside}:22`)
     if (o.postgres) await freshPostgres(exec)
@@ -202,6 +199,7 @@ export async function startContainer(o: ContainerOptions): Promise<Container> {
       pid: state.init as number,
       pidNamespace: state.pidns as string,
       root: base,
+      cgroups,
       bootMs,
       failedUnits,
       exec,
@@ -209,9 +207,37 @@ export async function startContainer(o: ContainerOptions): Promise<Container> {
       stop
     }
   } catch (e) {
-    await stop()
+    await stop().catch((s: Error) => console.warn(`cleaning up after a failed start: ${s.message}`))
     throw e
   }
+}
+
+/** A tmpfs at `ovl` holding the upper and work dirs of an overlay of / mounted at `base` (the upper dir must not be
+ * on overlayfs, and this machine's root may be). Each step's undo goes on `cleanups`. */
+async function mountOverlay(base: string, ovl: string, cleanups: Array<() => Promise<void>>): Promise<void> {
+  await fs.mkdir(ovl, { recursive: true })
+  cleanups.push(() => fs.rmdir(ovl))
+  await mustExec('/usr/bin/mount', ['-t', 'tmpfs', '-o', 'mode=0700', 'tmpfs', ovl])
+  cleanups.push(() => umount(ovl))
+  await fs.mkdir(`${ovl}/upper`)
+  await fs.mkdir(`${ovl}/work`)
+  await snapshotEtc(`${ovl}/upper`)
+  await fs.mkdir(base)
+  cleanups.push(() => fs.rmdir(base))
+  const opts = `lowerdir=/,upperdir=${ovl}/upper,workdir=${ovl}/work`
+  await mustExec('/usr/bin/mount', ['-t', 'overlay', 'overlay', '-o', opts, base])
+  cleanups.push(() => umount(base))
+}
+
+/**
+ * /etc as it is now, opaque in the upper layer: the lower /etc is this machine's, live, and other tests change it
+ * while the container runs (seen: the setup e2e test's checksum of /etc changed during a run, e.g. /etc/passwd- and
+ * /etc/postgresql/ of other tests). ≈ 4 MB, ≈ 0.2 s.
+ */
+async function snapshotEtc(upper: string): Promise<void> {
+  await mustExec('/bin/cp', ['-a', '/etc', `${upper}/`])
+  const setOpaque = 'import os, sys; os.setxattr(sys.argv[1], "trusted.overlay.opaque", b"y")'
+  await mustExec('/usr/bin/python3', ['-c', setOpaque, `${upper}/etc`])
 }
 
 async function runCleanups(cleanups: Array<() => Promise<void>>): Promise<void> {
@@ -235,7 +261,7 @@ async function umount(dir: string): Promise<void> {
   }
 }
 
-function spawnNspawn(root: string, machine: string, netns: string, log: string): number {
+function spawnNspawn(root: string, machine: string, netns: string, log: string, cgroups: string[]): number {
   const fd = openSync(log, 'a', 0o600)
   try {
     const args = [
@@ -246,13 +272,17 @@ function spawnNspawn(root: string, machine: string, netns: string, log: string):
       '--register=no',
       '--keep-unit',
       '--link-journal=no',
-      '--tmpfs=/tmp', // the machine's /tmp is on the lower layer: other tests' files, live
       '--console=read-only'
     ]
-    const child = spawn('/usr/bin/systemd-nspawn', args, {
+    // Into its own cgroups first (sandbox/cgroups.ts), then exec: the PID stays nspawn's.
+    const enter =
+      'for f in $DD_CGROUPS; do echo $$ > "$f/cgroup.procs" || exit 97; done; unset DD_CGROUPS; exec "$@"'
+    const child = spawn('/bin/sh', ['-c', enter, 'sh', '/usr/bin/systemd-nspawn', ...args], {
       stdio: ['ignore', fd, fd],
       detached: true,
-      env: { PATH, LANG: 'C.UTF-8', SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: '0' }
+      // A v2 (unified) hierarchy inside: with the v1 one, a unit whose processes exited could stay
+      // "deactivating (final-sigkill)" until its stop timeout (seen with user@0.service: poweroff took 30 s).
+      env: { PATH, LANG: 'C.UTF-8', SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: '1', DD_CGROUPS: cgroups.join(' ') }
     })
     child.on('error', () => undefined)
     child.unref()
@@ -263,9 +293,20 @@ function spawnNspawn(root: string, machine: string, netns: string, log: string):
   }
 }
 
+/** Until the wrapper has moved itself into the cgroups (from then on, killing the cgroups kills the container). */
+async function waitInCgroups(pid: number, cgroups: string[], log: string): Promise<void> {
+  for (let i = 0; !(await pidsInCgroups(cgroups)).includes(pid); i++) {
+    if (!(await isAlive(pid)) || i > 100) {
+      kill(pid, 'SIGKILL')
+      throw new Error(`systemd-nspawn did not enter its cgroups ${cgroups.join(' ')}:\n${await tailOf(log)}`)
+    }
+    await sleep(50)
+  }
+}
+
 /** Waits for running/degraded; returns the failed units (degraded), printed as a warning. */
 async function waitBooted(
-  state: { nspawn?: number; init?: number; pidns?: string },
+  state: State,
   exec: (cmd: string) => Promise<RunResult>,
   log: string,
   timeoutMs: number
@@ -297,21 +338,26 @@ async function waitBooted(
   }
 }
 
-/** A clean shutdown (nspawn turns SIGTERM into systemd's poweroff), then SIGKILL whatever is left, by PID. */
-async function shutdown(state: { nspawn?: number; init?: number; pidns?: string }): Promise<void> {
+type State = { nspawn?: number; init?: number; pidns?: string; booted?: boolean }
+
+/**
+ * A booted container gets a clean shutdown (nspawn turns SIGTERM into systemd's poweroff); then, or at once for one
+ * that failed to boot (early in boot systemd may not act on the signal yet), every process left in its cgroups
+ * (nspawn included) is killed. Nothing of its PID namespace may be left.
+ */
+async function shutdown(state: State, cgroups: string[]): Promise<void> {
   const nspawn = state.nspawn as number
-  if (await isAlive(nspawn)) {
+  if (state.booted && (await isAlive(nspawn))) {
     kill(nspawn, 'SIGTERM')
-    if ((await waitDead([nspawn], 30_000)).length) {
-      if (state.init !== undefined && (await isAlive(state.init))) kill(state.init, 'SIGKILL')
-      kill(nspawn, 'SIGKILL')
-      await waitDead([nspawn], 10_000)
-    }
+    await waitDead([nspawn], 30_000)
   }
+  const left = await killCgroups(cgroups)
+  if (left.length) throw new Error(`container processes left in ${cgroups[0]}: ${left.join(' ')}`)
+  await waitDead([nspawn], 10_000)
   if (state.pidns) {
-    const left = await pidsInNamespace(state.pidns)
-    for (const p of left) kill(p, 'SIGKILL')
-    if ((await waitDead(left, 10_000)).length) throw new Error(`container processes left: ${left.join(' ')}`)
+    const rest = await pidsInNamespace(state.pidns)
+    for (const p of rest) kill(p, 'SIGKILL')
+    if ((await waitDead(rest, 10_000)).length) throw new Error(`container processes left: ${rest.join(' ')}`)
   }
 }
 
@@ -324,12 +370,15 @@ function canConnect(host: string, port: number): Promise<boolean> {
   })
 }
 
-/** Drops the machine's cluster (seen through the overlay) and makes a fresh one, started as a unit. */
+/**
+ * Drops the clusters copied with /etc (their data directories are this machine's, possibly running, so
+ * pg_dropcluster refuses) and makes a fresh one with a data directory of its own, started as a unit.
+ */
 async function freshPostgres(exec: (cmd: string) => Promise<RunResult>): Promise<void> {
   const r = await exec(
     'set -e; rm -f /etc/systemd/system/postgresql.service /etc/systemd/system/postgresql@.service; ' +
-      'systemctl daemon-reload; pg_dropcluster 15 main 2>/dev/null || true; ' +
-      'pg_createcluster 15 main >/dev/null; systemctl start postgresql@15-main; systemctl is-active postgresql@15-main'
+      'systemctl daemon-reload; rm -rf /etc/postgresql/15/*; ' +
+      'pg_createcluster -p 5432 -d /var/lib/postgresql-sandbox/15/main 15 main >/dev/null; systemctl start postgresql@15-main; systemctl is-active postgresql@15-main'
   )
   if (r.code !== 0) throw new Error(`container PostgreSQL: ${r.stderr || r.stdout}`)
 }

@@ -6,7 +6,7 @@
 import { jest } from '@jest/globals'
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import https from 'node:https'
 import os from 'node:os'
 import path from 'node:path'
@@ -43,10 +43,18 @@ const sh = async (cmd: string, env?: Record<string, string>): Promise<string> =>
 function hostUser(): () => void {
   const user = `ctrsmk${randomBytes(3).toString('hex')}`
   const sudoers = `/etc/sudoers.d/${user}`
+  const site = `/etc/nginx/sites-enabled/${user}`
+  const live = mkdtempSync('/tmp/ctrsmk-live-')
+  const etcFile = `/etc/${user}.conf`
+  writeFileSync(etcFile, '# made by container-sandbox.test.ts\n')
   execFileSync('/usr/sbin/useradd', ['-M', '-d', '/nonexistent', user])
   writeFileSync(sudoers, `# ${user}: made by container-sandbox.test.ts\n`, { mode: 0o440 })
+  writeFileSync(site, `# ${user}: made by container-sandbox.test.ts\n`)
   return () => {
     rmSync(sudoers, { force: true })
+    rmSync(site, { force: true })
+    rmSync(live, { recursive: true, force: true })
+    rmSync(etcFile, { force: true })
     execFileSync('/usr/sbin/userdel', [user])
   }
 }
@@ -61,15 +69,17 @@ test('boots to running as a bare server: sshd and nginx units, no deploy user, n
     // Only system accounts and nobody; not the users this machine has or gets now (other tests make them).
     expect(await sh("getent passwd | awk -F: '$3 >= 1000 {print $1}'")).toBe('nobody')
     expect(await sh('ls -A /etc/sudoers.d')).toBe('README')
+    expect(await sh('ls -A /etc/nginx/sites-enabled')).toBe('default')
+    expect(await sh('ls /tmp | grep -c ctrsmk- || true')).toBe('0')
+    expect(await sh('ls /etc | grep -c ctrsmk || true')).toBe('0')
+    expect(await sh('grep -c ctrsmk /etc/passwd- /etc/group- || true')).toBe('/etc/passwd-:0\n/etc/group-:0')
   } finally {
     removeHostUser()
   }
   expect(await sh('ls -A /home')).toBe('')
-  expect(await sh('ls -A /etc/nginx/sites-enabled')).toBe('default')
   expect(await sh('ls -A /etc/nginx/conf.d')).toBe('')
   expect(await sh('hostname')).toBe(c!.machine)
   expect(await sh("find /etc/systemd/system -maxdepth 1 -type f -name '*.s*' | wc -l")).toBe('0')
-  expect(await sh('ls /tmp | grep -c ctrsmk- || true')).toBe('0')
 })
 
 test('root logs in over ssh with the admin key only, the host key pinned', async () => {
@@ -155,22 +165,55 @@ test('by hand inside: certbot gets a certificate from pebble over HTTP-01; nginx
   await sh(renew, bundle)
 })
 
+test('a second container: its own files, /etc/os-release and PostgreSQL, its own units (stopping its nginx leaves the first’s)', async () => {
+  const hostRelease = readFileSync('/etc/os-release', 'utf8')
+  const other = await startContainer({
+    name: 'ctrsmk',
+    net: NET,
+    n: 2,
+    osRelease: 'ID=centos\nVERSION_ID="7"\n',
+    files: { '/etc/ctrsmk/secret': { content: 'x\n', mode: 0o600 } },
+    postgres: true
+  })
+  try {
+    const r = await other.exec('. /etc/os-release && echo "$ID $VERSION_ID"; stat -c %a /etc/ctrsmk/secret')
+    expect(r.stdout).toBe('centos 7\n600\n')
+    const pg = await other.exec('runuser -u postgres -- psql -Atc "select 6 * 7"')
+    expect(pg.stdout).toBe('42\n')
+    expect((await other.exec('systemctl stop nginx && systemctl is-active nginx')).stdout).toBe('inactive\n')
+    expect(await sh('systemctl is-active nginx')).toBe('active')
+    expect(await sh('pgrep -c nginx')).not.toBe('0')
+  } finally {
+    await other.stop()
+  }
+  expect(readFileSync('/etc/os-release', 'utf8')).toBe(hostRelease)
+  expect(existsSync('/etc/ctrsmk')).toBe(false)
+})
+
 test('a boot that times out says so and leaves nothing behind', async () => {
-  const before = readFileSync('/proc/mounts', 'utf8')
-    .split('\n')
-    .filter(l => l.includes('/var/lib/machines/dd-ctrsmk')).length
-  await expect(startContainer({ name: 'ctrsmk', net: NET, n: 2, bootTimeoutMs: 1 })).rejects.toThrow(
+  const mounts = (): string[] =>
+    readFileSync('/proc/mounts', 'utf8')
+      .split('\n')
+      .filter(l => l.includes('/var/lib/machines/dd-ctrsmk'))
+  const before = mounts()
+  await expect(startContainer({ name: 'ctrsmk', net: NET, n: 3, bootTimeoutMs: 1 })).rejects.toThrow(
     /did not reach running\/degraded in 1 ms/
   )
-  const mounts = readFileSync('/proc/mounts', 'utf8')
-    .split('\n')
-    .filter(l => l.includes('/var/lib/machines/dd-ctrsmk'))
-  expect(mounts.length).toBe(before)
-  expect(execFileSync('/usr/bin/ip', ['-o', 'addr']).toString()).not.toContain(`127.${NET}.2.1`)
+  expect(mounts()).toEqual(before)
+  const cgroupParent = path.dirname(c!.cgroups[0])
+  const ours = readdirSync(cgroupParent).filter(n => n.startsWith('dd-ctrsmk'))
+  expect(ours).toEqual([path.basename(c!.cgroups[0])]) // the first container's only
+  expect(execFileSync('/usr/bin/ip', ['-o', 'addr']).toString()).not.toContain(`127.${NET}.3.1`)
+  expect(execFileSync('/usr/bin/ip', ['netns', 'list']).toString()).not.toMatch(
+    /dd-ctrsmk\S* .*\n.*dd-ctrsmk/
+  )
 })
 
 test('stop() leaves no mount, namespace, veth, process or file', async () => {
-  const { root, netns, veth, pid, pidNamespace } = c!
+  const { root, netns, veth, pid, pidNamespace, cgroups } = c!
+  expect(cgroups.length).toBeGreaterThan(0)
+  for (const g of cgroups)
+    expect(readFileSync(`/proc/${pid}/cgroup`, 'utf8')).toContain(`:/${path.basename(g)}/`)
   const { pids, dir } = acme!
   await acme!.stop()
   await c!.stop()
@@ -181,6 +224,7 @@ test('stop() leaves no mount, namespace, veth, process or file', async () => {
   expect(await isAlive(pid)).toBe(false)
   expect(await pidsInNamespace(pidNamespace)).toEqual([])
   expect(existsSync(root) || existsSync(`${root}.ovl`)).toBe(false)
+  for (const g of cgroups) expect(existsSync(g)).toBe(false)
   for (const p of pids) expect(await isAlive(p)).toBe(false)
   expect(existsSync(dir)).toBe(false)
 })
