@@ -200,11 +200,6 @@ async function main(): Promise<void> {
   started.repo = new Repo(join(ROOT, 'example')) // example/ as it is in this working tree, committed as v1
   await phase(`a bare Debian server: systemd in a container, net ${NET}`, async () => {
     started.c = await startContainer({ name: 'dddemo', net: NET })
-    // Under this machine's cgroup v1 hierarchy, user@0.service hangs ≈ 30 s in its stop after root's last session,
-    // and a root login meanwhile waits for it (seen: setup again, right after the deploys, lost its connection to
-    // the keepalive timeout). Lingering keeps root's user manager up. Not a server's concern: a sandbox one.
-    const linger = await started.c.exec('loginctl enable-linger root')
-    if (linger.code !== 0) throw new Error(`loginctl enable-linger root: ${linger.stderr}`)
     console.log(`  root@${started.c.host}:22, host key ${started.c.fingerprint}`)
   })
   await phase("pebble, a test ACME server standing in for Let's Encrypt", async () => {
