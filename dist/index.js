@@ -54830,7 +54830,7 @@ module.exports = {
 __nccwpck_require__.a(module, async (__webpack_handle_async_dependencies__, __webpack_async_result__) => { try {
 /* harmony import */ var _shim_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(2710);
 /* harmony import */ var _startup_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(1190);
-/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_2__ = __nccwpck_require__(8160);
+/* harmony import */ var _main_js__WEBPACK_IMPORTED_MODULE_2__ = __nccwpck_require__(2428);
 
 
 
@@ -54841,7 +54841,7 @@ __webpack_async_result__();
 
 /***/ }),
 
-/***/ 8160:
+/***/ 2428:
 /***/ ((__unused_webpack_module, __webpack_exports__, __nccwpck_require__) => {
 
 
@@ -58550,6 +58550,8 @@ const LETS_ENCRYPT = 'https://acme-v02.api.letsencrypt.org/directory';
 const DEPLOY_CHECK_MODES = ['warn', 'fail', 'off'];
 /** When the PR comment is posted: on every run, only when the run failed (then kept up to date), or never. */
 const COMMENT_MODES = ['always', 'on-failure', 'never'];
+/** What a contract migration (it breaks the release still serving) does to a deploy. */
+const MIGRATION_SAFETY_MODES = ['refuse', 'warn', 'off'];
 /**
  * Every input of the action with its default. action.yml declares no `default:` for the ones a config file may
  * set, because GitHub passes a declared default as if the user had typed it, and inputs override the file.
@@ -58578,6 +58580,12 @@ const INPUTS = {
     'venv-options': { kind: 'words', default: '' },
     'pip-args': { kind: 'words', default: '' },
     migrate: { kind: 'code', default: 'true' },
+    'migrate-lock-timeout': { kind: 'int', default: '5', min: 0, unit: 'seconds' },
+    'migrate-statement-timeout': { kind: 'code', default: '' },
+    'after-deploy-migrations': { kind: 'code', default: '' },
+    // The default depends on the hosts (settings/migrations.ts): refuse on a fleet or rolling, warn on one host.
+    'migration-safety': { kind: 'choice', default: 'warn', choices: MIGRATION_SAFETY_MODES },
+    'allow-contract-rollback': { kind: 'bool', default: 'false' },
     'max-parallel': { kind: 'int', default: '10', min: 1, unit: 'hosts' },
     rolling: { kind: 'code', default: '' },
     collectstatic: { kind: 'bool', default: 'true' },
@@ -58969,7 +58977,7 @@ function readDeployPath(raw) {
     }
     return pathRaw.value.replace(/\/+$/, '');
 }
-/** Everything of the deploy section but the path and the roles' reload commands (the composer's). */
+/** Everything of the deploy section but the path, the roles' reload commands and the migrations (the composer's). */
 function readDeploy(raw, mode, context, now) {
     const sharedPaths = readSharedPaths(raw);
     const reloaders = ['gunicorn-pidfile', 'gunicorn-service', 'reload-command'].filter(n => raw.get(n).value);
@@ -59060,6 +59068,42 @@ function readRolling(raw) {
         return undefined;
     }
     return m[2] ? { percent: n } : { count: n };
+}
+
+;// CONCATENATED MODULE: ./src/settings/migrations.ts
+/**
+ * Migrations at deploy: how `migrate` runs on the server (PostgreSQL lock and statement timeouts), which
+ * migrations wait until every host serves the new release, and what a migration that breaks the running
+ * release does to the deploy (`migration-safety`).
+ */
+
+const MIGRATION_NAME = /^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z0-9_]+$/;
+/**
+ * `fleet`: more than one host or `rolling` — the old release keeps serving against the new schema for longer,
+ * across hosts: the safety default is `refuse` there, `warn` on one host (a restart-free switch of one host
+ * still serves the old code for the migrate's duration, but a team with one host usually accepts that).
+ */
+function readMigrations(raw, fleet) {
+    const afterRaw = raw.get('after-deploy-migrations');
+    const afterDeploy = splitList(afterRaw.value);
+    for (const name of afterDeploy)
+        if (!MIGRATION_NAME.test(name))
+            raw.fail(afterRaw, `"${name}" is not a migration name; expected app_label.migration_name, e.g. shop.0004_drop_note`);
+    const statementRaw = raw.get('migrate-statement-timeout');
+    let statementTimeout;
+    if (statementRaw.value) {
+        statementTimeout = Number(statementRaw.value);
+        if (!/^\d+$/.test(statementRaw.value) || statementTimeout < 1)
+            raw.fail(statementRaw, `"${statementRaw.value}" is not a number of seconds; expected a whole number ≥ 1, or nothing for no limit`);
+    }
+    const safety = raw.given('migration-safety') ? raw.choice('migration-safety') : fleet ? 'refuse' : 'warn';
+    return {
+        lockTimeout: raw.int('migrate-lock-timeout'),
+        statementTimeout,
+        afterDeploy,
+        safety,
+        allowContractRollback: raw.bool('allow-contract-rollback')
+    };
 }
 
 ;// CONCATENATED MODULE: ./src/settings/github.ts
@@ -60108,6 +60152,7 @@ function inputPins(raw, hosts, targets, label) {
 
 
 
+
 const MODES = ['auto', 'check', 'deploy', 'rollback', 'setup'];
 /** Parses and validates everything once. Throws SettingsError listing every problem found. */
 function loadSettings(sources, now = new Date()) {
@@ -60128,10 +60173,12 @@ function loadSettings(sources, now = new Date()) {
     const label = (h) => labels.get(h) ?? h.name ?? h.host;
     for (const p of sameServerProblems(hosts, label, path))
         raw.fail(hostsRead.where, p);
+    const read = readDeploy(raw, mode, context, now);
     const deploy = {
         path,
-        ...readDeploy(raw, mode, context, now),
-        roleReloadCommands: roleReloads(raw, hosts)
+        ...read,
+        roleReloadCommands: roleReloads(raw, hosts),
+        migrations: readMigrations(raw, hosts.length > 1 || read.rolling !== undefined)
     };
     const settings = {
         mode,
@@ -60928,6 +60975,8 @@ const HEALTH_BEFORE_SWITCH_PY = "import signal\nimport sys\nimport traceback\nfr
 const HEALTH_CHECK_PY = "import sys\nimport time\nimport urllib.error\nimport urllib.parse\nimport urllib.request\nurl, shown, limit, fast = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])\nauth = sys.stdin.readline().strip() if len(sys.argv) > 5 else \"\"\nheaders = {'Authorization': auth} if auth else {}\nclass Redirects(urllib.request.HTTPRedirectHandler):\n    def redirect_request(self, req, fp, code, msg, hdrs, newurl):\n        new = super().redirect_request(req, fp, code, msg, hdrs, newurl)\n        if new is not None:\n            a, b = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(new.full_url)\n            if a.hostname != b.hostname or not ((a.scheme, a.port) == (b.scheme, b.port) or (a.scheme, b.scheme) == ('http', 'https')):\n                new.remove_header('Authorization')\n        return new\nopener = urllib.request.build_opener(Redirects)\ndef first(body):\n    return ' '.join(body[:300].decode('utf-8', 'replace').split())\ndeadline = time.time() + limit\nlast = 'no answer'\nbad = 0\nwhile True:\n    try:\n        with opener.open(urllib.request.Request(url, headers=headers), timeout=5) as r:\n            if 200 <= r.status < 300:\n                print(f'{shown} answered {r.status}')\n                sys.exit(0)\n            last = f'HTTP {r.status}: ' + first(r.read(300))\n            bad = 0\n    except urllib.error.HTTPError as e:\n        last = f'HTTP {e.code}: ' + first(e.read(300))\n        bad = bad + 1 if e.code >= 500 and e.code not in (502, 503, 504) else 0\n        if bad >= fast:\n            print(f'{shown} answered {last} ({bad} times in a row): the release is broken', file=sys.stderr)\n            sys.exit(1)\n    except Exception as e:\n        last = str(getattr(e, 'reason', e))\n        bad = 0\n    if time.time() >= deadline:\n        print(f'{shown} not healthy after {limit:g} s: {last}', file=sys.stderr)\n        sys.exit(1)\n    time.sleep(0.5)";
 /** manage_many.py */
 const MANAGE_MANY_PY = "import json\nimport runpy\nimport sys\nimport traceback\nmark, read_only_hint, commands = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])\nfor name, args, code in commands:\n    sys.argv = ['manage.py', *args]\n    status = 0\n    try:\n        if code is None:\n            runpy.run_path('manage.py', run_name='__main__')\n        else:\n            from django.apps import apps\n            if not apps.ready:\n                import contextlib, os\n                with open(os.devnull, \"w\") as null, contextlib.redirect_stdout(null):\n                    sys.argv = [\"manage.py\", \"version\"]\n                    try:\n                        runpy.run_path(\"manage.py\", run_name=\"__main__\")\n                    except SystemExit:\n                        pass\n                sys.argv = [\"manage.py\", *args]\n            exec(compile(code, name, 'exec'), {'__name__': '__django_deploy__'})\n    except SystemExit as e:\n        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)\n    except BaseException as e:\n        traceback.print_exc()\n        status = 1\n        if isinstance(e, PermissionError) or \"readonly database\" in str(e):\n            print(read_only_hint, file=sys.stderr)\n    sys.stdout.flush()\n    sys.stderr.flush()\n    print(f'{mark} {name} {status}', flush=True)\n    if status:\n        sys.exit(status)";
+/** migrate.py */
+const MIGRATE_PY = "import json\nimport sys\nfrom django.core.management import call_command\nfrom django.db import DEFAULT_DB_ALIAS, connections\nfrom django.db.migrations.executor import MigrationExecutor\nwarn, mark, part, lock_timeout, statement_timeout, held, safety, classifier = sys.argv[1:9]\nheld_back = {tuple(n.split(\".\", 1)) for n in held.split(\",\") if n}\nconnection = connections[DEFAULT_DB_ALIAS]\nLOCK_CLASS = 0x646A6D67\nLOCK_KEYS = \"%s, hashtext(current_database())\"\nlast_sql = []\ndef fail(message):\n    print(message, file=sys.stderr)\n    sys.exit(1)\ndef pending():\n    executor = MigrationExecutor(connection)\n    graph = executor.loader.graph\n    plan = [m for m, backwards in executor.migration_plan(graph.leaf_nodes()) if not backwards]\n    unknown = sorted(\".\".join(k) for k in held_back if k not in graph.nodes)\n    if unknown:\n        print(f\"{warn} after-deploy-migrations names {', '.join(unknown)}: not a migration of this release\")\n    return graph, plan\ndef classified():\n    \"\"\"The classifier's verdict on each unapplied migration, by (app, name); none with migration-safety off.\"\"\"\n    if safety == \"off\":\n        return {}\n    namespace = {\"__name__\": \"django_deploy_migrations\"}\n    exec(compile(classifier, \"migrations.py\", \"exec\"), namespace)\n    return {(c[\"app\"], c[\"name\"]): c for c in namespace[\"plan\"](sorted(\".\".join(k) for k in held_back))}\ndef contract_ops(c):\n    return [o for o in c.get(\"operations\", []) if o.get(\"class\") == \"contract\"]\ndef judge(plan, verdicts, later):\n    \"\"\"migration-safety on what runs before the switch: contract operations refused (or warned about).\"\"\"\n    found = []\n    for m in plan:\n        k = (m.app_label, m.name)\n        for o in [] if k in later else contract_ops(verdicts.get(k, {})):\n            hint = f\" ({o['hint']})\" if o.get(\"hint\") else \"\"\n            found.append(f\"{m.app_label}.{m.name}: {o['op']}: {o['describe']}{hint}\")\n    if not found:\n        return\n    names = sorted({f.split(\":\", 1)[0] for f in found})\n    if safety == \"refuse\":\n        fail(\n            \"migration-safety refuse: these migrations would run before the switch, and each has an operation\"\n            \" that breaks the release still serving (contract):\\n- \" + \"\\n- \".join(found) + \"\\nNothing was\"\n            f\" migrated and no host changed. Run them after every host switched (after-deploy-migrations:\"\n            f\" {','.join(names)}, or django-safemigrate's Safe.after_deploy()), split them (expand now, contract\"\n            \" in a later release), or set migration-safety: warn to run them anyway.\"\n        )\n    for f in found:\n        print(f\"{warn} contract migration before the switch (migration-safety warn): {f}\", flush=True)\ndef plan_now():\n    graph, plan = pending()\n    verdicts = classified() if part == \"before\" else {}\n    keys = [(m.app_label, m.name) for m in plan]\n    later = {k for k in keys if k in held_back or verdicts.get(k, {}).get(\"after_deploy\")} if part == \"before\" else set()\n    for k in keys:\n        if k in later:\n            continue\n        needs = [\".\".join(a) for a in graph.forwards_plan(k) if a in later]\n        if needs:\n            fail(\n                f\"migration {'.'.join(k)} runs before the switch but depends on {', '.join(needs)}, which\"\n                \" runs after deploy (after-deploy-migrations or django-safemigrate's marker) once every host\"\n                f\" serves the new release: mark {'.'.join(k)} after-deploy too, or remove the dependency\"\n            )\n    when = \"after-deploy\" if part == \"after\" else \"before-switch\"\n    for m in plan:\n        k = (m.app_label, m.name)\n        verdict = verdicts.get(k, {})\n        ops = [o[\"describe\"] + (\"\" if o[\"class\"] == \"expand\" else f\" ({o['class']})\") for o in verdict.get(\"operations\", [])]\n        print(\n            mark,\n            json.dumps(\n                {\n                    \"app\": m.app_label,\n                    \"name\": m.name,\n                    \"when\": \"after-deploy\" if k in later else when,\n                    \"class\": verdict.get(\"class\"),\n                    \"operations\": ops or [op.describe() for op in m.operations],\n                }\n            ),\n            flush=True,\n        )\n    judge(plan, verdicts, later)\n    return keys, later\ndef migrate(keys, later):\n    if not later:\n        return call_command(\"migrate\", interactive=False)\n    apps = {}\n    for app, name in keys:\n        if (app, name) not in later:\n            apps[app] = name\n        else:\n            apps.setdefault(app, None)\n    for app, name in apps.items():\n        if name:\n            call_command(\"migrate\", app, name, interactive=False)\ndef remember(execute, sql, params, many, context):\n    try:\n        return execute(sql, params, many, context)\n    except Exception:\n        last_sql[:] = [sql]\n        raise\ndef holder(c):\n    c.execute(\n        \"SELECT a.pid, a.application_name, a.client_addr, a.backend_start FROM pg_locks l\"\n        \" JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted\"\n        \" AND l.objsubid = 2 AND l.classid = %s AND l.objid = hashtext(current_database())::oid\",\n        [LOCK_CLASS],\n    )\n    row = c.fetchone()\n    if not row:\n        return \"a session that has just let it go\"\n    pid, name, addr, since = row\n    return f\"PostgreSQL backend {pid} ({name or 'no application_name'}, from {addr or 'a local socket'}, connected {since:%Y-%m-%d %H:%M:%S %Z})\"\ndef locked(run):\n    if connection.vendor != \"postgresql\":\n        return run()\n    with connection.cursor() as c:\n        c.execute(\"SELECT set_config('application_name', 'django-deploy migrate', false)\")\n        c.execute(\"SELECT set_config('lock_timeout', '0', false)\")\n        c.execute(f\"SELECT pg_try_advisory_lock({LOCK_KEYS})\", [LOCK_CLASS])\n        if not c.fetchone()[0]:\n            print(f\"{warn} another migrate holds this database's migration lock: waiting for {holder(c)}\", flush=True)\n            c.execute(f\"SELECT pg_advisory_lock({LOCK_KEYS})\", [LOCK_CLASS])\n            print(\"migration lock taken: the other migrate has ended\", flush=True)\n        c.execute(\"SELECT set_config('lock_timeout', %s, false)\", [f\"{int(lock_timeout)}s\"])\n        if statement_timeout:\n            c.execute(\"SELECT set_config('statement_timeout', %s, false)\", [f\"{int(statement_timeout)}s\"])\n    try:\n        return run()\n    finally:\n        try:\n            with connection.cursor() as c:\n                c.execute(\"RESET lock_timeout; RESET statement_timeout\")\n                c.execute(f\"SELECT pg_advisory_unlock({LOCK_KEYS})\", [LOCK_CLASS])\n        except Exception:\n            pass  # the session is gone, and its locks with it\ndef explain(e):\n    code = getattr(e, \"pgcode\", None) or getattr(e.__cause__, \"pgcode\", None)\n    sql = \" \".join((last_sql[0] if last_sql else \"(unknown)\").split())[:400]\n    if code == \"55P03\":\n        return (\n            f\"migrate waited migrate-lock-timeout ({lock_timeout} s) for a lock on the database and gave up: another\"\n            \" session holds a lock on a table this migration changes (a long transaction or query). Waiting longer\"\n            \" would have queued every query of the live site on that table behind it. The statement waiting was:\"\n            f\" {sql}. That migration was rolled back (migrations before it in this run stay applied). Find the\"\n            \" blocking session (pg_stat_activity, pg_blocking_pids), end it or let it finish, and deploy again;\"\n            \" or raise migrate-lock-timeout.\"\n        )\n    if code == \"57014\" and statement_timeout:\n        return (\n            f\"a statement of migrate ran longer than migrate-statement-timeout ({statement_timeout} s) and was\"\n            f\" cancelled: {sql}. That migration was rolled back (migrations before it in this run stay applied).\"\n        )\n    return None\ndef main():\n    with connection.execute_wrapper(remember):\n        try:\n            locked(lambda: migrate(*plan_now()))\n        except SystemExit:\n            raise\n        except Exception as e:\n            why = explain(e)\n            if why is None:\n                raise\n            fail(f\"{type(e).__name__}: {str(e).strip()}\\n{why}\")\nmain()";
 /** migrations.py */
 const MIGRATIONS_PY = "import ast\nimport io\nimport json\nimport os\nimport sys\nfrom django.apps import apps\nfrom django.core.management import call_command\nfrom django.db import DEFAULT_DB_ALIAS, connections, migrations as m\nfrom django.db.migrations.loader import MigrationLoader\nfrom django.db.models.fields import NOT_PROVIDED\nHINTS = {\n    \"RemoveField\": \"expand/contract: release code that no longer reads or writes the field first (give it null=True or a db_default), drop it in a later release or run this after deploy\",\n    \"DeleteModel\": \"expand/contract: release code that no longer uses the model first, delete it in a later release or run this after deploy\",\n    \"RenameField\": \"the running release still uses the old column: keep it with db_column='<old name>' (no SQL), or add the new field, copy, switch, and drop the old one later\",\n    \"RenameModel\": \"the running release still uses the old table: keep it with Meta.db_table='<old table>' (no SQL), or copy in steps\",\n    \"AlterModelTable\": \"the running release still uses the old table name: rename in steps (a view or a copy) or run this after deploy\",\n    \"not_null\": \"Django fills existing rows, then drops the default from the column: the running release inserts rows without it and fails on NOT NULL. Add it with null=True (or db_default, Django >= 5.0) first, tighten it in a later release\",\n    \"to_not_null\": \"the running release may still write NULL here: backfill and make it NOT NULL in a later release (after every host runs code that always sets it)\",\n    \"type\": \"the running release reads and writes the old type: add a new column, write both, switch reads, drop the old one later\",\n    \"column\": \"the running release uses the old column name: add the new column, copy, switch, drop the old one later\",\n    \"unique\": \"the running release may insert duplicates and fail; existing duplicates fail the migration: deduplicate and enforce uniqueness in code first\",\n    \"index\": \"on PostgreSQL this locks writes while the index builds: AddIndexConcurrently (django.contrib.postgres.operations, in a non-atomic migration) does not\",\n    \"check\": \"fails if existing rows violate it, and the running release may insert rows that do: make sure its code already satisfies it\",\n    \"review\": \"cannot be classified statically: check that what it does is safe while the previous release serves\",\n}\nEXPAND_OPS = (\"CreateModel\", \"AddIndex\", \"AddIndexConcurrently\", \"RemoveIndex\", \"RemoveIndexConcurrently\", \"RenameIndex\",\n              \"RemoveConstraint\", \"AlterIndexTogether\", \"AlterModelOptions\", \"AlterModelManagers\",\n              \"AlterModelTableComment\", \"CreateExtension\", \"BtreeGistExtension\", \"BtreeGinExtension\",\n              \"CITextExtension\", \"CryptoExtension\", \"HStoreExtension\", \"TrigramExtension\", \"UnaccentExtension\",\n              \"CreateCollation\", \"RemoveCollation\")\nCONTRACT_OPS = (\"RemoveField\", \"DeleteModel\", \"RenameField\", \"RenameModel\", \"AlterModelTable\")\nREVIEW_OPS = (\"RunPython\", \"RunSQL\", \"SeparateDatabaseAndState\", \"AlterOrderWithRespectTo\")\ndef op_names(op):\n    return [c.__name__ for c in type(op).__mro__]\ndef db_default(field):\n    return getattr(field, \"db_default\", NOT_PROVIDED) is not NOT_PROVIDED\ndef column_type(field):\n    try:\n        kind = field.db_type(connections[DEFAULT_DB_ALIAS])\n        if kind is not None:\n            return kind\n    except Exception:\n        pass\n    _, path, _, kwargs = field.deconstruct()\n    return (path, kwargs.get(\"max_length\"), kwargs.get(\"max_digits\"), kwargs.get(\"decimal_places\"))\ndef add_field(op):\n    f = op.field\n    if f.many_to_many:\n        return \"expand\", None\n    if f.null or db_default(f):\n        return (\"contract\", HINTS[\"unique\"]) if f.unique and not f.primary_key and not f.null else (\"expand\", None)\n    return \"contract\", HINTS[\"not_null\"]\ndef alter_field(op, old):\n    new = op.field\n    if old is None:\n        return \"review\", \"the field before this migration is unknown: \" + HINTS[\"review\"]\n    if old.many_to_many or new.many_to_many:\n        return (\"expand\", None) if old.many_to_many and new.many_to_many else (\"contract\", HINTS[\"type\"])\n    if (old.db_column or op.name) != (new.db_column or op.name):\n        return \"contract\", HINTS[\"column\"]\n    before, after = column_type(old), column_type(new)\n    if before != after and not wider(old, new):\n        return \"contract\", HINTS[\"type\"]\n    if old.null and not new.null and not db_default(new):\n        return \"contract\", HINTS[\"to_not_null\"]\n    if new.unique and not old.unique and not new.primary_key:\n        return \"contract\", HINTS[\"unique\"]\n    if new.db_index and not old.db_index and not new.unique:\n        return \"expand\", HINTS[\"index\"]\n    return \"expand\", None\ndef wider(old, new):\n    if type(old) is not type(new) or old.max_length is None or new.max_length is None:\n        return False\n    return new.max_length >= old.max_length\ndef add_constraint(op):\n    names = op_names(op.constraint)\n    if \"CheckConstraint\" in names:\n        return \"expand\", HINTS[\"check\"]\n    if \"UniqueConstraint\" in names or \"ExclusionConstraint\" in names:\n        return \"contract\", HINTS[\"unique\"]\n    return \"review\", HINTS[\"review\"]\ndef unique_together(op, state, app):\n    model = state.models.get((app, op.name_lower))\n    before = set(model.options.get(\"unique_together\", ()) if model else ())\n    after = set(op.option_value or ())\n    return (\"contract\", HINTS[\"unique\"]) if after - before else (\"expand\", None)\ndef old_field(state, app, op):\n    model = state.models.get((app, op.model_name_lower))\n    return model.fields.get(op.name) if model else None\ndef classify_op(op, state, app):\n    names = op_names(op)\n    own = type(op).__name__\n    if isinstance(op, m.AddField):\n        kind, hint = add_field(op)\n    elif isinstance(op, m.AlterField):\n        kind, hint = alter_field(op, old_field(state, app, op) if state else None)\n    elif isinstance(op, m.AddConstraint):\n        kind, hint = add_constraint(op)\n    elif isinstance(op, m.AlterUniqueTogether):\n        kind, hint = unique_together(op, state, app) if state else (\"review\", HINTS[\"review\"])\n    elif \"AddIndexConcurrently\" in names:\n        kind, hint = \"expand\", None\n    elif isinstance(op, m.AddIndex):\n        kind, hint = \"expand\", HINTS[\"index\"]\n    elif own in REVIEW_OPS or any(n in names for n in (\"RunPython\", \"RunSQL\", \"SeparateDatabaseAndState\")):\n        kind, hint = \"review\", HINTS[\"review\"]\n    elif any(n in names for n in CONTRACT_OPS):\n        kind = \"contract\"\n        hint = HINTS[next(n for n in names if n in CONTRACT_OPS)]\n    elif any(n in names for n in EXPAND_OPS):\n        kind, hint = \"expand\", None\n    else:\n        kind, hint = \"review\", \"an operation this check does not know (\" + own + \"): \" + HINTS[\"review\"]\n    out = {\"op\": own, \"describe\": op.describe(), \"class\": kind}\n    if hint:\n        out[\"hint\"] = hint\n    return out\ndef marked_after_deploy(migration):\n    safe = getattr(migration, \"safe\", None)\n    if safe is False:\n        return True\n    if safe is None or safe is True:\n        return False\n    when = getattr(safe, \"when\", safe)\n    return \"after_deploy\" in (str(getattr(when, \"value\", \"\")), str(when).rsplit(\".\", 1)[-1], str(safe))\ndef operation_lines(path, count):\n    try:\n        with open(path, \"rb\") as f:\n            tree = ast.parse(f.read())\n    except (OSError, SyntaxError, ValueError):\n        return []\n    for node in ast.walk(tree):\n        if isinstance(node, ast.Assign) and any(getattr(t, \"id\", None) == \"operations\" for t in node.targets):\n            value = node.value.left if isinstance(node.value, ast.BinOp) else node.value\n            if isinstance(value, ast.List) and len(value.elts) <= count:\n                return [e.lineno for e in value.elts]\n    return []\ndef sql_of(app, name):\n    out = io.StringIO()\n    try:\n        call_command(\"sqlmigrate\", app, name, stdout=out, no_color=True)\n    except BaseException as e:\n        first = (str(e).strip().splitlines() or [type(e).__name__])[0]\n        return {\"sql_error\": type(e).__name__ + \": \" + first}\n    return {\"sql\": out.getvalue()}\ndef classify_one(loader, key, after_deploy, with_sql=False):\n    \"\"\"The JSON-ready classification of migration `key` ((app, name)), found in `loader` (a MigrationLoader).\"\"\"\n    app, name = key\n    migration = loader.disk_migrations.get(key)\n    if migration is None:\n        return {\"app\": app, \"name\": name, \"error\": \"no migration \" + app + \".\" + name + \" in this project\"}\n    try:\n        state = loader.project_state(key, at_end=False) if key in loader.graph.nodes else None\n    except Exception:\n        state = None\n    ops = []\n    for op in migration.operations:\n        ops.append(classify_op(op, state, app))\n        if state is not None:\n            try:\n                op.state_forwards(app, state)\n            except Exception:\n                state = None\n    path = getattr(sys.modules.get(type(migration).__module__), \"__file__\", None)\n    for op, line in zip(ops, operation_lines(path, len(ops)) if path else []):\n        op[\"line\"] = line\n    kinds = {o[\"class\"] for o in ops}\n    out = {\n        \"app\": app, \"name\": name, \"file\": os.path.abspath(path) if path else None,\n        \"after_deploy\": marked_after_deploy(migration) or (app + \".\" + name) in after_deploy,\n        \"class\": \"contract\" if \"contract\" in kinds else \"review\" if \"review\" in kinds else \"expand\",\n        \"operations\": ops,\n    }\n    if with_sql:\n        out.update(sql_of(app, name))\n    return out\ndef classify(names, after_deploy=(), with_sql=False, loader=None):\n    \"\"\"Classifies the migrations named `app.migration` (on disk), in the order given; a generator of dicts.\"\"\"\n    loader = loader or MigrationLoader(None, ignore_no_migrations=True)\n    for n in names:\n        app, _, name = n.partition(\".\")\n        yield classify_one(loader, (app, name), set(after_deploy), with_sql)\ndef names_of_files(paths):\n    \"\"\"app.migration for each path that is a migration file of an installed app (others are left out).\"\"\"\n    dirs = {}\n    for config in apps.get_app_configs():\n        module, _ = MigrationLoader.migrations_module(config.label)\n        try:\n            package = __import__(module, fromlist=[\"__name__\"]) if module else None\n        except ImportError:\n            package = None\n        for d in getattr(package, \"__path__\", []) or []:\n            dirs[os.path.realpath(d)] = config.label\n    out = []\n    for p in paths:\n        real = os.path.realpath(p)\n        base = os.path.basename(real)\n        label = dirs.get(os.path.dirname(real))\n        if label and base.endswith(\".py\") and not base.startswith(\"__\"):\n            out.append(label + \".\" + base[:-3])\n    return out\ndef plan(after_deploy=(), with_sql=False):\n    \"\"\"The unapplied migrations in the order `migrate` applies them, classified (needs the database).\"\"\"\n    from django.db.migrations.executor import MigrationExecutor\n    executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])\n    steps = executor.migration_plan(executor.loader.graph.leaf_nodes())\n    for migration, _ in steps:\n        yield classify_one(executor.loader, (migration.app_label, migration.name), set(after_deploy), with_sql)\ndef main(argv):\n    usage = \"usage: migrations.py classify [--sql] [--after-deploy app.name,...] [--files] NAME... | plan [--sql] [--after-deploy app.name,...]\"\n    if not argv or argv[0] not in (\"classify\", \"plan\"):\n        print(usage, file=sys.stderr)\n        return 2\n    command, rest, after, with_sql, files = argv[0], list(argv[1:]), [], False, False\n    while rest and rest[0].startswith(\"--\"):\n        flag = rest.pop(0)\n        if flag == \"--sql\":\n            with_sql = True\n        elif flag == \"--files\":\n            files = True\n        elif flag == \"--after-deploy\" and rest:\n            after += [n.strip() for n in rest.pop(0).split(\",\") if n.strip()]\n        elif flag == \"--\":\n            break\n        else:\n            print(\"migrations.py: unknown option \" + flag + \"; \" + usage, file=sys.stderr)\n            return 2\n    bad = [n for n in after + ([] if files else rest) if n.count(\".\") != 1 or n.startswith(\".\") or n.endswith(\".\")]\n    if bad or (command == \"plan\" and rest):\n        print(\"migrations.py: expected app_label.migration_name, got \" + \", \".join(bad or rest), file=sys.stderr)\n        return 2\n    found = plan(after, with_sql) if command == \"plan\" else classify(names_of_files(rest) if files else rest, after, with_sql)\n    status = 0\n    for line in found:\n        status = 1 if \"error\" in line else status\n        print(json.dumps(line), flush=True)\n    return status\nif __name__ in (\"__main__\", \"__django_deploy__\"):\n    code = main(sys.argv[1:])\n    if code:\n        sys.exit(code)";
 /** proxy_check.py */
@@ -60938,6 +60987,8 @@ const REPOINT_PY = "import os\nimport re\nimport sys\ndonor, target = sys.argv[1
 const REUSABLE_PY = "import hashlib\nimport os\nimport sys\nimport zlib\nwarn, manifest = sys.argv[1], os.fsencode(sys.argv[2])\nlive, keep_manifest, keep_reuse = (os.fsencode(a) for a in sys.argv[3:6])\nnew = zlib.decompress(sys.stdin.buffer.read(), 31)\ntry:\n    old = open(os.path.join(live, manifest), \"rb\").read()\nexcept FileNotFoundError:\n    old = b\"\"\nhave = {}\nfor record in old.split(b\"\\0\"):\n    head, sep, path = record.partition(b\"\\t\")\n    if sep: have[path] = head\nreuse, indexes, changed = [], [], []\nfor i, record in enumerate(r for r in new.split(b\"\\0\") if r):\n    head, sep, path = record.partition(b\"\\t\")\n    if not sep or have.get(path) != head or b\"\\xef\\xbf\\xbd\" in path: continue\n    mode, kind, sha = head.split(b\" \")\n    if kind != b\"blob\": continue\n    full = os.path.join(live, path)\n    try:\n        if mode == b\"120000\":\n            data = os.readlink(full) if os.path.islink(full) else None\n        elif os.path.islink(full) or not os.path.isfile(full) or (os.stat(full).st_mode & 0o100 != 0) != (mode == b\"100755\"):\n            data = None\n        else:\n            data = open(full, \"rb\").read()\n    except OSError:\n        data = None\n    h = None if data is None else hashlib.new(\"sha1\" if len(sha) == 40 else \"sha256\", b\"blob %d\\0\" % len(data) + data).hexdigest().encode()\n    if h == sha:\n        reuse.append(path)\n        indexes.append(i)\n    else:\n        changed.append(path.decode(\"utf-8\", \"replace\"))\ndef keep(name, data):\n    with open(name + b\".tmp\", \"wb\") as f: f.write(data)\n    os.replace(name + b\".tmp\", name)\nkeep(keep_manifest, new)\nkeep(keep_reuse, b\"\".join(p + b\"\\0\" for p in reuse))\nif changed:\n    print(f\"{warn} {len(changed)} file(s) of the live release differ from what was deployed (changed on the server?), sent again: \" + \", \".join(changed[:5]) + (\" …\" if len(changed) > 5 else \"\"), flush=True)\nranges, start = [], None\nfor n, i in enumerate(indexes):\n    if start is None: start = i\n    if n + 1 == len(indexes) or indexes[n + 1] != i + 1:\n        ranges.append(str(start) if start == i else f\"{start}-{i}\")\n        start = None\nprint(\"reuse=\" + \",\".join(ranges))";
 /** reuse.py */
 const REUSE_PY = "import os\nimport shutil\nimport sys\nnew, live, listing = (os.fsencode(a) for a in sys.argv[1:4])\npaths = [p for p in open(listing, \"rb\").read().split(b\"\\0\") if p]\nroot = os.geteuid() == 0\nfor p in paths:\n    src, dst = os.path.join(live, p), os.path.join(new, p)\n    os.makedirs(os.path.dirname(dst), exist_ok=True)\n    if os.path.islink(src):\n        os.symlink(os.readlink(src), dst)\n    else:\n        try:\n            if root: raise OSError(\"root ignores read-only modes: a copy\")\n            os.link(src, dst)\n        except OSError:\n            shutil.copy2(src, dst)\nos.remove(listing)\nprint(f\"{len(paths)} unchanged file(s) taken from the live release\")";
+/** rollback_schema.py */
+const ROLLBACK_SCHEMA_PY = "import json\nimport os\nimport sys\nfrom importlib import import_module\nfrom django.db import DEFAULT_DB_ALIAS, connections\nfrom django.db.migrations.loader import MigrationLoader\nfrom django.db.migrations.recorder import MigrationRecorder\nmark, target_dir, target, allowed, classifier = sys.argv[1:6]\nlive_dir = os.path.realpath(os.getcwd())\ndef migrations_dir(app):\n    module, _ = MigrationLoader.migrations_module(app)\n    try:\n        path = list(getattr(import_module(module), \"__path__\", []))\n    except Exception:\n        return None\n    return os.path.realpath(path[0]) if path else None\ndef missing():\n    \"\"\"Applied migrations of the project whose file the target release does not have, in the order applied.\"\"\"\n    recorder = MigrationRecorder(connections[DEFAULT_DB_ALIAS])\n    if not recorder.has_table():\n        return []\n    rows = recorder.migration_qs.order_by(\"applied\", \"id\").values_list(\"app\", \"name\")\n    dirs, out = {}, []\n    for app, name in rows:\n        if app not in dirs:\n            dirs[app] = migrations_dir(app)\n        d = dirs[app]\n        if not d or not d.startswith(live_dir + os.sep):\n            continue\n        there = os.path.join(target_dir, os.path.relpath(d, live_dir), name + \".py\")\n        if not os.path.exists(there):\n            out.append(f\"{app}.{name}\")\n    return out\ndef main():\n    names = missing()\n    if not names:\n        print(f\"every migration applied to the database is in {target}\")\n        return\n    namespace = {\"__name__\": \"django_deploy_migrations\"}\n    exec(compile(classifier, \"migrations.py\", \"exec\"), namespace)\n    verdicts = list(namespace[\"classify\"](names))\n    contract = []\n    for v in verdicts:\n        ops = v.get(\"operations\", [])\n        print(\n            mark,\n            json.dumps(\n                {\n                    \"app\": v[\"app\"],\n                    \"name\": v[\"name\"],\n                    \"when\": \"not-in-target\",\n                    \"class\": v.get(\"class\"),\n                    \"operations\": [o[\"describe\"] + (\"\" if o[\"class\"] == \"expand\" else f\" ({o['class']})\") for o in ops],\n                }\n            ),\n            flush=True,\n        )\n        contract += [f\"{v['app']}.{v['name']}: {o['op']}: {o['describe']}\" for o in ops if o[\"class\"] == \"contract\"]\n    listed = \", \".join(names)\n    if contract and allowed != \"true\":\n        print(\n            f\"rollback to {target} refused: the database has migrations applied that {target} does not have\"\n            f\" ({listed}), and these change the schema in a way its code may not work with (contract):\\n- \"\n            + \"\\n- \".join(contract)\n            + f\"\\n{target}'s code may still read or write what they removed or renamed. Deploy a fix forward, or\"\n            \" set allow-contract-rollback: true to roll back anyway (the schema stays as it is).\",\n            file=sys.stderr,\n        )\n        sys.exit(3)  # ROLLBACK_REFUSED in django.ts: any other failure only skips the check\n    why = \"allowed by allow-contract-rollback\" if contract else \"expand only: the old code does not see them\"\n    print(f\"{target} goes live against migrations it does not have ({listed}): {why}\")\nmain()";
 /** static_files.py */
 const STATIC_FILES_PY = "import os\nimport shutil\nimport sys\nwarn, RECORD = sys.argv[1], sys.argv[2]\nargs = sys.argv[3:]\ndef files(root):\n    for d, _, names in os.walk(root):\n        for n in names:\n            yield os.path.relpath(os.path.join(d, n), root)\nMARK = \".django-deploy\"\ndef ours(shared):\n    if os.path.isfile(os.path.join(shared, MARK)):\n        return True\n    if os.path.isdir(shared) and os.listdir(shared):\n        print(f\"{warn} {shared} holds files this action did not put there: static files of old releases are not kept there (move it away to have them kept)\", flush=True)\n        return False\n    os.makedirs(shared, exist_ok=True)\n    open(os.path.join(shared, MARK), \"w\").close()\n    return True\ndef link(root, shared, replace):\n    if not ours(shared):\n        return 0\n    count = 0\n    for rel in files(root):\n        src, dst = os.path.join(root, rel), os.path.join(shared, rel)\n        if os.path.lexists(dst) and (not replace or os.path.samefile(src, dst)):\n            continue\n        os.makedirs(os.path.dirname(dst), exist_ok=True)\n        tmp = dst + \".django-deploy-tmp\"\n        if os.path.lexists(tmp):\n            os.unlink(tmp)\n        try:\n            os.link(src, tmp)\n        except OSError:\n            shutil.copy2(src, tmp)\n        os.replace(tmp, dst)\n        count += 1\n    return count\ndef recorded(release):\n    try:\n        with open(os.path.join(release, RECORD)) as f:\n            return os.path.join(release, f.read().strip())\n    except FileNotFoundError:\n        return None\ndef collected():\n    from django.conf import settings\n    shared, here = args[0], os.path.realpath(\".\")\n    if not settings.STATIC_ROOT:\n        print(\"STATIC_ROOT is not set: no static files to keep\")\n        return\n    root = os.path.realpath(str(settings.STATIC_ROOT))\n    if not root.startswith(here + os.sep):\n        print(f\"STATIC_ROOT {root} is outside the release: its files outlive the release already\")\n        return\n    if not os.path.isdir(root):\n        print(f\"STATIC_ROOT {root} does not exist (no collectstatic?): no static files to keep\")\n        return\n    with open(RECORD, \"w\") as f:\n        f.write(os.path.relpath(root, here))\n    n = link(root, shared, False)\n    print(f\"{n} static file(s) new to {shared} linked there from {root}\")\ndef prune(shared, releases):\n    if not os.path.isfile(os.path.join(shared, MARK)):\n        return\n    roots = [r for r in map(recorded, releases) if r]\n    gone = 0\n    for rel in list(files(shared)):\n        if rel != MARK and not any(os.path.isfile(os.path.join(r, rel)) for r in roots):\n            os.unlink(os.path.join(shared, rel))\n            gone += 1\n    for d, subdirs, names in os.walk(shared, topdown=False):\n        if d != shared and not os.listdir(d):\n            os.rmdir(d)\n    print(f\"{gone} static file(s) no kept release has removed from {shared}\")\nif __name__ == \"__django_deploy__\":\n    collected()\nelif args[0] == \"live\":\n    root = recorded(\".\")\n    n = link(root, args[1], True) if root else 0\n    print(f\"{n} static file(s) of the live release linked into {args[1]}\")\nelif args[0] == \"prune\":\n    prune(args[1], args[2:])";
 
@@ -61767,6 +61818,8 @@ function migrationsAsCheck(findings) {
  */
 /** Lines starting with this marker in a step's output become warnings in the job log. */
 const WARN = 'django-deploy-warning:';
+/** Lines starting with this marker carry a migration the step is about to apply (JSON): the summary lists them. */
+const MIGRATION = 'django-deploy-migration:';
 /** Strict mode and a umask that keeps release files world-readable, so nginx can serve static files. */
 function script(...lines) {
     return ['set -eu', 'umask 022', ...lines].join('\n');
@@ -62337,6 +62390,41 @@ function deployCheckArgs(mode) {
  */
 function proxyCheckArgs(url, mode) {
     return [WARN, url, mode];
+}
+/**
+ * The arguments of migrate.py: which part of the migrations it applies (`before` the switch, holding back the
+ * after-deploy ones; `after` it, the rest), the PostgreSQL timeouts, and the classifier it judges them with.
+ */
+function migrateArgs(part, m) {
+    return [
+        WARN,
+        MIGRATION,
+        part,
+        String(m.lockTimeout),
+        m.statementTimeout ? String(m.statementTimeout) : '',
+        m.afterDeploy.join(','),
+        m.safety,
+        part === 'before' && m.safety !== 'off' ? MIGRATIONS_PY : ''
+    ];
+}
+/** rollback_schema.py's exit status when it refuses the rollback (any other failure only skips its check). */
+const ROLLBACK_REFUSED = 3;
+/**
+ * Run in the live release's Django before a rollback to `target` (rollback_schema.py): the applied migrations
+ * `target` does not have, classified; contract ones refuse the rollback unless `allowed`. A live release whose
+ * Django cannot tell (its settings or database broken: maybe why it is rolled back) does not stop the rollback:
+ * that is a warning.
+ */
+function rollbackSchema(l, live, target, allowed) {
+    const args = [MIGRATION, releaseDir(l, target), target, String(allowed), MIGRATIONS_PY];
+    const run = manageMany(l, live, 'rollback-schema-done:', [
+        { name: 'rollback-schema', args, python: ROLLBACK_SCHEMA_PY }
+    ]);
+    return [
+        `rc=0; ( ${run}\n) || rc=$?`,
+        `[ "$rc" -eq 0 ] || [ "$rc" -eq ${ROLLBACK_REFUSED} ] || { echo ${q(`${WARN} the live release's Django could not list the applied migrations the target lacks (see the output above): rolling back without that check`)}; rc=0; }`,
+        'exit "$rc"'
+    ].join('\n');
 }
 
 ;// CONCATENATED MODULE: ./src/remote/gunicorn.ts
@@ -64018,10 +64106,8 @@ function updateSteps(d, l, source, reuseFrom, gated = 'with-gate', build = sourc
  */
 function gateSteps(d, l, release, migrate) {
     const steps = [];
-    if (migrate) {
-        const args = ['migrate', '--noinput'];
-        steps.push({ name: 'migrate', script: django_manage(l, release, args), manage: { release, args } });
-    }
+    if (migrate)
+        steps.push(migrateStep(d, l, release, 'before'));
     if (d.healthCheckUrl) {
         steps.push(
         // Django's test client needs no credentials: the URL goes without them (a command line is public).
@@ -64031,6 +64117,25 @@ function gateSteps(d, l, release, migrate) {
         ]));
     }
     return steps;
+}
+/**
+ * Django's migrate in the release (migrate.py): it prints its plan first (the summary lists it), holds the
+ * database's migration lock on PostgreSQL and bounds lock waits. `before` the switch it holds back the
+ * after-deploy migrations; the after-deploy phase runs the rest (`after`).
+ */
+function migrateStep(d, l, release, part) {
+    const name = part === 'after' ? 'migrate-after-deploy' : 'migrate';
+    return python(l, release, name, MIGRATE_PY, migrateArgs(part, d.migrations));
+}
+/**
+ * Before a rollback to `target`, in the live release `live` (it has the files of every migration it applied):
+ * the applied migrations `target` lacks, listed; a contract one refuses the rollback unless allowed.
+ */
+function rollbackSchemaStep(d, l, live, target) {
+    return {
+        name: 'rollback-schema',
+        script: rollbackSchema(l, live, target, d.migrations.allowContractRollback)
+    };
 }
 /** Hosts per batch of the switch: all at once, or `rolling` (a count, or a percentage rounded up). */
 function rollingBatches(hosts, rolling) {
@@ -64173,8 +64278,10 @@ function renderStep(s) {
  *   deploy:   update (manifest, upload, virtualenv, checks; one host: migrate and health too)
  *             → gate on the primary (a fleet sharing one database: migrate, once)
  *             → gate on the others (health through the new release before anything switches)
- *             → publish (switch, reload, health; in rolling batches) → cleanup
- *   rollback: preflight (only where the target never went live) → publish
+ *             → publish (switch, reload, health; in rolling batches)
+ *             → after-deploy (the migrations held back until every host serves the new release; once) → cleanup
+ *   rollback: schema (in the live release, once: the applied migrations the target lacks; contract ones refuse)
+ *             → preflight (only where the target never went live) → publish
  */
 
 
@@ -64186,11 +64293,11 @@ function deployFlow(d, source, hosts) {
     const fleet = hosts.length > 1;
     const once = fleet && d.migrate && !d.migrateEveryHost;
     const build = (h) => buildDir(h.state, source.name);
+    const primary = hosts.find(h => h.primary) ?? hosts[0];
     const phases = [
         { name: 'update', batches: flow_all(hosts, h => update(d, source, h, fleet)), onFailure: 'stop' }
     ];
     if (fleet) {
-        const primary = hosts.find(h => h.primary) ?? hosts[0];
         if (once)
             phases.push({
                 name: 'gate-primary',
@@ -64208,7 +64315,19 @@ function deployFlow(d, source, hosts) {
                 migratedOnce: once
             });
     }
-    phases.push(publish(d, hosts, source.name, 'live', build), {
+    phases.push(publish(d, hosts, source.name, 'live', build));
+    if (d.migrate)
+        phases.push({
+            name: 'after-deploy',
+            batches: flow_all(d.migrateEveryHost ? hosts : [primary], h => [
+                migrateStep(h.d, h.layout, source.name, 'after')
+            ]),
+            onFailure: 'warn',
+            warns: `the after-deploy migrations failed; every host serves ${source.name} and nothing was rolled back: fix the cause, then run them (manage.py migrate in the live release) or deploy again`,
+            note: `every host serves ${source.name}: the migrations held back until now run${d.migrateEveryHost ? '' : `, on ${primary.name}`}`,
+            onlyIfHeldBack: true
+        });
+    phases.push({
         name: 'cleanup',
         batches: flow_all(hosts, h => [cleanupStep(h.state, d.keepReleases, source.name, h.layout)]),
         onFailure: 'warn',
@@ -64254,6 +64373,15 @@ function publish(d, hosts, release, record, build) {
 function rollbackFlow(d, release, hosts) {
     const fresh = hosts.filter(h => !wentLive(h.state, release));
     const phases = [];
+    // The database as the live release left it: what the target would run against (one database: checked once).
+    const primary = hosts.find(h => h.primary) ?? hosts[0];
+    const schema = (d.migrateEveryHost ? hosts : [primary]).filter(h => h.state.current && h.state.current !== release);
+    if (d.migrate && schema.length)
+        phases.push({
+            name: 'schema',
+            batches: flow_all(schema, h => [rollbackSchemaStep(h.d, h.layout, h.state.current, release)]),
+            onFailure: 'stop'
+        });
     if (fresh.length)
         phases.push({
             name: 'preflight',
@@ -64633,6 +64761,8 @@ class PartLog {
             this.unlogged++;
         else if (line.startsWith(WARN))
             this.x.warn(this.t, line.slice(WARN.length).trim());
+        else if (line.startsWith(MIGRATION))
+            this.x.migration(this.t, line.slice(MIGRATION.length));
         else if (this.t.log.output)
             this.t.log.output(line);
         else
@@ -64668,6 +64798,8 @@ class Executor {
     steps = [];
     /** Warnings the hosts reported (WARN lines), `host: message`, for the summary. */
     warnings = [];
+    /** The migrations each host's migrate applies (or applied), in order, as it announced them. */
+    migrations = [];
     /** Ends each step's output in a batch (batch.ts). */
     mark = newMark();
     /** Printed by the server when it refuses a step of this deploy (lease lost); an exit code would not do. */
@@ -64687,6 +64819,17 @@ class Executor {
         const warning = `${t.remote.name}: ${message}`;
         this.warnings.push(warning);
         t.log.warning(warning);
+    }
+    /** A migration a host's migrate announced (a MIGRATION line), for the summary and the job log. */
+    migration(t, json) {
+        try {
+            const m = JSON.parse(json);
+            this.migrations.push({ host: t.remote.name, ...m });
+            t.log.info(`migration to apply (${m.when}): ${m.app}.${m.name}: ${m.operations.join('; ')}`);
+        }
+        catch {
+            t.log.info(`${MIGRATION}${json}`);
+        }
     }
     record(host, step, outcome, t0, detail) {
         this.steps.push({ host, step, outcome, durationMs: Date.now() - t0, detail });
@@ -64917,8 +65060,8 @@ class Runner {
     }
     emptyResult(release) {
         const dryRun = this.settings.deploy.dryRun;
-        const { steps, warnings } = this.x;
-        return { release, deployed: false, rolledBack: false, dryRun, steps, warnings };
+        const { steps, warnings, migrations } = this.x;
+        return { release, deployed: false, rolledBack: false, dryRun, steps, warnings, migrations };
     }
     /**
      * Connects (and locks, unless dry), runs `body`, and always closes; any error ends up in `result.error`,
@@ -64989,6 +65132,8 @@ class Runner {
     async run(phases, targets, release, source) {
         const byName = new Map(targets.map(t => [t.remote.name, t]));
         for (const phase of phases) {
+            if (phase.onlyIfHeldBack && !this.x.migrations.some(m => m.when === 'after-deploy'))
+                continue;
             if (phase.note)
                 this.log.info(phase.note);
             if (phase.onFailure === 'revert') {
@@ -65006,7 +65151,7 @@ class Runner {
                 }
                 catch (e) {
                     if (phase.onFailure === 'warn')
-                        return t.log.warning(`${phase.warns ?? `${phase.name} failed`}: ${e.message}`);
+                        return this.x.warn(t, `${phase.warns ?? `${phase.name} failed`}: ${e.message}`);
                     if (phase.migratedOnce)
                         hintOwnDatabase(e);
                     throw e;
@@ -70601,6 +70746,8 @@ const ROWS_CHARS = 8_000;
 const SQL_CHARS = 12_000;
 const SQL_PER_MIGRATION = 3_000;
 const MAX_CELL = 300;
+/** The deploy's migrate plan: its own budget beside the deploy's steps and warnings. */
+const DEPLOY_ROWS_CHARS = 4_000;
 const CLASS_ICON = { expand: '🟢', contract: '🔴', review: '🟡' };
 /** The section, or nothing for a report that has no migrations and no note. */
 function renderMigrations(report) {
@@ -70656,6 +70803,29 @@ function renderSql(report) {
         out.push(`_SQL not shown for ${without} ${without === 1 ? 'migration' : 'migrations'}: \`sqlmigrate\` could not run ` +
             `(${markdown_text(clip(errors[0], 300))}); it needs the project's database driver and a database it can reach._`);
     }
+    return out;
+}
+/** The server's migrate plan, as each host announced it before applying it (in the order it applies them). */
+function renderDeployMigrations(migrations) {
+    if (migrations.length === 0)
+        return [];
+    const when = {
+        'before-switch': 'before the switch',
+        'after-deploy': 'after every host switched',
+        'not-in-target': 'applied, not in the target release'
+    };
+    const rows = fitting(migrations.map(m => `| ${code(clip(`${m.app}.${m.name}`, MAX_CELL))} | ${when[m.when] ?? '?'} | ${code(clip(m.host, MAX_CELL))} | ${multiline(clip(m.operations.join('; '), MAX_CELL))} |`), DEPLOY_ROWS_CHARS);
+    const out = [
+        [
+            `#### Migrations (${migrations.length})`,
+            '',
+            '| Migration | When | Host | Operations |',
+            '|---|---|---|---|',
+            ...rows
+        ].join('\n')
+    ];
+    if (migrations.length > rows.length)
+        out.push(`_… and ${migrations.length - rows.length} more migrations not shown._`);
     return out;
 }
 
@@ -70867,6 +71037,7 @@ function renderDeploy(d, mode) {
         out.push(...renderFleet(d, fleet));
     if (d.steps.length > 0)
         out.push(...renderSteps(d, fleet));
+    out.push(...renderDeployMigrations(d.migrations ?? []));
     out.push(...renderWarnings(d.warnings ?? []));
     if (d.dryRun && d.plan)
         out.push(...renderPlan(d.plan));

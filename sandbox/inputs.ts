@@ -20,6 +20,20 @@ export function deployInputs(t: Target, extra: Record<string, string> = {}): Rec
   }
 }
 
+/**
+ * As `deployInputs`, for hosts that `deploy.yml` lists (its `hosts:` entries give address, user and path): the
+ * first host's key (a fleet's hosts accept it, sandbox/fleet.ts) and every host's known_hosts line.
+ */
+export function fleetInputs(hosts: Target[], extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    ...deployInputs(hosts[0], extra),
+    hosts: '',
+    user: '',
+    'deploy-path': '',
+    'known-hosts': hosts.map(x => x.knownHosts).join('\n')
+  }
+}
+
 /** As `deployInputs`, plus the graceful Gunicorn reload, nginx test/reload and the health check. */
 export function liveInputs(t: Target, extra: Record<string, string> = {}): Record<string, string> {
   return deployInputs(t, {

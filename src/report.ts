@@ -46,12 +46,30 @@ export interface DeployResult {
   steps: StepResult[]
   /** What the servers warned about (`host: message`), e.g. Django's `check --deploy` with their settings. */
   warnings?: string[]
+  /** The migrations the deploy's migrate planned, announced on the server before it applied them. */
+  migrations?: MigrationRun[]
   /** Each host: the release it served before, the one it serves after (when known), bytes of release sent. */
   hosts?: Array<{ host: string; previous?: string; live?: string; bytesSent?: number }>
   /** The phases the deploy would run (dry run): per batch, per host, each step and its command. */
   plan?: PlannedPhase[]
   /** One-line reason the deploy failed: step, host, exit code, hint. */
   error?: string
+}
+
+/**
+ * A migration as a host's migrate announced it, before applying it (remote/python/migrate.py), or, before a
+ * rollback, one applied to the database that the target release does not have (rollback_schema.py).
+ */
+export interface MigrationRun {
+  host: string
+  app: string
+  name: string
+  /** Before the switch, or in the after-deploy phase. */
+  when: 'before-switch' | 'after-deploy' | 'not-in-target'
+  /** The classifier's verdict on the migration (expand, contract, review), when it ran. */
+  class?: MigrationClass
+  /** Each operation as Django describes it (with its class when not expand). */
+  operations: string[]
 }
 
 /** A phase of the flow as the dry run shows it (deploy/flow.ts). */

@@ -15,6 +15,7 @@ import {
   type RunContext
 } from './settings/context.js'
 import { readDeploy, readDeployPath, type DeploySettings } from './settings/deploy.js'
+import { readMigrations } from './settings/migrations.js'
 import { readGithub, type GithubSettings } from './settings/github.js'
 import { readHosts, type HostsRead } from './settings/host-sources.js'
 import { sameServerProblems, USERNAME, type Host } from './settings/hosts.js'
@@ -64,10 +65,12 @@ export function loadSettings(sources: SettingsSources, now = new Date()): Settin
     raw.fail(raw.get('deploy-path'), 'is empty; expected an absolute path on the server, e.g. /srv/myapp')
   const label = (h: Host): string => labels.get(h) ?? h.name ?? h.host
   for (const p of sameServerProblems(hosts, label, path)) raw.fail(hostsRead.where, p)
+  const read = readDeploy(raw, mode, context, now)
   const deploy: DeploySettings = {
     path,
-    ...readDeploy(raw, mode, context, now),
-    roleReloadCommands: roleReloads(raw, hosts)
+    ...read,
+    roleReloadCommands: roleReloads(raw, hosts),
+    migrations: readMigrations(raw, hosts.length > 1 || read.rolling !== undefined)
   }
   const settings: Settings = {
     mode,

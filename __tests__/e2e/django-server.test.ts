@@ -18,6 +18,7 @@ afterAll(() => rmSync(base, { recursive: true, force: true }))
 const d = {
   migrate: true,
   migrateEveryHost: false,
+  migrations: { lockTimeout: 5, afterDeploy: [], safety: 'refuse', allowContractRollback: false },
   maxParallel: 10,
   collectstatic: true,
   nginx: false,
@@ -214,5 +215,36 @@ describe.each(djangoVersions())('Django $version on the server', ({ version, env
       ])
       expect(r.stderr).toMatch(why)
     })
+  })
+
+  it('migration-safety refuse stops a contract migration before migrating anything; after-deploy holds it back', () => {
+    const drop = join(release, 'pages/migrations/0003_drop_created.py')
+    writeFileSync(
+      drop,
+      "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n    dependencies = [('pages', '0002_first_greeting')]\n    operations = [migrations.RemoveField('greeting', 'created')]\n"
+    )
+    try {
+      const refused = run(steps().script)
+      expect(refused.status).toBe(1)
+      expect(marks(refused.stdout)).toEqual(['MARK: preflight 0', 'MARK: migrate 1'])
+      expect(refused.stderr).toMatch(
+        /migration-safety refuse: [^\n]*\n- pages\.0003_drop_created: RemoveField: Remove field created from greeting \(expand\/contract: [^\n]*\nNothing was migrated and no host changed\. Run them after every host switched \(after-deploy-migrations: pages\.0003_drop_created,/
+      )
+      expect(refused.stdout).not.toMatch(/Applying pages\.0003/)
+      const held = run(
+        steps({ migrations: { ...d.migrations, afterDeploy: ['pages.0003_drop_created'] } }).script
+      )
+      expect(held.status).toBe(0)
+      expect(held.stdout).toMatch(/"name": "0003_drop_created", "when": "after-deploy", "class": "contract"/)
+      expect(held.stdout).not.toMatch(/Applying pages\.0003/)
+      const warned = run(steps({ migrations: { ...d.migrations, safety: 'warn' } }).script)
+      expect(warned.status).toBe(0)
+      expect(warned.stdout).toMatch(
+        /django-deploy-warning: contract migration before the switch \(migration-safety warn\): pages\.0003_drop_created: RemoveField/
+      )
+      expect(warned.stdout).toMatch(/Applying pages\.0003_drop_created\.\.\. OK/)
+    } finally {
+      rmSync(drop)
+    }
   })
 })

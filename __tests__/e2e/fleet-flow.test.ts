@@ -131,14 +131,24 @@ test('a fleet deploy: the dry run lists the steps the real run runs, on the same
   for (const h of fleet.hosts) expect(live(h)).toBe('releases/v2')
   const plan = planned(dry.log)
   expect([...plan.keys()].sort()).toEqual(fleet.hosts.map(name).sort())
-  for (const h of fleet.hosts) expect(ran(real.log).get(name(h))).toEqual(plan.get(name(h)))
+  // The after-deploy phase runs only when the migrate before the switch held migrations back (none here).
+  expect(plan.get(name(b))).toContain('migrate-after-deploy')
+  const runs = (h: FleetHost): string[] => plan.get(name(h))!.filter(s => s !== 'migrate-after-deploy')
+  for (const h of fleet.hosts) expect(ran(real.log).get(name(h))).toEqual(runs(h))
   // The fleet's gate: migrate on the primary only, in a phase of its own; the health URL through each other host.
   expect(plan.get(name(b))!.filter(s => s === 'migrate')).toHaveLength(1)
   for (const h of [a, c]) {
     expect(plan.get(name(h))).not.toContain('migrate')
     expect(plan.get(name(h))).toContain('health-before-switch')
   }
-  expect(phaseOrder(dry.log)).toEqual(['update', 'gate-primary', 'gate', 'publish', 'cleanup'])
+  expect(phaseOrder(dry.log)).toEqual([
+    'update',
+    'gate-primary',
+    'gate',
+    'publish',
+    'after-deploy',
+    'cleanup'
+  ])
 })
 
 test('a rollback: the dry run lists the preflight where the target never went live, then the switch everywhere', async () => {
@@ -159,5 +169,5 @@ test('a rollback: the dry run lists the preflight where the target never went li
   for (const h of fleet.hosts) expect(ran(real.log).get(name(h))).toEqual(plan.get(name(h)))
   expect(plan.get(name(c))).toContain('preflight')
   for (const h of [a, b]) expect(plan.get(name(h))).not.toContain('preflight')
-  expect(phaseOrder(dry.log)).toEqual(['preflight', 'publish'])
+  expect(phaseOrder(dry.log)).toEqual(['schema', 'preflight', 'publish'])
 })

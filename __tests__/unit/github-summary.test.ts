@@ -338,12 +338,19 @@ describe('renderSummary: deploy', () => {
         ]
       }
     ]
+    const migrations = Array.from({ length: 1000 }, (_, i) => ({
+      host: big,
+      app: big,
+      name: `${big}${i}`,
+      when: 'after-deploy' as const,
+      operations: [big, big]
+    }))
     const md = renderSummary(
       {
         mode: 'deploy',
         checks,
         error: big,
-        deploy: deploy({ error: big, dryRun: true, steps, plan, rolledBack: true })
+        deploy: deploy({ error: big, dryRun: true, steps, plan, rolledBack: true, migrations })
       },
       { runUrl: `https://x/${big}` }
     )
@@ -351,6 +358,45 @@ describe('renderSummary: deploy', () => {
     expect(md).toContain('more findings not shown')
     expect(md).toContain('more steps not shown')
     expect(md).toContain('more hosts not shown')
+    expect(md).toContain('more migrations not shown')
+  })
+
+  it("lists the server's migration plan: when each runs, its operations and their class; escaped", () => {
+    const md = renderSummary({
+      mode: 'deploy',
+      checks: [],
+      deploy: deploy({
+        migrations: [
+          {
+            host: 'web2',
+            app: 'shop',
+            name: '0003_add_note',
+            when: 'before-switch',
+            operations: ['Add field note to order']
+          },
+          {
+            host: 'web2',
+            app: 'shop',
+            name: '0004_drop_note',
+            when: 'after-deploy',
+            class: 'contract',
+            operations: ['Remove field note from order (contract)', 'Raw SQL | <b>x</b> (review)']
+          },
+          { host: 'web2', app: 'shop', name: '0002_x', when: 'not-in-target', operations: [] }
+        ]
+      })
+    })
+    expect(md).toContain('#### Migrations (3)')
+    expect(tableRows(md, '| Migration |')).toEqual([
+      [code('shop.0003_add_note'), 'before the switch', code('web2'), 'Add field note to order'],
+      [
+        code('shop.0004_drop_note'),
+        'after every host switched',
+        code('web2'),
+        'Remove field note from order (contract); Raw SQL \\| &lt;b&gt;x&lt;/b&gt; (review)'
+      ],
+      [code('shop.0002_x'), 'applied, not in the target release', code('web2'), '']
+    ])
   })
 })
 

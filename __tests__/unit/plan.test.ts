@@ -10,10 +10,19 @@ import {
   revertSteps,
   rollbackTarget,
   updateSteps,
+  migrateStep,
   rollingBatches,
   wentLive
 } from '../../src/deploy/plan.js'
-import { WARN, layout, parseInspect, type HistoryEntry } from '../../src/remote/commands.js'
+import {
+  MIGRATE_PY,
+  MIGRATION,
+  WARN,
+  layout,
+  parseInspect,
+  type HistoryEntry
+} from '../../src/remote/commands.js'
+import { MIGRATIONS_PY } from '../../src/remote/python/programs.js'
 import type { DeploySettings } from '../../src/settings.js'
 
 const d: DeploySettings = {
@@ -24,6 +33,7 @@ const d: DeploySettings = {
   pipArgs: [],
   migrate: true,
   migrateEveryHost: false,
+  migrations: { lockTimeout: 5, afterDeploy: [], safety: 'warn', allowContractRollback: false },
   maxParallel: 10,
   collectstatic: false,
   nginx: true,
@@ -121,6 +131,39 @@ describe('steps', () => {
       'revert-health'
     ])
     expect(steps[1].script).toContain('ln -s /srv/app/releases/v1 /srv/app/current.tmp-v1')
+  })
+})
+
+describe('migrate (issue 19)', () => {
+  const m = {
+    ...d.migrations,
+    statementTimeout: 600,
+    afterDeploy: ['shop.0004_drop', 'blog.0002_x'],
+    safety: 'refuse' as const
+  }
+  it('before the switch: the plan marker, the timeouts, the names held back, the safety and the classifier, as argv', () => {
+    const s = migrateStep({ ...d, migrations: m }, layout(d.path), 'v2', 'before')
+    expect([s.name, s.manage?.python]).toEqual(['migrate', MIGRATE_PY])
+    expect(s.manage?.args).toEqual([
+      WARN,
+      MIGRATION,
+      'before',
+      '5',
+      '600',
+      'shop.0004_drop,blog.0002_x',
+      'refuse',
+      MIGRATIONS_PY
+    ])
+  })
+  it('after it: the rest, without judging (the classifier is not sent); with migration-safety off, never', () => {
+    const after = migrateStep({ ...d, migrations: m }, layout(d.path), 'v2', 'after')
+    expect([after.name, after.manage?.args.slice(2, 3), after.manage?.args.at(-1)]).toEqual([
+      'migrate-after-deploy',
+      ['after'],
+      ''
+    ])
+    const off = migrateStep({ ...d, migrations: { ...m, safety: 'off' } }, layout(d.path), 'v2', 'before')
+    expect(off.manage?.args.slice(-2)).toEqual(['off', ''])
   })
 })
 

@@ -384,3 +384,31 @@ describe('static files outlive their release (real /bin/sh and python3)', () => 
     expect(existsSync(other.static)).toBe(false)
   })
 })
+
+describe("the rollback schema check (real /bin/sh; the live release's Python a stub exiting as told)", () => {
+  const l = cmd.layout(join(base, "schema $(touch PWNED) it's"))
+  const python = join(l.releases, 'v2/.venv/bin/python')
+  beforeAll(() => {
+    mkdirSync(join(l.releases, 'v2/.venv/bin'), { recursive: true })
+    mkdirSync(join(l.releases, 'v1'), { recursive: true })
+  })
+  const check = (code: number): { code: number; out: string; err: string } => {
+    writeFileSync(python, `#!/bin/sh\necho "checked $3"\nexit ${code}\n`, { mode: 0o755 })
+    return sh(cmd.rollbackSchema(l, 'v2', 'v1', false))
+  }
+  it('passes when the check passes, and refuses (its exit status) when it refuses', () => {
+    expect(check(0)).toMatchObject({ code: 0, out: expect.stringContaining('checked rollback-schema-done:') })
+    expect(check(cmd.ROLLBACK_REFUSED).code).toBe(cmd.ROLLBACK_REFUSED)
+  })
+  it('a live release whose Django cannot tell does not stop the rollback: a warning says the check was skipped', () => {
+    const r = check(1)
+    expect(r.code).toBe(0)
+    expect(r.out).toMatch(
+      new RegExp(
+        `^${cmd.WARN} the live release's Django could not list the applied migrations the target lacks`,
+        'm'
+      )
+    )
+    expect(existsSync(join(base, 'PWNED'))).toBe(false)
+  })
+})

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { deployFlow, planOf } from '../../src/deploy/flow.js'
 import { forRoles } from '../../src/deploy/plan.js'
 import { Runner, type Log } from '../../src/deploy/run.js'
-import { layout } from '../../src/remote/commands.js'
+import { MIGRATION, layout } from '../../src/remote/commands.js'
 import type { ReleaseSource } from '../../src/release/source.js'
 import { previousReleases } from '../../src/report.js'
 import { loadSettings, type DeploySettings, type Settings } from '../../src/settings.js'
@@ -83,6 +83,10 @@ async function deploy(
   const r = await new Runner(settings(deploy), quiet, {}, fleet.connect).deploy(source)
   return { fleet, r }
 }
+
+/** What migrate.py prints for a migration it applies now (`before-switch`) or holds back (`after-deploy`). */
+const announce = (when: 'before-switch' | 'after-deploy', name = '0004_drop_note'): string =>
+  `${MIGRATION}${JSON.stringify({ app: 'shop', name, when, class: 'contract', operations: ['Remove field note from order (contract)'] })}`
 
 const live = (fleet: FakeFleet): (string | undefined)[] => NAMES.map(h => fleet.hosts.get(h)!.current)
 
@@ -191,7 +195,10 @@ test('the dry run lists exactly the steps the real run runs, on the same hosts, 
   )
   expect(dry.r.plan).toEqual(planned)
   const stepNames = (lines: string[]): string[] => lines.map(l => /^# (\S+)/.exec(l)![1])
-  const real = await deploy({})
+  // The primary's migrate holds a migration back: the after-deploy phase the dry run lists runs.
+  const real = await deploy({
+    answers: [{ host: 'web2', step: 'migrate', output: announce('after-deploy') }]
+  })
   const ran = real.fleet.calls.filter(c => c.steps[0] !== 'lock' && c.steps[0] !== 'inspect')
   const listed = dry.r.plan!.flatMap(p =>
     p.batches.flat().map(h => ({ host: h.host, steps: stepNames(h.steps) }))
@@ -205,6 +212,7 @@ test('the dry run lists exactly the steps the real run runs, on the same hosts, 
     ['gate-primary', 'stop'],
     ['gate', 'stop'],
     ['publish', 'revert'],
+    ['after-deploy', 'warn'],
     ['cleanup', 'warn']
   ])
 })
@@ -250,6 +258,8 @@ test('a rollback runs the preflight only where its release never went live, and 
   expect(web3.indexOf('preflight')).toBeLessThan(web3.indexOf('switch'))
   const dry = await run(true)
   expect(dry.r.plan!.map(p => [p.phase, p.batches.flat().map(h => h.host)])).toEqual([
+    // The database the hosts share, checked once (on the primary) in the live release.
+    ['schema', ['web2']],
     ['preflight', ['web3']],
     ['publish', NAMES]
   ])
@@ -284,4 +294,123 @@ test('previous-release: the one release every host served, or a host=release lin
   const mixed = await deploy({}, {}, states)
   expect(mixed.r.deployed).toBe(true)
   expect(previousReleases(mixed.r)).toBe('web1=v1\nweb2=v1\nweb3=v0')
+})
+
+describe('the after-deploy phase', () => {
+  const heldBack = { answers: [{ host: 'web2', step: 'migrate', output: announce('after-deploy') }] }
+
+  test('runs the held-back migrations once, on the primary, after every host switched', async () => {
+    const { fleet, r } = await deploy(heldBack)
+    expect(r.deployed).toBe(true)
+    const order = fleet.calls.flatMap(c => c.steps.map(s => `${c.host} ${s}`))
+    const after = order.indexOf('web2 migrate-after-deploy')
+    expect(order.filter(s => s.endsWith(' migrate-after-deploy'))).toEqual(['web2 migrate-after-deploy'])
+    for (const h of NAMES) expect(order.indexOf(`${h} record`)).toBeLessThan(after)
+    expect(r.migrations).toEqual([
+      expect.objectContaining({ host: 'web2', app: 'shop', name: '0004_drop_note', when: 'after-deploy' })
+    ])
+  })
+
+  test('is left out when the migrate before the switch held nothing back', async () => {
+    const { fleet, r } = await deploy({
+      answers: [{ host: 'web2', step: 'migrate', output: announce('before-switch', '0003_add_note') }]
+    })
+    expect(r.deployed).toBe(true)
+    expect(fleet.calls.flatMap(c => c.steps)).not.toContain('migrate-after-deploy')
+    expect(r.migrations?.map(m => m.when)).toEqual(['before-switch'])
+  })
+
+  test('a failure there is a warning: the release stands on every host, nothing is rolled back', async () => {
+    const { fleet, r } = await deploy({
+      ...heldBack,
+      fail: [
+        { host: 'web2', step: 'migrate-after-deploy', output: 'canceling statement due to lock timeout' }
+      ]
+    })
+    expect(r.error).toBeUndefined()
+    expect([r.deployed, r.rolledBack]).toEqual([true, false])
+    expect(live(fleet)).toEqual(['v2', 'v2', 'v2'])
+    for (const h of NAMES) expect(fleet.stepsOn(h).filter(s => s.startsWith('revert'))).toEqual([])
+    expect(r.warnings).toEqual([
+      expect.stringMatching(
+        /^web2: the after-deploy migrations failed; every host serves v2 and nothing was rolled back[\s\S]*migrate-after-deploy failed[\s\S]*lock timeout/
+      )
+    ])
+    // Cleanup still runs after it.
+    expect(fleet.stepsOn('web1')).toContain('cleanup')
+  })
+
+  test('with migrate: every-host, each host runs its own', async () => {
+    const answers = NAMES.map(host => ({ host, step: 'migrate', output: announce('after-deploy') }))
+    const { fleet } = await deploy({ answers }, { migrateEveryHost: true })
+    for (const h of NAMES) expect(fleet.stepsOn(h)).toContain('migrate-after-deploy')
+  })
+})
+
+describe('a rollback and the schema', () => {
+  const servingV2 = (): Record<string, FakeHostState> =>
+    Object.fromEntries(
+      NAMES.map(h => [
+        h,
+        {
+          releases: ['v1', 'v2'],
+          current: 'v2',
+          history: [
+            { event: 'live' as const, release: 'v1' },
+            { event: 'live' as const, release: 'v2' }
+          ]
+        }
+      ])
+    )
+  const rollback = async (script: FakeScript, deploy: Partial<DeploySettings> = {}) => {
+    const fleet = new FakeFleet(servingV2(), script)
+    const r = await new Runner(
+      settings({ releaseName: 'v1', ...deploy }),
+      quiet,
+      {},
+      fleet.connect
+    ).rollback()
+    return { fleet, r }
+  }
+
+  test('the live release lists the applied migrations the target lacks, once, before anything changes', async () => {
+    const plan = (await rollback({}, { dryRun: true })).r.plan!
+    const schema = plan[0].batches.flat()
+    expect([plan[0].phase, plan[0].onFailure, schema.map(h => h.host)]).toEqual(['schema', 'stop', ['web2']])
+    // Run in v2 (it has the migrations' files), about v1's directory, the rollback not forced.
+    expect(schema[0].steps[0]).toMatch(
+      /^# rollback-schema\n[\s\S]*\ncd \/srv\/app\/releases\/v2\n[\s\S]*"\/srv\/app\/releases\/v1","v1","false",/
+    )
+    const forced = (
+      await rollback(
+        {},
+        { dryRun: true, migrations: { ...base.deploy.migrations, allowContractRollback: true } }
+      )
+    ).r.plan!
+    expect(forced[0].batches[0][0].steps[0]).toMatch(/"\/srv\/app\/releases\/v1","v1","true",/)
+  })
+
+  test('refused there (a contract migration v1 does not have): no host changes', async () => {
+    const why = 'rollback to v1 refused: the database has migrations applied that v1 does not have'
+    const { fleet, r } = await rollback({ fail: [{ host: 'web2', step: 'rollback-schema', output: why }] })
+    expect([r.deployed, r.rolledBack]).toEqual([false, false])
+    expect(r.error).toMatch(/host web2: step rollback-schema failed \(exit 1\):\nrollback to v1 refused/)
+    expect(live(fleet)).toEqual(['v2', 'v2', 'v2'])
+    for (const h of NAMES) expect(fleet.stepsOn(h)).not.toContain('switch')
+  })
+
+  test('expand-only migrations it lacks are listed in the result, and the rollback goes on', async () => {
+    const line = `${MIGRATION}${JSON.stringify({ app: 'shop', name: '0003_add_note', when: 'not-in-target', class: 'expand', operations: ['Add field note to order'] })}`
+    const { fleet, r } = await rollback({
+      answers: [{ host: 'web2', step: 'rollback-schema', output: line }]
+    })
+    expect(r.deployed).toBe(true)
+    expect(live(fleet)).toEqual(['v1', 'v1', 'v1'])
+    expect(r.migrations).toEqual([expect.objectContaining({ name: '0003_add_note', when: 'not-in-target' })])
+  })
+
+  test('with migrate: false (the schema is not ours to judge) there is no schema phase', async () => {
+    const plan = (await rollback({}, { dryRun: true, migrate: false })).r.plan!
+    expect(plan.map(p => p.phase)).toEqual(['publish'])
+  })
 })

@@ -187,6 +187,14 @@ describe('settings', () => {
       /input 'migrate': "maybe" is not a migrate mode; expected true .*, every-host .* or false/
     ],
     ['max-parallel', '0', /input 'max-parallel'/],
+    [
+      'after-deploy-migrations',
+      'shop.0004_drop, 0005',
+      /input 'after-deploy-migrations': "0005" is not a migration name; expected app_label\.migration_name/
+    ],
+    ['migrate-statement-timeout', '0', /input 'migrate-statement-timeout': "0" is not a number of seconds/],
+    ['migrate-lock-timeout', '-1', /input 'migrate-lock-timeout': -1 is negative/],
+    ['migration-safety', 'refuze', /"refuze" is not a valid value \(did you mean 'refuse'\?\)/],
     ['rolling', '0', /input 'rolling': "0" is not a batch size/],
     ['rolling', '120%', /input 'rolling': "120%" is not a batch size/],
     ['release-name', 'v1;id', /not a safe release name/],
@@ -703,6 +711,44 @@ describe('issue 15: settings', () => {
         'hosts:\n  - {host: web1.example.com}\n  - {host: web1.example.com, deploy-path: /srv/other}\n'
       )
       expect(load(inputs).ssh.hosts.map(h => h.deployPath ?? '/srv/app')).toEqual(['/srv/app', '/srv/other'])
+    })
+  })
+})
+
+describe('migrations at deploy', () => {
+  it('defaults: a 5 s lock timeout, no statement timeout, nothing held back, rollback across contract refused', () => {
+    expect(load(deployInputs).deploy.migrations).toEqual({
+      lockTimeout: 5,
+      statementTimeout: undefined,
+      afterDeploy: [],
+      safety: 'warn',
+      allowContractRollback: false
+    })
+  })
+  it('migration-safety: refuse by default with more than one host or rolling, warn on one; as given otherwise', () => {
+    const safety = (i: Partial<Record<InputName, string>>) =>
+      load({ ...deployInputs, ...i }).deploy.migrations.safety
+    const two = { hosts: 'web1, web2', 'host-fingerprint': `web1=${FP} web2=${FP}` }
+    expect(safety(two)).toBe('refuse')
+    expect(safety({ rolling: '1' })).toBe('refuse')
+    expect(safety({})).toBe('warn')
+    expect(safety({ ...two, 'migration-safety': 'off' })).toBe('off')
+    expect(safety({ 'migration-safety': 'REFUSE' })).toBe('refuse')
+  })
+  it('reads the after-deploy migrations as a list and the timeouts', () => {
+    const m = load({
+      ...deployInputs,
+      'after-deploy-migrations': 'shop.0004_drop_note,\nblog.0002_remove_x',
+      'migrate-lock-timeout': '0',
+      'migrate-statement-timeout': '600',
+      'allow-contract-rollback': 'true'
+    }).deploy.migrations
+    expect(m).toEqual({
+      lockTimeout: 0,
+      statementTimeout: 600,
+      afterDeploy: ['shop.0004_drop_note', 'blog.0002_remove_x'],
+      safety: 'warn',
+      allowContractRollback: true
     })
   })
 })

@@ -6,8 +6,10 @@
  *   deploy:   update (manifest, upload, virtualenv, checks; one host: migrate and health too)
  *             → gate on the primary (a fleet sharing one database: migrate, once)
  *             → gate on the others (health through the new release before anything switches)
- *             → publish (switch, reload, health; in rolling batches) → cleanup
- *   rollback: preflight (only where the target never went live) → publish
+ *             → publish (switch, reload, health; in rolling batches)
+ *             → after-deploy (the migrations held back until every host serves the new release; once) → cleanup
+ *   rollback: schema (in the live release, once: the applied migrations the target lacks; contract ones refuse)
+ *             → preflight (only where the target never went live) → publish
  */
 import * as cmd from '../remote/commands.js'
 import type { HostState, Layout } from '../remote/commands.js'
@@ -18,9 +20,11 @@ import {
   buildDir,
   cleanupStep,
   gateSteps,
+  migrateStep,
   preflightSteps,
   publishSteps,
   renderStep,
+  rollbackSchemaStep,
   rollingBatches,
   updateSteps,
   wentLive,
@@ -51,7 +55,7 @@ export interface HostSteps {
 }
 
 export interface Phase {
-  name: 'update' | 'gate-primary' | 'gate' | 'preflight' | 'publish' | 'cleanup'
+  name: 'update' | 'gate-primary' | 'gate' | 'schema' | 'preflight' | 'publish' | 'after-deploy' | 'cleanup'
   /** Batches run one after another; the hosts of one batch at once (at most max-parallel). */
   batches: HostSteps[][]
   onFailure: OnFailure
@@ -59,6 +63,11 @@ export interface Phase {
   note?: string
   /** With `warn`: what the warning says, before the error. */
   warns?: string
+  /**
+   * Runs only when a migrate before the switch held migrations back (after-deploy-migrations, or marked the
+   * django-safemigrate way: only the server's Django knows).
+   */
+  onlyIfHeldBack?: boolean
   /** A gate after only the primary host migrated: missing tables hint at a database per host. */
   migratedOnce?: boolean
 }
@@ -72,11 +81,11 @@ export function deployFlow(d: DeploySettings, source: ReleaseSource, hosts: Flow
   const fleet = hosts.length > 1
   const once = fleet && d.migrate && !d.migrateEveryHost
   const build = (h: FlowHost): string => buildDir(h.state, source.name)
+  const primary = hosts.find(h => h.primary) ?? hosts[0]
   const phases: Phase[] = [
     { name: 'update', batches: all(hosts, h => update(d, source, h, fleet)), onFailure: 'stop' }
   ]
   if (fleet) {
-    const primary = hosts.find(h => h.primary) ?? hosts[0]
     if (once)
       phases.push({
         name: 'gate-primary',
@@ -96,7 +105,19 @@ export function deployFlow(d: DeploySettings, source: ReleaseSource, hosts: Flow
         migratedOnce: once
       })
   }
-  phases.push(publish(d, hosts, source.name, 'live', build), {
+  phases.push(publish(d, hosts, source.name, 'live', build))
+  if (d.migrate)
+    phases.push({
+      name: 'after-deploy',
+      batches: all(d.migrateEveryHost ? hosts : [primary], h => [
+        migrateStep(h.d, h.layout, source.name, 'after')
+      ]),
+      onFailure: 'warn',
+      warns: `the after-deploy migrations failed; every host serves ${source.name} and nothing was rolled back: fix the cause, then run them (manage.py migrate in the live release) or deploy again`,
+      note: `every host serves ${source.name}: the migrations held back until now run${d.migrateEveryHost ? '' : `, on ${primary.name}`}`,
+      onlyIfHeldBack: true
+    })
+  phases.push({
     name: 'cleanup',
     batches: all(hosts, h => [cleanupStep(h.state, d.keepReleases, source.name, h.layout)]),
     onFailure: 'warn',
@@ -152,6 +173,17 @@ function publish(
 export function rollbackFlow(d: DeploySettings, release: string, hosts: FlowHost[]): Phase[] {
   const fresh = hosts.filter(h => !wentLive(h.state, release))
   const phases: Phase[] = []
+  // The database as the live release left it: what the target would run against (one database: checked once).
+  const primary = hosts.find(h => h.primary) ?? hosts[0]
+  const schema = (d.migrateEveryHost ? hosts : [primary]).filter(
+    h => h.state.current && h.state.current !== release
+  )
+  if (d.migrate && schema.length)
+    phases.push({
+      name: 'schema',
+      batches: all(schema, h => [rollbackSchemaStep(h.d, h.layout, h.state.current!, release)]),
+      onFailure: 'stop'
+    })
   if (fresh.length)
     phases.push({
       name: 'preflight',

@@ -126,10 +126,7 @@ export function updateSteps(
  */
 export function gateSteps(d: DeploySettings, l: Layout, release: string, migrate: boolean): Step[] {
   const steps: Step[] = []
-  if (migrate) {
-    const args = ['migrate', '--noinput']
-    steps.push({ name: 'migrate', script: cmd.manage(l, release, args), manage: { release, args } })
-  }
+  if (migrate) steps.push(migrateStep(d, l, release, 'before'))
   if (d.healthCheckUrl) {
     steps.push(
       // Django's test client needs no credentials: the URL goes without them (a command line is public).
@@ -140,6 +137,27 @@ export function gateSteps(d: DeploySettings, l: Layout, release: string, migrate
     )
   }
   return steps
+}
+
+/**
+ * Django's migrate in the release (migrate.py): it prints its plan first (the summary lists it), holds the
+ * database's migration lock on PostgreSQL and bounds lock waits. `before` the switch it holds back the
+ * after-deploy migrations; the after-deploy phase runs the rest (`after`).
+ */
+export function migrateStep(d: DeploySettings, l: Layout, release: string, part: 'before' | 'after'): Step {
+  const name = part === 'after' ? 'migrate-after-deploy' : 'migrate'
+  return python(l, release, name, cmd.MIGRATE_PY, cmd.migrateArgs(part, d.migrations))
+}
+
+/**
+ * Before a rollback to `target`, in the live release `live` (it has the files of every migration it applied):
+ * the applied migrations `target` lacks, listed; a contract one refuses the rollback unless allowed.
+ */
+export function rollbackSchemaStep(d: DeploySettings, l: Layout, live: string, target: string): Step {
+  return {
+    name: 'rollback-schema',
+    script: cmd.rollbackSchema(l, live, target, d.migrations.allowContractRollback)
+  }
 }
 
 /** Hosts per batch of the switch: all at once, or `rolling` (a count, or a percentage rounded up). */

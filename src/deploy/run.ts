@@ -115,8 +115,8 @@ export class Runner {
 
   private emptyResult(release: string): DeployResult {
     const dryRun = this.settings.deploy.dryRun
-    const { steps, warnings } = this.x
-    return { release, deployed: false, rolledBack: false, dryRun, steps, warnings }
+    const { steps, warnings, migrations } = this.x
+    return { release, deployed: false, rolledBack: false, dryRun, steps, warnings, migrations }
   }
 
   /**
@@ -195,6 +195,7 @@ export class Runner {
   ): Promise<Failure | undefined> {
     const byName = new Map(targets.map(t => [t.remote.name, t]))
     for (const phase of phases) {
+      if (phase.onlyIfHeldBack && !this.x.migrations.some(m => m.when === 'after-deploy')) continue
       if (phase.note) this.log.info(phase.note)
       if (phase.onFailure === 'revert') {
         const failure = await this.publish(phase, byName, targets, release)
@@ -210,7 +211,7 @@ export class Runner {
             await this.steps$(t, own.steps, source)
           } catch (e) {
             if (phase.onFailure === 'warn')
-              return t.log.warning(`${phase.warns ?? `${phase.name} failed`}: ${(e as Error).message}`)
+              return this.x.warn(t, `${phase.warns ?? `${phase.name} failed`}: ${(e as Error).message}`)
             if (phase.migratedOnce) hintOwnDatabase(e)
             throw e
           }

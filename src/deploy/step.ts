@@ -11,7 +11,7 @@ import type { ReleaseSource } from '../release/source.js'
 import { archive } from '../release/source.js'
 import { parseTree } from '../release/incremental.js'
 import * as cmd from '../remote/commands.js'
-import type { StepResult } from '../report.js'
+import type { MigrationRun, StepResult } from '../report.js'
 import type { Settings } from '../settings.js'
 import { BatchParser, newMark } from './batch.js'
 import type { Step } from './plan.js'
@@ -48,6 +48,7 @@ class PartLog {
     if (answer && line.startsWith(answer)) return
     if (this.logged >= LOGGED_PER_STEP) this.unlogged++
     else if (line.startsWith(cmd.WARN)) this.x.warn(this.t, line.slice(cmd.WARN.length).trim())
+    else if (line.startsWith(cmd.MIGRATION)) this.x.migration(this.t, line.slice(cmd.MIGRATION.length))
     else if (this.t.log.output) this.t.log.output(line)
     else this.t.log.info(line)
     this.logged += line.length
@@ -79,6 +80,8 @@ export class Executor {
   readonly steps: StepResult[] = []
   /** Warnings the hosts reported (WARN lines), `host: message`, for the summary. */
   readonly warnings: string[] = []
+  /** The migrations each host's migrate applies (or applied), in order, as it announced them. */
+  readonly migrations: MigrationRun[] = []
   /** Ends each step's output in a batch (batch.ts). */
   readonly mark = newMark()
   /** Printed by the server when it refuses a step of this deploy (lease lost); an exit code would not do. */
@@ -98,6 +101,17 @@ export class Executor {
     const warning = `${t.remote.name}: ${message}`
     this.warnings.push(warning)
     t.log.warning(warning)
+  }
+
+  /** A migration a host's migrate announced (a MIGRATION line), for the summary and the job log. */
+  migration(t: Target, json: string): void {
+    try {
+      const m = JSON.parse(json) as Omit<MigrationRun, 'host'>
+      this.migrations.push({ host: t.remote.name, ...m })
+      t.log.info(`migration to apply (${m.when}): ${m.app}.${m.name}: ${m.operations.join('; ')}`)
+    } catch {
+      t.log.info(`${cmd.MIGRATION}${json}`)
+    }
   }
 
   record(host: string, step: string, outcome: StepResult['outcome'], t0: number, detail?: string): void {

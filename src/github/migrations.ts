@@ -1,14 +1,17 @@
 /**
  * The "Migrations" section of the summary and the PR comment: each operation of the migrations the PR adds or
- * changes with its class and hint, and `sqlmigrate`'s SQL collapsed, within a budget of the comment's size.
+ * changes with its class and hint, and `sqlmigrate`'s SQL collapsed, within a budget of the comment's size; and,
+ * in a deploy's section, the migrations the server's migrate planned (or a rollback's target lacks).
  */
-import type { MigrationClass, MigrationsReport } from '../report.js'
+import type { MigrationClass, MigrationRun, MigrationsReport } from '../report.js'
 import { clip, code, codeBlock, details, fitting, html, multiline, text } from './markdown.js'
 
 const ROWS_CHARS = 8_000
 const SQL_CHARS = 12_000
 const SQL_PER_MIGRATION = 3_000
 const MAX_CELL = 300
+/** The deploy's migrate plan: its own budget beside the deploy's steps and warnings. */
+const DEPLOY_ROWS_CHARS = 4_000
 
 const CLASS_ICON: Record<MigrationClass, string> = { expand: '🟢', contract: '🔴', review: '🟡' }
 
@@ -70,5 +73,34 @@ function renderSql(report: MigrationsReport): string[] {
         `(${text(clip(errors[0], 300))}); it needs the project's database driver and a database it can reach._`
     )
   }
+  return out
+}
+
+/** The server's migrate plan, as each host announced it before applying it (in the order it applies them). */
+export function renderDeployMigrations(migrations: MigrationRun[]): string[] {
+  if (migrations.length === 0) return []
+  const when = {
+    'before-switch': 'before the switch',
+    'after-deploy': 'after every host switched',
+    'not-in-target': 'applied, not in the target release'
+  }
+  const rows = fitting(
+    migrations.map(
+      m =>
+        `| ${code(clip(`${m.app}.${m.name}`, MAX_CELL))} | ${when[m.when] ?? '?'} | ${code(clip(m.host, MAX_CELL))} | ${multiline(clip(m.operations.join('; '), MAX_CELL))} |`
+    ),
+    DEPLOY_ROWS_CHARS
+  )
+  const out = [
+    [
+      `#### Migrations (${migrations.length})`,
+      '',
+      '| Migration | When | Host | Operations |',
+      '|---|---|---|---|',
+      ...rows
+    ].join('\n')
+  ]
+  if (migrations.length > rows.length)
+    out.push(`_… and ${migrations.length - rows.length} more migrations not shown._`)
   return out
 }

@@ -16,7 +16,7 @@ import {
 } from '../report.js'
 import { ANNOTATION_LIMITS_TEXT } from './annotate.js'
 import { clip, code, codeBlock, details, fitting, html, multiline, tailOf } from './markdown.js'
-import { renderMigrations } from './migrations.js'
+import { renderDeployMigrations, renderMigrations } from './migrations.js'
 import { renderSetup } from './setup-summary.js'
 
 export interface SummaryContext {
@@ -192,6 +192,7 @@ function renderDeploy(d: DeployResult, mode: Report['mode']): string[] {
   const fleet = d.hosts && d.hosts.length > 1 ? d.hosts : undefined
   if (fleet) out.push(...renderFleet(d, fleet))
   if (d.steps.length > 0) out.push(...renderSteps(d, fleet))
+  out.push(...renderDeployMigrations(d.migrations ?? []))
   out.push(...renderWarnings(d.warnings ?? []))
   if (d.dryRun && d.plan) out.push(...renderPlan(d.plan))
   return out

@@ -6,7 +6,7 @@
  * concern beside it: layout.ts (every path on the server), lease.ts, history.ts, release.ts, static.ts,
  * venv.ts, django.ts, gunicorn.ts, health.ts, and the Python programs they run in python/*.py.
  */
-export { WARN } from './shell.js'
+export { MIGRATION, WARN } from './shell.js'
 export { type Layout, layout, buildName, releaseDir } from './layout.js'
 export {
   type HistoryEntry,
@@ -38,7 +38,11 @@ export {
   deployCheckArgs,
   PROXY_CHECK_PY,
   proxyCheckArgs,
-  HEALTH_BEFORE_SWITCH_PY
+  HEALTH_BEFORE_SWITCH_PY,
+  MIGRATE_PY,
+  migrateArgs,
+  ROLLBACK_REFUSED,
+  rollbackSchema
 } from './django.js'
 export { probeGunicorn, reloadGunicorn, reloadService } from './gunicorn.js'
 export { HEALTH_FAST_FAIL, healthTarget, healthCheck } from './health.js'

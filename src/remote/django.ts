@@ -7,12 +7,16 @@ import {
   DEPLOY_CHECK_PY,
   HEALTH_BEFORE_SWITCH_PY,
   MANAGE_MANY_PY,
-  PROXY_CHECK_PY
+  MIGRATE_PY,
+  MIGRATIONS_PY,
+  PROXY_CHECK_PY,
+  ROLLBACK_SCHEMA_PY
 } from './python/programs.js'
 import { q, words } from './quote.js'
-import { WARN, script } from './shell.js'
+import { MIGRATION, WARN, script } from './shell.js'
+import type { MigrationSettings } from '../settings/migrations.js'
 
-export { DEPLOY_CHECK_PY, HEALTH_BEFORE_SWITCH_PY, PROXY_CHECK_PY }
+export { DEPLOY_CHECK_PY, HEALTH_BEFORE_SWITCH_PY, MIGRATE_PY, PROXY_CHECK_PY, ROLLBACK_SCHEMA_PY }
 
 /** Runs manage.py of the release with its virtualenv. */
 export function manage(l: Layout, release: string, args: string[]): string {
@@ -67,4 +71,42 @@ export function deployCheckArgs(mode: 'warn' | 'fail'): string[] {
  */
 export function proxyCheckArgs(url: string, mode: 'warn' | 'fail'): string[] {
   return [WARN, url, mode]
+}
+
+/**
+ * The arguments of migrate.py: which part of the migrations it applies (`before` the switch, holding back the
+ * after-deploy ones; `after` it, the rest), the PostgreSQL timeouts, and the classifier it judges them with.
+ */
+export function migrateArgs(part: 'before' | 'after', m: MigrationSettings): string[] {
+  return [
+    WARN,
+    MIGRATION,
+    part,
+    String(m.lockTimeout),
+    m.statementTimeout ? String(m.statementTimeout) : '',
+    m.afterDeploy.join(','),
+    m.safety,
+    part === 'before' && m.safety !== 'off' ? MIGRATIONS_PY : ''
+  ]
+}
+
+/** rollback_schema.py's exit status when it refuses the rollback (any other failure only skips its check). */
+export const ROLLBACK_REFUSED = 3
+
+/**
+ * Run in the live release's Django before a rollback to `target` (rollback_schema.py): the applied migrations
+ * `target` does not have, classified; contract ones refuse the rollback unless `allowed`. A live release whose
+ * Django cannot tell (its settings or database broken: maybe why it is rolled back) does not stop the rollback:
+ * that is a warning.
+ */
+export function rollbackSchema(l: Layout, live: string, target: string, allowed: boolean): string {
+  const args = [MIGRATION, releaseDir(l, target), target, String(allowed), MIGRATIONS_PY]
+  const run = manageMany(l, live, 'rollback-schema-done:', [
+    { name: 'rollback-schema', args, python: ROLLBACK_SCHEMA_PY }
+  ])
+  return [
+    `rc=0; ( ${run}\n) || rc=$?`,
+    `[ "$rc" -eq 0 ] || [ "$rc" -eq ${ROLLBACK_REFUSED} ] || { echo ${q(`${WARN} the live release's Django could not list the applied migrations the target lacks (see the output above): rolling back without that check`)}; rc=0; }`,
+    'exit "$rc"'
+  ].join('\n')
 }

@@ -5,6 +5,7 @@
 import { isAbsolute } from 'node:path'
 import { defaultReleaseName, type Mode, type RunContext } from './context.js'
 import { deployPathProblem } from './hosts.js'
+import type { MigrationSettings } from './migrations.js'
 import { RawValues, splitList, type DEPLOY_CHECK_MODES } from './sources.js'
 
 export type DeployCheck = (typeof DEPLOY_CHECK_MODES)[number]
@@ -20,6 +21,8 @@ export interface DeploySettings {
   migrate: boolean
   /** `migrate: every-host`: each host has its own database and migrates it; else migrations run once. */
   migrateEveryHost: boolean
+  /** How migrate runs, which migrations wait for the switch, what a contract migration does (migrations.ts). */
+  migrations: MigrationSettings
   /** Hosts worked on at once in each phase (`max-parallel`). */
   maxParallel: number
   /** `rolling`: hosts switched per batch (a count, or a percentage of the hosts); none: all at once. */
@@ -66,13 +69,13 @@ export function readDeployPath(raw: RawValues): string {
   return pathRaw.value.replace(/\/+$/, '')
 }
 
-/** Everything of the deploy section but the path and the roles' reload commands (the composer's). */
+/** Everything of the deploy section but the path, the roles' reload commands and the migrations (the composer's). */
 export function readDeploy(
   raw: RawValues,
   mode: Mode,
   context: RunContext,
   now: Date
-): Omit<DeploySettings, 'path' | 'roleReloadCommands'> {
+): Omit<DeploySettings, 'path' | 'roleReloadCommands' | 'migrations'> {
   const sharedPaths = readSharedPaths(raw)
   const reloaders = (['gunicorn-pidfile', 'gunicorn-service', 'reload-command'] as const).filter(
     n => raw.get(n).value

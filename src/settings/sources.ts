@@ -17,6 +17,8 @@ export const LETS_ENCRYPT = 'https://acme-v02.api.letsencrypt.org/directory'
 export const DEPLOY_CHECK_MODES = ['warn', 'fail', 'off'] as const
 /** When the PR comment is posted: on every run, only when the run failed (then kept up to date), or never. */
 export const COMMENT_MODES = ['always', 'on-failure', 'never'] as const
+/** What a contract migration (it breaks the release still serving) does to a deploy. */
+export const MIGRATION_SAFETY_MODES = ['refuse', 'warn', 'off'] as const
 
 /**
  * How an input is read. The simple kinds are read by `RawValues` from this description alone; `code` inputs are
@@ -61,6 +63,12 @@ export const INPUTS = {
   'venv-options': { kind: 'words', default: '' },
   'pip-args': { kind: 'words', default: '' },
   migrate: { kind: 'code', default: 'true' },
+  'migrate-lock-timeout': { kind: 'int', default: '5', min: 0, unit: 'seconds' },
+  'migrate-statement-timeout': { kind: 'code', default: '' },
+  'after-deploy-migrations': { kind: 'code', default: '' },
+  // The default depends on the hosts (settings/migrations.ts): refuse on a fleet or rolling, warn on one host.
+  'migration-safety': { kind: 'choice', default: 'warn', choices: MIGRATION_SAFETY_MODES },
+  'allow-contract-rollback': { kind: 'bool', default: 'false' },
   'max-parallel': { kind: 'int', default: '10', min: 1, unit: 'hosts' },
   rolling: { kind: 'code', default: '' },
   collectstatic: { kind: 'bool', default: 'true' },
