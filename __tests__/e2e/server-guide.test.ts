@@ -28,22 +28,14 @@ import { join } from 'node:path'
 import * as cmd from '../../src/remote/commands.js'
 import { INPUTS } from '../../src/settings.js'
 import { djangoVersions, REPO_ROOT } from '../helpers/django.js'
+import { README, readmeBlock as block } from '../helpers/readme.js'
 import { freePorts, startTarget, type Target } from '../../sandbox/target.js'
 
-const README = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8')
 // Read before the temp dir is made: a missing Django fails the file here, leaving nothing behind.
 const SERVER_DJANGO = djangoVersions().filter(v => v.version !== '3.2')
 const base = mkdtempSync(join(tmpdir(), 'dd-guide-'))
 // nginx's workers (nobody) read the static files and the certificate's directory is walked by the master only.
 chmodSync(base, 0o755)
-
-/** The fenced block of README.md whose first line is `marker` (the marker line included). */
-function block(marker: string): string {
-  const blocks = [...README.matchAll(/^```[a-z]*\n([\s\S]*?)^```$/gm)].map(m => m[1])
-  const found = blocks.filter(b => b.split('\n')[0].trim() === marker)
-  if (found.length !== 1) throw new Error(`README.md has ${found.length} blocks starting with ${marker}`)
-  return found[0]
-}
 
 afterAll(() => rmSync(base, { recursive: true, force: true }))
 
@@ -57,15 +49,15 @@ describe('nginx server block', () => {
   // The README's block with the certificate made here and /srv/mysite under the temp dir; ports when given.
   function siteConf(ports?: { http: number; https: number; upstream: number }): string {
     let conf = site
-      .replace('/etc/letsencrypt/live/mysite.example.com/fullchain.pem', join(dir, 'cert.pem'))
-      .replace('/etc/letsencrypt/live/mysite.example.com/privkey.pem', join(dir, 'key.pem'))
+      .replace('/etc/letsencrypt/live/mysite/fullchain.pem', join(dir, 'cert.pem'))
+      .replace('/etc/letsencrypt/live/mysite/privkey.pem', join(dir, 'key.pem'))
       .replaceAll('/srv/mysite/', join(dir, 'srv/mysite/') + '/')
     if (ports) {
       conf = conf
         .replace(/^\s*listen \[::\]:(80|443).*\n/gm, '')
         .replace(/listen 80;/, `listen 127.0.0.1:${ports.http};`)
         .replace(/listen 443 ssl;/, `listen 127.0.0.1:${ports.https} ssl;`)
-        .replace('server 127.0.0.1:8000', `server 127.0.0.1:${ports.upstream}`)
+        .replace('server unix:/run/mysite.sock', `server 127.0.0.1:${ports.upstream}`)
         // the redirect names the public port; here it is the test's port
         .replace(
           'return 301 https://$host$request_uri;',
@@ -130,7 +122,7 @@ describe('nginx server block', () => {
   test('has the parts the guide promises', () => {
     expect(site).toMatch(/listen 443 ssl;/)
     expect(site).toMatch(/return 301 https:\/\/\$host\$request_uri;/)
-    expect(site).toMatch(/ssl_certificate \/etc\/letsencrypt\/live\/mysite\.example\.com\/fullchain\.pem;/)
+    expect(site).toMatch(/ssl_certificate \/etc\/letsencrypt\/live\/mysite\/fullchain\.pem;/)
     expect(site).toMatch(/location \/static\/ \{\s*alias \/srv\/mysite\/static\/;/)
     expect(site).toMatch(/location \/media\/ \{\s*alias \/srv\/mysite\/shared\/media\/;/)
     expect(site).toMatch(/proxy_set_header X-Forwarded-Proto \$scheme;/)
@@ -222,13 +214,13 @@ describe('systemd units', () => {
   const socket = block('# /etc/systemd/system/mysite.socket')
   const service = block('# /etc/systemd/system/mysite.service')
 
-  test('the service starts Gunicorn with the command the README documents, and both units have [Unit] and [Install]', () => {
+  test('the service starts Gunicorn through current, and both units have [Unit] and [Install]', () => {
     for (const unit of [socket, service]) {
       expect(unit).toMatch(/^\[Unit\]$/m)
       expect(unit).toMatch(/^\[Install\]$/m)
     }
     expect(service).toContain(
-      'ExecStart=/srv/mysite/current/.venv/bin/python /srv/mysite/current/.venv/bin/gunicorn --chdir /srv/mysite/current '
+      'ExecStart=/srv/mysite/current/.venv/bin/python -m gunicorn --chdir /srv/mysite/current '
     )
     expect(README).toContain(
       '/srv/mysite/current/.venv/bin/python /srv/mysite/current/.venv/bin/gunicorn --chdir /srv/mysite/current --pid /run/mysite/gunicorn.pid'
@@ -255,7 +247,7 @@ describe('systemd units', () => {
 })
 
 describe('sudoers file', () => {
-  const sudoers = block('# /etc/sudoers.d/deploy')
+  const sudoers = block('# /etc/sudoers.d/mysite')
 
   test('visudo -cf parses it', () => {
     const file = join(base, 'sudoers-deploy')
@@ -274,7 +266,11 @@ describe('sudoers file', () => {
         .reloadService(cmd.layout('/srv/mysite'), 'mysite', 'r1')
         .matchAll(/sudo -n systemctl (\w+) "\$unit"/g)
     ].map(m => `systemctl ${m[1]} mysite`)
-    expect(systemctl.sort()).toEqual(['systemctl reload mysite', 'systemctl restart mysite'])
+    expect(systemctl.sort()).toEqual([
+      'systemctl reload mysite',
+      'systemctl restart mysite',
+      'systemctl start mysite'
+    ])
     const allowed = sudoers
       .split('\n')
       .filter(l => l.startsWith('deploy '))

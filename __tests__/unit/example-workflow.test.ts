@@ -2,6 +2,8 @@
  * docs/example-deploy.yml works as written: its triggers, the `type: choice` mode, inputs the action has, pip
  * installs that do not inherit a requirements file's --no-index, checks the example project passes on the runner
  * (the e2e django-checks run them against real Django), and no doubled GitHub deployment.
+ * docs/example-setup.yml makes the server those deploys expect: same hosts, user, key, path and project, its
+ * app the deploys' gunicorn-service.
  */
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -59,4 +61,33 @@ test("the job's environment records the deployment, so the action creates none",
   expect(job.environment).toBeDefined()
   expect(String(action.with!['github-deployment'])).toBe('false')
   expect(action.with!['environment-url']).toBeUndefined()
+})
+
+const setupWf = parse(readFileSync('docs/example-setup.yml', 'utf8')) as {
+  on: Record<string, { inputs?: Record<string, { type: string; default?: unknown }> }>
+  concurrency: { group: string }
+  jobs: Record<string, { steps: Step[] }>
+}
+const setup = Object.values(setupWf.jobs)[0].steps.find(s => s.uses === './')!
+const deployWf = parse(readFileSync('docs/example-deploy.yml', 'utf8')) as { concurrency: { group: string } }
+
+test('the setup example runs by hand only, in mode setup, with inputs the action has', () => {
+  expect(Object.keys(setupWf.on)).toEqual(['workflow_dispatch'])
+  expect(setup.with!.mode).toBe('setup')
+  for (const key of Object.keys(setup.with!)) expect(Object.keys(INPUTS)).toContain(key)
+  for (const key of ['setup-ssh-key', 'domains', 'ssh-key', 'env-file']) expect(setup.with![key]).toBeTruthy()
+  expect(setupWf.on.workflow_dispatch.inputs!['dry-run'].type).toBe('boolean')
+  expect(setup.with!['dry-run']).toBe('${{ inputs.dry-run }}')
+  // never while a deploy runs
+  expect(setupWf.concurrency.group).toBe(deployWf.concurrency.group)
+})
+
+test('the deploy example deploys to the server the setup example made: its units, user, key and path', () => {
+  const w = action.with!
+  for (const key of ['hosts', 'known-hosts', 'user', 'ssh-key', 'deploy-path', 'working-directory'])
+    expect([key, w[key]]).toEqual([key, setup.with![key]])
+  expect(w['gunicorn-service']).toBe(setup.with!.app)
+  expect(w['gunicorn-pidfile']).toBeUndefined()
+  expect(String(w.nginx)).toBe('true')
+  expect(w['health-check-url']).toMatch(new RegExp(`^https://${setup.with!.domains.split(/[\s,]+/)[0]}/`))
 })
