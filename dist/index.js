@@ -59821,8 +59821,7 @@ const EMAIL = /^[^\s@'"\\<>;]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$/;
 const ENV_KEY = /^(export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=/;
 const SIZE = /^\d{1,6}[kKmMgG]?$/;
 const PLAIN_PATH = /^\/[A-Za-z0-9._/-]+$/;
-const URL_PREFIX = /^\/([A-Za-z0-9._~-]+\/)*$/;
-const INPUT_DEFAULT = { 'static-url': '/static/', 'media-url': '/media/' };
+const URL_PREFIX = /^\/([A-Za-z0-9_~-][A-Za-z0-9._~-]*\/)+$/;
 const CIDR = /^([0-9.]+|[0-9A-Fa-f:]+)(\/\d{1,3})?$/;
 /**
  * The setup section. `deployPaths`: the deploy-path input and the hosts' own; they go into systemd units and the
@@ -59856,6 +59855,8 @@ function readSetup(raw, repo, workingDirectory, deployPaths) {
         staticUrl: readUrlPrefix(raw, 'static-url'),
         mediaUrl: readUrlPrefix(raw, 'media-url')
     };
+    if (s.staticUrl === s.mediaUrl)
+        raw.fail(raw.get('media-url'), `is the same as static-url (${s.staticUrl}); nginx serves each from its own directory`);
     checkTls(raw, s);
     return s;
 }
@@ -59995,7 +59996,7 @@ function readWsgi(raw, dir) {
 function readUrlPrefix(raw, name) {
     const r = raw.get(name);
     if (!URL_PREFIX.test(r.value))
-        raw.fail(r, `"${r.value}" is not a URL path prefix nginx can serve; expected the project's ${name === 'static-url' ? 'STATIC_URL' : 'MEDIA_URL'} as a path starting and ending with /, of letters, digits and . _ ~ - (e.g. ${INPUT_DEFAULT[name]})`);
+        raw.fail(r, `"${r.value}" is not a URL path prefix nginx can serve; expected the project's ${name === 'static-url' ? 'STATIC_URL' : 'MEDIA_URL'} as a path starting and ending with /, of letters, digits and . _ ~ - (e.g. ${INPUTS[name].default})`);
     return r.value;
 }
 function readSize(raw) {
