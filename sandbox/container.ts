@@ -135,6 +135,19 @@ function validate(o: ContainerOptions): void {
 
 export async function startContainer(o: ContainerOptions): Promise<Container> {
   validate(o)
+  try {
+    return await startOnce(o)
+  } catch (e) {
+    // Seen once in a full run, with two other containers starting on the machine: nspawn's child exited before it
+    // could report ("Child died too early"), the log saying nothing more. Everything of that try is gone (its
+    // clean-ups ran): one more try, with a new id, and an error only if that fails too.
+    if (!/Child died too early/.test((e as Error).message)) throw e
+    console.warn(`startContainer ${o.name}: systemd-nspawn's child died early; trying once more`)
+    return startOnce(o)
+  }
+}
+
+async function startOnce(o: ContainerOptions): Promise<Container> {
   const id = `${o.name}${randomBytes(2).toString('hex')}`
   const base = `/var/lib/machines/dd-${id}`
   const ovl = `${base}.ovl`

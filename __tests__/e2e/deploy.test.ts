@@ -257,9 +257,9 @@ test('a new migration is applied and a new local dependency installed and used (
   expect(await get('/version/')).toEqual({ status: 200, body: 'V5!' })
   const cols = await t.run(`cd ${t.deployPath}/current && .venv/bin/python manage.py showmigrations pages`)
   expect(cols.stdout).toContain('[X] 0003_greeting_note')
-  // Gunicorn runs as the README tells users to start it (and one master is left)
+  // Gunicorn runs as the README tells users to start it without systemd, with a pidfile (and one master is left)
   const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
-  const documented = /^ExecStart=(\S+) (\S+) --chdir (\S+) /m
+  const documented = /^cd \S+ && (\S+) (\S+\/\.venv\/bin\/gunicorn) --chdir (\S+) --pid /m
     .exec(readme)!
     .slice(1)
     .map(w => w.replace('/srv/mysite', t.deployPath))
