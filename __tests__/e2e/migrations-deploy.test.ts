@@ -243,3 +243,37 @@ test('a rollback across an expand-only migration goes ahead and lists it; across
   expect(served(rs)).toBeGreaterThan(0)
   expect(failed(rs)).toBe(0)
 })
+
+test('two fleets deploying at once against one database: their migrates run one after the other, the migration once', async () => {
+  // Fleet A is the first host, fleet B the other two, each with its own config file: two workflows, one database.
+  const config = (hosts: FleetHost[]): string =>
+    `hosts:\n${hosts.map(h => `  - { host: "${h.host}:${h.sshPort}", user: ${h.user}, deploy-path: "${h.deployPath}" }`).join('\n')}\n`
+  repo
+    .write('deploy-a.yml', config(fleet.hosts.slice(0, 1)))
+    .write('deploy-b.yml', config(fleet.hosts.slice(1)))
+  // A migration that holds the lock for 8 s: whichever fleet migrates first, the other arrives meanwhile.
+  release(
+    'v5',
+    '    mood = models.CharField(max_length=20, null=True)\n    tag = models.CharField(max_length=20, null=True)\n',
+    migration(
+      '0006_greeting_tag',
+      '0005_greeting_mood',
+      "migrations.AddField('greeting', 'tag', models.CharField(max_length=20, null=True)), migrations.RunSQL('SELECT pg_sleep(8)', migrations.RunSQL.noop)"
+    )
+  )
+  const [a, b] = await Promise.all([
+    run('v5', { config: 'deploy-a.yml' }),
+    run('v5', { config: 'deploy-b.yml' })
+  ])
+  expectOk(a)
+  expectOk(b)
+  const waiting =
+    /another migrate holds this database's migration lock: waiting for PostgreSQL backend \d+ \(django-deploy migrate/
+  const applied = /Applying pages\.0006_greeting_tag\.\.\. OK/
+  // One fleet applied the migration; the other waited for it, then found nothing left to apply.
+  expect([a, b].filter(r => waiting.test(r.log))).toHaveLength(1)
+  expect([a, b].filter(r => applied.test(r.log))).toHaveLength(1)
+  expect([a, b].find(r => waiting.test(r.log))!.log).not.toMatch(applied)
+  expect(await columns()).toContain('tag')
+  for (const h of fleet.hosts) expect(live(h)).toBe('releases/v5')
+})
