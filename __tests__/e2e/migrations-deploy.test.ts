@@ -7,6 +7,8 @@
  * - a long transaction holding a lock on the table a migration alters: the deploy fails within
  *   migrate-lock-timeout naming the lock wait, nothing switches, the site keeps answering;
  * - a migrate while another holds the database's migration lock (the advisory lock) waits for it, naming it.
+ * - two fleets deploying at once against the database: one migrate waits for the other, the migration runs once;
+ * - a rollback behind an applied contract migration is refused, behind an expand-only one allowed.
  */
 import { jest } from '@jest/globals'
 import { readlinkSync } from 'node:fs'
